@@ -1,0 +1,86 @@
+// One checkpoint object (nanoGPT train.py): weights, optimizer state, model config, step, best
+// validation loss, run config, data cursor and RNG state. On disk or in S3 it is two safetensors
+// files plus a small JSON document; the store's manifest (sha256 of each file) is written last.
+
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import type { TensorData } from '../graph/ir';
+import { readSafetensors, writeSafetensors } from './safetensors';
+
+export const CHECKPOINT_FORMAT = 'truthgpt-checkpoint/1';
+
+export const DataCursorSchema = z.object({
+  /** Shard index within the dataset split. */
+  shard: z.number().int().nonnegative(),
+  /** Batches consumed so far; data order is a pure function of (seed, shard, step). */
+  step: z.number().int().nonnegative(),
+  seed: z.number().int(),
+});
+
+export const CheckpointStateSchema = z.object({
+  format: z.literal(CHECKPOINT_FORMAT),
+  modelConfig: z.record(z.string(), z.unknown()),
+  runConfig: z.record(z.string(), z.unknown()).default({}),
+  step: z.number().int().nonnegative(),
+  round: z.number().int().nonnegative().default(0),
+  bestValLoss: z.number().nullable().default(null),
+  dataCursor: DataCursorSchema.nullable().default(null),
+  /** Opaque RNG state (e.g. dropout seed counters), kept as numbers so JSON round-trips exactly. */
+  rng: z.array(z.number().int()).default([]),
+  /** sha256 of the two tensor files, so a checkpoint document pins its blobs. */
+  files: z.record(z.string(), z.object({ sha256: z.string().length(64), bytes: z.number().int().nonnegative() })),
+});
+export type CheckpointState = z.infer<typeof CheckpointStateSchema>;
+
+export interface Checkpoint {
+  weights: Map<string, TensorData>;
+  /** Optimizer moments by name (`exp_avg:<param>`, ...); empty for a fresh model. */
+  optimizer: Map<string, TensorData>;
+  state: Omit<CheckpointState, 'files' | 'format'>;
+}
+
+export const WEIGHTS_FILE = 'model.safetensors';
+export const OPTIMIZER_FILE = 'optimizer.safetensors';
+export const STATE_FILE = 'checkpoint.json';
+
+export const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+/** Serializes a checkpoint into its files (name → bytes). */
+export function packCheckpoint(ckpt: Checkpoint): Map<string, Buffer> {
+  const weights = writeSafetensors(ckpt.weights, { format: 'pt' });
+  const optimizer = writeSafetensors(ckpt.optimizer);
+  const state: CheckpointState = {
+    format: CHECKPOINT_FORMAT,
+    ...ckpt.state,
+    files: {
+      [WEIGHTS_FILE]: { sha256: sha256(weights), bytes: weights.length },
+      [OPTIMIZER_FILE]: { sha256: sha256(optimizer), bytes: optimizer.length },
+    },
+  };
+  return new Map([
+    [WEIGHTS_FILE, weights],
+    [OPTIMIZER_FILE, optimizer],
+    [STATE_FILE, Buffer.from(JSON.stringify(state, null, 2))],
+  ]);
+}
+
+/** Reads files produced by packCheckpoint, verifying each tensor file against the document. */
+export function unpackCheckpoint(files: Map<string, Uint8Array>, where = 'checkpoint'): Checkpoint {
+  const doc = files.get(STATE_FILE);
+  if (!doc) throw new Error(`${where}: ${STATE_FILE} is missing`);
+  const parsed = CheckpointStateSchema.safeParse(JSON.parse(Buffer.from(doc).toString('utf8')));
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(`${where}/${STATE_FILE}: ${issue.path.join('.')}: ${issue.message}`);
+  }
+  const { files: pins, format: _format, ...state } = parsed.data;
+  const load = (name: string) => {
+    const bytes = files.get(name);
+    if (!bytes) throw new Error(`${where}: ${name} is missing`);
+    const pin = pins[name];
+    const actual = sha256(bytes);
+    if (pin && pin.sha256 !== actual) throw new Error(`${where}/${name}: sha256 ${actual} does not match ${pin.sha256} (corrupt file)`);
+    return readSafetensors(bytes, `${where}/${name}`).tensors;
+  };
+  return { weights: load(WEIGHTS_FILE), optimizer: load(OPTIMIZER_FILE), state };
+}
