@@ -1,0 +1,54 @@
+// AdamW (Loshchilov & Hutter), written as graph ops with torch.optim.AdamW's exact arithmetic:
+//   m ← β₁m + (1−β₁)g          v ← β₂v + (1−β₂)g²
+//   p ← p·(1 − lr·λ) − (lr / (1−β₁ᵗ)) · m / (√v / √(1−β₂ᵗ) + ε)      with t = step + 1.
+// Bias corrections are computed in-graph from the `step` input (Pow), once per graph; every
+// per-parameter op is elementwise with scalar coefficients folded in where possible.
+
+import { z } from 'zod';
+import { add, div, mul, pow, sqrt, sub } from '../graph/ops';
+import type { OptimizerImpl, SharedScalars, UpdateTarget } from './types';
+
+export const AdamWSchema = z.object({
+  kind: z.literal('adamw'),
+  lr: z.number().positive(),
+  beta1: z.number().min(0).lt(1).default(0.9),
+  beta2: z.number().min(0).lt(1).default(0.999),
+  eps: z.number().positive().default(1e-8),
+  weight_decay: z.number().nonnegative().default(0.01),
+});
+export type AdamWConfig = z.infer<typeof AdamWSchema>;
+
+export function adamw(cfg: AdamWConfig): OptimizerImpl {
+  return {
+    slots: ['m', 'v'],
+    prepare({ lr, step, gradScale }): SharedScalars {
+      const g = step.graph;
+      const c = (x: number) => g.scalar(x);
+      const t = add(step, c(1));
+      const bc1 = sub(c(1), pow(c(cfg.beta1), t));
+      const bc2 = sub(c(1), pow(c(cfg.beta2), t));
+      const s = gradScale;
+      return {
+        // Clipping folds into the moment coefficients: (1−β₁)·s·g and (1−β₂)·s²·g².
+        c1: s ? mul(c(1 - cfg.beta1), s) : c(1 - cfg.beta1),
+        c2: s ? mul(c(1 - cfg.beta2), mul(s, s)) : c(1 - cfg.beta2),
+        stepSize: div(lr, bc1),
+        invSqrtBc2: div(c(1), sqrt(bc2)),
+        decayFactor: sub(c(1), mul(lr, c(cfg.weight_decay))),
+      };
+    },
+    update(k: SharedScalars, u: UpdateTarget) {
+      const g = u.param.graph;
+      const [m, v] = [u.state.m, u.state.v];
+      const c = (x: number) => g.scalar(x);
+      const m2 = g.op('Add', [mul(m, c(cfg.beta1)), mul(u.grad, k.c1)], {}, { outputNames: [u.stateOut.m] })[0];
+      const v2 = g.op('Add', [mul(v, c(cfg.beta2)), mul(mul(u.grad, u.grad), k.c2)], {}, { outputNames: [u.stateOut.v] })[0];
+      const denom = add(mul(sqrt(v2), k.invSqrtBc2), c(cfg.eps));
+      const delta = mul(div(m2, denom), k.stepSize);
+      const decayed = u.decay && cfg.weight_decay > 0 ? mul(u.param, k.decayFactor) : u.param;
+      const p2 = g.op('Sub', [decayed, delta], {}, { outputNames: [u.paramOut] })[0];
+      return { param: p2, state: { m: m2, v: v2 } };
+    },
+  };
+}
+
