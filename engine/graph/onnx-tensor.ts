@@ -69,11 +69,14 @@ export function tensorBytes(t: TensorData): Uint8Array {
 }
 
 /**
- * The typed array that natural-dtype consumers expect for `bytes` (copied, so it is aligned and
- * owns its memory). float16/bfloat16 come back as Uint16Array bit patterns, 4-bit types packed.
+ * The typed array that natural-dtype consumers expect for `bytes`. float16/bfloat16 come back as
+ * Uint16Array bit patterns, 4-bit types packed. `copy` (default) makes it aligned and the owner of
+ * its memory; pass false only for a fresh buffer that starts at offset 0.
  */
-export function typedFromBytes(dtype: DType, bytes: Uint8Array): TypedArray {
-  const buf = bytes.slice().buffer;
+export function typedFromBytes(dtype: DType, bytes: Uint8Array, copy = true): TypedArray {
+  const owns = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
+  // Uint8Array.prototype.slice, not bytes.slice(): on a Node Buffer the latter is a view.
+  const buf = copy || !owns ? Uint8Array.prototype.slice.call(bytes).buffer : bytes.buffer;
   switch (dtype) {
     case 'float32':
       return new Float32Array(buf);

@@ -1,12 +1,15 @@
 // IR Graph -> ONNX ModelProto bytes (via onnx-proto/protobufjs), optionally with weights in one
 // external-data side file so models larger than protobuf's 2 GB limit can be saved and loaded.
-// The loader (ONNX -> Graph) lives in onnx-load.ts.
+// The loader (ONNX -> Graph) lives in onnx-load.ts; `loadModel` is re-exported here.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
 import type { Attr, Graph, TensorData, Value } from './ir';
+import { hasGuessedType } from './onnx-load';
 import { onnxDType, tensorBytes, tensorToProto } from './onnx-tensor';
+
+export { loadModel, type LoadOptions } from './onnx-load';
 
 /** IR version 10 (ONNX 1.16): needed for opset 21+, and what ORT 1.30 reads natively. */
 export const IR_VERSION = 10;
@@ -105,7 +108,7 @@ function graphProto(g: Graph, ext: ExternalPlan | null, opts: SerializeOptions):
       for (const o of n.outputs) {
         if (!o || outputNames.has(o) || inputNames.has(o)) continue;
         const v = g.values.get(o);
-        if (v) intermediates.push(valueInfo(v));
+        if (v && !hasGuessedType(g, o)) intermediates.push(valueInfo(v));
       }
     }
   }
