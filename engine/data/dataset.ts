@@ -1,0 +1,154 @@
+// prepareDataset: corpus → tokenizer → N shards per split of packed token ids + a manifest.
+//
+// Documents stream through one at a time; each is assigned to a split and a shard by a hash of
+// (seed, source), so the split is deterministic and independent of corpus order, and shard files
+// are written incrementally (memory stays flat however large the corpus). Shards are raw
+// little-endian uint16 ids when the vocabulary fits, else uint32, documents separated by EOT.
+
+import { createHash, type Hash } from 'node:crypto';
+import { createWriteStream, mkdirSync, writeFileSync, type WriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { CorpusError, CorpusSpecSchema, readCorpus, type Document } from './corpus';
+import { hashString, mix } from './random';
+import { trainBpe } from './bpe-train';
+import { BpeTokenizer, ByteTokenizer, Gpt2Tokenizer, TokenizerSpecSchema, type Tokenizer } from './tokenizer';
+
+export const DatasetSpecSchema = z.object({
+  name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'dataset name: lowercase letters, digits and dashes'),
+  corpus: CorpusSpecSchema,
+  tokenizer: TokenizerSpecSchema.default({ kind: 'byte' }),
+  shards: z.number().int().min(1).max(1024).default(1),
+  valFraction: z.number().min(0).max(0.5).default(0.1),
+  seed: z.number().int().default(0),
+  /** BPE training reads at most this many characters of the corpus. */
+  bpeTrainChars: z.number().int().positive().default(20_000_000),
+});
+export type DatasetSpec = z.infer<typeof DatasetSpecSchema>;
+
+export interface ShardInfo {
+  file: string;
+  tokens: number;
+  documents: number;
+  bytes: number;
+  sha256: string;
+}
+
+export interface DatasetManifest {
+  format: 'truthgpt-dataset/1';
+  spec: DatasetSpec;
+  tokenizer: { id: string; vocabSize: number; eot: number; file: string };
+  dtype: 'uint16' | 'uint32';
+  splits: { train: ShardInfo[]; val: ShardInfo[] };
+  documents: number;
+  tokens: number;
+  labels: Record<string, number>;
+}
+
+export const TOKENIZER_FILE = 'tokenizer.json';
+export const DATASET_MANIFEST_FILE = 'dataset.json';
+
+class ShardWriter {
+  private readonly out: WriteStream;
+  private readonly hash: Hash = createHash('sha256');
+  tokens = 0;
+  documents = 0;
+  bytes = 0;
+  constructor(
+    readonly file: string,
+    path: string,
+    private readonly wide: boolean,
+  ) {
+    this.out = createWriteStream(path);
+  }
+  async write(ids: number[]): Promise<void> {
+    const buf = Buffer.from(this.wide ? Uint32Array.from(ids).buffer : Uint16Array.from(ids).buffer);
+    this.hash.update(buf);
+    this.tokens += ids.length;
+    this.bytes += buf.length;
+    this.documents++;
+    if (!this.out.write(buf)) await new Promise<void>((r) => this.out.once('drain', () => r()));
+  }
+  async close(): Promise<ShardInfo> {
+    await new Promise<void>((resolve, reject) => this.out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    return { file: this.file, tokens: this.tokens, documents: this.documents, bytes: this.bytes, sha256: this.hash.digest('hex') };
+  }
+}
+
+async function buildTokenizer(spec: DatasetSpec): Promise<Tokenizer> {
+  const t = spec.tokenizer;
+  if (t.kind === 'byte') return new ByteTokenizer();
+  if (t.kind === 'gpt2') return new Gpt2Tokenizer();
+  const texts: string[] = [];
+  let chars = 0;
+  for await (const doc of readCorpus(spec.corpus)) {
+    if (chars >= spec.bpeTrainChars) break;
+    texts.push(doc.text);
+    chars += doc.text.length;
+  }
+  const model = trainBpe(texts, t.vocabSize - 3); // three specials follow the merged ids
+  const id = `bpe-${t.vocabSize}-${createHash('sha256').update(JSON.stringify(model.merges)).digest('hex').slice(0, 12)}`;
+  return new BpeTokenizer(id, model);
+}
+
+/**
+ * Tokenizes the corpus into `outDir` (shard files, tokenizer.json, dataset.json) and returns the
+ * manifest. `onProgress` is called after each document (for heartbeats and progress bars).
+ */
+export async function prepareDataset(
+  specInput: z.input<typeof DatasetSpecSchema>,
+  outDir: string,
+  onProgress?: (p: { documents: number; tokens: number }) => void,
+): Promise<DatasetManifest> {
+  const spec = DatasetSpecSchema.parse(specInput);
+  mkdirSync(outDir, { recursive: true });
+  const tokenizer = await buildTokenizer(spec);
+  const wide = tokenizer.vocabSize > 65536;
+  const writers = {
+    train: Array.from({ length: spec.shards }, (_, i) => new ShardWriter(`train-${i}.bin`, join(outDir, `train-${i}.bin`), wide)),
+    val: Array.from({ length: spec.shards }, (_, i) => new ShardWriter(`val-${i}.bin`, join(outDir, `val-${i}.bin`), wide)),
+  };
+  const labels: Record<string, number> = {};
+  let documents = 0;
+  let tokens = 0;
+  for await (const doc of readCorpus(spec.corpus) as AsyncIterable<Document>) {
+    if (!doc.text.trim()) throw new CorpusError(doc.source, 'is empty');
+    const h = mix(spec.seed, hashString(doc.source));
+    const split = (h % 10_000) / 10_000 < spec.valFraction ? 'val' : 'train';
+    const shard = Math.floor(h / 10_000) % spec.shards;
+    const ids = tokenizer.encode(doc.text);
+    ids.push(tokenizer.eot);
+    await writers[split][shard].write(ids);
+    if (doc.label !== undefined) labels[doc.label] = (labels[doc.label] ?? 0) + 1;
+    documents++;
+    tokens += ids.length;
+    onProgress?.({ documents, tokens });
+  }
+  if (documents === 0) throw new CorpusError(JSON.stringify(spec.corpus), 'yielded no documents');
+  const splits = {
+    train: await Promise.all(writers.train.map((w) => w.close())),
+    val: await Promise.all(writers.val.map((w) => w.close())),
+  };
+  if (splits.train.every((s) => s.tokens === 0)) throw new CorpusError(JSON.stringify(spec.corpus), 'the train split is empty (valFraction too high for so few documents?)');
+  writeFileSync(join(outDir, TOKENIZER_FILE), JSON.stringify(tokenizer.toJSON()));
+  const manifest: DatasetManifest = {
+    format: 'truthgpt-dataset/1',
+    spec,
+    tokenizer: { id: tokenizer.id, vocabSize: tokenizer.vocabSize, eot: tokenizer.eot, file: TOKENIZER_FILE },
+    dtype: wide ? 'uint32' : 'uint16',
+    splits,
+    documents,
+    tokens,
+    labels,
+  };
+  writeFileSync(join(outDir, DATASET_MANIFEST_FILE), JSON.stringify(manifest, null, 2));
+  return manifest;
+}
+
+/** Views a shard file's bytes as token ids. */
+export function shardTokens(bytes: Uint8Array, dtype: DatasetManifest['dtype'], file = 'shard'): Uint16Array | Uint32Array {
+  const width = dtype === 'uint16' ? 2 : 4;
+  if (bytes.byteLength % width !== 0) throw new CorpusError(file, `${bytes.byteLength} bytes is not a whole number of ${dtype} ids`);
+  const copy = new Uint8Array(bytes); // aligned, owned
+  return dtype === 'uint16' ? new Uint16Array(copy.buffer) : new Uint32Array(copy.buffer);
+}
