@@ -6,3 +6,7 @@ import './activations';
 import './linalg';
 import './shape';
 import './reduce';
+import './indexing';
+import './norm';
+import './loss';
+import './misc';
