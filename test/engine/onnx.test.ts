@@ -27,7 +27,8 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-onnx-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 async function run(model: Uint8Array | string, feeds: Record<string, ort.Tensor>) {
-  const session = await ort.InferenceSession.create(model, { logSeverityLevel: 3 });
+  const opts: ort.InferenceSession.SessionOptions = { logSeverityLevel: 3 };
+  const session = typeof model === 'string' ? await ort.InferenceSession.create(model, opts) : await ort.InferenceSession.create(model, opts);
   try {
     return await session.run(feeds);
   } finally {
@@ -184,7 +185,7 @@ describe('loadModel', () => {
     expect(loaded.inputs.map((i) => [i.name, i.dtype, i.shape])).toEqual([['x', 'float32', ['batch', 3]]]);
     expect(loaded.outputs.map((o) => o.name)).toEqual(['y']);
     expect(loaded.initializers.get('i64')!.data).toEqual(big);
-    expect(Array.from(loaded.initializers.get('half')!.data)).toEqual([0x3c00, 0xc000]);
+    expect(Array.from(loaded.initializers.get('half')!.data as Uint16Array)).toEqual([0x3c00, 0xc000]);
     const loop = loaded.nodes.find((n) => n.opType === 'Loop')!;
     expect(loop.inputs).toEqual(['trips', '', 'x']);
     const loadedBody = loop.attrs.body.value as Graph;
@@ -257,7 +258,7 @@ describe('loadModel', () => {
     expect(loaded.opsets.get('')).toBe(17);
     expect(loaded.nodes.map((n) => n.opType)).toEqual(['Shape', 'Gather', 'Concat', 'ConstantOfShape']);
     const value = loaded.nodes[3].attrs.value;
-    expect(value.type === 'tensor' && Array.from(value.value.data)).toEqual([1.5]);
+    expect(value.type === 'tensor' && Array.from(value.value.data as Float32Array)).toEqual([1.5]);
     expect(loaded.value('y').shape).toEqual(['batch', 2]);
     const out = await run(serializeModel(loaded).model, { x: new ort.Tensor('float32', new Float32Array(12), [4, 3]) });
     expect(out.y.dims).toEqual([4, 2]);
