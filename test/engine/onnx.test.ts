@@ -7,20 +7,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { onnx } from 'onnx-proto';
-import { f, Graph, tensor, type Value } from '../../engine/graph/ir';
-import { lookupOp, registerOp } from '../../engine/graph/registry';
+import { f, Graph, lookupOp, registerOp, tensor } from '../../engine/graph';
 import { EXTERNAL_ALIGNMENT, loadModel, saveModel, serializeModel, toModelProto } from '../../engine/graph/onnx';
+import { hasGuessedType } from '../../engine/graph/onnx-load';
 
-// The shared rules land in engine/autodiff/rules; until then give the few ops used here a
-// same-shape-as-first-input rule (only when no real rule is registered).
-const sameAsFirst = (inputs: (Value | null)[]) => [{ dtype: inputs[0]!.dtype, shape: inputs[0]!.shape }];
-for (const op of ['Add', 'Relu', 'Identity', 'LayerNormalization', 'Gelu', 'RMSNormalization']) {
-  if (!lookupOp(op)) registerOp(op, { infer: sameAsFirst });
-}
-if (!lookupOp('MatMul')) {
-  registerOp('MatMul', { infer: ([a, b]) => [{ dtype: a!.dtype, shape: [a!.shape![0], b!.shape![1]] }] });
-}
-// Loop(M, cond, v...) -> final v...: the loop-carried values keep their input types.
+// The op table has no Loop rule (yet); Loop(M, cond, v...) -> final v... keeps the carried types.
 if (!lookupOp('Loop')) registerOp('Loop', { infer: (inputs) => inputs.slice(2).map((v) => ({ dtype: v!.dtype, shape: v!.shape })) });
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-onnx-'));
@@ -230,7 +221,7 @@ describe('loadModel', () => {
     expect(Array.from(got.y.data as Float32Array)).toEqual(want);
   });
 
-  it('loads shape-computing ops that have no shape rule (Shape, Gather, Concat, ConstantOfShape) and ORT still runs them', async () => {
+  it('loads shape-computing ops without value_info, and an op without a shape rule, and ORT still runs them', async () => {
     const T = onnx.AttributeProto.AttributeType;
     const i64 = (name: string, vals: number[]) => ({ name, dims: [vals.length], dataType: 7, rawData: new Uint8Array(BigInt64Array.from(vals.map(BigInt)).buffer) });
     const vi = (name: string, elemType: number, dims: (number | string)[]) => ({
@@ -238,6 +229,7 @@ describe('loadModel', () => {
       type: { tensorType: { elemType, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
     });
     // y = ConstantOfShape(Concat(Gather(Shape(x), [0]), [2]), value=1.5): a (batch, 2) tensor of 1.5.
+    // count = Cast(Size(x), float): Size has no shape rule, so the loader must guess its dtype.
     const proto: onnx.IModelProto = {
       irVersion: 8,
       opsetImport: [{ domain: '', version: 17 }],
@@ -245,24 +237,28 @@ describe('loadModel', () => {
         name: 'shapes',
         initializer: [i64('idx0', [0]), i64('two', [2])],
         input: [vi('x', 1, ['batch', 3])],
-        output: [vi('y', 1, ['batch', 2])],
+        output: [vi('y', 1, ['batch', 2]), vi('count', 1, [])],
         node: [
           { opType: 'Shape', input: ['x'], output: ['s'] },
           { opType: 'Gather', input: ['s', 'idx0'], output: ['b'], attribute: [{ name: 'axis', type: T.INT, i: 0 }] },
           { opType: 'Concat', input: ['b', 'two'], output: ['shape'], attribute: [{ name: 'axis', type: T.INT, i: 0 }] },
           { opType: 'ConstantOfShape', input: ['shape'], output: ['y'], attribute: [{ name: 'value', type: T.TENSOR, t: { dims: [1], dataType: 1, floatData: [1.5] } }] },
+          { opType: 'Size', input: ['x'], output: ['n'] },
+          { opType: 'Cast', input: ['n'], output: ['count'], attribute: [{ name: 'to', type: T.INT, i: 1 }] },
         ],
       },
     };
     const loaded = loadModel(onnx.ModelProto.encode(proto).finish());
     expect(loaded.opsets.get('')).toBe(17);
-    expect(loaded.nodes.map((n) => n.opType)).toEqual(['Shape', 'Gather', 'Concat', 'ConstantOfShape']);
+    expect(loaded.nodes.map((n) => n.opType)).toEqual(['Shape', 'Gather', 'Concat', 'ConstantOfShape', 'Size', 'Cast']);
+    if (!lookupOp('Size')) expect(hasGuessedType(loaded, 'n')).toBe(true);
     const value = loaded.nodes[3].attrs.value;
     expect(value.type === 'tensor' && Array.from(value.value.data as Float32Array)).toEqual([1.5]);
     expect(loaded.value('y').shape).toEqual(['batch', 2]);
     const out = await run(serializeModel(loaded).model, { x: new ort.Tensor('float32', new Float32Array(12), [4, 3]) });
     expect(out.y.dims).toEqual([4, 2]);
     expect(Array.from(out.y.data as Float32Array)).toEqual(new Array(8).fill(1.5));
+    expect(Array.from(out.count.data as Float32Array)).toEqual([12]);
   });
 
   it('names the op and attribute it cannot represent', () => {
