@@ -1,0 +1,81 @@
+// The training-step graph: forward → loss → reverse-mode gradients → optimizer update, so one
+// `session.run` is one full step: (params, optimizer state, batch, step) → (new params, new
+// state, loss, grad_norm, lr). Names follow the StepRunner contract (see engine/optim/index.ts).
+
+import '../autodiff/rules';
+import { gradients } from '../autodiff/gradients';
+import { Graph, type Value } from '../graph/ir';
+import type { ParamLookup, ParamSpec } from '../models/blocks';
+import { appendOptimizer, paramIn, type OptimConfig, type StateSpec } from '../optim';
+
+/** A model as the trainer sees it: its weights, and a function that builds the scalar loss. */
+export interface TrainableModel {
+  params: ParamSpec[];
+  /** Declares the batch inputs on `g` and returns the scalar loss, reading weights through `p`. */
+  loss(g: Graph, p: ParamLookup): Value;
+}
+
+export interface TrainStepOptions {
+  /** Which parameters the optimizer updates (default: all). Frozen ones are inputs `frozen:<name>`. */
+  trainable?: (name: string) => boolean;
+  graphName?: string;
+}
+
+export interface TrainStep {
+  graph: Graph;
+  /** Updated parameters, in input order: `param:<name>` → `param_out:<name>`. */
+  trainable: ParamSpec[];
+  /** Parameters fed as `frozen:<name>` and never updated. */
+  frozen: ParamSpec[];
+  /** Optimizer state (zeros at step 0): `state:<key>` → `state_out:<key>`. */
+  state: StateSpec[];
+  /** Batch input names the model declared (e.g. tokens, targets). */
+  batchInputs: string[];
+}
+
+export const frozenIn = (name: string) => `frozen:${name}`;
+
+/**
+ * Builds the one-graph training step.
+ * @example const step = buildTrainStep({ params: gptParams(cfg), loss: gptTrainLoss(cfg, 12, 64) }, optim)
+ */
+export function buildTrainStep(model: TrainableModel, optim: OptimConfig, opts: TrainStepOptions = {}): TrainStep {
+  const g = new Graph(opts.graphName ?? 'train_step');
+  const isTrainable = opts.trainable ?? (() => true);
+  const values = new Map<string, Value>();
+  const trainable: ParamSpec[] = [];
+  const frozen: ParamSpec[] = [];
+  for (const s of model.params) {
+    if (values.has(s.name)) throw new Error(`buildTrainStep: parameter "${s.name}" is listed twice`);
+    const train = isTrainable(s.name);
+    (train ? trainable : frozen).push(s);
+    values.set(s.name, g.input(train ? paramIn(s.name) : frozenIn(s.name), 'float32', s.shape));
+  }
+  if (trainable.length === 0) throw new Error('buildTrainStep: no trainable parameters');
+  const step = g.input('step', 'float32', []);
+  const nBefore = g.inputs.length;
+  const used = new Set<string>();
+  const lookup: ParamLookup = (name) => {
+    const v = values.get(name);
+    if (!v) throw new Error(`buildTrainStep: the model reads parameter "${name}", which is not in its parameter list`);
+    used.add(name);
+    return v;
+  };
+  const loss = model.loss(g, lookup);
+  if (loss.shape && loss.shape.length !== 0) throw new Error(`buildTrainStep: loss ${loss.name} must be a scalar, got [${loss.shape.join(', ')}]`);
+  const unused = trainable.filter((s) => !used.has(s.name)).map((s) => s.name);
+  if (unused.length) throw new Error(`buildTrainStep: trainable parameters never read by the model: ${unused.join(', ')}`);
+  const batchInputs = g.inputs.slice(nBefore).map((v) => v.name);
+
+  const wrt = trainable.map((s) => values.get(s.name)!);
+  const grads = gradients(g, loss, wrt);
+  const entries = trainable.map((s) => {
+    const param = values.get(s.name)!;
+    const grad = grads.get(param.name);
+    if (!grad) throw new Error(`buildTrainStep: no gradient reached parameter "${s.name}"`);
+    return { name: s.name, param, grad };
+  });
+  const { state } = appendOptimizer(g, optim, entries, step);
+  g.output(loss, 'loss');
+  return { graph: g, trainable, frozen, state, batchInputs };
+}
