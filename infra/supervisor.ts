@@ -1,0 +1,136 @@
+// The stack's worker supervisor: a detached process that keeps one worker per pool running,
+// restarting one that dies (quickly the first time, with exponential backoff while it keeps
+// crashing), and records worker PIDs in stack.json. It restarts processes only; retrying work is
+// Temporal's job, which re-dispatches the dead worker's activities after their timeouts.
+//
+//   node -r tsx/cjs infra/supervisor.ts --state-dir .truthgpt      (started by `truthgpt up`)
+
+import type { ChildProcess } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import type { Pool } from '../sdk/search-attributes';
+import { logDir, updateState, workerIdentity, type WorkerEntry } from './stack-state';
+import { spawnLogged, tsCommand } from './stack-spawn';
+
+export const WORKER_ENTRY = 'workers/main.ts';
+/** A worker that lived shorter than this crashed at start, so the next restart backs off. */
+const CRASH_WINDOW_MS = 10_000;
+const FIRST_RESTART_DELAY_MS = 300;
+const MAX_RESTART_DELAY_MS = 30_000;
+const STOP_GRACE_MS = 10_000;
+
+interface Slot {
+  pool: Pool;
+  child?: ChildProcess;
+  startedAt: number;
+  restarts: number;
+  /** Crashes in a row, each within CRASH_WINDOW_MS of its start. */
+  crashes: number;
+  timer?: NodeJS.Timeout;
+}
+
+/** Delay before restart number `crashes` in a crash loop: 0.3 s, 0.6 s, 1.2 s, ... capped at 30 s. */
+export function restartDelayMs(crashes: number): number {
+  return Math.min(FIRST_RESTART_DELAY_MS * 2 ** Math.max(0, crashes - 1), MAX_RESTART_DELAY_MS);
+}
+
+export function superviseWorkers(stateDir: string, pools: Pool[]): { stop(): Promise<void> } {
+  let stopping = false;
+  const log = (msg: string) => process.stdout.write(`${new Date().toISOString()} supervisor: ${msg}\n`);
+  const slots = pools.map((pool): Slot => ({ pool, startedAt: 0, restarts: 0, crashes: 0 }));
+
+  const record = (slot: Slot, entry: WorkerEntry | undefined) =>
+    updateState(stateDir, (s) => {
+      if (entry) s.workers[slot.pool] = entry;
+      else delete s.workers[slot.pool];
+    });
+
+  const start = (slot: Slot) => {
+    const { command, args } = tsCommand(WORKER_ENTRY, ['--pool', slot.pool]);
+    const logFile = path.join(logDir(stateDir), `worker-${slot.pool}.log`);
+    const child = spawnLogged({ command, args, log: logFile, env: { ...process.env, TRUTHGPT_SUPERVISED: '1' }, detached: false });
+    slot.child = child;
+    slot.startedAt = Date.now();
+    const pid = child.pid;
+    if (pid === undefined) {
+      log(`could not spawn the ${slot.pool} worker; retrying`);
+      scheduleRestart(slot);
+      return;
+    }
+    log(`started ${slot.pool} worker pid ${pid} (restart #${slot.restarts})`);
+    record(slot, {
+      pool: slot.pool,
+      pid,
+      marker: WORKER_ENTRY,
+      log: logFile,
+      startedAt: new Date(slot.startedAt).toISOString(),
+      identity: workerIdentity(slot.pool, pid, os.hostname()),
+      restarts: slot.restarts,
+    });
+    child.once('exit', (code, signal) => {
+      slot.child = undefined;
+      if (stopping) return;
+      const lived = Date.now() - slot.startedAt;
+      slot.crashes = lived < CRASH_WINDOW_MS ? slot.crashes + 1 : 1;
+      log(`${slot.pool} worker pid ${pid} exited (${signal ?? `code ${code}`}) after ${(lived / 1000).toFixed(1)} s`);
+      scheduleRestart(slot);
+    });
+  };
+
+  const scheduleRestart = (slot: Slot) => {
+    const delay = restartDelayMs(slot.crashes);
+    log(`restarting the ${slot.pool} worker in ${delay} ms`);
+    slot.timer = setTimeout(() => {
+      slot.timer = undefined;
+      if (stopping) return;
+      slot.restarts++;
+      start(slot);
+    }, delay);
+  };
+
+  for (const slot of slots) start(slot);
+
+  return {
+    async stop() {
+      stopping = true;
+      await Promise.all(
+        slots.map(async (slot) => {
+          if (slot.timer) clearTimeout(slot.timer);
+          const child = slot.child;
+          if (child && child.exitCode === null && child.signalCode === null) {
+            const exited = new Promise<void>((r) => child.once('exit', () => r()));
+            child.kill('SIGTERM');
+            const t = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+            await exited;
+            clearTimeout(t);
+          }
+          record(slot, undefined);
+          log(`stopped the ${slot.pool} worker`);
+        }),
+      );
+    },
+  };
+}
+
+function main(): void {
+  const { values } = parseArgs({ options: { 'state-dir': { type: 'string' } }, strict: true });
+  const stateDir = values['state-dir'];
+  if (!stateDir) throw new Error('supervisor: --state-dir is required');
+  const supervisor = superviseWorkers(path.resolve(stateDir), ['gpu', 'cpu']);
+  const stop = (signal: NodeJS.Signals) => {
+    process.stdout.write(`${new Date().toISOString()} supervisor: ${signal}, stopping workers\n`);
+    supervisor.stop().then(
+      () => process.exit(0),
+      (err: Error) => {
+        process.stderr.write(`supervisor: error while stopping: ${err.message}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  process.once('SIGHUP', stop);
+}
+
+if (require.main === module) main();

@@ -1,0 +1,20 @@
+// Custom search attributes and task queue names: the vocabulary shared by workflows (which upsert
+// them), workers (which poll the queues) and the stack (which registers the attributes at start).
+// Pure: workflows import this file.
+
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+
+/** Pipeline stage a run is in (`prepareDataset`, `train`, `demo:corpusStats`, ...). */
+export const TruthgptStage = defineSearchAttributeKey('TruthgptStage', SearchAttributeType.KEYWORD);
+/** Model family being trained (`gpt`, `bert`, `t5`). */
+export const TruthgptModelFamily = defineSearchAttributeKey('TruthgptModelFamily', SearchAttributeType.KEYWORD);
+/** Name of the PipelineSpec a run belongs to. */
+export const TruthgptPipeline = defineSearchAttributeKey('TruthgptPipeline', SearchAttributeType.KEYWORD);
+/** Best validation loss so far, so runs can be sorted in the UI (`ORDER BY` needs Double). */
+export const TruthgptBestValLoss = defineSearchAttributeKey('TruthgptBestValLoss', SearchAttributeType.DOUBLE);
+
+export const SEARCH_ATTRIBUTES = [TruthgptStage, TruthgptModelFamily, TruthgptPipeline, TruthgptBestValLoss] as const;
+
+/** One queue per pool: the GPU pool runs one training activity per device, the CPU pool the rest. */
+export const TASK_QUEUES = { gpu: 'truthgpt-gpu', cpu: 'truthgpt-cpu' } as const;
+export type Pool = keyof typeof TASK_QUEUES;
