@@ -29,15 +29,16 @@ registerOp('SoftmaxCrossEntropyLoss', {
     const reduction = attrString(ctx.attrs, 'reduction', 'mean');
     const ignore = ctx.attrs.ignore_index ? attrInt(ctx.attrs, 'ignore_index', 0) : null;
     const fl = onnxDType[scores.dtype];
+    const i64s = (v: number) => g.const({ dtype: 'int64', dims: [], data: BigInt64Array.of(BigInt(v)) });
     const labels64 = labels.dtype === 'int64' ? labels : o('Cast', [labels], { to: 7 });
 
     // Per-position weight w_i = w[label_i] · [label_i ≠ ignore], shape (N, d...).
     let safe = labels64;
     let w: Value | null = null;
     if (ignore !== null) {
-      const keep = o('Not', [o('Equal', [labels64, g.const({ dtype: 'int64', dims: [], data: BigInt64Array.of(BigInt(ignore)) })])]);
+      const keep = o('Not', [o('Equal', [labels64, i64s(ignore)])]);
       // Ignored positions may hold any id (e.g. -100); point them at class 0 so OneHot/Gather stay in range.
-      safe = o('Where', [keep, labels64, g.const({ dtype: 'int64', dims: [], data: BigInt64Array.of(0n) })]);
+      safe = o('Where', [keep, labels64, i64s(0)]);
       w = o('Cast', [keep], { to: fl });
     }
     if (weights) {
@@ -60,8 +61,11 @@ registerOp('SoftmaxCrossEntropyLoss', {
         up = o('Expand', [s, shapeVec(labels64)]);
       }
       if (w) up = o('Mul', [up, w]);
-      const depth = o('Shape', [scores], { start: 1, end: 2 });
-      const onehot = o('OneHot', [safe, depth, g.const({ dtype: scores.dtype, dims: [2], data: scores.dtype === 'float64' ? Float64Array.of(0, 1) : Float32Array.of(0, 1) })], { axis: 1 });
+      // onehot = [label == class] as (N, C, d...); ORT's OneHot has no float64 kernel, Equal does.
+      const depth = o('Squeeze', [o('Shape', [scores], { start: 1, end: 2 })]);
+      const rank = scores.shape!.length;
+      const classes = o('Reshape', [o('Range', [i64s(0), depth, i64s(1)]), i64(g, [1, -1, ...Array(rank - 2).fill(1)])]);
+      const onehot = o('Cast', [o('Equal', [o('Unsqueeze', [safe, i64(g, [1])]), classes])], { to: fl });
       const p = o('Softmax', [scores], { axis: 1 });
       pieces.push(o('Mul', [o('Sub', [p, onehot]), o('Unsqueeze', [up, i64(g, [1])])]));
     }
