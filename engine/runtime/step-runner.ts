@@ -1,0 +1,219 @@
+// Drives a training-step session: one session.run = one optimizer step.
+//
+// Graph I/O convention (engine/optim's buildTrainStep emits it):
+//   inputs   param:<name>, state:<name>, free-form batch inputs, scalar `step` (float32 or int64)
+//   outputs  param_out:<name>, state_out:<name>, `loss`, `grad_norm`, other scalars (e.g. `lr`)
+// Params and optimizer state live in two pre-allocated buffer sets that swap roles every step
+// (outputs of step k are the inputs of step k+1). ORT-node 1.30 writes pre-allocated outputs in
+// place, so weights never need copying on our side; its binding nevertheless returns a fresh copy
+// of every output (measured: the returned tensor's ArrayBuffer is not ours), which we drop. That
+// copy is an ORT-node limit no JS code can avoid.
+
+import type * as ort from 'onnxruntime-node';
+import { Tensor } from 'onnxruntime-node';
+
+export interface StepRunnerInit {
+  /** Initial weights by name (without the `param:` prefix); copied in. */
+  params: Record<string, Float32Array>;
+  /** Initial optimizer state by name (without `state:`); missing entries start at zero. */
+  state?: Record<string, Float32Array>;
+  /** Value fed as `step` on the first run (default 0); it increases by one per step. */
+  step?: number;
+}
+
+export interface StepResult {
+  /** The `step` input this run used. */
+  step: number;
+  loss: number;
+  gradNorm: number;
+  /** Every scalar output, by name (loss, grad_norm, lr, ...). */
+  scalars: Record<string, number>;
+}
+
+export class NonFiniteLossError extends Error {
+  constructor(
+    readonly step: number,
+    readonly loss: number,
+  ) {
+    super(`training step ${step}: loss is ${loss}; params and optimizer state were left at their values before this step`);
+    this.name = 'NonFiniteLossError';
+  }
+}
+
+interface Slot {
+  name: string; // without prefix
+  input: string;
+  output: string;
+  dims: number[];
+  /** Two buffers, one Tensor over each; `cur` indexes the one holding current values. */
+  bufs: [Float32Array, Float32Array];
+  tensors: [ort.Tensor, ort.Tensor];
+}
+
+const PARAM = 'param:';
+const STATE = 'state:';
+
+function staticDims(meta: ort.InferenceSession.ValueMetadata, who: string): number[] {
+  if (!meta.isTensor) throw new Error(`${who} is not a tensor`);
+  if (meta.type !== 'float32') throw new Error(`${who} is ${meta.type}; params and optimizer state must be float32`);
+  return meta.shape.map((d, i) => {
+    if (typeof d !== 'number') throw new Error(`${who} has symbolic dim ${i} ("${d}"); params and optimizer state need static shapes`);
+    return d;
+  });
+}
+
+export class StepRunner {
+  private readonly params: Slot[] = [];
+  private readonly state: Slot[] = [];
+  private readonly batchNames: string[] = [];
+  /** Feeds/fetches for the two parities, built once; only batch inputs change per step. */
+  private readonly feeds: [Record<string, ort.Tensor>, Record<string, ort.Tensor>] = [{}, {}];
+  private readonly fetches: [Record<string, ort.Tensor | null>, Record<string, ort.Tensor | null>] = [{}, {}];
+  private readonly scalarOut = new Map<string, Float32Array>();
+  private stepTensor: ort.Tensor | null = null;
+  private cur: 0 | 1 = 0;
+  private nextStep: number;
+
+  constructor(
+    readonly session: ort.InferenceSession,
+    init: StepRunnerInit,
+  ) {
+    this.nextStep = init.step ?? 0;
+    const inMeta = new Map(session.inputMetadata.map((m) => [m.name, m]));
+    const outMeta = new Map(session.outputMetadata.map((m) => [m.name, m]));
+    for (const req of ['loss', 'grad_norm']) {
+      if (!outMeta.has(req)) throw new Error(`training-step session has no "${req}" output (outputs: ${session.outputNames.join(', ')})`);
+    }
+    for (const name of session.inputNames) {
+      const meta = inMeta.get(name)!;
+      if (name.startsWith(PARAM) || name.startsWith(STATE)) {
+        const isParam = name.startsWith(PARAM);
+        const short = name.slice(isParam ? PARAM.length : STATE.length);
+        const output = `${isParam ? 'param_out:' : 'state_out:'}${short}`;
+        const om = outMeta.get(output);
+        if (!om) throw new Error(`training-step session: input "${name}" has no matching output "${output}"`);
+        const dims = staticDims(meta, `input "${name}"`);
+        const odims = staticDims(om, `output "${output}"`);
+        if (dims.join() !== odims.join()) throw new Error(`training-step session: "${name}" is [${dims}] but "${output}" is [${odims}]`);
+        (isParam ? this.params : this.state).push(this.slot(short, name, output, dims));
+      } else if (name === 'step') {
+        const t = meta.isTensor ? meta.type : 'non-tensor';
+        if (t === 'float32') this.stepTensor = new Tensor('float32', new Float32Array(1), []);
+        else if (t === 'int64') this.stepTensor = new Tensor('int64', new BigInt64Array(1), []);
+        else throw new Error(`training-step session: input "step" is ${t}; expected a float32 or int64 scalar`);
+        this.feeds[0].step = this.feeds[1].step = this.stepTensor;
+      } else {
+        this.batchNames.push(name);
+      }
+    }
+    for (const name of session.outputNames) {
+      const m = outMeta.get(name)!;
+      if (name.startsWith('param_out:') || name.startsWith('state_out:')) continue;
+      // Scalar float outputs get a reused one-element buffer; anything else ORT allocates.
+      if (m.isTensor && m.type === 'float32' && m.shape.length === 0) {
+        const buf = new Float32Array(1);
+        this.scalarOut.set(name, buf);
+        this.fetches[0][name] = this.fetches[1][name] = new Tensor('float32', buf, []);
+      } else {
+        this.fetches[0][name] = this.fetches[1][name] = null;
+      }
+    }
+    this.setParams(init.params);
+    const state: Record<string, Float32Array> = {};
+    for (const s of this.state) state[s.name] = init.state?.[s.name] ?? new Float32Array(s.bufs[0].length);
+    this.setState(state);
+  }
+
+  private slot(name: string, input: string, output: string, dims: number[]): Slot {
+    const n = dims.reduce((a, b) => a * b, 1);
+    const bufs: [Float32Array, Float32Array] = [new Float32Array(n), new Float32Array(n)];
+    const tensors: [ort.Tensor, ort.Tensor] = [new Tensor('float32', bufs[0], dims), new Tensor('float32', bufs[1], dims)];
+    // Parity p reads buffer p and writes buffer 1 - p.
+    for (const p of [0, 1] as const) {
+      this.feeds[p][input] = tensors[p];
+      this.fetches[p][output] = tensors[1 - p];
+    }
+    return { name, input, output, dims, bufs, tensors };
+  }
+
+  /** Names of the batch inputs each step() needs. */
+  get batchInputs(): readonly string[] {
+    return this.batchNames;
+  }
+
+  /** The `step` value the next run will use. */
+  get step(): number {
+    return this.nextStep;
+  }
+
+  /** Runs one training step; batch holds every batch input by name. */
+  async run(batch: Record<string, ort.Tensor>): Promise<StepResult> {
+    const p = this.cur;
+    const feeds = this.feeds[p];
+    for (const name of this.batchNames) {
+      const t = batch[name];
+      if (!t) throw new Error(`training step ${this.nextStep}: batch input "${name}" is missing (need: ${this.batchNames.join(', ')})`);
+      feeds[name] = t;
+    }
+    if (this.stepTensor) {
+      const d = this.stepTensor.data;
+      if (d instanceof BigInt64Array) d[0] = BigInt(this.nextStep);
+      else (d as Float32Array)[0] = this.nextStep;
+    }
+    const out = await this.session.run(feeds, this.fetches[p]);
+    const scalars: Record<string, number> = {};
+    for (const [name, buf] of this.scalarOut) scalars[name] = buf[0];
+    for (const [name, t] of Object.entries(out)) {
+      if (!(name in scalars) && t.size === 1 && typeof t.data[0] === 'number') scalars[name] = t.data[0] as number;
+    }
+    const step = this.nextStep;
+    const loss = scalars.loss;
+    // A non-finite loss leaves the current buffers untouched (the step wrote the other set).
+    if (!Number.isFinite(loss)) throw new NonFiniteLossError(step, loss);
+    this.cur = (1 - p) as 0 | 1;
+    this.nextStep++;
+    return { step, loss, gradNorm: scalars.grad_norm, scalars };
+  }
+
+  /** Copies of the current weights by name, safe to keep (e.g. for a checkpoint). */
+  getParams(): Record<string, Float32Array> {
+    return this.read(this.params);
+  }
+
+  getState(): Record<string, Float32Array> {
+    return this.read(this.state);
+  }
+
+  /** Overwrites current weights; every param must be given with its exact element count. */
+  setParams(values: Record<string, Float32Array>): void {
+    this.write(this.params, values, 'param');
+  }
+
+  setState(values: Record<string, Float32Array>): void {
+    this.write(this.state, values, 'state');
+  }
+
+  /** Continue from a checkpoint: the next run feeds `step`. */
+  setStep(step: number): void {
+    this.nextStep = step;
+  }
+
+  private read(slots: Slot[]): Record<string, Float32Array> {
+    const out: Record<string, Float32Array> = {};
+    for (const s of slots) out[s.name] = s.bufs[this.cur].slice();
+    return out;
+  }
+
+  private write(slots: Slot[], values: Record<string, Float32Array>, kind: string): void {
+    const known = new Set(slots.map((s) => s.name));
+    for (const name of Object.keys(values)) {
+      if (!known.has(name)) throw new Error(`set ${kind} "${name}": the session has no input "${kind}:${name}"`);
+    }
+    for (const s of slots) {
+      const v = values[s.name];
+      if (!v) throw new Error(`set ${kind}s: "${s.name}" is missing`);
+      if (v.length !== s.bufs[0].length) throw new Error(`set ${kind} "${s.name}": ${v.length} values for shape [${s.dims}] (${s.bufs[0].length})`);
+      s.bufs[this.cur].set(v);
+    }
+  }
+}
