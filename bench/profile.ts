@@ -1,0 +1,33 @@
+// Reads an ORT profile (sessionOptions.enableProfiling) and sums kernel time per op type, so the
+// bench can say where a training step's time goes.
+
+import * as fs from 'node:fs';
+
+interface ProfileEvent {
+  cat: string;
+  name: string;
+  dur: number;
+  args?: { op_name?: string };
+}
+
+export function summarizeProfile(file: string) {
+  const events = JSON.parse(fs.readFileSync(file, 'utf8')) as ProfileEvent[];
+  const byOp = new Map<string, { us: number; count: number }>();
+  let runs = 0;
+  let total = 0;
+  for (const e of events) {
+    if (e.cat === 'Session' && e.name === 'model_run') runs++;
+    if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time')) continue;
+    const op = e.args?.op_name ?? 'unknown';
+    const s = byOp.get(op) ?? { us: 0, count: 0 };
+    s.us += e.dur;
+    s.count++;
+    byOp.set(op, s);
+    total += e.dur;
+  }
+  return {
+    runs: Math.max(runs, 1),
+    totalMs: total / 1000,
+    byOp: [...byOp.entries()].map(([op, s]) => ({ op, ms: s.us / 1000, count: s.count, share: s.us / total })).sort((a, b) => b.ms - a.ms),
+  };
+}

@@ -1,0 +1,187 @@
+// `npm run bench -- step [--size small|medium]`: tokens/s and GFLOP/s of our one-session-per-step
+// GPT training graph (forward + backward + AdamW + clipping in one ORT run), the machine's ORT
+// MatMul peak on the same threads, and PyTorch eager on the same model, batch and threads.
+
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { tensor } from '../engine/graph/ir';
+import { countParams, mulberry32 } from '../engine/models/blocks';
+import { GptConfigSchema, gptParams, gptTrainFlopsPerToken, gptTrainLoss, type GptConfig } from '../engine/models/gpt';
+import { OptimConfigSchema } from '../engine/optim';
+import { buildTrainStep } from '../engine/train/step';
+import { Trainer, type Batch } from '../engine/train/trainer';
+import { measureMatmulPeak } from './matmul_peak';
+import { sessionOptions } from './ort';
+import { summarizeProfile } from './profile';
+
+interface Size {
+  model: GptConfig;
+  batch: number;
+  steps: number;
+  warmup: number;
+}
+
+// small: nanoGPT's CPU config (README "I only have a macbook"); medium: shakespeare_char's model
+// (6L × 384, context 256) at a batch that keeps a step a few seconds on two cores.
+const SIZES: Record<string, Size> = {
+  small: { model: GptConfigSchema.parse({ vocab_size: 256, block_size: 64, n_layer: 4, n_head: 4, n_embd: 128 }), batch: 12, steps: 20, warmup: 3 },
+  medium: { model: GptConfigSchema.parse({ vocab_size: 256, block_size: 256, n_layer: 6, n_head: 6, n_embd: 384 }), batch: 8, steps: 6, warmup: 2 },
+};
+
+/** Stable byte text shipped with the toolchain, so both engines see the same data. */
+const DATA_FILE = require.resolve('typescript/lib/lib.es5.d.ts');
+
+export interface StepBenchArgs {
+  size: string;
+  threads: number;
+  steps?: number;
+  batch?: number;
+  torch: boolean;
+  profile: boolean;
+}
+
+export async function benchStep(args: StepBenchArgs): Promise<void> {
+  const size = SIZES[args.size];
+  if (!size) throw new Error(`bench step: unknown --size ${args.size} (have ${Object.keys(SIZES).join(', ')})`);
+  const cfg = size.model;
+  const B = args.batch ?? size.batch;
+  const T = cfg.block_size;
+  const steps = args.steps ?? size.steps;
+  const optim = OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-3, beta2: 0.99, weight_decay: 0.1 }, grad_clip: 1 });
+
+  const tBuild = Date.now();
+  const specs = gptParams(cfg);
+  const step = buildTrainStep({ params: specs, loss: gptTrainLoss(cfg, B, T) }, optim);
+  const buildS = (Date.now() - tBuild) / 1000;
+  const profileDir = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-prof-'));
+  const trainer = await Trainer.create(step, {
+    seed: 0,
+    sessionOptions: sessionOptions(args.threads, args.profile ? { enableProfiling: true, profileFilePrefix: path.join(profileDir, 'step') } : {}),
+  });
+  const data = fs.readFileSync(DATA_FILE);
+  const batches = sampleBatches(data, B, T, 1);
+
+  const first = await trainer.run(batches.next().value);
+  for (let i = 1; i < size.warmup; i++) await trainer.run(batches.next().value);
+  const times: number[] = [];
+  let last = first;
+  for (let i = 0; i < steps; i++) {
+    const batch = batches.next().value; // sampled outside the timed region, as torch_step.py does not
+    const t0 = process.hrtime.bigint();
+    last = await trainer.run(batch);
+    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  let profile: ReturnType<typeof summarizeProfile> | null = null;
+  if (args.profile) {
+    await trainer.release(); // flushes the profile file
+    const file = fs.readdirSync(profileDir).find((f) => f.endsWith('.json'));
+    if (file) profile = summarizeProfile(path.join(profileDir, file));
+  } else await trainer.release();
+
+  const medianS = median(times);
+  const tokens = B * T;
+  const flopsPerToken = gptTrainFlopsPerToken(cfg, T);
+  const ours = { tokensPerS: tokens / medianS, stepS: medianS, gflops: (flopsPerToken * tokens) / medianS / 1e9 };
+  const peak = await measureMatmulPeak(args.threads);
+  const torch = args.torch ? runTorch(cfg, B, args.threads, steps, size.warmup) : { skipped: 'disabled with --no-torch' };
+
+  const result = {
+    date: new Date().toISOString(),
+    machine: machine(),
+    loadavg: os.loadavg(),
+    size: args.size,
+    model: cfg,
+    batch: B,
+    threads: args.threads,
+    params: countParams(specs),
+    graph: { nodes: step.graph.nodes.length, buildS },
+    flops: { perToken: flopsPerToken, formula: '6·N_matmul + 12·n_layer·T·C per token (N_matmul = 12·L·C² + V·C, tied head)' },
+    ours: { ...ours, firstLoss: first.loss, lastLoss: last.loss, stepTimesS: times },
+    peak,
+    torch,
+    profile,
+  };
+  printTable(result);
+  const outDir = path.join(__dirname, 'out');
+  fs.mkdirSync(outDir, { recursive: true });
+  const outFile = path.join(outDir, `step-${args.size}-${Date.now()}.json`);
+  fs.writeFileSync(outFile, JSON.stringify(result, null, 1));
+  console.log(`\nwrote ${path.relative(process.cwd(), outFile)}`);
+}
+
+function* sampleBatches(data: Buffer, B: number, T: number, seed: number): Generator<Batch, never> {
+  const r = mulberry32(seed);
+  for (;;) {
+    const tokens = new Array<number>(B * T);
+    const targets = new Array<number>(B * T);
+    for (let b = 0; b < B; b++) {
+      const o = Math.floor(r() * (data.length - T - 1));
+      for (let t = 0; t < T; t++) {
+        tokens[b * T + t] = data[o + t];
+        targets[b * T + t] = data[o + t + 1];
+      }
+    }
+    yield { tokens: tensor('int64', [B, T], tokens), targets: tensor('int64', [B, T], targets) };
+  }
+}
+
+type TorchResult = { tokens_per_s: number; step_s_median: number; torch: string; first_loss: number; last_loss: number } | { skipped: string };
+
+function runTorch(cfg: GptConfig, B: number, threads: number, steps: number, warmup: number): TorchResult {
+  const script = path.join(__dirname, 'torch_step.py');
+  const argv = [script, '--layers', cfg.n_layer, '--heads', cfg.n_head, '--embd', cfg.n_embd, '--ctx', cfg.block_size, '--batch', B, '--vocab', cfg.vocab_size, '--threads', threads, '--steps', steps, '--warmup', warmup, '--data', DATA_FILE].map(String);
+  const r = spawnSync('python3', argv, { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
+  if (r.error) return { skipped: `python3 not runnable (${r.error.message}); install Python 3 and \`pip install torch\` to compare` };
+  if (r.status !== 0) {
+    const why = /No module named 'torch'/.test(r.stderr) ? 'PyTorch is not installed (`pip install torch`)' : r.stderr.trim().split('\n').slice(-3).join(' | ');
+    return { skipped: why };
+  }
+  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
+function machine() {
+  const cpus = os.cpus();
+  let model = cpus[0]?.model ?? 'unknown';
+  try {
+    const m = /Model name:\s*(.+)/.exec(spawnSync('lscpu', { encoding: 'utf8' }).stdout ?? '');
+    if (m) model = m[1].trim();
+  } catch {
+    // lscpu is optional; os.cpus() already gave a model name
+  }
+  return { cpu: model, logicalCores: cpus.length, node: process.version, platform: `${os.platform()} ${os.release()}` };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+function printTable(r: {
+  size: string;
+  batch: number;
+  threads: number;
+  params: number;
+  loadavg: number[];
+  ours: { tokensPerS: number; stepS: number; gflops: number; firstLoss: number; lastLoss: number };
+  peak: { gflops: number };
+  torch: TorchResult;
+  profile: ReturnType<typeof summarizeProfile> | null;
+}) {
+  const f = (x: number, d = 1) => x.toFixed(d);
+  console.log(`\nstep bench: ${r.size}, batch ${r.batch}, ${r.threads} threads, ${(r.params / 1e6).toFixed(2)} M params, load avg ${r.loadavg.map((x) => x.toFixed(2)).join(' ')}`);
+  const rows: string[][] = [['', 'tokens/s', 'step ms', 'GFLOP/s', '% MatMul peak']];
+  rows.push(['TruthGPT (ORT, one run/step)', f(r.ours.tokensPerS, 0), f(r.ours.stepS * 1000), f(r.ours.gflops), f((100 * r.ours.gflops) / r.peak.gflops)]);
+  if ('tokens_per_s' in r.torch) {
+    const tg = (r.ours.gflops * r.torch.tokens_per_s) / r.ours.tokensPerS;
+    rows.push([`PyTorch ${r.torch.torch} eager`, f(r.torch.tokens_per_s, 0), f(r.torch.step_s_median * 1000), f(tg), f((100 * tg) / r.peak.gflops)]);
+  }
+  rows.push(['ORT MatMul peak (1024³ chain)', '', '', f(r.peak.gflops), '100.0']);
+  const w = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  for (const row of rows) console.log(row.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  '));
+  if ('tokens_per_s' in r.torch) console.log(`speed-up vs PyTorch eager: ${f(r.ours.tokensPerS / r.torch.tokens_per_s, 2)}×`);
+  else console.log(`PyTorch comparison skipped: ${r.torch.skipped}`);
+  console.log(`loss ${f(r.ours.firstLoss, 3)} → ${f(r.ours.lastLoss, 3)} (sanity: it trains)`);
+  if (r.profile) {
+    console.log('\nwhere the time goes (ORT profile, share of kernel time by op type):');
+    for (const p of r.profile.byOp.slice(0, 12)) console.log(`  ${p.op.padEnd(28)} ${f(p.share * 100).padStart(5)} %  ${f(p.ms / r.profile.runs).padStart(8)} ms/step  ×${p.count / r.profile.runs}`);
+  }
+}
