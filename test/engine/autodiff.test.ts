@@ -1,0 +1,130 @@
+// Autodiff: every gradcheck case (the list `npm run gradcheck` runs), plus the behaviour of
+// gradients() itself: errors that name the op or loss, accumulation over two consumers, and a
+// tiny MLP whose loss falls under plain gradient descent on the autodiff gradients.
+import '../../engine/runtime/host-realm';
+import * as ort from 'onnxruntime-node';
+import { allCases, runCase } from '../../engine/autodiff/cases';
+import { rng } from '../../engine/autodiff/gradcheck';
+import { gradients } from '../../engine/autodiff/gradients';
+import { Graph, f, type Value } from '../../engine/graph/ir';
+import { serializeModel } from '../../engine/graph/onnx';
+
+async function runGraph(g: Graph, feeds: Record<string, ort.Tensor>): Promise<Record<string, number[]>> {
+  const s = await ort.InferenceSession.create(serializeModel(g).model);
+  try {
+    const out = await s.run(feeds);
+    return Object.fromEntries(Object.entries(out).map(([k, t]) => [k, Array.from(t.data as Float32Array, Number)]));
+  } finally {
+    await s.release();
+  }
+}
+
+describe('gradcheck cases (forward vs TS reference, gradient vs central differences)', () => {
+  test.each(allCases.map((c) => [c.name, c] as const))('%s', async (_name, c) => {
+    const r = await runCase(c);
+    expect({ name: c.name, message: r.message }).toEqual({ name: c.name, message: undefined });
+    expect(r.ok).toBe(true);
+  });
+
+  test('covers at least 35 ops', () => {
+    expect(new Set(allCases.map((c) => c.op)).size).toBeGreaterThanOrEqual(35);
+  });
+});
+
+describe('gradients()', () => {
+  test('an op without a gradient rule throws naming the op and node', () => {
+    const g = new Graph();
+    const x = g.input('x', 'float32', [2, 3]);
+    const p = g.op('ReduceProd', [x, g.vector([1])], { keepdims: 0 })[0];
+    const loss = g.op('ReduceSum', [p], { keepdims: 0 })[0];
+    expect(() => gradients(g, loss, [x])).toThrow(/op ReduceProd \(node ReduceProd_\d+\) has no gradient rule/);
+  });
+
+  test('a non-scalar loss is refused, naming it', () => {
+    const g = new Graph();
+    const x = g.input('x', 'float32', [2, 3]);
+    const y = g.op('Tanh', [x], {}, { outputNames: ['per_token_loss'] })[0];
+    expect(() => gradients(g, y, [x])).toThrow(/loss per_token_loss must be a scalar, got shape \[2, 3\]/);
+  });
+
+  test('nodes off the path are not differentiated, unused wrt get zeros or an error', async () => {
+    const g = new Graph();
+    const x = g.input('x', 'float32', [3]);
+    const unused = g.input('u', 'float32', [2]);
+    g.output(g.op('ReduceProd', [x], { keepdims: 0 })[0], 'side'); // no gradient rule, not on the path
+    const loss = g.op('ReduceSum', [g.op('Mul', [x, x])[0]], { keepdims: 0 })[0];
+    expect(() => gradients(g, loss, [x, unused], { unused: 'error' })).toThrow(/u does not reach loss/);
+    const grads = gradients(g, loss, [x, unused]);
+    g.output(grads.get('x')!, 'gx');
+    g.output(grads.get('u')!, 'gu');
+    const out = await runGraph(g, {
+      x: new ort.Tensor('float32', Float32Array.of(1, -2, 3), [3]),
+      u: new ort.Tensor('float32', Float32Array.of(5, 6), [2]),
+    });
+    expect(out.gx).toEqual([2, -4, 6]);
+    expect(out.gu).toEqual([0, 0]);
+  });
+
+  test('a value read by two consumers gets the sum of both gradients', async () => {
+    const g = new Graph();
+    const x = g.input('x', 'float64', [4]);
+    // L = Σ sin(x) + Σ x², so dL/dx = cos(x) + 2x
+    const a = g.op('ReduceSum', [g.op('Sin', [x])[0]], { keepdims: 0 })[0];
+    const b = g.op('ReduceSum', [g.op('Mul', [x, x])[0]], { keepdims: 0 })[0];
+    const loss = g.op('Add', [a, b])[0];
+    g.output(gradients(g, loss, [x]).get('x')!, 'gx');
+    const xs = [0.3, -1.2, 2.0, 0.0];
+    const out = await runGraph(g, { x: new ort.Tensor('float64', Float64Array.from(xs), [4]) });
+    out.gx.forEach((v, i) => expect(v).toBeCloseTo(Math.cos(xs[i]) + 2 * xs[i], 12));
+  });
+
+  test('a tiny MLP (Gemm + Relu + MatMul + SoftmaxCrossEntropyLoss) learns under gradient descent', async () => {
+    const [N, D, H, C] = [32, 4, 16, 3];
+    const rand = rng(7);
+    const xs = Array.from({ length: N * D }, () => rand() * 2 - 1);
+    // Labels from a fixed rule the MLP has to learn: which of three features is largest.
+    const labels = Array.from({ length: N }, (_, n) => {
+      const row = xs.slice(n * D, n * D + 3);
+      return row.indexOf(Math.max(...row));
+    });
+    const g = new Graph('mlp');
+    const x = g.input('x', 'float32', ['N', D]);
+    const y = g.input('y', 'int64', ['N']);
+    const w1 = g.input('w1', 'float32', [D, H]);
+    const b1 = g.input('b1', 'float32', [H]);
+    const w2 = g.input('w2', 'float32', [H, C]);
+    const b2 = g.input('b2', 'float32', [C]);
+    const h = g.op('Relu', [g.op('Gemm', [x, w1, b1], { alpha: f(1) })[0]])[0]; // (N, H)
+    const logits = g.op('Add', [g.op('MatMul', [h, w2])[0], b2])[0]; // (N, C)
+    const loss = g.op('SoftmaxCrossEntropyLoss', [logits, y], {}, { outputs: 1 })[0];
+    g.output(loss, 'loss');
+    const params: Value[] = [w1, b1, w2, b2];
+    const grads = gradients(g, loss, params);
+    for (const p of params) g.output(grads.get(p.name)!, `grad_${p.name}`);
+
+    const session = await ort.InferenceSession.create(serializeModel(g).model);
+    const values: Record<string, Float32Array> = {
+      w1: Float32Array.from({ length: D * H }, () => (rand() * 2 - 1) * 0.5),
+      b1: new Float32Array(H),
+      w2: Float32Array.from({ length: H * C }, () => (rand() * 2 - 1) * 0.5),
+      b2: new Float32Array(C),
+    };
+    const losses: number[] = [];
+    for (let step = 0; step < 150; step++) {
+      const feeds: Record<string, ort.Tensor> = {
+        x: new ort.Tensor('float32', Float32Array.from(xs), [N, D]),
+        y: new ort.Tensor('int64', BigInt64Array.from(labels.map(BigInt)), [N]),
+      };
+      for (const p of params) feeds[p.name] = new ort.Tensor('float32', values[p.name], p.shape as number[]);
+      const out = await session.run(feeds);
+      losses.push((out.loss.data as Float32Array)[0]);
+      for (const p of params) {
+        const gp = out[`grad_${p.name}`].data as Float32Array;
+        values[p.name] = values[p.name].map((v, i) => v - 0.5 * gp[i]);
+      }
+    }
+    await session.release();
+    expect(losses[0]).toBeGreaterThan(0.9); // about ln 3 at the start
+    expect(losses[losses.length - 1]).toBeLessThan(0.3 * losses[0]);
+  });
+});
