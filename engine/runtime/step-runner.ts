@@ -1,7 +1,8 @@
 // Drives a training-step session: one session.run = one optimizer step.
 //
 // Graph I/O convention (engine/optim's buildTrainStep emits it):
-//   inputs   param:<name>, state:<name>, free-form batch inputs, scalar `step` (float32 or int64)
+//   inputs   param:<name>, state:<name>, frozen:<name> (fixed weights, e.g. a LoRA base),
+//            free-form batch inputs, scalar `step` (float32 or int64)
 //   outputs  param_out:<name>, state_out:<name>, `loss`, `grad_norm`, other scalars (e.g. `lr`)
 // Params and optimizer state live in two pre-allocated buffer sets that swap roles every step
 // (outputs of step k are the inputs of step k+1). ORT-node 1.30 writes pre-allocated outputs in
@@ -11,12 +12,15 @@
 
 import type * as ort from 'onnxruntime-node';
 import { Tensor } from 'onnxruntime-node';
+import type { TensorData } from '../graph/ir';
 
 export interface StepRunnerInit {
   /** Initial weights by name (without the `param:` prefix); copied in. */
   params: Record<string, Float32Array>;
   /** Initial optimizer state by name (without `state:`); missing entries start at zero. */
   state?: Record<string, Float32Array>;
+  /** Weights that do not train, by name (without `frozen:`); fed unchanged every step. */
+  frozen?: Record<string, Float32Array>;
   /** Value fed as `step` on the first run (default 0); it increases by one per step. */
   step?: number;
 }
@@ -52,6 +56,27 @@ interface Slot {
 
 const PARAM = 'param:';
 const STATE = 'state:';
+const FROZEN = 'frozen:';
+
+/** ORT tensor types for the IR dtypes a batch may carry. */
+const ORT_TYPE: Partial<Record<TensorData['dtype'], ort.Tensor.Type>> = {
+  float32: 'float32',
+  float64: 'float64',
+  float16: 'float16',
+  int64: 'int64',
+  int32: 'int32',
+  int8: 'int8',
+  uint8: 'uint8',
+  bool: 'bool',
+};
+
+function toTensor(name: string, t: ort.Tensor | TensorData): ort.Tensor {
+  if (t instanceof Tensor) return t;
+  const d = t as TensorData;
+  const type = ORT_TYPE[d.dtype];
+  if (!type) throw new Error(`batch input "${name}": dtype ${d.dtype} cannot be fed to ORT`);
+  return new Tensor(type, d.data as Float32Array, d.dims);
+}
 
 function staticDims(meta: ort.InferenceSession.ValueMetadata, who: string): number[] {
   if (!meta.isTensor) throw new Error(`${who} is not a tensor`);
@@ -65,6 +90,7 @@ function staticDims(meta: ort.InferenceSession.ValueMetadata, who: string): numb
 export class StepRunner {
   private readonly params: Slot[] = [];
   private readonly state: Slot[] = [];
+  private readonly frozen = new Map<string, number[]>();
   private readonly batchNames: string[] = [];
   /** Feeds/fetches for the two parities, built once; only batch inputs change per step. */
   private readonly feeds: [Record<string, ort.Tensor>, Record<string, ort.Tensor>] = [{}, {}];
@@ -96,6 +122,8 @@ export class StepRunner {
         const odims = staticDims(om, `output "${output}"`);
         if (dims.join() !== odims.join()) throw new Error(`training-step session: "${name}" is [${dims}] but "${output}" is [${odims}]`);
         (isParam ? this.params : this.state).push(this.slot(short, name, output, dims));
+      } else if (name.startsWith(FROZEN)) {
+        this.frozen.set(name.slice(FROZEN.length), staticDims(meta, `input "${name}"`));
       } else if (name === 'step') {
         const t = meta.isTensor ? meta.type : 'non-tensor';
         if (t === 'float32') this.stepTensor = new Tensor('float32', new Float32Array(1), []);
@@ -119,6 +147,7 @@ export class StepRunner {
       }
     }
     this.setParams(init.params);
+    this.setFrozen(init.frozen ?? {});
     const state: Record<string, Float32Array> = {};
     for (const s of this.state) state[s.name] = init.state?.[s.name] ?? new Float32Array(s.bufs[0].length);
     this.setState(state);
@@ -146,14 +175,14 @@ export class StepRunner {
     return this.nextStep;
   }
 
-  /** Runs one training step; batch holds every batch input by name. */
-  async run(batch: Record<string, ort.Tensor>): Promise<StepResult> {
+  /** Runs one training step; batch holds every batch input by name (ORT tensors or IR TensorData). */
+  async run(batch: Record<string, ort.Tensor | TensorData>): Promise<StepResult> {
     const p = this.cur;
     const feeds = this.feeds[p];
     for (const name of this.batchNames) {
       const t = batch[name];
       if (!t) throw new Error(`training step ${this.nextStep}: batch input "${name}" is missing (need: ${this.batchNames.join(', ')})`);
-      feeds[name] = t;
+      feeds[name] = toTensor(name, t);
     }
     if (this.stepTensor) {
       const d = this.stepTensor.data;
@@ -191,6 +220,20 @@ export class StepRunner {
 
   setState(values: Record<string, Float32Array>): void {
     this.write(this.state, values, 'state');
+  }
+
+  /** Replaces the frozen weights (every `frozen:` input must be given); they are not copied. */
+  setFrozen(values: Record<string, Float32Array>): void {
+    for (const name of Object.keys(values)) {
+      if (!this.frozen.has(name)) throw new Error(`set frozen "${name}": the session has no input "${FROZEN}${name}"`);
+    }
+    for (const [name, dims] of this.frozen) {
+      const v = values[name];
+      const n = dims.reduce((a, b) => a * b, 1);
+      if (!v) throw new Error(`set frozen weights: "${name}" is missing`);
+      if (v.length !== n) throw new Error(`set frozen "${name}": ${v.length} values for shape [${dims}] (${n})`);
+      this.feeds[0][FROZEN + name] = this.feeds[1][FROZEN + name] = new Tensor('float32', v, dims);
+    }
   }
 
   /** Continue from a checkpoint: the next run feeds `step`. */

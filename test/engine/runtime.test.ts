@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Tensor } from 'onnxruntime-node';
-import { Graph, ops, saveModel, serializeModel, type DType } from '../../engine/graph';
+import { Graph, ops, saveModel, serializeModel, tensor, type DType } from '../../engine/graph';
 import {
   checkCudaInstalled,
   createSession,
@@ -111,6 +111,25 @@ describe('StepRunner', () => {
     expect(() => new StepRunner(session, { params: { w: w0, v: w0 } })).toThrow(/session has no input "param:v"/);
     const runner = new StepRunner(session, { params: { w: w0 } });
     await expect(runner.run({ grad: feed(grads[0]).grad })).rejects.toThrow(/batch input "poison" is missing \(need: grad, poison\)/);
+    await session.release();
+  });
+
+  it('feeds frozen weights every step and accepts IR TensorData batches', async () => {
+    // param_out:w = w - lr * base * g, with base a frozen input: after two steps w0 - lr*base*(g1+g2).
+    const g = new Graph('frozen');
+    const w = g.input('param:w', 'float32', [3]);
+    const base = g.input('frozen:base', 'float32', [3]);
+    const gr = g.input('g', 'float32', [3]);
+    g.output(ops.sub(w, ops.mul(ops.mul(base, gr), g.scalar(LR))), 'param_out:w');
+    g.output(ops.reduceSum(w, [0], false), 'loss');
+    g.output(ops.reduceSum(gr, [0], false), 'grad_norm');
+    const session = await createSession(serializeModel(g).model);
+    expect(() => new StepRunner(session, { params: { w: new Float32Array(3) } })).toThrow(/set frozen weights: "base" is missing/);
+    const runner = new StepRunner(session, { params: { w: new Float32Array(3) }, frozen: { base: Float32Array.from([1, 2, 3]) } });
+    expect(runner.batchInputs).toEqual(['g']);
+    await runner.run({ g: tensor('float32', [3], [1, 1, 1]) });
+    await runner.run({ g: tensor('float32', [3], [2, 0, -1]) });
+    Array.from(runner.getParams().w).forEach((v, i) => expect(v).toBeCloseTo(-LR * [1, 2, 3][i] * [3, 1, 0][i], 6));
     await session.release();
   });
 
