@@ -127,6 +127,7 @@ export const linalgCases: OpCase[] = [
   mm([[2, 3, 4], [4]]),
   mm([[4], [4]]),
   { ...mm([[3, 3, 4], [4, 5]], { declare: [['B', 3, 4]] }), name: 'MatMul symbolic batch [B,3,4]@[4,5]' },
+  mm([[2, 2, 3, 4], [4, 5]]),
   gemmCase(0, 0, 1, 1, [5]),
   gemmCase(1, 0, 0.5, 2, [3, 5]),
   gemmCase(0, 1, 1, 1, [3, 1]),

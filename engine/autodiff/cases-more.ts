@@ -139,6 +139,13 @@ export const normCases: OpCase[] = [
     opts: { reference: ([x, s]) => R.layerNorm(x, s, null, 1, 1e-5) },
   },
   {
+    name: 'LayerNormalization reusing forward Mean/InvStdDev (float32)',
+    op: 'LayerNormalization',
+    shapes: [[4, 6], [6], [6]],
+    build: (g, xs) => g.op('LayerNormalization', xs, { axis: -1, epsilon: f(1e-5) }, { outputs: 3 })[0],
+    opts: { dtype: 'float32', reference: ([x, s, b]) => R.layerNorm(x, s, b, -1, 1e-5) },
+  },
+  {
     name: 'RMSNormalization axis -1',
     op: 'RMSNormalization',
     shapes: [[2, 3, 6], [6]],

@@ -46,8 +46,19 @@ registerOp('MatMul', {
     let db: Value | null = null;
     // dA = dY @ Bᵀ : (..., M, N) @ (..., N, K) → (..., M, K)
     if (ctx.needsGrad[0]) da = reshapeLike(sumToShape(g.op('MatMul', [dy, tr(B)])[0], A), a);
-    // dB = Aᵀ @ dY : (..., K, M) @ (..., M, N) → (..., K, N)
-    if (ctx.needsGrad[1]) db = reshapeLike(sumToShape(g.op('MatMul', [tr(A), dy])[0], B), b);
+    if (ctx.needsGrad[1]) {
+      if (b.shape!.length === 2 && A.shape!.length > 2) {
+        // A 2-D weight shared over a batch (every Linear layer): fold the batch into the rows and
+        // do ONE Gemm, Aᵀ·dY : (K, B·M) @ (B·M, N) → (K, N), instead of a batched MatMul + ReduceSum.
+        const K = A.shape![A.shape!.length - 1];
+        const N = dy.shape![dy.shape!.length - 1];
+        const rows = (v: Value, last: number | string) => g.op('Reshape', [v, typeof last === 'number' ? i64(g, [-1, last]) : lastDimShape(v)])[0];
+        db = reshapeLike(g.op('Gemm', [rows(A, K), rows(dy, N)], { transA: 1 })[0], b);
+      } else {
+        // dB = Aᵀ @ dY : (..., K, M) @ (..., M, N) → (..., K, N)
+        db = reshapeLike(sumToShape(g.op('MatMul', [tr(A), dy])[0], B), b);
+      }
+    }
     return [da, db];
   },
 });
@@ -84,3 +95,10 @@ registerOp('Gemm', {
     return [da, db, dc];
   },
 });
+
+/** [-1, last dim of v] as a run-time shape vector, for a symbolic last dim. */
+function lastDimShape(v: Value): Value {
+  const g = v.graph;
+  const r = v.shape!.length;
+  return g.op('Concat', [i64(g, [-1]), g.op('Shape', [v], { start: r - 1, end: r })[0]], { axis: 0 })[0];
+}

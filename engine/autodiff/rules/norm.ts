@@ -46,9 +46,12 @@ registerOp('LayerNormalization', {
     const [x, scale, bias] = [need(ctx.inputs[0], 'LayerNormalization', 'X'), need(ctx.inputs[1], 'LayerNormalization', 'Scale'), ctx.inputs[2]];
     const dy = need(ctx.gradOutputs[0], 'LayerNormalization', 'output gradient');
     const axes = normAxes(x, ctx.attrs, 'LayerNormalization');
-    const eps = scalarLike(x, attrFloat(ctx.attrs, 'epsilon', 1e-5));
-    const xc = e.sub(x, e.mean(x, axes));
-    const rstd = e.rsqrt(e.add(e.mean(e.mul(xc, xc), axes), eps));
+    const eps = () => scalarLike(x, attrFloat(ctx.attrs, 'epsilon', 1e-5));
+    // Reuse the forward's Mean/InvStdDev when the node produced them in x's dtype; else recompute.
+    const [, fMean, fRstd] = ctx.outputs;
+    const stashed = fMean && fRstd && fMean.dtype === x.dtype && fRstd.dtype === x.dtype;
+    const xc = e.sub(x, stashed ? fMean : e.mean(x, axes));
+    const rstd = stashed ? fRstd : e.rsqrt(e.add(e.mean(e.mul(xc, xc), axes), eps()));
     const xhat = e.mul(xc, rstd);
     let dx: Value | null = null;
     if (ctx.needsGrad[0]) {

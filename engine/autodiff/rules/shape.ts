@@ -48,26 +48,37 @@ function reshapeDims(input: Dim[] | null, target: Dim[], allowZero: boolean, op:
     out[hole] = unknownDim('reshape');
     return out;
   }
-  // Cancel equal symbols, divide the static products.
-  const syms = input.filter((d): d is string => typeof d === 'string');
-  let pin = input.reduce<number>((p, d) => (typeof d === 'number' ? p * d : p), 1);
+  // Cancel equal symbols, divide the static products; what is left of the input's symbols names
+  // the hole as their product ("B*T"), so a flatten keeps a readable symbolic dim.
+  const syms: string[] = [];
+  let pin = 1;
+  for (const d of input) {
+    for (const t of typeof d === 'number' ? [d] : d.split('*')) {
+      if (typeof t === 'number' || /^\d+$/.test(t)) pin *= Number(t);
+      else syms.push(t);
+    }
+  }
   let pout = 1;
-  const extra: string[] = [];
+  let extra = false;
   out.forEach((d, i) => {
     if (i === hole) return;
-    if (typeof d === 'number') pout *= d;
-    else {
-      const k = syms.indexOf(d);
-      if (k >= 0) syms.splice(k, 1);
-      else extra.push(d);
+    for (const t of typeof d === 'number' ? [d] : d.split('*')) {
+      if (typeof t === 'number' || /^\d+$/.test(t)) pout *= Number(t);
+      else {
+        const k = syms.indexOf(t);
+        if (k >= 0) syms.splice(k, 1);
+        else extra = true;
+      }
     }
   });
-  if (extra.length > 0 || syms.length > 1) out[hole] = unknownDim('reshape');
-  else if (syms.length === 1) out[hole] = pin === pout ? syms[0] : unknownDim('reshape');
+  if (extra) out[hole] = unknownDim('reshape');
+  else if (syms.length > 0) {
+    const ratio = pin / pout;
+    out[hole] = ratio === 1 ? syms.join('*') : Number.isInteger(ratio) ? [...syms, ratio].join('*') : unknownDim('reshape');
+  }
   else {
     if (pout === 0 || pin % pout !== 0) throw new Error(`${op}: cannot reshape [${input}] to [${target}]`);
-    pin /= pout;
-    out[hole] = pin;
+    out[hole] = pin / pout;
   }
   return out;
 }
@@ -91,7 +102,12 @@ registerOp('Flatten', {
     if (!x.shape) return [{ dtype: x.dtype, shape: [unknownDim('flat'), unknownDim('flat')] }];
     const axis = attrInt(attrs, 'axis', 1);
     const a = axis < 0 ? axis + x.shape.length : axis;
-    const prod = (ds: Dim[]) => (ds.every((d) => typeof d === 'number') ? ds.reduce<number>((p, d) => p * (d as number), 1) : ds.length === 1 ? ds[0] : unknownDim('flat'));
+    const prod = (ds: Dim[]) => {
+      const n = ds.reduce<number>((p, d) => (typeof d === 'number' ? p * d : p), 1);
+      const syms = ds.filter((d) => typeof d === 'string');
+      if (syms.length === 0) return n;
+      return n === 1 ? syms.join('*') : unknownDim('flat');
+    };
     return [{ dtype: x.dtype, shape: [prod(x.shape.slice(0, a)), prod(x.shape.slice(a))] }];
   },
   grad: (ctx) => [reshapeLike(dyOf(ctx), x0(ctx))],
