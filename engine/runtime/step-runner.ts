@@ -236,6 +236,10 @@ export class StepRunner {
     }
   }
 
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+
   /** Continue from a checkpoint: the next run feeds `step`. */
   setStep(step: number): void {
     this.nextStep = step;

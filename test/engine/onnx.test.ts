@@ -153,7 +153,7 @@ describe('external data', () => {
 });
 
 describe('loadModel', () => {
-  it('round-trips build -> serialize -> load -> serialize to identical bytes, including a Loop body, int64 and float16 data', async () => {
+  it('round-trips build -> serialize -> load -> serialize to identical bytes, including a Loop body, int64, float16 and int4 data', async () => {
     const g = new Graph('roundtrip');
     const x = g.input('x', 'float32', ['batch', 3]);
     const body = new Graph('body');
@@ -168,6 +168,7 @@ describe('loadModel', () => {
     const big = BigInt64Array.from([-(2n ** 40n), 5n, 2n ** 62n]);
     g.initializer('i64', { dtype: 'int64', dims: [3], data: big });
     g.initializer('half', { dtype: 'float16', dims: [2], data: Uint16Array.from([0x3c00, 0xc000]) });
+    g.initializer('nibbles', { dtype: 'int4', dims: [3], data: Uint8Array.from([0x7f, 0x08]) }); // 3 values packed in 2 bytes
 
     const first = serializeModel(g).model;
     const loaded = loadModel(first);
@@ -177,6 +178,7 @@ describe('loadModel', () => {
     expect(loaded.outputs.map((o) => o.name)).toEqual(['y']);
     expect(loaded.initializers.get('i64')!.data).toEqual(big);
     expect(Array.from(loaded.initializers.get('half')!.data as Uint16Array)).toEqual([0x3c00, 0xc000]);
+    expect(loaded.initializers.get('nibbles')).toMatchObject({ dtype: 'int4', dims: [3], data: Uint8Array.from([0x7f, 0x08]) });
     const loop = loaded.nodes.find((n) => n.opType === 'Loop')!;
     expect(loop.inputs).toEqual(['trips', '', 'x']);
     const loadedBody = loop.attrs.body.value as Graph;
