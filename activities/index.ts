@@ -1,0 +1,23 @@
+// Every activity, built from injected dependencies (STYLE.md): a worker passes its real store and
+// execution provider, a test passes a store on a temporary bucket. Workflows `import type` from here.
+
+import type { ArtifactStore } from '../infra/store';
+import type { Pool } from '../sdk/search-attributes';
+import { createDemoActivities } from './demo';
+
+export interface ActivityDeps {
+  store: ArtifactStore;
+  /** Execution provider of this worker's ONNX Runtime sessions. */
+  ep: 'cpu' | 'cuda';
+  deviceId: number;
+  /** Which pool this worker serves; activities that care can refuse the wrong one. */
+  pool: Pool;
+}
+
+export function createActivities(deps: ActivityDeps) {
+  return {
+    ...createDemoActivities(deps),
+  };
+}
+
+export type Activities = ReturnType<typeof createActivities>;

@@ -1,0 +1,191 @@
+// The local stack: `truthgpt up | status | down`.
+//
+//   temporal server start-dev   SQLite under <state>/temporal.db, Web UI, our search attributes
+//   infra/s3server.ts           s3rver on loopback, buckets under <state>/s3
+//   infra/supervisor.ts         keeps one worker per pool (truthgpt-gpu, truthgpt-cpu) running
+//
+// All three are detached, so they outlive the CLI; `<state>/stack.json` remembers them.
+// `up` starts only what is not running, so it is idempotent, and waits until every part answers.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { type Config } from './config';
+import { canConnect, isPortFree } from './ports';
+import { devServerSearchAttributeFlags } from './search-attributes';
+import { checkFrontend, checkQueue, checkS3, checkUi, connectForStatus, stackStatus, type PartStatus, type StackStatus } from './stack-health';
+import { logTail, spawnLogged, tsCommand } from './stack-spawn';
+import { logDir, processRunning, readState, stopProcess, updateState, writeState, type ProcessEntry, type StackState } from './stack-state';
+import { ensureTemporalCli } from './temporal';
+import type { Pool } from '../sdk/search-attributes';
+
+export interface UpOptions {
+  log?: (line: string) => void;
+  /** How long to wait for every part to answer (workers bundle workflows at start: tens of seconds on a busy machine). */
+  timeoutMs?: number;
+}
+
+export class StackError extends Error {
+  override name = 'StackError';
+}
+
+const S3_ENTRY = 'infra/s3server.ts';
+const SUPERVISOR_ENTRY = 'infra/supervisor.ts';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function freshState(config: Config): StackState {
+  return {
+    version: 1,
+    stateDir: config.stack.stateDir,
+    host: config.stack.host,
+    namespace: config.temporal.namespace,
+    bucket: config.s3.bucket,
+    ports: { temporal: config.stack.temporalPort, ui: config.stack.uiPort, s3: config.stack.s3Port },
+    workers: {},
+    updatedAt: new Date().toISOString(),
+  };
+}
+
+/** Refuses to start a server on a port someone else holds, naming the port and the way out. */
+async function assertPortFree(host: string, port: number, what: string, envVar: string, flag: string): Promise<void> {
+  if ((await isPortFree(port, host)) && !(await canConnect(port, host, 300))) return;
+  throw new StackError(
+    `port ${port} (${what}) on ${host} is already in use by another process. ` +
+      `Stop that process (e.g. \`lsof -i :${port}\` or \`ss -ltnp | grep ${port}\` shows it), ` +
+      `or run the stack on another port: ${envVar}=<port> or \`truthgpt up ${flag} <port>\`.`,
+  );
+}
+
+/** Polls `check` until it passes; fails early, with the log's tail, if `proc` dies meanwhile. */
+async function waitFor(what: string, check: () => Promise<PartStatus>, deadline: number, proc?: ProcessEntry): Promise<void> {
+  let last: PartStatus | undefined;
+  while (Date.now() < deadline) {
+    last = await check();
+    if (last.ok) return;
+    if (proc && !processRunning(proc)) {
+      throw new StackError(`${what} (pid ${proc.pid}) exited during start: ${last.detail}\n--- ${proc.log} (last lines) ---\n${logTail(proc.log)}`);
+    }
+    await sleep(500);
+  }
+  const logHint = proc ? `\n--- ${proc.log} (last lines) ---\n${logTail(proc.log)}` : '';
+  throw new StackError(`${what} did not become healthy in time: ${last?.detail ?? 'never checked'}${logHint}`);
+}
+
+function startDetached(entry: { command: string; args: string[] }, marker: string, log: string, env: NodeJS.ProcessEnv): ProcessEntry {
+  const child = spawnLogged({ ...entry, log, env, detached: true });
+  if (child.pid === undefined) throw new StackError(`could not start ${entry.command} (see ${log})`);
+  return { pid: child.pid, marker, log, startedAt: new Date().toISOString() };
+}
+
+/**
+ * Brings the local stack up (only the parts that are not running) and waits until it is healthy.
+ * @example await stackUp(loadConfig(), { log: console.log });
+ */
+export async function stackUp(config: Config, opts: UpOptions = {}): Promise<StackStatus> {
+  const log = opts.log ?? (() => {});
+  const deadline = Date.now() + (opts.timeoutMs ?? 180_000);
+  const { stateDir, host, temporalPort, uiPort, s3Port } = config.stack;
+  fs.mkdirSync(logDir(stateDir), { recursive: true });
+  const env: NodeJS.ProcessEnv = { ...process.env, TRUTHGPT_STATE_DIR: stateDir, TRUTHGPT_TEMPORAL_PORT: String(temporalPort), TRUTHGPT_UI_PORT: String(uiPort), TRUTHGPT_S3_PORT: String(s3Port) };
+
+  let state = readState(stateDir);
+  const anyRunning = (s: StackState) => [s.temporal, s.s3, s.supervisor].some((p) => processRunning(p));
+  if (state && anyRunning(state)) {
+    const same = state.ports.temporal === temporalPort && state.ports.ui === uiPort && state.ports.s3 === s3Port;
+    if (!same) {
+      const p = state.ports;
+      throw new StackError(`a stack from ${stateDir} is already running on ports temporal ${p.temporal}, ui ${p.ui}, s3 ${p.s3}; run \`truthgpt down\` first to change ports`);
+    }
+  } else {
+    state = freshState(config);
+    writeState(state);
+  }
+
+  if (config.stack.localTemporal && !processRunning(state.temporal)) {
+    await assertPortFree(host, temporalPort, 'Temporal frontend', 'TRUTHGPT_TEMPORAL_PORT', '--temporal-port');
+    await assertPortFree(host, uiPort, 'Temporal Web UI', 'TRUTHGPT_UI_PORT', '--ui-port');
+    const cli = await ensureTemporalCli(process.env, log);
+    const db = path.join(stateDir, 'temporal.db');
+    const args = ['server', 'start-dev', '--db-filename', db, '--ip', host, '--port', String(temporalPort), '--ui-port', String(uiPort), '--log-level', 'warn', ...devServerSearchAttributeFlags()];
+    if (config.temporal.namespace !== 'default') args.push('--namespace', config.temporal.namespace);
+    log(`starting the Temporal dev server on ${host}:${temporalPort} (UI ${uiPort}, data ${db})`);
+    const entry = startDetached({ command: cli, args }, db, path.join(logDir(stateDir), 'temporal.log'), env);
+    state = updateState(stateDir, (s) => (s.temporal = entry));
+  }
+
+  if (config.stack.localS3 && !processRunning(state.s3)) {
+    await assertPortFree(host, s3Port, 'S3 server', 'TRUTHGPT_S3_PORT', '--s3-port');
+    const dir = path.join(stateDir, 's3');
+    log(`starting the S3 server on ${host}:${s3Port} (bucket ${config.s3.bucket}, data ${dir})`);
+    const cmd = tsCommand(S3_ENTRY, ['--dir', dir, '--port', String(s3Port), '--host', host, '--bucket', config.s3.bucket]);
+    const entry = startDetached(cmd, S3_ENTRY, path.join(logDir(stateDir), 's3.log'), env);
+    state = updateState(stateDir, (s) => (s.s3 = entry));
+  }
+
+  await waitFor('the Temporal frontend', () => frontendCheck(config), deadline, state.temporal);
+  if (config.stack.localTemporal) await waitFor('the Temporal Web UI', () => checkUi(`http://${host}:${uiPort}/`), deadline, state.temporal);
+  await waitFor('the S3 server', () => checkS3(config), deadline, state.s3);
+
+  if (!processRunning(state.supervisor)) {
+    log('starting the worker supervisor (pools: gpu, cpu)');
+    const cmd = tsCommand(SUPERVISOR_ENTRY, ['--state-dir', stateDir]);
+    const entry = startDetached(cmd, SUPERVISOR_ENTRY, path.join(logDir(stateDir), 'supervisor.log'), env);
+    state = updateState(stateDir, (s) => (s.supervisor = entry));
+  }
+  for (const pool of ['gpu', 'cpu'] as Pool[]) {
+    log(`waiting for the ${pool} worker to poll its task queue`);
+    await waitFor(`the ${pool} worker`, () => queueCheck(config, pool), deadline, state.supervisor);
+  }
+  return stackStatus(config);
+}
+
+async function frontendCheck(config: Config): Promise<PartStatus> {
+  try {
+    const connection = await connectForStatus(config, 2000);
+    try {
+      return await checkFrontend(config, connection);
+    } finally {
+      await connection.close();
+    }
+  } catch (err) {
+    return checkFrontend(config, undefined, err);
+  }
+}
+
+async function queueCheck(config: Config, pool: Pool): Promise<PartStatus> {
+  const state = readState(config.stack.stateDir);
+  const connection = await connectForStatus(config, 2000);
+  try {
+    return await checkQueue(connection, config, pool, state);
+  } finally {
+    await connection.close();
+  }
+}
+
+/**
+ * Stops everything `up` started: the supervisor first (it stops its workers, and must not restart
+ * them), then S3 and Temporal. Data under the state folder stays.
+ */
+export async function stackDown(config: Config, opts: { log?: (line: string) => void } = {}): Promise<string[]> {
+  const log = opts.log ?? (() => {});
+  const state = readState(config.stack.stateDir);
+  if (!state) return [];
+  const stopped: string[] = [];
+  const stop = async (name: string, entry: ProcessEntry | undefined, graceMs: number) => {
+    if (!processRunning(entry)) return;
+    log(`stopping ${name} (pid ${entry!.pid})`);
+    await stopProcess(entry, graceMs);
+    stopped.push(name);
+  };
+  await stop('supervisor', state.supervisor, 20_000);
+  // Workers left behind by a supervisor that was killed outright.
+  for (const w of Object.values(state.workers)) await stop(`worker-${w!.pool}`, w, 10_000);
+  await stop('s3', state.s3, 10_000);
+  await stop('temporal', state.temporal, 20_000);
+  updateState(config.stack.stateDir, (s) => {
+    delete s.supervisor;
+    delete s.s3;
+    delete s.temporal;
+    s.workers = {};
+  });
+  return stopped;
+}

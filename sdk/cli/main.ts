@@ -1,0 +1,28 @@
+// The `truthgpt` CLI (bin/truthgpt.js runs this file through tsx).
+
+import { Command } from 'commander';
+import { registerDemoCommands } from './demo-command';
+import { registerStackCommands } from './stack-commands';
+
+// The AWS SDK warns on every run under Node 20 about its 2027 plans; we support Node >= 20.19.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+export function buildProgram(): Command {
+  const program = new Command('truthgpt')
+    .description('Create, train, fine-tune, quantize and evaluate transformer models as durable Temporal workflows')
+    .showHelpAfterError();
+  registerStackCommands(program);
+  registerDemoCommands(program);
+  return program;
+}
+
+if (require.main === module || process.argv[1]?.endsWith('truthgpt.js') || process.argv[1]?.endsWith('truthgpt')) {
+  buildProgram()
+    .parseAsync(process.argv)
+    .catch((err: Error) => {
+      // Config, port and stack errors are written for users: the message alone, no stack trace.
+      const userFacing = ['ConfigError', 'StackError', 'TemporalCliNotFound', 'WorkflowFailedError'].includes(err.name);
+      console.error(userFacing ? `truthgpt: ${err.message}${err.cause ? `\n  cause: ${(err.cause as Error).message}` : ''}` : (err.stack ?? String(err)));
+      process.exit(1);
+    });
+}

@@ -1,0 +1,155 @@
+// The local stack for real: `up` in a temp state folder on free ports (never the developer's
+// 7233/8233), then status, a killed worker that comes back, a second `up`, a taken port, `down`.
+
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { loadConfig, type Config } from '../../infra/config';
+import { freePort } from '../../infra/ports';
+import { stackDown, stackUp, StackError } from '../../infra/stack';
+import { stackStatus, type StackStatus } from '../../infra/stack-health';
+import { processRunning, readState, type StackState } from '../../infra/stack-state';
+
+const run = promisify(execFile);
+const REPO = path.resolve(__dirname, '../..');
+
+let dir: string;
+let config: Config;
+let env: Record<string, string>;
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-stack-'));
+  const [temporalPort, uiPort, s3Port] = [await freePort(), await freePort(), await freePort()];
+  env = {
+    TRUTHGPT_STATE_DIR: dir,
+    TRUTHGPT_TEMPORAL_PORT: String(temporalPort),
+    TRUTHGPT_UI_PORT: String(uiPort),
+    TRUTHGPT_S3_PORT: String(s3Port),
+  };
+  config = loadConfig(env);
+});
+
+afterAll(async () => {
+  if (config) await stackDown(config).catch(() => {});
+  fs.rmSync(dir, { recursive: true, force: true });
+}, 60_000);
+
+const pidsOf = (s: StackState) => ({ temporal: s.temporal?.pid, s3: s.s3?.pid, supervisor: s.supervisor?.pid, gpu: s.workers.gpu?.pid, cpu: s.workers.cpu?.pid });
+const part = (s: StackStatus, name: string) => s.parts.find((p) => p.name === name)!;
+
+/** The CLI as a user runs it, against this test's stack. */
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [path.join(REPO, 'bin/truthgpt.js'), ...args], { cwd: REPO, env: { ...process.env, ...env } });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+test('up → healthy → a killed worker comes back → second up is harmless → down stops everything', async () => {
+  const status = await stackUp(config, { timeoutMs: 240_000 });
+  expect(status.down).toEqual([]);
+  expect(status.parts.map((p) => p.name)).toEqual(['temporal', 'ui', 's3', 'supervisor', 'worker-gpu', 'worker-cpu']);
+  const state = readState(dir)!;
+  const pids = pidsOf(state);
+  for (const [name, pid] of Object.entries(pids)) {
+    expect([name, typeof pid]).toEqual([name, 'number']);
+    expect([name, processRunning({ pid: pid!, marker: '' })]).toEqual([name, true]);
+  }
+  expect(state.ports).toEqual({ temporal: config.stack.temporalPort, ui: config.stack.uiPort, s3: config.stack.s3Port });
+  expect(fs.existsSync(path.join(dir, 'temporal.db'))).toBe(true);
+  expect(fs.existsSync(path.join(dir, 'logs', 'worker-gpu.log'))).toBe(true);
+
+  // The UI serves its page, and the CLI's JSON status agrees (exit code 0).
+  const page = await (await fetch(`http://127.0.0.1:${config.stack.uiPort}/`)).text();
+  expect(page).toMatch(/<html/i);
+  const json = await cli('status', '--json');
+  expect(json.code).toBe(0);
+  const parsed = JSON.parse(json.stdout) as StackStatus;
+  expect(parsed.healthy).toBe(true);
+  expect(parsed.workers.map((w) => [w.pool, w.pid]).sort()).toEqual([
+    ['cpu', pids.cpu],
+    ['gpu', pids.gpu],
+  ]);
+
+  // SIGKILL the gpu worker: the supervisor restarts it, and the new process polls the queue.
+  const killedAt = Date.now();
+  process.kill(pids.gpu!, 'SIGKILL');
+  let newPid: number | undefined;
+  let respawnMs = 0;
+  let pollingMs = 0;
+  while (Date.now() - killedAt < 60_000) {
+    const w = readState(dir)!.workers.gpu;
+    if (!newPid && w && w.pid !== pids.gpu && processRunning(w)) {
+      newPid = w.pid;
+      respawnMs = Date.now() - killedAt;
+    }
+    if (newPid && part(await stackStatus(config), 'worker-gpu').ok) {
+      pollingMs = Date.now() - killedAt;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  console.log(`gpu worker SIGKILLed: new pid ${newPid} after ${respawnMs} ms, polling again after ${pollingMs} ms`);
+  expect(newPid).toBeDefined();
+  expect(pollingMs).toBeGreaterThan(0);
+  expect(readState(dir)!.workers.gpu!.restarts).toBe(1);
+  expect(processRunning({ pid: pids.gpu!, marker: '' })).toBe(false);
+
+  // A second `up` starts nothing new and leaves a healthy stack.
+  const again = await stackUp(config, { timeoutMs: 60_000 });
+  expect(again.healthy).toBe(true);
+  expect(pidsOf(readState(dir)!)).toEqual({ ...pids, gpu: newPid });
+
+  // down: supervisor first (no restarts), then S3 and Temporal; all processes gone, data kept.
+  const stopped = await stackDown(config);
+  expect(stopped).toEqual(['supervisor', 's3', 'temporal']);
+  for (const pid of [pids.temporal, pids.s3, pids.supervisor, pids.cpu, newPid]) {
+    expect([pid, processRunning({ pid: pid!, marker: '' })]).toEqual([pid, false]);
+  }
+  expect(fs.existsSync(path.join(dir, 'temporal.db'))).toBe(true);
+
+  // status now fails, naming every part that is down.
+  const after = await cli('status');
+  expect(after.code).toBe(1);
+  expect(after.stdout).toContain('down: temporal, ui, s3, supervisor, worker-gpu, worker-cpu');
+}, 400_000);
+
+test('a port held by another process is refused, naming the port, the part and the fix', async () => {
+  const holder = net.createServer();
+  const taken = await new Promise<number>((resolve) => holder.listen(0, '127.0.0.1', () => resolve((holder.address() as net.AddressInfo).port)));
+  const other = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-stack-taken-'));
+  try {
+    const cfg = loadConfig({ TRUTHGPT_STATE_DIR: other, TRUTHGPT_TEMPORAL_PORT: String(taken), TRUTHGPT_UI_PORT: String(await freePort()), TRUTHGPT_S3_PORT: String(await freePort()) });
+    const err = await stackUp(cfg, { timeoutMs: 10_000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(StackError);
+    expect((err as Error).message).toContain(`port ${taken} (Temporal frontend) on 127.0.0.1 is already in use by another process`);
+    expect((err as Error).message).toContain('TRUTHGPT_TEMPORAL_PORT=<port>');
+    // Nothing was started on the way to the error.
+    const state = readState(other)!;
+    expect([state.temporal, state.s3, state.supervisor]).toEqual([undefined, undefined, undefined]);
+  } finally {
+    holder.close();
+    fs.rmSync(other, { recursive: true, force: true });
+  }
+});
+
+test('config errors name the variable', () => {
+  expect(() => loadConfig({ TRUTHGPT_S3_PORT: 'http' })).toThrow(/TRUTHGPT_S3_PORT="http": expected a port number/);
+  expect(() => loadConfig({ TRUTHGPT_EP: 'rocm' })).toThrow(/TRUTHGPT_EP="rocm": expected cpu or cuda/);
+  expect(() => loadConfig({ TEMPORAL_TLS_CERT_PATH: '/etc/hostname' })).toThrow(/TEMPORAL_TLS_CERT_PATH and TEMPORAL_TLS_KEY_PATH must be set together/);
+  expect(() => loadConfig({ TRUTHGPT_TEMPORAL_PORT: '9000', TRUTHGPT_S3_PORT: '9000' })).toThrow(/TRUTHGPT_S3_PORT and TRUTHGPT_TEMPORAL_PORT are both 9000/);
+  const cloud = loadConfig({ TEMPORAL_ADDRESS: 'ns.acct.tmprl.cloud:7233', TEMPORAL_NAMESPACE: 'ns.acct', TEMPORAL_API_KEY: 'k', TRUTHGPT_S3_ENDPOINT: 'aws' });
+  expect(cloud.temporal.tls).not.toBeNull();
+  expect(cloud.s3.endpoint).toBeUndefined();
+  expect(cloud.s3.forcePathStyle).toBe(false);
+  expect(cloud.s3.accessKeyId).toBeUndefined();
+});

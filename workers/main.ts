@@ -1,0 +1,36 @@
+// Worker process entry point: `tsx workers/main.ts --pool gpu|cpu`.
+// Start one GPU-pool process per GPU (TRUTHGPT_EP=cuda TRUTHGPT_DEVICE_ID=<n>) and CPU-pool
+// processes as needed, on any host that reaches Temporal and S3. SIGTERM/SIGINT shut it down
+// gracefully (the SDK stops polling and lets running activities finish within the grace time).
+
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../infra/config';
+import { TASK_QUEUES, type Pool } from '../sdk/search-attributes';
+import { createPoolWorker } from './worker';
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { pool: { type: 'string' } }, strict: true });
+  const pool = values.pool as Pool | undefined;
+  if (!pool || !(pool in TASK_QUEUES)) throw new Error(`--pool: expected gpu or cpu, got ${JSON.stringify(values.pool ?? null)}`);
+  const config = loadConfig();
+  const { worker, run } = await createPoolWorker(config, pool);
+  // Under the stack's supervisor: a supervisor that was killed outright must not leave workers behind.
+  if (process.env.TRUTHGPT_SUPERVISED === '1') {
+    const parent = process.ppid;
+    const watch = setInterval(() => {
+      if (process.ppid === parent) return;
+      clearInterval(watch);
+      console.error(`worker: supervisor pid ${parent} is gone, shutting down`);
+      if (worker.getState() === 'RUNNING') worker.shutdown();
+    }, 2000);
+    watch.unref();
+  }
+  console.log(`worker pool=${pool} queue=${TASK_QUEUES[pool]} ep=${config.runtime.ep}:${config.runtime.deviceId} temporal=${config.temporal.address} pid=${process.pid} ready`);
+  await run();
+  console.log(`worker pool=${pool} pid=${process.pid} stopped`);
+}
+
+main().catch((err: Error) => {
+  console.error(`worker: ${err.stack ?? err.message}`);
+  process.exit(1);
+});

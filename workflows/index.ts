@@ -1,0 +1,3 @@
+// The workflow bundle's entry point (Worker `workflowsPath`): every workflow the workers run.
+
+export * from './demo';
