@@ -75,12 +75,12 @@ export interface AppendedOptimizer {
  */
 export function appendOptimizer(g: Graph, cfg: OptimConfig, entries: OptimizerEntry[], step: Value): AppendedOptimizer {
   const impl = optimizerImpl(cfg);
-  const gradNorm = globalNorm(entries.map((e) => e.grad));
+  const { norm: gradNorm, squares } = globalNorm(entries.map((e) => e.grad));
   const gradScale = cfg.grad_clip === null ? null : clipFactor(gradNorm, cfg.grad_clip);
   const lr = scheduledLr(step, cfg.optimizer.lr, cfg.schedule);
   const shared = impl.prepare({ lr, step, gradScale });
   const state: StateSpec[] = [];
-  for (const e of entries) {
+  for (const [i, e] of entries.entries()) {
     const shape = knownShape(e.param);
     const inputs: Record<string, Value> = {};
     const outs: Record<string, string> = {};
@@ -94,6 +94,7 @@ export function appendOptimizer(g: Graph, cfg: OptimConfig, entries: OptimizerEn
       name: e.name,
       param: e.param,
       grad: e.grad,
+      gradSquared: squares[i],
       state: inputs,
       decay: decays(cfg.decay, e.name, shape),
       paramOut: paramOut(e.name),

@@ -18,6 +18,8 @@ export interface UpdateTarget {
   name: string;
   param: Value;
   grad: Value;
+  /** grad ⊙ grad, already computed for the global norm (unscaled, like `grad`). */
+  gradSquared: Value;
   /** Optimizer state inputs by slot name. */
   state: Record<string, Value>;
   /** Whether weight decay applies to this parameter. */
