@@ -59,7 +59,7 @@ export function findTemporalCli(env: Env = process.env): string | undefined {
 
 const howToGetOne = (env: Env) =>
   `Install one of: the Temporal CLI (https://docs.temporal.io/cli, then put \`temporal\` on PATH or set TEMPORAL_CLI_PATH), ` +
-  `or Go >= 1.23 so TruthGPT can build it into ${cachedCliPath(env)} with ` +
+  `or Go >= 1.25 so TruthGPT can build it into ${cachedCliPath(env)} with ` +
   `\`GOBIN=${path.dirname(cachedCliPath(env))} go install ${TEMPORAL_CLI_MODULE}@${TEMPORAL_CLI_VERSION}\`.`;
 
 /**
