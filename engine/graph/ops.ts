@@ -48,3 +48,23 @@ export const layerNorm = (x: Value, scale: Value, bias: Value | null, epsilon = 
 
 /** Scalar float32 constant in x's graph. */
 export const scalar = (x: Value, v: number) => g1(x).scalar(v, 'float32');
+
+export const gemm = (a: Value, b: Value, c: Value | null, opts: { alpha?: number; beta?: number; transA?: boolean; transB?: boolean } = {}) =>
+  g1(a).op('Gemm', c ? [a, b, c] : [a, b], {
+    alpha: f(opts.alpha ?? 1),
+    beta: f(opts.beta ?? 1),
+    transA: opts.transA ? 1 : 0,
+    transB: opts.transB ? 1 : 0,
+  })[0];
+export const reduceMax = (x: Value, axes: number[], keepdims = true) =>
+  g1(x).op('ReduceMax', [x, g1(x).vector(axes)], { keepdims: keepdims ? 1 : 0 })[0];
+/** RMSNormalization (opset 23; ORT 1.30's CPU provider runs it). */
+export const rmsNorm = (x: Value, scale: Value, epsilon = 1e-5, axis = -1) =>
+  g1(x).op('RMSNormalization', [x, scale], { axis, epsilon: f(epsilon) })[0];
+export const split = (x: Value, sizes: number[], axis: number) =>
+  g1(x).op('Split', [x, g1(x).vector(sizes)], { axis }, { outputs: sizes.length });
+export const slice = (x: Value, starts: number[], ends: number[], axes: number[], steps?: number[]) =>
+  g1(x).op('Slice', [x, g1(x).vector(starts), g1(x).vector(ends), g1(x).vector(axes), ...(steps ? [g1(x).vector(steps)] : [])])[0];
+/** Mean softmax cross-entropy over logits (N, C, ...) and int64 labels (N, ...), skipping ignoreIndex. */
+export const softmaxCrossEntropy = (logits: Value, labels: Value, ignoreIndex?: number, reduction: 'mean' | 'sum' | 'none' = 'mean') =>
+  g1(logits).op('SoftmaxCrossEntropyLoss', [logits, labels], { reduction, ...(ignoreIndex === undefined ? {} : { ignore_index: ignoreIndex }) }, { outputs: 1 })[0];
