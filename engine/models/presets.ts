@@ -5,19 +5,23 @@
 //   t5-small    60 506 624 (T5ForConditionalGeneration, head tied to shared)
 // The tiny presets are for tests: a few layers, 32–64 wide, small vocabularies.
 
+import type { z } from 'zod';
+import { expectShape } from '../checkpoint/safetensors';
+import type { TensorData } from '../graph/ir';
 import { countParams as countSpecs, type ParamSpec } from './blocks';
-import { bertParams, BertConfigSchema, type BertConfig } from './bert';
+import { bertParams, BertConfigSchema, hfBertName, type BertConfig } from './bert';
 import { gptParams, GptConfigSchema, type GptConfig } from './gpt';
-import { t5Params, T5ConfigSchema, type T5Config } from './t5';
+import { hfT5Name, t5Params, T5ConfigSchema, type T5Config } from './t5';
 
 export type Preset =
   | { family: 'gpt'; config: GptConfig }
   | { family: 'bert'; config: BertConfig }
   | { family: 't5'; config: T5Config };
 
-const gpt = (c: Parameters<typeof GptConfigSchema.parse>[0]): Preset => ({ family: 'gpt', config: GptConfigSchema.parse(c) });
-const bert = (c: Parameters<typeof BertConfigSchema.parse>[0]): Preset => ({ family: 'bert', config: BertConfigSchema.parse(c) });
-const t5 = (c: Parameters<typeof T5ConfigSchema.parse>[0]): Preset => ({ family: 't5', config: T5ConfigSchema.parse(c) });
+// Configs are parsed once here, so a typo in a preset fails at import naming the field.
+const gpt = (c: z.input<typeof GptConfigSchema>): Preset => ({ family: 'gpt', config: GptConfigSchema.parse(c) });
+const bert = (c: z.input<typeof BertConfigSchema>): Preset => ({ family: 'bert', config: BertConfigSchema.parse(c) });
+const t5 = (c: z.input<typeof T5ConfigSchema>): Preset => ({ family: 't5', config: T5ConfigSchema.parse(c) });
 
 export const PRESETS = {
   'gpt2-small': gpt({ vocab_size: 50257, block_size: 1024, n_layer: 12, n_head: 12, n_embd: 768 }),
@@ -84,4 +88,73 @@ export function countParams(preset: Preset): number {
  */
 export function presetParamCount(name: string): number {
   return countParams(getPreset(name));
+}
+
+// ---------------------------------------------------------------- Hugging Face import
+
+/**
+ * The preset-style config of an HF config.json (GPT2Config, BertConfig or T5Config as
+ * save_pretrained writes them). Unknown HF fields are ignored; a missing one is a zod error
+ * naming it.
+ */
+export function configFromHf(family: Preset['family'], json: Record<string, unknown>): Preset {
+  switch (family) {
+    case 'gpt':
+      // Field types are checked by the schema's parse; GPT2Config calls block_size n_positions.
+      return gpt({ ...json, block_size: json.n_positions } as z.input<typeof GptConfigSchema>);
+    case 'bert':
+      return bert(json as z.input<typeof BertConfigSchema>);
+    case 't5':
+      return t5(json as z.input<typeof T5ConfigSchema>);
+  }
+}
+
+/** Our parameter name for a key of an HF safetensors file of this family; null for tied copies and buffers. */
+export function hfParamName(preset: Preset, key: string): string | null {
+  switch (preset.family) {
+    case 'gpt': {
+      // GPT2LMHeadModel nests the decoder under `transformer.`; our gpt.ts names its embeddings
+      // `wte`/`wpe` without `.weight`. lm_head is the tied copy of wte; attn.bias/masked_bias
+      // are causal-mask buffers older checkpoints saved.
+      if (key === 'lm_head.weight' || /\.attn\.(bias|masked_bias)$/.test(key)) return null;
+      const k = key.startsWith('transformer.') ? key.slice('transformer.'.length) : key;
+      return k === 'wte.weight' || k === 'wpe.weight' ? k.slice(0, 3) : k;
+    }
+    case 'bert':
+      return hfBertName(key);
+    case 't5':
+      return hfT5Name(key, preset.config);
+  }
+}
+
+export interface HfImport {
+  /** float32 weights by our parameter name, one per spec. */
+  weights: Map<string, Float32Array>;
+  /** File keys no spec asked for (e.g. a task head when importing the base model). */
+  unused: string[];
+}
+
+/**
+ * Maps the tensors of an HF safetensors file onto `specs` (default: the preset's base model).
+ * A missing tensor, a wrong shape or a non-float32 dtype is an error naming tensor and file.
+ * @example importHfWeights(configFromHf('bert', cfgJson), readSafetensors(buf, file).tensors, file)
+ */
+export function importHfWeights(preset: Preset, tensors: Map<string, TensorData>, file: string, specs = presetParams(preset)): HfImport {
+  const byName = new Map<string, { key: string; t: TensorData }>();
+  const unused: string[] = [];
+  for (const [key, t] of tensors) {
+    const name = hfParamName(preset, key);
+    if (name === null) continue;
+    byName.set(name, { key, t });
+  }
+  const wanted = new Set(specs.map((s) => s.name));
+  for (const [name, { key }] of byName) if (!wanted.has(name)) unused.push(key);
+  const weights = new Map<string, Float32Array>();
+  for (const s of specs) {
+    const hit = byName.get(s.name);
+    const t = expectShape(file, hit?.key ?? s.name, hit?.t, s.shape);
+    if (t.dtype !== 'float32') throw new Error(`${file}: tensor "${hit!.key}" is ${t.dtype}; only float32 weights are imported`);
+    weights.set(s.name, t.data as Float32Array);
+  }
+  return { weights, unused };
 }
