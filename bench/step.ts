@@ -6,7 +6,9 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
 import { tensor } from '../engine/graph/ir';
+import { serializeModel } from '../engine/graph/onnx';
 import { countParams, mulberry32 } from '../engine/models/blocks';
 import { GptConfigSchema, gptParams, gptTrainFlopsPerToken, gptTrainLoss, type GptConfig } from '../engine/models/gpt';
 import { OptimConfigSchema } from '../engine/optim';
@@ -56,10 +58,11 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
   const step = buildTrainStep({ params: specs, loss: gptTrainLoss(cfg, B, T) }, optim);
   const buildS = (Date.now() - tBuild) / 1000;
   const profileDir = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-prof-'));
-  const trainer = await Trainer.create(step, {
-    seed: 0,
-    sessionOptions: sessionOptions(args.threads, args.profile ? { enableProfiling: true, profileFilePrefix: path.join(profileDir, 'step') } : {}),
-  });
+  const session = await ort.InferenceSession.create(
+    serializeModel(step.graph).model,
+    sessionOptions(args.threads, args.profile ? { enableProfiling: true, profileFilePrefix: path.join(profileDir, 'step') } : {}),
+  );
+  const trainer = await Trainer.create(step, { seed: 0, session });
   const data = fs.readFileSync(DATA_FILE);
   const batches = sampleBatches(data, B, T, 1);
 

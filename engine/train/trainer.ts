@@ -1,13 +1,12 @@
-// Runs a training-step graph for N steps over a batch iterator. Parameters and optimizer state
-// ping-pong between steps: each run's `param_out:*` / `state_out:*` tensors are fed straight back
-// as the next run's `param:*` / `state:*` inputs, so nothing is copied between steps.
+// Runs a training-step graph for N steps over a batch iterator, on the runtime's StepRunner
+// (parameters and optimizer state ping-pong between two pre-allocated buffer sets).
 
-import * as ort from 'onnxruntime-node';
+import type * as ort from 'onnxruntime-node';
 import type { TensorData } from '../graph/ir';
 import { serializeModel } from '../graph/onnx';
 import { initParams } from '../models/blocks';
-import { paramIn, paramOut, stateIn, stateOut } from '../optim';
-import { frozenIn, type TrainStep } from './step';
+import { createSession, StepRunner, type SessionConfig } from '../runtime';
+import type { TrainStep } from './step';
 
 export type Batch = Record<string, TensorData>;
 
@@ -19,65 +18,43 @@ export interface StepMetrics {
 }
 
 export interface TrainerOptions {
-  threads?: number;
+  /** Session settings (threads, EP, optimization level); ignored when `session` is given. */
+  sessionConfig?: SessionConfig;
+  /** A session already created from `serializeModel(step.graph)` (e.g. with profiling on). */
+  session?: ort.InferenceSession;
   /** Initial weights by parameter name; missing ones are drawn from the specs' init with `seed`. */
   weights?: Map<string, Float32Array>;
   seed?: number;
   /** Step index to start from (resume); optimizer state then comes from `state`. */
   startStep?: number;
   state?: Map<string, Float32Array>;
-  sessionOptions?: ort.InferenceSession.SessionOptions;
 }
 
 export class Trainer {
-  private feeds: Record<string, ort.Tensor> = {};
-  private stepIndex: number;
-
   private constructor(
     readonly step: TrainStep,
-    private readonly session: ort.InferenceSession,
-    opts: TrainerOptions,
-  ) {
-    this.stepIndex = opts.startStep ?? 0;
-    const init = initParams([...step.trainable, ...step.frozen].filter((s) => !opts.weights?.has(s.name)), opts.seed ?? 0);
-    const weight = (name: string) => opts.weights?.get(name) ?? init.get(name)!;
-    for (const s of step.trainable) this.feeds[paramIn(s.name)] = checkedTensor(paramIn(s.name), weight(s.name), s.shape);
-    for (const s of step.frozen) this.feeds[frozenIn(s.name)] = checkedTensor(frozenIn(s.name), weight(s.name), s.shape);
-    for (const s of step.state) {
-      const given = opts.state?.get(s.key);
-      const data = given ?? new Float32Array(s.shape.reduce((a, b) => a * b, 1));
-      this.feeds[stateIn(s.key)] = checkedTensor(stateIn(s.key), data, s.shape);
-    }
-  }
+    readonly runner: StepRunner,
+  ) {}
 
-  /** Compiles the step graph into one ORT session. */
+  /** Compiles the step graph into one ORT session and loads weights and optimizer state. */
   static async create(step: TrainStep, opts: TrainerOptions = {}): Promise<Trainer> {
-    const session = await ort.InferenceSession.create(serializeModel(step.graph).model, {
-      executionProviders: ['cpu'],
-      intraOpNumThreads: opts.threads,
-      interOpNumThreads: 1,
-      graphOptimizationLevel: 'all',
-      ...opts.sessionOptions,
+    const session = opts.session ?? (await createSession(serializeModel(step.graph).model, { graphOptimizationLevel: 'all', ...opts.sessionConfig }));
+    const all = [...step.trainable, ...step.frozen];
+    const init = initParams(all.filter((s) => !opts.weights?.has(s.name)), opts.seed ?? 0);
+    const weight = (name: string) => opts.weights?.get(name) ?? init.get(name)!;
+    const runner = new StepRunner(session, {
+      params: Object.fromEntries(step.trainable.map((s) => [s.name, weight(s.name)])),
+      frozen: Object.fromEntries(step.frozen.map((s) => [s.name, weight(s.name)])),
+      state: opts.state ? Object.fromEntries(opts.state) : undefined,
+      step: opts.startStep ?? 0,
     });
-    return new Trainer(step, session, opts);
+    return new Trainer(step, runner);
   }
 
-  /** One optimizer step on `batch`. */
+  /** One optimizer step on `batch`. Throws NonFiniteLossError (weights kept) on a NaN/inf loss. */
   async run(batch: Batch): Promise<StepMetrics> {
-    for (const name of this.step.batchInputs) {
-      const t = batch[name];
-      if (!t) throw new Error(`trainer: batch has no "${name}" (the step graph needs ${this.step.batchInputs.join(', ')})`);
-      this.feeds[name] = new ort.Tensor(t.dtype === 'int64' ? 'int64' : 'float32', t.data as Float32Array, t.dims);
-    }
-    this.feeds.step = new ort.Tensor('float32', Float32Array.of(this.stepIndex), []);
-    const out = await this.session.run(this.feeds);
-    for (const s of this.step.trainable) this.feeds[paramIn(s.name)] = out[paramOut(s.name)];
-    for (const s of this.step.state) this.feeds[stateIn(s.key)] = out[stateOut(s.key)];
-    const scalar = (n: string) => (out[n].data as Float32Array)[0];
-    const m = { step: this.stepIndex, loss: scalar('loss'), gradNorm: scalar('grad_norm'), lr: scalar('lr') };
-    if (!Number.isFinite(m.loss)) throw new Error(`trainer: loss is ${m.loss} at step ${m.step}`);
-    this.stepIndex++;
-    return m;
+    const r = await this.runner.run(batch);
+    return { step: r.step, loss: r.loss, gradNorm: r.gradNorm, lr: r.scalars.lr };
   }
 
   /** Runs up to `steps` steps, pulling one batch per step; stops early if the iterator ends. */
@@ -95,26 +72,20 @@ export class Trainer {
   }
 
   get nextStep(): number {
-    return this.stepIndex;
+    return this.runner.step;
   }
 
   /** Current weights of the trainable parameters (copies). */
   params(): Map<string, Float32Array> {
-    return new Map(this.step.trainable.map((s) => [s.name, (this.feeds[paramIn(s.name)].data as Float32Array).slice()]));
+    return new Map(Object.entries(this.runner.getParams()));
   }
 
   /** Current optimizer state by key (copies), e.g. for a checkpoint. */
   optimizerState(): Map<string, Float32Array> {
-    return new Map(this.step.state.map((s) => [s.key, (this.feeds[stateIn(s.key)].data as Float32Array).slice()]));
+    return new Map(Object.entries(this.runner.getState()));
   }
 
   async release(): Promise<void> {
-    await this.session.release();
+    await this.runner.release();
   }
-}
-
-function checkedTensor(name: string, data: Float32Array, shape: number[]): ort.Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  if (data.length !== n) throw new Error(`trainer: ${name} has ${data.length} values, shape [${shape.join(', ')}] needs ${n}`);
-  return new ort.Tensor('float32', data, shape);
 }

@@ -45,7 +45,7 @@ describe('tiny MLP', () => {
     const optim = OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-2, weight_decay: 0 } });
     const step = buildTrainStep({ params, loss }, optim);
     expect(step.state.map((s) => s.key)).toContain('fc1.weight.m');
-    const trainer = await Trainer.create(step, { seed: 1, threads: 1 });
+    const trainer = await Trainer.create(step, { seed: 1, sessionConfig: { intraOpThreads: 1 } });
     const hist = await trainer.train(batches(3), 150);
     await trainer.release();
     expect(hist).toHaveLength(150);
@@ -62,7 +62,7 @@ describe('tiny MLP', () => {
     const step = buildTrainStep({ params, loss }, optim, { trainable: (n) => n.startsWith('fc2') });
     expect(step.frozen.map((s) => s.name)).toEqual(['fc1.weight', 'fc1.bias']);
     expect(step.graph.inputs.map((v) => v.name)).toContain('frozen:fc1.weight');
-    const trainer = await Trainer.create(step, { seed: 1, threads: 1 });
+    const trainer = await Trainer.create(step, { seed: 1, sessionConfig: { intraOpThreads: 1 } });
     const before = trainer.params();
     const hist = await trainer.train(batches(3), 150);
     const after = trainer.params();
@@ -108,7 +108,7 @@ describe('tiny GPT', () => {
     });
     const step = buildTrainStep({ params: gptParams(cfg), loss: gptTrainLoss(cfg, B, T) }, optim);
     expect(step.batchInputs).toEqual(['tokens', 'targets']);
-    const trainer = await Trainer.create(step, { seed: 42, threads: 1 });
+    const trainer = await Trainer.create(step, { seed: 42, sessionConfig: { intraOpThreads: 1 } });
     const t0 = Date.now();
     const hist = await trainer.train(batches(9), 200);
     const seconds = (Date.now() - t0) / 1000;
