@@ -69,6 +69,20 @@ export const shapeCases: OpCase[] = [
     opts: { declare: [['B', 5]], reference: ([x]) => R.slice(x, [2], [5], [1], [1]) },
   },
   {
+    name: 'Slice symbolic axis x[:, 1:-1]',
+    op: 'Slice',
+    shapes: [[2, 6, 3]],
+    build: (g, [x]) => g.op('Slice', [x, v(g, [1]), v(g, [-1]), v(g, [1])])[0],
+    opts: { declare: [['B', 'T', 3]], reference: ([x]) => R.slice(x, [1], [-1], [1], [1]) },
+  },
+  {
+    name: 'Gather negative index',
+    op: 'Gather',
+    shapes: [[5, 3], [3]],
+    build: one('Gather', { axis: 0 }),
+    opts: { init: [undefined, { intValues: [-1, 0, -5] }], reference: ([d, i]) => R.gather(d, i, 0) },
+  },
+  {
     name: 'Pad constant',
     op: 'Pad',
     shapes: [[2, 3]],

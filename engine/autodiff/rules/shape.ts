@@ -257,17 +257,27 @@ registerOp('Slice', {
     const r = x.shape!.length;
     const params = sliceParams(ctx, ctx.inputs, r);
     if (!params) throw new Error(`Slice ${ctx.node.name}: gradient needs constant starts/ends/axes/steps`);
-    if (params.every((p) => p.step === 1 && typeof x.shape![p.axis] === 'number')) {
-      // Unit steps: dX is dY padded with zeros before and after the slice on each sliced axis.
+    // Unit steps: dX is dY padded with zeros before and after the slice on each sliced axis. On a
+    // symbolic axis the pads are still known when start ≥ 0 and end runs to the end or is negative
+    // (x[:, 1:], x[:, :-1]), as long as the slice is not clamped at run time.
+    const unitPads = (): number[] | null => {
       const pads = new Array<number>(2 * r).fill(0);
-      for (const { axis, start, end } of params) {
-        const d = x.shape![axis] as number;
-        const [s, e] = clampRange(d, start, end, 1);
-        pads[axis] = s;
-        pads[r + axis] = d - Math.max(e, s);
+      for (const { axis, start, end, step } of params) {
+        if (step !== 1) return null;
+        const d = x.shape![axis];
+        if (typeof d === 'number') {
+          const [s, e] = clampRange(d, start, end, 1);
+          pads[axis] = s;
+          pads[r + axis] = d - Math.max(e, s);
+        } else if (start >= 0 && (end < 0 || end >= INT_MAX / 2)) {
+          pads[axis] = start;
+          pads[r + axis] = end < 0 ? -end : 0;
+        } else return null;
       }
-      return [g.op('Pad', [dy, i64(g, pads)])[0], null, null, null, null];
-    }
+      return pads;
+    };
+    const pads = unitPads();
+    if (pads) return [g.op('Pad', [dy, i64(g, pads)])[0], null, null, null, null];
     if (!isStatic(x.shape)) throw new Error(`Slice ${ctx.node.name}: strided gradient needs a static input shape`);
     // Strided (or reversed) slice: scatter dY's elements to their flat positions in x.
     const xs = x.shape;
