@@ -67,7 +67,8 @@ export function gradients(graph: Graph, loss: Value, wrt: Value[], opts: Gradien
       graph,
       node,
       inputs,
-      outputs: node.outputs.map((n) => graph.value(n)),
+      // An omitted optional output ('') has no value; rules test for it before use.
+      outputs: node.outputs.map((n) => (n ? graph.value(n) : (null as unknown as Value))),
       gradOutputs,
       attrs: node.attrs,
       needsGrad,

@@ -78,6 +78,20 @@ describe('gradients()', () => {
     out.gx.forEach((v, i) => expect(v).toBeCloseTo(Math.cos(xs[i]) + 2 * xs[i], 12));
   });
 
+  test("ONNX Dropout in training mode: the backward reuses the forward's mask output", async () => {
+    const g = new Graph();
+    const x = g.input('x', 'float32', [200]);
+    const [y, mask] = g.op('Dropout', [x, g.scalar(0.3), g.const({ dtype: 'bool', dims: [], data: Uint8Array.of(1) })], { seed: 5 }, { outputs: 2 });
+    g.output(y, 'y');
+    g.output(mask, 'mask');
+    g.output(gradients(g, g.op('ReduceSum', [y], { keepdims: 0 })[0], [x]).get('x')!, 'gx');
+    const out = await runGraph(g, { x: new ort.Tensor('float32', new Float32Array(200).fill(2), [200]) });
+    const kept = out.mask.filter((m) => m === 1).length;
+    expect(kept).toBeGreaterThan(100);
+    expect(kept).toBeLessThan(180);
+    expect(out.gx).toEqual(out.mask.map((m) => (m ? Math.fround(1 / Math.fround(0.7)) : 0)));
+  });
+
   test('a tiny MLP (Gemm + Relu + MatMul + SoftmaxCrossEntropyLoss) learns under gradient descent', async () => {
     const [N, D, H, C] = [32, 4, 16, 3];
     const rand = rng(7);

@@ -114,7 +114,7 @@ registerOp('Dropout', {
     const training = ctx.inputs[2] ? constInts(g, ctx.inputs[2]) : [0];
     if (!training) throw new Error(`Dropout ${ctx.node.name}: gradient needs a constant training_mode input`);
     if (training[0] === 0) return [dy, null, null];
-    if (ctx.outputs.length < 2) throw new Error(`Dropout ${ctx.node.name}: request the mask output ({ outputs: 2 }) so the backward can reuse it`);
+    if (!ctx.outputs[1]) throw new Error(`Dropout ${ctx.node.name}: request the mask output ({ outputs: 2 }) so the backward can reuse it`);
     const mask = g.op('Cast', [ctx.outputs[1]], { to: onnxDType[dy.dtype] })[0];
     const ratio: Value = ctx.inputs[1] ?? scalarLike(dy, 0.5);
     const keep = g.op('Sub', [scalarLike(dy, 1), ratio])[0];
