@@ -1,0 +1,442 @@
+// The artifact store: every tensor, dataset shard, checkpoint and report that outlives an
+// activity lives here. It speaks plain S3 through @aws-sdk/client-s3, so AWS S3, MinIO, R2, Ceph
+// and the local s3rver are one code path that differs only in S3Settings.
+//
+// Integrity: every write records the body's sha256 as object metadata (x-amz-meta-sha256) and
+// every full read checks it, so a corrupted or truncated object fails loudly with its key
+// instead of feeding garbage weights into a run. Multi-file artifacts are committed with a
+// manifest written last (store-manifest.ts).
+
+import {
+  CreateBucketCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { z } from 'zod';
+import { validateBucketName, validateKey, validatePrefix } from './keys';
+import { IntegrityError, NotFoundError, translateS3Error } from './store-errors';
+import { commitManifest, manifestKeyOf, readManifest, type CommitFile, type Manifest } from './store-manifest';
+import {
+  defaultTmpDir,
+  MIN_PART_SIZE,
+  MiB,
+  putBuffer,
+  putFile,
+  putStream,
+  SHA256_META,
+  type PutBody,
+  type PutResult,
+  type UploadTarget,
+} from './store-upload';
+
+export { IntegrityError, NotFoundError, RangeNotSatisfiableError } from './store-errors';
+export { InvalidKeyError, joinKey, validateKey, validatePrefix } from './keys';
+export { MANIFEST_NAME, type CommitFile, type Manifest, type ManifestFile } from './store-manifest';
+export type { PutBody, PutResult } from './store-upload';
+
+/** Where the store lives. infra/config.ts builds this from TRUTHGPT_S3_* variables. */
+export const S3SettingsSchema = z.object({
+  /** Omit for AWS S3; set for MinIO, R2, Ceph, the local server (`http://127.0.0.1:9000`). */
+  endpoint: z.string().url().optional(),
+  region: z.string().min(1),
+  bucket: z.string().min(1),
+  /** Omit both keys to use the SDK's default chain (env, profile, instance role). */
+  accessKeyId: z.string().min(1).optional(),
+  secretAccessKey: z.string().min(1).optional(),
+  sessionToken: z.string().min(1).optional(),
+  /** true for MinIO, Ceph and the local server; false for AWS virtual-hosted buckets. */
+  forcePathStyle: z.boolean(),
+});
+export type S3Settings = z.infer<typeof S3SettingsSchema>;
+
+export interface StoreOptions {
+  /** Multipart part size and the size above which uploads go multipart. Default 8 MiB, min 5 MiB. */
+  partSize?: number;
+  /** Parts uploaded at once. Default 4 (memory use is about concurrency x partSize). */
+  concurrency?: number;
+  /** Where streams larger than one part are spooled while hashed. Default os.tmpdir(). */
+  tmpDir?: string;
+}
+
+export interface PutOptions {
+  contentType?: string;
+  /** Extra x-amz-meta-* entries; keys are lowercased by S3. `sha256` is reserved. */
+  metadata?: Record<string, string>;
+}
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  /** Absent on objects that were not written through an ArtifactStore. */
+  sha256?: string;
+  contentType?: string;
+  lastModified?: Date;
+  metadata: Record<string, string>;
+}
+
+export interface ListedObject {
+  key: string;
+  size: number;
+}
+
+function parseSettings(settings: S3Settings): S3Settings {
+  const parsed = S3SettingsSchema.safeParse(settings);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new Error(`S3 settings: ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  }
+  const s = parsed.data;
+  validateBucketName(s.bucket);
+  if (Boolean(s.accessKeyId) !== Boolean(s.secretAccessKey)) {
+    throw new Error('S3 settings: accessKeyId and secretAccessKey must be given together (or both left out for the default credential chain)');
+  }
+  return s;
+}
+
+export class ArtifactStore {
+  readonly bucket: string;
+  readonly client: S3Client;
+  private readonly partSize: number;
+  private readonly concurrency: number;
+  private readonly tmpDir: string;
+
+  constructor(settings: S3Settings, options: StoreOptions = {}) {
+    const s = parseSettings(settings);
+    this.bucket = s.bucket;
+    this.partSize = options.partSize ?? 8 * MiB;
+    if (!Number.isInteger(this.partSize) || this.partSize < MIN_PART_SIZE) {
+      throw new Error(`store option partSize: must be an integer >= ${MIN_PART_SIZE} (5 MiB, the S3 minimum), got ${options.partSize}`);
+    }
+    this.concurrency = options.concurrency ?? 4;
+    if (!Number.isInteger(this.concurrency) || this.concurrency < 1) {
+      throw new Error(`store option concurrency: must be a positive integer, got ${options.concurrency}`);
+    }
+    this.tmpDir = options.tmpDir ?? defaultTmpDir();
+    this.client = new S3Client({
+      endpoint: s.endpoint,
+      region: s.region,
+      forcePathStyle: s.forcePathStyle,
+      credentials: s.accessKeyId
+        ? { accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey!, sessionToken: s.sessionToken }
+        : undefined,
+      // The SDK's default since early 2025 sends CRC32 trailers in aws-chunked bodies, which
+      // s3rver stores verbatim (the object grows by the framing) and several S3-compatible
+      // servers reject. We hash every object with sha256 ourselves, so ask only when required.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+    });
+  }
+
+  /** Creates the bucket if it does not exist yet. */
+  async ensureBucket(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      return;
+    } catch (err) {
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status !== 404) throw err;
+    }
+    try {
+      await this.client.send(new CreateBucketCommand({ Bucket: this.bucket }));
+    } catch (err) {
+      // Another worker won the race to create it, which is what we wanted.
+      if ((err as Error).name !== 'BucketAlreadyOwnedByYou') throw err;
+    }
+  }
+
+  private target(key: string, options: PutOptions): UploadTarget {
+    validateKey(key);
+    const metadata = options.metadata ?? {};
+    if (Object.keys(metadata).some((k) => k.toLowerCase() === SHA256_META)) {
+      throw new Error(`put ${key}: metadata key "${SHA256_META}" is reserved for the store's own hash`);
+    }
+    return {
+      client: this.client,
+      bucket: this.bucket,
+      key,
+      contentType: options.contentType ?? 'application/octet-stream',
+      metadata,
+      partSize: this.partSize,
+      concurrency: this.concurrency,
+      tmpDir: this.tmpDir,
+    };
+  }
+
+  /** Writes an object, multipart when it is larger than one part; returns its size and sha256. */
+  async put(key: string, body: PutBody, options: PutOptions = {}): Promise<PutResult> {
+    const t = this.target(key, options);
+    try {
+      if (body instanceof Readable) return await putStream(t, body);
+      if (body instanceof Uint8Array) return await putBuffer(t, body);
+    } catch (err) {
+      throw translateS3Error(err, this.bucket);
+    }
+    throw new Error(`put ${key}: body must be a Buffer, Uint8Array or Readable`);
+  }
+
+  /** Uploads a local file (hashed first, then sent in parts straight from disk). */
+  async putFile(key: string, file: string, options: PutOptions = {}): Promise<PutResult> {
+    const t = this.target(key, options);
+    try {
+      return await putFile(t, file);
+    } catch (err) {
+      throw translateS3Error(err, this.bucket);
+    }
+  }
+
+  async putJson(key: string, value: unknown): Promise<PutResult> {
+    return this.put(key, Buffer.from(JSON.stringify(value, null, 2) + '\n'), { contentType: 'application/json' });
+  }
+
+  private async open(key: string, range?: [number, number]) {
+    validateKey(key);
+    try {
+      return await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range ? `bytes=${range[0]}-${range[1]}` : undefined }),
+      );
+    } catch (err) {
+      throw translateS3Error(err, this.bucket, key, range);
+    }
+  }
+
+  /** Reads a whole object and checks it against its recorded sha256. */
+  async get(key: string): Promise<Buffer> {
+    const res = await this.open(key);
+    const body = Buffer.from(await res.Body!.transformToByteArray());
+    const expected = res.Metadata?.[SHA256_META];
+    if (expected !== undefined) {
+      const actual = createHash('sha256').update(body).digest('hex');
+      if (actual !== expected) throw new IntegrityError(this.bucket, key, expected, actual, 'object metadata');
+    }
+    return body;
+  }
+
+  async getJson<T = unknown>(key: string): Promise<T> {
+    const body = await this.get(key);
+    try {
+      return JSON.parse(body.toString('utf8')) as T;
+    } catch (err) {
+      throw new Error(`s3://${this.bucket}/${key} is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * Streams an object. The hash is checked as the bytes pass; on a mismatch the stream fails with
+   * an IntegrityError instead of ending, so a consumer that waits for 'end' never accepts bad data.
+   */
+  async getStream(key: string): Promise<Readable> {
+    const res = await this.open(key);
+    const source = res.Body as Readable;
+    const expected = res.Metadata?.[SHA256_META];
+    if (expected === undefined) return source;
+    const hash = createHash('sha256');
+    const bucket = this.bucket;
+    const check = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        cb(null, chunk);
+      },
+      flush(cb) {
+        const actual = hash.digest('hex');
+        cb(actual === expected ? null : new IntegrityError(bucket, key, expected, actual, 'object metadata'));
+      },
+    });
+    source.on('error', (err) => check.destroy(err));
+    return source.pipe(check);
+  }
+
+  /** Streams an object into a local file, verified; the file appears only if the bytes check out. */
+  async download(key: string, file: string, expectedSha256?: string): Promise<{ size: number; sha256: string }> {
+    const res = await this.open(key);
+    const recorded = res.Metadata?.[SHA256_META];
+    const hash = createHash('sha256');
+    let size = 0;
+    const partial = `${file}.partial-${process.pid}`;
+    try {
+      await pipeline(
+        res.Body as Readable,
+        new Transform({
+          transform(chunk: Buffer, _enc, cb) {
+            hash.update(chunk);
+            size += chunk.length;
+            cb(null, chunk);
+          },
+        }),
+        createWriteStream(partial),
+      );
+      const actual = hash.digest('hex');
+      for (const [expected, source] of [[recorded, 'object metadata'], [expectedSha256, 'the caller']] as const) {
+        if (expected !== undefined && expected !== actual) throw new IntegrityError(this.bucket, key, expected, actual, source);
+      }
+      await rename(partial, file);
+      return { size, sha256: actual };
+    } finally {
+      await rm(partial, { force: true });
+    }
+  }
+
+  /** Bytes start..endInclusive of an object. Partial reads cannot be checked against the hash. */
+  async getRange(key: string, start: number, endInclusive: number): Promise<Buffer> {
+    if (!Number.isInteger(start) || !Number.isInteger(endInclusive) || start < 0 || endInclusive < start) {
+      throw new Error(`getRange ${key}: need integers 0 <= start <= endInclusive, got ${start}..${endInclusive}`);
+    }
+    const res = await this.open(key, [start, endInclusive]);
+    const body = Buffer.from(await res.Body!.transformToByteArray());
+    // A server that ignores or misreads the range must not hand back the wrong bytes silently.
+    const total = Number(/\/(\d+)$/.exec(res.ContentRange ?? '')?.[1] ?? NaN);
+    const want = Number.isNaN(total) ? endInclusive - start + 1 : Math.min(endInclusive, total - 1) - start + 1;
+    if (!res.ContentRange?.startsWith(`bytes ${start}-`) || body.length !== want) {
+      throw new Error(
+        `getRange s3://${this.bucket}/${key}: asked for bytes=${start}-${endInclusive}, server sent ${body.length} bytes (Content-Range: ${res.ContentRange ?? 'missing'})`,
+      );
+    }
+    return body;
+  }
+
+  async head(key: string): Promise<ObjectInfo> {
+    validateKey(key);
+    try {
+      const res = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      const metadata = res.Metadata ?? {};
+      return {
+        key,
+        size: res.ContentLength ?? 0,
+        sha256: metadata[SHA256_META],
+        contentType: res.ContentType,
+        lastModified: res.LastModified,
+        metadata,
+      };
+    } catch (err) {
+      throw translateS3Error(err, this.bucket, key);
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    try {
+      await this.head(key);
+      return true;
+    } catch (err) {
+      if (err instanceof NotFoundError && err.key !== undefined) return false;
+      throw err;
+    }
+  }
+
+  /** Deletes one object; deleting a missing key is not an error (S3 semantics, retry-safe). */
+  async delete(key: string): Promise<void> {
+    validateKey(key);
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    } catch (err) {
+      throw translateS3Error(err, this.bucket, key);
+    }
+  }
+
+  /** Deletes every object under a prefix (1000 per request); returns how many were deleted. */
+  async deletePrefix(prefix: string): Promise<number> {
+    if (prefix === '') throw new Error('deletePrefix: refusing to delete the whole bucket (empty prefix)');
+    let deleted = 0;
+    for await (const page of this.pages(prefix)) {
+      if (page.length === 0) continue;
+      try {
+        const res = await this.client.send(
+          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: page.map((o) => ({ Key: o.key })), Quiet: true } }),
+        );
+        const failed = res.Errors ?? [];
+        if (failed.length > 0) {
+          throw new Error(`deletePrefix ${prefix}: could not delete ${failed.map((e) => `${e.Key} (${e.Code})`).join(', ')}`);
+        }
+      } catch (err) {
+        throw translateS3Error(err, this.bucket);
+      }
+      deleted += page.length;
+    }
+    return deleted;
+  }
+
+  /** One page (up to `pageSize` <= 1000 keys) at a time, so huge prefixes need not fit in memory. */
+  async *pages(prefix: string, pageSize = 1000): AsyncGenerator<ListedObject[]> {
+    validatePrefix(prefix);
+    if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 1000) {
+      throw new Error(`list ${prefix}: pageSize must be an integer in 1..1000, got ${pageSize}`);
+    }
+    let token: string | undefined;
+    do {
+      let res;
+      try {
+        res = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix || undefined, ContinuationToken: token, MaxKeys: pageSize }),
+        );
+      } catch (err) {
+        throw translateS3Error(err, this.bucket);
+      }
+      yield (res.Contents ?? []).map((o) => ({ key: o.Key!, size: o.Size ?? 0 }));
+      token = res.IsTruncated ? res.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  /** Every object whose key starts with `prefix` (a raw S3 prefix: 'runs/a' also matches 'runs/ab/x'). */
+  async list(prefix: string, pageSize = 1000): Promise<ListedObject[]> {
+    const all: ListedObject[] = [];
+    for await (const page of this.pages(prefix, pageSize)) all.push(...page);
+    return all;
+  }
+
+  /**
+   * Writes `files` under `<prefix>/<name>`, then `<prefix>/MANIFEST.json` with each file's key,
+   * size and sha256 plus `meta`. Readers treat the prefix as absent until the manifest exists.
+   */
+  async commit(prefix: string, files: Record<string, CommitFile>, meta: Record<string, unknown> = {}): Promise<Manifest> {
+    return commitManifest(this, prefix, files, meta);
+  }
+
+  /** The committed manifest under `prefix`, or null when nothing has been committed there. */
+  async readManifest(prefix: string): Promise<Manifest | null> {
+    return readManifest(this, prefix);
+  }
+
+  /** One file of a committed prefix, checked against the manifest's size and sha256. */
+  async getVerified(prefix: string, name: string): Promise<Buffer> {
+    const manifest = await readManifest(this, prefix);
+    const entry = this.manifestEntry(manifest, prefix, name);
+    const body = await this.get(entry.key);
+    const source = `manifest ${manifestKeyOf(prefix)}`;
+    if (body.length !== entry.size) throw new IntegrityError(this.bucket, entry.key, String(entry.size), String(body.length), source, 'size');
+    const actual = createHash('sha256').update(body).digest('hex');
+    if (actual !== entry.sha256) throw new IntegrityError(this.bucket, entry.key, entry.sha256, actual, source);
+    return body;
+  }
+
+  /** Like getVerified, into a local file (for checkpoints too large to hold twice in memory). */
+  async downloadVerified(prefix: string, name: string, file: string): Promise<{ size: number; sha256: string }> {
+    const manifest = await readManifest(this, prefix);
+    const entry = this.manifestEntry(manifest, prefix, name);
+    return this.download(entry.key, file, entry.sha256);
+  }
+
+  private manifestEntry(manifest: Manifest | null, prefix: string, name: string) {
+    if (!manifest) {
+      throw new NotFoundError(this.bucket, manifestKeyOf(prefix), 'prefix not committed');
+    }
+    const entry = manifest.files.find((f) => f.name === name);
+    if (!entry) {
+      const names = manifest.files.map((f) => f.name).join(', ');
+      throw new NotFoundError(this.bucket, `${manifest.prefix}/${name}`, `not in ${manifestKeyOf(prefix)}; it lists: ${names || 'nothing'}`);
+    }
+    return entry;
+  }
+
+  /** Releases the HTTP connections; the store cannot be used afterwards. */
+  close(): void {
+    this.client.destroy();
+  }
+}
