@@ -35,21 +35,33 @@ export function restartDelayMs(crashes: number): number {
   return Math.min(FIRST_RESTART_DELAY_MS * 2 ** Math.max(0, crashes - 1), MAX_RESTART_DELAY_MS);
 }
 
-export function superviseWorkers(stateDir: string, pools: Pool[]): { stop(): Promise<void> } {
+export interface SuperviseOptions {
+  env?: NodeJS.ProcessEnv;
+  log?: (msg: string) => void;
+}
+
+export function superviseWorkers(stateDir: string, pools: Pool[], opts: SuperviseOptions = {}): { stop(): Promise<void> } {
   let stopping = false;
-  const log = (msg: string) => process.stdout.write(`${new Date().toISOString()} supervisor: ${msg}\n`);
+  const env = opts.env ?? process.env;
+  const log = opts.log ?? ((msg: string) => process.stdout.write(`${new Date().toISOString()} supervisor: ${msg}\n`));
   const slots = pools.map((pool): Slot => ({ pool, startedAt: 0, restarts: 0, crashes: 0 }));
 
-  const record = (slot: Slot, entry: WorkerEntry | undefined) =>
-    updateState(stateDir, (s) => {
-      if (entry) s.workers[slot.pool] = entry;
-      else delete s.workers[slot.pool];
-    });
+  // A state file deleted or corrupted under us must not take the supervisor (and its workers) down.
+  const record = (slot: Slot, entry: WorkerEntry | undefined) => {
+    try {
+      updateState(stateDir, (s) => {
+        if (entry) s.workers[slot.pool] = entry;
+        else delete s.workers[slot.pool];
+      });
+    } catch (err) {
+      log(`could not record the ${slot.pool} worker in the state file: ${(err as Error).message}`);
+    }
+  };
 
   const start = (slot: Slot) => {
     const { command, args } = tsCommand(WORKER_ENTRY, ['--pool', slot.pool]);
     const logFile = path.join(logDir(stateDir), `worker-${slot.pool}.log`);
-    const child = spawnLogged({ command, args, log: logFile, env: { ...process.env, TRUTHGPT_SUPERVISED: '1' }, detached: false });
+    const child = spawnLogged({ command, args, log: logFile, env: { ...env, TRUTHGPT_SUPERVISED: '1' }, detached: false });
     slot.child = child;
     slot.startedAt = Date.now();
     const pid = child.pid;

@@ -11,7 +11,8 @@ import { loadConfig, type Config } from '../../infra/config';
 import { freePort } from '../../infra/ports';
 import { stackDown, stackUp, StackError } from '../../infra/stack';
 import { stackStatus, type StackStatus } from '../../infra/stack-health';
-import { processRunning, readState, type StackState } from '../../infra/stack-state';
+import { processRunning, readState, writeState, type StackState } from '../../infra/stack-state';
+import { superviseWorkers } from '../../infra/supervisor';
 
 const run = promisify(execFile);
 const REPO = path.resolve(__dirname, '../..');
@@ -141,6 +142,25 @@ test('a port held by another process is refused, naming the port, the part and t
     fs.rmSync(other, { recursive: true, force: true });
   }
 });
+
+test('a worker that keeps crashing is restarted with growing delays, and its log says why', async () => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-crashloop-'));
+  writeState({ version: 1, stateDir: d, host: '127.0.0.1', namespace: 'default', bucket: 'truthgpt', ports: { temporal: 1, ui: 2, s3: 3 }, workers: {}, updatedAt: '' });
+  const lines: string[] = [];
+  // An invalid TRUTHGPT_EP makes every worker exit at start: a crash loop.
+  const sup = superviseWorkers(d, ['gpu'], { env: { ...process.env, TRUTHGPT_EP: 'rocm' }, log: (m) => lines.push(m) });
+  try {
+    const deadline = Date.now() + 90_000;
+    while ((readState(d)!.workers.gpu?.restarts ?? 0) < 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  } finally {
+    await sup.stop();
+  }
+  const delays = lines.map((l) => /restarting the gpu worker in (\d+) ms/.exec(l)?.[1]).filter(Boolean).map(Number);
+  expect(delays.slice(0, 4)).toEqual([300, 600, 1200, 2400]);
+  expect(fs.readFileSync(path.join(d, 'logs', 'worker-gpu.log'), 'utf8')).toContain('TRUTHGPT_EP="rocm": expected cpu or cuda');
+  expect(readState(d)!.workers.gpu).toBeUndefined();
+  fs.rmSync(d, { recursive: true, force: true });
+}, 120_000);
 
 test('config errors name the variable', () => {
   expect(() => loadConfig({ TRUTHGPT_S3_PORT: 'http' })).toThrow(/TRUTHGPT_S3_PORT="http": expected a port number/);
