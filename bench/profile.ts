@@ -10,9 +10,11 @@ interface ProfileEvent {
   args?: { op_name?: string };
 }
 
-export function summarizeProfile(file: string) {
+/** `phaseOf` maps a graph node name to a phase label (ORT's fused nodes keep it as a name prefix). */
+export function summarizeProfile(file: string, phaseOf?: (node: string) => string | undefined) {
   const events = JSON.parse(fs.readFileSync(file, 'utf8')) as ProfileEvent[];
   const byOp = new Map<string, { us: number; count: number }>();
+  const byPhase = new Map<string, number>();
   let runs = 0;
   let total = 0;
   for (const e of events) {
@@ -24,10 +26,14 @@ export function summarizeProfile(file: string) {
     s.count++;
     byOp.set(op, s);
     total += e.dur;
+    const node = e.name.slice(0, -'_kernel_time'.length);
+    const phase = phaseOf?.(node.split('/')[0]) ?? 'other';
+    byPhase.set(phase, (byPhase.get(phase) ?? 0) + e.dur);
   }
   return {
     runs: Math.max(runs, 1),
     totalMs: total / 1000,
+    byPhase: Object.fromEntries([...byPhase.entries()].map(([k, us]) => [k, { ms: us / 1000, share: us / total }])),
     byOp: [...byOp.entries()].map(([op, s]) => ({ op, ms: s.us / 1000, count: s.count, share: s.us / total })).sort((a, b) => b.ms - a.ms),
   };
 }

@@ -31,6 +31,8 @@ export interface TrainStep {
   state: StateSpec[];
   /** Batch input names the model declared (e.g. tokens, targets). */
   batchInputs: string[];
+  /** Node-index boundaries: nodes [0, forward) are the forward pass, [forward, backward) the backward, the rest the optimizer. */
+  phases: { forward: number; backward: number };
 }
 
 export const frozenIn = (name: string) => `frozen:${name}`;
@@ -67,8 +69,10 @@ export function buildTrainStep(model: TrainableModel, optim: OptimConfig, opts: 
   if (unused.length) throw new Error(`buildTrainStep: trainable parameters never read by the model: ${unused.join(', ')}`);
   const batchInputs = g.inputs.slice(nBefore).map((v) => v.name);
 
+  const forwardEnd = g.nodes.length;
   const wrt = trainable.map((s) => values.get(s.name)!);
   const grads = gradients(g, loss, wrt);
+  const backwardEnd = g.nodes.length;
   const entries = trainable.map((s) => {
     const param = values.get(s.name)!;
     const grad = grads.get(param.name);
@@ -77,5 +81,5 @@ export function buildTrainStep(model: TrainableModel, optim: OptimConfig, opts: 
   });
   const { state } = appendOptimizer(g, optim, entries, step);
   g.output(loss, 'loss');
-  return { graph: g, trainable, frozen, state, batchInputs };
+  return { graph: g, trainable, frozen, state, batchInputs, phases: { forward: forwardEnd, backward: backwardEnd } };
 }
