@@ -18,13 +18,11 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
-import { Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { validateBucketName, validateKey, validatePrefix } from './keys';
 import { IntegrityError, NotFoundError, translateS3Error } from './store-errors';
+import { downloadToFile, verifyingStream } from './store-read';
 import { commitManifest, manifestKeyOf, readManifest, type CommitFile, type Manifest } from './store-manifest';
 import {
   defaultTmpDir,
@@ -232,57 +230,22 @@ export class ArtifactStore {
 
   /**
    * Streams an object. The hash is checked as the bytes pass; on a mismatch the stream fails with
-   * an IntegrityError instead of ending, so a consumer that waits for 'end' never accepts bad data.
+   * an IntegrityError instead of ending.
    */
   async getStream(key: string): Promise<Readable> {
     const res = await this.open(key);
-    const source = res.Body as Readable;
     const expected = res.Metadata?.[SHA256_META];
-    if (expected === undefined) return source;
-    const hash = createHash('sha256');
-    const bucket = this.bucket;
-    const check = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        hash.update(chunk);
-        cb(null, chunk);
-      },
-      flush(cb) {
-        const actual = hash.digest('hex');
-        cb(actual === expected ? null : new IntegrityError(bucket, key, expected, actual, 'object metadata'));
-      },
-    });
-    source.on('error', (err) => check.destroy(err));
-    return source.pipe(check);
+    const source = res.Body as Readable;
+    return expected === undefined ? source : verifyingStream(source, this.bucket, key, expected);
   }
 
   /** Streams an object into a local file, verified; the file appears only if the bytes check out. */
   async download(key: string, file: string, expectedSha256?: string): Promise<{ size: number; sha256: string }> {
     const res = await this.open(key);
-    const recorded = res.Metadata?.[SHA256_META];
-    const hash = createHash('sha256');
-    let size = 0;
-    const partial = `${file}.partial-${process.pid}`;
-    try {
-      await pipeline(
-        res.Body as Readable,
-        new Transform({
-          transform(chunk: Buffer, _enc, cb) {
-            hash.update(chunk);
-            size += chunk.length;
-            cb(null, chunk);
-          },
-        }),
-        createWriteStream(partial),
-      );
-      const actual = hash.digest('hex');
-      for (const [expected, source] of [[recorded, 'object metadata'], [expectedSha256, 'the caller']] as const) {
-        if (expected !== undefined && expected !== actual) throw new IntegrityError(this.bucket, key, expected, actual, source);
-      }
-      await rename(partial, file);
-      return { size, sha256: actual };
-    } finally {
-      await rm(partial, { force: true });
-    }
+    return downloadToFile(res.Body as Readable, this.bucket, key, file, [
+      { sha256: res.Metadata?.[SHA256_META], source: 'object metadata' },
+      { sha256: expectedSha256, source: 'the caller' },
+    ]);
   }
 
   /** Bytes start..endInclusive of an object. Partial reads cannot be checked against the hash. */

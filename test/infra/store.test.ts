@@ -195,6 +195,9 @@ describe('manifests', () => {
       ['ckpt/v1/MANIFEST.json', 'ckpt/v1/config.json', 'ckpt/v1/model.safetensors', 'ckpt/v1/optim.safetensors'],
     );
     expectSameBytes(await s3.store.getVerified('ckpt/v1', 'optim.safetensors'), optim);
+    const local = path.join(tmp, 'model.safetensors');
+    expect(await s3.store.downloadVerified('ckpt/v1', 'model.safetensors', local)).toEqual({ size: weights.length, sha256: sha256(weights) });
+    expectSameBytes(await readFile(local), weights);
     await expect(s3.store.getVerified('ckpt/v1', 'rng.bin')).rejects.toThrow(
       'not in ckpt/v1/MANIFEST.json; it lists: model.safetensors, optim.safetensors, config.json',
     );
@@ -220,6 +223,9 @@ describe('manifests', () => {
     await expect(s3.store.getVerified('ckpt/v3', 'model.safetensors')).rejects.toThrow(
       /integrity check failed for s3:\/\/truthgpt-test\/ckpt\/v3\/model\.safetensors: sha256 is [0-9a-f]{64} but manifest ckpt\/v3\/MANIFEST.json says/,
     );
+    const local = path.join(tmp, 'v3-model.safetensors');
+    await expect(s3.store.downloadVerified('ckpt/v3', 'model.safetensors', local)).rejects.toThrow('ckpt/v3/model.safetensors');
+    await expect(readFile(local)).rejects.toThrow('ENOENT');
   });
 });
 
