@@ -1,0 +1,122 @@
+// The DiLoCo outer optimizer (Douillard et al. 2023; OpenDiLoCo): after each round the
+// pseudo-gradient Δ = mean over workers of (global − local) drives an outer SGD step with Nesterov
+// momentum, as torch.optim.SGD(nesterov=True) computes it:
+//   buf ← μ·buf + Δ        global ← global − lr·(Δ + μ·buf)
+// `average` replaces the step by the plain mean of the workers' weights. It is computed as that
+// mean directly, not as global − Δ, because g − (g − l) is not l in float32: with one worker the
+// new global is then bit-for-bit the worker's weights, so W=1 training is ordinary AdamW training.
+//
+// Workers are added one at a time, so aggregation holds the global weights, one worker's weights
+// and a float64 accumulator, however many workers there are.
+
+import { z } from 'zod';
+
+export const OuterOptimSchema = z.discriminatedUnion('kind', [
+  z.object({
+    kind: z.literal('nesterov'),
+    lr: z.number().positive().default(0.7),
+    momentum: z.number().min(0).lt(1).default(0.9),
+  }),
+  z.object({ kind: z.literal('average') }),
+]);
+export type OuterOptimConfig = z.infer<typeof OuterOptimSchema>;
+export const DEFAULT_OUTER: OuterOptimConfig = { kind: 'nesterov', lr: 0.7, momentum: 0.9 };
+
+export type Weights = Map<string, Float32Array>;
+
+export interface OuterResult {
+  weights: Weights;
+  /** Nesterov momentum buffers by parameter name; empty for `average`. */
+  momentum: Weights;
+  /** L2 norm of the pseudo-gradient Δ = global − mean(local). */
+  pseudoGradNorm: number;
+}
+
+export class OuterAggregator {
+  /** Σ over workers of local weights (float64, so the mean of few workers is exact). */
+  private readonly sums = new Map<string, Float64Array>();
+  private count = 0;
+
+  constructor(private readonly global: Weights) {
+    for (const [name, w] of global) this.sums.set(name, new Float64Array(w.length));
+  }
+
+  get workers(): number {
+    return this.count;
+  }
+
+  /** Adds one worker's end-of-round weights; `who` names it in errors. */
+  add(local: Weights, who: string): void {
+    for (const name of this.global.keys()) {
+      if (!local.has(name)) throw new Error(`${who}: parameter "${name}" is missing`);
+    }
+    for (const [name, w] of local) {
+      const sum = this.sums.get(name);
+      if (!sum) throw new Error(`${who}: parameter "${name}" is not in the global model`);
+      if (w.length !== sum.length) throw new Error(`${who}: parameter "${name}" has ${w.length} values, the global model ${sum.length}`);
+      for (let i = 0; i < w.length; i++) {
+        if (!Number.isFinite(w[i])) throw new NonFiniteWeightError(who, name, i, w[i]);
+        sum[i] += w[i];
+      }
+    }
+    this.count++;
+  }
+
+  /** The outer step; `momentum` is the previous round's buffers (absent in round 0). */
+  apply(cfg: OuterOptimConfig, momentum?: Weights): OuterResult {
+    if (this.count === 0) throw new Error('outer step: no worker results were added');
+    const W = this.count;
+    const weights: Weights = new Map();
+    const nextMomentum: Weights = new Map();
+    let sq = 0;
+    for (const [name, g] of this.global) {
+      const sum = this.sums.get(name)!;
+      const out = new Float32Array(g.length);
+      if (cfg.kind === 'average') {
+        for (let i = 0; i < g.length; i++) {
+          out[i] = sum[i] / W;
+          const d = g[i] - out[i];
+          sq += d * d;
+        }
+      } else {
+        const prev = momentum?.get(name);
+        if (momentum && momentum.size > 0 && !prev) throw new Error(`outer step: momentum buffer for "${name}" is missing`);
+        if (prev && prev.length !== g.length) throw new Error(`outer step: momentum buffer "${name}" has ${prev.length} values, want ${g.length}`);
+        const buf = new Float32Array(g.length);
+        const { lr, momentum: mu } = cfg;
+        for (let i = 0; i < g.length; i++) {
+          const delta = g[i] - sum[i] / W; // pseudo-gradient: global − mean(local)
+          sq += delta * delta;
+          buf[i] = mu * (prev ? prev[i] : 0) + delta;
+          out[i] = g[i] - lr * (delta + mu * buf[i]);
+        }
+        nextMomentum.set(name, buf);
+      }
+      weights.set(name, out);
+    }
+    return { weights, momentum: nextMomentum, pseudoGradNorm: Math.sqrt(sq) };
+  }
+}
+
+/** A worker's weights are NaN/inf: deterministic, so retrying the aggregation cannot help. */
+export class NonFiniteWeightError extends Error {
+  constructor(
+    readonly who: string,
+    readonly tensor: string,
+    readonly index: number,
+    readonly value: number,
+  ) {
+    super(`${who}: tensor "${tensor}" holds ${value} at index ${index}`);
+    this.name = 'NonFiniteWeightError';
+  }
+}
+
+/**
+ * One outer step over all workers at once (tests, small models).
+ * @example outerStep(global, [local0, local1], { kind: 'nesterov', lr: 0.7, momentum: 0.9 })
+ */
+export function outerStep(global: Weights, locals: Weights[], cfg: OuterOptimConfig, momentum?: Weights): OuterResult {
+  const agg = new OuterAggregator(global);
+  locals.forEach((l, i) => agg.add(l, `worker ${i}`));
+  return agg.apply(cfg, momentum);
+}

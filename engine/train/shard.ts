@@ -1,0 +1,163 @@
+// The resumable inner loop of sharded training: from the round's global weights and this worker's
+// inner optimizer state, run steps on one data shard up to `endStep`, handing a resumable snapshot
+// (weights, optimizer state, data cursor) to a callback every N steps or T seconds.
+//
+// Why a resumed run ends bit-identical to an uninterrupted one: the batch of step s is a pure
+// function of (seed, shard, s) (engine/data/sampler.ts), the optimizer's step counter is the same
+// s, and a snapshot holds exactly the float32 buffers the next step reads. Nothing else carries
+// state from one step to the next.
+
+import type * as ort from 'onnxruntime-node';
+import { z } from 'zod';
+import { sampleLmBatch } from '../data/sampler';
+import { serializeModel } from '../graph/onnx';
+import { GptConfigSchema, gptParams, gptTrainLoss, type GptConfig } from '../models/gpt';
+import type { OptimConfig } from '../optim';
+import { createSession, StepRunner, type SessionConfig } from '../runtime';
+import { buildTrainStep, type TrainStep } from './step';
+
+/** When the inner loop hands out a resumable snapshot; whichever comes first. */
+export const CheckpointPolicySchema = z.object({
+  /** Every this many inner steps (0: never by count). */
+  everySteps: z.number().int().nonnegative().default(25),
+  /** Every this many seconds of training (0: never by time). */
+  everySeconds: z.number().nonnegative().default(60),
+});
+export type CheckpointPolicy = z.infer<typeof CheckpointPolicySchema>;
+
+/** Everything the next step reads: resuming from it continues the run exactly. */
+export interface ShardSnapshot {
+  /** The step the next run will make (also the data cursor: batches consumed so far). */
+  step: number;
+  params: Record<string, Float32Array>;
+  state: Record<string, Float32Array>;
+}
+
+export interface ShardStepMetrics {
+  step: number;
+  loss: number;
+  gradNorm: number;
+  lr: number;
+}
+
+export interface RunShardOptions {
+  /** Loaded with the weights, optimizer state and step to continue from. */
+  runner: StepRunner;
+  ids: Uint16Array | Uint32Array;
+  seed: number;
+  shard: number;
+  batchSize: number;
+  contextLength: number;
+  /** Runs until the runner's step reaches this value. */
+  endStep: number;
+  checkpoint?: CheckpointPolicy & { save(snapshot: ShardSnapshot): Promise<void> };
+  /** Called after each step; throwing stops the loop (cancellation). May be async (heartbeats). */
+  onStep?(m: ShardStepMetrics): void | Promise<void>;
+  /** Milliseconds clock, injectable so tests need not sleep. */
+  now?: () => number;
+}
+
+export interface ShardRunResult {
+  history: ShardStepMetrics[];
+  /** Snapshots handed to `checkpoint.save`, by step. */
+  checkpoints: number[];
+  tokens: number;
+}
+
+export function snapshotOf(runner: StepRunner): ShardSnapshot {
+  return { step: runner.step, params: runner.getParams(), state: runner.getState() };
+}
+
+/** Loads a snapshot (or global weights plus carried optimizer state) into the runner. */
+export function restoreSnapshot(runner: StepRunner, s: ShardSnapshot): void {
+  runner.setParams(s.params);
+  runner.setState(s.state);
+  runner.setStep(s.step);
+}
+
+/**
+ * Runs the shard's inner steps. The final state is not checkpointed here: the caller commits it
+ * as the round's result.
+ * @example await runShard({ runner, ids, seed: 0, shard: 1, batchSize: 4, contextLength: 32, endStep: 50 })
+ */
+export async function runShard(o: RunShardOptions): Promise<ShardRunResult> {
+  const now = o.now ?? (() => performance.now());
+  if (o.runner.step > o.endStep) throw new Error(`shard ${o.shard}: runner is at step ${o.runner.step}, past endStep ${o.endStep}`);
+  const history: ShardStepMetrics[] = [];
+  const checkpoints: number[] = [];
+  const policy = o.checkpoint;
+  let lastSave = now();
+  let lastSaveStep = o.runner.step;
+  while (o.runner.step < o.endStep) {
+    const step = o.runner.step;
+    const b = sampleLmBatch(o.ids, { seed: o.seed, shard: o.shard, step, batchSize: o.batchSize, contextLength: o.contextLength });
+    const dims = [o.batchSize, o.contextLength];
+    const r = await o.runner.run({ tokens: { dtype: 'int64', dims, data: b.tokens }, targets: { dtype: 'int64', dims, data: b.targets } });
+    const m = { step: r.step, loss: r.loss, gradNorm: r.gradNorm, lr: r.scalars.lr ?? NaN };
+    history.push(m);
+    await o.onStep?.(m);
+    const next = o.runner.step;
+    if (policy && next < o.endStep) {
+      const bySteps = policy.everySteps > 0 && next - lastSaveStep >= policy.everySteps;
+      const byTime = policy.everySeconds > 0 && now() - lastSave >= policy.everySeconds * 1000;
+      if (bySteps || byTime) {
+        await policy.save(snapshotOf(o.runner));
+        checkpoints.push(next);
+        lastSave = now();
+        lastSaveStep = next;
+      }
+    }
+  }
+  return { history, checkpoints, tokens: history.length * o.batchSize * o.contextLength };
+}
+
+/** The language-model training setup a shard runs: model, optimizer and batch geometry. */
+export interface LmTrainSetup {
+  model: GptConfig;
+  optim: OptimConfig;
+  batchSize: number;
+  contextLength: number;
+}
+
+/** The one-graph training step of a GPT language model with (B, T) token batches. */
+export function buildLmTrainStep(s: LmTrainSetup): TrainStep {
+  const cfg = GptConfigSchema.parse(s.model);
+  if (s.contextLength > cfg.block_size) {
+    throw new Error(`contextLength ${s.contextLength} exceeds model.block_size ${cfg.block_size}`);
+  }
+  return buildTrainStep({ params: gptParams(cfg), loss: gptTrainLoss(cfg, s.batchSize, s.contextLength) }, s.optim);
+}
+
+/** A compiled training step: build the graph and the ORT session once, then make runners over it. */
+export interface CompiledTrainStep {
+  step: TrainStep;
+  session: ort.InferenceSession;
+  /** A runner over the shared session, loaded with `init`. */
+  runner(init: ShardSnapshot): StepRunner;
+}
+
+export async function compileLmTrainStep(s: LmTrainSetup, sessionConfig: SessionConfig = {}): Promise<CompiledTrainStep> {
+  const step = buildLmTrainStep(s);
+  const session = await createSession(serializeModel(step.graph).model, { graphOptimizationLevel: 'all', ...sessionConfig });
+  return {
+    step,
+    session,
+    runner: (init) => new StepRunner(session, { params: init.params, state: init.state, step: init.step }),
+  };
+}
+
+/** Zero optimizer state for every slot of the step (what a worker starts its first round with). */
+export function zeroState(step: TrainStep): Record<string, Float32Array> {
+  const out: Record<string, Float32Array> = {};
+  for (const s of step.state) out[s.key] = new Float32Array(s.shape.reduce((a, b) => a * b, 1));
+  return out;
+}
+
+/** Names of the trainable parameters and their shapes, for checkpoint tensors. */
+export function paramShapes(step: TrainStep): Map<string, number[]> {
+  return new Map(step.trainable.map((p) => [p.name, p.shape]));
+}
+
+export function stateShapes(step: TrainStep): Map<string, number[]> {
+  return new Map(step.state.map((s) => [s.key, s.shape]));
+}
