@@ -69,7 +69,7 @@ const howToGetOne = (env: Env) =>
 export async function ensureTemporalCli(env: Env = process.env, log: (line: string) => void = () => {}): Promise<string> {
   const found = findTemporalCli(env);
   if (found) return found;
-  const go = onPath('go', env) ?? (isExecutable('/usr/local/go/bin/go') ? '/usr/local/go/bin/go' : undefined);
+  const go = onPath('go', env);
   if (!go) throw new TemporalCliNotFound(`No Temporal CLI found and no Go toolchain to build it. ${howToGetOne(env)}`);
 
   const target = cachedCliPath(env);

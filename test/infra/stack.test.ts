@@ -13,6 +13,7 @@ import { stackDown, stackUp, StackError } from '../../infra/stack';
 import { stackStatus, type StackStatus } from '../../infra/stack-health';
 import { processRunning, readState, writeState, type StackState } from '../../infra/stack-state';
 import { superviseWorkers } from '../../infra/supervisor';
+import { cacheDir, ensureTemporalCli, findTemporalCli } from '../../infra/temporal';
 
 const run = promisify(execFile);
 const REPO = path.resolve(__dirname, '../..');
@@ -172,4 +173,31 @@ test('config errors name the variable', () => {
   expect(cloud.s3.endpoint).toBeUndefined();
   expect(cloud.s3.forcePathStyle).toBe(false);
   expect(cloud.s3.accessKeyId).toBeUndefined();
+});
+
+test('the Temporal CLI is found in order TEMPORAL_CLI_PATH, PATH, cache; without Go the error says how to get one', async () => {
+  const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-cache-'));
+  const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-bin-'));
+  try {
+    const fake = (p: string) => {
+      fs.mkdirSync(path.dirname(p), { recursive: true });
+      fs.writeFileSync(p, '#!/bin/sh\n', { mode: 0o755 });
+      return p;
+    };
+    const empty = { PATH: '/nonexistent', TRUTHGPT_CACHE_DIR: cache };
+    expect(findTemporalCli(empty)).toBeUndefined();
+    await expect(ensureTemporalCli(empty)).rejects.toThrow(/No Temporal CLI found and no Go toolchain to build it\. .*TEMPORAL_CLI_PATH.*go install github\.com\/temporalio\/cli\/cmd\/temporal@v1\.5\.1/);
+    const cached = fake(path.join(cache, 'bin', 'temporal'));
+    expect(findTemporalCli(empty)).toBe(cached);
+    const onPath = fake(path.join(bin, 'temporal'));
+    expect(findTemporalCli({ ...empty, PATH: bin })).toBe(onPath);
+    expect(findTemporalCli({ ...empty, PATH: bin, TEMPORAL_CLI_PATH: cached })).toBe(cached);
+    expect(() => findTemporalCli({ TEMPORAL_CLI_PATH: path.join(bin, 'missing') })).toThrow(/TEMPORAL_CLI_PATH=.*missing is not an executable file/);
+    expect(cacheDir({ XDG_CACHE_HOME: '/xdg' })).toBe('/xdg/truthgpt');
+    expect(cacheDir({ XDG_CACHE_HOME: '/xdg', TRUTHGPT_CACHE_DIR: '/c' })).toBe('/c');
+    expect(cacheDir({})).toBe(path.join(os.homedir(), '.cache', 'truthgpt'));
+  } finally {
+    fs.rmSync(cache, { recursive: true, force: true });
+    fs.rmSync(bin, { recursive: true, force: true });
+  }
 });

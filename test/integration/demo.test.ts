@@ -19,7 +19,7 @@ let workers: PoolWorker[] = [];
 let running: Promise<void>[] = [];
 
 beforeAll(async () => {
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  Runtime.install({ logger: new DefaultLogger('ERROR') });
   [temporal, s3] = await Promise.all([withTemporal(), withS3({ bucket: 'truthgpt-demo' })]);
   config = loadConfig({
     TRUTHGPT_TEMPORAL_PORT: String(temporal.port),
