@@ -8,13 +8,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { readSafetensors } from '../../engine/checkpoint/safetensors';
+import { gradients } from '../../engine/autodiff/gradients';
 import { Graph, type Value } from '../../engine/graph/ir';
 import { serializeModel } from '../../engine/graph/onnx';
-import { bertEncoder, bertMlmHeadParams, bertMlmLogits, bertMlmLoss, bertParams } from '../../engine/models/bert';
+import { bertEncoder, bertMlmHeadParams, bertMlmLogits, bertMlmLoss, bertParams, type BertConfig } from '../../engine/models/bert';
 import type { ParamLookup, ParamSpec } from '../../engine/models/blocks';
 import { gptLogits } from '../../engine/models/gpt';
 import { relativePositionBuckets } from '../../engine/models/layers';
-import { configFromHf, importHfWeights, presetParams, type Preset } from '../../engine/models/presets';
+import { configFromHf, hfParamName, importHfWeights, presetParams, type Preset } from '../../engine/models/presets';
 import { t5Logits, t5Loss, t5ShiftRight, type T5Config } from '../../engine/models/t5';
 
 const FIX = path.join(__dirname, '..', 'fixtures', 'hf');
@@ -53,10 +54,11 @@ function initializerLookup(g: Graph, weights: Map<string, Float32Array>, specs: 
 
 const ids = (g: Graph, name: string, rows: number[][]) => ({ value: g.input(name, 'int64', [rows.length, rows[0].length]), rows });
 
-async function run(g: Graph, outputs: Value[], feeds: { value: Value; rows: number[][] }[]) {
+async function run(g: Graph, outputs: Value[], feeds: { value: Value; rows: number[][] }[], floats = new Map<string, { data: Float32Array; dims: number[] }>()) {
   for (const o of outputs) g.output(o);
   const session = await ort.InferenceSession.create(serializeModel(g).model);
   const f: Record<string, ort.Tensor> = {};
+  for (const [k, t] of floats) f[k] = new ort.Tensor('float32', t.data, t.dims);
   for (const { value, rows } of feeds) f[value.name] = new ort.Tensor('int64', BigInt64Array.from(rows.flat(), (x) => BigInt(x)), [rows.length, rows[0].length]);
   const out = await session.run(f);
   return outputs.map((o) => out[o.name].data as Float32Array);
@@ -72,6 +74,43 @@ function expectLogits(ours: Float32Array, golden: Golden, atol = 1e-4) {
     if (!(d <= worst)) [worst, at] = [d, i];
   }
   if (!(worst <= atol)) throw new Error(`logit ${at} differs by ${worst}: ours ${ours[at]}, HF ${golden.logits[at]}`);
+  return worst;
+}
+
+/**
+ * Builds `loss` with every weight as a graph input, appends our reverse-mode gradients, and checks
+ * each against torch's (grads.safetensors): |ours - torch| ≤ 1e-4 · max(1, max|torch|) per tensor.
+ */
+async function expectGradients(name: string, preset: Preset, specs: ParamSpec[], weights: Map<string, Float32Array>, golden: Golden, build: (g: Graph, p: ParamLookup, input: (k: keyof Golden) => Value) => Value) {
+  const file = path.join(FIX, name, 'grads.safetensors');
+  const ref = new Map<string, Float32Array>();
+  for (const [key, t] of readSafetensors(fs.readFileSync(file), file).tensors) {
+    const ours = hfParamName(preset, key);
+    if (ours) ref.set(ours, t.data as Float32Array);
+  }
+  const g = new Graph(`${name}_grads`);
+  const params = new Map(specs.map((s) => [s.name, g.input(`param:${s.name}`, 'float32', s.shape)]));
+  const feeds: { value: Value; rows: number[][] }[] = [];
+  const input = (k: keyof Golden) => {
+    const f = ids(g, k, golden[k] as number[][]);
+    feeds.push(f);
+    return f.value;
+  };
+  const loss = build(g, (n) => params.get(n)!, input);
+  const grads = gradients(g, loss, [...params.values()]);
+  const outs = await run(g, specs.map((s) => grads.get(`param:${s.name}`)!), feeds, new Map(specs.map((s) => [`param:${s.name}`, { data: weights.get(s.name)!, dims: s.shape }])));
+  let worst = 0;
+  specs.forEach((s, i) => {
+    const r = ref.get(s.name);
+    if (!r) throw new Error(`${file}: no gradient for ${s.name}`);
+    let scale = 1;
+    for (const x of r) scale = Math.max(scale, Math.abs(x));
+    for (let j = 0; j < r.length; j++) {
+      const d = Math.abs(outs[i][j] - r[j]) / scale;
+      if (!(d <= 1e-4)) throw new Error(`gradient of ${s.name}[${j}]: ours ${outs[i][j]}, torch ${r[j]}`);
+      worst = Math.max(worst, d);
+    }
+  });
   return worst;
 }
 
@@ -103,6 +142,16 @@ describe('Hugging Face parity (weights loaded key by key, logits to 1e-4)', () =
     expect(Math.abs(ls[0] - golden.loss)).toBeLessThan(1e-4);
   });
 
+  it('BertForMaskedLM: our autodiff gradients of the MLM loss match torch for all 42 weights', async () => {
+    const specs = (p: Preset) => (p.family === 'bert' ? [...bertParams({ ...p.config, add_pooling_layer: false }), ...bertMlmHeadParams(p.config)] : []);
+    const { preset, golden, weights } = loadFixture('bert', 'bert', specs);
+    const cfg = { ...(preset.config as BertConfig), add_pooling_layer: false };
+    expect(specs(preset)).toHaveLength(42);
+    await expectGradients('bert', preset, specs(preset), weights, golden, (_g, p, input) =>
+      bertMlmLoss(cfg, { inputIds: input('input_ids'), attentionMask: input('attention_mask'), tokenTypeIds: input('token_type_ids') }, input('labels'), p),
+    );
+  });
+
   for (const name of ['t5', 't5_gated']) {
     it(`T5ForConditionalGeneration (${name === 't5' ? 'v1.0 ReLU' : 'gated GELU'}, tied head) → t5Logits, with a padded source; seq2seq loss ignores -100`, async () => {
       const { preset, golden, weights, unused } = loadFixture(name, 't5');
@@ -118,6 +167,14 @@ describe('Hugging Face parity (weights loaded key by key, logits to 1e-4)', () =
       const [l, ls] = await run(g, [t5Logits(cfg, inputs, p), t5Loss(cfg, inputs, feeds[3].value, p)], feeds);
       expectLogits(l, golden);
       expect(Math.abs(ls[0] - golden.loss)).toBeLessThan(1e-4);
+    });
+
+    it(`T5ForConditionalGeneration (${name}): our autodiff gradients of the seq2seq loss match torch for every weight`, async () => {
+      const { preset, golden, weights } = loadFixture(name, 't5');
+      const cfg = preset.config as T5Config;
+      await expectGradients(name, preset, presetParams(preset), weights, golden, (_g, p, input) =>
+        t5Loss(cfg, { inputIds: input('input_ids'), attentionMask: input('attention_mask'), decoderInputIds: input('decoder_input_ids') }, input('labels'), p),
+      );
     });
   }
 
