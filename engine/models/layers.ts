@@ -16,8 +16,10 @@ import type { ParamLookup } from './blocks';
  * Why Gemm and not MatMul(x, Transpose(W)): in a training graph W is an input, so the Transpose
  * would copy the whole weight every step, and MatMul's backward would then transpose dW back.
  * Gemm reads W in place (transB), fuses the bias, and its gradients are Gemm(dY, W) for dx and
- * Gemm(dYᵀ, x) for dW: no transposed copies at all. Measured on ORT 1.30 CPU (see the report in
- * test/engine/models-layers.test.ts's header) it is the faster of the two.
+ * Gemm(dYᵀ, x) for dW: no transposed copies at all (the MatMul form costs 4 Transposes per
+ * Linear per step). Measured on ORT 1.30 CPU, 1 thread, forward + backward of a (1024, 512) ×
+ * (2048, 512)ᵀ Linear with W as an input: Gemm 65 ms min / 72 ms median, MatMul + Transpose
+ * 71 / 78 ms (40 interleaved runs).
  */
 export function hfLinear(x: Value, p: ParamLookup, prefix: string, bias = true): Value {
   if (!x.shape || x.shape.length !== 2) {

@@ -178,6 +178,39 @@ describe('Hugging Face parity (weights loaded key by key, logits to 1e-4)', () =
     });
   }
 
+  it('with a symbolic batch dim, one graph serves batch 1 and batch 2 (BERT and T5 logits per row as HF)', async () => {
+    const bertSpecs = (p: Preset) => (p.family === 'bert' ? [...bertParams({ ...p.config, add_pooling_layer: false }), ...bertMlmHeadParams(p.config)] : []);
+    const bert = loadFixture('bert', 'bert', bertSpecs);
+    const t5 = loadFixture('t5', 't5');
+    const g = new Graph('dynamic_batch');
+    const bp = initializerLookup(g, bert.weights, bertSpecs(bert.preset));
+    const tp = initializerLookup(g, t5.weights, presetParams(t5.preset));
+    const sym = (name: string, rows: number[][]) => g.input(name, 'int64', ['batch', rows[0].length]);
+    const bcfg = { ...(bert.preset.config as BertConfig), add_pooling_layer: false };
+    const bInputs = { inputIds: sym('b_ids', bert.golden.input_ids), attentionMask: sym('b_mask', bert.golden.attention_mask!), tokenTypeIds: sym('b_types', bert.golden.token_type_ids!) };
+    const tInputs = { inputIds: sym('t_ids', t5.golden.input_ids), attentionMask: sym('t_mask', t5.golden.attention_mask!), decoderInputIds: sym('t_dec', t5.golden.decoder_input_ids!) };
+    g.output(bertMlmLogits(bcfg, bertEncoder(bcfg, bInputs, bp), bp), 'bert_logits');
+    g.output(t5Logits(t5.preset.config as T5Config, tInputs, tp), 't5_logits');
+    const session = await ort.InferenceSession.create(serializeModel(g).model);
+    const feed = (rows: number[][]) => new ort.Tensor('int64', BigInt64Array.from(rows.flat(), (x) => BigInt(x)), [rows.length, rows[0].length]);
+    for (const rows of [[1], [0, 1]]) {
+      const pick = (m: number[][]) => feed(rows.map((r) => m[r]));
+      const out = await session.run({
+        b_ids: pick(bert.golden.input_ids),
+        b_mask: pick(bert.golden.attention_mask!),
+        b_types: pick(bert.golden.token_type_ids!),
+        t_ids: pick(t5.golden.input_ids),
+        t_mask: pick(t5.golden.attention_mask!),
+        t_dec: pick(t5.golden.decoder_input_ids!),
+      });
+      for (const [key, fx] of [['bert_logits', bert.golden], ['t5_logits', t5.golden]] as const) {
+        const rowLen = fx.logits.length / fx.logits_shape[0];
+        const expected = rows.flatMap((r) => fx.logits.slice(r * rowLen, (r + 1) * rowLen));
+        expectLogits(out[key].data as Float32Array, { ...fx, logits: expected });
+      }
+    }
+  });
+
   it('T5 relative-position buckets equal HF _relative_position_bucket for distances -300..300', () => {
     const ref = JSON.parse(fs.readFileSync(path.join(FIX, 't5_buckets.json'), 'utf8')) as {
       relative_positions: number[];
