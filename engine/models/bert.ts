@@ -99,7 +99,9 @@ export function bertClassifierParams(cfg: BertConfig, numLabels: number): ParamS
 export function hfBertName(key: string): string | null {
   if (key === 'cls.predictions.decoder.weight' || key === 'cls.predictions.decoder.bias') return null;
   if (key.endsWith('position_ids')) return null; // a buffer in older checkpoints, not a weight
-  return key.startsWith('bert.') ? key.slice('bert.'.length) : key;
+  const k = key.startsWith('bert.') ? key.slice('bert.'.length) : key;
+  // The original Google checkpoints (bert-base-uncased) still call LayerNorm's scale/shift gamma/beta.
+  return k.replace(/LayerNorm\.gamma$/, 'LayerNorm.weight').replace(/LayerNorm\.beta$/, 'LayerNorm.bias');
 }
 
 // ---------------------------------------------------------------- forward

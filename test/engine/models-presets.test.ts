@@ -2,7 +2,7 @@
 // (model.num_parameters()), which pins every shape of the three architectures.
 
 import { GptConfigSchema } from '../../engine/models/gpt';
-import { countParams, getPreset, PRESET_NAMES, presetParamCount, presetParams } from '../../engine/models/presets';
+import { countParams, getPreset, hfParamName, PRESET_NAMES, presetParamCount, presetParams } from '../../engine/models/presets';
 import { T5ConfigSchema } from '../../engine/models/t5';
 import { BertConfigSchema } from '../../engine/models/bert';
 
@@ -48,5 +48,26 @@ describe('model presets', () => {
     expect(t5.success).toBe(false);
     expect(t5.error!.issues[0].path).toEqual(['feed_forward_proj']);
     expect(GptConfigSchema.safeParse({ vocab_size: 10, block_size: 8, n_layer: 1, n_head: 3, n_embd: 8 }).success).toBe(false);
+  });
+
+  it('maps the key styles of published HF checkpoints onto our names, dropping tied copies and buffers', () => {
+    const gpt = getPreset('gpt2-small');
+    // GPT2LMHeadModel files nest under transformer.; GPT2Model files (the hub's gpt2) do not.
+    expect(hfParamName(gpt, 'transformer.wte.weight')).toBe('wte');
+    expect(hfParamName(gpt, 'wpe.weight')).toBe('wpe');
+    expect(hfParamName(gpt, 'h.3.attn.c_attn.bias')).toBe('h.3.attn.c_attn.bias');
+    expect(hfParamName(gpt, 'h.3.attn.bias')).toBeNull(); // causal-mask buffer
+    expect(hfParamName(gpt, 'lm_head.weight')).toBeNull(); // tied to wte
+    const bert = getPreset('bert-base');
+    expect(hfParamName(bert, 'bert.encoder.layer.0.attention.output.LayerNorm.gamma')).toBe('encoder.layer.0.attention.output.LayerNorm.weight');
+    expect(hfParamName(bert, 'bert.embeddings.LayerNorm.beta')).toBe('embeddings.LayerNorm.bias');
+    expect(hfParamName(bert, 'cls.predictions.decoder.weight')).toBeNull(); // tied to word_embeddings
+    const t5 = getPreset('t5-small');
+    expect(hfParamName(t5, 'encoder.embed_tokens.weight')).toBeNull();
+    expect(hfParamName(t5, 'lm_head.weight')).toBeNull(); // tied head
+    expect(hfParamName(t5, 'decoder.block.5.layer.1.EncDecAttention.o.weight')).toBe('decoder.block.5.layer.1.EncDecAttention.o.weight');
+    const names = new Set(presetParams(t5).map((s) => s.name));
+    expect(names.has('decoder.block.5.layer.1.EncDecAttention.o.weight')).toBe(true);
+    expect(names.has('decoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight')).toBe(false); // only block 0 has it
   });
 });
