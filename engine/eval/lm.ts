@@ -1,0 +1,88 @@
+// Language-model evaluation: feeds for exported decoders and token-weighted perplexity.
+//
+// Perplexity runs the model's own graph with a loss head appended (SoftmaxCrossEntropyLoss with
+// reduction 'sum' over logits), so only one scalar per batch leaves ORT instead of (B, T, V)
+// logits, and a quantized graph is scored exactly as it will be served.
+
+import * as ort from 'onnxruntime-node';
+import type { LmBatch } from '../data/sampler';
+import type { Graph } from '../graph/ir';
+import { serializeModel } from '../graph/onnx';
+import { createSession, type SessionConfig } from '../runtime';
+import { rewriteSites } from '../quant/rewrite';
+
+export type Feeds = Record<string, ort.Tensor>;
+
+/**
+ * Feeds for one (B, T) token batch: `input_ids`, plus empty (B, nh, 0, hs) past tensors for every
+ * past_key_values input of a KV-cache graph (a first decoding step scores like no cache at all).
+ */
+export function lmFeeds(graph: Graph, tokens: BigInt64Array, dims: [number, number]): Feeds {
+  const feeds: Feeds = {};
+  for (const v of graph.inputs) {
+    if (v.name === 'input_ids') feeds[v.name] = new ort.Tensor('int64', tokens, dims);
+    else if (v.name.startsWith('past_key_values.')) {
+      const [, nh, , hs] = v.shape ?? [];
+      if (typeof nh !== 'number' || typeof hs !== 'number') throw new Error(`lmFeeds: input ${v.name} needs static heads and head size, has [${v.shape?.join(', ')}]`);
+      feeds[v.name] = new ort.Tensor('float32', new Float32Array(0), [dims[0], nh, 0, hs]);
+    } else if (v.name !== 'targets') throw new Error(`lmFeeds: graph ${graph.name} has input "${v.name}", which a language-model batch cannot feed`);
+  }
+  if (!feeds.input_ids) throw new Error(`lmFeeds: graph ${graph.name} has no input_ids input`);
+  return feeds;
+}
+
+/** A copy of an LM graph whose only output is `nll_sum`, the summed next-token NLL of `targets`. */
+export function withNllHead(src: Graph): Graph {
+  const g = rewriteSites(src, [], () => {
+    throw new Error('unreachable');
+  });
+  const logits = g.outputs.find((v) => v.name === 'logits');
+  if (!logits) throw new Error(`perplexity: graph ${src.name} has no "logits" output`);
+  const V = logits.shape?.[logits.shape.length - 1];
+  if (typeof V !== 'number') throw new Error(`perplexity: logits of ${src.name} need a static vocabulary dim, have [${logits.shape?.join(', ')}]`);
+  const targets = g.input('targets', 'int64', ['batch', 'seq']);
+  const flat = g.op('Reshape', [logits, g.vector([-1, V])], {}, { name: 'nll/reshape_logits' })[0]; // (B·T, V)
+  const labels = g.op('Reshape', [targets, g.vector([-1])], {}, { name: 'nll/reshape_targets' })[0]; // (B·T)
+  const nll = g.op('SoftmaxCrossEntropyLoss', [flat, labels], { reduction: 'sum' }, { outputs: 1, name: 'nll/loss' })[0];
+  g.outputs.length = 0;
+  g.output(nll, 'nll_sum');
+  return g;
+}
+
+export interface PerplexityResult {
+  /** exp(total NLL / total tokens). */
+  ppl: number;
+  /** Mean NLL per token in nats. */
+  nll: number;
+  tokens: number;
+  batches: number;
+}
+
+/**
+ * Token-weighted perplexity of an LM graph over evaluation batches (e.g. `evalLmBatches` on the
+ * validation shards): every target token counts once, so a short last batch weighs less.
+ * @example const { ppl } = await lmPerplexity(exportGpt(cfg, weights), evalLmBatches(val, 8, 64))
+ */
+export async function lmPerplexity(graph: Graph, batches: Iterable<LmBatch>, cfg: SessionConfig = {}): Promise<PerplexityResult> {
+  const head = withNllHead(graph);
+  const session = await createSession(serializeModel(head).model, { graphOptimizationLevel: 'all', ...cfg });
+  let total = 0;
+  let tokens = 0;
+  let n = 0;
+  try {
+    for (const b of batches) {
+      const feeds = lmFeeds(head, b.tokens, b.dims);
+      feeds.targets = new ort.Tensor('int64', b.targets, b.dims);
+      const r = await session.run(feeds);
+      const s = (r.nll_sum.data as Float32Array)[0];
+      if (!Number.isFinite(s)) throw new Error(`perplexity: batch ${n} of graph ${graph.name} gave a non-finite NLL (${s})`);
+      total += s;
+      tokens += b.dims[0] * b.dims[1];
+      n++;
+    }
+  } finally {
+    await session.release();
+  }
+  if (tokens === 0) throw new Error(`perplexity: no evaluation batches for graph ${graph.name} (validation split too short for the context length?)`);
+  return { ppl: Math.exp(total / tokens), nll: total / tokens, tokens, batches: n };
+}

@@ -1,0 +1,63 @@
+// QuantConfig: the one schema for post-training quantization (DESIGN.md: one zod schema per
+// concept). A discriminated union on `method`, plus the options every method shares.
+
+import { z } from 'zod';
+
+/**
+ * Weights that stay float unless the caller says otherwise: token/position embeddings and the LM
+ * head (their error lands directly on every logit, and tied heads share the embedding matrix).
+ * Regexes matched against both the weight's initializer name and the consuming node's name.
+ */
+export const DEFAULT_EXCLUDE = ['^wte$', '^wpe$', '^lm_head', 'lm_head$', 'embeddings', '^shared\\b'];
+
+const common = {
+  /** Regexes over weight and node names that stay float. */
+  exclude: z.array(z.string()).default(DEFAULT_EXCLUDE),
+  /** Largest accepted relative rise of validation perplexity, (ppl_q − ppl_fp32) / ppl_fp32. */
+  maxPplIncrease: z.number().positive().default(0.02),
+};
+
+export const Int8DynamicSchema = z.object({
+  method: z.literal('int8-dynamic'),
+  /**
+   * 'dynamic-quantize-matmul': one com.microsoft.DynamicQuantizeMatMul per Linear (the faster on
+   * our CPU, see bench/quant.ts); 'matmul-integer': standard ONNX DynamicQuantizeLinear +
+   * MatMulInteger + rescale, for runtimes without the contrib op.
+   */
+  kernel: z.enum(['dynamic-quantize-matmul', 'matmul-integer']).default('dynamic-quantize-matmul'),
+  /** 7-bit weights: avoids int16 saturation in u8·s8 kernels on AVX2 cores without VNNI. */
+  reduceRange: z.boolean().default(false),
+  ...common,
+});
+
+export const CalibrationSchema = z.object({
+  /** Calibration batches the caller supplies are cut to this many. */
+  batches: z.number().int().positive().default(8),
+  method: z.enum(['minmax', 'percentile']).default('minmax'),
+  /** For 'percentile': the kept central mass in percent (each tail loses (100 − p) / 2). */
+  percentile: z.number().gt(90).max(100).default(99.99),
+});
+
+export const Int8StaticSchema = z.object({
+  method: z.literal('int8-static'),
+  calibration: CalibrationSchema.default({ batches: 8, method: 'minmax', percentile: 99.99 }),
+  /** S8S8 (int8 activations and weights) is what ORT's guide recommends on CPU; U8S8 is the older form. */
+  activationType: z.enum(['int8', 'uint8']).default('int8'),
+  reduceRange: z.boolean().default(false),
+  ...common,
+});
+
+export const Int4Schema = z.object({
+  method: z.literal('int4'),
+  blockSize: z.union([z.literal(32), z.literal(64), z.literal(128)]).default(32),
+  /** Symmetric: codes −8..7 around an implicit zero point 8; otherwise a zero point per block. */
+  symmetric: z.boolean().default(true),
+  /** MatMulNBits accuracy_level: 0 = kernel default, 4 = int8 activations (fastest on CPU). */
+  accuracyLevel: z.union([z.literal(0), z.literal(1), z.literal(2), z.literal(3), z.literal(4)]).default(0),
+  ...common,
+});
+
+export const QuantConfigSchema = z.discriminatedUnion('method', [Int8DynamicSchema, Int8StaticSchema, Int4Schema]);
+export type QuantConfig = z.infer<typeof QuantConfigSchema>;
+export type QuantConfigInput = z.input<typeof QuantConfigSchema>;
+export type QuantMethod = QuantConfig['method'];
