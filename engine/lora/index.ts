@@ -1,0 +1,10 @@
+// LoRA (engine/lora): config, target selection, attaching adapters to our models and to imported
+// .onnx graphs, merging for export, and PEFT adapter files.
+
+export * from './config';
+export * from './targets';
+export * from './attach';
+export * from './model';
+export * from './merge';
+export * from './imported';
+export * from './peft';

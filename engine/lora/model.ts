@@ -1,0 +1,146 @@
+// LoRA over our own model builders (gpt.ts, bert.ts, t5.ts). A builder reads weights through a
+// ParamLookup; `loraModel` wraps a TrainableModel so that, after the base forward is built, its
+// targeted linear sites are rewritten (attach.ts) with adapters read through the same lookup.
+// Under buildTrainStep with `trainable: isAdapterParam` the base weights are `frozen:` inputs and
+// only the adapters are `param:` inputs, so the graph, the optimizer state and the checkpoints
+// hold r·(in + out) numbers per module.
+
+import { Graph, type Value } from '../graph/ir';
+import { countParams, mulberry32, type ParamLookup, type ParamSpec } from '../models/blocks';
+import type { TrainableModel } from '../train/step';
+import { attachAdapters } from './attach';
+import { loraAName, loraBName, loraScale, parseLoraConfig, type LoraConfig, type LoraConfigInput } from './config';
+import { findLinearSites, selectTargets, type LinearSite, type ModuleNamer } from './targets';
+
+/** One adapted linear layer. */
+export interface LoraModule {
+  module: string;
+  /** Base weight: a parameter name (our models) or an initializer name (imported graphs). */
+  weight: string;
+  inFeatures: number;
+  outFeatures: number;
+  /** Base weight stored (in, out) — GPT-2 Conv1D / MatMul — rather than torch's (out, in). */
+  weightInOut: boolean;
+}
+
+export interface LoraPlan {
+  config: LoraConfig;
+  scale: number;
+  modules: LoraModule[];
+  /** `<module>.lora_A.weight` (r, in) and `<module>.lora_B.weight` (out, r), in module order. */
+  adapterParams: ParamSpec[];
+}
+
+export interface TrainableReport {
+  trainable: number;
+  total: number;
+  /** trainable / total, as PEFT's print_trainable_parameters reports it. */
+  fraction: number;
+}
+
+/** Plan from already-selected sites (shared with imported.ts). */
+export function planFromSites(config: LoraConfig, sites: LinearSite[], weightName: (site: LinearSite) => string): LoraPlan {
+  const modules = sites.map((s) => ({ module: s.module, weight: weightName(s), inFeatures: s.inFeatures, outFeatures: s.outFeatures, weightInOut: s.weightInOut }));
+  const adapterParams: ParamSpec[] = [];
+  for (const m of modules) {
+    // A's fallback init has Kaiming-uniform's variance (bound 1/√in → std 1/√(3·in)); initAdapters draws the real thing.
+    adapterParams.push({ name: loraAName(m.module), shape: [config.r, m.inFeatures], init: { kind: 'normal', std: 1 / Math.sqrt(3 * m.inFeatures) } });
+    adapterParams.push({ name: loraBName(m.module), shape: [m.outFeatures, config.r], init: { kind: 'zeros' } });
+  }
+  return { config, scale: loraScale(config), modules, adapterParams };
+}
+
+/** Names a weight by its parameter: `h.0.attn.c_attn.weight` → `h.0.attn.c_attn`. */
+const paramNamer =
+  (paramOf: (value: string) => string | undefined): ModuleNamer =>
+  (weight) => {
+    const name = paramOf(weight);
+    if (name === undefined) return null;
+    return name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : name;
+  };
+
+/**
+ * Picks the modules to adapt by building the base forward once on a scratch graph and reading
+ * off its MatMul/Gemm nodes, so selection sees exactly the linear layers the model uses.
+ * @example const plan = planLora({ params: gptParams(cfg), loss: gptTrainLoss(cfg, 4, 32) }, { family: 'gpt', r: 8 })
+ */
+export function planLora(base: TrainableModel, input: LoraConfigInput | LoraConfig): LoraPlan {
+  const config = parseLoraConfig(input);
+  const g = new Graph('lora_probe');
+  const specs = new Map(base.params.map((s) => [s.name, s]));
+  const lookup: ParamLookup = (name) => {
+    if (g.values.has(name)) return g.value(name);
+    const s = specs.get(name);
+    if (!s) throw new Error(`lora: the model reads parameter "${name}", which is not in its parameter list`);
+    return g.input(name, 'float32', s.shape);
+  };
+  const out = base.loss(g, lookup);
+  g.output(out);
+  const sites = findLinearSites(g, paramNamer((v) => (specs.has(v) ? v : undefined)));
+  const picked = selectTargets(sites, config);
+  const adapters = new Set(picked.map((s) => loraAName(s.module)));
+  for (const s of base.params) if (adapters.has(s.name)) throw new Error(`lora: the base model already has a parameter named ${s.name}`);
+  return planFromSites(config, picked, (s) => s.weight);
+}
+
+/**
+ * Builds `build(p)` on `g` and attaches the plan's adapters, read through `adapters` (default:
+ * the same lookup). `dropout` is for training graphs: masks from (seed, step).
+ */
+export function buildWithLora(g: Graph, p: ParamLookup, plan: LoraPlan, build: (p: ParamLookup) => Value, opts: { adapters?: ParamLookup; step?: Value } = {}): Value {
+  const paramOfValue = new Map<string, string>();
+  const recording: ParamLookup = (name) => {
+    const v = p(name);
+    paramOfValue.set(v.name, name);
+    return v;
+  };
+  const out = build(recording);
+  const wanted = new Map(plan.modules.map((m) => [m.module, m]));
+  const sites = findLinearSites(g, paramNamer((v) => paramOfValue.get(v))).filter((s) => wanted.has(s.module));
+  const missing = [...wanted.keys()].filter((m) => !sites.some((s) => s.module === m));
+  if (missing.length) throw new Error(`lora: planned modules not found in the built graph: ${missing.join(', ')}`);
+  const adapters = opts.adapters ?? p;
+  const ratio = plan.config.lora_dropout;
+  const dropout = ratio > 0 && opts.step ? { ratio, step: opts.step, seed: g.const({ dtype: 'int64', dims: [], data: BigInt64Array.of(BigInt(plan.config.seed)) }, 'lora_seed') } : undefined;
+  attachAdapters(g, sites, (s) => ({ A: adapters(loraAName(s.module)), B: adapters(loraBName(s.module)) }), { scale: plan.scale, dropout });
+  return out;
+}
+
+/**
+ * The base model with adapters: parameters = base + adapters, loss built with the adapters
+ * attached (dropout on, driven by the training step's `step` input).
+ * @example buildTrainStep(loraModel(base, plan), optim, { trainable: isAdapterParam })
+ */
+export function loraModel(base: TrainableModel, plan: LoraPlan): TrainableModel {
+  return {
+    params: [...base.params, ...plan.adapterParams],
+    loss: (g, p) => buildWithLora(g, p, plan, (pp) => base.loss(g, pp), { step: g.values.get('step') }),
+  };
+}
+
+/** PEFT's init: A ~ kaiming_uniform(a=√5) = U(−1/√in, 1/√in), B = 0, so step 0 equals the base. */
+export function initAdapters(plan: LoraPlan, seed = plan.config.seed): Map<string, Float32Array> {
+  const out = new Map<string, Float32Array>();
+  for (const m of plan.modules) {
+    const a = new Float32Array(plan.config.r * m.inFeatures);
+    const rand = mulberry32(nameSeed(seed, m.module));
+    const bound = 1 / Math.sqrt(m.inFeatures);
+    for (let i = 0; i < a.length; i++) a[i] = (2 * rand() - 1) * bound;
+    out.set(loraAName(m.module), a);
+    out.set(loraBName(m.module), new Float32Array(m.outFeatures * plan.config.r));
+  }
+  return out;
+}
+
+/** Trainable (adapter) parameters against all parameters, base included. */
+export function trainableReport(plan: LoraPlan, baseParamCount: number): TrainableReport {
+  const trainable = countParams(plan.adapterParams);
+  const total = baseParamCount + trainable;
+  return { trainable, total, fraction: trainable / total };
+}
+
+function nameSeed(seed: number, name: string): number {
+  let h = (0x811c9dc5 ^ seed) >>> 0; // FNV-1a, mixed with the seed
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
