@@ -4,6 +4,7 @@
 import type { ArtifactStore } from '../infra/store';
 import type { Pool } from '../sdk/search-attributes';
 import { createDemoActivities } from './demo';
+import { createTrainingActivities } from './training';
 
 export interface ActivityDeps {
   store: ArtifactStore;
@@ -17,6 +18,7 @@ export interface ActivityDeps {
 export function createActivities(deps: ActivityDeps) {
   return {
     ...createDemoActivities(deps),
+    ...createTrainingActivities(deps),
   };
 }
 

@@ -1,3 +1,4 @@
 // The workflow bundle's entry point (Worker `workflowsPath`): every workflow the workers run.
 
 export * from './demo';
+export * from './training';

@@ -2,6 +2,8 @@
 
 import { Command } from 'commander';
 import { registerDemoCommands } from './demo-command';
+import { registerModelCommands } from './model-commands';
+import { registerRunCommands } from './run-commands';
 import { registerStackCommands } from './stack-commands';
 
 // The AWS SDK warns on every run under Node 20 about its 2027 plans; we support Node >= 20.19.
@@ -13,6 +15,8 @@ export function buildProgram(): Command {
     .showHelpAfterError();
   registerStackCommands(program);
   registerDemoCommands(program);
+  registerRunCommands(program);
+  registerModelCommands(program);
   return program;
 }
 
@@ -21,7 +25,7 @@ if (require.main === module || process.argv[1]?.endsWith('truthgpt.js') || proce
     .parseAsync(process.argv)
     .catch((err: Error) => {
       // Config, port and stack errors are written for users: the message alone, no stack trace.
-      const userFacing = ['ConfigError', 'StackError', 'TemporalCliNotFound', 'WorkflowFailedError'].includes(err.name);
+      const userFacing = ['ConfigError', 'StackError', 'TemporalCliNotFound', 'WorkflowFailedError', 'UsageError'].includes(err.name);
       console.error(userFacing ? `truthgpt: ${err.message}${err.cause ? `\n  cause: ${(err.cause as Error).message}` : ''}` : (err.stack ?? String(err)));
       process.exit(1);
     });

@@ -1,0 +1,109 @@
+// TrainingSpec: everything a sharded training run needs, validated once in the SDK before the
+// workflow starts and again by each activity that consumes it. The parsed form is plain JSON
+// (model config resolved from its preset), small enough to travel in every activity input.
+//
+// Workflows `import type` from here only: the schema pulls in engine modules.
+
+import { z } from 'zod';
+import { DatasetSpecSchema } from '../../engine/data/dataset';
+import { GptConfigSchema } from '../../engine/models/gpt';
+import { getPreset } from '../../engine/models/presets';
+import { OptimConfigSchema } from '../../engine/optim';
+import { DEFAULT_OUTER, OuterOptimSchema } from '../../engine/train/outer';
+import { CheckpointPolicySchema } from '../../engine/train/shard';
+
+const GptFields = z.object({
+  vocab_size: z.number(),
+  block_size: z.number(),
+  n_layer: z.number(),
+  n_head: z.number(),
+  n_embd: z.number(),
+  bias: z.boolean(),
+});
+
+/** A preset, a full config, or a preset with some fields overridden. Only GPT trains here so far. */
+const ModelSpecSchema = z
+  .object({
+    family: z.literal('gpt').default('gpt'),
+    preset: z.string().nullish(),
+    config: GptFields.partial().default({}),
+  })
+  .transform((m, ctx) => {
+    let base: Record<string, unknown> = {};
+    if (m.preset != null) {
+      try {
+        const p = getPreset(m.preset);
+        if (p.family !== 'gpt') throw new Error(`preset "${m.preset}" is a ${p.family} model; trainingWorkflow trains GPT language models`);
+        base = p.config;
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', path: ['preset'], message: (err as Error).message });
+        return z.NEVER;
+      }
+    }
+    const parsed = GptConfigSchema.safeParse({ ...base, ...m.config });
+    if (!parsed.success) {
+      for (const issue of parsed.error.issues) ctx.addIssue({ code: 'custom', path: ['config', ...issue.path.map(String)], message: issue.message });
+      return z.NEVER;
+    }
+    return { family: m.family, preset: m.preset ?? null, config: parsed.data };
+  });
+
+export const TrainingSpecSchema = z
+  .object({
+    /** Names the run's artifacts and the default workflow id. */
+    name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'lowercase letters, digits and dashes').default('train'),
+    model: ModelSpecSchema,
+    /** The corpus and tokenizer; it is split into one train shard per worker. */
+    dataset: DatasetSpecSchema.omit({ shards: true }),
+    /** W: parallel trainShard activities per round, each on its own data shard. */
+    workers: z.number().int().min(1).max(256).default(1),
+    rounds: z.number().int().min(1),
+    /** H: inner AdamW steps per worker per round. */
+    innerSteps: z.number().int().min(1),
+    batchSize: z.number().int().min(1),
+    contextLength: z.number().int().min(2),
+    optimizer: OptimConfigSchema.default(() => OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-3 } })),
+    outer: OuterOptimSchema.default(DEFAULT_OUTER),
+    /** E: evaluate every E rounds (and before the first and after the last). */
+    evalEvery: z.number().int().min(1).default(1),
+    /** Validation batches per evaluation (the same first ones each time). */
+    evalBatches: z.number().int().min(1).default(16),
+    checkpoint: CheckpointPolicySchema.default({ everySteps: 25, everySeconds: 60 }),
+    seed: z.number().int().default(0),
+    /** ORT intra-op threads per training session; fixed so results are identical on every worker. */
+    threads: z.number().int().min(1).max(256).default(1),
+    /** A worker silent for this long is presumed dead and its shard retried elsewhere. */
+    heartbeatTimeoutSeconds: z.number().int().min(2).default(60),
+    /** Upper bound on one trainShard attempt. */
+    shardTimeoutMinutes: z.number().int().min(1).default(120),
+    /** Continue-as-new after this many rounds (Temporal also suggests it when history grows). */
+    roundsPerRun: z.number().int().min(1).default(100),
+  })
+  .superRefine((s, ctx) => {
+    if (s.contextLength > s.model.config.block_size) {
+      ctx.addIssue({ code: 'custom', path: ['contextLength'], message: `must not exceed model block_size (${s.contextLength} > ${s.model.config.block_size})` });
+    }
+  });
+
+export type TrainingSpec = z.output<typeof TrainingSpecSchema>;
+export type TrainingSpecInput = z.input<typeof TrainingSpecSchema>;
+
+/** zod issues as one line per field, `path: message`. */
+export function formatIssues(error: z.ZodError, root = 'spec'): string {
+  return error.issues.map((i) => `${[root, ...i.path.map(String)].join('.')}: ${i.message}`).join('; ');
+}
+
+/**
+ * Parses a spec, throwing an Error whose message names every bad field.
+ * @example parseTrainingSpec({ model: { preset: 'tiny-gpt' }, dataset: { name: 'brown', corpus: { kind: 'brown' } }, rounds: 2, innerSteps: 50, batchSize: 8, contextLength: 64 })
+ */
+export function parseTrainingSpec(input: unknown): TrainingSpec {
+  const r = TrainingSpecSchema.safeParse(input);
+  if (!r.success) throw new Error(`invalid training spec: ${formatIssues(r.error)}`);
+  return r.data;
+}
+
+/** The dataset spec a run prepares: one train (and val) shard per worker. */
+export function datasetSpecOf(spec: TrainingSpec) {
+  return { ...spec.dataset, shards: spec.workers };
+}

@@ -1,0 +1,253 @@
+// trainingWorkflow: DiLoCo rounds as Temporal activities.
+//
+//   prepareDataset (cpu) → createModel (cpu) → evaluate r0 (cpu)
+//   round r: W × trainShard (gpu, parallel) → aggregateRound (cpu) → evaluate every E rounds
+//   continue-as-new every `roundsPerRun` rounds or when Temporal suggests it
+//
+// History holds refs, hashes and metrics only (every payload a few KB). The last committed global
+// checkpoint is always usable: cancelling between or during rounds loses nothing committed.
+
+import {
+  condition,
+  continueAsNew,
+  defineQuery,
+  defineSignal,
+  proxyActivities,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+  type RetryPolicy,
+} from '@temporalio/workflow';
+import type { CheckpointRef, DatasetRef, TrainingActivities, TrainShardResult } from '../activities/training';
+import { failure, NON_RETRYABLE_ERROR_TYPES } from '../sdk/errors';
+import type { TrainingSpec } from '../sdk/schemas/training';
+import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../sdk/search-attributes';
+
+export interface ValPoint {
+  round: number;
+  step: number;
+  loss: number;
+  perplexity: number;
+}
+
+export interface TrainPoint {
+  round: number;
+  /** Mean over workers of each worker's mean train loss in the round. */
+  loss: number;
+  /** Wall time of the slowest shard's training loop (the round's critical path), ms. */
+  trainMs: number;
+  /** Wall time of the whole round as the workflow saw it (schedule → aggregate committed), ms. */
+  roundMs: number;
+}
+
+/** What survives continue-as-new: refs and a bounded metric history. */
+export interface TrainingCarry {
+  dataset: DatasetRef;
+  global: CheckpointRef;
+  /** Rounds completed so far (the global checkpoint is r<round>). */
+  round: number;
+  previous: (CheckpointRef | null)[];
+  valHistory: ValPoint[];
+  trainHistory: TrainPoint[];
+  bestValLoss: number | null;
+  tokensSeen: number;
+  startedAt: number;
+  paused: boolean;
+  continuedAsNew: number;
+}
+
+export interface TrainingInput {
+  spec: TrainingSpec;
+  /** Names the run's keys in the store (default: the workflow id). */
+  runId?: string;
+  carry?: TrainingCarry;
+}
+
+export interface TrainingProgress {
+  stage: string;
+  round: number;
+  rounds: number;
+  step: number;
+  steps: number;
+  tokensSeen: number;
+  recentTrainLoss: number[];
+  recentValLoss: number[];
+  bestValLoss: number | null;
+  /** Seconds to the last round at the recent pace; null before the first round ends. */
+  etaSeconds: number | null;
+  paused: boolean;
+  checkpoint: string | null;
+}
+
+export interface TrainingResult {
+  runId: string;
+  rounds: number;
+  steps: number;
+  tokensSeen: number;
+  checkpoint: CheckpointRef;
+  dataset: DatasetRef;
+  valHistory: ValPoint[];
+  trainHistory: TrainPoint[];
+  bestValLoss: number | null;
+  continuedAsNew: number;
+  wallMs: number;
+}
+
+export const progressQuery = defineQuery<TrainingProgress>('progress');
+export const pauseSignal = defineSignal('pause');
+export const resumeSignal = defineSignal('resume');
+
+/** Histories stay bounded so the carried input stays far below Temporal's payload limit. */
+const MAX_HISTORY = 2000;
+const push = <T>(xs: T[], x: T) => {
+  xs.push(x);
+  if (xs.length > MAX_HISTORY) xs.splice(0, xs.length - MAX_HISTORY);
+};
+
+function activitiesFor(spec: TrainingSpec) {
+  const retry: RetryPolicy = { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES };
+  const cpu = proxyActivities<TrainingActivities>({ taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '30 minutes', heartbeatTimeout: '5 minutes', retry });
+  const gpu = proxyActivities<TrainingActivities>({
+    taskQueue: TASK_QUEUES.gpu,
+    startToCloseTimeout: `${spec.shardTimeoutMinutes} minutes`,
+    heartbeatTimeout: `${spec.heartbeatTimeoutSeconds} seconds`,
+    retry,
+  });
+  return { cpu, gpu };
+}
+
+/**
+ * Trains `spec.model` on `spec.dataset` with W workers for `spec.rounds` rounds of H inner steps.
+ * @example await client.workflow.execute(trainingWorkflow, { taskQueue: 'truthgpt-cpu', workflowId: 'train-1', args: [{ spec }] })
+ */
+export async function trainingWorkflow(input: TrainingInput): Promise<TrainingResult> {
+  const { spec } = input;
+  const info = workflowInfo();
+  const runId = input.runId ?? info.workflowId;
+  const { cpu, gpu } = activitiesFor(spec);
+  const ref = { runId, spec };
+  const H = spec.innerSteps;
+  let stage = input.carry ? 'train' : 'prepareDataset';
+  let carry = input.carry;
+  let paused = carry?.paused ?? false;
+  let stepInRound = 0;
+
+  const setStage = (s: string) => {
+    stage = s;
+    upsertSearchAttributes([{ key: TruthgptStage, value: paused ? 'paused' : s }]);
+  };
+  setHandler(pauseSignal, () => {
+    paused = true;
+  });
+  setHandler(resumeSignal, () => {
+    paused = false;
+  });
+  setHandler(progressQuery, (): TrainingProgress => {
+    const recent = carry?.trainHistory.slice(-5) ?? [];
+    const perRound = recent.length ? recent.reduce((a, p) => a + p.roundMs, 0) / recent.length : null;
+    const done = carry?.round ?? 0;
+    return {
+      stage,
+      round: done,
+      rounds: spec.rounds,
+      step: done * H + stepInRound,
+      steps: spec.rounds * H,
+      tokensSeen: carry?.tokensSeen ?? 0,
+      recentTrainLoss: recent.map((p) => p.loss),
+      recentValLoss: carry?.valHistory.slice(-5).map((p) => p.loss) ?? [],
+      bestValLoss: carry?.bestValLoss ?? null,
+      etaSeconds: perRound === null ? null : Math.round((perRound * (spec.rounds - done)) / 1000),
+      paused,
+      checkpoint: carry?.global.prefix ?? null,
+    };
+  });
+  upsertSearchAttributes([
+    { key: TruthgptPipeline, value: spec.name },
+    { key: TruthgptModelFamily, value: spec.model.family },
+  ]);
+
+  const evaluateAt = async (c: TrainingCarry) => {
+    setStage('evaluate');
+    const r = await cpu.evaluate({ ...ref, checkpoint: c.global, dataset: c.dataset });
+    push(c.valHistory, { round: c.round, step: c.round * H, loss: r.loss, perplexity: r.perplexity });
+    if (c.bestValLoss === null || r.loss < c.bestValLoss) {
+      c.bestValLoss = r.loss;
+      upsertSearchAttributes([{ key: TruthgptBestValLoss, value: r.loss }]);
+    }
+  };
+
+  if (!carry) {
+    setStage('prepareDataset');
+    const dataset = await cpu.prepareDataset(ref);
+    if (spec.model.config.vocab_size < dataset.vocabSize) {
+      throw failure('InvalidConfig', `spec.model.config.vocab_size: ${spec.model.config.vocab_size} is smaller than the dataset's vocabulary (${dataset.vocabSize} tokens)`);
+    }
+    const short = dataset.train.findIndex((s) => s.tokens < spec.contextLength + 1);
+    if (short >= 0) {
+      throw failure('InvalidConfig', `spec.workers: train shard ${short} of ${dataset.prefix} has ${dataset.train[short].tokens} tokens, fewer than contextLength + 1 (${spec.contextLength + 1}); use fewer workers or more data`);
+    }
+    setStage('createModel');
+    const global = await cpu.createModel(ref);
+    carry = {
+      dataset,
+      global,
+      round: 0,
+      previous: Array.from({ length: spec.workers }, () => null),
+      valHistory: [],
+      trainHistory: [],
+      bestValLoss: null,
+      tokensSeen: 0,
+      startedAt: info.startTime.getTime(),
+      paused,
+      continuedAsNew: 0,
+    };
+    await evaluateAt(carry);
+  }
+  const c = carry;
+
+  for (let inThisRun = 0; c.round < spec.rounds; inThisRun++) {
+    if (inThisRun >= spec.roundsPerRun || workflowInfo().continueAsNewSuggested) {
+      setStage('continueAsNew');
+      return await continueAsNew<typeof trainingWorkflow>({ spec, runId, carry: { ...c, paused, continuedAsNew: c.continuedAsNew + 1 } });
+    }
+    if (paused) {
+      setStage('paused');
+      await condition(() => !paused);
+    }
+    setStage('train');
+    const t0 = Date.now();
+    const round = c.round;
+    const shards: TrainShardResult[] = await Promise.all(
+      Array.from({ length: spec.workers }, (_, shard) => gpu.trainShard({ ...ref, round, shard, dataset: c.dataset, global: c.global, previous: c.previous[shard] })),
+    );
+    stepInRound = H;
+    setStage('aggregate');
+    const agg = await cpu.aggregateRound({ ...ref, round, global: c.global, shards: shards.map((s) => s.checkpoint), bestValLoss: c.bestValLoss });
+    c.global = agg.checkpoint;
+    c.previous = shards.map((s) => s.checkpoint);
+    c.round = round + 1;
+    stepInRound = 0;
+    c.tokensSeen += shards.reduce((n, s) => n + s.tokens, 0);
+    push(c.trainHistory, {
+      round: c.round,
+      loss: shards.reduce((a, s) => a + s.meanLoss, 0) / shards.length,
+      trainMs: Math.max(...shards.map((s) => s.trainMs)),
+      roundMs: Date.now() - t0,
+    });
+    if (c.round % spec.evalEvery === 0 || c.round === spec.rounds) await evaluateAt(c);
+  }
+  setStage('done');
+  return {
+    runId,
+    rounds: c.round,
+    steps: c.round * H,
+    tokensSeen: c.tokensSeen,
+    checkpoint: c.global,
+    dataset: c.dataset,
+    valHistory: c.valHistory,
+    trainHistory: c.trainHistory,
+    bestValLoss: c.bestValLoss,
+    continuedAsNew: c.continuedAsNew,
+    wallMs: Date.now() - c.startedAt,
+  };
+}
