@@ -6,7 +6,7 @@ import '../autodiff/rules';
 import { gradients } from '../autodiff/gradients';
 import { Graph, type Value } from '../graph/ir';
 import type { ParamLookup, ParamSpec } from '../models/blocks';
-import { appendOptimizer, paramIn, type OptimConfig, type StateSpec } from '../optim';
+import { appendOptimizer, paramIn, type AppendOptimizerOptions, type OptimConfig, type StateSpec } from '../optim';
 
 /** A model as the trainer sees it: its weights, and a function that builds the scalar loss. */
 export interface TrainableModel {
@@ -19,6 +19,8 @@ export interface TrainStepOptions {
   /** Which parameters the optimizer updates (default: all). Frozen ones are inputs `frozen:<name>`. */
   trainable?: (name: string) => boolean;
   graphName?: string;
+  /** Passed to appendOptimizer (e.g. `{ groupVectors: false }`). */
+  optimizer?: AppendOptimizerOptions;
 }
 
 export interface TrainStep {
@@ -79,7 +81,7 @@ export function buildTrainStep(model: TrainableModel, optim: OptimConfig, opts: 
     if (!grad) throw new Error(`buildTrainStep: no gradient reached parameter "${s.name}"`);
     return { name: s.name, param, grad };
   });
-  const { state } = appendOptimizer(g, optim, entries, step);
+  const { state } = appendOptimizer(g, optim, entries, step, opts.optimizer);
   g.output(loss, 'loss');
   return { graph: g, trainable, frozen, state, batchInputs, phases: { forward: forwardEnd, backward: backwardEnd } };
 }

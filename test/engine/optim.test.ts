@@ -49,9 +49,11 @@ function randn(n: number, seed: number, scale = 1): Float32Array {
 }
 
 const size = (p: P) => p.shape.reduce((a, b) => a * b, 1);
+// Two vectors, so the grouped (concatenated) update path for 1-D parameters is exercised too.
 const PARAMS: P[] = [
   { name: 'w', shape: [3, 4] },
   { name: 'b', shape: [4] },
+  { name: 'c', shape: [5] },
 ];
 const STEPS = 6;
 
@@ -118,7 +120,7 @@ describe('SGD', () => {
         init,
         grads,
       );
-      expect(state.map((s) => s.key)).toEqual(['w.momentum', 'b.momentum']);
+      expect(state.map((s) => s.key)).toEqual(['w.momentum', 'b.momentum', 'c.momentum']);
       for (const p of PARAMS) {
         const decayed = p.shape.length >= 2;
         const x = Float64Array.from(init.get(p.name)!);
