@@ -14,6 +14,8 @@ import type { TrainStep } from '../train/step';
 import { attachAdapters } from './attach';
 import { loraAName, loraBName, parseLoraConfig, type LoraConfig, type LoraConfigInput } from './config';
 import { planFromSites, type LoraPlan } from './model';
+import { upgradeToOpset23 } from './opset';
+import { reinferShapes, specializeInputs } from './specialize';
 import { findLinearSites, importedNamer, selectTargets, type LinearSite } from './targets';
 
 export type OnnxSource = Graph | Uint8Array | string;
@@ -81,14 +83,28 @@ export interface ImportedStep extends TrainStep {
   plan: LoraPlan;
 }
 
+export interface ImportedStepOptions {
+  /** Default: tokenCrossEntropy() on `logits` against `labels`. */
+  loss?: ImportedLoss;
+  /**
+   * Concrete dims for every model input (e.g. { input_ids: [8, 128], attention_mask: [8, 128] }).
+   * Needed for exports that compute shapes at run time (torch.onnx with dynamic axes): the step is
+   * built for this batch geometry, with the shape arithmetic folded (specialize.ts).
+   */
+  inputShapes?: Record<string, number[]>;
+}
+
 /**
  * The one-graph training step of an imported model with adapters: (adapters, optimizer state,
  * model inputs, labels, step) → (new adapters, new state, loss, grad_norm, lr). The base weights
  * stay initializers of the step graph, so they are frozen by construction.
- * @example const step = buildImportedLoraStep('bert.onnx', { target_modules: ['query', 'value'] }, optim)
+ * @example const step = await buildImportedLoraStep('bert.onnx', { target_modules: ['query', 'value'] }, optim, { inputShapes })
  */
-export function buildImportedLoraStep(src: OnnxSource, lora: LoraConfigInput | LoraConfig, optim: OptimConfig, loss: ImportedLoss = tokenCrossEntropy()): ImportedStep {
-  const g = graphOf(src);
+export async function buildImportedLoraStep(src: OnnxSource, lora: LoraConfigInput | LoraConfig, optim: OptimConfig, opts: ImportedStepOptions = {}): Promise<ImportedStep> {
+  const loaded = graphOf(src);
+  upgradeToOpset23(loaded); // the backward and the optimizer are opset-23 ops
+  const g = opts.inputShapes ? await specializeInputs(loaded, opts.inputShapes) : reinferShapes(loaded);
+  const loss = opts.loss ?? tokenCrossEntropy();
   const plan = planImportedLora(g, lora);
   const sites = sitesFor(g, plan);
   const outputNames = g.outputs.map((v) => v.name);

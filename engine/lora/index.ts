@@ -7,4 +7,6 @@ export * from './attach';
 export * from './model';
 export * from './merge';
 export * from './imported';
+export * from './specialize';
+export * from './opset';
 export * from './peft';
