@@ -6,7 +6,7 @@ import '../../engine/runtime/host-realm';
 import * as ort from 'onnxruntime-node';
 import { Graph, tensor } from '../../engine/graph/ir';
 import { serializeModel } from '../../engine/graph/onnx';
-import { bertMlmHeadParams, bertMlmTrainLoss, bertParams } from '../../engine/models/bert';
+import { bertEncoder, bertMlmHeadParams, bertMlmTrainLoss, bertParams } from '../../engine/models/bert';
 import { countParams, initParams, mulberry32, type ParamLookup, type ParamSpec } from '../../engine/models/blocks';
 import { GptConfigSchema, gptLogits, gptParams, gptTrainLoss } from '../../engine/models/gpt';
 import { getPreset } from '../../engine/models/presets';
@@ -15,7 +15,23 @@ import type { BertConfig } from '../../engine/models/bert';
 import { OptimConfigSchema } from '../../engine/optim';
 import { buildTrainStep } from '../../engine/train/step';
 import { Trainer, type Batch } from '../../engine/train/trainer';
-import { buildWithLora, initAdapters, isAdapterParam, loraModel, loraScale, mergeWeights, planLora, trainableReport, type LoraPlan } from '../../engine/lora';
+import {
+  ADAPTER_CONFIG_FILE,
+  ADAPTER_WEIGHTS_FILE,
+  buildWithLora,
+  checkAdapterAgainstPlan,
+  initAdapters,
+  isAdapterParam,
+  loadAdapter,
+  loraModel,
+  loraScale,
+  mergeWeights,
+  planLora,
+  saveAdapter,
+  trainableReport,
+  type LoraPlan,
+} from '../../engine/lora';
+import { readSafetensors } from '../../engine/checkpoint/safetensors';
 
 const cfg = GptConfigSchema.parse({ vocab_size: 64, block_size: 16, n_layer: 2, n_head: 2, n_embd: 32 });
 const [B, T] = [4, 16];
@@ -186,5 +202,83 @@ describe('training only the adapters', () => {
     } finally {
       await trainer.release();
     }
+  });
+});
+
+describe('BERT (torch (out, in) weights, Gemm transB)', () => {
+  it('merged and unmerged encoder outputs agree to 1e-5', async () => {
+    const bc = getPreset('tiny-bert').config as BertConfig;
+    const specs = bertParams(bc).filter((s) => !s.name.startsWith('pooler.'));
+    const model = { params: [...specs, ...bertMlmHeadParams(bc)], loss: bertMlmTrainLoss(bc, 2, 8) };
+    const plan = planLora(model, { target_modules: 'encoder\\..*', r: 4, lora_alpha: 8 }); // every Linear of the encoder layers
+    expect(plan.modules).toHaveLength(2 * 6);
+    expect(plan.modules.every((m) => !m.weightInOut)).toBe(true);
+    const weights = initParams(specs, 4);
+    const adapters = perturbedAdapters(plan, 9);
+    const encode = async (w: Map<string, Float32Array>, withPlan?: LoraPlan) => {
+      const g = new Graph('bert_infer');
+      const all = new Map([...specs, ...plan.adapterParams].map((s) => [s.name, s]));
+      const p: ParamLookup = (name) => g.values.get(name) ?? g.initializer(name, { dtype: 'float32', dims: all.get(name)!.shape, data: w.get(name)! });
+      const inputIds = g.input('input_ids', 'int64', [2, 8]);
+      const build = (pp: ParamLookup) => bertEncoder(bc, { inputIds }, pp);
+      g.output(withPlan ? buildWithLora(g, p, withPlan, build) : build(p), 'hidden');
+      const s = await ort.InferenceSession.create(serializeModel(g).model);
+      try {
+        const ids = Array.from({ length: 16 }, (_, i) => (i * 7) % bc.vocab_size);
+        return (await s.run({ input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [2, 8]) })).hidden.data as Float32Array;
+      } finally {
+        await s.release();
+      }
+    };
+    const unmerged = await encode(new Map([...weights, ...adapters]), plan);
+    const merged = await encode(mergeWeights(weights, plan, adapters));
+    expect(maxAbsDiff(unmerged, merged)).toBeLessThan(1e-5);
+    expect(maxAbsDiff(unmerged, await encode(weights))).toBeGreaterThan(1e-2);
+  });
+});
+
+describe('PEFT adapter files', () => {
+  const plan = planLora(base, { family: 'gpt', r: 4, lora_alpha: 16, lora_dropout: 0.05 });
+  const adapters = perturbedAdapters(plan, 21);
+
+  it("writes PEFT's tensor names, layouts and adapter_config.json keys (GPT-2: transformer. prefix, fan_in_fan_out)", () => {
+    const files = saveAdapter(plan, adapters, { baseModelNameOrPath: 'gpt2' });
+    const st = readSafetensors(files.get(ADAPTER_WEIGHTS_FILE)!, ADAPTER_WEIGHTS_FILE);
+    expect([...st.tensors.keys()].sort()).toEqual(
+      [0, 1].flatMap((i) => ['lora_A', 'lora_B'].map((w) => `base_model.model.transformer.h.${i}.attn.c_attn.${w}.weight`)).sort(),
+    );
+    expect(st.tensors.get('base_model.model.transformer.h.0.attn.c_attn.lora_A.weight')!.dims).toEqual([4, 32]); // (r, in)
+    expect(st.tensors.get('base_model.model.transformer.h.0.attn.c_attn.lora_B.weight')!.dims).toEqual([96, 4]); // (out, r)
+    const cfgJson = JSON.parse(files.get(ADAPTER_CONFIG_FILE)!.toString('utf8'));
+    expect(cfgJson).toMatchObject({
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      base_model_name_or_path: 'gpt2',
+      r: 4,
+      lora_alpha: 16,
+      lora_dropout: 0.05,
+      target_modules: ['c_attn'],
+      use_rslora: false,
+      bias: 'none',
+      fan_in_fan_out: true,
+    });
+  });
+
+  it('loads back to the same tensors and plan; a wrong shape or missing file is named', () => {
+    const files = saveAdapter(plan, adapters);
+    const back = loadAdapter(files, { family: 'gpt', where: 'run-7/adapter' });
+    expect(back.config).toMatchObject({ r: 4, lora_alpha: 16, lora_dropout: 0.05, target_modules: ['c_attn'] });
+    const again = planLora(base, back.config);
+    expect(again.modules).toEqual(plan.modules);
+    checkAdapterAgainstPlan(back, again);
+    for (const [name, t] of adapters) expect(back.tensors.get(name)).toEqual(t);
+
+    const wider = planLora(base, { family: 'gpt', r: 8 });
+    expect(() => checkAdapterAgainstPlan(back, wider, 'run-7/adapter')).toThrow(/run-7\/adapter: tensor h\.0\.attn\.c_attn\.lora_A\.weight is \[4, 32\], the model needs \[8, 32\]/);
+    expect(() => loadAdapter(new Map([[ADAPTER_CONFIG_FILE, files.get(ADAPTER_CONFIG_FILE)!]]), { where: 'run-7/adapter' })).toThrow(
+      'run-7/adapter: adapter_model.safetensors is missing',
+    );
+    const badCfg = Buffer.from(JSON.stringify({ peft_type: 'LORA', r: -1, lora_alpha: 8 }));
+    expect(() => loadAdapter(new Map([...files, [ADAPTER_CONFIG_FILE, badCfg]]), { where: 'run-7/adapter' })).toThrow(/run-7\/adapter\/adapter_config\.json\.r: /);
   });
 });
