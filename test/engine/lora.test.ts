@@ -3,13 +3,15 @@
 // agreeing with unmerged inference, rsLoRA scaling.
 
 import '../../engine/runtime/host-realm';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { Graph, tensor } from '../../engine/graph/ir';
 import { serializeModel } from '../../engine/graph/onnx';
 import { bertEncoder, bertMlmHeadParams, bertMlmTrainLoss, bertParams } from '../../engine/models/bert';
 import { countParams, initParams, mulberry32, type ParamLookup, type ParamSpec } from '../../engine/models/blocks';
-import { GptConfigSchema, gptLogits, gptParams, gptTrainLoss } from '../../engine/models/gpt';
-import { getPreset } from '../../engine/models/presets';
+import { GptConfigSchema, gptLogits, gptParams, gptTrainLoss, type GptConfig } from '../../engine/models/gpt';
+import { configFromHf, getPreset, importHfWeights } from '../../engine/models/presets';
 import { t5Params, t5TrainLoss, type T5Config } from '../../engine/models/t5';
 import type { BertConfig } from '../../engine/models/bert';
 import { OptimConfigSchema } from '../../engine/optim';
@@ -280,5 +282,39 @@ describe('PEFT adapter files', () => {
     );
     const badCfg = Buffer.from(JSON.stringify({ peft_type: 'LORA', r: -1, lora_alpha: 8 }));
     expect(() => loadAdapter(new Map([...files, [ADAPTER_CONFIG_FILE, badCfg]]), { where: 'run-7/adapter' })).toThrow(/run-7\/adapter\/adapter_config\.json\.r: /);
+  });
+});
+
+describe("PEFT's own GPT-2 adapter on our GPT builder", () => {
+  it('reproduces PEFT logits (Conv1D fan_in_fan_out, transformer. prefix, rsLoRA) to 1e-4', async () => {
+    const hfDir = path.join(__dirname, '..', 'fixtures', 'hf', 'gpt2');
+    const fix = path.join(__dirname, '..', 'fixtures', 'lora');
+    const preset = configFromHf('gpt', JSON.parse(fs.readFileSync(path.join(hfDir, 'config.json'), 'utf8')));
+    const gcfg = preset.config as GptConfig;
+    const file = path.join(hfDir, 'model.safetensors');
+    const weights = importHfWeights(preset, readSafetensors(fs.readFileSync(file), file).tensors, file).weights;
+    const files = new Map([ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE].map((f) => [f, fs.readFileSync(path.join(fix, 'peft-gpt2-adapter', f))]));
+    const adapter = loadAdapter(files, { family: 'gpt', where: 'peft-gpt2-adapter' });
+    expect(adapter.raw.fan_in_fan_out).toBe(true);
+    const golden = JSON.parse(fs.readFileSync(path.join(fix, 'golden-gpt2.json'), 'utf8')) as { input_ids: number[]; shape: [number, number]; lora_logits: number[] };
+    const [b, t] = golden.shape;
+    const model = { params: gptParams(gcfg), loss: gptTrainLoss(gcfg, b, t) };
+    const plan = planLora(model, adapter.config);
+    expect(plan.scale).toBeCloseTo(8 / 2, 12); // rsLoRA: alpha/√r
+    checkAdapterAgainstPlan(adapter, plan, 'peft-gpt2-adapter');
+
+    const g = new Graph('gpt2_peft');
+    const all = new Map([...model.params, ...plan.adapterParams].map((s) => [s.name, s]));
+    const w = new Map([...weights, ...adapter.tensors]);
+    const p: ParamLookup = (name) => g.values.get(name) ?? g.initializer(name, { dtype: 'float32', dims: all.get(name)!.shape, data: w.get(name)! });
+    const idx = g.input('tokens', 'int64', [b, t]);
+    g.output(buildWithLora(g, p, plan, (pp) => gptLogits(gcfg, idx, pp)), 'logits');
+    const s = await ort.InferenceSession.create(serializeModel(g).model);
+    try {
+      const out = (await s.run({ tokens: new ort.Tensor('int64', BigInt64Array.from(golden.input_ids, BigInt), [b, t]) })).logits.data as Float32Array;
+      expect(maxAbsDiff(out, Float32Array.from(golden.lora_logits))).toBeLessThan(1e-4);
+    } finally {
+      await s.release();
+    }
   });
 });
