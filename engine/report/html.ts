@@ -1,0 +1,199 @@
+// The run report: one self-contained HTML page (inline CSS and SVG, no scripts, no external
+// files) that tells a person what was trained, how the loss went, how each quantized variant
+// compares with fp32, which were refused and why, and what the models write. The same RunReport
+// object is stored as JSON beside it for machines.
+
+import { escapeXml as esc, fmt, lossCurvesSvg } from './svg';
+
+export interface ReportVariant {
+  name: string;
+  /** 'fp32' or the quantization method. */
+  method: string;
+  key: string;
+  sha256: string;
+  sizeBytes: number;
+  ppl: number;
+  /** (ppl − fp32 ppl) / fp32 ppl × 100; 0 for fp32 itself. */
+  pplDeltaPct: number;
+  /** The bound the variant was held to, as a fraction (null for fp32). */
+  maxPplIncrease: number | null;
+  p50Ms: number;
+  p95Ms: number;
+  tokensPerSec: number;
+  peakRssBytes?: number;
+  published: boolean;
+  rejectedReason?: string;
+  /** Linears quantized / kept float (null for fp32). */
+  quantizedNodes?: number | null;
+  skippedNodes?: number | null;
+  /** Weight bytes before / after quantization. */
+  compression?: number | null;
+}
+
+export interface ReportSample {
+  variant: string;
+  prompt: string;
+  text: string;
+  settings: string;
+}
+
+export interface RunReport {
+  runId: string;
+  createdAt: string;
+  model: { family: string; params: number; config: Record<string, unknown> };
+  dataset: { prefix: string; tokenizer: string; trainTokens: number; valTokens: number; documents: number };
+  checkpoint: string;
+  trainHistory: { round: number; loss: number }[];
+  valHistory: { round: number; step: number; loss: number; perplexity: number }[];
+  /** How evaluation was done, in words a reader needs to trust the table. */
+  evaluation: { batches: number; batchSize: number; contextLength: number; tokens: number; speedRuns: number; device: string };
+  variants: ReportVariant[];
+  samples: ReportSample[];
+  /** The run's configuration as given (training spec, post-training spec). */
+  config: Record<string, unknown>;
+}
+
+const bytes = (n: number) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(2)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);
+const pct = (v: number) => `${v >= 0 ? '+' : ''}${v.toFixed(2)}%`;
+
+function kvTable(rows: [string, string][]): string {
+  return `<table class="kv">${rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`).join('')}</table>`;
+}
+
+/** Nested config as dotted keys, so a reader scans one flat table. */
+export function flatten(obj: unknown, prefix = ''): [string, string][] {
+  if (obj === null || typeof obj !== 'object') return [[prefix || '(value)', JSON.stringify(obj) ?? 'undefined']];
+  if (Array.isArray(obj) && obj.every((v) => v === null || typeof v !== 'object')) return [[prefix, JSON.stringify(obj)]];
+  const out: [string, string][] = [];
+  for (const [k, v] of Object.entries(obj)) {
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (v !== null && typeof v === 'object') out.push(...flatten(v, key));
+    else out.push([key, typeof v === 'string' ? v : JSON.stringify(v)]);
+  }
+  return out;
+}
+
+function headline(r: RunReport): string {
+  const last = r.valHistory[r.valHistory.length - 1];
+  const first = r.valHistory[0];
+  const fp32 = r.variants.find((v) => v.method === 'fp32');
+  const published = r.variants.filter((v) => v.method !== 'fp32' && v.published);
+  const rejected = r.variants.filter((v) => !v.published);
+  const parts: string[] = [];
+  parts.push(`A ${esc(r.model.family.toUpperCase())} of ${r.model.params.toLocaleString('en-US')} parameters was trained for ${r.trainHistory.length} rounds.`);
+  if (first && last) {
+    parts.push(`Validation loss went from ${fmt(first.loss)} (round ${first.round}) to ${fmt(last.loss)} (round ${last.round}), perplexity ${fmt(last.perplexity)}.`);
+  }
+  if (fp32) {
+    const best = [...published].sort((a, b) => b.tokensPerSec - a.tokensPerSec)[0];
+    if (best) {
+      parts.push(
+        `Fastest published variant: <b>${esc(best.name)}</b> (${esc(best.method)}), ${(best.tokensPerSec / fp32.tokensPerSec).toFixed(2)}× the fp32 tokens/s, ` +
+          `${(fp32.sizeBytes / best.sizeBytes).toFixed(2)}× smaller, perplexity ${pct(best.pplDeltaPct)}.`,
+      );
+    }
+  }
+  if (rejected.length) parts.push(`<span class="bad">Not published: ${rejected.map((v) => esc(v.name)).join(', ')}</span> (see the table).`);
+  return `<p class="lead">${parts.join(' ')}</p>`;
+}
+
+function variantTable(r: RunReport): string {
+  const head = ['variant', 'method', 'size', 'compression', 'val ppl', 'Δ ppl vs fp32', 'bound', 'latency p50', 'latency p95', 'tokens/s', 'published'];
+  const fp32 = r.variants.find((v) => v.method === 'fp32');
+  const rows = r.variants.map((v) => {
+    const cls = v.published ? '' : ' class="rejected"';
+    const cells = [
+      esc(v.name),
+      esc(v.method),
+      `${bytes(v.sizeBytes)}${fp32 && v !== fp32 ? ` <span class="dim">(${(fp32.sizeBytes / v.sizeBytes).toFixed(2)}× smaller)</span>` : ''}`,
+      v.compression ? `${v.compression.toFixed(2)}× weights` : '—',
+      fmt(v.ppl, 6),
+      v.method === 'fp32' ? '—' : pct(v.pplDeltaPct),
+      v.maxPplIncrease === null ? '—' : `≤ ${(v.maxPplIncrease * 100).toFixed(2)}%`,
+      `${v.p50Ms.toFixed(2)} ms`,
+      `${v.p95Ms.toFixed(2)} ms`,
+      `${Math.round(v.tokensPerSec).toLocaleString('en-US')}${fp32 && v !== fp32 ? ` <span class="dim">(${(v.tokensPerSec / fp32.tokensPerSec).toFixed(2)}×)</span>` : ''}`,
+      v.published ? 'yes' : `<b>no</b>: ${esc(v.rejectedReason ?? 'rejected')}`,
+    ];
+    return `<tr${cls} data-variant="${esc(v.name)}">${cells.map((c) => `<td>${c}</td>`).join('')}</tr>`;
+  });
+  const e = r.evaluation;
+  return (
+    `<table class="grid"><thead><tr>${head.map((h) => `<th>${h}</th>`).join('')}</tr></thead><tbody>${rows.join('')}</tbody></table>` +
+    `<p class="dim">Perplexity is token-weighted over ${e.tokens.toLocaleString('en-US')} validation tokens (${e.batches} batches of ${e.batchSize} × ${e.contextLength}). ` +
+    `Latency is one forward pass over a ${e.batchSize} × ${e.contextLength} batch, ${e.speedRuns} timed runs after warm-up, on ${esc(e.device)}; ` +
+    `tokens/s = batch tokens / mean latency. Size is the ONNX file as stored. A variant is published only when its perplexity rise stays within its bound.</p>`
+  );
+}
+
+function artifacts(r: RunReport): string {
+  const rows = r.variants.map((v) => `<tr><td>${esc(v.name)}</td><td><code>${esc(v.key)}</code></td><td><code>${esc(v.sha256)}</code></td></tr>`);
+  return `<table class="grid"><thead><tr><th>variant</th><th>key</th><th>sha256</th></tr></thead><tbody>${rows.join('')}</tbody></table>`;
+}
+
+function samples(r: RunReport): string {
+  if (!r.samples.length) return '<p class="dim">No samples were generated.</p>';
+  return r.samples
+    .map(
+      (s) =>
+        `<div class="sample" data-variant="${esc(s.variant)}"><div class="dim">${esc(s.variant)} · ${esc(s.settings)}</div>` +
+        `<pre><span class="prompt">${esc(s.prompt)}</span>${esc(s.text)}</pre></div>`,
+    )
+    .join('');
+}
+
+function historyTable(r: RunReport): string {
+  const rounds = [...new Set([...r.trainHistory.map((p) => p.round), ...r.valHistory.map((p) => p.round)])].sort((a, b) => a - b);
+  const rows = rounds.map((round) => {
+    const t = r.trainHistory.find((p) => p.round === round);
+    const v = r.valHistory.find((p) => p.round === round);
+    return `<tr><td>${round}</td><td>${t ? fmt(t.loss, 5) : '—'}</td><td>${v ? fmt(v.loss, 5) : '—'}</td><td>${v ? fmt(v.perplexity, 5) : '—'}</td></tr>`;
+  });
+  return `<details><summary>Loss per round as numbers</summary><table class="grid"><thead><tr><th>round</th><th>train loss</th><th>val loss</th><th>val ppl</th></tr></thead><tbody>${rows.join('')}</tbody></table></details>`;
+}
+
+const CSS = `
+body{font-family:Helvetica,Arial,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;color:#222;line-height:1.45}
+h1{font-size:24px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.lead{font-size:15px}.dim{color:#666;font-size:12px}.bad{color:#b00020}
+table{border-collapse:collapse;font-size:13px}table.grid th,table.grid td{border:1px solid #ddd;padding:4px 8px;text-align:right}
+table.grid th{background:#f5f5f5}table.grid td:first-child,table.grid td:nth-child(2){text-align:left}
+tr.rejected td{background:#fdecee}table.kv th{text-align:left;padding:2px 12px 2px 0;font-weight:normal;color:#555}
+table.kv td{font-family:Menlo,Consolas,monospace}pre{background:#f7f7f7;padding:8px;white-space:pre-wrap;border-radius:4px}
+.prompt{background:#fff3b0}code{font-size:12px}
+`;
+
+/** The whole report page. Pure: same report in, same bytes out. */
+export function renderReportHtml(r: RunReport): string {
+  const model = flatten(r.model.config);
+  const d = r.dataset;
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>TruthGPT run ${esc(r.runId)}</title><style>${CSS}</style></head>
+<body>
+<h1>TruthGPT run <code>${esc(r.runId)}</code></h1>
+<div class="dim">report written ${esc(r.createdAt)} · checkpoint <code>${esc(r.checkpoint)}</code></div>
+${headline(r)}
+<h2>Model and data</h2>
+${kvTable([
+  ['family', r.model.family],
+  ['parameters', r.model.params.toLocaleString('en-US')],
+  ...model,
+  ['dataset', d.prefix],
+  ['tokenizer', d.tokenizer],
+  ['train / val tokens', `${d.trainTokens.toLocaleString('en-US')} / ${d.valTokens.toLocaleString('en-US')}`],
+  ['documents', d.documents.toLocaleString('en-US')],
+])}
+<h2>Loss curves</h2>
+${lossCurvesSvg({ train: r.trainHistory, val: r.valHistory })}
+${historyTable(r)}
+<h2>Evaluation: fp32 and quantized variants side by side</h2>
+${variantTable(r)}
+<h2>Generation samples</h2>
+${samples(r)}
+<h2>Artifacts</h2>
+${artifacts(r)}
+<h2>Configuration</h2>
+${kvTable(flatten(r.config))}
+</body></html>
+`;
+}

@@ -1,0 +1,4 @@
+// Run reports: loss-curve SVG and the self-contained HTML page (pure rendering, no I/O).
+
+export { lineChartSvg, lossCurvesSvg, niceTicks, escapeXml, fmt, type CurvePoint, type CurveSeries, type ChartOptions, type LossHistory } from './svg';
+export { renderReportHtml, flatten, type RunReport, type ReportVariant, type ReportSample } from './html';

@@ -1,0 +1,140 @@
+// The run report renders what a reader needs: every loss point on the curves at the right place,
+// one table row per variant with the refusal reason naming bound and figure, samples and config,
+// all escaped and self-contained (no scripts, no external files).
+
+import { lineChartSvg, lossCurvesSvg, niceTicks, renderReportHtml, type RunReport } from '../../engine/report';
+
+const train = [1, 2, 3, 4].map((round) => ({ round, loss: 5 - round * 0.7 }));
+const val = [0, 1, 2, 3, 4].map((round) => ({ round, step: round * 40, loss: 5.6 - round * 0.75, perplexity: Math.exp(5.6 - round * 0.75) }));
+
+/** Circles of one series as {x, y, cx, cy}. */
+function points(svg: string, series: string) {
+  const group = new RegExp(`<g class="series" data-series="${series.replace(/[()]/g, '\\$&')}">([\\s\\S]*?)</g>`).exec(svg);
+  if (!group) throw new Error(`series ${series} not in svg`);
+  return [...group[1].matchAll(/<circle cx="([\d.]+)" cy="([\d.]+)"[^>]*data-x="([^"]+)" data-y="([^"]+)"/g)].map((m) => ({
+    cx: Number(m[1]),
+    cy: Number(m[2]),
+    x: Number(m[3]),
+    y: Number(m[4]),
+  }));
+}
+
+describe('loss curves SVG', () => {
+  const svg = lossCurvesSvg({ train, val });
+
+  test('plots every train and val point with its values; falling loss goes down the picture', () => {
+    const t = points(svg, 'train loss (mean of round)');
+    const v = points(svg, 'validation loss');
+    expect(t.map((p) => [p.x, p.y])).toEqual(train.map((p) => [p.round, p.loss]));
+    expect(v.map((p) => [p.x, p.y])).toEqual(val.map((p) => [p.round, p.loss]));
+    // x grows to the right with the round, lower loss is lower on the page (larger cy).
+    for (let i = 1; i < v.length; i++) {
+      expect(v[i].cx).toBeGreaterThan(v[i - 1].cx);
+      expect(v[i].cy).toBeGreaterThan(v[i - 1].cy);
+    }
+    // The same round is at the same x in both series.
+    expect(t[0].cx).toBeCloseTo(v[1].cx, 1);
+    expect(svg).toContain('<polyline');
+    expect(svg).toContain('stroke-dasharray'); // val dashed, readable in greyscale
+  });
+
+  test('has axis titles, integer round ticks, loss ticks covering the data, and a legend', () => {
+    expect(svg).toContain('>round</text>');
+    expect(svg).toContain('cross-entropy (nats / token)');
+    const xt = [...svg.matchAll(/class="xtick"[^>]*>([^<]+)</g)].map((m) => Number(m[1]));
+    expect(xt).toEqual([0, 1, 2, 3, 4]);
+    const yt = [...svg.matchAll(/class="ytick"[^>]*>([^<]+)</g)].map((m) => Number(m[1]));
+    expect(Math.min(...yt)).toBeLessThanOrEqual(2.2);
+    expect(Math.max(...yt)).toBeGreaterThanOrEqual(5.6);
+    expect(svg).toMatch(/<g class="legend">[\s\S]*train loss \(mean of round\)[\s\S]*validation loss/);
+  });
+
+  test('a NaN loss is left out instead of breaking the scale; an empty series says so', () => {
+    const s = lineChartSvg([
+      { name: 'a', color: '#000', points: [{ x: 0, y: 1 }, { x: 1, y: NaN }, { x: 2, y: 0.5 }] },
+      { name: 'b', color: '#f00', points: [] },
+    ]);
+    expect(points(s, 'a').map((p) => p.x)).toEqual([0, 2]);
+    expect(s).not.toContain('NaN');
+    expect(s).toContain('b (no data)');
+  });
+
+  test('nice ticks are 1/2/5 × 10^k steps covering the range', () => {
+    expect(niceTicks(0.13, 0.97, 5)).toEqual([0, 0.2, 0.4, 0.6, 0.8, 1]);
+    expect(niceTicks(2.31, 5.58, 6)).toEqual([2, 3, 4, 5, 6]);
+    expect(niceTicks(2.31, 5.58, 12)).toEqual([2, 2.5, 3, 3.5, 4, 4.5, 5, 5.5, 6]);
+    const flat = niceTicks(3, 3);
+    expect(flat[0]).toBeLessThan(3);
+    expect(flat[flat.length - 1]).toBeGreaterThan(3);
+  });
+});
+
+describe('HTML run report', () => {
+  const report: RunReport = {
+    runId: 'brown-<tiny>',
+    createdAt: '2025-01-01T00:00:00.000Z',
+    model: { family: 'gpt', params: 53120, config: { vocab_size: 259, n_layer: 2, n_embd: 32 } },
+    dataset: { prefix: 'datasets/brown-humor-0123', tokenizer: 'byte', trainTokens: 160000, valTokens: 40000, documents: 29 },
+    checkpoint: 'runs/brown/global/r000004',
+    trainHistory: train,
+    valHistory: val,
+    evaluation: { batches: 4, batchSize: 8, contextLength: 32, tokens: 1024, speedRuns: 10, device: 'cpu (1 thread)' },
+    variants: [
+      { name: 'fp32', method: 'fp32', key: 'runs/brown/models/fp32/model.onnx', sha256: 'a'.repeat(64), sizeBytes: 240000, ppl: 10.5, pplDeltaPct: 0, maxPplIncrease: null, p50Ms: 4, p95Ms: 5, tokensPerSec: 64000, published: true },
+      { name: 'int8', method: 'int8-dynamic', key: 'runs/brown/models/int8/model.onnx', sha256: 'b'.repeat(64), sizeBytes: 100000, ppl: 10.52, pplDeltaPct: 0.19, maxPplIncrease: 0.02, p50Ms: 3, p95Ms: 4, tokensPerSec: 85000, published: true, compression: 3.1, quantizedNodes: 8, skippedNodes: 1 },
+      {
+        name: 'int4-tight',
+        method: 'int4',
+        key: 'runs/brown/rejected/int4-tight/model.onnx',
+        sha256: 'c'.repeat(64),
+        sizeBytes: 80000,
+        ppl: 10.6,
+        pplDeltaPct: 0.95,
+        maxPplIncrease: 0.001,
+        p50Ms: 4.5,
+        p95Ms: 6,
+        tokensPerSec: 56000,
+        published: false,
+        rejectedReason: 'validation perplexity 10.6000 vs fp32 10.5000 is 0.95% higher, above the bound maxPplIncrease = 0.10%',
+      },
+    ],
+    samples: [{ variant: 'int8', prompt: 'The <b>jury</b> ', text: 'said & did "it"', settings: 'greedy, 32 new tokens' }],
+    config: { training: { rounds: 4, optimizer: { lr: 0.003 } }, postTraining: { quant: [{ method: 'int8-dynamic' }] } },
+  };
+  const html = renderReportHtml(report);
+
+  test('one eval-table row per variant, with size, ppl delta, latency and speed-up against fp32', () => {
+    const rows = [...html.matchAll(/<tr(?: class="rejected")? data-variant="([^"]+)">([\s\S]*?)<\/tr>/g)];
+    expect(rows.map((r) => r[1])).toEqual(['fp32', 'int8', 'int4-tight']);
+    const int8 = rows[1][2];
+    expect(int8).toContain('+0.19%');
+    expect(int8).toContain('2.40× smaller');
+    expect(int8).toContain('(1.33×)'); // tokens/s vs fp32
+    expect(int8).toContain('3.00 ms');
+    expect(int8).toContain('≤ 2.00%');
+  });
+
+  test('a refused variant is marked unpublished and the reason names the bound and the figure', () => {
+    expect(html).toMatch(/<tr class="rejected" data-variant="int4-tight">[\s\S]*?<b>no<\/b>: validation perplexity 10\.6000 vs fp32 10\.5000 is 0\.95% higher, above the bound maxPplIncrease = 0\.10%/);
+    expect(html).toContain('Not published: int4-tight');
+  });
+
+  test('the headline tells the story: rounds, val loss from/to, the best published variant', () => {
+    expect(html).toContain('trained for 4 rounds');
+    expect(html).toContain('Validation loss went from 5.6 (round 0) to 2.6 (round 4)');
+    expect(html).toMatch(/Fastest published variant: <b>int8<\/b> \(int8-dynamic\), 1\.33× the fp32 tokens\/s, 2\.40× smaller/);
+  });
+
+  test('curves, samples, config and artifacts are there; user text is escaped; nothing external loads', () => {
+    expect(html).toContain('<svg');
+    expect(points(html, 'validation loss')).toHaveLength(5);
+    expect(html).toContain('<span class="prompt">The &lt;b&gt;jury&lt;/b&gt; </span>said &amp; did &quot;it&quot;');
+    expect(html).toContain('TruthGPT run <code>brown-&lt;tiny&gt;</code>');
+    expect(html).toContain('<th>training.optimizer.lr</th><td>0.003</td>');
+    expect(html).toContain('<th>postTraining.quant.0.method</th><td>int8-dynamic</td>');
+    expect(html).toContain('runs/brown/models/int8/model.onnx');
+    expect(html).toContain('b'.repeat(64));
+    expect(html).not.toMatch(/<script|<link|src="http/);
+    expect(renderReportHtml(report)).toBe(html); // deterministic
+  });
+});
