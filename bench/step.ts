@@ -32,6 +32,8 @@ const SIZES: Record<string, Size> = {
   medium: { model: GptConfigSchema.parse({ vocab_size: 256, block_size: 256, n_layer: 6, n_head: 6, n_embd: 384 }), batch: 8, steps: 6, warmup: 2 },
 };
 
+const WARMUP_STEPS = 10;
+
 /** Stable byte text shipped with the toolchain, so both engines see the same data. */
 const DATA_FILE = require.resolve('typescript/lib/lib.es5.d.ts');
 
@@ -51,7 +53,13 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
   const B = args.batch ?? size.batch;
   const T = cfg.block_size;
   const steps = args.steps ?? size.steps;
-  const optim = OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-3, beta2: 0.99, weight_decay: 0.1 }, grad_clip: 1 });
+  // nanoGPT shakespeare_char's optimizer; the warmup matters: without it this model spikes to
+  // loss 10 around step 7 (PyTorch does the same from the same weights and batches).
+  const optim = OptimConfigSchema.parse({
+    optimizer: { kind: 'adamw', lr: 1e-3, beta2: 0.99, weight_decay: 0.1 },
+    schedule: { kind: 'warmup_cosine', warmup_steps: WARMUP_STEPS, decay_steps: 5000, min_lr: 1e-4 },
+    grad_clip: 1,
+  });
 
   const tBuild = Date.now();
   const specs = gptParams(cfg);
@@ -67,7 +75,8 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
   const batches = sampleBatches(data, B, T, 1);
 
   const first = await trainer.run(batches.next().value);
-  for (let i = 1; i < size.warmup; i++) await trainer.run(batches.next().value);
+  const losses = [first.loss];
+  for (let i = 1; i < size.warmup; i++) losses.push((await trainer.run(batches.next().value)).loss);
   const times: number[] = [];
   let last = first;
   for (let i = 0; i < steps; i++) {
@@ -75,6 +84,7 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
     const t0 = process.hrtime.bigint();
     last = await trainer.run(batch);
     times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    losses.push(last.loss);
   }
   let profile: ReturnType<typeof summarizeProfile> | null = null;
   if (args.profile) {
@@ -106,7 +116,7 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
     params: countParams(specs),
     graph: { nodes: step.graph.nodes.length, buildS },
     flops: { perToken: flopsPerToken, formula: '6·N_matmul + 12·n_layer·T·C per token (N_matmul = 12·L·C² + V·C, tied head)' },
-    ours: { ...ours, firstLoss: first.loss, lastLoss: last.loss, stepTimesS: times },
+    ours: { ...ours, firstLoss: first.loss, lastLoss: last.loss, losses, stepTimesS: times },
     peak,
     torch,
     torchSdpa,

@@ -79,7 +79,16 @@ def main():
     model = GPT(a.vocab, a.ctx, a.layers, a.heads, a.embd)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99))
+    lr, min_lr, warmup, decay_steps = 1e-3, 1e-4, 10, 5000
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.99))
+
+    def get_lr(it):  # nanoGPT train.py, as bench/step.ts configures ours
+        if it < warmup:
+            return lr * (it + 1) / (warmup + 1)
+        ratio = min(1.0, (it - warmup) / (decay_steps - warmup))
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: get_lr(it) / lr)
     if a.data:
         data = torch.frombuffer(bytearray(open(a.data, "rb").read()), dtype=torch.uint8).long()
     else:
@@ -98,6 +107,7 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        sched.step()
         return loss.item()
 
     first = step()
