@@ -4,6 +4,7 @@
 import type { ArtifactStore } from '../infra/store';
 import type { Pool } from '../sdk/search-attributes';
 import { createDemoActivities } from './demo';
+import { createPipelineActivities } from './pipeline';
 import { createTrainingActivities } from './training';
 
 export interface ActivityDeps {
@@ -19,6 +20,7 @@ export function createActivities(deps: ActivityDeps) {
   return {
     ...createDemoActivities(deps),
     ...createTrainingActivities(deps),
+    ...createPipelineActivities(deps),
   };
 }
 

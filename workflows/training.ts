@@ -18,6 +18,7 @@ import {
   workflowInfo,
   type RetryPolicy,
 } from '@temporalio/workflow';
+import type { ResumePoint } from '../activities/pipeline';
 import type { CheckpointRef, DatasetRef, TrainingActivities, TrainShardResult } from '../activities/training';
 import { failure, NON_RETRYABLE_ERROR_TYPES } from '../sdk/errors';
 import type { TrainingSpec } from '../sdk/schemas/training';
@@ -54,6 +55,8 @@ export interface TrainingCarry {
   startedAt: number;
   paused: boolean;
   continuedAsNew: number;
+  /** Set when this run resumed another run's committed checkpoint (retryFromCheckpoint). */
+  resumedFrom?: { runId: string; round: number };
 }
 
 export interface TrainingInput {
@@ -61,6 +64,8 @@ export interface TrainingInput {
   /** Names the run's keys in the store (default: the workflow id). */
   runId?: string;
   carry?: TrainingCarry;
+  /** Start from another run's committed global checkpoint instead of a fresh model. */
+  resume?: ResumePoint;
 }
 
 export interface TrainingProgress {
@@ -91,6 +96,7 @@ export interface TrainingResult {
   bestValLoss: number | null;
   continuedAsNew: number;
   wallMs: number;
+  resumedFrom?: { runId: string; round: number };
 }
 
 export const progressQuery = defineQuery<TrainingProgress>('progress');
@@ -186,20 +192,30 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
     if (short >= 0) {
       throw failure('InvalidConfig', `spec.workers: train shard ${short} of ${dataset.prefix} has ${dataset.train[short].tokens} tokens, fewer than contextLength + 1 (${spec.contextLength + 1}); use fewer workers or more data`);
     }
-    setStage('createModel');
-    const global = await cpu.createModel(ref);
+    const resume = input.resume;
+    if (resume && resume.previous.length !== spec.workers) {
+      throw failure('InvalidConfig', `spec.workers: ${spec.workers}, but run ${resume.runId} was trained with ${resume.previous.length} workers; resume with the same number`);
+    }
+    let global: CheckpointRef;
+    if (resume) global = resume.global;
+    else {
+      setStage('createModel');
+      global = await cpu.createModel(ref);
+    }
     carry = {
       dataset,
       global,
-      round: 0,
-      previous: Array.from({ length: spec.workers }, () => null),
+      round: resume?.round ?? 0,
+      previous: resume?.previous ?? Array.from({ length: spec.workers }, () => null),
       valHistory: [],
       trainHistory: [],
-      bestValLoss: null,
-      tokensSeen: 0,
+      bestValLoss: resume?.bestValLoss ?? null,
+      // Rounds done before the resume count: every round trains W × H × B × T tokens.
+      tokensSeen: (resume?.round ?? 0) * spec.workers * H * spec.batchSize * spec.contextLength,
       startedAt: info.startTime.getTime(),
       paused,
       continuedAsNew: 0,
+      ...(resume ? { resumedFrom: { runId: resume.runId, round: resume.round } } : {}),
     };
     await evaluateAt(carry);
   }
@@ -249,5 +265,6 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
     bestValLoss: c.bestValLoss,
     continuedAsNew: c.continuedAsNew,
     wallMs: Date.now() - c.startedAt,
+    ...(c.resumedFrom ? { resumedFrom: c.resumedFrom } : {}),
   };
 }
