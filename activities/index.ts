@@ -5,6 +5,7 @@ import type { ArtifactStore } from '../infra/store';
 import type { Pool } from '../sdk/search-attributes';
 import { createDemoActivities } from './demo';
 import { createPipelineActivities } from './pipeline';
+import { createPostTrainingActivities } from './post-training';
 import { createTrainingActivities } from './training';
 
 export interface ActivityDeps {
@@ -21,6 +22,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createDemoActivities(deps),
     ...createTrainingActivities(deps),
     ...createPipelineActivities(deps),
+    ...createPostTrainingActivities(deps),
   };
 }
 

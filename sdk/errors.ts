@@ -21,6 +21,8 @@ export const ERROR_TYPES = {
   RuntimeMismatch: 'RuntimeMismatch',
   /** TRUTHGPT_EP=cuda on a worker without the CUDA provider libraries. */
   CudaUnavailable: 'CudaUnavailable',
+  /** A quantized variant marked `required` rose above its perplexity bound; names bound and figure. */
+  QuantRejected: 'QuantRejected',
 } as const;
 export type ErrorType = keyof typeof ERROR_TYPES;
 

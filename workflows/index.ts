@@ -2,3 +2,4 @@
 
 export * from './demo';
 export * from './training';
+export * from './post-training';

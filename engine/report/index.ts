@@ -2,3 +2,4 @@
 
 export { lineChartSvg, lossCurvesSvg, niceTicks, escapeXml, fmt, type CurvePoint, type CurveSeries, type ChartOptions, type LossHistory } from './svg';
 export { renderReportHtml, flatten, type RunReport, type ReportVariant, type ReportSample } from './html';
+export { renderReportText } from './text';

@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { registerDemoCommands } from './demo-command';
 import { registerModelCommands } from './model-commands';
+import { registerReportCommands } from './report-commands';
 import { registerRunCommands } from './run-commands';
 import { registerStackCommands } from './stack-commands';
 
@@ -17,6 +18,7 @@ export function buildProgram(): Command {
   registerDemoCommands(program);
   registerRunCommands(program);
   registerModelCommands(program);
+  registerReportCommands(program);
   return program;
 }
 

@@ -1,0 +1,132 @@
+// `truthgpt report ID [--out file.html] [--json]`: the run report written by postTrainingWorkflow,
+// fetched from S3 by run id (printed as text, saved as HTML, or printed as JSON).
+// `truthgpt generate --model REF "prompt"`: decodes with a published/rejected model, its
+// model.onnx key, or a training checkpoint (exported on the fly), and prints the text.
+
+import type { Command } from 'commander';
+import fs from 'node:fs';
+import { postKeys, REPORT_HTML, REPORT_JSON, resolveModel, tokenizerFor } from '../../activities/post-training-io';
+import { Decoder } from '../../engine/eval';
+import { decoderInfo } from '../../engine/models/export';
+import { renderReportText, type RunReport } from '../../engine/report';
+import { s3Settings, type Config } from '../../infra/config';
+import { ArtifactStore, NotFoundError } from '../../infra/store';
+import { configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
+import { UsageError } from './usage-error';
+
+async function withStore<T>(config: Config, fn: (s: ArtifactStore) => Promise<T>): Promise<T> {
+  const store = new ArtifactStore(s3Settings(config));
+  try {
+    return await fn(store);
+  } finally {
+    store.close();
+  }
+}
+
+/** A failure with a vocabulary type (MissingArtifact, InvalidInput, ...) is a user's mistake here: one line. */
+function asUsage(err: unknown): unknown {
+  const e = err as { type?: string; message?: string };
+  if (err instanceof NotFoundError || (typeof e?.type === 'string' && ['MissingArtifact', 'InvalidInput', 'CorruptCheckpoint', 'InvalidConfig'].includes(e.type))) {
+    return new UsageError(e.message ?? String(err));
+  }
+  return err;
+}
+
+/**
+ * The stored report of a run: its HTML and its JSON.
+ * @example const { report, html } = await fetchReport(store, 'brown-1')
+ */
+export async function fetchReport(store: ArtifactStore, runId: string): Promise<{ report: RunReport; html: string; prefix: string }> {
+  const prefix = postKeys.report(runId);
+  if (!(await store.readManifest(prefix))) {
+    throw new UsageError(`run ${runId} has no report: nothing committed under s3://${store.bucket}/${prefix} (has its postTraining stage finished?)`);
+  }
+  const [json, html] = await Promise.all([store.getVerified(prefix, REPORT_JSON), store.getVerified(prefix, REPORT_HTML)]);
+  return { report: JSON.parse(json.toString('utf8')) as RunReport, html: html.toString('utf8'), prefix };
+}
+
+export interface GenerateOptions {
+  maxNewTokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
+  tokenizer?: string;
+  threads: number;
+}
+
+/**
+ * Continues `prompt` with the model at `ref`; returns the new text and the decoding speed.
+ * @example const { text } = await generateText(store, 'runs/brown-1/models/int8', 'The ', { maxNewTokens: 32, temperature: 0, topK: 0, topP: 1, seed: 0, threads: 1 })
+ */
+export async function generateText(store: ArtifactStore, ref: string, prompt: string, o: GenerateOptions) {
+  const model = await resolveModel(store, ref);
+  const tok = await tokenizerFor(store, model, o.tokenizer);
+  const ids = tok.encode(prompt);
+  if (ids.length === 0) throw new UsageError('generate: the prompt is empty');
+  const room = model.config.block_size - ids.length + 1;
+  if (o.maxNewTokens > room) {
+    throw new UsageError(`generate: the prompt is ${ids.length} tokens and the model's block_size is ${model.config.block_size}, so --max-new-tokens can be at most ${room} (got ${o.maxNewTokens})`);
+  }
+  const d = await Decoder.create(model.bytes, decoderInfo(model.config, model.kvCache), { intraOpThreads: o.threads });
+  try {
+    const t0 = performance.now();
+    const out = await d.generate(ids, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed, stopToken: tok.eot });
+    const ms = performance.now() - t0;
+    return { model: model.source, method: model.method, prompt, text: tok.decode(out.filter((t) => t !== tok.eot)), tokens: out.length, tokensPerSec: out.length / (ms / 1000) };
+  } finally {
+    await d.release();
+  }
+}
+
+function num(name: string, min: number, max: number, integer: boolean) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
+      throw new UsageError(`${name}: expected ${integer ? 'an integer' : 'a number'} in [${min}, ${max}], got "${v}"`);
+    }
+    return n;
+  };
+}
+
+export function registerReportCommands(program: Command): void {
+  withStackFlags(program.command('report'))
+    .description('fetch the run report (loss curves, fp32 vs quantized table, samples, config) from S3 by run id')
+    .argument('<id>', 'run id (the pipeline or postTrainingWorkflow runId)')
+    .option('--out <file>', 'write the self-contained HTML report to this file')
+    .option('--json', 'print the report data as JSON')
+    .action(async (id: string, flags: StackFlags & { out?: string; json?: boolean }) => {
+      const config = configFromFlags(flags);
+      const { report, html, prefix } = await withStore(config, (s) => fetchReport(s, id));
+      if (flags.out) {
+        fs.writeFileSync(flags.out, html);
+        console.error(`wrote ${flags.out} (${html.length} bytes) from s3://${config.s3.bucket}/${prefix}/${REPORT_HTML}`);
+      }
+      if (flags.json) console.log(JSON.stringify(report, null, 2));
+      else if (!flags.out) console.log(`${renderReportText(report)}\n\nHTML: s3://${config.s3.bucket}/${prefix}/${REPORT_HTML} (save it with --out report.html)`);
+    });
+
+  withStackFlags(program.command('generate'))
+    .description('continue a prompt with a stored model (exported, quantized, or a training checkpoint) and print the text')
+    .argument('<prompt>', 'text to continue')
+    .requiredOption('--model <ref>', 'S3 key or prefix: runs/<id>/models/<name>, its model.onnx, or a checkpoint such as runs/<id>/global/r000003')
+    .option('--max-new-tokens <n>', 'tokens to generate', num('--max-new-tokens', 1, 1 << 20, true), 64)
+    .option('--temperature <t>', '0 = greedy', num('--temperature', 0, 100, false), 0)
+    .option('--top-k <k>', 'keep the k most likely tokens (0 = all)', num('--top-k', 0, 1 << 30, true), 0)
+    .option('--top-p <p>', 'nucleus sampling mass', num('--top-p', Number.MIN_VALUE, 1, false), 1)
+    .option('--seed <s>', 'sampling seed', num('--seed', -(2 ** 31), 2 ** 31 - 1, true), 0)
+    .option('--tokenizer <t>', "byte | gpt2 | S3 key of a dataset's tokenizer.json (default: the model's own)")
+    .option('--threads <n>', 'ORT intra-op threads', num('--threads', 1, 256, true), 1)
+    .option('--json', 'print {model, prompt, text, tokens, tokensPerSec} as JSON')
+    .action(async (prompt: string, flags: StackFlags & GenerateOptions & { model: string; json?: boolean }) => {
+      const config = configFromFlags(flags);
+      const r = await withStore(config, (s) => generateText(s, flags.model, prompt, flags)).catch((err: unknown) => {
+        throw asUsage(err);
+      });
+      if (flags.json) console.log(JSON.stringify(r, null, 2));
+      else {
+        console.log(r.prompt + r.text);
+        console.error(`(${r.model}, ${r.method}: ${r.tokens} tokens at ${r.tokensPerSec.toFixed(1)} tokens/s)`);
+      }
+    });
+}

@@ -1,0 +1,87 @@
+// Post-training specs: which quantized variants to build (QuantSpec = engine QuantConfig + a
+// variant name) and how to evaluate them side by side with fp32 (EvalSpec). Validated in the SDK
+// before postTrainingWorkflow starts and again in the activities that consume them.
+//
+// Workflows `import type` from here only: the schemas pull in engine modules.
+
+import { z } from 'zod';
+import { Int4Schema, Int8DynamicSchema, Int8StaticSchema } from '../../engine/quant/config';
+import { formatIssues } from './training';
+
+const name = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]*$/, 'lowercase letters, digits and dashes')
+  .refine((n) => n !== 'fp32', 'fp32 names the float model; choose another name')
+  .optional();
+/** A failed gate fails the whole workflow (type QuantRejected) after the report is written. */
+const required = z.boolean().default(false);
+
+/** One quantized variant: a QuantConfig (engine/quant/config.ts) with the name it is published under. */
+export const QuantSpecSchema = z
+  .discriminatedUnion('method', [Int8DynamicSchema.extend({ name, required }), Int8StaticSchema.extend({ name, required }), Int4Schema.extend({ name, required })])
+  .transform((q) => ({ ...q, name: q.name ?? defaultName(q.method) }));
+export type QuantSpec = z.output<typeof QuantSpecSchema>;
+export type QuantSpecInput = z.input<typeof QuantSpecSchema>;
+
+function defaultName(method: 'int8-dynamic' | 'int8-static' | 'int4'): string {
+  return method === 'int8-dynamic' ? 'int8' : method === 'int8-static' ? 'int8-static' : 'int4';
+}
+
+/** The issue's bounds: int8 within 2% of fp32 perplexity, int4 within 5%. */
+export const DEFAULT_QUANT: QuantSpecInput[] = [
+  { method: 'int8-dynamic', maxPplIncrease: 0.02 },
+  { method: 'int4', blockSize: 32, maxPplIncrease: 0.05 },
+];
+
+export const SamplesSchema = z.object({
+  prompts: z.array(z.string().min(1, 'a prompt must hold at least one character')).default(['The ']),
+  maxNewTokens: z.number().int().min(1).max(4096).default(48),
+  /** 0 is greedy. */
+  temperature: z.number().min(0).default(0),
+  topK: z.number().int().min(0).default(0),
+  topP: z.number().gt(0).max(1).default(1),
+  seed: z.number().int().default(0),
+});
+
+export const EvalSpecSchema = z.object({
+  /** Validation batches scored for perplexity (the same first ones for every variant and for the gate). */
+  batches: z.number().int().min(1).default(8),
+  batchSize: z.number().int().min(1).default(8),
+  /** Tokens per row; null: the model's block_size. */
+  contextLength: z.number().int().min(2).nullable().default(null),
+  /** Timed forward passes per variant for latency (after `warmup` untimed ones). */
+  speedRuns: z.number().int().min(1).default(10),
+  warmup: z.number().int().min(0).default(2),
+  /** Batches of the train split used to calibrate int8-static. */
+  calibrationBatches: z.number().int().min(1).default(8),
+  samples: SamplesSchema.default(() => SamplesSchema.parse({})),
+  /** ORT intra-op threads of every evaluation session (fixed, so variants compare fairly). */
+  threads: z.number().int().min(1).max(256).default(1),
+});
+export type EvalSpec = z.output<typeof EvalSpecSchema>;
+export type EvalSpecInput = z.input<typeof EvalSpecSchema>;
+
+export const PostTrainingSpecSchema = z
+  .object({
+    quant: z.array(QuantSpecSchema).default(() => DEFAULT_QUANT.map((q) => QuantSpecSchema.parse(q))),
+    eval: EvalSpecSchema.default(() => EvalSpecSchema.parse({})),
+  })
+  .superRefine((s, ctx) => {
+    const seen = new Set<string>();
+    s.quant.forEach((q, i) => {
+      if (seen.has(q.name)) ctx.addIssue({ code: 'custom', path: ['quant', i, 'name'], message: `"${q.name}" names two variants; give each a distinct name` });
+      seen.add(q.name);
+    });
+  });
+export type PostTrainingSpec = z.output<typeof PostTrainingSpecSchema>;
+export type PostTrainingSpecInput = z.input<typeof PostTrainingSpecSchema>;
+
+/**
+ * Parses quant + eval specs, throwing an Error whose message names every bad field.
+ * @example parsePostTrainingSpec({ quant: [{ method: 'int8-dynamic' }, { method: 'int4', maxPplIncrease: 0.05 }], eval: { batches: 4 } })
+ */
+export function parsePostTrainingSpec(input: unknown): PostTrainingSpec {
+  const r = PostTrainingSpecSchema.safeParse(input ?? {});
+  if (!r.success) throw new Error(`invalid post-training spec: ${formatIssues(r.error, 'postTraining')}`);
+  return r.data;
+}

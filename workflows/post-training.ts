@@ -1,0 +1,144 @@
+// postTrainingWorkflow: from a trained checkpoint to published models and a run report.
+//
+//   exportModel (cpu) → quantizeModel × variants (cpu, parallel; each gated on val perplexity)
+//   → evaluateModels fp32 + every variant (gpu pool, one activity: same device, same batches)
+//   → writeReport (cpu) → fail with QuantRejected if a `required` variant was refused
+//
+// A refused variant is not an error: it is kept under rejected/<name>, marked unpublished, and
+// the report names its bound and figure. Runs as a child of the pipeline or on its own.
+
+import { proxyActivities, upsertSearchAttributes, type RetryPolicy } from '@temporalio/workflow';
+import type { ModelRef, PostTrainingActivities } from '../activities/post-training';
+import type { CheckpointRef, DatasetRef } from '../activities/training';
+import { failure, NON_RETRYABLE_ERROR_TYPES } from '../sdk/errors';
+import type { EvalSpec, QuantSpec } from '../sdk/schemas/post-training';
+import { TASK_QUEUES, TruthgptStage } from '../sdk/search-attributes';
+import type { TrainPoint, ValPoint } from './training';
+
+export interface PostTrainingWorkflowInput {
+  /** Names the run's keys in the store (runs/<runId>/models, /rejected, /report). */
+  runId: string;
+  checkpoint: CheckpointRef;
+  dataset: DatasetRef;
+  /** Parsed QuantSpecs (sdk/schemas/post-training.ts parsePostTrainingSpec). */
+  quant: QuantSpec[];
+  eval: EvalSpec;
+  trainHistory: Pick<TrainPoint, 'round' | 'loss'>[];
+  valHistory: ValPoint[];
+  /** The run's configuration as the user gave it; shown in the report. */
+  config: Record<string, unknown>;
+}
+
+export interface VariantResult {
+  name: string;
+  /** 'fp32' or the quantization method. */
+  method: string;
+  key: string;
+  sha256: string;
+  sizeBytes: number;
+  ppl: number;
+  /** Perplexity rise over fp32 in percent. */
+  pplDeltaPct: number;
+  p50Ms: number;
+  p95Ms: number;
+  tokensPerSec: number;
+  published: boolean;
+  rejectedReason?: string;
+}
+
+export interface PostTrainingResult {
+  /** fp32 first, then the variants in spec order. */
+  variants: VariantResult[];
+  reportKey: string;
+  reportJsonKey: string;
+}
+
+const retry: RetryPolicy = { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES };
+const cpu = proxyActivities<PostTrainingActivities>({ taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '60 minutes', heartbeatTimeout: '10 minutes', retry });
+const gpu = proxyActivities<PostTrainingActivities>({ taskQueue: TASK_QUEUES.gpu, startToCloseTimeout: '120 minutes', heartbeatTimeout: '10 minutes', retry });
+
+/**
+ * Exports, quantizes, evaluates side by side and reports a trained checkpoint.
+ * @example await executeChild(postTrainingWorkflow, { args: [{ runId, checkpoint: r.checkpoint, dataset: r.dataset, quant, eval, trainHistory: r.trainHistory, valHistory: r.valHistory, config: { training: spec } }] })
+ */
+export async function postTrainingWorkflow(input: PostTrainingWorkflowInput): Promise<PostTrainingResult> {
+  const stage = (s: string) => upsertSearchAttributes([{ key: TruthgptStage, value: s }]);
+  const base = { runId: input.runId, checkpoint: input.checkpoint, dataset: input.dataset, eval: input.eval };
+
+  stage('export');
+  const fp32 = await cpu.exportModel(base);
+  stage('quantize');
+  const quantized = await Promise.all(input.quant.map((quant) => cpu.quantizeModel({ ...base, fp32, quant })));
+
+  stage('evaluate');
+  const models: ModelRef[] = [fp32, ...quantized].map(({ name, method, prefix, key, sha256, sizeBytes, published }) => ({ name, method, prefix, key, sha256, sizeBytes, published }));
+  const ev = await gpu.evaluateModels({ runId: input.runId, dataset: input.dataset, modelConfig: fp32.modelConfig, models, eval: input.eval });
+  const byName = new Map(ev.evaluations.map((e) => [e.name, e]));
+  // The table's perplexity is the evaluation's (same batches as the gate, so the same figure).
+  const fp32Ppl = byName.get('fp32')!.ppl;
+  const variants = models.map((m, i) => {
+    const e = byName.get(m.name)!;
+    const q = i === 0 ? null : quantized[i - 1];
+    return {
+      name: m.name,
+      method: m.method,
+      key: m.key,
+      sha256: m.sha256,
+      sizeBytes: m.sizeBytes,
+      ppl: e.ppl,
+      pplDeltaPct: ((e.ppl - fp32Ppl) / fp32Ppl) * 100,
+      maxPplIncrease: q ? q.bound : null,
+      p50Ms: e.p50Ms,
+      p95Ms: e.p95Ms,
+      tokensPerSec: e.tokensPerSec,
+      peakRssBytes: e.peakRssBytes,
+      published: m.published,
+      ...(q?.rejectedReason ? { rejectedReason: q.rejectedReason } : {}),
+      quantizedNodes: q ? q.report.quantized : null,
+      skippedNodes: q ? q.report.skipped : null,
+      compression: q ? q.report.compression : null,
+    };
+  });
+
+  stage('report');
+  const report = await cpu.writeReport({
+    runId: input.runId,
+    checkpoint: input.checkpoint,
+    dataset: input.dataset,
+    modelConfig: fp32.modelConfig,
+    trainHistory: input.trainHistory,
+    valHistory: input.valHistory,
+    variants,
+    samples: ev.evaluations.flatMap((e) => e.samples.map((s) => ({ variant: e.name, prompt: s.prompt, text: s.text, settings: ev.sampling }))),
+    evaluation: { batches: ev.batches, batchSize: ev.batchSize, contextLength: ev.contextLength, tokens: ev.tokens, speedRuns: input.eval.speedRuns, device: ev.device },
+    config: input.config,
+  });
+
+  const refused = input.quant.filter((q) => q.required).map((q) => variants.find((v) => v.name === q.name)!).filter((v) => !v.published);
+  if (refused.length) {
+    stage('rejected');
+    throw failure('QuantRejected', refused.map((v) => `required variant ${v.name} (${v.method}) was refused: ${v.rejectedReason}`).join('; ') + ` (report: ${report.reportKey})`, {
+      variants: refused.map((v) => v.name),
+      reportKey: report.reportKey,
+    });
+  }
+  stage('done');
+  return {
+    variants: variants.map(({ name, method, key, sha256, sizeBytes, ppl, pplDeltaPct, p50Ms, p95Ms, tokensPerSec, published, rejectedReason }) => ({
+      name,
+      method,
+      key,
+      sha256,
+      sizeBytes,
+      ppl,
+      pplDeltaPct,
+      p50Ms,
+      p95Ms,
+      tokensPerSec,
+      published,
+      ...(rejectedReason ? { rejectedReason } : {}),
+    })),
+    reportKey: report.reportKey,
+    reportJsonKey: report.jsonKey,
+  };
+}
