@@ -2,4 +2,5 @@
 
 export * from './demo';
 export * from './training';
+export * from './pipeline';
 export * from './post-training';

@@ -1,10 +1,12 @@
 // The `truthgpt` CLI (bin/truthgpt.js runs this file through tsx).
 
 import { Command } from 'commander';
+import { SDK_USER_ERRORS } from '../index';
 import { registerDemoCommands } from './demo-command';
 import { registerModelCommands } from './model-commands';
 import { registerReportCommands } from './report-commands';
 import { registerRunCommands } from './run-commands';
+import { registerRunsCommands } from './runs-commands';
 import { registerStackCommands } from './stack-commands';
 
 // The AWS SDK warns on every run under Node 20 about its 2027 plans; we support Node >= 20.19.
@@ -17,6 +19,7 @@ export function buildProgram(): Command {
   registerStackCommands(program);
   registerDemoCommands(program);
   registerRunCommands(program);
+  registerRunsCommands(program);
   registerModelCommands(program);
   registerReportCommands(program);
   return program;
@@ -27,7 +30,7 @@ if (require.main === module || process.argv[1]?.endsWith('truthgpt.js') || proce
     .parseAsync(process.argv)
     .catch((err: Error) => {
       // Config, port and stack errors are written for users: the message alone, no stack trace.
-      const userFacing = ['ConfigError', 'StackError', 'TemporalCliNotFound', 'WorkflowFailedError', 'UsageError'].includes(err.name);
+      const userFacing = ['ConfigError', 'StackError', 'TemporalCliNotFound', 'WorkflowFailedError', 'UsageError', ...SDK_USER_ERRORS].includes(err.name);
       console.error(userFacing ? `truthgpt: ${err.message}${err.cause ? `\n  cause: ${(err.cause as Error).message}` : ''}` : (err.stack ?? String(err)));
       process.exit(1);
     });

@@ -1,7 +1,8 @@
-// `truthgpt run SPEC [--detach]` and `truthgpt wait ID [--json]`: start a trainingWorkflow from a
-// YAML/JSON TrainingSpec file and collect its result (final checkpoint files with sha256, the
-// val-loss history). The spec is validated here, before anything starts, with errors naming the
-// field; the worker validates it again.
+// `truthgpt run SPEC [--detach]` and `truthgpt wait ID [--json]`. SPEC is a YAML/JSON file holding
+// either a PipelineSpec (it has a `training` section: pipelineWorkflow, with live progress bars and
+// a summary table) or a bare TrainingSpec (trainingWorkflow alone: final checkpoint files with
+// sha256, the val-loss history). The spec is validated here, before anything starts, with errors
+// naming the file and the field; the workers validate it again.
 
 import { WorkflowFailedError, type Client } from '@temporalio/client';
 import type { Command } from 'commander';
@@ -9,30 +10,38 @@ import fs from 'node:fs';
 import YAML from 'yaml';
 import { workflowUiUrl, type Config } from '../../infra/config';
 import type { trainingWorkflow, TrainingResult } from '../../workflows/training';
-import { connectTemporal } from '../client';
 import { errorTypeOf } from '../errors';
+import { TruthGPT } from '../index';
+import { InvalidSpecError, isPipelineSpecInput, parsePipelineSpec, type PipelineSpec } from '../schemas/pipeline';
 import { parseTrainingSpec, type TrainingSpecInput } from '../schemas/training';
 import { TASK_QUEUES } from '../search-attributes';
+import { resultOrExit, summarize, watchRun } from './progress';
 import { configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
+import { UsageError } from './usage-error';
 
-/** Reads a TrainingSpec file (YAML or JSON), validated; errors name the file and the field. */
-export function readSpecFile(file: string) {
+/** A YAML or JSON spec file, parsed but not yet validated; errors name the file. */
+export function readSpecDocument(file: string): unknown {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new Error(`spec file ${file}: ${(err as Error).message}`);
-  }
-  let raw: unknown;
-  try {
-    raw = YAML.parse(text);
-  } catch (err) {
-    throw new Error(`spec file ${file}: not valid YAML/JSON: ${(err as Error).message}`);
+    throw new UsageError(`spec file ${file}: ${(err as Error).message}`);
   }
   try {
-    return parseTrainingSpec(raw);
+    return YAML.parse(text); // YAML is a superset of JSON
   } catch (err) {
-    throw new Error(`spec file ${file}: ${(err as Error).message}`);
+    throw new UsageError(`spec file ${file}: not valid YAML/JSON: ${(err as Error).message}`);
+  }
+}
+
+/** A spec file, validated: a PipelineSpec when it has a `training` section, else a TrainingSpec. */
+export function readSpecFile(file: string): { kind: 'pipeline'; spec: PipelineSpec } | { kind: 'training'; spec: ReturnType<typeof parseTrainingSpec> } {
+  const raw = readSpecDocument(file);
+  try {
+    return isPipelineSpecInput(raw) ? { kind: 'pipeline', spec: parsePipelineSpec(raw) } : { kind: 'training', spec: parseTrainingSpec(raw) };
+  } catch (err) {
+    const lines = err instanceof InvalidSpecError ? err.issues : [(err as Error).message];
+    throw new UsageError(`spec file ${file} is invalid, fix these fields and run again:\n  ${lines.join('\n  ')}`);
   }
 }
 
@@ -77,20 +86,48 @@ function summary(config: Config, r: WaitOutcome): string {
   return lines.join('\n');
 }
 
-async function withClient<T>(config: Config, fn: (c: Client) => Promise<T>): Promise<T> {
-  const client = await connectTemporal(config);
+/** Runs `fn` with a connected SDK; a stack that is down becomes a one-line error with the fix. */
+export async function withTruthGPT<T>(config: Config, fn: (tg: TruthGPT) => Promise<T>): Promise<T> {
+  const tg = await TruthGPT.connect({ config });
   try {
-    return await fn(client);
+    return await fn(tg);
   } finally {
-    await client.connection.close();
+    await tg.close();
   }
+}
+
+const withClient = <T>(config: Config, fn: (c: Client) => Promise<T>) => withTruthGPT(config, (tg) => fn(tg.client));
+
+/** Starts a pipeline and (unless detached) watches it to the end: progress bar, then the summary table. */
+async function runPipeline(config: Config, spec: PipelineSpec, flags: { detach?: boolean; id?: string; json?: boolean }): Promise<void> {
+  await withTruthGPT(config, async (tg) => {
+    if (!(await tg.workersPolling())) {
+      console.error(`truthgpt: warning: no worker polls ${TASK_QUEUES.cpu}, so the run will wait; start the workers with \`truthgpt up\` (or \`npm run worker\`)`);
+    }
+    const run = await tg.startPipeline(spec, { workflowId: flags.id });
+    if (flags.detach) {
+      console.log(run.workflowId);
+      return;
+    }
+    console.error(`started ${run.workflowId}\n  ${run.uiUrl}`);
+    await watchRun(run);
+    const r = await resultOrExit(run);
+    if (r) console.log(flags.json ? JSON.stringify(r, null, 2) : summarize(r, run.uiUrl, config.s3.bucket));
+  });
+}
+
+/** `wait ID` for a pipeline: its result as a summary table or JSON. */
+export async function waitPipeline(tg: TruthGPT, id: string, json: boolean): Promise<void> {
+  const run = await tg.getPipeline(id);
+  const r = await resultOrExit(run);
+  if (r) console.log(json ? JSON.stringify(r, null, 2) : summarize(r, run.uiUrl, tg.config.s3.bucket));
 }
 
 /** Adds `run SPEC` (to the existing `run` group when there is one) and `wait ID`. */
 export function registerRunCommands(program: Command): void {
   const run = program.commands.find((c) => c.name() === 'run') ?? program.command('run').description('run a workflow');
   withStackFlags(run)
-    .argument('[spec]', 'TrainingSpec file (YAML or JSON)')
+    .argument('[spec]', 'PipelineSpec or TrainingSpec file (YAML or JSON)')
     .option('--detach', 'print the run id and return instead of waiting')
     .option('--id <workflowId>', 'workflow id (default: <spec name>-<timestamp>)')
     .option('--json', 'print the result as JSON')
@@ -99,10 +136,11 @@ export function registerRunCommands(program: Command): void {
         run.help({ error: true });
         return;
       }
-      const spec = readSpecFile(file);
+      const parsed = readSpecFile(file);
       const config = configFromFlags(flags);
+      if (parsed.kind === 'pipeline') return runPipeline(config, parsed.spec, flags);
       await withClient(config, async (client) => {
-        const id = await startTraining(client, spec, { workflowId: flags.id });
+        const id = await startTraining(client, parsed.spec, { workflowId: flags.id });
         if (flags.detach) {
           console.log(id);
           return;
@@ -115,13 +153,16 @@ export function registerRunCommands(program: Command): void {
     });
 
   withStackFlags(program.command('wait'))
-    .description('wait for a training run and print its result (final checkpoint sha256s, val-loss history)')
+    .description('wait for a run and print its result (pipeline: stages, variants, report; training: checkpoint sha256s, val losses)')
     .argument('<id>', 'workflow id printed by `truthgpt run --detach`')
     .option('--json', 'print the result as JSON')
     .action(async (id: string, flags: StackFlags & { json?: boolean }) => {
       const config = configFromFlags(flags);
-      const r = await withClient(config, (client) => waitTraining(client, id));
-      console.log(flags.json ? JSON.stringify(r, null, 2) : summary(config, r));
-      if (r.status === 'failed') process.exitCode = 1;
+      await withTruthGPT(config, async (tg) => {
+        if ((await tg.describe(id)).type === 'pipelineWorkflow') return waitPipeline(tg, id, Boolean(flags.json));
+        const r = await waitTraining(tg.client, id);
+        console.log(flags.json ? JSON.stringify(r, null, 2) : summary(config, r));
+        if (r.status === 'failed') process.exitCode = 1;
+      });
     });
 }

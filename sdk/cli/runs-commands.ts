@@ -1,0 +1,100 @@
+// `truthgpt runs | watch ID | cancel ID | retry ID`: the pipeline runs Temporal knows about, read
+// through visibility and our search attributes, and the handles the SDK gives a script.
+
+import type { Command } from 'commander';
+import type { WorkflowExecutionStatusName } from '@temporalio/client';
+import { resultOrExit, summarize, table, watchRun } from './progress';
+import { withTruthGPT } from './run-commands';
+import { configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
+
+interface RunsFlags extends StackFlags {
+  json?: boolean;
+  pipeline?: string;
+  stage?: string;
+  family?: string;
+  status?: string;
+  limit: string;
+}
+
+export function registerRunsCommands(program: Command): void {
+  withStackFlags(program.command('runs'))
+    .description('list pipeline runs, newest first (from Temporal visibility, with our search attributes)')
+    .option('--json', 'print JSON')
+    .option('--pipeline <name>', 'only runs of this PipelineSpec name')
+    .option('--stage <stage>', 'only runs in this stage (train, postTraining, done, failed, cancelled, ...)')
+    .option('--family <family>', 'only this model family (gpt, bert, t5)')
+    .option('--status <status>', 'only this Temporal status (RUNNING, COMPLETED, FAILED, CANCELLED, TERMINATED)')
+    .option('--limit <n>', 'at most this many runs', '50')
+    .action(async (flags: RunsFlags) => {
+      await withTruthGPT(configFromFlags(flags), async (tg) => {
+        const runs = await tg.listRuns({
+          pipeline: flags.pipeline,
+          stage: flags.stage,
+          family: flags.family,
+          status: flags.status?.toUpperCase() as WorkflowExecutionStatusName | undefined,
+          limit: Number(flags.limit),
+        });
+        if (flags.json) {
+          console.log(JSON.stringify(runs, null, 2));
+          return;
+        }
+        if (!runs.length) {
+          console.log('no pipeline runs yet; start one with `truthgpt run examples/gpt-brown.yaml`');
+          return;
+        }
+        console.log(
+          table([
+            ['id', 'status', 'stage', 'pipeline', 'family', 'best val loss', 'started'],
+            ...runs.map((r) => [r.workflowId, r.status, r.stage ?? '-', r.pipeline ?? '-', r.family ?? '-', r.bestValLoss?.toFixed(4) ?? '-', r.startTime.slice(0, 19).replace('T', ' ')]),
+          ]),
+        );
+      });
+    });
+
+  withStackFlags(program.command('watch'))
+    .description('live progress of a pipeline run (stage, round/step, tokens/s, losses), then its summary')
+    .argument('<id>', 'pipeline run id (see `truthgpt runs`)')
+    .option('--json', 'print the final result as JSON')
+    .action(async (id: string, flags: StackFlags & { json?: boolean }) => {
+      const config = configFromFlags(flags);
+      await withTruthGPT(config, async (tg) => {
+        const run = await tg.getPipeline(id);
+        console.error(`watching ${id}\n  ${run.uiUrl}`);
+        await watchRun(run);
+        const r = await resultOrExit(run);
+        if (r) console.log(flags.json ? JSON.stringify(r, null, 2) : summarize(r, run.uiUrl, config.s3.bucket));
+      });
+    });
+
+  withStackFlags(program.command('cancel'))
+    .description('cancel a pipeline run; committed checkpoints stay, so `truthgpt retry ID` can continue it')
+    .argument('<id>', 'pipeline run id')
+    .action(async (id: string, flags: StackFlags) => {
+      await withTruthGPT(configFromFlags(flags), async (tg) => {
+        const run = await tg.getPipeline(id);
+        await run.cancel();
+        console.log(`cancel requested for ${id}; continue it later with \`truthgpt retry ${id}\``);
+      });
+    });
+
+  withStackFlags(program.command('retry'))
+    .description("start a new run that resumes a failed, cancelled or terminated pipeline from its last committed checkpoint")
+    .argument('<id>', 'pipeline run id')
+    .option('--detach', 'print the new run id and return instead of watching')
+    .option('--id <workflowId>', 'id of the new run (default: pipeline-<name>-<time>)')
+    .option('--json', 'print the final result as JSON')
+    .action(async (id: string, flags: StackFlags & { detach?: boolean; id?: string; json?: boolean }) => {
+      const config = configFromFlags(flags);
+      await withTruthGPT(config, async (tg) => {
+        const run = await tg.retryFromCheckpoint(id, { workflowId: flags.id });
+        if (flags.detach) {
+          console.log(run.workflowId);
+          return;
+        }
+        console.error(`started ${run.workflowId} (continues ${id})\n  ${run.uiUrl}`);
+        await watchRun(run);
+        const r = await resultOrExit(run);
+        if (r) console.log(flags.json ? JSON.stringify(r, null, 2) : summarize(r, run.uiUrl, config.s3.bucket));
+      });
+    });
+}

@@ -1,0 +1,96 @@
+// Re-records the workflow histories that test/replay.test.ts replays: `npx tsx test/histories/record.ts`.
+// Runs tiny real workflows (real Temporal dev server, S3 server and both pool workers, as the
+// integration tests do) and writes each execution's history as JSON next to this file:
+//   training-*.json   trainingWorkflow, 2 workers × 2 rounds with a continue-as-new, paused and resumed
+//   pipeline-*.json   pipelineWorkflow and its children (training, post-training) on the same spec
+// Re-record only on purpose: a history that no longer replays means running workflows would break.
+
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { loadConfig } from '../../infra/config';
+import { ensureTemporalCli } from '../../infra/temporal';
+import { TruthGPT, type PipelineSpecInput } from '../../sdk';
+import { startTraining, waitTraining } from '../../sdk/cli/run-commands';
+import type { TrainingSpecInput } from '../../sdk/schemas/training';
+import { createPoolWorker } from '../../workers/worker';
+import { withS3 } from '../helpers/s3';
+import { withTemporal } from '../helpers/temporal';
+
+const OUT = __dirname;
+
+const model = { preset: 'tiny-gpt', config: { vocab_size: 259, n_embd: 32, n_head: 2, block_size: 32 } };
+const dataset = { name: 'brown-humor', corpus: { kind: 'brown' as const, categories: ['humor'] }, valFraction: 0.2 };
+const training = {
+  workers: 2,
+  rounds: 2,
+  innerSteps: 5,
+  batchSize: 4,
+  contextLength: 32,
+  evalBatches: 1,
+  checkpoint: { everySteps: 100, everySeconds: 0 },
+};
+const trainingSpec: TrainingSpecInput = { name: 'replay-train', model, dataset, ...training, roundsPerRun: 1 };
+const pipelineSpec: PipelineSpecInput = {
+  name: 'replay-pipe',
+  model,
+  dataset,
+  training,
+  quantization: [{ method: 'int8-dynamic', maxPplIncrease: 0.5 }],
+  evaluation: { batches: 1, speedRuns: 1, warmup: 0, calibrationBatches: 1, samples: { prompts: ['The '], maxNewTokens: 4 } },
+};
+
+async function main(): Promise<void> {
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  const [temporal, s3] = await Promise.all([withTemporal(), withS3({ bucket: 'truthgpt-replay' })]);
+  const config = loadConfig({
+    TRUTHGPT_TEMPORAL_PORT: String(temporal.port),
+    TRUTHGPT_S3_PORT: String(s3.server.port),
+    TRUTHGPT_S3_BUCKET: 'truthgpt-replay',
+    TRUTHGPT_STATE_DIR: s3.dir,
+  });
+  const workers = await Promise.all([createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
+  const running = workers.map((w) => w.run());
+  const tg = await TruthGPT.connect({ config });
+  const cli = await ensureTemporalCli();
+  try {
+    const trainId = await startTraining(temporal.client, trainingSpec, { workflowId: 'replay-train' });
+    const handle = temporal.client.workflow.getHandle(trainId);
+    await handle.signal('pause');
+    await handle.signal('resume');
+    const t = await waitTraining(temporal.client, trainId);
+    if (t.status !== 'completed') throw new Error(`training failed: ${t.error.message}`);
+
+    const run = await tg.startPipeline(pipelineSpec, { workflowId: 'replay-pipeline' });
+    await run.result();
+
+    // Every run of every execution (continue-as-new makes several runs of one id).
+    const ids = ['replay-train', 'replay-pipeline', 'replay-pipeline-train', 'replay-pipeline-post'];
+    for (const file of fs.readdirSync(OUT).filter((f) => f.endsWith('.json'))) fs.rmSync(path.join(OUT, file));
+    for (const id of ids) {
+      const runs = [];
+      for await (const w of temporal.client.workflow.list({ query: `WorkflowId = '${id}'` })) runs.push(w);
+      runs.sort((a, b) => a.startTime.getTime() - b.startTime.getTime());
+      for (const [i, w] of runs.entries()) {
+        // The CLI writes the standard JSON history format (historyToJSON trips over the two
+        // protobufjs copies in this install).
+        const { stdout } = await promisify(execFile)(cli, ['workflow', 'show', '--address', temporal.address, '-w', id, '-r', w.runId, '-o', 'json'], { maxBuffer: 64 << 20 });
+        const file = path.join(OUT, `${id}${runs.length > 1 ? `-run${i + 1}` : ''}.json`);
+        fs.writeFileSync(file, stdout);
+        console.log(`${path.relative(process.cwd(), file)}: ${w.type}, ${JSON.parse(stdout).events.length} events`);
+      }
+    }
+  } finally {
+    await tg.close();
+    for (const w of workers) w.worker.shutdown();
+    await Promise.allSettled(running);
+    await Promise.allSettled([temporal.close(), s3.close()]);
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,165 @@
+// pipelineWorkflow through the SDK, end to end on a real Temporal dev server, a real S3 server and
+// both pool workers: a tiny GPT on Brown humor with two DiLoCo workers, int8 quantization and a
+// report. Then the user-facing edges: a bad spec is refused before anything starts, an id is never
+// reused, and a cancelled run retried from its checkpoint ends with the very same weights.
+
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { loadConfig, type Config } from '../../infra/config';
+import { InvalidSpecError, RunFailedError, RunIdTakenError, TruthGPT, UnknownRunError, type PipelineResult, type PipelineSpecInput } from '../../sdk';
+import { TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../../sdk/search-attributes';
+import type { StageOutcome } from '../../workflows/pipeline';
+import { createPoolWorker, type PoolWorker } from '../../workers/worker';
+import { withS3, type S3Fixture } from '../helpers/s3';
+import { withTemporal, type TemporalFixture } from '../helpers/temporal';
+
+let temporal: TemporalFixture;
+let s3: S3Fixture;
+let config: Config;
+let tg: TruthGPT;
+let workers: PoolWorker[] = [];
+let running: Promise<void>[] = [];
+let first: PipelineResult;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  [temporal, s3] = await Promise.all([withTemporal(), withS3({ bucket: 'truthgpt-pipeline' })]);
+  config = loadConfig({
+    TRUTHGPT_TEMPORAL_PORT: String(temporal.port),
+    TRUTHGPT_UI_PORT: String(temporal.uiPort),
+    TRUTHGPT_S3_PORT: String(s3.server.port),
+    TRUTHGPT_S3_BUCKET: 'truthgpt-pipeline',
+    TRUTHGPT_STATE_DIR: s3.dir,
+  });
+  workers = await Promise.all([createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
+  running = workers.map((w) => w.run());
+  tg = await TruthGPT.connect({ config });
+}, 180_000);
+
+afterAll(async () => {
+  await tg?.close();
+  for (const w of workers) if (w.worker.getState() === 'RUNNING') w.worker.shutdown();
+  await Promise.allSettled(running);
+  await Promise.allSettled([temporal?.close(), s3?.close()]);
+});
+
+// Byte vocabulary, 2 layers × 32 wide, context 32: each round takes a second or two on one core.
+const spec = (over: Partial<PipelineSpecInput> = {}): PipelineSpecInput => ({
+  name: 'brown-pipe',
+  model: { preset: 'tiny-gpt', config: { vocab_size: 259, n_embd: 32, n_head: 2, block_size: 32 } },
+  dataset: { name: 'brown-humor', corpus: { kind: 'brown', categories: ['humor'] }, valFraction: 0.2 },
+  training: {
+    workers: 2,
+    rounds: 3,
+    innerSteps: 15,
+    batchSize: 8,
+    contextLength: 32,
+    optimizer: { optimizer: { kind: 'adamw', lr: 3e-3 }, grad_clip: 1 },
+    evalBatches: 2,
+    checkpoint: { everySteps: 100, everySeconds: 0 },
+  },
+  quantization: [{ method: 'int8-dynamic', maxPplIncrease: 0.05 }],
+  evaluation: { batches: 2, speedRuns: 2, warmup: 1, calibrationBatches: 2, samples: { prompts: ['The '], maxNewTokens: 8 } },
+  ...over,
+});
+
+test('a pipeline trains, quantizes and reports; memo, search attributes and listRuns tell the story', async () => {
+  const run = await tg.startPipeline(spec());
+  expect(run.workflowId).toMatch(/^pipeline-brown-pipe-\d{8}-\d{6}$/);
+  first = await run.result();
+
+  // Training: 3 rounds × 15 steps per worker, two workers; the loss fell from the untrained ln(259) ≈ 5.56.
+  expect(first.training.rounds).toBe(3);
+  expect(first.training.tokensSeen).toBe(3 * 2 * 15 * 8 * 32);
+  const losses = first.training.valHistory.map((v) => v.loss);
+  expect(losses[0]).toBeGreaterThan(5.3);
+  expect(losses[losses.length - 1]).toBeLessThan(losses[0] - 0.5);
+  expect(first.training.checkpoint.prefix).toBe(`runs/${run.workflowId}/global/r000003`);
+  // Post-training: fp32 and the int8 variant were evaluated, and the report is in the store.
+  expect(first.variants.map((v) => v.name).sort()).toEqual(['fp32', 'int8']);
+  expect(first.reportKey).toContain(run.workflowId);
+  expect((await s3.store.list(first.reportKey)).length).toBeGreaterThan(0);
+  expect(first.stages.map((s: StageOutcome) => [s.stage, s.status])).toEqual([
+    ['train', 'done'],
+    ['lora', 'skipped'],
+    ['postTraining', 'done'],
+  ]);
+
+  // What the Temporal UI shows: search attributes and the memo.
+  const desc = await tg.describe(run.workflowId);
+  expect(desc.searchAttributes[TruthgptStage.name]).toEqual(['done']);
+  expect(desc.searchAttributes[TruthgptPipeline.name]).toEqual(['brown-pipe']);
+  expect(desc.searchAttributes[TruthgptModelFamily.name]).toEqual(['gpt']);
+  expect((desc.searchAttributes[TruthgptBestValLoss.name] as number[])[0]).toBeCloseTo(first.training.bestValLoss!, 6);
+  expect((desc.memo as { stages: StageOutcome[] }).stages[0].summary).toContain('3 rounds');
+
+  // A closed run's progress comes from its memo and the training child's query.
+  const p = await run.progress();
+  expect(p.status).toBe('COMPLETED');
+  expect(p.pipeline?.stage).toBe('done');
+  expect(p.training).toMatchObject({ stage: 'done', round: 3, rounds: 3 });
+
+  // Visibility is eventually consistent: the run shows up with stage done within a few seconds.
+  let listed = await tg.listRuns({ pipeline: 'brown-pipe', stage: 'done' });
+  for (let i = 0; i < 40 && !listed.some((r) => r.workflowId === run.workflowId); i++) {
+    await sleep(250);
+    listed = await tg.listRuns({ pipeline: 'brown-pipe', stage: 'done' });
+  }
+  expect(listed.find((r) => r.workflowId === run.workflowId)).toMatchObject({ status: 'COMPLETED', stage: 'done', family: 'gpt', pipeline: 'brown-pipe' });
+  expect(await tg.listRuns({ pipeline: 'no-such-pipeline' })).toEqual([]);
+
+  // Its id is never reused.
+  await expect(tg.startPipeline(spec(), { workflowId: run.workflowId })).rejects.toThrow(RunIdTakenError);
+  await expect(tg.startPipeline(spec(), { workflowId: run.workflowId })).rejects.toThrow(`run id ${run.workflowId} is already used`);
+}, 300_000);
+
+test('a bad spec is refused before anything starts, every bad field named', async () => {
+  const before = (await temporal.client.workflow.count()).count;
+  const bad = spec({ training: { ...spec().training, rounds: 0, contextLength: 64 }, quantization: [{ method: 'int9' } as never] });
+  const err = await tg.startPipeline(bad).catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(InvalidSpecError);
+  expect((err as InvalidSpecError).issues).toEqual([
+    'spec.training.rounds: Too small: expected number to be >=1',
+    'spec.training.contextLength: must not exceed model block_size (64 > 32)',
+    expect.stringMatching(/^spec\.quantization\.0\.method: /),
+  ]);
+  await expect(tg.startPipeline(spec({ lora: { r: 8 } }))).rejects.toThrow('spec.lora: LoRA fine-tuning is not available in pipelines yet');
+  await expect(tg.getPipeline('pipeline-nope')).rejects.toThrow(UnknownRunError);
+  expect((await temporal.client.workflow.count()).count).toBe(before);
+}, 60_000);
+
+test('pause holds a run at a round boundary; cancelled, it is retried from its checkpoint and ends with the same weights', async () => {
+  const run = await tg.startPipeline(spec());
+  let p = await run.progress();
+  for (let i = 0; i < 600 && !(p.training && p.training.round >= 1); i++) {
+    await sleep(100);
+    p = await run.progress();
+  }
+  await run.pause();
+  for (let i = 0; i < 600 && p.training?.stage !== 'paused'; i++) {
+    await sleep(100);
+    p = await run.progress();
+  }
+  expect(p.pipeline?.paused).toBe(true);
+  expect(p.training).toMatchObject({ stage: 'paused', paused: true });
+  const pausedAt = p.training!.round;
+  expect(pausedAt).toBeGreaterThanOrEqual(1);
+
+  await run.cancel();
+  const err = await run.result().catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(RunFailedError);
+  expect((err as RunFailedError).status).toBe('CANCELLED');
+  expect((await tg.describe(run.workflowId)).searchAttributes[TruthgptStage.name]).toEqual(['cancelled']);
+
+  const again = await tg.retryFromCheckpoint(run.workflowId);
+  const r = await again.result();
+  expect(r.continues).toEqual([run.workflowId]);
+  expect(r.training.resumedFrom).toEqual({ runId: run.workflowId, round: pausedAt });
+  expect(r.training.rounds).toBe(3);
+  // Data order is a function of (seed, shard, step): the resumed run's final weights are the
+  // uninterrupted run's, bit for bit.
+  expect(r.training.checkpoint.files['model.safetensors'].sha256).toBe(first.training.checkpoint.files['model.safetensors'].sha256);
+  expect((await tg.describe(again.workflowId)).memo).toMatchObject({ continues: [run.workflowId] });
+  await expect(tg.retryFromCheckpoint(again.workflowId)).rejects.toThrow('is completed; only failed, terminated, cancelled or timed-out runs can be retried');
+}, 300_000);

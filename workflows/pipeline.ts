@@ -1,0 +1,243 @@
+// pipelineWorkflow: one PipelineSpec from corpus to report, each stage a child workflow.
+//
+//   [locateCheckpoint]   only for retryFromCheckpoint: where the continued run's training stopped
+//   train                trainingWorkflow child: prepareDataset → createModel → DiLoCo rounds
+//   lora                 (refused by the spec schema until the fine-tune workflow lands)
+//   postTraining         postTrainingWorkflow child: quantize → evaluate → report
+//
+// Every stage's outcome lands in the memo (`stages`) and the search attributes (TruthgptStage,
+// TruthgptBestValLoss, ...), so the Temporal UI's list and detail pages tell the story without a
+// query. The `progress` query adds the live child ids; the SDK queries the training child itself.
+
+import {
+  ApplicationFailure,
+  condition,
+  defineQuery,
+  executeChild,
+  isCancellation,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  startChild,
+  upsertMemo,
+  upsertSearchAttributes,
+  workflowInfo,
+  type ChildWorkflowHandle,
+} from '@temporalio/workflow';
+import type { PipelineActivities, ResumePoint } from '../activities/pipeline';
+import type { CheckpointRef } from '../activities/training';
+import { errorTypeOf, NON_RETRYABLE_ERROR_TYPES } from '../sdk/errors';
+import type { PipelineSpec } from '../sdk/schemas/pipeline';
+import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../sdk/search-attributes';
+import type { postTrainingWorkflow, VariantResult } from './post-training';
+import { pauseSignal, resumeSignal, trainingWorkflow, type TrainingResult, type ValPoint } from './training';
+
+export const PIPELINE_STAGES = ['train', 'lora', 'postTraining'] as const;
+export type PipelineStage = (typeof PIPELINE_STAGES)[number];
+
+export interface StageOutcome {
+  stage: PipelineStage;
+  status: 'running' | 'done' | 'failed' | 'cancelled' | 'skipped';
+  /** Child workflow id, when the stage runs as one. */
+  workflowId: string | null;
+  /** One line for people: what the stage produced or why it stopped. */
+  summary: string;
+  startedAt: string;
+  endedAt: string | null;
+}
+
+export interface PipelineInput {
+  spec: PipelineSpec;
+  /** Pipeline run ids this run continues (retryFromCheckpoint), newest first. */
+  continues?: string[];
+}
+
+export interface PipelineProgress {
+  name: string;
+  stage: PipelineStage | 'locateCheckpoint' | 'done' | 'failed' | 'cancelled';
+  stages: StageOutcome[];
+  /** The trainingWorkflow child; query it for rounds, steps and losses. */
+  trainingWorkflowId: string;
+  paused: boolean;
+  continues: string[];
+  resumedFrom: { runId: string; round: number } | null;
+}
+
+export interface PipelineResult {
+  workflowId: string;
+  name: string;
+  continues: string[];
+  training: {
+    workflowId: string;
+    rounds: number;
+    steps: number;
+    tokensSeen: number;
+    bestValLoss: number | null;
+    valHistory: ValPoint[];
+    checkpoint: CheckpointRef;
+    resumedFrom: { runId: string; round: number } | null;
+    wallMs: number;
+  };
+  variants: VariantResult[];
+  reportKey: string;
+  stages: StageOutcome[];
+  wallMs: number;
+}
+
+export const pipelineProgressQuery = defineQuery<PipelineProgress>('progress');
+
+/** The pipeline whose training run holds each store prefix: children use the pipeline's id. */
+export const trainingChildId = (pipelineId: string) => `${pipelineId}-train`;
+export const postTrainingChildId = (pipelineId: string) => `${pipelineId}-post`;
+
+const { locateCheckpoint } = proxyActivities<PipelineActivities>({
+  taskQueue: TASK_QUEUES.cpu,
+  startToCloseTimeout: '5 minutes',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+});
+
+const now = () => new Date().toISOString();
+
+/**
+ * Runs a parsed PipelineSpec; use the SDK (`TruthGPT.connect().startPipeline(spec)`) to start it.
+ * @example await client.workflow.start(pipelineWorkflow, { taskQueue: 'truthgpt-cpu', workflowId: 'pipeline-brown-…', args: [{ spec }] })
+ */
+export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineResult> {
+  const { spec } = input;
+  const info = workflowInfo();
+  const id = info.workflowId;
+  const continues = input.continues ?? [];
+  const stages: StageOutcome[] = [];
+  let current: PipelineProgress['stage'] = 'train';
+  let paused = false;
+  let trainChild: ChildWorkflowHandle<typeof trainingWorkflow> | null = null;
+  let resumedFrom: PipelineProgress['resumedFrom'] = null;
+
+  const publish = () => {
+    upsertMemo({ stages, continues, trainingWorkflowId: trainingChildId(id), resumedFrom });
+    const last = stages[stages.length - 1];
+    if (last) setCurrentDetails(`**${last.stage}** ${last.status}: ${last.summary}`);
+  };
+  const setStage = (s: PipelineProgress['stage']) => {
+    current = s;
+    upsertSearchAttributes([{ key: TruthgptStage, value: s }]);
+  };
+  const begin = (stage: PipelineStage, workflowId: string | null, summary: string): StageOutcome => {
+    const o: StageOutcome = { stage, status: 'running', workflowId, summary, startedAt: now(), endedAt: null };
+    stages.push(o);
+    setStage(stage);
+    publish();
+    return o;
+  };
+  const end = (o: StageOutcome, status: StageOutcome['status'], summary: string) => {
+    Object.assign(o, { status, summary, endedAt: now() });
+    publish();
+  };
+
+  setHandler(pipelineProgressQuery, () => ({ name: spec.name, stage: current, stages, trainingWorkflowId: trainingChildId(id), paused, continues, resumedFrom }));
+  // Pause holds training before its next round (the child's own signal) and the pipeline before
+  // its next stage; resume releases both.
+  setHandler(pauseSignal, async () => {
+    paused = true;
+    await trainChild?.signal(pauseSignal);
+  });
+  setHandler(resumeSignal, async () => {
+    paused = false;
+    await trainChild?.signal(resumeSignal);
+  });
+  upsertSearchAttributes([
+    { key: TruthgptPipeline, value: spec.name },
+    { key: TruthgptModelFamily, value: spec.training.model.family },
+  ]);
+
+  let running: StageOutcome | null = null;
+  try {
+    let resume: ResumePoint | null = null;
+    if (continues.length) {
+      setStage('locateCheckpoint');
+      resume = await locateCheckpoint.executeWithOptions({ summary: `last committed checkpoint of ${continues[0]}` }, [{ runIds: continues, workers: spec.training.workers }]);
+      if (!resume) {
+        throw ApplicationFailure.create({ type: 'MissingArtifact', nonRetryable: true, message: `retry of ${continues[0]}: no committed checkpoint under runs/${continues.join(', runs/')}/global; start it afresh instead` });
+      }
+      resumedFrom = { runId: resume.runId, round: resume.round };
+    }
+
+    const t = spec.training;
+    running = begin('train', trainingChildId(id), resume ? `resuming ${resume.runId} at round ${resume.round}` : `${t.workers} worker(s) × ${t.rounds} rounds × ${t.innerSteps} steps`);
+    trainChild = await startChild(trainingWorkflow, {
+      workflowId: trainingChildId(id),
+      taskQueue: TASK_QUEUES.cpu,
+      args: [{ spec: t, runId: id, ...(resume ? { resume } : {}) }],
+      staticSummary: `train ${t.model.family} ${t.model.config.n_layer}L×${t.model.config.n_embd} on ${t.dataset.name}: W=${t.workers}, ${t.rounds} rounds × H=${t.innerSteps}`,
+    });
+    if (paused) await trainChild.signal(pauseSignal);
+    const trained: TrainingResult = await trainChild.result();
+    trainChild = null;
+    if (trained.bestValLoss !== null) upsertSearchAttributes([{ key: TruthgptBestValLoss, value: trained.bestValLoss }]);
+    const lastVal = trained.valHistory[trained.valHistory.length - 1];
+    end(running, 'done', `${trained.rounds} rounds, ${trained.tokensSeen} tokens, val loss ${lastVal?.loss.toFixed(4) ?? '-'} (best ${trained.bestValLoss?.toFixed(4) ?? '-'}), ${trained.checkpoint.prefix}`);
+
+    // The schema refuses `lora` until the fine-tune workflow exists; recorded so the story is complete.
+    end(begin('lora', null, 'not requested'), 'skipped', 'not requested');
+
+    if (paused) await condition(() => !paused);
+    running = begin('postTraining', postTrainingChildId(id), `fp32${spec.quantization.map((q) => ` + ${q.method}`).join('')}: evaluate and report`);
+    const post = await executeChild<typeof postTrainingWorkflow>('postTrainingWorkflow', {
+      workflowId: postTrainingChildId(id),
+      taskQueue: TASK_QUEUES.cpu,
+      args: [
+        {
+          runId: id,
+          checkpoint: trained.checkpoint,
+          dataset: trained.dataset,
+          quant: spec.quantization,
+          eval: spec.evaluation,
+          trainHistory: trained.trainHistory,
+          valHistory: trained.valHistory,
+          config: { name: spec.name, training: t, quantization: spec.quantization, evaluation: spec.evaluation },
+        },
+      ],
+      staticSummary: `quantize (${spec.quantization.map((q) => q.method).join(', ') || 'none'}), evaluate, report`,
+    });
+    const told = post.variants.map((v) => `${v.name} ppl ${v.ppl.toFixed(3)}${v.published ? '' : ' (refused)'}`);
+    end(running, 'done', `${told.join(', ')}; report ${post.reportKey}`);
+    running = null;
+    setStage('done');
+    return {
+      workflowId: id,
+      name: spec.name,
+      continues,
+      training: {
+        workflowId: trainingChildId(id),
+        rounds: trained.rounds,
+        steps: trained.steps,
+        tokensSeen: trained.tokensSeen,
+        bestValLoss: trained.bestValLoss,
+        valHistory: trained.valHistory,
+        checkpoint: trained.checkpoint,
+        resumedFrom: trained.resumedFrom ?? null,
+        wallMs: trained.wallMs,
+      },
+      variants: post.variants,
+      reportKey: post.reportKey,
+      stages,
+      wallMs: Date.now() - info.startTime.getTime(),
+    };
+  } catch (err) {
+    const cancelled = isCancellation(err);
+    const message = causeMessage(err);
+    if (running) end(running, cancelled ? 'cancelled' : 'failed', message);
+    setStage(cancelled ? 'cancelled' : 'failed');
+    if (cancelled) throw err;
+    // The stage and the vocabulary type stay visible at the top of the failure.
+    throw ApplicationFailure.create({ type: errorTypeOf(err) ?? 'StageFailed', nonRetryable: true, message: `stage ${running?.stage ?? current}: ${message}`, cause: err as Error });
+  }
+}
+
+/** The innermost message of a failure chain (child → activity → application failure). */
+function causeMessage(err: unknown): string {
+  let e = err as { message?: string; cause?: unknown } | undefined;
+  let message = e?.message ?? String(err);
+  for (let depth = 0; e && depth < 8; e = e.cause as typeof e, depth++) if (e.message) message = e.message;
+  return message;
+}
