@@ -86,12 +86,12 @@ function headline(r: RunReport): string {
   }
   if (fp32) {
     const best = [...published].sort((a, b) => b.tokensPerSec - a.tokensPerSec)[0];
-    if (best) {
-      parts.push(
-        `Fastest published variant: <b>${esc(best.name)}</b> (${esc(best.method)}), ${(best.tokensPerSec / fp32.tokensPerSec).toFixed(2)}× the fp32 tokens/s, ` +
-          `${(fp32.sizeBytes / best.sizeBytes).toFixed(2)}× smaller, perplexity ${pct(best.pplDeltaPct)}.`,
-      );
-    }
+    const smallest = [...published].sort((a, b) => a.sizeBytes - b.sizeBytes)[0];
+    const describe = (v: ReportVariant) =>
+      `<b>${esc(v.name)}</b> (${esc(v.method)}): ${(v.tokensPerSec / fp32.tokensPerSec).toFixed(2)}× the fp32 tokens/s, ` +
+      `${(fp32.sizeBytes / v.sizeBytes).toFixed(2)}× smaller, perplexity ${pct(v.pplDeltaPct)}.`;
+    if (best && best.tokensPerSec > fp32.tokensPerSec) parts.push(`Fastest published variant: ${describe(best)}`);
+    else if (smallest) parts.push(`No published variant ran faster than fp32 here; the smallest is ${describe(smallest)}`);
   }
   if (rejected.length) parts.push(`<span class="bad">Not published: ${rejected.map((v) => esc(v.name)).join(', ')}</span> (see the table).`);
   return `<p class="lead">${parts.join(' ')}</p>`;
@@ -157,7 +157,7 @@ body{font-family:Helvetica,Arial,sans-serif;max-width:1100px;margin:24px auto;pa
 h1{font-size:24px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .lead{font-size:15px}.dim{color:#666;font-size:12px}.bad{color:#b00020}
 table{border-collapse:collapse;font-size:13px}table.grid th,table.grid td{border:1px solid #ddd;padding:4px 8px;text-align:right}
-table.grid th{background:#f5f5f5}table.grid td:first-child,table.grid td:nth-child(2){text-align:left}
+table.grid th{background:#f5f5f5}table.grid td:first-child,table.grid td:nth-child(2),table.grid td:last-child{text-align:left}
 tr.rejected td{background:#fdecee}table.kv th{text-align:left;padding:2px 12px 2px 0;font-weight:normal;color:#555}
 table.kv td{font-family:Menlo,Consolas,monospace}pre{background:#f7f7f7;padding:8px;white-space:pre-wrap;border-radius:4px}
 .prompt{background:#fff3b0}code{font-size:12px}

@@ -2,7 +2,7 @@
 // one table row per variant with the refusal reason naming bound and figure, samples and config,
 // all escaped and self-contained (no scripts, no external files).
 
-import { lineChartSvg, lossCurvesSvg, niceTicks, renderReportHtml, type RunReport } from '../../engine/report';
+import { lineChartSvg, lossCurvesSvg, niceTicks, renderReportHtml, renderReportText, type RunReport } from '../../engine/report';
 
 const train = [1, 2, 3, 4].map((round) => ({ round, loss: 5 - round * 0.7 }));
 const val = [0, 1, 2, 3, 4].map((round) => ({ round, step: round * 40, loss: 5.6 - round * 0.75, perplexity: Math.exp(5.6 - round * 0.75) }));
@@ -122,7 +122,11 @@ describe('HTML run report', () => {
   test('the headline tells the story: rounds, val loss from/to, the best published variant', () => {
     expect(html).toContain('trained for 4 rounds');
     expect(html).toContain('Validation loss went from 5.6 (round 0) to 2.6 (round 4)');
-    expect(html).toMatch(/Fastest published variant: <b>int8<\/b> \(int8-dynamic\), 1\.33× the fp32 tokens\/s, 2\.40× smaller/);
+    expect(html).toMatch(/Fastest published variant: <b>int8<\/b> \(int8-dynamic\): 1\.33× the fp32 tokens\/s, 2\.40× smaller, perplexity \+0\.19%/);
+    // When quantization did not pay off in speed, the headline does not call a slower variant "fastest".
+    const slow = renderReportHtml({ ...report, variants: report.variants.map((v) => (v.name === 'int8' ? { ...v, tokensPerSec: 50000 } : v)) });
+    expect(slow).not.toContain('Fastest published variant');
+    expect(slow).toMatch(/No published variant ran faster than fp32 here; the smallest is <b>int8<\/b> \(int8-dynamic\): 0\.78× the fp32 tokens\/s/);
   });
 
   test('curves, samples, config and artifacts are there; user text is escaped; nothing external loads', () => {
@@ -136,5 +140,19 @@ describe('HTML run report', () => {
     expect(html).toContain('b'.repeat(64));
     expect(html).not.toMatch(/<script|<link|src="http/);
     expect(renderReportHtml(report)).toBe(html); // deterministic
+  });
+
+  test('the terminal form tells the same story: losses per round, one aligned row per variant, the refusal', () => {
+    const text = renderReportText(report);
+    const lines = text.split('\n');
+    expect(lines[0]).toBe('TruthGPT run brown-<tiny>  (report 2025-01-01T00:00:00.000Z)');
+    expect(text).toContain('val loss   5.6 (round 0) → 2.6 (round 4), perplexity 13.46');
+    expect(lines.find((l) => /^4 /.test(l))).toMatch(/^4\s+2\.2\s+2\.6\s+13\.464$/);
+    const rows = ['fp32', 'int8', 'int4-tight'].map((n) => lines.find((l) => l.startsWith(`${n} `))!);
+    expect(rows[1]).toMatch(/^int8\s+int8-dynamic\s+100000\s+10\.52\s+\+0\.19%\s+2\.00%\s+3\.00\s+4\.00\s+85000\s+yes$/);
+    expect(rows[2]).toMatch(/\s+NO$/);
+    expect(new Set(rows.map((r) => r.length)).size).toBe(1); // columns aligned
+    expect(text).toContain('int4-tight not published: validation perplexity 10.6000 vs fp32 10.5000 is 0.95% higher, above the bound maxPplIncrease = 0.10%');
+    expect(text).toContain('[int8, greedy, 32 new tokens] "The <b>jury</b> said & did \\"it\\""');
   });
 });

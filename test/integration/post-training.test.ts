@@ -5,6 +5,8 @@
 // `truthgpt report` process prints and `truthgpt generate` decodes with.
 
 import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
@@ -140,10 +142,14 @@ test('int8 within 2% and int4 within 5% of fp32 perplexity are published; an int
   expect((fp32Text.match(/[a-z ]/gi) ?? []).length / fp32Text.length).toBeGreaterThan(0.7);
 
   // The real CLI: `truthgpt report ID` prints the story, `generate` decodes with the int8 model.
+  const out = path.join(os.tmpdir(), `truthgpt-report-${process.pid}.html`);
   const [rep, gen] = await Promise.all([
-    cli(['report', 'brown-post']),
+    cli(['report', 'brown-post']).then(async (r) => ({ ...r, saved: await cli(['report', 'brown-post', '--out', out]) })),
     cli(['generate', '--model', 'runs/brown-post/models/int8', '--max-new-tokens', '24', '--json', 'The man ']),
   ]);
+  expect(fs.readFileSync(out, 'utf8')).toBe(html); // --out saves the stored page as is
+  if (!process.env.TRUTHGPT_KEEP_REPORT) fs.rmSync(out);
+  expect(rep.saved.stderr).toContain(`wrote ${out}`);
   expect(rep.stdout).toContain('TruthGPT run brown-post');
   expect(rep.stdout).toMatch(/int4-head\s+int4\s+\d+\s+[\d.]+\s+\+[\d.]+%\s+0\.01%.*NO/);
   expect(rep.stdout).toContain(`int4-head not published: ${head.rejectedReason}`);
