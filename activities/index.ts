@@ -4,6 +4,7 @@
 import type { ArtifactStore } from '../infra/store';
 import type { Pool } from '../sdk/search-attributes';
 import { createDemoActivities } from './demo';
+import { createFineTuneActivities } from './fine-tune';
 import { createPipelineActivities } from './pipeline';
 import { createPostTrainingActivities } from './post-training';
 import { createTrainingActivities } from './training';
@@ -21,6 +22,7 @@ export function createActivities(deps: ActivityDeps) {
   return {
     ...createDemoActivities(deps),
     ...createTrainingActivities(deps),
+    ...createFineTuneActivities(deps),
     ...createPipelineActivities(deps),
     ...createPostTrainingActivities(deps),
   };

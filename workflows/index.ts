@@ -2,5 +2,6 @@
 
 export * from './demo';
 export * from './training';
+export * from './fine-tune';
 export * from './pipeline';
 export * from './post-training';

@@ -1,0 +1,331 @@
+// Fine-tune activities (thin: resolve refs → one engine call → store → return refs and metrics).
+//
+//   prepareFineTuneDataset  cpu  DatasetSpec → committed dataset (training's prepareDataset, reused)
+//   resolveFineTuneDataset  cpu  a dataset prefix, or the newest version under a prefix
+//   lastFineTune            cpu  the newest success recorded for a lineage
+//   evaluateFineTune        cpu  val loss of base (+ adapter, unmerged and merged)
+//   trainAdapter            gpu  one chunk of adapter steps; resumable snapshots, heartbeats
+//   exportFineTune          cpu  PEFT adapter files + merged model
+//   recordFineTune          cpu  the lineage's record of a success
+//
+// Outputs are written under keys derived from (run id, chunk, step) with the manifest last, so a
+// retry returns the committed result or redoes the work into the same keys.
+
+import { Context } from '@temporalio/activity';
+import { initAdapters, saveAdapter, trainableReport } from '../engine/lora';
+import type { SessionConfig } from '../engine/runtime';
+import { NonFiniteLossError } from '../engine/runtime';
+import { runShard, stateShapes, zeroState, paramShapes, type ShardSnapshot } from '../engine/train/shard';
+import type { ArtifactStore } from '../infra/store';
+import { failure } from '../sdk/errors';
+import { FineTuneSpecSchema, type DatasetSource, type FineTuneSpec } from '../sdk/schemas/lora';
+import { formatIssues, TrainingSpecSchema } from '../sdk/schemas/training';
+import { datasetAt, ftKeys, lastSuccessful, loadBase, newestDataset, readAdapter, recordSuccess, type BaseRef, type LineageRecord } from './fine-tune-io';
+import { GptBase, OnnxBase, type CompiledLoraStep, type EvalOut, type LoraBase } from './fine-tune-models';
+import { createTrainingActivities, type HeartbeatDetails } from './training';
+import { commitCheckpoint, fromTensors, readCheckpoint, refOf, ShardCache, toTensors, type CheckpointRef, type DatasetRef } from './training-io';
+
+export type { BaseRef, LineageRecord } from './fine-tune-io';
+
+export interface FineTuneDeps {
+  store: ArtifactStore;
+  ep: 'cpu' | 'cuda';
+  deviceId: number;
+}
+
+export interface FineTuneRunRef {
+  runId: string;
+  spec: FineTuneSpec;
+}
+
+export interface EvaluateFineTuneInput {
+  spec: FineTuneSpec;
+  dataset: DatasetRef;
+  /** Prefix of committed PEFT adapter files; null scores the base alone. */
+  adapter: string | null;
+}
+
+export interface EvaluateFineTuneResult extends EvalOut {
+  base: BaseRef;
+  /** The same adapter folded into the base weights; null when `adapter` was null. */
+  merged: EvalOut | null;
+}
+
+export interface TrainAdapterInput extends FineTuneRunRef {
+  chunk: number;
+  dataset: DatasetRef;
+  /** The previous chunk's committed adapters and optimizer state. */
+  previous: CheckpointRef | null;
+  /** First chunk only: PEFT adapter files to start from (null: the fresh B = 0 init). */
+  initAdapter: string | null;
+}
+
+export interface TrainAdapterResult {
+  checkpoint: CheckpointRef;
+  chunk: number;
+  /** The step after this chunk's last one. */
+  endStep: number;
+  /** Train loss per step of this chunk, every step (chunks are short). */
+  losses: { step: number; loss: number }[];
+  resumedFrom: number | null;
+  checkpointsWritten: number;
+  trainable: number;
+  total: number;
+  trainableFraction: number;
+  trainMs: number;
+}
+
+export interface ExportFineTuneResult {
+  adapter: CheckpointRef;
+  merged: CheckpointRef;
+}
+
+function checkSpec(spec: FineTuneSpec): FineTuneSpec {
+  const r = FineTuneSpecSchema.safeParse(spec);
+  if (!r.success) throw failure('InvalidConfig', `invalid fine-tune spec: ${formatIssues(r.error)}`);
+  return r.data;
+}
+
+export function createFineTuneActivities(deps: FineTuneDeps) {
+  const { store } = deps;
+  const training = createTrainingActivities(deps);
+  const shards = new ShardCache();
+  const bases = new Map<string, Promise<{ lb: LoraBase; ref: BaseRef }>>();
+  const steps = new Map<string, Promise<CompiledLoraStep>>();
+  const sessionConfig = (spec: FineTuneSpec): SessionConfig => ({ ep: deps.ep, deviceId: deps.deviceId, intraOpThreads: spec.train.threads });
+
+  /** The base with its adapter plan, cached per (base, lora, geometry): committed bases never change. */
+  function loraBase(spec: FineTuneSpec): Promise<{ lb: LoraBase; ref: BaseRef }> {
+    const geo = { batchSize: spec.train.batchSize, contextLength: spec.train.contextLength };
+    const key = JSON.stringify([spec.base, spec.lora, geo, spec.train.seed]);
+    let b = bases.get(key);
+    if (!b) {
+      b = (async () => {
+        const loaded = await loadBase(store, spec.base);
+        try {
+          const lb = loaded.kind === 'checkpoint' ? new GptBase(loaded.config, loaded.weights, spec.lora, geo) : new OnnxBase(loaded.bytes, spec.base as Extract<FineTuneSpec['base'], { kind: 'onnx' }>, spec.lora, spec.train.seed);
+          return { lb, ref: loaded.ref };
+        } catch (err) {
+          // Plan and model-shape problems are deterministic: no retry will fix them.
+          throw failure('InvalidConfig', `spec.lora / spec.base (${loaded.ref.location}): ${(err as Error).message}`);
+        }
+      })();
+      b.catch(() => bases.delete(key));
+      if (bases.size >= 4) bases.delete(bases.keys().next().value!);
+      bases.set(key, b);
+    }
+    return b;
+  }
+
+  function compiled(spec: FineTuneSpec, lb: LoraBase): Promise<CompiledLoraStep> {
+    const key = JSON.stringify([spec.base, spec.lora, spec.train.optimizer, spec.train.batchSize, spec.train.contextLength, spec.train.threads]);
+    let c = steps.get(key);
+    if (!c) {
+      c = lb.compile(spec.train.optimizer, spec.train, sessionConfig(spec));
+      c.catch(() => steps.delete(key));
+      if (steps.size >= 4) steps.delete(steps.keys().next().value!);
+      steps.set(key, c);
+    }
+    return c;
+  }
+
+  /** Every shard of a split as one id array (fine-tunes run on one worker). */
+  async function splitIds(ds: DatasetRef, split: 'train' | 'val'): Promise<Uint16Array | Uint32Array> {
+    const parts = await Promise.all(ds[split].filter((s) => s.tokens > 0).map((s) => shards.get(store, ds, s.file)));
+    if (parts.length === 1) return parts[0];
+    const ids = new (parts[0] instanceof Uint32Array ? Uint32Array : Uint16Array)(parts.reduce((n, p) => n + p.length, 0));
+    let off = 0;
+    for (const p of parts) {
+      ids.set(p, off);
+      off += p.length;
+    }
+    return ids;
+  }
+
+  function checkData(spec: FineTuneSpec, lb: LoraBase, ds: DatasetRef, ref: BaseRef): void {
+    if (ds.vocabSize > lb.vocabSize) {
+      throw failure('InvalidConfig', `spec.dataset: ${ds.prefix} has ${ds.vocabSize} token ids, more than the base model's vocabulary (${lb.vocabSize}, ${ref.location})`);
+    }
+    for (const split of ['train', 'val'] as const) {
+      const tokens = ds[split].reduce((n, s) => n + s.tokens, 0);
+      if (tokens < spec.train.contextLength + 1) {
+        throw failure('InvalidConfig', `spec.train.contextLength: the ${split} split of ${ds.prefix} has ${tokens} tokens, fewer than contextLength + 1 (${spec.train.contextLength + 1})`);
+      }
+    }
+  }
+
+  /** The newest committed in-chunk snapshot, found by listing its keys. */
+  async function latestProgress(runId: string, chunk: number): Promise<{ step: number; prefix: string } | null> {
+    let best: { step: number; prefix: string } | null = null;
+    for (const o of await store.list(`${ftKeys.chunk(runId, chunk)}/step-`)) {
+      const m = /\/step-(\d+)\/MANIFEST\.json$/.exec(o.key);
+      if (m && (!best || Number(m[1]) > best.step)) best = { step: Number(m[1]), prefix: o.key.slice(0, -'/MANIFEST.json'.length) };
+    }
+    return best;
+  }
+
+  return {
+    /** Prepares (or reuses) a dataset through training's prepareDataset: one train and one val shard. */
+    async prepareFineTuneDataset(input: { runId: string; dataset: Extract<DatasetSource, { kind: 'spec' }>['spec'] }): Promise<DatasetRef> {
+      // prepareDataset reads only the dataset and the shard count (= workers) of a TrainingSpec;
+      // the other fields are placeholders that pass its validation.
+      const parsed = TrainingSpecSchema.safeParse({ model: { preset: 'tiny-gpt' }, dataset: input.dataset, workers: 1, rounds: 1, innerSteps: 1, batchSize: 1, contextLength: 2 });
+      if (!parsed.success) throw failure('InvalidConfig', `invalid dataset spec: ${formatIssues(parsed.error, 'spec.dataset.spec')}`);
+      return training.prepareDataset({ runId: input.runId, spec: parsed.data });
+    },
+
+    /** A dataset by its prefix, or the newest one under a prefix (null: none committed yet). */
+    async resolveFineTuneDataset(input: { source: { kind: 'ref' | 'newest'; prefix: string } }): Promise<DatasetRef | null> {
+      return input.source.kind === 'ref' ? datasetAt(store, input.source.prefix) : newestDataset(store, input.source.prefix);
+    },
+
+    async lastFineTune(input: { lineage: string }): Promise<LineageRecord | null> {
+      return lastSuccessful(store, input.lineage);
+    },
+
+    /** Validation loss of the base, or of base + adapter both unmerged and merged. */
+    async evaluateFineTune(input: EvaluateFineTuneInput): Promise<EvaluateFineTuneResult> {
+      const spec = checkSpec(input.spec);
+      const { lb, ref } = await loraBase(spec);
+      checkData(spec, lb, input.dataset, ref);
+      const ids = await splitIds(input.dataset, 'val');
+      const o = { batchSize: spec.train.batchSize, contextLength: spec.train.contextLength, maxBatches: spec.train.evalBatches, seed: spec.train.seed, session: sessionConfig(spec) };
+      if (!input.adapter) return { ...(await lb.evaluate(null, ids, o)), base: ref, merged: null };
+      const adapters = await readAdapter(store, input.adapter, lb.plan);
+      const unmerged = await lb.evaluate(adapters, ids, o);
+      Context.current().heartbeat();
+      return { ...unmerged, base: ref, merged: await lb.evaluateMerged(adapters, ids, o) };
+    },
+
+    /** Steps [chunk·S, min((chunk+1)·S, steps)) on the adapters, resumable from the last snapshot. */
+    async trainAdapter(input: TrainAdapterInput): Promise<TrainAdapterResult> {
+      const spec = checkSpec(input.spec);
+      const { runId, chunk } = input;
+      const who = `trainAdapter ${runId} chunk ${chunk}`;
+      const ctx = Context.current();
+      const finalPrefix = ftKeys.chunkFinal(runId, chunk);
+      const done = await store.readManifest(finalPrefix);
+      if (done?.meta.result) return done.meta.result as TrainAdapterResult;
+
+      const S = spec.train.stepsPerActivity;
+      const [startStep, endStep] = [chunk * S, Math.min((chunk + 1) * S, spec.train.steps)];
+      ctx.heartbeat({ step: startStep, checkpointKey: null } satisfies HeartbeatDetails);
+      const { lb, ref } = await loraBase(spec);
+      checkData(spec, lb, input.dataset, ref);
+      const c = await compiled(spec, lb);
+      const pShapes = paramShapes(c.step);
+      const sShapes = stateShapes(c.step);
+
+      // Resume point: the newer of the last heartbeat's snapshot and the newest committed one.
+      const hb = ctx.info.heartbeatDetails as HeartbeatDetails | undefined;
+      const listed = await latestProgress(runId, chunk);
+      const resumeFrom = listed && (!hb?.checkpointKey || listed.step >= hb.step) ? listed.prefix : (hb?.checkpointKey ?? null);
+      let init: ShardSnapshot;
+      let resumedFrom: number | null = null;
+      if (resumeFrom) {
+        const ck = await readCheckpoint(store, resumeFrom);
+        init = { step: ck.state.step, params: Object.fromEntries(fromTensors(ck.weights, resumeFrom)), state: Object.fromEntries(fromTensors(ck.optimizer, resumeFrom)) };
+        resumedFrom = init.step;
+        if (init.step < startStep || init.step > endStep) throw failure('CorruptCheckpoint', `${who}: snapshot ${resumeFrom} is at step ${init.step}, outside this chunk's steps ${startStep}..${endStep}`);
+      } else if (input.previous) {
+        const ck = await readCheckpoint(store, input.previous.prefix);
+        init = { step: startStep, params: Object.fromEntries(fromTensors(ck.weights, input.previous.prefix)), state: Object.fromEntries(fromTensors(ck.optimizer, input.previous.prefix)) };
+      } else {
+        const adapters = input.initAdapter ? await readAdapter(store, input.initAdapter, lb.plan) : initAdapters(lb.plan);
+        init = { step: startStep, params: Object.fromEntries(adapters), state: zeroState(c.step) };
+      }
+      const ids = await splitIds(input.dataset, 'train');
+      const runner = c.runner(init);
+      const ckptState = (step: number) => ({
+        modelConfig: { base: ref.location, lora: spec.lora },
+        runConfig: { name: spec.name, runId, chunk },
+        step,
+        round: chunk,
+        bestValLoss: null,
+        dataCursor: { shard: 0, step, seed: spec.train.seed },
+        rng: [],
+      });
+      let lastKey: string | null = resumeFrom;
+      const t0 = performance.now();
+      let res;
+      try {
+        res = await runShard({
+          runner,
+          ids,
+          seed: spec.train.seed,
+          shard: 0,
+          batchSize: spec.train.batchSize,
+          contextLength: spec.train.contextLength,
+          endStep,
+          checkpoint: {
+            ...spec.train.checkpoint,
+            save: async (s) => {
+              const prefix = ftKeys.chunkProgress(runId, chunk, s.step);
+              await commitCheckpoint(store, prefix, { weights: toTensors(s.params, pShapes), optimizer: toTensors(s.state, sShapes), state: ckptState(s.step) });
+              lastKey = prefix;
+              ctx.heartbeat({ step: s.step, checkpointKey: prefix } satisfies HeartbeatDetails);
+            },
+          },
+          onStep: (m) => {
+            if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error(`${who}: cancelled`);
+            ctx.heartbeat({ step: m.step + 1, checkpointKey: lastKey } satisfies HeartbeatDetails);
+          },
+        });
+      } catch (err) {
+        if (err instanceof NonFiniteLossError) {
+          throw failure('NonFiniteLoss', `${who}: training step ${err.step}: loss is ${err.loss} (adapters before that step are in ${lastKey ?? input.previous?.prefix ?? 'the initial adapters'})`, { chunk, step: err.step });
+        }
+        throw err;
+      }
+      const report = trainableReport(lb.plan, lb.baseParamCount);
+      const result: TrainAdapterResult = {
+        checkpoint: { prefix: finalPrefix, files: {} },
+        chunk,
+        endStep,
+        losses: res.history.map((m) => ({ step: m.step, loss: m.loss })),
+        resumedFrom,
+        checkpointsWritten: res.checkpoints.length,
+        trainable: report.trainable,
+        total: report.total,
+        trainableFraction: report.fraction,
+        trainMs: Math.round(performance.now() - t0),
+      };
+      const final = { weights: toTensors(runner.getParams(), pShapes), optimizer: toTensors(runner.getState(), sShapes), state: ckptState(endStep) };
+      result.checkpoint = await commitCheckpoint(store, finalPrefix, final, (r) => ({ result: { ...result, checkpoint: r } }));
+      await store.deletePrefix(`${ftKeys.chunk(runId, chunk)}/step-`).catch(() => 0);
+      return result;
+    },
+
+    /** The trained adapters as PEFT files, and the base with them merged in. */
+    async exportFineTune(input: FineTuneRunRef & { trained: CheckpointRef }): Promise<ExportFineTuneResult> {
+      const spec = checkSpec(input.spec);
+      const { lb, ref } = await loraBase(spec);
+      const ck = await readCheckpoint(store, input.trained.prefix);
+      const adapters = fromTensors(ck.weights, input.trained.prefix);
+      const adapterPrefix = ftKeys.adapter(input.runId);
+      const mergedPrefix = ftKeys.merged(input.runId);
+      const doneA = await store.readManifest(adapterPrefix);
+      const adapter = doneA ? refOf(doneA) : refOf(await store.commit(adapterPrefix, Object.fromEntries(saveAdapter(lb.plan, adapters, { baseModelNameOrPath: ref.location })), { base: ref }));
+      const doneM = await store.readManifest(mergedPrefix);
+      if (doneM) return { adapter, merged: refOf(doneM) };
+      let merged: CheckpointRef;
+      if (lb instanceof GptBase) {
+        const weights = lb.merge(adapters);
+        merged = await commitCheckpoint(store, mergedPrefix, {
+          weights: toTensors(weights, lb.shapes),
+          optimizer: new Map(),
+          state: { modelConfig: lb.cfg, runConfig: { name: spec.name, runId: input.runId, mergedFrom: { base: ref.location, adapter: adapterPrefix } }, step: 0, round: 0, bestValLoss: null, dataCursor: null, rng: [] },
+        });
+      } else {
+        merged = refOf(await store.commit(mergedPrefix, { 'model.onnx': Buffer.from((lb as OnnxBase).mergedModel(adapters)) }, { base: ref, adapter: adapterPrefix }));
+      }
+      return { adapter, merged };
+    },
+
+    async recordFineTune(input: { lineage: string; record: Omit<LineageRecord, 'committedAt'> }): Promise<LineageRecord> {
+      return recordSuccess(store, input.lineage, input.record);
+    },
+  };
+}
+
+export type FineTuneActivities = ReturnType<typeof createFineTuneActivities>;

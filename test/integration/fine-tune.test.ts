@@ -1,0 +1,174 @@
+// fineTuneWorkflow end to end on a real Temporal dev server, a real S3 server and both pool
+// workers: a tiny byte-level GPT is pretrained on Brown NON-fiction genres (trainingWorkflow), then
+// LoRA-tuned on FICTION genres. Fiction validation perplexity falls, the base checkpoint's sha256
+// is untouched, merged and unmerged models score the same, the adapter is PEFT-shaped; pause holds
+// a run between chunks, and a run can continue from a committed adapter.
+
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { readSafetensors } from '../../engine/checkpoint/safetensors';
+import { loadConfig } from '../../infra/config';
+import { errorTypeOf } from '../../sdk/errors';
+import { startTraining, waitTraining, type WaitOutcome } from '../../sdk/cli/run-commands';
+import { parseFineTuneSpec, type FineTuneSpecInput } from '../../sdk/schemas/lora';
+import { TASK_QUEUES, TruthgptPipeline, TruthgptStage } from '../../sdk/search-attributes';
+import type { FineTuneCompleted, FineTuneResult } from '../../workflows/fine-tune';
+import type { TrainingProgress } from '../../workflows/training';
+import { createPoolWorker, type PoolWorker } from '../../workers/worker';
+import { withS3, type S3Fixture } from '../helpers/s3';
+import { withTemporal, type TemporalFixture } from '../helpers/temporal';
+
+let temporal: TemporalFixture;
+let s3: S3Fixture;
+let workers: PoolWorker[] = [];
+let running: Promise<void>[] = [];
+let pretrained: Extract<WaitOutcome, { status: 'completed' }>;
+
+const MODEL = { vocab_size: 259, n_layer: 2, n_embd: 32, n_head: 2, block_size: 32 };
+
+beforeAll(async () => {
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  [temporal, s3] = await Promise.all([withTemporal(), withS3({ bucket: 'truthgpt-ft' })]);
+  const config = loadConfig({
+    TRUTHGPT_TEMPORAL_PORT: String(temporal.port),
+    TRUTHGPT_UI_PORT: String(temporal.uiPort),
+    TRUTHGPT_S3_PORT: String(s3.server.port),
+    TRUTHGPT_S3_BUCKET: 'truthgpt-ft',
+    TRUTHGPT_STATE_DIR: s3.dir,
+  });
+  workers = await Promise.all([createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
+  running = workers.map((w) => w.run());
+  // Pretraining on non-fiction only: press reviews and religion.
+  const id = await startTraining(
+    temporal.client,
+    {
+      name: 'nonfiction',
+      model: { preset: 'tiny-gpt', config: MODEL },
+      dataset: { name: 'brown-nonfiction', corpus: { kind: 'brown', categories: ['reviews', 'religion'] }, valFraction: 0.1 },
+      workers: 1,
+      rounds: 2,
+      innerSteps: 150,
+      batchSize: 8,
+      contextLength: 32,
+      optimizer: { optimizer: { kind: 'adamw', lr: 3e-3, weight_decay: 0.01 }, grad_clip: 1 },
+      outer: { kind: 'average' },
+      evalBatches: 4,
+      checkpoint: { everySteps: 0, everySeconds: 0 },
+    },
+    { workflowId: 'pretrain-nonfiction' },
+  );
+  const r = await waitTraining(temporal.client, id);
+  if (r.status !== 'completed') throw new Error(`pretraining failed: ${JSON.stringify(r.error)}`);
+  pretrained = r;
+}, 300_000);
+
+afterAll(async () => {
+  for (const w of workers) if (w.worker.getState() === 'RUNNING') w.worker.shutdown();
+  await Promise.allSettled(running);
+  await Promise.allSettled([temporal?.close(), s3?.close()]);
+});
+
+const fiction = (over: Partial<FineTuneSpecInput> = {}): FineTuneSpecInput => ({
+  name: 'fiction-lora',
+  base: { kind: 'checkpoint', prefix: pretrained.checkpoint.prefix },
+  dataset: { kind: 'spec', spec: { name: 'brown-fiction', corpus: { kind: 'brown', categories: ['mystery', 'science_fiction'] }, valFraction: 0.1 } },
+  lora: { r: 8, lora_alpha: 16 },
+  train: {
+    steps: 400,
+    stepsPerActivity: 200,
+    batchSize: 8,
+    contextLength: 32,
+    optimizer: { optimizer: { kind: 'adamw', lr: 1e-2, weight_decay: 0 }, grad_clip: 1 },
+    evalBatches: 32,
+    checkpoint: { everySteps: 25, everySeconds: 0 },
+  },
+  ...over,
+});
+
+async function fineTune(spec: FineTuneSpecInput, workflowId: string): Promise<FineTuneResult> {
+  return temporal.client.workflow.execute('fineTuneWorkflow', { taskQueue: TASK_QUEUES.cpu, workflowId, args: [{ spec: parseFineTuneSpec(spec) }] }) as Promise<FineTuneResult>;
+}
+
+/** Every message down the cause chain (WorkflowFailedError → ActivityFailure → ApplicationFailure). */
+function messages(err: unknown): string {
+  const out: string[] = [];
+  for (let e = err as Error | undefined; e; e = e.cause as Error | undefined) out.push(e.message);
+  return out.join(' ← ');
+}
+
+function completed(r: FineTuneResult): FineTuneCompleted {
+  if (r.status !== 'completed') throw new Error(`expected a completed fine-tune, got ${JSON.stringify(r)}`);
+  return r;
+}
+
+let first: FineTuneCompleted;
+
+test('LoRA on fiction after non-fiction pretraining: fiction perplexity falls, base sha256 unchanged, merged = unmerged', async () => {
+  const baseFiles = Object.fromEntries(await Promise.all(Object.keys(pretrained.checkpoint.files).map(async (n) => [n, (await s3.store.head(`${pretrained.checkpoint.prefix}/${n}`)).sha256])));
+  const r = completed(await fineTune(fiction(), 'lora-fiction'));
+  first = r;
+  console.log(`fiction val loss ${r.valLossBefore.toFixed(4)} → ${r.valLossAfter.toFixed(4)} (merged ${r.valLossAfterMerged.toFixed(6)}), ppl ${r.perplexityBefore.toFixed(2)} → ${r.perplexityAfter.toFixed(2)}, pretrain val ${pretrained.valHistory.map((v) => v.loss.toFixed(3)).join(' ')}, train ${r.trainHistory[0].loss.toFixed(3)} → ${r.trainHistory[r.trainHistory.length - 1].loss.toFixed(3)}, trainable ${r.trainable}/${r.total}, ${r.wallMs} ms`);
+
+  // The adapter learned fiction: perplexity on held-out fiction (8192 tokens) falls (measured
+  // 13.11 → 12.42; the run is deterministic: fixed seeds, one ORT thread).
+  expect(r.perplexityAfter).toBeLessThan(0.97 * r.perplexityBefore);
+  expect(r.valLossAfter).toBeLessThan(r.valLossBefore - 0.03);
+  expect(r.steps).toBe(400);
+  expect(r.trainHistory).toHaveLength(400);
+  // Merged and unmerged inference agree.
+  expect(Math.abs(r.valLossAfterMerged - r.valLossAfter)).toBeLessThan(1e-5);
+
+  // Only adapters trained: the base checkpoint files still hash as before, and as reported.
+  const after = Object.fromEntries(await Promise.all(Object.keys(baseFiles).map(async (n) => [n, (await s3.store.head(`${pretrained.checkpoint.prefix}/${n}`)).sha256])));
+  expect(after).toEqual(baseFiles);
+  expect(Object.fromEntries(Object.entries(r.base.files).map(([n, f]) => [n, f.sha256]))).toEqual(Object.fromEntries(Object.entries(pretrained.checkpoint.files).map(([n, f]) => [n, f.sha256])));
+
+  // c_attn of 2 layers, r 8: A (8, 32) + B (96, 8) per layer.
+  expect(r.trainable).toBe(2 * (8 * 32 + 96 * 8));
+  expect(r.trainableFraction).toBeCloseTo(r.trainable / r.total, 12);
+  expect(r.trainableFraction).toBeLessThan(0.06);
+
+  // The adapter is PEFT-shaped; the merged model is a checkpoint of the base's architecture.
+  const cfg = JSON.parse((await s3.store.getVerified(r.adapter.prefix, 'adapter_config.json')).toString());
+  expect(cfg).toMatchObject({ peft_type: 'LORA', r: 8, lora_alpha: 16, target_modules: ['c_attn'], fan_in_fan_out: true });
+  const tensors = readSafetensors(await s3.store.getVerified(r.adapter.prefix, 'adapter_model.safetensors')).tensors;
+  expect([...tensors.keys()].sort()).toEqual(
+    [0, 1].flatMap((i) => ['A', 'B'].map((ab) => `base_model.model.transformer.h.${i}.attn.c_attn.lora_${ab}.weight`)).sort(),
+  );
+  expect(Object.keys(r.merged.files).sort()).toEqual(['checkpoint.json', 'model.safetensors', 'optimizer.safetensors']);
+  const merged = JSON.parse((await s3.store.getVerified(r.merged.prefix, 'checkpoint.json')).toString());
+  expect(merged.modelConfig).toMatchObject(MODEL);
+
+  const desc = await temporal.client.workflow.getHandle('lora-fiction').describe();
+  expect(desc.searchAttributes[TruthgptStage.name]).toEqual(['done']);
+  expect(desc.searchAttributes[TruthgptPipeline.name]).toEqual(['fiction-lora']);
+}, 300_000);
+
+test('pause holds a fine-tune between chunks; resumed, it continues from a committed adapter', async () => {
+  const spec = fiction({ continueFromAdapter: first.adapter.prefix, train: { ...fiction().train, steps: 40, stepsPerActivity: 20 } });
+  const handle = await temporal.client.workflow.start('fineTuneWorkflow', { taskQueue: TASK_QUEUES.cpu, workflowId: 'lora-fiction-continued', args: [{ spec: parseFineTuneSpec(spec) }] });
+  await handle.signal('pause');
+  let p: TrainingProgress | undefined;
+  for (let i = 0; i < 240 && p?.stage !== 'paused'; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    p = await handle.query<TrainingProgress>('progress');
+  }
+  expect(p).toMatchObject({ stage: 'paused', paused: true, round: 0, rounds: 2, step: 0, steps: 40 });
+  await new Promise((r) => setTimeout(r, 1000));
+  expect((await handle.query<TrainingProgress>('progress')).step).toBe(0); // still holding
+  await handle.signal('resume');
+  const r = completed((await handle.result()) as FineTuneResult);
+  expect(r.continuedFrom).toBe(first.adapter.prefix);
+  // It starts where the first run ended (same adapter, same validation batches) and improves on it.
+  expect(r.valLossBefore).toBeCloseTo(first.valLossAfter, 5);
+  expect(r.valLossAfter).toBeLessThan(r.valLossBefore);
+  expect(r.dataset.reused).toBe(true);
+}, 300_000);
+
+test('a LoRA target that matches no layer fails at once, naming the field', async () => {
+  const err = await fineTune(fiction({ lora: { target_modules: ['no_such_layer'] } }), 'lora-bad-target').then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(errorTypeOf(err)).toBe('InvalidConfig');
+  expect(messages(err)).toMatch(/spec\.lora .*target_modules: \["no_such_layer"\] matches no linear layer; linear layers are: h\.0\.attn\.c_attn/);
+}, 120_000);

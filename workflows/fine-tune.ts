@@ -1,0 +1,223 @@
+// fineTuneWorkflow: LoRA adapters on a frozen base, as Temporal activities.
+//
+//   resolve dataset (cpu: prefix | newest under a prefix | prepare a spec)
+//   → lineage check: a run whose data the lineage already fine-tuned on ends "no new data"
+//   → evaluate before (cpu) → chunks of trainAdapter (gpu, resumable) → export adapter + merged (cpu)
+//   → evaluate after, unmerged and merged (cpu) → record the success in the lineage (cpu)
+//
+// Progress query, pause/resume signals and search attributes are training's (workflows/training.ts),
+// so the CLI, the UI and the SDK watch both the same way. History holds refs and metrics only.
+
+import { condition, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo, type RetryPolicy } from '@temporalio/workflow';
+import type { BaseRef, FineTuneActivities, LineageRecord, TrainAdapterResult } from '../activities/fine-tune';
+import type { CheckpointRef, DatasetRef } from '../activities/training';
+import { NON_RETRYABLE_ERROR_TYPES } from '../sdk/errors';
+import type { FineTuneSpec } from '../sdk/schemas/lora';
+import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../sdk/search-attributes';
+import { pauseSignal, progressQuery, resumeSignal, type TrainingProgress } from './training';
+
+export interface FineTuneInput {
+  /** A parsed FineTuneSpec (sdk/schemas/lora.ts parseFineTuneSpec). */
+  spec: FineTuneSpec;
+  /** Names the run's keys in the store (default: the workflow id, made key-safe). */
+  runId?: string;
+}
+
+export interface FineTuneCompleted {
+  status: 'completed';
+  runId: string;
+  /** The base and the sha256 of each of its files (unchanged by construction: only adapters train). */
+  base: BaseRef;
+  dataset: DatasetRef;
+  /** PEFT files: adapter_model.safetensors + adapter_config.json. */
+  adapter: CheckpointRef;
+  /** The base with the adapter merged: checkpoint files (our models) or model.onnx. */
+  merged: CheckpointRef;
+  valLossBefore: number;
+  /** Base + adapter, unmerged. */
+  valLossAfter: number;
+  valLossAfterMerged: number;
+  perplexityBefore: number;
+  perplexityAfter: number;
+  trainable: number;
+  total: number;
+  trainableFraction: number;
+  steps: number;
+  trainHistory: { step: number; loss: number }[];
+  /** The adapter this run started from (continueFromAdapter), or null for the fresh init. */
+  continuedFrom: string | null;
+  wallMs: number;
+}
+
+export interface FineTuneSkipped {
+  status: 'no-new-data';
+  runId: string;
+  dataset: DatasetRef | null;
+  reason: string;
+  /** The lineage's last successful run, whose data this run would have repeated. */
+  lastRunId: string | null;
+}
+
+export type FineTuneResult = FineTuneCompleted | FineTuneSkipped;
+
+const MAX_HISTORY = 2000;
+const keySafe = (id: string) => id.replace(/[^A-Za-z0-9._=+-]/g, '-');
+
+function activitiesFor(spec: FineTuneSpec) {
+  const retry: RetryPolicy = { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES };
+  const timeouts = { startToCloseTimeout: `${spec.activityTimeoutMinutes} minutes`, heartbeatTimeout: `${spec.heartbeatTimeoutSeconds} seconds`, retry } as const;
+  const cpu = proxyActivities<FineTuneActivities>({ taskQueue: TASK_QUEUES.cpu, ...timeouts, heartbeatTimeout: '5 minutes' });
+  const gpu = proxyActivities<FineTuneActivities>({ taskQueue: TASK_QUEUES.gpu, ...timeouts });
+  return { cpu, gpu };
+}
+
+/**
+ * Fine-tunes LoRA adapters of `spec.base` on `spec.dataset`; returns the adapter, the merged model
+ * and the validation loss before and after, or ends early with "no new data".
+ * @example await client.workflow.execute(fineTuneWorkflow, { taskQueue: 'truthgpt-cpu', workflowId: 'ft-1', args: [{ spec: parseFineTuneSpec(input) }] })
+ */
+export async function fineTuneWorkflow(input: FineTuneInput): Promise<FineTuneResult> {
+  const { spec } = input;
+  const info = workflowInfo();
+  const runId = input.runId ?? keySafe(info.workflowId);
+  const { cpu, gpu } = activitiesFor(spec);
+  const S = spec.train.stepsPerActivity;
+  const chunks = Math.ceil(spec.train.steps / S);
+  const tokensPerStep = spec.train.batchSize * spec.train.contextLength;
+  let stage = 'resolveDataset';
+  let paused = false;
+  let done = 0;
+  let step = 0;
+  let checkpoint: CheckpointRef | null = null;
+  const history: { step: number; loss: number }[] = [];
+  const valLosses: number[] = [];
+  const chunkMs: number[] = [];
+
+  const setStage = (s: string) => {
+    stage = s;
+    upsertSearchAttributes([{ key: TruthgptStage, value: paused ? 'paused' : s }]);
+  };
+  setHandler(pauseSignal, () => {
+    paused = true;
+  });
+  setHandler(resumeSignal, () => {
+    paused = false;
+  });
+  setHandler(progressQuery, (): TrainingProgress => {
+    const recent = chunkMs.slice(-5);
+    const perChunk = recent.length ? recent.reduce((a, b) => a + b, 0) / recent.length : null;
+    return {
+      stage,
+      round: done,
+      rounds: chunks,
+      step,
+      steps: spec.train.steps,
+      tokensSeen: step * tokensPerStep,
+      recentTrainLoss: history.slice(-5).map((p) => p.loss),
+      recentValLoss: valLosses.slice(-5),
+      bestValLoss: valLosses.length ? Math.min(...valLosses) : null,
+      etaSeconds: perChunk === null ? null : Math.round((perChunk * (chunks - done)) / 1000),
+      paused,
+      checkpoint: checkpoint?.prefix ?? null,
+    };
+  });
+  upsertSearchAttributes([
+    { key: TruthgptPipeline, value: spec.name },
+    { key: TruthgptModelFamily, value: spec.lora.family ?? (spec.base.kind === 'checkpoint' ? 'gpt' : 'onnx') },
+  ]);
+  setStage('resolveDataset');
+
+  const source = spec.dataset;
+  const dataset: DatasetRef | null =
+    source.kind === 'spec' ? await cpu.prepareFineTuneDataset({ runId, dataset: source.spec }) : await cpu.resolveFineTuneDataset({ source });
+  if (!dataset) {
+    setStage('no-new-data');
+    return { status: 'no-new-data', runId, dataset: null, reason: `no dataset is committed under ${source.kind === 'spec' ? source.spec.name : source.prefix}`, lastRunId: null };
+  }
+  const last: LineageRecord | null = spec.lineage ? await cpu.lastFineTune({ lineage: spec.lineage }) : null;
+  if (spec.skipIfSeen && last && last.dataset.contentHash === dataset.contentHash) {
+    setStage('no-new-data');
+    return {
+      status: 'no-new-data',
+      runId,
+      dataset,
+      reason: `no new data: the last successful fine-tune of lineage ${spec.lineage} (${last.runId}) already used ${dataset.prefix} (content ${dataset.contentHash.slice(0, 12)})`,
+      lastRunId: last.runId,
+    };
+  }
+  const continuedFrom = spec.continueFromAdapter === true ? (last?.adapter.prefix ?? null) : spec.continueFromAdapter || null;
+
+  setStage('evaluate');
+  const before = await cpu.evaluateFineTune({ spec, dataset, adapter: continuedFrom });
+  valLosses.push(before.loss);
+
+  let report = { trainable: 0, total: 0, trainableFraction: 0 };
+  for (let chunk = 0; chunk < chunks; chunk++) {
+    if (paused) {
+      setStage('paused');
+      await condition(() => !paused);
+    }
+    setStage('train');
+    const t0 = Date.now();
+    const r: TrainAdapterResult = await gpu.trainAdapter({ runId, spec, chunk, dataset, previous: checkpoint, initAdapter: chunk === 0 ? continuedFrom : null });
+    checkpoint = r.checkpoint;
+    step = r.endStep;
+    done = chunk + 1;
+    chunkMs.push(Date.now() - t0);
+    report = { trainable: r.trainable, total: r.total, trainableFraction: r.trainableFraction };
+    history.push(...r.losses);
+    if (history.length > MAX_HISTORY) history.splice(0, history.length - MAX_HISTORY);
+  }
+
+  setStage('export');
+  const exported = await cpu.exportFineTune({ runId, spec, trained: checkpoint! });
+  setStage('evaluate');
+  const after = await cpu.evaluateFineTune({ spec, dataset, adapter: exported.adapter.prefix });
+  valLosses.push(after.loss);
+  upsertSearchAttributes([{ key: TruthgptBestValLoss, value: Math.min(...valLosses) }]);
+
+  if (spec.lineage) {
+    setStage('record');
+    await cpu.recordFineTune({
+      lineage: spec.lineage,
+      record: { runId, dataset: { prefix: dataset.prefix, contentHash: dataset.contentHash }, adapter: exported.adapter, merged: exported.merged, valLossAfter: after.loss },
+    });
+  }
+  setStage('done');
+  return {
+    status: 'completed',
+    runId,
+    base: before.base,
+    dataset,
+    adapter: exported.adapter,
+    merged: exported.merged,
+    valLossBefore: before.loss,
+    valLossAfter: after.loss,
+    valLossAfterMerged: after.merged!.loss,
+    perplexityBefore: before.perplexity,
+    perplexityAfter: after.perplexity,
+    ...report,
+    steps: step,
+    trainHistory: history,
+    continuedFrom,
+    wallMs: Date.now() - info.startTime.getTime(),
+  };
+}
+
+/**
+ * Prepares (or reuses) a dataset and commits it: how a new dataset version under a prefix is
+ * published for scheduled fine-tunes (`datasets/<name>-<spec hash>`).
+ * @example await client.workflow.execute(prepareDatasetWorkflow, { taskQueue: 'truthgpt-cpu', workflowId: 'ds-fiction-2', args: [{ dataset: { name: 'fiction', corpus: { kind: 'brown', categories: ['mystery'] } } }] })
+ */
+export async function prepareDatasetWorkflow(input: { dataset: Extract<FineTuneSpec['dataset'], { kind: 'spec' }>['spec'] }): Promise<DatasetRef> {
+  const cpu = proxyActivities<FineTuneActivities>({
+    taskQueue: TASK_QUEUES.cpu,
+    startToCloseTimeout: '2 hours',
+    heartbeatTimeout: '5 minutes',
+    retry: { maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+  });
+  upsertSearchAttributes([{ key: TruthgptStage, value: 'prepareDataset' }]);
+  const ref = await cpu.prepareFineTuneDataset({ runId: keySafe(workflowInfo().workflowId), dataset: input.dataset });
+  upsertSearchAttributes([{ key: TruthgptStage, value: 'done' }]);
+  return ref;
+}
