@@ -16,7 +16,8 @@ program
   .option('--batch <n>', 'batch size (default per size)')
   .option('--no-torch', 'skip the PyTorch eager comparison')
   .option('--profile', 'ORT profiling: time per op type')
-  .action(async (o: { size: string; threads: string; steps?: string; batch?: string; torch: boolean; profile?: boolean }) => {
+  .option('--repeat <n>', 'rounds of (ours, MatMul peak, PyTorch); the best of each is reported', '1')
+  .action(async (o: { size: string; threads: string; steps?: string; batch?: string; torch: boolean; profile?: boolean; repeat: string }) => {
     await benchStep({
       size: o.size,
       threads: Number(o.threads),
@@ -24,6 +25,7 @@ program
       batch: o.batch ? Number(o.batch) : undefined,
       torch: o.torch,
       profile: !!o.profile,
+      repeat: Math.max(1, Number(o.repeat)),
     });
   });
 
