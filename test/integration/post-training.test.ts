@@ -143,10 +143,18 @@ test('int8 within 2% and int4 within 5% of fp32 perplexity are published; an int
 
   // The real CLI: `truthgpt report ID` prints the story, `generate` decodes with the int8 model.
   const out = path.join(os.tmpdir(), `truthgpt-report-${process.pid}.html`);
-  const [rep, gen] = await Promise.all([
+  const [rep, gen, fromCkpt, missing] = await Promise.all([
     cli(['report', 'brown-post']).then(async (r) => ({ ...r, saved: await cli(['report', 'brown-post', '--out', out]) })),
     cli(['generate', '--model', 'runs/brown-post/models/int8', '--max-new-tokens', '24', '--json', 'The man ']),
+    // A training checkpoint is exported on the fly; its byte vocabulary picks the byte tokenizer.
+    cli(['generate', '--model', `s3://truthgpt-post/${trained.checkpoint.prefix}`, '--max-new-tokens', '24', 'The man ']),
+    cli(['generate', '--model', 'runs/nope/models/int8', 'The man ']).catch((e: { code: number; stderr: string }) => e),
   ]);
+  // Same weights, same greedy decoding: the checkpoint continues the prompt like the fp32 model did.
+  expect(fromCkpt.stdout).toBe(`The man ${json.samples.find((s) => s.variant === 'fp32' && s.prompt === 'The man ')!.text}\n`);
+  expect(fromCkpt.stderr).toContain(`${trained.checkpoint.prefix}, fp32: 24 tokens`);
+  expect((missing as { code: number }).code).toBe(1);
+  expect((missing as { stderr: string }).stderr).toMatch(/^truthgpt: model runs\/nope\/models\/int8: nothing is committed under s3:\/\/truthgpt-post\/runs\/nope\/models\/int8 \(expected a model prefix/);
   expect(fs.readFileSync(out, 'utf8')).toBe(html); // --out saves the stored page as is
   if (!process.env.TRUTHGPT_KEEP_REPORT) fs.rmSync(out);
   expect(rep.saved.stderr).toContain(`wrote ${out}`);
