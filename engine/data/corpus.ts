@@ -2,7 +2,7 @@
 // tokenization with flat memory. Every document names where it came from, so an empty or
 // undecodable input is reported with its file.
 
-import { createReadStream, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
 import { TextDecoder } from 'node:util';
@@ -129,11 +129,58 @@ export function* readTextPath(path: string): Iterable<Document> {
   if (!existsSync(path)) throw new CorpusError(path, 'does not exist');
   const files = statSync(path).isDirectory() ? listTextFiles(path) : [path];
   if (files.length === 0) throw new CorpusError(path, 'holds no .txt or .md files');
+  const isDir = statSync(path).isDirectory();
   for (const file of files) {
+    const name = isDir ? relative(path, file) : file;
+    if (statSync(file).size > LARGE_FILE_BYTES) {
+      yield* readLargeTextFile(file, name);
+      continue;
+    }
     const text = decodeFile(file);
     if (!text.trim()) throw new CorpusError(file, 'is empty');
-    yield { source: statSync(path).isDirectory() ? relative(path, file) : file, text };
+    yield { source: name, text };
   }
+}
+
+/** Files above this size are read in chunks, so a single huge file streams with flat memory. */
+export const LARGE_FILE_BYTES = 8 << 20;
+const CHUNK_BYTES = 4 << 20;
+
+/**
+ * Yields a large file as documents of about CHUNK_BYTES, cut at the last line break of each chunk
+ * (so no word is split), decoding UTF-8 strictly across chunk boundaries.
+ */
+function* readLargeTextFile(file: string, name: string): Iterable<Document> {
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  const buf = Buffer.allocUnsafe(CHUNK_BYTES);
+  const fd = openSync(file, 'r');
+  let carry = '';
+  let part = 0;
+  let nonEmpty = false;
+  try {
+    for (;;) {
+      const n = readSync(fd, buf, 0, CHUNK_BYTES, null);
+      let text: string;
+      try {
+        text = carry + decoder.decode(buf.subarray(0, n), { stream: n > 0 });
+      } catch {
+        throw new CorpusError(file, 'is not valid UTF-8 text');
+      }
+      let cut = n > 0 ? text.lastIndexOf('\n') + 1 : text.length;
+      // A file without line breaks: cut at a space rather than buffer it whole.
+      if (cut === 0 && text.length >= CHUNK_BYTES) cut = text.lastIndexOf(' ') + 1 || text.length;
+      const doc = cut > 0 ? text.slice(0, cut) : '';
+      carry = cut > 0 ? text.slice(cut) : text;
+      if (doc.trim()) {
+        nonEmpty = true;
+        yield { source: `${name}#${part++}`, text: doc };
+      }
+      if (n === 0) break;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  if (!nonEmpty) throw new CorpusError(file, 'is empty');
 }
 
 function listTextFiles(dir: string): string[] {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { ByteTokenizer, Gpt2Tokenizer, loadTokenizer } from '../../engine/data/tokenizer';
 import { trainBpe } from '../../engine/data/bpe-train';
-import { readBrown, readJsonl, readTextPath, readSpamAssassin, stripBrownTags } from '../../engine/data/corpus';
+import { readBrown, readJsonl, readTextPath, readSpamAssassin, stripBrownTags, LARGE_FILE_BYTES } from '../../engine/data/corpus';
 import { prepareDataset, shardTokens, DATASET_MANIFEST_FILE, TOKENIZER_FILE } from '../../engine/data/dataset';
 import { sampleLmBatch, evalLmBatches } from '../../engine/data/sampler';
 
@@ -81,6 +81,20 @@ describe('corpus readers', () => {
       })(),
     ).rejects.toThrow(`${jl}:2: field "text" is missing or not a string`);
     expect(got).toEqual(['one1']);
+  });
+});
+
+describe('large text files', () => {
+  test('stream in line-aligned chunks whose concatenation is the file, multi-byte characters intact', () => {
+    const dir = tmp();
+    const line = 'naïve café — 東京 résumé line\n';
+    const file = join(dir, 'big.txt');
+    writeFileSync(file, line.repeat(Math.ceil((LARGE_FILE_BYTES * 1.5) / Buffer.byteLength(line))));
+    const docs = [...readTextPath(file)];
+    expect(docs.length).toBeGreaterThan(2);
+    expect(docs.every((d) => d.text.endsWith('\n'))).toBe(true);
+    expect(docs.map((d) => d.source)).toEqual(docs.map((_, i) => `${file}#${i}`));
+    expect(docs.map((d) => d.text).join('')).toBe(readFileSync(file, 'utf8'));
   });
 });
 
