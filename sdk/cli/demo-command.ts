@@ -1,18 +1,32 @@
-// `truthgpt demo` (also `truthgpt run demo`): brings the local stack up if needed, runs
-// demoWorkflow and prints its result with the Web UI link of the run.
+// `truthgpt demo` (also `truthgpt run demo`, and `npm start`): brings the local stack up if needed,
+// runs the demo pipeline (examples/demo.yaml: a small GPT on Brown, 2-worker DiLoCo, int8 + eval)
+// with live progress, saves the report next to the stack's state and prints its path and the Web
+// UI link. `--probe` runs the original demoWorkflow instead (Brown stats + ORT probe, seconds).
 
 import type { Command } from 'commander';
-import { workflowUiUrl, type Config } from '../../infra/config';
+import fs from 'node:fs';
+import path from 'node:path';
+import { s3Settings, workflowUiUrl, type Config } from '../../infra/config';
+import { ArtifactStore } from '../../infra/store';
 import { stackStatus } from '../../infra/stack-health';
 import type { demoWorkflow, DemoResult } from '../../workflows/demo';
 import { connectTemporal } from '../client';
 import { TASK_QUEUES } from '../search-attributes';
+import { resultOrExit, summarize, watchRun } from './progress';
+import { fetchReport } from './report-commands';
+import { readSpecFile, withTruthGPT } from './run-commands';
 import { bringUp, configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
+import { UsageError } from './usage-error';
 
 export interface DemoFlags extends StackFlags {
   categories?: string;
   up: boolean;
+  probe?: boolean;
+  spec: string;
 }
+
+/** The demo pipeline's spec, shipped with the package. */
+export const DEMO_SPEC = path.resolve(__dirname, '../../examples/demo.yaml');
 
 /**
  * Starts demoWorkflow and waits for its result.
@@ -50,6 +64,31 @@ function printResult(config: Config, r: DemoResult): void {
   console.log(lines.join('\n'));
 }
 
+/** Runs the demo pipeline to the end; returns the local path of its HTML report (null if it failed). */
+export async function runDemoPipeline(config: Config, specFile = DEMO_SPEC): Promise<{ workflowId: string; reportFile: string } | null> {
+  const parsed = readSpecFile(specFile);
+  if (parsed.kind !== 'pipeline') throw new UsageError(`${specFile}: the demo needs a PipelineSpec (with a training section)`);
+  return withTruthGPT(config, async (tg) => {
+    const run = await tg.startPipeline(parsed.spec);
+    console.error(`started ${run.workflowId}\n  ${run.uiUrl}`);
+    await watchRun(run);
+    const r = await resultOrExit(run);
+    if (!r) return null;
+    console.log(summarize(r, run.uiUrl, config.s3.bucket, { links: false }));
+    const store = new ArtifactStore(s3Settings(config));
+    try {
+      const { html } = await fetchReport(store, run.workflowId);
+      const reportFile = path.resolve(config.stack.stateDir, 'reports', `${run.workflowId}.html`);
+      fs.mkdirSync(path.dirname(reportFile), { recursive: true });
+      fs.writeFileSync(reportFile, html);
+      console.log(`\nreport    ${reportFile}  (s3://${config.s3.bucket}/${r.reportKey})\nWeb UI    ${run.uiUrl}`);
+      return { workflowId: run.workflowId, reportFile };
+    } finally {
+      store.close();
+    }
+  });
+}
+
 async function demoAction(flags: DemoFlags): Promise<void> {
   const config = configFromFlags(flags);
   if (flags.up && config.stack.localTemporal) {
@@ -59,6 +98,10 @@ async function demoAction(flags: DemoFlags): Promise<void> {
       await bringUp(config);
     }
   }
+  if (!flags.probe) {
+    await runDemoPipeline(config, flags.spec);
+    return;
+  }
   const categories = flags.categories ? flags.categories.split(',').map((c) => c.trim()).filter(Boolean) : undefined;
   const result = await runDemo(config, { categories }, (id, url) => console.error(`started ${id}\n  ${url}`));
   printResult(config, result);
@@ -67,10 +110,12 @@ async function demoAction(flags: DemoFlags): Promise<void> {
 export function registerDemoCommands(program: Command): void {
   const addDemo = (cmd: Command) =>
     withStackFlags(cmd)
-      .option('--categories <list>', 'comma-separated Brown genres (default: all)')
+      .option('--spec <file>', 'PipelineSpec to run instead of the demo one', DEMO_SPEC)
+      .option('--probe', 'run the quick demoWorkflow instead (Brown stats to S3 on the cpu pool, ORT probe on the gpu pool)')
+      .option('--categories <list>', 'with --probe: comma-separated Brown genres (default: all)')
       .option('--no-up', 'do not start the local stack when it is down')
       .action(demoAction);
-  addDemo(program.command('demo').description('run the demo workflow (dataset stats to S3 on the cpu pool, ORT probe on the gpu pool)'));
+  addDemo(program.command('demo').description('run the demo pipeline: small GPT on Brown, 2-worker DiLoCo, int8 quantization, evaluation, report'));
   const run = program.command('run').description('run a workflow');
   addDemo(run.command('demo').description('same as `truthgpt demo`'));
 }

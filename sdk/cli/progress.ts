@@ -82,7 +82,7 @@ export function table(rows: (string | number)[][]): string {
 }
 
 /** The end-of-run summary: stages, variants, report, UI link. */
-export function summarize(r: PipelineResult, uiUrl: string, bucket: string): string {
+export function summarize(r: PipelineResult, uiUrl: string, bucket: string, opts: { links?: boolean } = {}): string {
   const stages = table([['stage', 'status', 'outcome'], ...r.stages.map((s) => [s.stage, s.status, s.summary])]);
   const variants = table([
     ['variant', 'method', 'val ppl', 'Δ ppl', 'p50 ms', 'tok/s', 'size', 'published'],
@@ -95,9 +95,7 @@ export function summarize(r: PipelineResult, uiUrl: string, bucket: string): str
     stages,
     '',
     variants,
-    '',
-    `report    s3://${bucket}/${r.reportKey}`,
-    `Web UI    ${uiUrl}`,
+    ...(opts.links === false ? [] : ['', `report    s3://${bucket}/${r.reportKey}`, `Web UI    ${uiUrl}`]),
   ].join('\n');
 }
 
