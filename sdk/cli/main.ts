@@ -7,6 +7,7 @@ import { registerModelCommands } from './model-commands';
 import { registerReportCommands } from './report-commands';
 import { registerRunCommands } from './run-commands';
 import { registerRunsCommands } from './runs-commands';
+import { registerScheduleCommands } from './schedule-commands';
 import { registerStackCommands } from './stack-commands';
 
 // The AWS SDK warns on every run under Node 20 about its 2027 plans; we support Node >= 20.19.
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerRunCommands(program);
   registerRunsCommands(program);
   registerModelCommands(program);
+  registerScheduleCommands(program);
   registerReportCommands(program);
   return program;
 }
