@@ -13,6 +13,7 @@ import { Graph, tensor, type Value } from '../graph/ir';
 import { add, concat, gather, layerNorm, matmul, mul, reshape, scalar, softmax, transpose, unsqueeze } from '../graph/ops';
 import { layerNormBlock, linear, mlp, type ParamLookup } from './blocks';
 import { gptParams, GptConfigSchema, type GptConfig } from './gpt';
+import { hasVariantOptions } from './variants';
 
 export interface GptExportOptions {
   /** Adds past_key_values inputs and present outputs for incremental decoding (default false). */
@@ -46,6 +47,11 @@ export function decoderInfo(cfg: GptConfig, kvCache: boolean): DecoderInfo {
  */
 export function exportGpt(cfgIn: GptConfig, weights: Map<string, Float32Array>, opts: GptExportOptions = {}): Graph {
   const cfg = GptConfigSchema.parse(cfgIn);
+  if (hasVariantOptions({ ...cfg, dropout: undefined })) {
+    // This forward is GPT-2's; a variant (RoPE, GQA, untied head, ...) would be exported wrong.
+    // Dropout alone is fine: inference has none.
+    throw new Error('exportGpt: model variants (pos, norm, norm_eps, mlp, n_inner, n_kv_head, tie_embeddings) have no export yet; only the GPT-2 layout (dropout allowed) exports');
+  }
   const g = new Graph(opts.graphName ?? (opts.kvCache ? 'gpt_decoder_kv' : 'gpt_decoder'));
   const C = cfg.n_embd;
   const nh = cfg.n_head;

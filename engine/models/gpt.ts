@@ -6,6 +6,7 @@ import { z } from 'zod';
 import type { Graph, Value } from '../graph/ir';
 import { add, gather, layerNorm, matmul, reshape, transpose } from '../graph/ops';
 import { block, causalMask, type ParamLookup, type ParamSpec } from './blocks';
+import { checkVariantFields, gptVariantFields, hasVariantOptions, trainingDropout, variantGptLogits, variantGptParams } from './variants';
 
 export const GptConfigSchema = z
   .object({
@@ -15,16 +16,21 @@ export const GptConfigSchema = z
     n_head: z.number().int().positive(),
     n_embd: z.number().int().positive(),
     bias: z.boolean().default(true),
+    // RoPE, RMSNorm, SwiGLU, n_kv_head, dropout, untied head (variants.ts); optional without
+    // defaults, so an existing config parses to exactly what it parsed to before.
+    ...gptVariantFields,
   })
   .superRefine((c, ctx) => {
     if (c.n_embd % c.n_head !== 0) {
       ctx.addIssue({ code: 'custom', path: ['n_head'], message: `must divide n_embd (${c.n_embd} % ${c.n_head} != 0)` });
     }
+    checkVariantFields(c, ctx);
   });
 export type GptConfig = z.infer<typeof GptConfigSchema>;
 
 /** Parameter list with GPT-2 init: N(0, 0.02), residual projections N(0, 0.02/√(2·n_layer)), LN 1/0. */
 export function gptParams(cfg: GptConfig): ParamSpec[] {
+  if (hasVariantOptions(cfg)) return variantGptParams(cfg);
   const C = cfg.n_embd;
   const std = 0.02;
   const projStd = 0.02 / Math.sqrt(2 * cfg.n_layer);
@@ -58,6 +64,7 @@ export function gptParams(cfg: GptConfig): ParamSpec[] {
  * (the causal mask and the head reshapes are sized at build time).
  */
 export function gptLogits(cfg: GptConfig, idx: Value, p: ParamLookup): Value {
+  if (hasVariantOptions(cfg)) return variantGptLogits(cfg, idx, p);
   const g = idx.graph;
   const [B, T] = knownBatchSeq(idx);
   if (T > cfg.block_size) throw new Error(`gpt: sequence length ${T} exceeds block_size ${cfg.block_size}`);
@@ -73,8 +80,9 @@ export function gptLogits(cfg: GptConfig, idx: Value, p: ParamLookup): Value {
 }
 
 /** Mean next-token cross-entropy over all B·T positions; `targets` int64 (B, T). */
-export function gptLoss(cfg: GptConfig, idx: Value, targets: Value, p: ParamLookup): Value {
-  const logits = gptLogits(cfg, idx, p); // (B·T, V)
+export function gptLoss(cfg: GptConfig, idx: Value, targets: Value, p: ParamLookup, train = false): Value {
+  // Dropout only in training graphs, where buildTrainStep's `step` input seeds the masks.
+  const logits = train && hasVariantOptions(cfg) ? variantGptLogits(cfg, idx, p, trainingDropout(cfg, idx.graph)) : gptLogits(cfg, idx, p); // (B·T, V)
   const flat = reshape(targets, [-1]); // (B·T)
   return idx.graph.op('SoftmaxCrossEntropyLoss', [logits, flat], { reduction: 'mean' }, { outputs: 1 })[0];
 }
@@ -84,7 +92,7 @@ export function gptTrainLoss(cfg: GptConfig, batch: number, seq: number) {
   return (g: Graph, p: ParamLookup): Value => {
     const tokens = g.input('tokens', 'int64', [batch, seq]);
     const targets = g.input('targets', 'int64', [batch, seq]);
-    return gptLoss(cfg, tokens, targets, p);
+    return gptLoss(cfg, tokens, targets, p, true);
   };
 }
 
