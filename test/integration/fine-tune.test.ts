@@ -5,6 +5,9 @@
 // a run between chunks, and a run can continue from a committed adapter.
 
 import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { readSafetensors } from '../../engine/checkpoint/safetensors';
 import { loadConfig } from '../../infra/config';
 import { errorTypeOf } from '../../sdk/errors';
@@ -162,6 +165,12 @@ test('pause holds a fine-tune between chunks; resumed, it continues from a commi
   expect(r.valLossBefore).toBeCloseTo(first.valLossAfter, 5);
   expect(r.valLossAfter).toBeLessThan(r.valLossBefore);
   expect(r.dataset.reused).toBe(true);
+
+  // Two chunks (the second resumed from the first's committed adapters + optimizer state) end
+  // bit-identical to one uninterrupted chunk of the same 40 steps.
+  const whole = completed(await fineTune({ ...spec, train: { ...spec.train, stepsPerActivity: 40 } }, 'lora-fiction-one-chunk'));
+  expect(whole.adapter.files['adapter_model.safetensors'].sha256).toBe(r.adapter.files['adapter_model.safetensors'].sha256);
+  expect(whole.merged.files['model.safetensors'].sha256).toBe(r.merged.files['model.safetensors'].sha256);
 }, 300_000);
 
 test('a LoRA target that matches no layer fails at once, naming the field', async () => {
@@ -171,4 +180,43 @@ test('a LoRA target that matches no layer fails at once, naming the field', asyn
   );
   expect(errorTypeOf(err)).toBe('InvalidConfig');
   expect(messages(err)).toMatch(/spec\.lora .*target_modules: \["no_such_layer"\] matches no linear layer; linear layers are: h\.0\.attn\.c_attn/);
+}, 120_000);
+
+// An imported model: a torch.onnx export of a Hugging Face BertForMaskedLM (byte vocabulary), in the
+// store as a plain .onnx file. Adapters on query/value learn masked-byte prediction on fiction.
+const FIXTURES = path.join(__dirname, '..', 'fixtures');
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+test('LoRA on an imported Hugging Face BERT .onnx trains through the workflow; merged .onnx = unmerged', async () => {
+  const bytes = fs.readFileSync(path.join(FIXTURES, 'fine-tune', 'hf-bert-byte-mlm.onnx'));
+  await s3.store.put('bases/hf-bert-byte-mlm.onnx', bytes);
+  const spec = fiction({
+    name: 'bert-fiction',
+    base: { kind: 'onnx', key: 'bases/hf-bert-byte-mlm.onnx', objective: { kind: 'mlm', maskId: 258 } },
+    lora: { r: 8, lora_alpha: 16, target_modules: ['query', 'value'] },
+    train: { ...fiction().train, steps: 80, stepsPerActivity: 40, optimizer: { optimizer: { kind: 'adamw', lr: 2e-2, weight_decay: 0 }, grad_clip: 1 } },
+  });
+  const r = completed(await fineTune(spec, 'lora-bert-fiction'));
+  console.log(`bert mlm val loss ${r.valLossBefore.toFixed(4)} → ${r.valLossAfter.toFixed(4)} (merged ${r.valLossAfterMerged.toFixed(6)}), train ${r.trainHistory[0].loss.toFixed(3)} → ${r.trainHistory[r.trainHistory.length - 1].loss.toFixed(3)}, trainable ${r.trainable}/${r.total}, ${r.wallMs} ms`);
+  expect(r.valLossAfter).toBeLessThan(r.valLossBefore);
+  expect(Math.abs(r.valLossAfterMerged - r.valLossAfter)).toBeLessThan(1e-4);
+  expect(r.trainable).toBe(2 * 2 * (8 * 32 + 32 * 8)); // query and value of 2 layers
+  // The base file in the store is untouched; the merged model is a new .onnx beside the adapter.
+  expect(sha(await s3.store.get('bases/hf-bert-byte-mlm.onnx'))).toBe(sha(bytes));
+  expect(r.base.files['hf-bert-byte-mlm.onnx'].sha256).toBe(sha(bytes));
+  expect(Object.keys(r.merged.files)).toEqual(['model.onnx']);
+  expect(r.merged.files['model.onnx'].sha256).not.toBe(sha(bytes));
+  const tensors = readSafetensors(await s3.store.getVerified(r.adapter.prefix, 'adapter_model.safetensors')).tensors;
+  expect(tensors.has('base_model.model.bert.encoder.layer.1.attention.self.value.lora_B.weight')).toBe(true);
+}, 300_000);
+
+test("an imported model whose vocabulary is smaller than the dataset's is refused, naming both", async () => {
+  await s3.store.put('bases/hf-bert-mlm.onnx', fs.readFileSync(path.join(FIXTURES, 'lora', 'hf-bert-mlm.onnx')));
+  const spec = fiction({ base: { kind: 'onnx', key: 'bases/hf-bert-mlm.onnx', objective: { kind: 'mlm', maskId: 3 } }, lora: { target_modules: ['query', 'value'] } });
+  const err = await fineTune(spec, 'lora-bert-small-vocab').then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(errorTypeOf(err)).toBe('InvalidConfig');
+  expect(messages(err)).toMatch(/spec\.dataset: datasets\/brown-fiction-\w+ has 259 token ids, more than the base model's vocabulary \(64, bases\/hf-bert-mlm\.onnx\)/);
 }, 120_000);
