@@ -9,7 +9,9 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { readSafetensors } from '../../engine/checkpoint/safetensors';
-import { loadConfig } from '../../infra/config';
+import { ftKeys } from '../../activities/fine-tune-io';
+import type { TrainAdapterResult } from '../../activities/fine-tune';
+import { loadConfig, type Config } from '../../infra/config';
 import { errorTypeOf } from '../../sdk/errors';
 import { startTraining, waitTraining, type WaitOutcome } from '../../sdk/cli/run-commands';
 import { parseFineTuneSpec, type FineTuneSpecInput } from '../../sdk/schemas/lora';
@@ -25,20 +27,22 @@ let s3: S3Fixture;
 let workers: PoolWorker[] = [];
 let running: Promise<void>[] = [];
 let pretrained: Extract<WaitOutcome, { status: 'completed' }>;
+let config: Config;
 
 const MODEL = { vocab_size: 259, n_layer: 2, n_embd: 32, n_head: 2, block_size: 32 };
 
 beforeAll(async () => {
   Runtime.install({ logger: new DefaultLogger('WARN') });
   [temporal, s3] = await Promise.all([withTemporal(), withS3({ bucket: 'truthgpt-ft' })]);
-  const config = loadConfig({
+  config = loadConfig({
     TRUTHGPT_TEMPORAL_PORT: String(temporal.port),
     TRUTHGPT_UI_PORT: String(temporal.uiPort),
     TRUTHGPT_S3_PORT: String(s3.server.port),
     TRUTHGPT_S3_BUCKET: 'truthgpt-ft',
     TRUTHGPT_STATE_DIR: s3.dir,
   });
-  workers = await Promise.all([createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
+  // The GPU worker stops at once when shut down (no grace): the crash test below relies on it.
+  workers = await Promise.all([createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu', { shutdownGraceTime: 0 })]);
   running = workers.map((w) => w.run());
   // Pretraining on non-fiction only: press reviews and religion.
   const id = await startTraining(
@@ -171,6 +175,27 @@ test('pause holds a fine-tune between chunks; resumed, it continues from a commi
   const whole = completed(await fineTune({ ...spec, train: { ...spec.train, stepsPerActivity: 40 } }, 'lora-fiction-one-chunk'));
   expect(whole.adapter.files['adapter_model.safetensors'].sha256).toBe(r.adapter.files['adapter_model.safetensors'].sha256);
   expect(whole.merged.files['model.safetensors'].sha256).toBe(r.merged.files['model.safetensors'].sha256);
+}, 300_000);
+
+test('the GPU worker dies mid-chunk: a new one resumes the chunk from its last snapshot, ending bit-identical', async () => {
+  const spec = fiction({ name: 'crash', train: { ...fiction().train, steps: 400, stepsPerActivity: 400, checkpoint: { everySteps: 50, everySeconds: 0 } }, heartbeatTimeoutSeconds: 5 });
+  const reference = completed(await fineTune(spec, 'lora-crash-reference'));
+  const handle = await temporal.client.workflow.start('fineTuneWorkflow', { taskQueue: TASK_QUEUES.cpu, workflowId: 'lora-crash', args: [{ spec: parseFineTuneSpec(spec) }] });
+  const snapshot = `${ftKeys.chunkProgress('lora-crash', 0, 100)}/MANIFEST.json`;
+  for (let i = 0; i < 600 && !(await s3.store.exists(snapshot)); i++) await new Promise((r) => setTimeout(r, 50));
+  expect(await s3.store.exists(snapshot)).toBe(true);
+  workers[1].worker.shutdown(); // cancels the running trainAdapter at once
+  await running[1];
+  const replacement = await createPoolWorker(config, 'gpu', { shutdownGraceTime: 0 });
+  workers.push(replacement);
+  running.push(replacement.run());
+
+  const r = completed((await handle.result()) as FineTuneResult);
+  const result = (await s3.store.readManifest(ftKeys.chunkFinal('lora-crash', 0)))!.meta.result as TrainAdapterResult;
+  expect(result.resumedFrom).toBeGreaterThanOrEqual(100);
+  expect(result.resumedFrom).toBeLessThan(400);
+  expect(r.adapter.files['adapter_model.safetensors'].sha256).toBe(reference.adapter.files['adapter_model.safetensors'].sha256);
+  expect(r.valLossAfter).toBe(reference.valLossAfter);
 }, 300_000);
 
 test('a LoRA target that matches no layer fails at once, naming the field', async () => {
