@@ -66,7 +66,8 @@ export const FineTuneTrainSchema = z.object({
 });
 export type FineTuneTrain = z.output<typeof FineTuneTrainSchema>;
 
-export const FineTuneSpecSchema = z.object({
+/** The fields of a FineTuneSpec, before the cross-field checks. */
+const FineTuneFields = z.object({
   /** Names the run's artifacts, the default workflow id and the TruthgptPipeline attribute. */
   name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'lowercase letters, digits and dashes').default('finetune'),
   base: BaseModelSchema,
@@ -90,18 +91,27 @@ export const FineTuneSpecSchema = z.object({
   lineage: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits and . _ -').nullish(),
   heartbeatTimeoutSeconds: z.number().int().min(2).default(60),
   activityTimeoutMinutes: z.number().int().min(1).default(120),
-})
-  .superRefine((s, ctx) => {
-    if (s.continueFromAdapter === true && !s.lineage) {
-      ctx.addIssue({ code: 'custom', path: ['continueFromAdapter'], message: 'true needs a lineage (the series whose last adapter to continue from)' });
-    }
-    if ((s.skipIfSeen ?? s.dataset.kind === 'newest') && !s.lineage) {
-      ctx.addIssue({ code: 'custom', path: ['lineage'], message: 'required to skip already-seen data (set skipIfSeen: false, or name the lineage)' });
-    }
-  })
-  .transform((s) => ({ ...s, skipIfSeen: s.skipIfSeen ?? s.dataset.kind === 'newest', lineage: s.lineage ?? null }));
+});
+
+export const FineTuneSpecSchema = FineTuneFields.superRefine((s, ctx) => {
+  if (s.continueFromAdapter === true && !s.lineage) {
+    ctx.addIssue({ code: 'custom', path: ['continueFromAdapter'], message: 'true needs a lineage (the series whose last adapter to continue from)' });
+  }
+  if ((s.skipIfSeen ?? s.dataset.kind === 'newest') && !s.lineage) {
+    ctx.addIssue({ code: 'custom', path: ['lineage'], message: 'required to skip already-seen data (set skipIfSeen: false, or name the lineage)' });
+  }
+}).transform((s) => ({ ...s, skipIfSeen: s.skipIfSeen ?? s.dataset.kind === 'newest', lineage: s.lineage ?? null }));
 export type FineTuneSpec = z.output<typeof FineTuneSpecSchema>;
 export type FineTuneSpecInput = z.input<typeof FineTuneSpecSchema>;
+
+/**
+ * A pipeline's LoRA stage: a FineTuneSpec without base and dataset, which the pipeline fills in
+ * from its training stage. The workflow then passes
+ * `{ ...lora, base: { kind: 'checkpoint', prefix: trained.checkpoint.prefix }, dataset: { kind: 'ref', prefix: trained.dataset.prefix }, continueFromAdapter: false, skipIfSeen: false, lineage: null }`
+ * to fineTuneWorkflow: a valid parsed FineTuneSpec (the activities validate it again).
+ */
+export const PipelineLoraSpecSchema = FineTuneFields.omit({ base: true, dataset: true, continueFromAdapter: true, skipIfSeen: true, lineage: true });
+export type PipelineLoraSpec = z.output<typeof PipelineLoraSpecSchema>;
 
 /**
  * Parses a spec, throwing an Error whose message names every bad field.
