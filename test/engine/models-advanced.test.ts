@@ -21,6 +21,7 @@ import {
   multimodalGptParams,
   multimodalGptTrainLoss,
 } from '../../engine/models/advanced';
+import { planLora } from '../../engine/lora/model';
 import { mulberry32, type ParamSpec } from '../../engine/models/blocks';
 import { OptimConfigSchema } from '../../engine/optim';
 import { buildTrainStep, type TrainableModel } from '../../engine/train/step';
@@ -161,6 +162,11 @@ describe('memory-augmented model (learned slots, cross-attention in chosen layer
     const withSlots = await run(weights);
     const zeroed = await run(new Map(weights).set('memory.slots', new Float32Array(4 * gpt.n_embd)));
     expect(Math.max(...withSlots.map((v, i) => Math.abs(v - zeroed[i])))).toBeGreaterThan(1e-3);
+  });
+
+  it('exposes its cross-attention linears to LoRA by their GPT-2 names', () => {
+    const plan = planLora({ params: memoryGptParams(cfg), loss: memoryGptTrainLoss(cfg, B, T) }, { target_modules: ['q_attn', 'c_attn'], r: 2 });
+    expect(plan.modules.map((m) => m.module)).toEqual(['h.0.attn.c_attn', 'h.1.attn.c_attn', 'h.1.crossattention.q_attn', 'h.1.crossattention.c_attn']);
   });
 
   it('names a memory layer that does not exist', () => {
