@@ -38,8 +38,11 @@ export const gptVariantFields = {
   norm_eps: z.number().positive().optional(),
   /** GELU(tanh) MLP (GPT-2) or SwiGLU: down(silu(gate·x) ⊙ up·x). */
   mlp: z.enum(['gelu', 'swiglu']).optional(),
-  /** MLP hidden width H (HF n_inner / intermediate_size); default 4C for gelu, 8C/3 rounded up to a multiple of 8 for swiglu. */
-  n_inner: z.number().int().positive().optional(),
+  /**
+   * MLP hidden width H (HF n_inner / intermediate_size); default 4C for gelu, 8C/3 rounded up to
+   * a multiple of 8 for swiglu. Null means the default, as in HF GPT2Config (configFromHf passes it).
+   */
+  n_inner: z.number().int().positive().nullish(),
   /** Key/value heads for grouped-query attention; must divide n_head; default n_head. */
   n_kv_head: z.number().int().positive().optional(),
   /** Dropout ratio on embeddings, attention probabilities and both residual branches, training graphs only. */

@@ -13,6 +13,7 @@ import { Graph, tensor, type Value } from '../../engine/graph/ir';
 import { serializeModel } from '../../engine/graph/onnx';
 import { initParams, mulberry32 } from '../../engine/models/blocks';
 import { exportGpt } from '../../engine/models/export';
+import { configFromHf } from '../../engine/models/presets';
 import { GptConfigSchema, gptLogits, gptParams, gptTrainLoss, type GptConfig } from '../../engine/models/gpt';
 import { llamaToGpt, type NamedTensor } from '../../engine/models/llama-names';
 import { isAdapterParam } from '../../engine/lora/config';
@@ -71,6 +72,16 @@ describe('default config', () => {
     expect(cfg).toEqual({ ...(golden.config as object) });
     const explicit = GptConfigSchema.parse({ ...cfg, pos: 'learned', norm: 'layernorm', mlp: 'gelu', n_kv_head: 4, dropout: 0, tie_embeddings: true });
     expect(gptParams(explicit)).toEqual(gptParams(cfg));
+  });
+
+  it('reads an HF GPT2Config (n_inner: null) as plain GPT-2, and honours a set n_inner', () => {
+    const hf = JSON.parse(fs.readFileSync(path.join(FIX, 'hf/gpt2/config.json'), 'utf8')) as Record<string, unknown>;
+    expect(hf.n_inner).toBeNull();
+    const cfg = configFromHf('gpt', hf).config as GptConfig;
+    const plain = GptConfigSchema.parse({ vocab_size: cfg.vocab_size, block_size: cfg.block_size, n_layer: cfg.n_layer, n_head: cfg.n_head, n_embd: cfg.n_embd, bias: cfg.bias });
+    expect(gptParams(cfg)).toEqual(gptParams(plain));
+    const wide = configFromHf('gpt', { ...hf, n_inner: 3 * cfg.n_embd }).config as GptConfig;
+    expect(gptParams(wide).find((s) => s.name === 'h.0.mlp.c_fc.weight')!.shape).toEqual([cfg.n_embd, 3 * cfg.n_embd]);
   });
 
   it('names the field when n_kv_head does not divide n_head or RoPE gets an odd head size', () => {
