@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { DatasetSpecSchema } from '../../engine/data/dataset';
 import { GptConfigSchema } from '../../engine/models/gpt';
 import { getPreset } from '../../engine/models/presets';
+import { gptVariantFields } from '../../engine/models/variants';
 import { OptimConfigSchema } from '../../engine/optim';
 import { DEFAULT_OUTER, OuterOptimSchema } from '../../engine/train/outer';
 import { CheckpointPolicySchema } from '../../engine/train/shard';
@@ -19,6 +20,8 @@ const GptFields = z.object({
   n_head: z.number(),
   n_embd: z.number(),
   bias: z.boolean(),
+  // RoPE, RMSNorm, SwiGLU, GQA, dropout, untied head: all optional, GPT-2 when absent.
+  ...gptVariantFields,
 });
 
 /** A preset, a full config, or a preset with some fields overridden. Only GPT trains here so far. */
