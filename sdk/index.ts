@@ -4,7 +4,7 @@
 //   const tg = await TruthGPT.connect();
 //   const run = await tg.startPipeline(spec);          // validated before anything starts
 //   console.log(await run.progress());                 // stage, round/step, losses
-//   const result = await run.result();                 // report key, variants, val history
+//   const result = await run.result();                 // report key, variants, val history, LoRA outcome
 //
 // Everything goes through Temporal: there is no second queue or state store beside it.
 
@@ -18,9 +18,11 @@ import { errorTypeOf } from './errors';
 import { parsePipelineSpec, type PipelineSpec, type PipelineSpecInput } from './schemas/pipeline';
 import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from './search-attributes';
 
-export { InvalidSpecError, parsePipelineSpec, PipelineSpecSchema, type PipelineSpec, type PipelineSpecInput } from './schemas/pipeline';
+export { InvalidSpecError, parsePipelineSpec, PipelineLoraSchema, PipelineSpecSchema, type PipelineLora, type PipelineLoraInput, type PipelineSpec, type PipelineSpecInput } from './schemas/pipeline';
 export { ERROR_TYPES, errorTypeOf, type ErrorType } from './errors';
-export type { PipelineProgress, PipelineResult, StageOutcome } from '../workflows/pipeline';
+export * from './schedules';
+export type { LoraOutcome, PipelineProgress, PipelineResult, StageOutcome } from '../workflows/pipeline';
+export type { FineTuneCompleted, FineTuneResult, FineTuneSkipped } from '../workflows/fine-tune';
 export type { TrainingProgress } from '../workflows/training';
 
 /** Temporal did not answer: the local stack is down or the address is wrong. */
@@ -65,6 +67,8 @@ export interface RunProgress {
   status: WorkflowExecutionStatusName;
   pipeline: PipelineProgress | null;
   training: TrainingProgress | null;
+  /** The LoRA child's progress (chunks as rounds, steps, losses) once the lora stage started. */
+  lora: TrainingProgress | null;
   uiUrl: string;
 }
 
@@ -118,7 +122,7 @@ export class PipelineRun {
    */
   async progress(): Promise<RunProgress> {
     const desc = await this.tg.describe(this.workflowId);
-    const memo = (desc.memo ?? {}) as { stages?: StageOutcome[]; continues?: string[]; trainingWorkflowId?: string; resumedFrom?: PipelineProgress['resumedFrom'] };
+    const memo = (desc.memo ?? {}) as { stages?: StageOutcome[]; continues?: string[]; trainingWorkflowId?: string; loraWorkflowId?: string; resumedFrom?: PipelineProgress['resumedFrom'] };
     let pipeline: PipelineProgress | null = null;
     if (desc.status.name === 'RUNNING') pipeline = await this.handle.query<PipelineProgress>(pipelineProgressName).catch(() => null);
     if (!pipeline && memo.stages) {
@@ -129,20 +133,17 @@ export class PipelineRun {
         stage: stage as PipelineProgress['stage'],
         stages: memo.stages,
         trainingWorkflowId: memo.trainingWorkflowId ?? `${this.workflowId}-train`,
+        loraWorkflowId: memo.loraWorkflowId ?? null,
         paused: false,
         continues: memo.continues ?? [],
         resumedFrom: memo.resumedFrom ?? null,
       };
     }
-    let training: TrainingProgress | null = null;
-    const trainStage = pipeline?.stages.find((s) => s.stage === 'train');
-    if (pipeline && trainStage) {
-      training = await this.tg.client.workflow
-        .getHandle(pipeline.trainingWorkflowId)
-        .query<TrainingProgress>('progress')
-        .catch(() => null);
-    }
-    return { workflowId: this.workflowId, status: desc.status.name, pipeline, training, uiUrl: this.uiUrl };
+    const childProgress = (workflowId: string | null | undefined) =>
+      workflowId ? this.tg.client.workflow.getHandle(workflowId).query<TrainingProgress>('progress').catch(() => null) : Promise.resolve(null);
+    const started = (stage: string) => pipeline?.stages.find((s) => s.stage === stage && s.workflowId)?.workflowId;
+    const [training, lora] = await Promise.all([childProgress(started('train') && pipeline?.trainingWorkflowId), childProgress(started('lora'))]);
+    return { workflowId: this.workflowId, status: desc.status.name, pipeline, training, lora, uiUrl: this.uiUrl };
   }
 
   /** Waits for the run; throws RunFailedError (with the vocabulary `type` and the stage) if it did not complete. */
@@ -330,5 +331,6 @@ function isParsed(s: PipelineSpecInput | PipelineSpec): s is PipelineSpec {
 /** Back to the input form, so a parsed spec validates again through the same path. */
 function unparse(s: PipelineSpec): PipelineSpecInput {
   const { name: _n, model, dataset, ...training } = s.training;
-  return { name: s.name, model, dataset, training, quantization: s.quantization, evaluation: s.evaluation };
+  const lora = s.lora ? { ...s.lora, dataset: s.lora.dataset ?? undefined } : null;
+  return { name: s.name, model, dataset, training, lora, quantization: s.quantization, evaluation: s.evaluation };
 }

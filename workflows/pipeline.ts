@@ -2,8 +2,10 @@
 //
 //   [locateCheckpoint]   only for retryFromCheckpoint: where the continued run's training stopped
 //   train                trainingWorkflow child: prepareDataset → createModel → DiLoCo rounds
-//   lora                 (refused by the spec schema until the fine-tune workflow lands)
-//   postTraining         postTrainingWorkflow child: quantize → evaluate → report
+//   lora                 fineTuneWorkflow child (only when the spec has `lora`): adapters on the
+//                        trained checkpoint, on the training dataset or one of its own → merged model
+//   postTraining         postTrainingWorkflow child: quantize → evaluate → report, on the merged
+//                        model and the LoRA dataset when there was a LoRA stage
 //
 // Every stage's outcome lands in the memo (`stages`) and the search attributes (TruthgptStage,
 // TruthgptBestValLoss, ...), so the Temporal UI's list and detail pages tell the story without a
@@ -27,8 +29,10 @@ import {
 import type { PipelineActivities, ResumePoint } from '../activities/pipeline';
 import type { CheckpointRef } from '../activities/training';
 import { errorTypeOf, NON_RETRYABLE_ERROR_TYPES } from '../sdk/errors';
+import type { FineTuneSpec } from '../sdk/schemas/lora';
 import type { PipelineSpec } from '../sdk/schemas/pipeline';
 import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../sdk/search-attributes';
+import type { FineTuneCompleted, fineTuneWorkflow } from './fine-tune';
 import type { postTrainingWorkflow, VariantResult } from './post-training';
 import { pauseSignal, resumeSignal, trainingWorkflow, type TrainingResult, type ValPoint } from './training';
 
@@ -58,6 +62,8 @@ export interface PipelineProgress {
   stages: StageOutcome[];
   /** The trainingWorkflow child; query it for rounds, steps and losses. */
   trainingWorkflowId: string;
+  /** The fineTuneWorkflow child when the spec has `lora` (same progress query as training). */
+  loraWorkflowId: string | null;
   paused: boolean;
   continues: string[];
   resumedFrom: { runId: string; round: number } | null;
@@ -78,9 +84,35 @@ export interface PipelineResult {
     resumedFrom: { runId: string; round: number } | null;
     wallMs: number;
   };
+  /** The LoRA stage's outcome, null without `spec.lora`. */
+  lora: LoraOutcome | null;
   variants: VariantResult[];
   reportKey: string;
   stages: StageOutcome[];
+  wallMs: number;
+}
+
+/** What the LoRA stage produced; also the run's memo `lora`, so the UI shows it. */
+export interface LoraOutcome {
+  workflowId: string;
+  /** The dataset the adapters trained and were evaluated on (post-training evaluates on it too). */
+  datasetPrefix: string;
+  valLossBefore: number;
+  valLossAfter: number;
+  valLossAfterMerged: number;
+  perplexityBefore: number;
+  perplexityAfter: number;
+  trainable: number;
+  total: number;
+  trainableFraction: number;
+  steps: number;
+  /** PEFT files: `<adapterPrefix>/adapter_model.safetensors` + `adapter_config.json`. */
+  adapterPrefix: string;
+  adapterKey: string;
+  /** The base with the adapters folded in: what post-training exported and quantized. */
+  merged: CheckpointRef;
+  /** sha256 of each base checkpoint file as the fine-tune read it (only adapters train). */
+  baseSha256: Record<string, string>;
   wallMs: number;
 }
 
@@ -89,6 +121,7 @@ export const pipelineProgressQuery = defineQuery<PipelineProgress>('progress');
 /** The pipeline whose training run holds each store prefix: children use the pipeline's id. */
 export const trainingChildId = (pipelineId: string) => `${pipelineId}-train`;
 export const postTrainingChildId = (pipelineId: string) => `${pipelineId}-post`;
+export const loraChildId = (pipelineId: string) => `${pipelineId}-lora`;
 
 const { locateCheckpoint } = proxyActivities<PipelineActivities>({
   taskQueue: TASK_QUEUES.cpu,
@@ -111,10 +144,14 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
   let current: PipelineProgress['stage'] = 'train';
   let paused = false;
   let trainChild: ChildWorkflowHandle<typeof trainingWorkflow> | null = null;
+  let loraChild: ChildWorkflowHandle<typeof fineTuneWorkflow> | null = null;
   let resumedFrom: PipelineProgress['resumedFrom'] = null;
+  let lora: LoraOutcome | null = null;
+  const loraWorkflowId = spec.lora ? loraChildId(id) : null;
 
   const publish = () => {
-    upsertMemo({ stages, continues, trainingWorkflowId: trainingChildId(id), resumedFrom });
+    // `lora` keys only for specs with a LoRA stage: runs recorded before it keep their memo.
+    upsertMemo({ stages, continues, trainingWorkflowId: trainingChildId(id), resumedFrom, ...(loraWorkflowId ? { loraWorkflowId, lora } : {}) });
     const last = stages[stages.length - 1];
     if (last) setCurrentDetails(`**${last.stage}** ${last.status}: ${last.summary}`);
   };
@@ -134,16 +171,18 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     publish();
   };
 
-  setHandler(pipelineProgressQuery, () => ({ name: spec.name, stage: current, stages, trainingWorkflowId: trainingChildId(id), paused, continues, resumedFrom }));
-  // Pause holds training before its next round (the child's own signal) and the pipeline before
-  // its next stage; resume releases both.
+  setHandler(pipelineProgressQuery, () => ({ name: spec.name, stage: current, stages, trainingWorkflowId: trainingChildId(id), loraWorkflowId, paused, continues, resumedFrom }));
+  // Pause holds training before its next round and LoRA before its next chunk (the children's own
+  // signals), and the pipeline before its next stage; resume releases them all.
   setHandler(pauseSignal, async () => {
     paused = true;
     await trainChild?.signal(pauseSignal);
+    await loraChild?.signal(pauseSignal);
   });
   setHandler(resumeSignal, async () => {
     paused = false;
     await trainChild?.signal(resumeSignal);
+    await loraChild?.signal(resumeSignal);
   });
   upsertSearchAttributes([
     { key: TruthgptPipeline, value: spec.name },
@@ -177,24 +216,73 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     const lastVal = trained.valHistory[trained.valHistory.length - 1];
     end(running, 'done', `${trained.rounds} rounds, ${trained.tokensSeen} tokens, val loss ${lastVal?.loss.toFixed(4) ?? '-'} (best ${trained.bestValLoss?.toFixed(4) ?? '-'}), ${trained.checkpoint.prefix}`);
 
-    // The schema refuses `lora` until the fine-tune workflow exists; recorded so the story is complete.
-    end(begin('lora', null, 'not requested'), 'skipped', 'not requested');
+    let tuned: FineTuneCompleted | null = null;
+    if (spec.lora) {
+      if (paused) await condition(() => !paused);
+      const l = spec.lora;
+      const on = l.dataset ? l.dataset.name : `${t.dataset.name} (the training dataset)`;
+      running = begin('lora', loraChildId(id), `r=${l.lora.r} on ${on}, ${l.train.steps} steps`);
+      const { dataset: _d, ...rest } = l;
+      const ftSpec: FineTuneSpec = {
+        ...rest,
+        base: { kind: 'checkpoint', prefix: trained.checkpoint.prefix },
+        dataset: l.dataset ? { kind: 'spec', spec: l.dataset } : { kind: 'ref', prefix: trained.dataset.prefix },
+        continueFromAdapter: false,
+        skipIfSeen: false,
+        lineage: null,
+      };
+      loraChild = await startChild<typeof fineTuneWorkflow>('fineTuneWorkflow', {
+        workflowId: loraChildId(id),
+        taskQueue: TASK_QUEUES.cpu,
+        args: [{ spec: ftSpec, runId: loraChildId(id) }],
+        staticSummary: `LoRA r=${l.lora.r} α=${l.lora.lora_alpha} on ${on}: ${l.train.steps} steps from ${trained.checkpoint.prefix}`,
+      });
+      if (paused) await loraChild.signal(pauseSignal);
+      const r = await loraChild.result();
+      loraChild = null;
+      // Without a lineage the fine-tune never skips; a skip here would be a bug worth stopping on.
+      if (r.status !== 'completed') throw ApplicationFailure.create({ type: 'StageFailed', nonRetryable: true, message: `fine-tune ended without training: ${r.reason}` });
+      tuned = r;
+      lora = {
+        workflowId: loraChildId(id),
+        datasetPrefix: r.dataset.prefix,
+        valLossBefore: r.valLossBefore,
+        valLossAfter: r.valLossAfter,
+        valLossAfterMerged: r.valLossAfterMerged,
+        perplexityBefore: r.perplexityBefore,
+        perplexityAfter: r.perplexityAfter,
+        trainable: r.trainable,
+        total: r.total,
+        trainableFraction: r.trainableFraction,
+        steps: r.steps,
+        adapterPrefix: r.adapter.prefix,
+        adapterKey: `${r.adapter.prefix}/adapter_model.safetensors`,
+        merged: r.merged,
+        baseSha256: Object.fromEntries(Object.entries(r.base.files).map(([n, f]) => [n, f.sha256])),
+        wallMs: r.wallMs,
+      };
+      const pct = (r.trainableFraction * 100).toFixed(2);
+      end(running, 'done', `val loss ${r.valLossBefore.toFixed(4)} → ${r.valLossAfter.toFixed(4)} (ppl ${r.perplexityBefore.toFixed(2)} → ${r.perplexityAfter.toFixed(2)}), ${r.trainable} trainable (${pct}%), adapter ${r.adapter.prefix}`);
+    } else {
+      end(begin('lora', null, 'not requested'), 'skipped', 'not requested');
+    }
 
     if (paused) await condition(() => !paused);
-    running = begin('postTraining', postTrainingChildId(id), `fp32${spec.quantization.map((q) => ` + ${q.method}`).join('')}: evaluate and report`);
+    const evaluated = tuned ? `merged LoRA model on ${tuned.dataset.prefix}` : 'trained model';
+    running = begin('postTraining', postTrainingChildId(id), `fp32${spec.quantization.map((q) => ` + ${q.method}`).join('')} of the ${evaluated}: evaluate and report`);
     const post = await executeChild<typeof postTrainingWorkflow>('postTrainingWorkflow', {
       workflowId: postTrainingChildId(id),
       taskQueue: TASK_QUEUES.cpu,
       args: [
         {
           runId: id,
-          checkpoint: trained.checkpoint,
-          dataset: trained.dataset,
+          checkpoint: tuned ? tuned.merged : trained.checkpoint,
+          dataset: tuned ? tuned.dataset : trained.dataset,
           quant: spec.quantization,
           eval: spec.evaluation,
           trainHistory: trained.trainHistory,
           valHistory: trained.valHistory,
-          config: { name: spec.name, training: t, quantization: spec.quantization, evaluation: spec.evaluation },
+          config: { name: spec.name, training: t, ...(spec.lora ? { lora: spec.lora } : {}), quantization: spec.quantization, evaluation: spec.evaluation },
         },
       ],
       staticSummary: `quantize (${spec.quantization.map((q) => q.method).join(', ') || 'none'}), evaluate, report`,
@@ -218,6 +306,7 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
         resumedFrom: trained.resumedFrom ?? null,
         wallMs: trained.wallMs,
       },
+      lora,
       variants: post.variants,
       reportKey: post.reportKey,
       stages,

@@ -6,8 +6,22 @@
 // Workflows `import type` from here only: the schema pulls in engine modules.
 
 import { z } from 'zod';
+import { DatasetSpecSchema } from '../../engine/data/dataset';
+import { PipelineLoraSpecSchema } from './lora';
 import { PostTrainingSpecSchema, type EvalSpecInput, type QuantSpecInput } from './post-training';
 import { formatIssues, TrainingSpecSchema, type TrainingSpec, type TrainingSpecInput } from './training';
+
+/**
+ * The pipeline's LoRA stage: a FineTuneSpec whose base is the trained checkpoint. `dataset` is a
+ * DatasetSpec of its own (another corpus, e.g. other Brown genres) or, left out, the training
+ * dataset; `name` defaults to the pipeline's.
+ */
+export const PipelineLoraSchema = PipelineLoraSpecSchema.extend({
+  dataset: DatasetSpecSchema.omit({ shards: true }).nullish(),
+  name: PipelineLoraSpecSchema.shape.name.unwrap().optional(),
+});
+export type PipelineLora = Omit<z.output<typeof PipelineLoraSchema>, 'name' | 'dataset'> & { name: string; dataset: TrainingSpec['dataset'] | null };
+export type PipelineLoraInput = z.input<typeof PipelineLoraSchema>;
 
 /** Keys of a TrainingSpec that live at the top of a PipelineSpec rather than under `training`. */
 const TOP_LEVEL = ['name', 'model', 'dataset'] as const;
@@ -22,8 +36,8 @@ const PipelineFields = z
     dataset: z.unknown(),
     /** Workers, rounds, inner steps, optimizer, schedule, ...: every other TrainingSpec field. */
     training: z.record(z.string(), z.unknown()),
-    /** LoRA fine-tune of the trained model; waits for the fine-tune workflow (refused until then). */
-    lora: z.record(z.string(), z.unknown()).nullish(),
+    /** LoRA fine-tune of the trained model (PipelineLoraSchema); its merged model is what post-training quantizes and evaluates. */
+    lora: z.unknown().nullish(),
     /** Quantized variants (QuantSpec: a QuantConfig and a variant name) built and evaluated beside fp32; omitted: fp32 only. */
     quantization: z.array(z.unknown()).default([]),
     /** EvalSpec: perplexity batches, latency runs, samples. */
@@ -34,9 +48,6 @@ const PipelineFields = z
 export const PipelineSpecSchema = PipelineFields.transform((p, ctx) => {
   for (const k of TOP_LEVEL) {
     if (k in p.training) ctx.addIssue({ code: 'custom', path: ['training', k], message: `belongs at the top of the spec (spec.${k}), not under training` });
-  }
-  if (p.lora != null) {
-    ctx.addIssue({ code: 'custom', path: ['lora'], message: 'LoRA fine-tuning is not available in pipelines yet (the fine-tune workflow has not landed); remove spec.lora' });
   }
   const r = TrainingSpecSchema.safeParse({ ...p.training, name: p.name, model: p.model, dataset: p.dataset });
   if (!r.success) {
@@ -53,10 +64,40 @@ export const PipelineSpecSchema = PipelineFields.transform((p, ctx) => {
       ctx.addIssue({ code: 'custom', path: [head === 'quant' ? 'quantization' : 'evaluation', ...rest.map(String)], message: issue.message });
     }
   }
-  if (!r.success || !post.success || p.lora != null) return z.NEVER;
+  const lora = p.lora == null ? null : parseLora(p.lora, p.name, r.success ? r.data : null, ctx);
+  if (!r.success || !post.success || lora === undefined) return z.NEVER;
   for (const k of TOP_LEVEL) if (k in p.training) return z.NEVER;
-  return { name: p.name, training: r.data, lora: null, quantization: post.data.quant, evaluation: post.data.eval };
+  return { name: p.name, training: r.data, lora, quantization: post.data.quant, evaluation: post.data.eval };
 });
+
+/** The LoRA section checked against the training it follows; undefined (issues added) when bad. */
+function parseLora(raw: unknown, name: string, training: TrainingSpec | null, ctx: z.RefinementCtx): PipelineLora | undefined {
+  const r = PipelineLoraSchema.safeParse(raw);
+  if (!r.success) {
+    for (const issue of r.error.issues) ctx.addIssue({ code: 'custom', path: ['lora', ...issue.path.map(String)], message: issue.message });
+    return undefined;
+  }
+  const lora: PipelineLora = { ...r.data, name: r.data.name ?? name, dataset: r.data.dataset ?? null };
+  let ok = true;
+  if (training) {
+    const block = training.model.config.block_size;
+    if (lora.train.contextLength > block) {
+      ctx.addIssue({ code: 'custom', path: ['lora', 'train', 'contextLength'], message: `must not exceed model block_size (${lora.train.contextLength} > ${block})` });
+      ok = false;
+    }
+    // Token ids must mean what they meant in pretraining: a BPE is learned from its own corpus.
+    const mine = lora.dataset?.tokenizer;
+    const theirs = training.dataset.tokenizer;
+    if (mine && JSON.stringify(mine) !== JSON.stringify(theirs)) {
+      ctx.addIssue({ code: 'custom', path: ['lora', 'dataset', 'tokenizer'], message: `must be the training dataset's tokenizer (${JSON.stringify(theirs)}), got ${JSON.stringify(mine)}` });
+      ok = false;
+    } else if (mine && mine.kind === 'bpe') {
+      ctx.addIssue({ code: 'custom', path: ['lora', 'dataset', 'tokenizer'], message: 'a BPE tokenizer is learned from its own corpus, so a second dataset would get different token ids; use byte or gpt2, or leave lora.dataset out to fine-tune on the training dataset' });
+      ok = false;
+    }
+  }
+  return ok ? lora : undefined;
+}
 
 export type PipelineSpec = z.output<typeof PipelineSpecSchema>;
 /** What a user writes (YAML, JSON or a TS object); every field typed by the schema that checks it. */
@@ -65,7 +106,7 @@ export interface PipelineSpecInput {
   model: TrainingSpecInput['model'];
   dataset: TrainingSpecInput['dataset'];
   training: Omit<TrainingSpecInput, 'name' | 'model' | 'dataset'>;
-  lora?: Record<string, unknown> | null;
+  lora?: PipelineLoraInput | null;
   quantization?: QuantSpecInput[];
   evaluation?: EvalSpecInput;
 }

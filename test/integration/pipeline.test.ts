@@ -1,7 +1,9 @@
 // pipelineWorkflow through the SDK, end to end on a real Temporal dev server, a real S3 server and
 // both pool workers: a tiny GPT on Brown humor with two DiLoCo workers, int8 quantization and a
-// report. Then the user-facing edges: a bad spec is refused before anything starts, an id is never
-// reused, and a cancelled run retried from its checkpoint ends with the very same weights.
+// report. A pipeline with a LoRA stage pretrains on Brown non-fiction, fine-tunes adapters on
+// fiction and quantizes the merged model. Then the user-facing edges: a bad spec is refused before
+// anything starts, an id is never reused, and a cancelled run retried from its checkpoint ends
+// with the very same weights.
 
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { loadConfig, type Config } from '../../infra/config';
@@ -85,6 +87,7 @@ test('a pipeline trains, quantizes and reports; memo, search attributes and list
     ['lora', 'skipped'],
     ['postTraining', 'done'],
   ]);
+  expect(first.lora).toBeNull();
 
   // What the Temporal UI shows: search attributes and the memo.
   const desc = await tg.describe(run.workflowId);
@@ -114,6 +117,59 @@ test('a pipeline trains, quantizes and reports; memo, search attributes and list
   await expect(tg.startPipeline(spec(), { workflowId: run.workflowId })).rejects.toThrow(`run id ${run.workflowId} is already used`);
 }, 300_000);
 
+test('LoRA stage: non-fiction pretraining, adapters on fiction lower its val loss, base untouched, post-training quantizes the merged model', async () => {
+  const run = await tg.startPipeline(
+    spec({
+      name: 'brown-lora',
+      dataset: { name: 'brown-reviews', corpus: { kind: 'brown', categories: ['reviews'] }, valFraction: 0.2 },
+      lora: {
+        dataset: { name: 'brown-fiction-tiny', corpus: { kind: 'brown', categories: ['mystery', 'science_fiction'] }, valFraction: 0.1 },
+        lora: { r: 8, lora_alpha: 16 },
+        train: { steps: 120, stepsPerActivity: 60, batchSize: 8, contextLength: 32, optimizer: { optimizer: { kind: 'adamw', lr: 1e-2, weight_decay: 0 }, grad_clip: 1 }, evalBatches: 8 },
+      },
+    }),
+  );
+  const r = await run.result();
+  const lora = r.lora!;
+  console.log(`pipeline LoRA: fiction val loss ${lora.valLossBefore.toFixed(4)} → ${lora.valLossAfter.toFixed(4)}, trainable ${lora.trainable}/${lora.total}, ${r.wallMs} ms`);
+  expect(r.stages.map((s: StageOutcome) => [s.stage, s.status, s.workflowId])).toEqual([
+    ['train', 'done', `${run.workflowId}-train`],
+    ['lora', 'done', `${run.workflowId}-lora`],
+    ['postTraining', 'done', `${run.workflowId}-post`],
+  ]);
+  // The adapters learned fiction, and merging them changes nothing the loss can see.
+  expect(lora.valLossAfter).toBeLessThan(lora.valLossBefore);
+  expect(Math.abs(lora.valLossAfterMerged - lora.valLossAfter)).toBeLessThan(1e-5);
+  expect(lora.steps).toBe(120);
+  expect(lora.datasetPrefix).toMatch(/^datasets\/brown-fiction-tiny-/);
+  // c_attn of 2 layers × 32 wide, r 8: A (8, 32) + B (96, 8) per layer.
+  expect(lora.trainable).toBe(2 * (8 * 32 + 96 * 8));
+  expect(lora.trainableFraction).toBeCloseTo(lora.trainable / lora.total, 12);
+  expect(lora.adapterKey).toBe(`${lora.adapterPrefix}/adapter_model.safetensors`);
+  expect((await s3.store.head(lora.adapterKey)).size).toBeGreaterThan(0);
+
+  // Only adapters trained: the training checkpoint's files hash as training committed them.
+  const trained = r.training.checkpoint;
+  const now = Object.fromEntries(await Promise.all(Object.keys(trained.files).map(async (n) => [n, (await s3.store.head(`${trained.prefix}/${n}`)).sha256])));
+  expect(now).toEqual(Object.fromEntries(Object.entries(trained.files).map(([n, f]) => [n, f.sha256])));
+  expect(lora.baseSha256).toEqual(now);
+  expect(lora.merged.files['model.safetensors'].sha256).not.toBe(trained.files['model.safetensors'].sha256);
+
+  // Post-training exported, quantized and evaluated the merged model, not the base.
+  expect(r.variants.map((v) => v.name).sort()).toEqual(['fp32', 'int8']);
+  const fp32 = await s3.store.readManifest(`runs/${run.workflowId}/models/fp32`);
+  expect(fp32?.meta).toMatchObject({ model: { checkpoint: lora.merged.prefix, method: 'fp32' } });
+
+  // The UI's story: memo and stage; progress() shows the lora child.
+  const desc = await tg.describe(run.workflowId);
+  expect(desc.searchAttributes[TruthgptStage.name]).toEqual(['done']);
+  expect((desc.memo as { lora: unknown }).lora).toMatchObject({ valLossAfter: lora.valLossAfter, adapterKey: lora.adapterKey, trainableFraction: lora.trainableFraction });
+  expect((desc.memo as { stages: StageOutcome[] }).stages[1].summary).toMatch(/^val loss \d\.\d{4} → \d\.\d{4} \(ppl .*\), 2048 trainable \(\d+\.\d\d%\), adapter finetunes\//);
+  const p = await run.progress();
+  expect(p.pipeline).toMatchObject({ stage: 'done', loraWorkflowId: `${run.workflowId}-lora` });
+  expect(p.lora).toMatchObject({ stage: 'done', round: 2, rounds: 2, step: 120, steps: 120 });
+}, 180_000);
+
 test('a bad spec is refused before anything starts, every bad field named', async () => {
   const before = (await temporal.client.workflow.count()).count;
   const bad = spec({ training: { ...spec().training, rounds: 0, contextLength: 64 }, quantization: [{ method: 'int9' } as never] });
@@ -124,7 +180,16 @@ test('a bad spec is refused before anything starts, every bad field named', asyn
     'spec.training.contextLength: must not exceed model block_size (64 > 32)',
     expect.stringMatching(/^spec\.quantization\.0\.method: /),
   ]);
-  await expect(tg.startPipeline(spec({ lora: { r: 8 } }))).rejects.toThrow('spec.lora: LoRA fine-tuning is not available in pipelines yet');
+  await expect(tg.startPipeline(spec({ lora: { lora: { r: 0 }, train: { steps: 10, batchSize: 4, contextLength: 64 } } }))).rejects.toThrow(
+    'invalid pipeline spec: spec.lora.lora.r: Too small: expected number to be >0',
+  );
+  await expect(tg.startPipeline(spec({ lora: { train: { steps: 10, batchSize: 4, contextLength: 64 } } }))).rejects.toThrow(
+    'invalid pipeline spec: spec.lora.train.contextLength: must not exceed model block_size (64 > 32)',
+  );
+  const bpe = { ...spec(), dataset: { ...spec().dataset, tokenizer: { kind: 'bpe' as const, vocabSize: 259 } } };
+  await expect(tg.startPipeline({ ...bpe, lora: { dataset: { name: 'fiction', corpus: { kind: 'brown' } }, train: { steps: 10, batchSize: 4, contextLength: 32 } } })).rejects.toThrow(
+    /spec\.lora\.dataset\.tokenizer: must be the training dataset's tokenizer/,
+  );
   await expect(tg.getPipeline('pipeline-nope')).rejects.toThrow(UnknownRunError);
   expect((await temporal.client.workflow.count()).count).toBe(before);
 }, 60_000);
