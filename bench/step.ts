@@ -67,7 +67,7 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
   const specs = gptParams(cfg);
   const step = buildTrainStep({ params: specs, loss: gptTrainLoss(cfg, B, T) }, optim);
   const buildS = (Date.now() - tBuild) / 1000;
-  const profileDir = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-prof-'));
+  const profileDir = args.profile ? fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-prof-')) : '';
   const session = await ort.InferenceSession.create(
     serializeModel(step.graph).model,
     sessionOptions(args.threads, args.profile ? { enableProfiling: true, profileFilePrefix: path.join(profileDir, 'step') } : {}),
