@@ -9,6 +9,7 @@ import { Graph, type DType, type Dim, type Value } from '../graph/ir';
 import { serializeModel } from '../graph/onnx';
 import { gradients } from './gradients';
 import type { ND } from './reference';
+import { mulberry32 } from '../data/random';
 
 /** How to fill one input: uniform in [lo, hi), integers in [lo, hi), or fixed values. */
 export type InputInit = { uniform: [number, number] } | { ints: [number, number] } | { values: number[] } | { intValues: number[] };
@@ -45,16 +46,7 @@ export interface CheckResult {
 export type Build = (g: Graph, xs: Value[]) => Value | Value[];
 
 /** Deterministic PRNG (mulberry32) so every case and its random R, v repeat exactly. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 const numelOf = (dims: number[]) => dims.reduce((a, b) => a * b, 1);
 

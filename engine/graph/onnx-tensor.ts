@@ -10,7 +10,7 @@ import type { DType, TensorData, TypedArray } from './ir';
 
 // ONNX TensorProto.DataType numbers. uint4/int4 (21/22) are newer than onnx-proto's enum;
 // protobufjs writes any int32 in an enum field, so the numbers are all that matter.
-const ONNX_DTYPE: Record<DType, number> = {
+export const ONNX_DTYPE: Readonly<Record<DType, number>> = {
   float32: 1,
   uint8: 2,
   int8: 3,

@@ -7,6 +7,7 @@
 
 import type { Graph, Value } from '../graph/ir';
 import { add, gelu, layerNorm, matmul, mul, reshape, scalar, softmax, transpose } from '../graph/ops';
+import { mulberry32 } from '../data/random';
 
 export type Init = { kind: 'normal'; std: number } | { kind: 'zeros' } | { kind: 'ones' };
 
@@ -47,16 +48,7 @@ export function initParams(specs: ParamSpec[], seed: number): Map<string, Float3
   return out;
 }
 
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
 
 function hashSeed(seed: number, name: string): number {
   // FNV-1a over the name, mixed with the seed.

@@ -6,6 +6,7 @@
 // batch dim instead of losing the output shape.
 
 import { tensor, type Attr, type DType, type Dim, type Graph, type Shape, type TensorData, type Value } from '../../graph/ir';
+import { dtypeFromOnnx, ONNX_DTYPE } from '../../graph/onnx-tensor';
 
 export function attrInt(attrs: Record<string, Attr>, name: string, def: number): number {
   const a = attrs[name];
@@ -171,27 +172,9 @@ export const sameAsInput = (inputs: (Value | null)[]) => {
   return [{ dtype: x.dtype, shape: x.shape ? [...x.shape] : null }];
 };
 
-/** ONNX TensorProto.DataType codes, for Cast's `to` and ConstantOfShape. */
-export const onnxDType: Record<DType, number> = {
-  float32: 1,
-  uint8: 2,
-  int8: 3,
-  int16: 5,
-  int32: 6,
-  int64: 7,
-  bool: 9,
-  float16: 10,
-  float64: 11,
-  bfloat16: 16,
-  uint4: 21,
-  int4: 22,
-};
-
-export function dtypeFromOnnx(code: number, op: string): DType {
-  const hit = (Object.entries(onnxDType) as [DType, number][]).find(([, c]) => c === code);
-  if (!hit) throw new Error(`${op}: ONNX data type ${code} is not supported by the graph IR`);
-  return hit[0];
-}
+/** ONNX TensorProto.DataType codes, for Cast's `to` and ConstantOfShape (one table, in onnx-tensor). */
+export const onnxDType = ONNX_DTYPE;
+export { dtypeFromOnnx };
 
 /** Zeros with v's dtype and shape (static constant when the shape is static, else at run time). */
 export function zerosLike(v: Value): Value {
