@@ -1,7 +1,7 @@
 // `truthgpt demo` (also `truthgpt run demo`, and `npm start`): brings the local stack up if needed,
-// runs the demo pipeline (examples/demo.yaml: a small GPT on Brown, 2-worker DiLoCo, int8 + eval)
-// with live progress, saves the report next to the stack's state and prints its path and the Web
-// UI link. `--probe` runs the original demoWorkflow instead (Brown stats + ORT probe, seconds).
+// runs the demo pipeline (examples/demo.yaml: a small GPT on Brown non-fiction, 2-worker DiLoCo,
+// LoRA on the fiction genres, int8 + eval of the merged model) with live progress, saves the
+// report next to the stack's state and prints its path and the Web UI link. `--probe` runs the original demoWorkflow instead (Brown stats + ORT probe, seconds).
 
 import type { Command } from 'commander';
 import fs from 'node:fs';
@@ -10,6 +10,7 @@ import { s3Settings, workflowUiUrl, type Config } from '../../infra/config';
 import { ArtifactStore } from '../../infra/store';
 import { stackStatus } from '../../infra/stack-health';
 import type { demoWorkflow, DemoResult } from '../../workflows/demo';
+import type { LoraOutcome } from '../../workflows/pipeline';
 import { connectTemporal } from '../client';
 import { TASK_QUEUES } from '../search-attributes';
 import { resultOrExit, summarize, watchRun } from './progress';
@@ -75,6 +76,7 @@ export async function runDemoPipeline(config: Config, specFile = DEMO_SPEC): Pro
     const r = await resultOrExit(run);
     if (!r) return null;
     console.log(summarize(r, run.uiUrl, config.s3.bucket, { links: false }));
+    if (r.lora) console.log(`\n${loraLine(r.lora, config.s3.bucket)}`);
     const store = new ArtifactStore(s3Settings(config));
     try {
       const { html } = await fetchReport(store, run.workflowId);
@@ -87,6 +89,14 @@ export async function runDemoPipeline(config: Config, specFile = DEMO_SPEC): Pro
       store.close();
     }
   });
+}
+
+/** The LoRA stage in one line: what fine-tuning did to the held-out loss, and where the adapter is. */
+export function loraLine(l: LoraOutcome, bucket: string): string {
+  return [
+    `LoRA      val loss ${l.valLossBefore.toFixed(4)} → ${l.valLossAfter.toFixed(4)} (perplexity ${l.perplexityBefore.toFixed(2)} → ${l.perplexityAfter.toFixed(2)}) on ${l.datasetPrefix}`,
+    `          ${l.trainable} of ${l.total} parameters trained (${(l.trainableFraction * 100).toFixed(2)}%), base weights unchanged; adapter s3://${bucket}/${l.adapterKey}`,
+  ].join('\n');
 }
 
 async function demoAction(flags: DemoFlags): Promise<void> {
@@ -115,7 +125,7 @@ export function registerDemoCommands(program: Command): void {
       .option('--categories <list>', 'with --probe: comma-separated Brown genres (default: all)')
       .option('--no-up', 'do not start the local stack when it is down')
       .action(demoAction);
-  addDemo(program.command('demo').description('run the demo pipeline: small GPT on Brown, 2-worker DiLoCo, int8 quantization, evaluation, report'));
+  addDemo(program.command('demo').description('run the demo pipeline: small GPT on Brown non-fiction, 2-worker DiLoCo, LoRA on the fiction genres, int8 quantization, evaluation, report'));
   const run = program.command('run').description('run a workflow');
   addDemo(run.command('demo').description('same as `truthgpt demo`'));
 }
