@@ -13,10 +13,15 @@ const load = (f: string) => ({ workflowId: f.replace(/\.json$/, ''), history: hi
 
 beforeAll(() => Runtime.install({ logger: new DefaultLogger('WARN') }));
 
-test('the recorded histories cover training (with a continue-as-new and signals), the pipeline and its children', () => {
+test('the recorded histories cover training (with a continue-as-new and signals), the pipeline with and without LoRA, and its children', () => {
   const types = files.map((f) => JSON.parse(fs.readFileSync(path.join(DIR, f), 'utf8')).events[0].workflowExecutionStartedEventAttributes.workflowType.name);
-  expect(new Set(types)).toEqual(new Set(['trainingWorkflow', 'pipelineWorkflow', 'postTrainingWorkflow']));
-  expect(files).toEqual(expect.arrayContaining(['replay-train-run1.json', 'replay-train-run2.json', 'replay-pipeline.json']));
+  expect(new Set(types)).toEqual(new Set(['trainingWorkflow', 'pipelineWorkflow', 'postTrainingWorkflow', 'fineTuneWorkflow']));
+  expect(files).toEqual(expect.arrayContaining(['replay-train-run1.json', 'replay-train-run2.json', 'replay-pipeline.json', 'replay-pipeline-lora.json', 'replay-pipeline-lora-lora.json']));
+  // The LoRA pipeline's history starts its fine-tune child between training and post-training.
+  const children = JSON.parse(fs.readFileSync(path.join(DIR, 'replay-pipeline-lora.json'), 'utf8'))
+    .events.filter((e: { startChildWorkflowExecutionInitiatedEventAttributes?: unknown }) => e.startChildWorkflowExecutionInitiatedEventAttributes)
+    .map((e: { startChildWorkflowExecutionInitiatedEventAttributes: { workflowType: { name: string } } }) => e.startChildWorkflowExecutionInitiatedEventAttributes.workflowType.name);
+  expect(children).toEqual(['trainingWorkflow', 'fineTuneWorkflow', 'postTrainingWorkflow']);
 });
 
 test('every recorded history replays against the current workflows', async () => {

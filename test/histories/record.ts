@@ -1,9 +1,12 @@
-// Re-records the workflow histories that test/replay.test.ts replays: `npx tsx test/histories/record.ts`.
+// Re-records the workflow histories that test/replay.test.ts replays:
+//   npx tsx test/histories/record.ts [train] [pipeline] [lora]     (no argument: all three)
 // Runs tiny real workflows (real Temporal dev server, S3 server and both pool workers, as the
 // integration tests do) and writes each execution's history as JSON next to this file:
-//   training-*.json   trainingWorkflow, 2 workers × 2 rounds with a continue-as-new, paused and resumed
-//   pipeline-*.json   pipelineWorkflow and its children (training, post-training) on the same spec
-// Re-record only on purpose: a history that no longer replays means running workflows would break.
+//   train      replay-train-run*.json: trainingWorkflow, 2 workers × 2 rounds with a continue-as-new, paused and resumed
+//   pipeline   replay-pipeline*.json: pipelineWorkflow (no LoRA) and its children (training, post-training)
+//   lora       replay-pipeline-lora*.json: pipelineWorkflow with a LoRA stage and its fineTuneWorkflow child
+// Only the named groups' files are rewritten. Re-record only on purpose: a history that no longer
+// replays means running workflows would break, so new groups are added beside the old ones.
 
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { execFile } from 'node:child_process';
@@ -42,7 +45,28 @@ const pipelineSpec: PipelineSpecInput = {
   evaluation: { batches: 1, speedRuns: 1, warmup: 0, calibrationBatches: 1, samples: { prompts: ['The '], maxNewTokens: 4 } },
 };
 
+/** The LoRA stage on its own fiction dataset: a few steps, two chunks (a pause point between). */
+const loraPipelineSpec: PipelineSpecInput = {
+  ...pipelineSpec,
+  name: 'replay-pipe-lora',
+  lora: {
+    dataset: { name: 'brown-mystery', corpus: { kind: 'brown', categories: ['mystery'] }, valFraction: 0.2 },
+    lora: { r: 4, lora_alpha: 8 },
+    train: { steps: 4, stepsPerActivity: 2, batchSize: 4, contextLength: 32, evalBatches: 1 },
+  },
+};
+
+const GROUPS = {
+  train: ['replay-train'],
+  pipeline: ['replay-pipeline', 'replay-pipeline-train', 'replay-pipeline-post'],
+  lora: ['replay-pipeline-lora', 'replay-pipeline-lora-lora'],
+};
+type Group = keyof typeof GROUPS;
+
 async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  for (const a of args) if (!(a in GROUPS)) throw new Error(`unknown group ${a}; choose from ${Object.keys(GROUPS).join(', ')}`);
+  const groups = (args.length ? args : Object.keys(GROUPS)) as Group[];
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const [temporal, s3] = await Promise.all([withTemporal(), withS3({ bucket: 'truthgpt-replay' })]);
   const config = loadConfig({
@@ -56,19 +80,21 @@ async function main(): Promise<void> {
   const tg = await TruthGPT.connect({ config });
   const cli = await ensureTemporalCli();
   try {
-    const trainId = await startTraining(temporal.client, trainingSpec, { workflowId: 'replay-train' });
-    const handle = temporal.client.workflow.getHandle(trainId);
-    await handle.signal('pause');
-    await handle.signal('resume');
-    const t = await waitTraining(temporal.client, trainId);
-    if (t.status !== 'completed') throw new Error(`training failed: ${t.error.message}`);
-
-    const run = await tg.startPipeline(pipelineSpec, { workflowId: 'replay-pipeline' });
-    await run.result();
+    if (groups.includes('train')) {
+      const trainId = await startTraining(temporal.client, trainingSpec, { workflowId: 'replay-train' });
+      const handle = temporal.client.workflow.getHandle(trainId);
+      await handle.signal('pause');
+      await handle.signal('resume');
+      const t = await waitTraining(temporal.client, trainId);
+      if (t.status !== 'completed') throw new Error(`training failed: ${t.error.message}`);
+    }
+    if (groups.includes('pipeline')) await (await tg.startPipeline(pipelineSpec, { workflowId: 'replay-pipeline' })).result();
+    if (groups.includes('lora')) await (await tg.startPipeline(loraPipelineSpec, { workflowId: 'replay-pipeline-lora' })).result();
 
     // Every run of every execution (continue-as-new makes several runs of one id).
-    const ids = ['replay-train', 'replay-pipeline', 'replay-pipeline-train', 'replay-pipeline-post'];
-    for (const file of fs.readdirSync(OUT).filter((f) => f.endsWith('.json'))) fs.rmSync(path.join(OUT, file));
+    const ids = groups.flatMap((g) => GROUPS[g]);
+    const mine = (f: string) => ids.some((id) => f === `${id}.json` || new RegExp(`^${id}-run\\d+\\.json$`).test(f));
+    for (const file of fs.readdirSync(OUT).filter(mine)) fs.rmSync(path.join(OUT, file));
     for (const id of ids) {
       const runs = [];
       for await (const w of temporal.client.workflow.list({ query: `WorkflowId = '${id}'` })) runs.push(w);
