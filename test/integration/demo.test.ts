@@ -3,39 +3,26 @@
 
 import '../../engine/runtime/host-realm';
 import { ActivityFailure, ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
-import { loadConfig, workflowUiUrl, type Config } from '../../infra/config';
+import { workflowUiUrl, type Config } from '../../infra/config';
 import { TruthgptPipeline, TruthgptStage } from '../../sdk/search-attributes';
 import { runDemo } from '../../sdk/cli/demo-command';
-import { DefaultLogger, Runtime } from '@temporalio/worker';
-import { createPoolWorker, type PoolWorker } from '../../workers/worker';
 import type { CorpusStats } from '../../activities/demo';
-import { withS3, type S3Fixture } from '../helpers/s3';
-import { withTemporal, type TemporalFixture } from '../helpers/temporal';
+import type { S3Fixture } from '../helpers/s3';
+import { withInProcessStack, type InProcessStack } from '../helpers/stack';
+import type { TemporalFixture } from '../helpers/temporal';
 
+let stack: InProcessStack;
 let temporal: TemporalFixture;
 let s3: S3Fixture;
 let config: Config;
-let workers: PoolWorker[] = [];
-let running: Promise<void>[] = [];
 
 beforeAll(async () => {
-  Runtime.install({ logger: new DefaultLogger('ERROR') });
-  [temporal, s3] = await Promise.all([withTemporal(), withS3({ bucket: 'truthgpt-demo' })]);
-  config = loadConfig({
-    TRUTHGPT_TEMPORAL_PORT: String(temporal.port),
-    TRUTHGPT_UI_PORT: String(temporal.uiPort),
-    TRUTHGPT_S3_PORT: String(s3.server.port),
-    TRUTHGPT_S3_BUCKET: 'truthgpt-demo',
-    TRUTHGPT_STATE_DIR: s3.dir,
-  });
-  workers = await Promise.all([createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
-  running = workers.map((w) => w.run());
+  stack = await withInProcessStack({ bucket: 'truthgpt-demo', logLevel: 'ERROR' });
+  ({ temporal, s3, config } = stack);
 }, 180_000);
 
 afterAll(async () => {
-  for (const w of workers) if (w.worker.getState() === 'RUNNING') w.worker.shutdown();
-  await Promise.allSettled(running);
-  await Promise.allSettled([temporal?.close(), s3?.close()]);
+  await stack?.close();
 });
 
 /** Which task queue each activity type was scheduled on, from the run's real history. */

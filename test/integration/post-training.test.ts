@@ -9,27 +9,23 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { WorkflowFailedError } from '@temporalio/client';
-import { loadConfig, type Config } from '../../infra/config';
 import { startTraining, waitTraining, type WaitOutcome } from '../../sdk/cli/run-commands';
 import { errorTypeOf } from '../../sdk/errors';
 import { parsePostTrainingSpec } from '../../sdk/schemas/post-training';
 import type { TrainingSpecInput } from '../../sdk/schemas/training';
 import type { RunReport } from '../../engine/report';
 import type { postTrainingWorkflow, PostTrainingResult } from '../../workflows/post-training';
-import { createPoolWorker, type PoolWorker } from '../../workers/worker';
-import { withS3, type S3Fixture } from '../helpers/s3';
-import { withTemporal, type TemporalFixture } from '../helpers/temporal';
+import type { S3Fixture } from '../helpers/s3';
+import { withInProcessStack, type InProcessStack } from '../helpers/stack';
+import type { TemporalFixture } from '../helpers/temporal';
 
 const run = promisify(execFile);
 const BIN = path.join(__dirname, '../../bin/truthgpt.js');
 
+let stack: InProcessStack;
 let temporal: TemporalFixture;
 let s3: S3Fixture;
-let config: Config;
-let workers: PoolWorker[] = [];
-let running: Promise<void>[] = [];
 let trained: Extract<WaitOutcome, { status: 'completed' }>;
 
 // Byte vocabulary, 2 layers × 64 wide, context 64: ~110k parameters, trained 3 × 60 steps.
@@ -49,17 +45,8 @@ const training: TrainingSpecInput = {
 };
 
 beforeAll(async () => {
-  Runtime.install({ logger: new DefaultLogger('WARN') });
-  [temporal, s3] = await Promise.all([withTemporal(), withS3({ bucket: 'truthgpt-post' })]);
-  config = loadConfig({
-    TRUTHGPT_TEMPORAL_PORT: String(temporal.port),
-    TRUTHGPT_UI_PORT: String(temporal.uiPort),
-    TRUTHGPT_S3_PORT: String(s3.server.port),
-    TRUTHGPT_S3_BUCKET: 'truthgpt-post',
-    TRUTHGPT_STATE_DIR: s3.dir,
-  });
-  workers = await Promise.all([createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
-  running = workers.map((w) => w.run());
+  stack = await withInProcessStack({ bucket: 'truthgpt-post', logLevel: 'WARN' });
+  ({ temporal, s3 } = stack);
   const id = await startTraining(temporal.client, training, { workflowId: 'brown-post' });
   const r = await waitTraining(temporal.client, id);
   if (r.status !== 'completed') throw new Error(`training failed: ${JSON.stringify(r.error)}`);
@@ -67,9 +54,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  for (const w of workers) if (w.worker.getState() === 'RUNNING') w.worker.shutdown();
-  await Promise.allSettled(running);
-  await Promise.allSettled([temporal?.close(), s3?.close()]);
+  await stack?.close();
 });
 
 const cli = (args: string[]) =>

@@ -3,41 +3,26 @@
 // Brown-corpus text with two DiLoCo workers, across a continue-as-new; a bad spec fails at once
 // naming its field; a paused run waits and resumes.
 
-import { DefaultLogger, Runtime } from '@temporalio/worker';
-import { loadConfig, type Config } from '../../infra/config';
 import { MANIFEST_NAME } from '../../infra/store';
 import { startTraining, waitTraining } from '../../sdk/cli/run-commands';
 import type { TrainingSpecInput } from '../../sdk/schemas/training';
 import { TruthgptBestValLoss, TruthgptStage } from '../../sdk/search-attributes';
 import type { TrainingProgress } from '../../workflows/training';
-import { createPoolWorker, type PoolWorker } from '../../workers/worker';
-import { withS3, type S3Fixture } from '../helpers/s3';
-import { withTemporal, type TemporalFixture } from '../helpers/temporal';
+import type { S3Fixture } from '../helpers/s3';
+import { withInProcessStack, type InProcessStack } from '../helpers/stack';
+import type { TemporalFixture } from '../helpers/temporal';
 
+let stack: InProcessStack;
 let temporal: TemporalFixture;
 let s3: S3Fixture;
-let config: Config;
-let workers: PoolWorker[] = [];
-let running: Promise<void>[] = [];
 
 beforeAll(async () => {
-  Runtime.install({ logger: new DefaultLogger('WARN') });
-  [temporal, s3] = await Promise.all([withTemporal(), withS3({ bucket: 'truthgpt-train' })]);
-  config = loadConfig({
-    TRUTHGPT_TEMPORAL_PORT: String(temporal.port),
-    TRUTHGPT_UI_PORT: String(temporal.uiPort),
-    TRUTHGPT_S3_PORT: String(s3.server.port),
-    TRUTHGPT_S3_BUCKET: 'truthgpt-train',
-    TRUTHGPT_STATE_DIR: s3.dir,
-  });
-  workers = await Promise.all([createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
-  running = workers.map((w) => w.run());
+  stack = await withInProcessStack({ bucket: 'truthgpt-train', logLevel: 'WARN' });
+  ({ temporal, s3 } = stack);
 }, 180_000);
 
 afterAll(async () => {
-  for (const w of workers) if (w.worker.getState() === 'RUNNING') w.worker.shutdown();
-  await Promise.allSettled(running);
-  await Promise.allSettled([temporal?.close(), s3?.close()]);
+  await stack?.close();
 });
 
 // Byte vocabulary (256 bytes + 3 specials), 2 layers × 32 wide, context 32, batch 8.
