@@ -1,11 +1,28 @@
 // Benchmark entry: `npm run bench -- <name> [options]`. Benchmarks print a table and write JSON
 // to bench/out/; they are never timed tests.
 
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { Command } from 'commander';
 import { measureMatmulPeak } from './matmul_peak';
 import { benchStep } from './step';
 
+// Benchmarks that are standalone scripts with their own options: `npm run bench -- quant all`.
+const SCRIPTS: Record<string, string> = {
+  diloco: 'W=1 vs W=2 DiLoCo on the real stack: val loss and orchestration share of wall time',
+  lora: 'LoRA vs full fine-tuning: step time, peak RSS, trainable fraction, loss',
+  quant: 'int8 / int4 vs fp32: kernels, end to end, decode with KV cache (kernels|e2e|decode|all)',
+  dataset: 'prepareDataset on a GiB-scale corpus: throughput and peak RSS',
+};
+const script = process.argv[2];
+if (script && script in SCRIPTS) {
+  const tsx = require.resolve('tsx/cli');
+  const r = spawnSync(process.execPath, [tsx, join(__dirname, `${script}.ts`), ...process.argv.slice(3)], { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
+}
+
 const program = new Command('bench').description('TruthGPT benchmarks');
+for (const [name, description] of Object.entries(SCRIPTS)) program.command(name).description(`${description} (see bench/${name}.ts --help)`);
 
 program
   .command('step')
