@@ -21,8 +21,10 @@ export interface ProgressLine {
 
 /** What the bar shows, from one progress snapshot; tokens/s from tokens seen over the watch's time. */
 export function progressLine(p: RunProgress, tokensPerSec: number | null): ProgressLine {
-  const t = p.training;
-  const stage = p.pipeline?.stage === 'train' && t ? `train:${t.stage}` : (p.pipeline?.stage ?? p.status.toLowerCase());
+  // During the LoRA stage the bar follows the fine-tune child (chunks as rounds), else training.
+  const inLora = p.pipeline?.stage === 'lora' && p.lora !== null;
+  const t = inLora ? p.lora : p.training;
+  const stage = (p.pipeline?.stage === 'train' || inLora) && t ? `${p.pipeline!.stage}:${t.stage}` : (p.pipeline?.stage ?? p.status.toLowerCase());
   return {
     stage: `${stage}${p.pipeline?.paused ? ' (paused)' : ''}`,
     round: t ? `${t.round}/${t.rounds}` : '-',
