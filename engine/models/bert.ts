@@ -10,7 +10,7 @@ import { z } from 'zod';
 import type { Graph, Value } from '../graph/ir';
 import { add, gather, gelu, reshape, tanh } from '../graph/ops';
 import { layerNormBlock, type ParamLookup, type ParamSpec } from './blocks';
-import { attention, batchAndSeq, hfLinear, paddingMask } from './layers';
+import { attention, batchAndSeq, hfLinear, paddingMask, positionIds, reshapeTo, type SeqLen } from './layers';
 
 export const BertConfigSchema = z
   .object({
@@ -107,7 +107,7 @@ export function hfBertName(key: string): string | null {
 // ---------------------------------------------------------------- forward
 
 export interface BertInputs {
-  /** int64 (B, T); T must be a known number. */
+  /** int64 (B, T); T is a number in training graphs, symbolic in exported ones (exportBert). */
   inputIds: Value;
   /** int64 (B, T), 1 for tokens and 0 for padding; absent = no padding. */
   attentionMask?: Value | null;
@@ -119,13 +119,13 @@ export interface BertInputs {
 export function bertEncoder(cfg: BertConfig, inputs: BertInputs, p: ParamLookup): Value {
   const g = inputs.inputIds.graph;
   const [, T] = batchAndSeq(inputs.inputIds, 'bert');
-  if (T > cfg.max_position_embeddings) throw new Error(`bert: sequence length ${T} exceeds max_position_embeddings ${cfg.max_position_embeddings}`);
+  if (typeof T === 'number' && T > cfg.max_position_embeddings) throw new Error(`bert: sequence length ${T} exceeds max_position_embeddings ${cfg.max_position_embeddings}`);
   const H = cfg.hidden_size;
   const nh = cfg.num_attention_heads;
   const eps = cfg.layer_norm_eps;
 
   const words = gather(p('embeddings.word_embeddings.weight'), inputs.inputIds); // (B, T, H)
-  const positions = gather(p('embeddings.position_embeddings.weight'), g.vector(Array.from({ length: T }, (_, i) => i))); // (T, H)
+  const positions = gather(p('embeddings.position_embeddings.weight'), positionIds(g, T)); // (T, H)
   const types = inputs.tokenTypeIds
     ? gather(p('embeddings.token_type_embeddings.weight'), inputs.tokenTypeIds) // (B, T, H)
     : gather(p('embeddings.token_type_embeddings.weight'), g.vector([0])); // (1, H), broadcast
@@ -151,8 +151,8 @@ export function bertEncoder(cfg: BertConfig, inputs: BertInputs, p: ParamLookup)
 }
 
 /** tanh(dense(h_[CLS])), (B, H), from hidden states (B·T, H). */
-export function bertPooler(cfg: BertConfig, hidden: Value, seq: number, p: ParamLookup): Value {
-  const first = gather(reshape(hidden, [-1, seq, cfg.hidden_size]), hidden.graph.scalar(0, 'int64'), 1); // (B, T, H)[:, 0] → (B, H)
+export function bertPooler(cfg: BertConfig, hidden: Value, seq: SeqLen, p: ParamLookup): Value {
+  const first = gather(reshapeTo(hidden, [-1, seq, cfg.hidden_size]), hidden.graph.scalar(0, 'int64'), 1); // (B, T, H)[:, 0] → (B, H)
   return tanh(hfLinear(first, p, 'pooler.dense'));
 }
 

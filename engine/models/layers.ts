@@ -5,10 +5,49 @@
 // As in blocks.ts the residual stream stays 2-D, (B·T, C): every Linear is then one GEMM forward
 // and two GEMMs backward, and only the attention core is 4-D.
 
-import type { Graph, Value } from '../graph/ir';
+import type { Dim, Graph, Value } from '../graph/ir';
 import { f } from '../graph/ir';
-import { add, gather, gelu, matmul, mul, relu, reshape, scalar, softmax, sub, transpose, unsqueeze } from '../graph/ops';
-import type { ParamLookup } from './blocks';
+import { add, concat, gather, gelu, matmul, mul, relu, reshape, scalar, softmax, squeeze, sub, transpose, unsqueeze } from '../graph/ops';
+import { causalMask, type ParamLookup } from './blocks';
+
+/**
+ * A sequence length: a number in graphs built for one length (training graphs), or the int64
+ * vector [T] read from an input's Shape in exported models, whose length is a run-time dim. Every
+ * helper below builds exactly the old constant-shape graph when it is given numbers.
+ */
+export type SeqLen = number | Value;
+
+/** Reshape to `dims`; run-time SeqLen vectors are spliced into the shape vector. All numbers: a constant shape. */
+export function reshapeTo(x: Value, dims: (number | Value)[]): Value {
+  if (dims.every((d): d is number => typeof d === 'number')) return reshape(x, dims);
+  const g = x.graph;
+  const parts: Value[] = [];
+  let run: number[] = [];
+  for (const d of dims) {
+    if (typeof d === 'number') run.push(d);
+    else {
+      if (run.length > 0) parts.push(g.vector(run));
+      run = [];
+      parts.push(d);
+    }
+  }
+  if (run.length > 0) parts.push(g.vector(run));
+  return g.op('Reshape', [x, concat(parts, 0)])[0];
+}
+
+/** int64 positions 0..T-1, (T): a constant for a known T, a Range over the run-time length otherwise. */
+export function positionIds(g: Graph, T: SeqLen): Value {
+  if (typeof T === 'number') return g.vector(Array.from({ length: T }, (_, i) => i));
+  return g.op('Range', [g.scalar(0, 'int64'), squeeze(T, [0]), g.scalar(1, 'int64')])[0];
+}
+
+/** Additive causal mask (T, T), 0 on and below the diagonal and -inf above; built from positions when T is a run-time length. */
+export function causalMaskOf(g: Graph, T: SeqLen): Value {
+  if (typeof T === 'number') return causalMask(g, T);
+  const pos = positionIds(g, T);
+  const allowed = g.op('GreaterOrEqual', [unsqueeze(pos, [1]), unsqueeze(pos, [0])])[0]; // query i sees key j ≤ i: (T, T)
+  return g.op('Where', [allowed, g.scalar(0), g.scalar(-Infinity)])[0];
+}
 
 /**
  * torch nn.Linear: weight (out, in), y = x·Wᵀ + b, as one Gemm with transB=1.
@@ -57,8 +96,8 @@ export interface AttentionNames {
 }
 
 export interface AttentionOptions {
-  qLen: number;
-  kLen: number;
+  qLen: SeqLen;
+  kLen: SeqLen;
   nHead: number;
   /** Per-head width (HF T5 d_kv; BERT hidden / heads). */
   headDim: number;
@@ -79,9 +118,9 @@ export function attention(xq: Value, xkv: Value, p: ParamLookup, names: Attentio
   const q0 = hfLinear(xq, p, names.q, o.bias); // (B·Tq, nh·hd)
   const k0 = hfLinear(xkv, p, names.k, o.bias); // (B·Tk, nh·hd)
   const v0 = hfLinear(xkv, p, names.v, o.bias); // (B·Tk, nh·hd)
-  let q = transpose(reshape(q0, [-1, Tq, nh, hd]), [0, 2, 1, 3]); // (B, nh, Tq, hd)
-  const kT = transpose(reshape(k0, [-1, Tk, nh, hd]), [0, 2, 3, 1]); // (B, nh, hd, Tk)
-  const v = transpose(reshape(v0, [-1, Tk, nh, hd]), [0, 2, 1, 3]); // (B, nh, Tk, hd)
+  let q = transpose(reshapeTo(q0, [-1, Tq, nh, hd]), [0, 2, 1, 3]); // (B, nh, Tq, hd)
+  const kT = transpose(reshapeTo(k0, [-1, Tk, nh, hd]), [0, 2, 3, 1]); // (B, nh, hd, Tk)
+  const v = transpose(reshapeTo(v0, [-1, Tk, nh, hd]), [0, 2, 1, 3]); // (B, nh, Tk, hd)
   if (o.scale) q = mul(q, scalar(q, 1 / Math.sqrt(hd))); // scale q: B·T·C multiplies, not B·nh·T·T
   let att = matmul(q, kT); // (B, nh, Tq, hd) @ (B, nh, hd, Tk) → (B, nh, Tq, Tk)
   if (o.scoreBias) att = add(att, o.scoreBias);
@@ -100,36 +139,50 @@ export function attention(xq: Value, xkv: Value, p: ParamLookup, names: Attentio
  */
 export function relativePositionBuckets(qLen: number, kLen: number, bidirectional: boolean, numBuckets: number, maxDistance: number): Int32Array {
   const out = new Int32Array(qLen * kLen);
-  let nb = numBuckets;
-  if (bidirectional) nb = Math.floor(nb / 2);
-  const maxExact = Math.floor(nb / 2);
-  const logRange = Math.fround(Math.log(maxDistance / maxExact));
   for (let i = 0; i < qLen; i++) {
-    for (let j = 0; j < kLen; j++) {
-      let rel = j - i;
-      let bucket = 0;
-      if (bidirectional) {
-        if (rel > 0) bucket += nb;
-        rel = Math.abs(rel);
-      } else {
-        rel = -Math.min(rel, 0);
-      }
-      if (rel < maxExact) bucket += rel;
-      else {
-        const ratio = Math.fround(Math.fround(rel) / maxExact);
-        const scaled = Math.fround(Math.fround(Math.fround(Math.log(ratio)) / logRange) * (nb - maxExact));
-        bucket += Math.min(maxExact + Math.trunc(scaled), nb - 1);
-      }
-      out[i * kLen + j] = bucket;
-    }
+    for (let j = 0; j < kLen; j++) out[i * kLen + j] = relativePositionBucket(j - i, bidirectional, numBuckets, maxDistance);
   }
   return out;
 }
 
-/** Learned relative-position bias (1, nh, Tq, Tk) from the (num_buckets, nh) table `name`. */
-export function relativePositionBias(g: Graph, p: ParamLookup, name: string, qLen: number, kLen: number, bidirectional: boolean, numBuckets: number, maxDistance: number): Value {
-  const buckets = relativePositionBuckets(qLen, kLen, bidirectional, numBuckets, maxDistance);
-  const idx = g.const({ dtype: 'int64', dims: [qLen, kLen], data: BigInt64Array.from(buckets, (b) => BigInt(b)) }, 'rel_buckets');
+/** The bucket of one relative position (key - query); see relativePositionBuckets. */
+export function relativePositionBucket(relative: number, bidirectional: boolean, numBuckets: number, maxDistance: number): number {
+  let nb = numBuckets;
+  if (bidirectional) nb = Math.floor(nb / 2);
+  const maxExact = Math.floor(nb / 2);
+  const logRange = Math.fround(Math.log(maxDistance / maxExact));
+  let rel = relative;
+  let bucket = 0;
+  if (bidirectional) {
+    if (rel > 0) bucket += nb;
+    rel = Math.abs(rel);
+  } else {
+    rel = -Math.min(rel, 0);
+  }
+  if (rel < maxExact) return bucket + rel;
+  const ratio = Math.fround(Math.fround(rel) / maxExact);
+  const scaled = Math.fround(Math.fround(Math.fround(Math.log(ratio)) / logRange) * (nb - maxExact));
+  return bucket + Math.min(maxExact + Math.trunc(scaled), nb - 1);
+}
+
+/**
+ * Learned relative-position bias (1, nh, Tq, Tk) from the (num_buckets, nh) table `name`. With
+ * run-time lengths the buckets come from a table over relative positions -maxDistance..maxDistance
+ * (made by the same relativePositionBucket as the constant path): every distance ≥ maxDistance
+ * lands in the last bucket of its side, so clipping the relative position first is exact.
+ */
+export function relativePositionBias(g: Graph, p: ParamLookup, name: string, qLen: SeqLen, kLen: SeqLen, bidirectional: boolean, numBuckets: number, maxDistance: number): Value {
+  let idx: Value;
+  if (typeof qLen === 'number' && typeof kLen === 'number') {
+    const buckets = relativePositionBuckets(qLen, kLen, bidirectional, numBuckets, maxDistance);
+    idx = g.const({ dtype: 'int64', dims: [qLen, kLen], data: BigInt64Array.from(buckets, (b) => BigInt(b)) }, 'rel_buckets');
+  } else {
+    const M = maxDistance;
+    const table = Array.from({ length: 2 * M + 1 }, (_, r) => relativePositionBucket(r - M, bidirectional, numBuckets, maxDistance));
+    const rel = sub(unsqueeze(positionIds(g, kLen), [0]), unsqueeze(positionIds(g, qLen), [1])); // key - query: (1, Tk) - (Tq, 1) → (Tq, Tk)
+    const clipped = g.op('Max', [g.op('Min', [rel, g.scalar(M, 'int64')])[0], g.scalar(-M, 'int64')])[0]; // (Tq, Tk) in [-M, M]
+    idx = gather(g.vector(table), add(clipped, g.scalar(M, 'int64'))); // (Tq, Tk) bucket ids
+  }
   const values = gather(p(name), idx); // (num_buckets, nh)[buckets] → (Tq, Tk, nh)
   return unsqueeze(transpose(values, [2, 0, 1]), [0]); // (Tq, Tk, nh) → (nh, Tq, Tk) → (1, nh, Tq, Tk)
 }
@@ -150,11 +203,13 @@ export function t5FeedForward(x: Value, p: ParamLookup, prefix: string, kind: Fe
   return hfLinear(mul(gate, lin), p, `${prefix}.wo`, false); // (B·T, d_ff) @ (d, d_ff)ᵀ → (B·T, d)
 }
 
-/** Batch dim of an int64 (B, T) input, and its sequence length, which must be a known number. */
-export function batchAndSeq(ids: Value, model: string): [number | string, number] {
+/**
+ * Batch dim of an int64 (B, T) input, and its sequence length: the number when T is known, else
+ * the run-time vector [T] read by Shape (exported models with a symbolic "seq" dim).
+ */
+export function batchAndSeq(ids: Value, model: string): [Dim, SeqLen] {
   const s = ids.shape;
-  if (!s || s.length !== 2 || typeof s[1] !== 'number') {
-    throw new Error(`${model}: input ${ids.name} must be int64 (B, T) with a known T, got [${s?.join(', ')}]`);
-  }
-  return [s[0], s[1]];
+  if (!s || s.length !== 2) throw new Error(`${model}: input ${ids.name} must be int64 (B, T), got [${s?.join(', ')}]`);
+  if (typeof s[1] === 'number') return [s[0], s[1]];
+  return [s[0], ids.graph.op('Shape', [ids], { start: 1, end: 2 })[0]];
 }

@@ -12,8 +12,8 @@
 import { z } from 'zod';
 import type { Graph, Value } from '../graph/ir';
 import { add, gather, mul, reshape, scalar } from '../graph/ops';
-import { causalMask, type ParamLookup, type ParamSpec } from './blocks';
-import { attention, batchAndSeq, hfLinear, paddingMask, relativePositionBias, rmsNorm, t5FeedForward, type AttentionOptions } from './layers';
+import type { ParamLookup, ParamSpec } from './blocks';
+import { attention, batchAndSeq, causalMaskOf, hfLinear, paddingMask, relativePositionBias, rmsNorm, t5FeedForward, type AttentionOptions, type SeqLen } from './layers';
 
 export const T5ConfigSchema = z
   .object({
@@ -108,7 +108,7 @@ export function hfT5Name(key: string, cfg: T5Config): string | null {
 
 // ---------------------------------------------------------------- encoder
 
-function attnOptions(cfg: T5Config, qLen: number, kLen: number, scoreBias: Value | null): AttentionOptions {
+function attnOptions(cfg: T5Config, qLen: SeqLen, kLen: SeqLen, scoreBias: Value | null): AttentionOptions {
   return { qLen, kLen, nHead: cfg.num_heads, headDim: cfg.d_kv, scale: false, bias: false, scoreBias };
 }
 
@@ -137,13 +137,13 @@ export function t5Encoder(cfg: T5Config, inputIds: Value, attentionMask: Value |
  * Decoder output (B·Tt, d_model): causal self-attention with causal relative buckets, then
  * cross-attention over the encoder output `enc` (B·Ts, d_model) masked by the encoder's mask.
  */
-export function t5Decoder(cfg: T5Config, decoderInputIds: Value, enc: Value, encSeq: number, encMask: Value | null, p: ParamLookup): Value {
+export function t5Decoder(cfg: T5Config, decoderInputIds: Value, enc: Value, encSeq: SeqLen, encMask: Value | null, p: ParamLookup): Value {
   const g = decoderInputIds.graph;
   const [, Tt] = batchAndSeq(decoderInputIds, 't5 decoder');
   const eps = cfg.layer_norm_epsilon;
   let y = reshape(gather(p('shared.weight'), decoderInputIds), [-1, cfg.d_model]); // (B, Tt, d) → (B·Tt, d)
   const posBias = relativePositionBias(g, p, relBiasName('decoder'), Tt, Tt, false, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance); // (1, nh, Tt, Tt)
-  const selfBias = add(posBias, causalMask(g, Tt)); // (1, nh, Tt, Tt)
+  const selfBias = add(posBias, causalMaskOf(g, Tt)); // (1, nh, Tt, Tt)
   const crossBias = encMask ? paddingMask(encMask) : null; // (B, 1, 1, Ts); cross-attention has no position bias
   for (let i = 0; i < decoderLayers(cfg); i++) {
     const l = `decoder.block.${i}.layer`;
