@@ -134,7 +134,7 @@ test('the demo (`npm start` without bringing a stack up) runs examples/demo.yaml
   const { stdout, stderr } = await exec(TSX, [path.join(REPO, 'sdk/cli/main.ts'), 'demo', '--no-up'], { cwd: REPO, env, timeout: 300_000 });
   expect(stderr).toMatch(/started pipeline-demo-/);
   expect(stderr).toMatch(/train:train +round 1\/6/); // progress lines (no TTY: one per stage/round)
-  expect(stderr).toMatch(/\] lora /);
+  expect(stderr).toMatch(/\] lora:train +round \d\/4/); // the bar follows the LoRA child during its stage
   console.log(stdout.split('\n')[0]); // the run's id, rounds, tokens and wall time
   // LoRA on fiction after non-fiction pretraining: the held-out fiction loss fell.
   const lora = /^LoRA +val loss (\d\.\d{4}) → (\d\.\d{4}) \(perplexity .*\) on datasets\/brown-fiction-\w+$/m.exec(stdout);
