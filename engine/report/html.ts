@@ -37,6 +37,32 @@ export interface ReportSample {
   settings: string;
 }
 
+/**
+ * The LoRA stage of a pipeline that ran one. Then `checkpoint` is the base with these adapters
+ * merged, `dataset` is the LoRA dataset, and every variant is (a quantization of) the merged model,
+ * while the loss curves still describe pretraining.
+ */
+export interface ReportLora {
+  /** The dataset the adapters trained and were evaluated on. */
+  datasetPrefix: string;
+  /** The pretrained checkpoint the adapters were trained on (left frozen). */
+  baseCheckpoint: string;
+  /** The dataset pretraining ran on, so a reader can tell the two apart. */
+  pretrainDatasetPrefix: string;
+  valLossBefore: number;
+  valLossAfter: number;
+  perplexityBefore: number;
+  perplexityAfter: number;
+  trainable: number;
+  total: number;
+  trainableFraction: number;
+  steps: number;
+  adapterKey: string;
+}
+
+/** "2,048 of 53,120 (3.86%)": how much of the model the adapters trained. */
+export const trainedShare = (l: ReportLora) => `${l.trainable.toLocaleString('en-US')} of ${l.total.toLocaleString('en-US')} (${(l.trainableFraction * 100).toFixed(2)}%)`;
+
 export interface RunReport {
   runId: string;
   createdAt: string;
@@ -51,6 +77,8 @@ export interface RunReport {
   samples: ReportSample[];
   /** The run's configuration as given (training spec, post-training spec). */
   config: Record<string, unknown>;
+  /** Absent when no LoRA stage ran (reports written before LoRA existed have none either). */
+  lora?: ReportLora;
 }
 
 const bytes = (n: number) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(2)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);
@@ -83,6 +111,13 @@ function headline(r: RunReport): string {
   parts.push(`A ${esc(r.model.family.toUpperCase())} of ${r.model.params.toLocaleString('en-US')} parameters was trained for ${r.trainHistory.length} rounds.`);
   if (first && last) {
     parts.push(`Validation loss went from ${fmt(first.loss)} (round ${first.round}) to ${fmt(last.loss)} (round ${last.round}), perplexity ${fmt(last.perplexity)}.`);
+  }
+  const l = r.lora;
+  if (l) {
+    parts.push(
+      `It was then LoRA-tuned on <b>${esc(l.datasetPrefix)}</b> for ${l.steps} steps: validation loss ${fmt(l.valLossBefore)} → ${fmt(l.valLossAfter)}, ` +
+        `${(l.trainableFraction * 100).toFixed(2)}% of parameters trained; the variants below are the merged model.`,
+    );
   }
   if (fp32) {
     const best = [...published].sort((a, b) => b.tokensPerSec - a.tokensPerSec)[0];
@@ -142,6 +177,23 @@ function samples(r: RunReport): string {
     .join('');
 }
 
+/** What the adapters did, and which model the rest of the page measures. */
+function loraSection(l: ReportLora): string {
+  return (
+    `<p>Adapters were trained on the frozen pretrained checkpoint and then folded into it; the evaluation, the variants and the samples below ` +
+    `are that merged model, measured on the LoRA dataset. The loss curves above are pretraining's, on <code>${esc(l.pretrainDatasetPrefix)}</code>.</p>` +
+    kvTable([
+      ['dataset', l.datasetPrefix],
+      ['base checkpoint', l.baseCheckpoint],
+      ['steps', String(l.steps)],
+      ['val loss', `${fmt(l.valLossBefore, 5)} → ${fmt(l.valLossAfter, 5)}`],
+      ['val perplexity', `${fmt(l.perplexityBefore, 5)} → ${fmt(l.perplexityAfter, 5)}`],
+      ['trainable parameters', trainedShare(l)],
+      ['adapter', l.adapterKey],
+    ])
+  );
+}
+
 function historyTable(r: RunReport): string {
   const rounds = [...new Set([...r.trainHistory.map((p) => p.round), ...r.valHistory.map((p) => p.round)])].sort((a, b) => a - b);
   const rows = rounds.map((round) => {
@@ -178,15 +230,16 @@ ${kvTable([
   ['family', r.model.family],
   ['parameters', r.model.params.toLocaleString('en-US')],
   ...model,
-  ['dataset', d.prefix],
+  [r.lora ? 'dataset (LoRA, evaluation)' : 'dataset', d.prefix],
+  ...(r.lora ? ([['pretraining dataset', r.lora.pretrainDatasetPrefix]] as [string, string][]) : []),
   ['tokenizer', d.tokenizer],
   ['train / val tokens', `${d.trainTokens.toLocaleString('en-US')} / ${d.valTokens.toLocaleString('en-US')}`],
   ['documents', d.documents.toLocaleString('en-US')],
 ])}
-<h2>Loss curves</h2>
+<h2>Loss curves${r.lora ? ' (pretraining)' : ''}</h2>
 ${lossCurvesSvg({ train: r.trainHistory, val: r.valHistory })}
 ${historyTable(r)}
-<h2>Evaluation: fp32 and quantized variants side by side</h2>
+${r.lora ? `<h2>LoRA fine-tune</h2>\n${loraSection(r.lora)}\n` : ''}<h2>Evaluation: fp32 and quantized variants side by side</h2>
 ${variantTable(r)}
 <h2>Generation samples</h2>
 ${samples(r)}

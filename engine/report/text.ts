@@ -1,7 +1,7 @@
 // The run report for a terminal: the same story as the HTML page in plain text (headline numbers,
 // loss per round, the eval table, samples), for `truthgpt report ID`.
 
-import type { RunReport } from './html';
+import { trainedShare, type RunReport } from './html';
 import { fmt } from './svg';
 
 const pad = (s: string, n: number, right = false) => (right ? s.padStart(n) : s.padEnd(n));
@@ -13,16 +13,26 @@ function table(head: string[], rows: string[][], rightFrom = 1): string {
   return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
+/** Labels in one column, values in the next. */
+function keyValues(rows: [string, string][]): string {
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${pad(k, width)}  ${v}`).join('\n');
+}
+
 export function renderReportText(r: RunReport): string {
   const out: string[] = [];
   const first = r.valHistory[0];
   const last = r.valHistory[r.valHistory.length - 1];
   out.push(`TruthGPT run ${r.runId}  (report ${r.createdAt})`);
   out.push(`model      ${r.model.family} ${r.model.params.toLocaleString('en-US')} params  ${Object.entries(r.model.config).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ')}`);
-  out.push(`dataset    ${r.dataset.prefix}  tokenizer ${r.dataset.tokenizer}  train ${r.dataset.trainTokens} / val ${r.dataset.valTokens} tokens`);
+  out.push(`dataset    ${r.dataset.prefix}${r.lora ? ' (LoRA; evaluated on it)' : ''}  tokenizer ${r.dataset.tokenizer}  train ${r.dataset.trainTokens} / val ${r.dataset.valTokens} tokens`);
   out.push(`checkpoint ${r.checkpoint}`);
   if (first && last) out.push(`val loss   ${fmt(first.loss)} (round ${first.round}) → ${fmt(last.loss)} (round ${last.round}), perplexity ${fmt(last.perplexity)}`);
-  out.push('', 'Loss per round');
+  const l = r.lora;
+  if (l) {
+    out.push(`lora       then LoRA-tuned on ${l.datasetPrefix}: val loss ${fmt(l.valLossBefore)} → ${fmt(l.valLossAfter)}, ${(l.trainableFraction * 100).toFixed(2)}% of parameters trained; the variants below are the merged model`);
+  }
+  out.push('', l ? `Loss per round (pretraining on ${l.pretrainDatasetPrefix})` : 'Loss per round');
   const rounds = [...new Set([...r.trainHistory.map((p) => p.round), ...r.valHistory.map((p) => p.round)])].sort((a, b) => a - b);
   out.push(
     table(
@@ -34,6 +44,20 @@ export function renderReportText(r: RunReport): string {
       }),
     ),
   );
+  if (l) {
+    out.push('', 'LoRA fine-tune (adapters on the frozen base, then merged into it)');
+    out.push(
+      keyValues([
+        ['base checkpoint', l.baseCheckpoint],
+        ['dataset', l.datasetPrefix],
+        ['steps', String(l.steps)],
+        ['val loss', `${fmt(l.valLossBefore, 5)} → ${fmt(l.valLossAfter, 5)}`],
+        ['val perplexity', `${fmt(l.perplexityBefore, 5)} → ${fmt(l.perplexityAfter, 5)}`],
+        ['trainable', trainedShare(l)],
+        ['adapter', l.adapterKey],
+      ]),
+    );
+  }
   const e = r.evaluation;
   out.push('', `Variants (ppl over ${e.tokens} val tokens; latency per ${e.batchSize}×${e.contextLength} batch on ${e.device})`);
   out.push(

@@ -155,4 +155,64 @@ describe('HTML run report', () => {
     expect(text).toContain('int4-tight not published: validation perplexity 10.6000 vs fp32 10.5000 is 0.95% higher, above the bound maxPplIncrease = 0.10%');
     expect(text).toContain('[int8, greedy, 32 new tokens] "The <b>jury</b> said & did \\"it\\""');
   });
+
+  describe('after a LoRA stage', () => {
+    const lora = {
+      datasetPrefix: 'datasets/brown-fiction-<9f>',
+      baseCheckpoint: 'runs/brown/global/r000004',
+      pretrainDatasetPrefix: 'datasets/brown-humor-0123',
+      valLossBefore: 2.91234,
+      valLossAfter: 2.40123,
+      perplexityBefore: Math.exp(2.91234),
+      perplexityAfter: Math.exp(2.40123),
+      trainable: 2048,
+      total: 55168,
+      trainableFraction: 2048 / 55168,
+      steps: 120,
+      adapterKey: 'finetunes/brown-lora/adapter/adapter_model.safetensors',
+    };
+    const tuned: RunReport = { ...report, checkpoint: 'finetunes/brown-lora/merged', dataset: { ...report.dataset, prefix: lora.datasetPrefix }, lora };
+
+    test('the HTML headline and a LoRA section say the variants are the merged model, and which data each stage saw', () => {
+      const page = renderReportHtml(tuned);
+      expect(page).toContain(
+        'It was then LoRA-tuned on <b>datasets/brown-fiction-&lt;9f&gt;</b> for 120 steps: validation loss 2.912 → 2.401, 3.71% of parameters trained; the variants below are the merged model.',
+      );
+      // The LoRA sentence follows pretraining's and comes before the variant verdict.
+      expect(page).toMatch(/Validation loss went from 5\.6 \(round 0\)[^<]*It was then LoRA-tuned[\s\S]*Fastest published variant/);
+      const section = /<h2>LoRA fine-tune<\/h2>([\s\S]*?)<h2>/.exec(page)![1];
+      expect(section).toContain('<th>val loss</th><td>2.9123 → 2.4012</td>');
+      expect(section).toContain('<th>trainable parameters</th><td>2,048 of 55,168 (3.71%)</td>');
+      expect(section).toContain('<th>base checkpoint</th><td>runs/brown/global/r000004</td>');
+      expect(section).toContain(`<th>adapter</th><td>${lora.adapterKey}</td>`);
+      expect(section).toContain('<code>datasets/brown-humor-0123</code>'); // where the curves come from
+      expect(page).toContain('<h2>Loss curves (pretraining)</h2>');
+      expect(page).toContain('<th>dataset (LoRA, evaluation)</th><td>datasets/brown-fiction-&lt;9f&gt;</td>');
+      expect(page).toContain('<th>pretraining dataset</th><td>datasets/brown-humor-0123</td>');
+      // Sections in reading order: curves, then LoRA, then the evaluation of the merged model.
+      expect(page.indexOf('<h2>Loss curves')).toBeLessThan(page.indexOf('<h2>LoRA fine-tune'));
+      expect(page.indexOf('<h2>LoRA fine-tune')).toBeLessThan(page.indexOf('<h2>Evaluation'));
+    });
+
+    test('without a LoRA stage the page and the text say nothing about LoRA', () => {
+      expect(html).not.toMatch(/LoRA/);
+      expect(html).toContain('<h2>Loss curves</h2>');
+      expect(renderReportText(report)).not.toMatch(/LoRA/);
+    });
+
+    test('the terminal form has the LoRA sentence under the headline numbers and a LoRA section', () => {
+      const text = renderReportText(tuned);
+      const lines = text.split('\n');
+      const at = lines.findIndex((l) => l.startsWith('val loss '));
+      expect(lines[at + 1]).toBe(
+        'lora       then LoRA-tuned on datasets/brown-fiction-<9f>: val loss 2.912 → 2.401, 3.71% of parameters trained; the variants below are the merged model',
+      );
+      expect(text).toContain('Loss per round (pretraining on datasets/brown-humor-0123)');
+      const section = text.slice(text.indexOf('LoRA fine-tune'), text.indexOf('Variants ('));
+      expect(section).toMatch(/^val loss\s+2\.9123 → 2\.4012$/m);
+      expect(section).toMatch(/^trainable\s+2,048 of 55,168 \(3\.71%\)$/m);
+      expect(section).toMatch(/^steps\s+120$/m);
+      expect(section).toContain(lora.adapterKey);
+    });
+  });
 });
