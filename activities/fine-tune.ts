@@ -14,15 +14,15 @@
 import { Context } from '@temporalio/activity';
 import { initAdapters, saveAdapter, trainableReport } from '../engine/lora';
 import type { SessionConfig } from '../engine/runtime';
-import { NonFiniteLossError } from '../engine/runtime';
-import { runShard, stateShapes, zeroState, paramShapes, type ShardSnapshot } from '../engine/train/shard';
+import { zeroState } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../sdk/errors';
 import { FineTuneSpecSchema, type DatasetSource, type FineTuneSpec } from '../sdk/schemas/lora';
 import { formatIssues, TrainingSpecSchema } from '../sdk/schemas/training';
 import { datasetAt, ftKeys, lastSuccessful, loadBase, newestDataset, readAdapter, recordSuccess, type BaseRef, type LineageRecord } from './fine-tune-io';
 import { GptBase, OnnxBase, type CompiledLoraStep, type EvalOut, type LoraBase } from './fine-tune-models';
-import { createTrainingActivities, type HeartbeatDetails } from './training';
+import { runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
+import { createTrainingActivities } from './training';
 import { commitCheckpoint, fromTensors, readCheckpoint, refOf, ShardCache, toTensors, type CheckpointRef, type DatasetRef } from './training-io';
 
 export type { BaseRef, LineageRecord } from './fine-tune-io';
@@ -129,19 +129,6 @@ export function createFineTuneActivities(deps: FineTuneDeps) {
     return c;
   }
 
-  /** Every shard of a split as one id array (fine-tunes run on one worker). */
-  async function splitIds(ds: DatasetRef, split: 'train' | 'val'): Promise<Uint16Array | Uint32Array> {
-    const parts = await Promise.all(ds[split].filter((s) => s.tokens > 0).map((s) => shards.get(store, ds, s.file)));
-    if (parts.length === 1) return parts[0];
-    const ids = new (parts[0] instanceof Uint32Array ? Uint32Array : Uint16Array)(parts.reduce((n, p) => n + p.length, 0));
-    let off = 0;
-    for (const p of parts) {
-      ids.set(p, off);
-      off += p.length;
-    }
-    return ids;
-  }
-
   function checkData(spec: FineTuneSpec, lb: LoraBase, ds: DatasetRef, ref: BaseRef): void {
     if (ds.vocabSize > lb.vocabSize) {
       throw failure('InvalidConfig', `spec.dataset: ${ds.prefix} has ${ds.vocabSize} token ids, more than the base model's vocabulary (${lb.vocabSize}, ${ref.location})`);
@@ -152,16 +139,6 @@ export function createFineTuneActivities(deps: FineTuneDeps) {
         throw failure('InvalidConfig', `spec.train.contextLength: the ${split} split of ${ds.prefix} has ${tokens} tokens, fewer than contextLength + 1 (${spec.train.contextLength + 1})`);
       }
     }
-  }
-
-  /** The newest committed in-chunk snapshot, found by listing its keys. */
-  async function latestProgress(runId: string, chunk: number): Promise<{ step: number; prefix: string } | null> {
-    let best: { step: number; prefix: string } | null = null;
-    for (const o of await store.list(`${ftKeys.chunk(runId, chunk)}/step-`)) {
-      const m = /\/step-(\d+)\/MANIFEST\.json$/.exec(o.key);
-      if (m && (!best || Number(m[1]) > best.step)) best = { step: Number(m[1]), prefix: o.key.slice(0, -'/MANIFEST.json'.length) };
-    }
-    return best;
   }
 
   return {
@@ -188,7 +165,7 @@ export function createFineTuneActivities(deps: FineTuneDeps) {
       const spec = checkSpec(input.spec);
       const { lb, ref } = await loraBase(spec);
       checkData(spec, lb, input.dataset, ref);
-      const ids = await splitIds(input.dataset, 'val');
+      const ids = await shards.split(store, input.dataset, 'val');
       const o = { batchSize: spec.train.batchSize, contextLength: spec.train.contextLength, maxBatches: spec.train.evalBatches, seed: spec.train.seed, session: sessionConfig(spec) };
       if (!input.adapter) return { ...(await lb.evaluate(null, ids, o)), base: ref, merged: null };
       const adapters = await readAdapter(store, input.adapter, lb.plan);
@@ -213,87 +190,51 @@ export function createFineTuneActivities(deps: FineTuneDeps) {
       const { lb, ref } = await loraBase(spec);
       checkData(spec, lb, input.dataset, ref);
       const c = await compiled(spec, lb);
-      const pShapes = paramShapes(c.step);
-      const sShapes = stateShapes(c.step);
-
-      // Resume point: the newer of the last heartbeat's snapshot and the newest committed one.
-      const hb = ctx.info.heartbeatDetails as HeartbeatDetails | undefined;
-      const listed = await latestProgress(runId, chunk);
-      const resumeFrom = listed && (!hb?.checkpointKey || listed.step >= hb.step) ? listed.prefix : (hb?.checkpointKey ?? null);
-      let init: ShardSnapshot;
-      let resumedFrom: number | null = null;
-      if (resumeFrom) {
-        const ck = await readCheckpoint(store, resumeFrom);
-        init = { step: ck.state.step, params: Object.fromEntries(fromTensors(ck.weights, resumeFrom)), state: Object.fromEntries(fromTensors(ck.optimizer, resumeFrom)) };
-        resumedFrom = init.step;
-        if (init.step < startStep || init.step > endStep) throw failure('CorruptCheckpoint', `${who}: snapshot ${resumeFrom} is at step ${init.step}, outside this chunk's steps ${startStep}..${endStep}`);
-      } else if (input.previous) {
-        const ck = await readCheckpoint(store, input.previous.prefix);
-        init = { step: startStep, params: Object.fromEntries(fromTensors(ck.weights, input.previous.prefix)), state: Object.fromEntries(fromTensors(ck.optimizer, input.previous.prefix)) };
-      } else {
-        const adapters = input.initAdapter ? await readAdapter(store, input.initAdapter, lb.plan) : initAdapters(lb.plan);
-        init = { step: startStep, params: Object.fromEntries(adapters), state: zeroState(c.step) };
-      }
-      const ids = await splitIds(input.dataset, 'train');
-      const runner = c.runner(init);
-      const ckptState = (step: number) => ({
-        modelConfig: { base: ref.location, lora: spec.lora },
-        runConfig: { name: spec.name, runId, chunk },
-        step,
-        round: chunk,
-        bestValLoss: null,
-        dataCursor: { shard: 0, step, seed: spec.train.seed },
-        rng: [],
-      });
-      let lastKey: string | null = resumeFrom;
-      const t0 = performance.now();
-      let res;
-      try {
-        res = await runShard({
-          runner,
-          ids,
-          seed: spec.train.seed,
-          shard: 0,
-          batchSize: spec.train.batchSize,
-          contextLength: spec.train.contextLength,
-          endStep,
-          checkpoint: {
-            ...spec.train.checkpoint,
-            save: async (s) => {
-              const prefix = ftKeys.chunkProgress(runId, chunk, s.step);
-              await commitCheckpoint(store, prefix, { weights: toTensors(s.params, pShapes), optimizer: toTensors(s.state, sShapes), state: ckptState(s.step) });
-              lastKey = prefix;
-              ctx.heartbeat({ step: s.step, checkpointKey: prefix } satisfies HeartbeatDetails);
-            },
-          },
-          onStep: (m) => {
-            if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error(`${who}: cancelled`);
-            ctx.heartbeat({ step: m.step + 1, checkpointKey: lastKey } satisfies HeartbeatDetails);
-          },
-        });
-      } catch (err) {
-        if (err instanceof NonFiniteLossError) {
-          throw failure('NonFiniteLoss', `${who}: training step ${err.step}: loss is ${err.loss} (adapters before that step are in ${lastKey ?? input.previous?.prefix ?? 'the initial adapters'})`, { chunk, step: err.step });
-        }
-        throw err;
-      }
-      const report = trainableReport(lb.plan, lb.baseParamCount);
-      const result: TrainAdapterResult = {
-        checkpoint: { prefix: finalPrefix, files: {} },
-        chunk,
+      return runHeartbeatingShard<TrainAdapterResult>(store, {
+        who,
+        span: 'chunk',
+        startStep,
         endStep,
-        losses: res.history.map((m) => ({ step: m.step, loss: m.loss })),
-        resumedFrom,
-        checkpointsWritten: res.checkpoints.length,
-        trainable: report.trainable,
-        total: report.total,
-        trainableFraction: report.fraction,
-        trainMs: Math.round(performance.now() - t0),
-      };
-      const final = { weights: toTensors(runner.getParams(), pShapes), optimizer: toTensors(runner.getState(), sShapes), state: ckptState(endStep) };
-      result.checkpoint = await commitCheckpoint(store, finalPrefix, final, (r) => ({ result: { ...result, checkpoint: r } }));
-      await store.deletePrefix(`${ftKeys.chunk(runId, chunk)}/step-`).catch(() => 0);
-      return result;
+        snapshots: ftKeys.chunk(runId, chunk),
+        snapshotKey: (step) => ftKeys.chunkProgress(runId, chunk, step),
+        finalPrefix,
+        compiled: c,
+        fresh: async () => {
+          if (input.previous) {
+            const ck = await readCheckpoint(store, input.previous.prefix);
+            return { step: startStep, params: Object.fromEntries(fromTensors(ck.weights, input.previous.prefix)), state: Object.fromEntries(fromTensors(ck.optimizer, input.previous.prefix)) };
+          }
+          const adapters = input.initAdapter ? await readAdapter(store, input.initAdapter, lb.plan) : initAdapters(lb.plan);
+          return { step: startStep, params: Object.fromEntries(adapters), state: zeroState(c.step) };
+        },
+        ids: () => shards.split(store, input.dataset, 'train'),
+        batches: { seed: spec.train.seed, shard: 0, batchSize: spec.train.batchSize, contextLength: spec.train.contextLength },
+        policy: spec.train.checkpoint,
+        ckptState: (step) => ({
+          modelConfig: { base: ref.location, lora: spec.lora },
+          runConfig: { name: spec.name, runId, chunk },
+          step,
+          round: chunk,
+          bestValLoss: null,
+          dataCursor: { shard: 0, step, seed: spec.train.seed },
+          rng: [],
+        }),
+        nonFinite: { what: 'adapters', initial: input.previous?.prefix ?? 'the initial adapters', details: { chunk } },
+        result: (run) => {
+          const report = trainableReport(lb.plan, lb.baseParamCount);
+          return {
+            chunk,
+            endStep,
+            losses: run.history.map((m) => ({ step: m.step, loss: m.loss })),
+            resumedFrom: run.resumedFrom,
+            checkpointsWritten: run.checkpointsWritten,
+            trainable: report.trainable,
+            total: report.total,
+            trainableFraction: report.fraction,
+            trainMs: run.trainMs,
+          };
+        },
+      });
     },
 
     /** The trained adapters as PEFT files, and the base with them merged in. */

@@ -136,4 +136,17 @@ export class ShardCache {
     this.cache.set(key, ids);
     return ids;
   }
+
+  /** Every non-empty shard of a split as one id array (a single shard is returned as it is). */
+  async split(store: ArtifactStore, ds: DatasetRef, split: 'train' | 'val'): Promise<Uint16Array | Uint32Array> {
+    const parts = await Promise.all(ds[split].filter((s) => s.tokens > 0).map((s) => this.get(store, ds, s.file)));
+    if (parts.length === 1) return parts[0];
+    const ids = new (parts[0] instanceof Uint32Array ? Uint32Array : Uint16Array)(parts.reduce((n, p) => n + p.length, 0));
+    let off = 0;
+    for (const p of parts) {
+      ids.set(p, off);
+      off += p.length;
+    }
+    return ids;
+  }
 }

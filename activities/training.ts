@@ -19,13 +19,14 @@ import path from 'node:path';
 import { DATASET_MANIFEST_FILE, DatasetSpecSchema, prepareDataset as prepareDatasetFiles, TOKENIZER_FILE } from '../engine/data/dataset';
 import { initParams } from '../engine/models/blocks';
 import { gptParams } from '../engine/models/gpt';
-import { NonFiniteLossError, type SessionConfig } from '../engine/runtime';
+import type { SessionConfig } from '../engine/runtime';
 import { LmEvaluator } from '../engine/train/evaluate';
 import { NonFiniteWeightError, OuterAggregator } from '../engine/train/outer';
-import { compileLmTrainStep, paramShapes, runShard, stateShapes, zeroState, type CompiledTrainStep, type ShardSnapshot } from '../engine/train/shard';
+import { compileLmTrainStep, zeroState, type CompiledTrainStep } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../sdk/errors';
 import { datasetSpecOf, formatIssues, TrainingSpecSchema, type TrainingSpec } from '../sdk/schemas/training';
+import { runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
 import { commitCheckpoint, fromTensors, keys, readCheckpoint, refOf, ShardCache, toTensors, type CheckpointRef, type DatasetRef } from './training-io';
 
 export type { CheckpointRef, DatasetRef } from './training-io';
@@ -89,10 +90,7 @@ export interface EvaluateResult {
   tokens: number;
 }
 
-export interface HeartbeatDetails {
-  step: number;
-  checkpointKey: string | null;
-}
+export type { HeartbeatDetails } from './shard-loop';
 
 const sha256 = (s: string | Uint8Array) => createHash('sha256').update(s).digest('hex');
 
@@ -130,17 +128,6 @@ export function createTrainingActivities(deps: TrainingDeps) {
       steps.set(key, c);
     }
     return c;
-  }
-
-  /** The newest committed in-round snapshot of (shard, round), found by listing its keys. */
-  async function latestProgress(runId: string, shard: number, round: number): Promise<{ step: number; prefix: string } | null> {
-    const base = keys.shardRound(runId, shard, round);
-    let best: { step: number; prefix: string } | null = null;
-    for (const o of await store.list(`${base}/step-`)) {
-      const m = /\/step-(\d+)\/MANIFEST\.json$/.exec(o.key);
-      if (m && (!best || Number(m[1]) > best.step)) best = { step: Number(m[1]), prefix: o.key.slice(0, -'/MANIFEST.json'.length) };
-    }
-    return best;
   }
 
   return {
@@ -210,92 +197,52 @@ export function createTrainingActivities(deps: TrainingDeps) {
       const [startStep, endStep] = [round * H, (round + 1) * H];
       ctx.heartbeat({ step: startStep, checkpointKey: null } satisfies HeartbeatDetails);
       const c = await compiled(spec);
-      const pShapes = paramShapes(c.step);
-      const sShapes = stateShapes(c.step);
-
-      // Resume point: the newer of the last heartbeat's snapshot and the newest committed one
-      // (heartbeats are throttled, so the store may know a later snapshot than the server).
-      const hb = ctx.info.heartbeatDetails as HeartbeatDetails | undefined;
-      const listed = await latestProgress(runId, shard, round);
-      const resumeFrom = listed && (!hb?.checkpointKey || listed.step >= hb.step) ? listed.prefix : (hb?.checkpointKey ?? null);
-      let init: ShardSnapshot;
-      let resumedFrom: number | null = null;
-      if (resumeFrom) {
-        const ck = await readCheckpoint(store, resumeFrom);
-        init = { step: ck.state.step, params: Object.fromEntries(fromTensors(ck.weights, resumeFrom)), state: Object.fromEntries(fromTensors(ck.optimizer, resumeFrom)) };
-        resumedFrom = init.step;
-        if (init.step < startStep || init.step > endStep) throw failure('CorruptCheckpoint', `${who}: snapshot ${resumeFrom} is at step ${init.step}, outside this round's steps ${startStep}..${endStep}`);
-      } else {
-        const g = await readCheckpoint(store, input.global.prefix);
-        const prev = input.previous ? await readCheckpoint(store, input.previous.prefix) : null;
-        init = {
-          step: startStep,
-          params: Object.fromEntries(fromTensors(g.weights, input.global.prefix)),
-          state: prev ? Object.fromEntries(fromTensors(prev.optimizer, input.previous!.prefix)) : zeroState(c.step),
-        };
-      }
-      const ids = await shards.get(store, input.dataset, input.dataset.train[shard].file);
-      const runner = c.runner(init);
-      const ckptState = (step: number) => ({
-        modelConfig: spec.model.config,
-        runConfig: { name: spec.name, runId, shard },
-        step,
-        round,
-        bestValLoss: null,
-        dataCursor: { shard, step, seed: spec.seed },
-        rng: [],
+      return runHeartbeatingShard<TrainShardResult>(store, {
+        who,
+        span: 'round',
+        startStep,
+        endStep,
+        snapshots: keys.shardRound(runId, shard, round),
+        snapshotKey: (step) => keys.shardProgress(runId, shard, round, step),
+        finalPrefix,
+        compiled: c,
+        fresh: async () => {
+          const g = await readCheckpoint(store, input.global.prefix);
+          const prev = input.previous ? await readCheckpoint(store, input.previous.prefix) : null;
+          return {
+            step: startStep,
+            params: Object.fromEntries(fromTensors(g.weights, input.global.prefix)),
+            state: prev ? Object.fromEntries(fromTensors(prev.optimizer, input.previous!.prefix)) : zeroState(c.step),
+          };
+        },
+        ids: () => shards.get(store, input.dataset, input.dataset.train[shard].file),
+        batches: { seed: spec.seed, shard, batchSize: spec.batchSize, contextLength: spec.contextLength },
+        policy: spec.checkpoint,
+        ckptState: (step) => ({
+          modelConfig: spec.model.config,
+          runConfig: { name: spec.name, runId, shard },
+          step,
+          round,
+          bestValLoss: null,
+          dataCursor: { shard, step, seed: spec.seed },
+          rng: [],
+        }),
+        nonFinite: { what: 'weights', initial: input.global.prefix, details: { shard, round } },
+        result: (run) => {
+          const losses = run.history.map((m) => m.loss);
+          return {
+            shard,
+            round,
+            steps: endStep - startStep,
+            meanLoss: losses.length ? losses.reduce((a, b) => a + b, 0) / losses.length : NaN,
+            lastLoss: losses.length ? losses[losses.length - 1] : NaN,
+            tokens: (endStep - startStep) * spec.batchSize * spec.contextLength,
+            resumedFrom: run.resumedFrom,
+            checkpointsWritten: run.checkpointsWritten,
+            trainMs: run.trainMs,
+          };
+        },
       });
-      let lastKey: string | null = resumeFrom;
-      const t0 = performance.now();
-      let res;
-      try {
-        res = await runShard({
-          runner,
-          ids,
-          seed: spec.seed,
-          shard,
-          batchSize: spec.batchSize,
-          contextLength: spec.contextLength,
-          endStep,
-          checkpoint: {
-            ...spec.checkpoint,
-            save: async (s) => {
-              const prefix = keys.shardProgress(runId, shard, round, s.step);
-              await commitCheckpoint(store, prefix, { weights: toTensors(s.params, pShapes), optimizer: toTensors(s.state, sShapes), state: ckptState(s.step) });
-              lastKey = prefix;
-              ctx.heartbeat({ step: s.step, checkpointKey: prefix } satisfies HeartbeatDetails);
-            },
-          },
-          onStep: (m) => {
-            if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error(`${who}: cancelled`);
-            ctx.heartbeat({ step: m.step + 1, checkpointKey: lastKey } satisfies HeartbeatDetails);
-          },
-        });
-      } catch (err) {
-        if (err instanceof NonFiniteLossError) {
-          throw failure('NonFiniteLoss', `${who}: training step ${err.step}: loss is ${err.loss} (weights before that step are in ${lastKey ?? input.global.prefix})`, { shard, round, step: err.step });
-        }
-        throw err;
-      }
-      const trainMs = performance.now() - t0;
-      const losses = res.history.map((m) => m.loss);
-      const result: TrainShardResult = {
-        checkpoint: { prefix: finalPrefix, files: {} },
-        shard,
-        round,
-        steps: endStep - startStep,
-        meanLoss: losses.length ? losses.reduce((a, b) => a + b, 0) / losses.length : NaN,
-        lastLoss: losses.length ? losses[losses.length - 1] : NaN,
-        tokens: (endStep - startStep) * spec.batchSize * spec.contextLength,
-        resumedFrom,
-        checkpointsWritten: res.checkpoints.length,
-        trainMs: Math.round(trainMs),
-      };
-      const final = { weights: toTensors(runner.getParams(), pShapes), optimizer: toTensors(runner.getState(), sShapes), state: ckptState(endStep) };
-      result.checkpoint = await commitCheckpoint(store, finalPrefix, final, (ref) => ({ result: { ...result, checkpoint: ref } }));
-      // In-round snapshots are superseded by the committed result.
-      await store.deletePrefix(`${keys.shardRound(runId, shard, round)}/step-`).catch(() => 0);
-      return result;
     },
 
     /** The outer optimizer over every shard's result: global checkpoint r+1, manifest last. */
@@ -345,14 +292,7 @@ export function createTrainingActivities(deps: TrainingDeps) {
         evaluators.set(key, ev);
       }
       const ck = await readCheckpoint(store, input.checkpoint.prefix);
-      const parts = await Promise.all(input.dataset.val.filter((v) => v.tokens > 0).map((v) => shards.get(store, input.dataset, v.file)));
-      const total = parts.reduce((n, p) => n + p.length, 0);
-      const ids = new (parts[0] instanceof Uint32Array ? Uint32Array : Uint16Array)(total);
-      let off = 0;
-      for (const p of parts) {
-        ids.set(p, off);
-        off += p.length;
-      }
+      const ids = await shards.split(store, input.dataset, 'val');
       try {
         const r = await ev.evaluate(fromTensors(ck.weights, input.checkpoint.prefix), ids, { batchSize: spec.batchSize, contextLength: spec.contextLength, maxBatches: spec.evalBatches });
         return { loss: r.loss, perplexity: r.perplexity, tokens: r.tokens };

@@ -1,0 +1,132 @@
+// The resumable inner loop shared by trainShard (pretraining) and trainAdapter (LoRA): find the
+// resume point, run the steps with snapshots and heartbeats, map a NaN loss into the error
+// vocabulary, commit the final checkpoint with the activity's result, drop the snapshots.
+//
+// Snapshots of one span (a round of one shard, or a fine-tune chunk) live at
+// `<snapshots>/step-NNNNNN`, the final result at `finalPrefix`; both are committed manifest last,
+// so a crash at any point leaves either nothing or a readable checkpoint behind.
+
+import { Context } from '@temporalio/activity';
+import { NonFiniteLossError } from '../engine/runtime';
+import { paramShapes, runShard, stateShapes, type CheckpointPolicy, type CompiledTrainStep, type ShardSnapshot, type ShardStepMetrics } from '../engine/train/shard';
+import type { ArtifactStore } from '../infra/store';
+import { failure } from '../sdk/errors';
+import { commitCheckpoint, fromTensors, readCheckpoint, toTensors, type CheckpointRef, type WriteCheckpoint } from './training-io';
+
+/** What a shard-loop activity heartbeats: the next step, and the newest snapshot it committed. */
+export interface HeartbeatDetails {
+  step: number;
+  checkpointKey: string | null;
+}
+
+/** What the loop measured, for the activity to build its result from. */
+export interface ShardLoopRun {
+  history: ShardStepMetrics[];
+  /** The step this attempt resumed from (null: started at the span's first step). */
+  resumedFrom: number | null;
+  checkpointsWritten: number;
+  trainMs: number;
+}
+
+export interface ShardLoop<R extends { checkpoint: CheckpointRef }> {
+  /** Names the activity and span in error messages, e.g. `trainShard shard 1 round 2`. */
+  who: string;
+  /** What one activity's steps are called in errors: `round` or `chunk`. */
+  span: string;
+  startStep: number;
+  endStep: number;
+  /** The prefix under which this span's `step-NNNNNN` snapshots are committed. */
+  snapshots: string;
+  snapshotKey(step: number): string;
+  finalPrefix: string;
+  compiled: Pick<CompiledTrainStep, 'step' | 'runner'>;
+  /** The starting point when no snapshot of this span exists. */
+  fresh(): Promise<ShardSnapshot>;
+  ids(): Promise<Uint16Array | Uint32Array>;
+  batches: { seed: number; shard: number; batchSize: number; contextLength: number };
+  policy: CheckpointPolicy;
+  /** The checkpoint state recorded with a snapshot (or the final checkpoint) at `step`. */
+  ckptState(step: number): WriteCheckpoint['state'];
+  /** For the NonFiniteLoss failure: what the checkpoints hold, where they are before the first snapshot, and extra details. */
+  nonFinite: { what: string; initial: string; details: Record<string, unknown> };
+  /** The activity's result (its `checkpoint` is filled in by the final commit). */
+  result(run: ShardLoopRun): Omit<R, 'checkpoint'>;
+}
+
+/** The newest committed snapshot under `base` (`<base>/step-NNNNNN`), found by listing its keys. */
+export async function latestSnapshot(store: ArtifactStore, base: string): Promise<{ step: number; prefix: string } | null> {
+  let best: { step: number; prefix: string } | null = null;
+  for (const o of await store.list(`${base}/step-`)) {
+    const m = /\/step-(\d+)\/MANIFEST\.json$/.exec(o.key);
+    if (m && (!best || Number(m[1]) > best.step)) best = { step: Number(m[1]), prefix: o.key.slice(0, -'/MANIFEST.json'.length) };
+  }
+  return best;
+}
+
+/**
+ * Runs [startStep, endStep) from the newest snapshot (or `fresh()`), heartbeating
+ * `{ step, checkpointKey }`, and commits the result at `finalPrefix`.
+ * @example return runHeartbeatingShard(store, { who, span: 'round', startStep, endStep, ... })
+ */
+export async function runHeartbeatingShard<R extends { checkpoint: CheckpointRef }>(store: ArtifactStore, o: ShardLoop<R>): Promise<R> {
+  const ctx = Context.current();
+  const { who, startStep, endStep } = o;
+  const pShapes = paramShapes(o.compiled.step);
+  const sShapes = stateShapes(o.compiled.step);
+
+  // Resume point: the newer of the last heartbeat's snapshot and the newest committed one
+  // (heartbeats are throttled, so the store may know a later snapshot than the server).
+  const hb = ctx.info.heartbeatDetails as HeartbeatDetails | undefined;
+  const listed = await latestSnapshot(store, o.snapshots);
+  const resumeFrom = listed && (!hb?.checkpointKey || listed.step >= hb.step) ? listed.prefix : (hb?.checkpointKey ?? null);
+  let init: ShardSnapshot;
+  let resumedFrom: number | null = null;
+  if (resumeFrom) {
+    const ck = await readCheckpoint(store, resumeFrom);
+    init = { step: ck.state.step, params: Object.fromEntries(fromTensors(ck.weights, resumeFrom)), state: Object.fromEntries(fromTensors(ck.optimizer, resumeFrom)) };
+    resumedFrom = init.step;
+    if (init.step < startStep || init.step > endStep) throw failure('CorruptCheckpoint', `${who}: snapshot ${resumeFrom} is at step ${init.step}, outside this ${o.span}'s steps ${startStep}..${endStep}`);
+  } else {
+    init = await o.fresh();
+  }
+  const ids = await o.ids();
+  const runner = o.compiled.runner(init);
+  let lastKey: string | null = resumeFrom;
+  const t0 = performance.now();
+  let res;
+  try {
+    res = await runShard({
+      runner,
+      ids,
+      ...o.batches,
+      endStep,
+      checkpoint: {
+        ...o.policy,
+        save: async (s) => {
+          const prefix = o.snapshotKey(s.step);
+          await commitCheckpoint(store, prefix, { weights: toTensors(s.params, pShapes), optimizer: toTensors(s.state, sShapes), state: o.ckptState(s.step) });
+          lastKey = prefix;
+          ctx.heartbeat({ step: s.step, checkpointKey: prefix } satisfies HeartbeatDetails);
+        },
+      },
+      onStep: (m) => {
+        if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error(`${who}: cancelled`);
+        ctx.heartbeat({ step: m.step + 1, checkpointKey: lastKey } satisfies HeartbeatDetails);
+      },
+    });
+  } catch (err) {
+    if (err instanceof NonFiniteLossError) {
+      const { what, initial, details } = o.nonFinite;
+      throw failure('NonFiniteLoss', `${who}: training step ${err.step}: loss is ${err.loss} (${what} before that step are in ${lastKey ?? initial})`, { ...details, step: err.step });
+    }
+    throw err;
+  }
+  const trainMs = Math.round(performance.now() - t0);
+  // `checkpoint` first: the result recorded in the manifest keeps the field order it always had.
+  const result = { checkpoint: { prefix: o.finalPrefix, files: {} }, ...o.result({ history: res.history, resumedFrom, checkpointsWritten: res.checkpoints.length, trainMs }) } as R;
+  const final = { weights: toTensors(runner.getParams(), pShapes), optimizer: toTensors(runner.getState(), sShapes), state: o.ckptState(endStep) };
+  result.checkpoint = await commitCheckpoint(store, o.finalPrefix, final, (ref) => ({ result: { ...result, checkpoint: ref } }));
+  // In-span snapshots are superseded by the committed result.
+  await store.deletePrefix(`${o.snapshots}/step-`).catch(() => 0);
+  return result;
+}
