@@ -20,7 +20,7 @@ import { loadModel, serializeModel } from '../engine/graph/onnx';
 import { decoderInfo, exportGpt } from '../engine/models/export';
 import { gptParams, type GptConfig } from '../engine/models/gpt';
 import { quantizeGraph, QuantRejectedError, validateQuantized, type QuantReport } from '../engine/quant';
-import { lossCurvesSvg, renderReportHtml, type ReportSample, type ReportVariant, type RunReport } from '../engine/report';
+import { lossCurvesSvg, renderReportHtml, type ReportLora, type ReportSample, type ReportVariant, type RunReport } from '../engine/report';
 import { createSession, type SessionConfig } from '../engine/runtime';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../sdk/errors';
@@ -108,6 +108,8 @@ export interface ReportInput {
   samples: ReportSample[];
   evaluation: RunReport['evaluation'];
   config: Record<string, unknown>;
+  /** The pipeline's LoRA stage, when the checkpoint is a LoRA-merged model. */
+  lora?: ReportLora;
 }
 
 export interface ReportResult {
@@ -319,6 +321,7 @@ export function createPostTrainingActivities(deps: PostTrainingDeps) {
         variants: input.variants,
         samples: input.samples,
         config: input.config,
+        ...(input.lora ? { lora: input.lora } : {}),
       };
       const html = renderReportHtml(report);
       const m = await store.commit(prefix, {

@@ -148,7 +148,10 @@ export async function fineTuneWorkflow(input: FineTuneInput): Promise<FineTuneRe
   const continuedFrom = spec.continueFromAdapter === true ? (last?.adapter.prefix ?? null) : spec.continueFromAdapter || null;
 
   setStage('evaluate');
-  const before = await cpu.evaluateFineTune({ spec, dataset, adapter: continuedFrom });
+  const base = spec.base.kind === 'checkpoint' ? spec.base.prefix : spec.base.key;
+  const before = await cpu.evaluateFineTune.executeWithOptions({ summary: `val loss before: ${base}${continuedFrom ? ` + adapter ${continuedFrom}` : ''} on ${dataset.prefix}` }, [
+    { spec, dataset, adapter: continuedFrom },
+  ]);
   valLosses.push(before.loss);
 
   let report = { trainable: 0, total: 0, trainableFraction: 0 };
@@ -159,7 +162,12 @@ export async function fineTuneWorkflow(input: FineTuneInput): Promise<FineTuneRe
     }
     setStage('train');
     const t0 = Date.now();
-    const r: TrainAdapterResult = await gpu.trainAdapter({ runId, spec, chunk, dataset, previous: checkpoint, initAdapter: chunk === 0 ? continuedFrom : null });
+    const from = chunk * S;
+    const to = Math.min(from + S, spec.train.steps);
+    const r: TrainAdapterResult = await gpu.trainAdapter.executeWithOptions(
+      { summary: `chunk ${chunk + 1}/${chunks}: LoRA r=${spec.lora.r} steps ${from}–${to} of ${spec.train.steps} on ${dataset.prefix}` },
+      [{ runId, spec, chunk, dataset, previous: checkpoint, initAdapter: chunk === 0 ? continuedFrom : null }],
+    );
     checkpoint = r.checkpoint;
     step = r.endStep;
     done = chunk + 1;
@@ -170,9 +178,11 @@ export async function fineTuneWorkflow(input: FineTuneInput): Promise<FineTuneRe
   }
 
   setStage('export');
-  const exported = await cpu.exportFineTune({ runId, spec, trained: checkpoint! });
+  const exported = await cpu.exportFineTune.executeWithOptions({ summary: `PEFT adapter + ${base} with the adapter merged` }, [{ runId, spec, trained: checkpoint! }]);
   setStage('evaluate');
-  const after = await cpu.evaluateFineTune({ spec, dataset, adapter: exported.adapter.prefix });
+  const after = await cpu.evaluateFineTune.executeWithOptions({ summary: `val loss after: adapter ${exported.adapter.prefix}, unmerged and merged, on ${dataset.prefix}` }, [
+    { spec, dataset, adapter: exported.adapter.prefix },
+  ]);
   valLosses.push(after.loss);
   upsertSearchAttributes([{ key: TruthgptBestValLoss, value: Math.min(...valLosses) }]);
 

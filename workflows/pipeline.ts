@@ -33,7 +33,7 @@ import type { FineTuneSpec } from '../sdk/schemas/lora';
 import type { PipelineSpec } from '../sdk/schemas/pipeline';
 import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../sdk/search-attributes';
 import type { FineTuneCompleted, fineTuneWorkflow } from './fine-tune';
-import type { postTrainingWorkflow, VariantResult } from './post-training';
+import type { postTrainingWorkflow, PostTrainingWorkflowInput, VariantResult } from './post-training';
 import { pauseSignal, resumeSignal, trainingWorkflow, type TrainingResult, type ValPoint } from './training';
 
 export const PIPELINE_STAGES = ['train', 'lora', 'postTraining'] as const;
@@ -283,6 +283,7 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
           trainHistory: trained.trainHistory,
           valHistory: trained.valHistory,
           config: { name: spec.name, training: t, ...(spec.lora ? { lora: spec.lora } : {}), quantization: spec.quantization, evaluation: spec.evaluation },
+          ...(lora ? { lora: reportLora(lora, trained) } : {}),
         },
       ],
       staticSummary: `quantize (${spec.quantization.map((q) => q.method).join(', ') || 'none'}), evaluate, report`,
@@ -321,6 +322,24 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     // The stage and the vocabulary type stay visible at the top of the failure.
     throw ApplicationFailure.create({ type: errorTypeOf(err) ?? 'StageFailed', nonRetryable: true, message: `stage ${running?.stage ?? current}: ${message}`, cause: err as Error });
   }
+}
+
+/** What the report says about the LoRA stage (the post-training child's input stays small). */
+function reportLora(l: LoraOutcome, trained: TrainingResult): NonNullable<PostTrainingWorkflowInput['lora']> {
+  return {
+    datasetPrefix: l.datasetPrefix,
+    baseCheckpoint: trained.checkpoint.prefix,
+    pretrainDatasetPrefix: trained.dataset.prefix,
+    valLossBefore: l.valLossBefore,
+    valLossAfter: l.valLossAfter,
+    perplexityBefore: l.perplexityBefore,
+    perplexityAfter: l.perplexityAfter,
+    trainable: l.trainable,
+    total: l.total,
+    trainableFraction: l.trainableFraction,
+    steps: l.steps,
+    adapterKey: l.adapterKey,
+  };
 }
 
 /** The innermost message of a failure chain (child → activity → application failure). */

@@ -8,7 +8,7 @@
 // the report names its bound and figure. Runs as a child of the pipeline or on its own.
 
 import { proxyActivities, upsertSearchAttributes, type RetryPolicy } from '@temporalio/workflow';
-import type { ModelRef, PostTrainingActivities } from '../activities/post-training';
+import type { ModelRef, PostTrainingActivities, ReportInput } from '../activities/post-training';
 import type { CheckpointRef, DatasetRef } from '../activities/training';
 import { failure, NON_RETRYABLE_ERROR_TYPES } from '../sdk/errors';
 import type { EvalSpec, QuantSpec } from '../sdk/schemas/post-training';
@@ -27,6 +27,11 @@ export interface PostTrainingWorkflowInput {
   valHistory: ValPoint[];
   /** The run's configuration as the user gave it; shown in the report. */
   config: Record<string, unknown>;
+  /**
+   * Set by the pipeline when `checkpoint` is a LoRA-merged model: the report then says so (a
+   * section and a headline sentence), since its loss curves are still pretraining's.
+   */
+  lora?: ReportInput['lora'];
 }
 
 export interface VariantResult {
@@ -66,13 +71,19 @@ export async function postTrainingWorkflow(input: PostTrainingWorkflowInput): Pr
   const base = { runId: input.runId, checkpoint: input.checkpoint, dataset: input.dataset, eval: input.eval };
 
   stage('export');
-  const fp32 = await cpu.exportModel(base);
+  const fp32 = await cpu.exportModel.executeWithOptions({ summary: `export fp32 ONNX of ${input.checkpoint.prefix}` }, [base]);
   stage('quantize');
-  const quantized = await Promise.all(input.quant.map((quant) => cpu.quantizeModel({ ...base, fp32, quant })));
+  const quantized = await Promise.all(
+    input.quant.map((quant) =>
+      cpu.quantizeModel.executeWithOptions({ summary: `quantize ${quant.method} as ${quant.name}, gated at val ppl +${(quant.maxPplIncrease * 100).toFixed(2)}%` }, [{ ...base, fp32, quant }]),
+    ),
+  );
 
   stage('evaluate');
   const models: ModelRef[] = [fp32, ...quantized].map(({ name, method, prefix, key, sha256, sizeBytes, published }) => ({ name, method, prefix, key, sha256, sizeBytes, published }));
-  const ev = await gpu.evaluateModels({ runId: input.runId, dataset: input.dataset, modelConfig: fp32.modelConfig, models, eval: input.eval });
+  const ev = await gpu.evaluateModels.executeWithOptions({ summary: `evaluate ${models.map((m) => m.name).join(', ')}: ppl on ${input.eval.batches} val batches of ${input.dataset.prefix}, latency, samples` }, [
+    { runId: input.runId, dataset: input.dataset, modelConfig: fp32.modelConfig, models, eval: input.eval },
+  ]);
   const byName = new Map(ev.evaluations.map((e) => [e.name, e]));
   // The table's perplexity is the evaluation's (same batches as the gate, so the same figure).
   const fp32Ppl = byName.get('fp32')!.ppl;
@@ -101,7 +112,7 @@ export async function postTrainingWorkflow(input: PostTrainingWorkflowInput): Pr
   });
 
   stage('report');
-  const report = await cpu.writeReport({
+  const report = await cpu.writeReport.executeWithOptions({ summary: `report runs/${input.runId}/report${input.lora ? ' (with the LoRA stage)' : ''}` }, [{
     runId: input.runId,
     checkpoint: input.checkpoint,
     dataset: input.dataset,
@@ -112,7 +123,8 @@ export async function postTrainingWorkflow(input: PostTrainingWorkflowInput): Pr
     samples: ev.evaluations.flatMap((e) => e.samples.map((s) => ({ variant: e.name, prompt: s.prompt, text: s.text, settings: ev.sampling }))),
     evaluation: { batches: ev.batches, batchSize: ev.batchSize, contextLength: ev.contextLength, tokens: ev.tokens, speedRuns: input.eval.speedRuns, device: ev.device },
     config: input.config,
-  });
+    ...(input.lora ? { lora: input.lora } : {}),
+  }]);
 
   const refused = input.quant.filter((q) => q.required).map((q) => variants.find((v) => v.name === q.name)!).filter((v) => !v.published);
   if (refused.length) {

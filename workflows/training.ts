@@ -174,7 +174,7 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
 
   const evaluateAt = async (c: TrainingCarry) => {
     setStage('evaluate');
-    const r = await cpu.evaluate({ ...ref, checkpoint: c.global, dataset: c.dataset });
+    const r = await cpu.evaluate.executeWithOptions({ summary: `val loss of ${c.global.prefix} (round ${c.round}, ${spec.evalBatches} batches)` }, [{ ...ref, checkpoint: c.global, dataset: c.dataset }]);
     push(c.valHistory, { round: c.round, step: c.round * H, loss: r.loss, perplexity: r.perplexity });
     if (c.bestValLoss === null || r.loss < c.bestValLoss) {
       c.bestValLoss = r.loss;
@@ -184,7 +184,7 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
 
   if (!carry) {
     setStage('prepareDataset');
-    const dataset = await cpu.prepareDataset(ref);
+    const dataset = await cpu.prepareDataset.executeWithOptions({ summary: `dataset ${spec.dataset.name}: tokenize into ${spec.workers} train shard(s) + val` }, [ref]);
     if (spec.model.config.vocab_size < dataset.vocabSize) {
       throw failure('InvalidConfig', `spec.model.config.vocab_size: ${spec.model.config.vocab_size} is smaller than the dataset's vocabulary (${dataset.vocabSize} tokens)`);
     }
@@ -200,7 +200,7 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
     if (resume) global = resume.global;
     else {
       setStage('createModel');
-      global = await cpu.createModel(ref);
+      global = await cpu.createModel.executeWithOptions({ summary: `${spec.model.family} ${spec.model.config.n_layer}L×${spec.model.config.n_embd}: seeded init, checkpoint r0` }, [ref]);
     }
     carry = {
       dataset,
@@ -234,11 +234,17 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
     const t0 = Date.now();
     const round = c.round;
     const shards: TrainShardResult[] = await Promise.all(
-      Array.from({ length: spec.workers }, (_, shard) => gpu.trainShard({ ...ref, round, shard, dataset: c.dataset, global: c.global, previous: c.previous[shard] })),
+      Array.from({ length: spec.workers }, (_, shard) =>
+        gpu.trainShard.executeWithOptions({ summary: `round ${round} shard ${shard}: ${H} steps from ${c.global.prefix}` }, [
+          { ...ref, round, shard, dataset: c.dataset, global: c.global, previous: c.previous[shard] },
+        ]),
+      ),
     );
     stepInRound = H;
     setStage('aggregate');
-    const agg = await cpu.aggregateRound({ ...ref, round, global: c.global, shards: shards.map((s) => s.checkpoint), bestValLoss: c.bestValLoss });
+    const agg = await cpu.aggregateRound.executeWithOptions({ summary: `round ${round}: outer optimizer over ${shards.length} shard(s) → global checkpoint r${round + 1}` }, [
+      { ...ref, round, global: c.global, shards: shards.map((s) => s.checkpoint), bestValLoss: c.bestValLoss },
+    ]);
     c.global = agg.checkpoint;
     c.previous = shards.map((s) => s.checkpoint);
     c.round = round + 1;

@@ -5,6 +5,7 @@
 // anything starts, an id is never reused, and a cancelled run retried from its checkpoint ends
 // with the very same weights.
 
+import { defaultPayloadConverter } from '@temporalio/common';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { loadConfig, type Config } from '../../infra/config';
 import { InvalidSpecError, RunFailedError, RunIdTakenError, TruthGPT, UnknownRunError, type PipelineResult, type PipelineSpecInput } from '../../sdk';
@@ -168,6 +169,30 @@ test('LoRA stage: non-fiction pretraining, adapters on fiction lower its val los
   const p = await run.progress();
   expect(p.pipeline).toMatchObject({ stage: 'done', loraWorkflowId: `${run.workflowId}-lora` });
   expect(p.lora).toMatchObject({ stage: 'done', round: 2, rounds: 2, step: 120, steps: 120 });
+
+  // The report says the evaluated model is the LoRA-merged one: a headline sentence and its own section.
+  const page = (await s3.store.get(r.reportKey)).toString('utf8');
+  expect(page).toContain(`It was then LoRA-tuned on <b>${lora.datasetPrefix}</b> for 120 steps: validation loss `);
+  expect(page).toContain(`${(lora.trainableFraction * 100).toFixed(2)}% of parameters trained; the variants below are the merged model.`);
+  const section = /<h2>LoRA fine-tune<\/h2>([\s\S]*?)<h2>/.exec(page)![1];
+  expect(section).toContain(`<th>base checkpoint</th><td>${trained.prefix}</td>`);
+  expect(section).toContain(`<th>adapter</th><td>${lora.adapterKey}</td>`);
+  expect(section).toContain('<code>datasets/brown-reviews-');
+
+  // Each main activity carries a one-line summary in its ActivityTaskScheduled event (the UI shows it).
+  const summaries = async (workflowId: string) =>
+    ((await temporal.client.workflow.getHandle(workflowId).fetchHistory()).events ?? [])
+      .filter((e) => e.activityTaskScheduledEventAttributes)
+      .map((e) => [e.activityTaskScheduledEventAttributes!.activityType!.name, e.userMetadata?.summary ? defaultPayloadConverter.fromPayload<string>(e.userMetadata.summary) : null]);
+  const train = await summaries(`${run.workflowId}-train`);
+  expect(train).toContainEqual(['trainShard', `round 0 shard 1: 15 steps from runs/${run.workflowId}/global/r000000`]);
+  expect(train).toContainEqual(['aggregateRound', 'round 2: outer optimizer over 2 shard(s) → global checkpoint r3']);
+  expect(train.every(([, s]) => typeof s === 'string' && s.length > 0)).toBe(true);
+  const tune = await summaries(`${run.workflowId}-lora`);
+  expect(tune).toContainEqual(['trainAdapter', `chunk 2/2: LoRA r=8 steps 60–120 of 120 on ${lora.datasetPrefix}`]);
+  const post = await summaries(`${run.workflowId}-post`);
+  expect(post).toContainEqual(['quantizeModel', 'quantize int8-dynamic as int8, gated at val ppl +5.00%']);
+  expect(post.find(([name]) => name === 'evaluateModels')?.[1]).toBe(`evaluate fp32, int8: ppl on 2 val batches of ${lora.datasetPrefix}, latency, samples`);
 }, 180_000);
 
 test('a bad spec is refused before anything starts, every bad field named', async () => {
