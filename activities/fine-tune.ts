@@ -23,7 +23,7 @@ import { datasetAt, ftKeys, lastSuccessful, loadBase, newestDataset, readAdapter
 import { GptBase, OnnxBase, type CompiledLoraStep, type EvalOut, type LoraBase } from './fine-tune-models';
 import { runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
 import { createTrainingActivities } from './training';
-import { commitCheckpoint, fromTensors, readCheckpoint, refOf, ShardCache, toTensors, type CheckpointRef, type DatasetRef } from './training-io';
+import { cachedPromise, commitCheckpoint, fromTensors, readCheckpoint, refOf, ShardCache, toTensors, type CheckpointRef, type DatasetRef } from './training-io';
 
 export type { BaseRef, LineageRecord } from './fine-tune-io';
 
@@ -98,35 +98,21 @@ export function createFineTuneActivities(deps: FineTuneDeps) {
   function loraBase(spec: FineTuneSpec): Promise<{ lb: LoraBase; ref: BaseRef }> {
     const geo = { batchSize: spec.train.batchSize, contextLength: spec.train.contextLength };
     const key = JSON.stringify([spec.base, spec.lora, geo, spec.train.seed]);
-    let b = bases.get(key);
-    if (!b) {
-      b = (async () => {
-        const loaded = await loadBase(store, spec.base);
-        try {
-          const lb = loaded.kind === 'checkpoint' ? new GptBase(loaded.config, loaded.weights, spec.lora, geo) : new OnnxBase(loaded.bytes, spec.base as Extract<FineTuneSpec['base'], { kind: 'onnx' }>, spec.lora, spec.train.seed);
-          return { lb, ref: loaded.ref };
-        } catch (err) {
-          // Plan and model-shape problems are deterministic: no retry will fix them.
-          throw failure('InvalidConfig', `spec.lora / spec.base (${loaded.ref.location}): ${(err as Error).message}`);
-        }
-      })();
-      b.catch(() => bases.delete(key));
-      if (bases.size >= 4) bases.delete(bases.keys().next().value!);
-      bases.set(key, b);
-    }
-    return b;
+    return cachedPromise(bases, key, 4, async () => {
+      const loaded = await loadBase(store, spec.base);
+      try {
+        const lb = loaded.kind === 'checkpoint' ? new GptBase(loaded.config, loaded.weights, spec.lora, geo) : new OnnxBase(loaded.bytes, spec.base as Extract<FineTuneSpec['base'], { kind: 'onnx' }>, spec.lora, spec.train.seed);
+        return { lb, ref: loaded.ref };
+      } catch (err) {
+        // Plan and model-shape problems are deterministic: no retry will fix them.
+        throw failure('InvalidConfig', `spec.lora / spec.base (${loaded.ref.location}): ${(err as Error).message}`);
+      }
+    });
   }
 
   function compiled(spec: FineTuneSpec, lb: LoraBase): Promise<CompiledLoraStep> {
     const key = JSON.stringify([spec.base, spec.lora, spec.train.optimizer, spec.train.batchSize, spec.train.contextLength, spec.train.threads]);
-    let c = steps.get(key);
-    if (!c) {
-      c = lb.compile(spec.train.optimizer, spec.train, sessionConfig(spec));
-      c.catch(() => steps.delete(key));
-      if (steps.size >= 4) steps.delete(steps.keys().next().value!);
-      steps.set(key, c);
-    }
-    return c;
+    return cachedPromise(steps, key, 4, () => lb.compile(spec.train.optimizer, spec.train, sessionConfig(spec)));
   }
 
   function checkData(spec: FineTuneSpec, lb: LoraBase, ds: DatasetRef, ref: BaseRef): void {

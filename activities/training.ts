@@ -27,7 +27,7 @@ import type { ArtifactStore } from '../infra/store';
 import { failure } from '../sdk/errors';
 import { datasetSpecOf, formatIssues, TrainingSpecSchema, type TrainingSpec } from '../sdk/schemas/training';
 import { runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
-import { commitCheckpoint, fromTensors, keys, readCheckpoint, refOf, ShardCache, toTensors, type CheckpointRef, type DatasetRef } from './training-io';
+import { cachedPromise, commitCheckpoint, fromTensors, keys, readCheckpoint, refOf, ShardCache, toTensors, type CheckpointRef, type DatasetRef } from './training-io';
 
 export type { CheckpointRef, DatasetRef } from './training-io';
 
@@ -121,13 +121,9 @@ export function createTrainingActivities(deps: TrainingDeps) {
   /** One compiled step per (model, optimizer, geometry, threads): later rounds reuse the session. */
   function compiled(spec: TrainingSpec): Promise<CompiledTrainStep> {
     const key = JSON.stringify([spec.model.config, spec.optimizer, spec.batchSize, spec.contextLength, spec.threads]);
-    let c = steps.get(key);
-    if (!c) {
-      c = compileLmTrainStep({ model: spec.model.config, optim: spec.optimizer, batchSize: spec.batchSize, contextLength: spec.contextLength }, sessionConfig(spec));
-      c.catch(() => steps.delete(key));
-      steps.set(key, c);
-    }
-    return c;
+    return cachedPromise(steps, key, Infinity, () =>
+      compileLmTrainStep({ model: spec.model.config, optim: spec.optimizer, batchSize: spec.batchSize, contextLength: spec.contextLength }, sessionConfig(spec)),
+    );
   }
 
   return {
