@@ -140,23 +140,11 @@ export function createPostTrainingActivities(deps: PostTrainingDeps) {
   const shards = new ShardCache(4);
   const session = (spec: EvalSpec): SessionConfig => ({ ep: deps.ep, deviceId: deps.deviceId, intraOpThreads: spec.threads });
 
-  async function concatSplit(ds: DatasetRef, split: 'train' | 'val'): Promise<Uint16Array | Uint32Array> {
-    const parts = await Promise.all(ds[split].filter((v) => v.tokens > 0).map((v) => shards.get(store, ds, v.file)));
-    const total = parts.reduce((n, p) => n + p.length, 0);
-    const ids = new (parts[0] instanceof Uint32Array ? Uint32Array : Uint16Array)(total);
-    let off = 0;
-    for (const p of parts) {
-      ids.set(p, off);
-      off += p.length;
-    }
-    return ids;
-  }
-
   /** The first `eval.batches` validation batches: every variant and the gate score exactly these. */
   async function valBatches(ds: DatasetRef, spec: EvalSpec, cfg: GptConfig): Promise<LmBatch[]> {
     const T = spec.contextLength ?? cfg.block_size;
     if (T > cfg.block_size) throw failure('InvalidConfig', `eval.contextLength: ${T} exceeds the model's block_size ${cfg.block_size}`);
-    const ids = await concatSplit(ds, 'val');
+    const ids = await shards.split(store, ds, 'val');
     const out = [...evalLmBatches(ids, spec.batchSize, T)].slice(0, spec.batches);
     if (out.length === 0) throw failure('InvalidConfig', `eval.contextLength: the validation split of ${ds.prefix} has ${ids.length} tokens, too few for one ${T}-token window`);
     return out;
@@ -206,7 +194,7 @@ export function createPostTrainingActivities(deps: PostTrainingDeps) {
       const fp32 = exportGpt(config, weights, { kvCache: true });
       let calibration;
       if (q.method === 'int8-static') {
-        const train = await concatSplit(input.dataset, 'train');
+        const train = await shards.split(store, input.dataset, 'train');
         const T = spec.contextLength ?? config.block_size;
         calibration = [...evalLmBatches(train, spec.batchSize, T)].slice(0, Math.min(spec.calibrationBatches, q.calibration.batches)).map((b) => lmFeeds(fp32, b.tokens, b.dims));
       }
