@@ -107,7 +107,12 @@ export function signalProcess(entry: Pick<ProcessEntry, 'pid' | 'marker'> | unde
 export async function waitForExit(entry: Pick<ProcessEntry, 'pid' | 'marker'> | undefined, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (!processRunning(entry)) return true;
+    if (!processRunning(entry)) {
+      // An exiting process loses its cmdline (so the marker check says "gone") a moment before
+      // it really ends; wait for the pid itself (gone or a zombie) so callers see a clean state.
+      while (entry && Date.now() < deadline && processRunning({ pid: entry.pid, marker: '' })) await new Promise((r) => setTimeout(r, 20));
+      return true;
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
   return !processRunning(entry);
