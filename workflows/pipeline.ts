@@ -93,28 +93,20 @@ export interface PipelineResult {
 }
 
 /** What the LoRA stage produced; also the run's memo `lora`, so the UI shows it. */
-export interface LoraOutcome {
+/** The LoRA stage's outcome: the fine-tune's metrics plus where its artifacts are. */
+export type LoraOutcome = Pick<
+  FineTuneCompleted,
+  'valLossBefore' | 'valLossAfter' | 'valLossAfterMerged' | 'perplexityBefore' | 'perplexityAfter' | 'trainable' | 'total' | 'trainableFraction' | 'steps' | 'merged' | 'wallMs'
+> & {
   workflowId: string;
   /** The dataset the adapters trained and were evaluated on (post-training evaluates on it too). */
   datasetPrefix: string;
-  valLossBefore: number;
-  valLossAfter: number;
-  valLossAfterMerged: number;
-  perplexityBefore: number;
-  perplexityAfter: number;
-  trainable: number;
-  total: number;
-  trainableFraction: number;
-  steps: number;
   /** PEFT files: `<adapterPrefix>/adapter_model.safetensors` + `adapter_config.json`. */
   adapterPrefix: string;
   adapterKey: string;
-  /** The base with the adapters folded in: what post-training exported and quantized. */
-  merged: CheckpointRef;
   /** sha256 of each base checkpoint file as the fine-tune read it (only adapters train). */
   baseSha256: Record<string, string>;
-  wallMs: number;
-}
+};
 
 export const pipelineProgressQuery = defineQuery<PipelineProgress>('progress');
 
