@@ -10,15 +10,15 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { tensor } from '../engine/graph/ir';
 import { serializeModel } from '../engine/graph/onnx';
 import { initAdapters, isAdapterParam, loraModel, planLora, trainableReport } from '../engine/lora';
-import { countParams, initParams, mulberry32 } from '../engine/models/blocks';
+import { countParams, initParams } from '../engine/models/blocks';
 import { GptConfigSchema, gptParams, gptTrainLoss, type GptConfig } from '../engine/models/gpt';
 import { OptimConfigSchema } from '../engine/optim';
 import { buildTrainStep } from '../engine/train/step';
-import { Trainer, type Batch } from '../engine/train/trainer';
+import { Trainer } from '../engine/train/trainer';
 import { sessionOptions } from './ort';
+import { sampleBatches } from './step';
 
 const SIZES: Record<string, { model: GptConfig; batch: number }> = {
   // nanoGPT's CPU config (README "I only have a macbook": 4L × 128, ctx 64, batch 12), byte vocab.
@@ -48,22 +48,6 @@ interface ModeResult {
   graphBytes: number;
 }
 
-function* batches(data: Buffer, B: number, T: number, seed: number): Generator<Batch, never> {
-  const r = mulberry32(seed);
-  for (;;) {
-    const tokens = new Array<number>(B * T);
-    const targets = new Array<number>(B * T);
-    for (let b = 0; b < B; b++) {
-      const o = Math.floor(r() * (data.length - T - 1));
-      for (let t = 0; t < T; t++) {
-        tokens[b * T + t] = data[o + t];
-        targets[b * T + t] = data[o + t + 1];
-      }
-    }
-    yield { tokens: tensor('int64', [B, T], tokens), targets: tensor('int64', [B, T], targets) };
-  }
-}
-
 async function runMode(mode: 'full' | 'lora', a: Args): Promise<ModeResult> {
   const { model: cfg, batch: B } = SIZES[a.size];
   const base = { params: gptParams(cfg), loss: gptTrainLoss(cfg, B, cfg.block_size) };
@@ -76,7 +60,7 @@ async function runMode(mode: 'full' | 'lora', a: Args): Promise<ModeResult> {
   const model = serializeModel(step.graph).model;
   const session = await ort.InferenceSession.create(model, sessionOptions(a.threads));
   const trainer = await Trainer.create(step, { session, weights });
-  const it = batches(fs.readFileSync(DATA_FILE), B, cfg.block_size, 1);
+  const it = sampleBatches(fs.readFileSync(DATA_FILE), B, cfg.block_size, 1);
   const first = (await trainer.run(it.next().value)).loss;
   for (let i = 1; i < a.warmup; i++) await trainer.run(it.next().value);
   const times: number[] = [];

@@ -152,7 +152,8 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
   console.log(`\nwrote ${path.relative(process.cwd(), outFile)}`);
 }
 
-function* sampleBatches(data: Buffer, B: number, T: number, seed: number): Generator<Batch, never> {
+/** Endless random (B, T) windows of `data` bytes with next-byte targets, seeded. */
+export function* sampleBatches(data: Buffer, B: number, T: number, seed: number): Generator<Batch, never> {
   const r = mulberry32(seed);
   for (;;) {
     const tokens = new Array<number>(B * T);
