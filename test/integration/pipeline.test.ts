@@ -6,45 +6,30 @@
 // with the very same weights.
 
 import { defaultPayloadConverter } from '@temporalio/common';
-import { DefaultLogger, Runtime } from '@temporalio/worker';
-import { loadConfig, type Config } from '../../infra/config';
 import { InvalidSpecError, RunFailedError, RunIdTakenError, TruthGPT, UnknownRunError, type PipelineResult, type PipelineSpecInput } from '../../sdk';
 import { TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../../sdk/search-attributes';
 import type { StageOutcome } from '../../workflows/pipeline';
-import { createPoolWorker, type PoolWorker } from '../../workers/worker';
-import { withS3, type S3Fixture } from '../helpers/s3';
-import { withTemporal, type TemporalFixture } from '../helpers/temporal';
+import type { S3Fixture } from '../helpers/s3';
+import { withInProcessStack, type InProcessStack } from '../helpers/stack';
+import type { TemporalFixture } from '../helpers/temporal';
 
+let stack: InProcessStack;
 let temporal: TemporalFixture;
 let s3: S3Fixture;
-let config: Config;
 let tg: TruthGPT;
-let workers: PoolWorker[] = [];
-let running: Promise<void>[] = [];
 let first: PipelineResult;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
-  Runtime.install({ logger: new DefaultLogger('WARN') });
-  [temporal, s3] = await Promise.all([withTemporal(), withS3({ bucket: 'truthgpt-pipeline' })]);
-  config = loadConfig({
-    TRUTHGPT_TEMPORAL_PORT: String(temporal.port),
-    TRUTHGPT_UI_PORT: String(temporal.uiPort),
-    TRUTHGPT_S3_PORT: String(s3.server.port),
-    TRUTHGPT_S3_BUCKET: 'truthgpt-pipeline',
-    TRUTHGPT_STATE_DIR: s3.dir,
-  });
-  workers = await Promise.all([createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
-  running = workers.map((w) => w.run());
-  tg = await TruthGPT.connect({ config });
+  stack = await withInProcessStack({ bucket: 'truthgpt-pipeline' });
+  ({ temporal, s3 } = stack);
+  tg = await TruthGPT.connect({ config: stack.config });
 }, 180_000);
 
 afterAll(async () => {
   await tg?.close();
-  for (const w of workers) if (w.worker.getState() === 'RUNNING') w.worker.shutdown();
-  await Promise.allSettled(running);
-  await Promise.allSettled([temporal?.close(), s3?.close()]);
+  await stack?.close();
 });
 
 // Byte vocabulary, 2 layers × 32 wide, context 32: each round takes a second or two on one core.
