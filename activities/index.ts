@@ -2,7 +2,7 @@
 // execution provider, a test passes a store on a temporary bucket. Workflows `import type` from here.
 
 import type { ArtifactStore } from '../infra/store';
-import type { Pool } from '../sdk/search-attributes';
+import type { Pool } from '../spec/temporal-names';
 import { createDemoActivities } from './demo';
 import { createFineTuneActivities } from './fine-tune';
 import { createPipelineActivities } from './pipeline';

@@ -6,7 +6,7 @@
 
 import { STATE_FILE } from '../engine/checkpoint/checkpoint';
 import type { ArtifactStore } from '../infra/store';
-import { failure } from '../sdk/errors';
+import { failure } from '../spec/errors';
 import { keys, refOf, translateReadError, type CheckpointRef } from './training-io';
 
 export interface PipelineDeps {

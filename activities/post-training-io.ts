@@ -8,7 +8,7 @@ import { serializeModel } from '../engine/graph/onnx';
 import { exportGpt } from '../engine/models/export';
 import { GptConfigSchema, type GptConfig } from '../engine/models/gpt';
 import type { ArtifactStore } from '../infra/store';
-import { failure } from '../sdk/errors';
+import { failure } from '../spec/errors';
 import { fromTensors, readCheckpoint, translateReadError, type DatasetRef } from './training-io';
 
 export const MODEL_FILE = 'model.onnx';

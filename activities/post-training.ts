@@ -23,9 +23,9 @@ import { quantizeGraph, QuantRejectedError, validateQuantized, type QuantReport 
 import { lossCurvesSvg, renderReportHtml, type ReportLora, type ReportSample, type ReportVariant, type RunReport } from '../engine/report';
 import { createSession, type SessionConfig } from '../engine/runtime';
 import type { ArtifactStore } from '../infra/store';
-import { failure } from '../sdk/errors';
-import { EvalSpecSchema, QuantSpecSchema, type EvalSpec, type QuantSpec } from '../sdk/schemas/post-training';
-import { formatIssues } from '../sdk/schemas/training';
+import { failure } from '../spec/errors';
+import { EvalSpecSchema, QuantSpecSchema, type EvalSpec, type QuantSpec } from '../spec/post-training';
+import { formatIssues } from '../spec/training';
 import { checkpointWeights, MODEL_FILE, MODEL_FORMAT, postKeys, QUANT_REPORT_FILE, readTokenizer, REPORT_HTML, REPORT_JSON, REPORT_SVG, type ModelMeta, type ModelRef } from './post-training-io';
 import { ShardCache, translateReadError, type CheckpointRef, type DatasetRef } from './training-io';
 

@@ -10,7 +10,7 @@ import { Context } from '@temporalio/activity';
 import { NonFiniteLossError } from '../engine/runtime';
 import { paramShapes, runShard, stateShapes, type CheckpointPolicy, type CompiledTrainStep, type ShardSnapshot, type ShardStepMetrics } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
-import { failure } from '../sdk/errors';
+import { failure } from '../spec/errors';
 import { commitCheckpoint, fromTensors, readCheckpoint, toTensors, type CheckpointRef, type WriteCheckpoint } from './training-io';
 
 /** What a shard-loop activity heartbeats: the next step, and the newest snapshot it committed. */

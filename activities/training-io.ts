@@ -1,6 +1,6 @@
 // Checkpoint and dataset I/O for the training activities: where each artifact of a run lives in
 // the store, and reading/writing the engine's checkpoint object there with every file verified.
-// Errors are translated into the closed vocabulary (sdk/errors.ts) so a corrupt or missing
+// Errors are translated into the closed vocabulary (spec/errors.ts) so a corrupt or missing
 // checkpoint fails the run at once, naming the file, instead of retrying forever.
 
 import type { TensorData } from '../engine/graph/ir';
@@ -8,7 +8,7 @@ import { packCheckpoint, sha256, unpackCheckpoint, OPTIMIZER_FILE, STATE_FILE, W
 import { SafetensorsError } from '../engine/checkpoint/safetensors';
 import { shardTokens, type DatasetManifest } from '../engine/data/dataset';
 import { IntegrityError, NotFoundError, type ArtifactStore, type Manifest } from '../infra/store';
-import { failure } from '../sdk/errors';
+import { failure } from '../spec/errors';
 
 export const CHECKPOINT_FILES = [WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE] as const;
 

@@ -24,8 +24,8 @@ import { LmEvaluator } from '../engine/train/evaluate';
 import { NonFiniteWeightError, OuterAggregator } from '../engine/train/outer';
 import { compileLmTrainStep, zeroState, type CompiledTrainStep } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
-import { failure } from '../sdk/errors';
-import { datasetSpecOf, formatIssues, TrainingSpecSchema, type TrainingSpec } from '../sdk/schemas/training';
+import { failure } from '../spec/errors';
+import { datasetSpecOf, formatIssues, TrainingSpecSchema, type TrainingSpec } from '../spec/training';
 import { runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
 import { cachedPromise, commitCheckpoint, fromTensors, keys, readCheckpoint, refOf, ShardCache, toTensors, type CheckpointRef, type DatasetRef } from './training-io';
 

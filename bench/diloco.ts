@@ -19,7 +19,7 @@ import { freePort } from '../infra/ports';
 import { stackDown, stackUp } from '../infra/stack';
 import { startTraining, waitTraining } from '../sdk/cli/run-commands';
 import { connectTemporal } from '../sdk/client';
-import { parseTrainingSpec, type TrainingSpecInput } from '../sdk/schemas/training';
+import { parseTrainingSpec, type TrainingSpecInput } from '../spec/training';
 
 async function main() {
   const { values } = parseArgs({ options: { rounds: { type: 'string', default: '8' }, batch: { type: 'string', default: '16' } } });

@@ -3,7 +3,7 @@
 
 import type { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
-import { SEARCH_ATTRIBUTES } from '../sdk/search-attributes';
+import { SEARCH_ATTRIBUTES } from '../spec/temporal-names';
 
 /** The dev server spells types in PascalCase (`KeywordList`), the SDK in SCREAMING_CASE. */
 const cliTypeName = (t: string) =>

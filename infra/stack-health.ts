@@ -5,7 +5,7 @@
 import { HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
-import { TASK_QUEUES, type Pool } from '../sdk/search-attributes';
+import { TASK_QUEUES, type Pool } from '../spec/temporal-names';
 import { temporalConnectionOptions, type Config } from './config';
 import { processRunning, readState, stateFile, type StackState } from './stack-state';
 

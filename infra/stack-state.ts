@@ -4,7 +4,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Pool } from '../sdk/search-attributes';
+import type { Pool } from '../spec/temporal-names';
 
 export interface ProcessEntry {
   pid: number;

@@ -16,7 +16,7 @@ import { checkFrontend, checkQueue, checkS3, checkUi, connectForStatus, stackSta
 import { logTail, spawnLogged, tsCommand } from './stack-spawn';
 import { logDir, processRunning, readState, stopProcess, updateState, writeState, type ProcessEntry, type StackState } from './stack-state';
 import { ensureTemporalCli } from './temporal';
-import type { Pool } from '../sdk/search-attributes';
+import type { Pool } from '../spec/temporal-names';
 
 export interface UpOptions {
   log?: (line: string) => void;

@@ -9,7 +9,7 @@ import type { ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import type { Pool } from '../sdk/search-attributes';
+import type { Pool } from '../spec/temporal-names';
 import { logDir, updateState, workerIdentity, type WorkerEntry } from './stack-state';
 import { spawnLogged, tsCommand } from './stack-spawn';
 

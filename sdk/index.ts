@@ -14,12 +14,12 @@ import { loadConfig, workflowUiUrl, type Config } from '../infra/config';
 import type { PipelineProgress, PipelineResult, pipelineWorkflow, StageOutcome } from '../workflows/pipeline';
 import type { TrainingProgress } from '../workflows/training';
 import { connectTemporal } from './client';
-import { errorTypeOf } from './errors';
-import { parsePipelineSpec, type PipelineSpec, type PipelineSpecInput } from './schemas/pipeline';
-import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from './search-attributes';
+import { errorTypeOf } from '../spec/errors';
+import { parsePipelineSpec, type PipelineSpec, type PipelineSpecInput } from '../spec/pipeline';
+import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
 
-export { InvalidSpecError, parsePipelineSpec, PipelineLoraSchema, PipelineSpecSchema, type PipelineLora, type PipelineLoraInput, type PipelineSpec, type PipelineSpecInput } from './schemas/pipeline';
-export { ERROR_TYPES, errorTypeOf, type ErrorType } from './errors';
+export { InvalidSpecError, parsePipelineSpec, PipelineLoraSchema, PipelineSpecSchema, type PipelineLora, type PipelineLoraInput, type PipelineSpec, type PipelineSpecInput } from '../spec/pipeline';
+export { ERROR_TYPES, errorTypeOf, type ErrorType } from '../spec/errors';
 export * from './schedules';
 export type { LoraOutcome, PipelineProgress, PipelineResult, StageOutcome } from '../workflows/pipeline';
 export type { FineTuneCompleted, FineTuneResult, FineTuneSkipped } from '../workflows/fine-tune';

@@ -7,8 +7,8 @@
 import { ScheduleNotFoundError, type Client, type ScheduleOverlapPolicy } from '@temporalio/client';
 import { DatasetSpecSchema } from '../engine/data/dataset';
 import type { DatasetRef } from '../activities/training-io';
-import { parseFineTuneSpec, type FineTuneSpec, type FineTuneSpecInput } from './schemas/lora';
-import { TASK_QUEUES } from './search-attributes';
+import { parseFineTuneSpec, type FineTuneSpec, type FineTuneSpecInput } from '../spec/lora';
+import { TASK_QUEUES } from '../spec/temporal-names';
 
 export const OVERLAP_POLICIES = ['SKIP', 'BUFFER_ONE', 'BUFFER_ALL', 'CANCEL_OTHER', 'TERMINATE_OTHER', 'ALLOW_ALL'] as const;
 

@@ -5,7 +5,7 @@
 
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../infra/config';
-import { TASK_QUEUES, type Pool } from '../sdk/search-attributes';
+import { TASK_QUEUES, type Pool } from '../spec/temporal-names';
 import { createPoolWorker } from './worker';
 
 async function main(): Promise<void> {

@@ -7,7 +7,7 @@ import { createActivities } from '../activities';
 import { s3Settings, temporalConnectionOptions, type Config } from '../infra/config';
 import { workerIdentity } from '../infra/stack-state';
 import { ArtifactStore } from '../infra/store';
-import { TASK_QUEUES, type Pool } from '../sdk/search-attributes';
+import { TASK_QUEUES, type Pool } from '../spec/temporal-names';
 
 export interface PoolWorker {
   worker: Worker;

@@ -4,7 +4,7 @@
 
 import { proxyActivities, upsertSearchAttributes, workflowInfo, type RetryPolicy } from '@temporalio/workflow';
 import type { CorpusStatsInput, CorpusStatsResult, DemoActivities, RuntimeProbeResult } from '../activities/demo';
-import { TASK_QUEUES, TruthgptPipeline, TruthgptStage } from '../sdk/search-attributes';
+import { TASK_QUEUES, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
 
 export interface DemoResult {
   workflowId: string;

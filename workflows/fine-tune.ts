@@ -11,13 +11,13 @@
 import { condition, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo, type RetryPolicy } from '@temporalio/workflow';
 import type { BaseRef, FineTuneActivities, LineageRecord, TrainAdapterResult } from '../activities/fine-tune';
 import type { CheckpointRef, DatasetRef } from '../activities/training';
-import { NON_RETRYABLE_ERROR_TYPES } from '../sdk/errors';
-import type { FineTuneSpec } from '../sdk/schemas/lora';
-import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../sdk/search-attributes';
+import { NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
+import type { FineTuneSpec } from '../spec/lora';
+import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
 import { pauseSignal, progressQuery, resumeSignal, type TrainingProgress } from './training';
 
 export interface FineTuneInput {
-  /** A parsed FineTuneSpec (sdk/schemas/lora.ts parseFineTuneSpec). */
+  /** A parsed FineTuneSpec (spec/lora.ts parseFineTuneSpec). */
   spec: FineTuneSpec;
   /** Names the run's keys in the store (default: the workflow id, made key-safe). */
   runId?: string;

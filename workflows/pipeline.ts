@@ -12,7 +12,6 @@
 // query. The `progress` query adds the live child ids; the SDK queries the training child itself.
 
 import {
-  ApplicationFailure,
   condition,
   defineQuery,
   executeChild,
@@ -28,10 +27,10 @@ import {
 } from '@temporalio/workflow';
 import type { PipelineActivities, ResumePoint } from '../activities/pipeline';
 import type { CheckpointRef } from '../activities/training';
-import { errorTypeOf, NON_RETRYABLE_ERROR_TYPES } from '../sdk/errors';
-import type { FineTuneSpec } from '../sdk/schemas/lora';
-import type { PipelineSpec } from '../sdk/schemas/pipeline';
-import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../sdk/search-attributes';
+import { errorTypeOf, failure, NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
+import type { FineTuneSpec } from '../spec/lora';
+import type { PipelineSpec } from '../spec/pipeline';
+import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
 import type { FineTuneCompleted, fineTuneWorkflow } from './fine-tune';
 import type { postTrainingWorkflow, PostTrainingWorkflowInput, VariantResult } from './post-training';
 import { pauseSignal, resumeSignal, trainingWorkflow, type TrainingResult, type ValPoint } from './training';
@@ -188,7 +187,7 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
       setStage('locateCheckpoint');
       resume = await locateCheckpoint.executeWithOptions({ summary: `last committed checkpoint of ${continues[0]}` }, [{ runIds: continues, workers: spec.training.workers }]);
       if (!resume) {
-        throw ApplicationFailure.create({ type: 'MissingArtifact', nonRetryable: true, message: `retry of ${continues[0]}: no committed checkpoint under runs/${continues.join(', runs/')}/global; start it afresh instead` });
+        throw failure('MissingArtifact', `retry of ${continues[0]}: no committed checkpoint under runs/${continues.join(', runs/')}/global; start it afresh instead`);
       }
       resumedFrom = { runId: resume.runId, round: resume.round };
     }
@@ -233,7 +232,7 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
       const r = await loraChild.result();
       loraChild = null;
       // Without a lineage the fine-tune never skips; a skip here would be a bug worth stopping on.
-      if (r.status !== 'completed') throw ApplicationFailure.create({ type: 'StageFailed', nonRetryable: true, message: `fine-tune ended without training: ${r.reason}` });
+      if (r.status !== 'completed') throw failure('StageFailed', `fine-tune ended without training: ${r.reason}`);
       tuned = r;
       lora = {
         workflowId: loraChildId(id),
@@ -312,7 +311,7 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     setStage(cancelled ? 'cancelled' : 'failed');
     if (cancelled) throw err;
     // The stage and the vocabulary type stay visible at the top of the failure.
-    throw ApplicationFailure.create({ type: errorTypeOf(err) ?? 'StageFailed', nonRetryable: true, message: `stage ${running?.stage ?? current}: ${message}`, cause: err as Error });
+    throw failure(errorTypeOf(err) ?? 'StageFailed', `stage ${running?.stage ?? current}: ${message}`, undefined, err as Error);
   }
 }
 

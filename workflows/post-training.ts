@@ -10,9 +10,9 @@
 import { proxyActivities, upsertSearchAttributes, type RetryPolicy } from '@temporalio/workflow';
 import type { ModelRef, PostTrainingActivities, ReportInput } from '../activities/post-training';
 import type { CheckpointRef, DatasetRef } from '../activities/training';
-import { failure, NON_RETRYABLE_ERROR_TYPES } from '../sdk/errors';
-import type { EvalSpec, QuantSpec } from '../sdk/schemas/post-training';
-import { TASK_QUEUES, TruthgptStage } from '../sdk/search-attributes';
+import { failure, NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
+import type { EvalSpec, QuantSpec } from '../spec/post-training';
+import { TASK_QUEUES, TruthgptStage } from '../spec/temporal-names';
 import type { TrainPoint, ValPoint } from './training';
 
 export interface PostTrainingWorkflowInput {
@@ -20,7 +20,7 @@ export interface PostTrainingWorkflowInput {
   runId: string;
   checkpoint: CheckpointRef;
   dataset: DatasetRef;
-  /** Parsed QuantSpecs (sdk/schemas/post-training.ts parsePostTrainingSpec). */
+  /** Parsed QuantSpecs (spec/post-training.ts parsePostTrainingSpec). */
   quant: QuantSpec[];
   eval: EvalSpec;
   trainHistory: Pick<TrainPoint, 'round' | 'loss'>[];

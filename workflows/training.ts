@@ -20,9 +20,9 @@ import {
 } from '@temporalio/workflow';
 import type { ResumePoint } from '../activities/pipeline';
 import type { CheckpointRef, DatasetRef, TrainingActivities, TrainShardResult } from '../activities/training';
-import { failure, NON_RETRYABLE_ERROR_TYPES } from '../sdk/errors';
-import type { TrainingSpec } from '../sdk/schemas/training';
-import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../sdk/search-attributes';
+import { failure, NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
+import type { TrainingSpec } from '../spec/training';
+import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
 
 export interface ValPoint {
   round: number;

@@ -12,7 +12,7 @@ import { stackStatus } from '../../infra/stack-health';
 import type { demoWorkflow, DemoResult } from '../../workflows/demo';
 import type { LoraOutcome } from '../../workflows/pipeline';
 import { connectTemporal } from '../client';
-import { TASK_QUEUES } from '../search-attributes';
+import { TASK_QUEUES } from '../../spec/temporal-names';
 import { resultOrExit, summarize, watchRun } from './progress';
 import { fetchReport } from './report-commands';
 import { readSpecFile, withTruthGPT } from './run-commands';

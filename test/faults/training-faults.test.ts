@@ -23,7 +23,7 @@ import type { StackStatus } from '../../infra/stack-health';
 import { processRunning, readState, stopProcess } from '../../infra/stack-state';
 import { ArtifactStore } from '../../infra/store';
 import type { WaitOutcome } from '../../sdk/cli/run-commands';
-import type { TrainingSpecInput } from '../../sdk/schemas/training';
+import type { TrainingSpecInput } from '../../spec/training';
 
 const exec = promisify(execFile);
 const REPO = path.resolve(__dirname, '../..');

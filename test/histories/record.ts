@@ -17,7 +17,7 @@ import { loadConfig } from '../../infra/config';
 import { ensureTemporalCli } from '../../infra/temporal';
 import { TruthGPT, type PipelineSpecInput } from '../../sdk';
 import { startTraining, waitTraining } from '../../sdk/cli/run-commands';
-import type { TrainingSpecInput } from '../../sdk/schemas/training';
+import type { TrainingSpecInput } from '../../spec/training';
 import { createPoolWorker } from '../../workers/worker';
 import { withS3 } from '../helpers/s3';
 import { withTemporal } from '../helpers/temporal';

@@ -4,7 +4,7 @@
 import '../../engine/runtime/host-realm';
 import { ActivityFailure, ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import { workflowUiUrl, type Config } from '../../infra/config';
-import { TruthgptPipeline, TruthgptStage } from '../../sdk/search-attributes';
+import { TruthgptPipeline, TruthgptStage } from '../../spec/temporal-names';
 import { runDemo } from '../../sdk/cli/demo-command';
 import type { CorpusStats } from '../../activities/demo';
 import type { S3Fixture } from '../helpers/s3';

@@ -7,7 +7,7 @@
 
 import { defaultPayloadConverter } from '@temporalio/common';
 import { InvalidSpecError, RunFailedError, RunIdTakenError, TruthGPT, UnknownRunError, type PipelineResult, type PipelineSpecInput } from '../../sdk';
-import { TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../../sdk/search-attributes';
+import { TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../../spec/temporal-names';
 import type { StageOutcome } from '../../workflows/pipeline';
 import type { S3Fixture } from '../helpers/s3';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';

@@ -5,8 +5,8 @@
 
 import { MANIFEST_NAME } from '../../infra/store';
 import { startTraining, waitTraining } from '../../sdk/cli/run-commands';
-import type { TrainingSpecInput } from '../../sdk/schemas/training';
-import { TruthgptBestValLoss, TruthgptStage } from '../../sdk/search-attributes';
+import type { TrainingSpecInput } from '../../spec/training';
+import { TruthgptBestValLoss, TruthgptStage } from '../../spec/temporal-names';
 import type { TrainingProgress } from '../../workflows/training';
 import type { S3Fixture } from '../helpers/s3';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';

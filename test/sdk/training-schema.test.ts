@@ -1,4 +1,4 @@
-import { parseTrainingSpec } from '../../sdk/schemas/training';
+import { parseTrainingSpec } from '../../spec/training';
 
 const base = {
   name: 'variant-run',

@@ -23,6 +23,8 @@ export const ERROR_TYPES = {
   CudaUnavailable: 'CudaUnavailable',
   /** A quantized variant marked `required` rose above its perplexity bound; names bound and figure. */
   QuantRejected: 'QuantRejected',
+  /** A pipeline stage ended without its result (a child run that stopped early); names the stage. */
+  StageFailed: 'StageFailed',
 } as const;
 export type ErrorType = keyof typeof ERROR_TYPES;
 
@@ -33,8 +35,8 @@ export const NON_RETRYABLE_ERROR_TYPES: string[] = Object.values(ERROR_TYPES);
  * A non-retryable failure of a vocabulary type; `details` (small JSON) travel with it.
  * @example throw failure('NonFiniteLoss', 'trainShard shard 1 round 3: step 151: loss is NaN', { shard: 1, step: 151 })
  */
-export function failure(type: ErrorType, message: string, details?: Record<string, unknown>): ApplicationFailure {
-  return ApplicationFailure.create({ type: ERROR_TYPES[type], message, nonRetryable: true, details: details ? [details] : undefined });
+export function failure(type: ErrorType, message: string, details?: Record<string, unknown>, cause?: Error): ApplicationFailure {
+  return ApplicationFailure.create({ type: ERROR_TYPES[type], message, nonRetryable: true, details: details ? [details] : undefined, cause });
 }
 
 /** The vocabulary type of an error (or its cause chain), if it has one. */

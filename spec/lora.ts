@@ -10,10 +10,10 @@
 // Workflows `import type` from here only: the schema pulls in engine modules.
 
 import { z } from 'zod';
-import { DatasetSpecSchema } from '../../engine/data/dataset';
-import { LoraConfigSchema } from '../../engine/lora/config';
-import { OptimConfigSchema } from '../../engine/optim';
-import { CheckpointPolicySchema } from '../../engine/train/shard';
+import { DatasetSpecSchema } from '../engine/data/dataset';
+import { LoraConfigSchema } from '../engine/lora/config';
+import { OptimConfigSchema } from '../engine/optim';
+import { CheckpointPolicySchema } from '../engine/train/shard';
 import { formatIssues } from './training';
 
 const Key = z.string().regex(/^[A-Za-z0-9._\-/=+]+$/, 'a store key: letters, digits and . _ - / = +');

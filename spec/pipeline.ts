@@ -6,7 +6,7 @@
 // Workflows `import type` from here only: the schema pulls in engine modules.
 
 import { z } from 'zod';
-import { DatasetSpecSchema } from '../../engine/data/dataset';
+import { DatasetSpecSchema } from '../engine/data/dataset';
 import { PipelineLoraSpecSchema } from './lora';
 import { PostTrainingSpecSchema, type EvalSpecInput, type QuantSpecInput } from './post-training';
 import { formatIssues, TrainingSpecSchema, type TrainingSpec, type TrainingSpecInput } from './training';
@@ -115,7 +115,7 @@ export type { TrainingSpec };
 /** A spec that failed validation; `issues` are `spec.<path>: message` lines. */
 export class InvalidSpecError extends Error {
   override name = 'InvalidSpecError';
-  /** The error vocabulary's type for a bad field (sdk/errors.ts). */
+  /** The error vocabulary's type for a bad field (spec/errors.ts). */
   readonly type = 'InvalidConfig';
   constructor(readonly issues: string[]) {
     super(`invalid pipeline spec: ${issues.join('; ')}`);

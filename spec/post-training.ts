@@ -5,7 +5,7 @@
 // Workflows `import type` from here only: the schemas pull in engine modules.
 
 import { z } from 'zod';
-import { Int4Schema, Int8DynamicSchema, Int8StaticSchema } from '../../engine/quant/config';
+import { Int4Schema, Int8DynamicSchema, Int8StaticSchema } from '../engine/quant/config';
 import { formatIssues } from './training';
 
 const name = z

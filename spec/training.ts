@@ -5,13 +5,13 @@
 // Workflows `import type` from here only: the schema pulls in engine modules.
 
 import { z } from 'zod';
-import { DatasetSpecSchema } from '../../engine/data/dataset';
-import { GptConfigSchema } from '../../engine/models/gpt';
-import { getPreset } from '../../engine/models/presets';
-import { gptVariantFields } from '../../engine/models/variants';
-import { OptimConfigSchema } from '../../engine/optim';
-import { DEFAULT_OUTER, OuterOptimSchema } from '../../engine/train/outer';
-import { CheckpointPolicySchema } from '../../engine/train/shard';
+import { DatasetSpecSchema } from '../engine/data/dataset';
+import { GptConfigSchema } from '../engine/models/gpt';
+import { getPreset } from '../engine/models/presets';
+import { gptVariantFields } from '../engine/models/variants';
+import { OptimConfigSchema } from '../engine/optim';
+import { DEFAULT_OUTER, OuterOptimSchema } from '../engine/train/outer';
+import { CheckpointPolicySchema } from '../engine/train/shard';
 
 const GptFields = z.object({
   vocab_size: z.number(),
