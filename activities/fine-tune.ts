@@ -19,13 +19,16 @@ import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import { FineTuneSpecSchema, type DatasetSource, type FineTuneSpec } from '../spec/lora';
 import { formatIssues, TrainingSpecSchema } from '../spec/training';
-import { datasetAt, ftKeys, lastSuccessful, loadBase, newestDataset, readAdapter, recordSuccess, type BaseRef, type LineageRecord } from './fine-tune-io';
+import { cachedPromise } from './cache';
+import { type CheckpointRef, commitCheckpoint, fromTensors, readCheckpoint, refOf, toTensors } from '../artifacts/checkpoints';
+import { datasetAt, type DatasetRef, newestDataset, ShardCache } from '../artifacts/datasets';
+import { ftKeys } from '../artifacts/keys';
+import { lastSuccessful, type LineageRecord, recordSuccess } from '../artifacts/lineages';
+import { type BaseRef, loadBase, readAdapter } from '../artifacts/models';
 import { GptBase, OnnxBase, type CompiledLoraStep, type EvalOut, type LoraBase } from './fine-tune-models';
 import { runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
 import { createTrainingActivities } from './training';
-import { cachedPromise, commitCheckpoint, fromTensors, readCheckpoint, refOf, ShardCache, toTensors, type CheckpointRef, type DatasetRef } from './training-io';
 
-export type { BaseRef, LineageRecord } from './fine-tune-io';
 
 export interface FineTuneDeps {
   store: ArtifactStore;

@@ -7,7 +7,8 @@
 import { STATE_FILE } from '../engine/checkpoint/checkpoint';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
-import { keys, refOf, translateReadError, type CheckpointRef } from './training-io';
+import { committedRounds, refOf, translateReadError, type CheckpointRef } from '../artifacts/checkpoints';
+import { keys } from '../artifacts/keys';
 
 export interface PipelineDeps {
   store: ArtifactStore;
@@ -29,19 +30,13 @@ export interface ResumePoint {
   bestValLoss: number | null;
 }
 
-const ROUND_MANIFEST = /\/global\/r(\d+)\/MANIFEST\.json$/;
-
 export function createPipelineActivities(deps: PipelineDeps) {
   const { store } = deps;
   return {
     /** The newest committed global checkpoint over `runIds` (first run that has one wins). */
     async locateCheckpoint(input: LocateCheckpointInput): Promise<ResumePoint | null> {
       for (const runId of input.runIds) {
-        const rounds = (await store.list(`runs/${runId}/global/`))
-          .map((o) => ROUND_MANIFEST.exec(o.key))
-          .filter((m): m is RegExpExecArray => m !== null)
-          .map((m) => Number(m[1]))
-          .sort((a, b) => b - a);
+        const rounds = await committedRounds(store, runId);
         if (!rounds.length) continue;
         const round = rounds[0];
         const prefix = keys.global(runId, round);

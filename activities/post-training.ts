@@ -26,10 +26,11 @@ import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import { EvalSpecSchema, QuantSpecSchema, type EvalSpec, type QuantSpec } from '../spec/post-training';
 import { formatIssues } from '../spec/training';
-import { checkpointWeights, MODEL_FILE, MODEL_FORMAT, postKeys, QUANT_REPORT_FILE, readTokenizer, REPORT_HTML, REPORT_JSON, REPORT_SVG, type ModelMeta, type ModelRef } from './post-training-io';
-import { ShardCache, translateReadError, type CheckpointRef, type DatasetRef } from './training-io';
+import { type CheckpointRef, checkpointWeights, translateReadError } from '../artifacts/checkpoints';
+import { type DatasetRef, readTokenizer, ShardCache } from '../artifacts/datasets';
+import { postKeys } from '../artifacts/keys';
+import { MODEL_FILE, MODEL_FORMAT, type ModelMeta, type ModelRef, QUANT_REPORT_FILE, REPORT_HTML, REPORT_JSON, REPORT_SVG } from '../artifacts/models';
 
-export type { ModelRef } from './post-training-io';
 
 export interface PostTrainingDeps {
   store: ArtifactStore;

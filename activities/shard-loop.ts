@@ -11,7 +11,7 @@ import { NonFiniteLossError } from '../engine/runtime';
 import { paramShapes, runShard, stateShapes, type CheckpointPolicy, type CompiledTrainStep, type ShardSnapshot, type ShardStepMetrics } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
-import { commitCheckpoint, fromTensors, readCheckpoint, toTensors, type CheckpointRef, type WriteCheckpoint } from './training-io';
+import { commitCheckpoint, fromTensors, latestSnapshot, readCheckpoint, toTensors, type CheckpointRef, type WriteCheckpoint } from '../artifacts/checkpoints';
 
 /** What a shard-loop activity heartbeats: the next step, and the newest snapshot it committed. */
 export interface HeartbeatDetails {
@@ -51,16 +51,6 @@ export interface ShardLoop<R extends { checkpoint: CheckpointRef }> {
   nonFinite: { what: string; initial: string; details: Record<string, unknown> };
   /** The activity's result (its `checkpoint` is filled in by the final commit). */
   result(run: ShardLoopRun): Omit<R, 'checkpoint'>;
-}
-
-/** The newest committed snapshot under `base` (`<base>/step-NNNNNN`), found by listing its keys. */
-export async function latestSnapshot(store: ArtifactStore, base: string): Promise<{ step: number; prefix: string } | null> {
-  let best: { step: number; prefix: string } | null = null;
-  for (const o of await store.list(`${base}/step-`)) {
-    const m = /\/step-(\d+)\/MANIFEST\.json$/.exec(o.key);
-    if (m && (!best || Number(m[1]) > best.step)) best = { step: Number(m[1]), prefix: o.key.slice(0, -'/MANIFEST.json'.length) };
-  }
-  return best;
 }
 
 /**

@@ -27,9 +27,11 @@ import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import { datasetSpecOf, formatIssues, TrainingSpecSchema, type TrainingSpec } from '../spec/training';
 import { runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
-import { cachedPromise, commitCheckpoint, fromTensors, keys, readCheckpoint, refOf, ShardCache, toTensors, type CheckpointRef, type DatasetRef } from './training-io';
+import { cachedPromise } from './cache';
+import { type CheckpointRef, commitCheckpoint, fromTensors, readCheckpoint, refOf, toTensors } from '../artifacts/checkpoints';
+import { type DatasetRef, ShardCache } from '../artifacts/datasets';
+import { keys } from '../artifacts/keys';
 
-export type { CheckpointRef, DatasetRef } from './training-io';
 
 export interface TrainingDeps {
   store: ArtifactStore;

@@ -6,7 +6,7 @@
 
 import { ScheduleNotFoundError, type Client, type ScheduleOverlapPolicy } from '@temporalio/client';
 import { DatasetSpecSchema } from '../engine/data/dataset';
-import type { DatasetRef } from '../activities/training-io';
+import type { DatasetRef } from '../artifacts/datasets';
 import { parseFineTuneSpec, type FineTuneSpec, type FineTuneSpecInput } from '../spec/lora';
 import { TASK_QUEUES } from '../spec/temporal-names';
 

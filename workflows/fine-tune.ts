@@ -9,8 +9,11 @@
 // so the CLI, the UI and the SDK watch both the same way. History holds refs and metrics only.
 
 import { condition, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo, type RetryPolicy } from '@temporalio/workflow';
-import type { BaseRef, FineTuneActivities, LineageRecord, TrainAdapterResult } from '../activities/fine-tune';
-import type { CheckpointRef, DatasetRef } from '../activities/training';
+import type { FineTuneActivities, TrainAdapterResult } from '../activities/fine-tune';
+import type { CheckpointRef } from '../artifacts/checkpoints';
+import type { DatasetRef } from '../artifacts/datasets';
+import type { LineageRecord } from '../artifacts/lineages';
+import type { BaseRef } from '../artifacts/models';
 import { NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
 import type { FineTuneSpec } from '../spec/lora';
 import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';

@@ -26,7 +26,7 @@ import {
   type ChildWorkflowHandle,
 } from '@temporalio/workflow';
 import type { PipelineActivities, ResumePoint } from '../activities/pipeline';
-import type { CheckpointRef } from '../activities/training';
+import type { CheckpointRef } from '../artifacts/checkpoints';
 import { errorTypeOf, failure, NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
 import type { FineTuneSpec } from '../spec/lora';
 import type { PipelineSpec } from '../spec/pipeline';

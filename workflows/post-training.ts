@@ -8,8 +8,10 @@
 // the report names its bound and figure. Runs as a child of the pipeline or on its own.
 
 import { proxyActivities, upsertSearchAttributes, type RetryPolicy } from '@temporalio/workflow';
-import type { ModelRef, PostTrainingActivities, ReportInput } from '../activities/post-training';
-import type { CheckpointRef, DatasetRef } from '../activities/training';
+import type { PostTrainingActivities, ReportInput } from '../activities/post-training';
+import type { CheckpointRef } from '../artifacts/checkpoints';
+import type { DatasetRef } from '../artifacts/datasets';
+import type { ModelRef } from '../artifacts/models';
 import { failure, NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
 import type { EvalSpec, QuantSpec } from '../spec/post-training';
 import { TASK_QUEUES, TruthgptStage } from '../spec/temporal-names';

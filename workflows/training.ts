@@ -19,7 +19,9 @@ import {
   type RetryPolicy,
 } from '@temporalio/workflow';
 import type { ResumePoint } from '../activities/pipeline';
-import type { CheckpointRef, DatasetRef, TrainingActivities, TrainShardResult } from '../activities/training';
+import type { TrainingActivities, TrainShardResult } from '../activities/training';
+import type { CheckpointRef } from '../artifacts/checkpoints';
+import type { DatasetRef } from '../artifacts/datasets';
 import { failure, NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
 import type { TrainingSpec } from '../spec/training';
 import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';

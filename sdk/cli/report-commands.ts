@@ -5,7 +5,8 @@
 
 import type { Command } from 'commander';
 import fs from 'node:fs';
-import { postKeys, REPORT_HTML, REPORT_JSON, resolveModel, tokenizerFor } from '../../activities/post-training-io';
+import { postKeys } from '../../artifacts/keys';
+import { REPORT_HTML, REPORT_JSON, resolveModel, tokenizerFor } from '../../artifacts/models';
 import { Decoder } from '../../engine/eval';
 import { decoderInfo } from '../../engine/models/export';
 import { renderReportText, type RunReport } from '../../engine/report';

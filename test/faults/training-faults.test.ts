@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { keys } from '../../activities/training-io';
+import { keys } from '../../artifacts/keys';
 import type { TrainShardResult } from '../../activities/training';
 import { loadConfig, s3Settings, type Config } from '../../infra/config';
 import { freePort } from '../../infra/ports';

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { readSafetensors } from '../../engine/checkpoint/safetensors';
-import { ftKeys } from '../../activities/fine-tune-io';
+import { ftKeys } from '../../artifacts/keys';
 import type { TrainAdapterResult } from '../../activities/fine-tune';
 import { loadConfig, type Config } from '../../infra/config';
 import { errorTypeOf } from '../../spec/errors';

@@ -10,7 +10,7 @@ import type { Client } from '@temporalio/client';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { commitCheckpoint, toTensors } from '../../activities/training-io';
+import { commitCheckpoint, toTensors } from '../../artifacts/checkpoints';
 import { initParams } from '../../engine/models/blocks';
 import { gptParams, GptConfigSchema } from '../../engine/models/gpt';
 import { loadConfig, s3Settings, type Config } from '../../infra/config';

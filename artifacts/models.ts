@@ -1,28 +1,22 @@
-// Store layout and model I/O of post-training: where exported and quantized models live, what
-// their manifests say about them (so `truthgpt generate` can drive one with nothing but its key),
-// and resolving a user's model reference (a model prefix or .onnx key, or a training checkpoint).
+// Models in the store: exported and quantized models and what their manifests say about them (so
+// `truthgpt generate` can drive one with nothing but its key), resolving a user's model reference,
+// and the bases and adapters of fine-tunes.
 
+import { sha256 } from '../engine/checkpoint/checkpoint';
 import { loadTokenizer, type SavedTokenizer, type Tokenizer } from '../engine/data/tokenizer';
 import { TOKENIZER_FILE } from '../engine/data/dataset';
 import { serializeModel } from '../engine/graph/onnx';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, checkAdapterAgainstPlan, loadAdapter, type LoraPlan } from '../engine/lora';
 import { exportGpt } from '../engine/models/export';
 import { GptConfigSchema, type GptConfig } from '../engine/models/gpt';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
-import { fromTensors, readCheckpoint, translateReadError, type DatasetRef } from './training-io';
+import type { BaseModel } from '../spec/lora';
+import { checkpointWeights, fromTensors, readCheckpoint, refOf, translateReadError } from './checkpoints';
 
 export const MODEL_FILE = 'model.onnx';
 export const QUANT_REPORT_FILE = 'quant-report.json';
 export const MODEL_FORMAT = 'truthgpt-model/1';
-
-/** Every key is a pure function of (run id, variant name): a retried activity rewrites the same keys. */
-export const postKeys = {
-  /** Published models (fp32 and every variant that passed its gate). */
-  model: (runId: string, name: string) => `runs/${runId}/models/${name}`,
-  /** Variants refused by their gate: kept for inspection, never published. */
-  rejected: (runId: string, name: string) => `runs/${runId}/rejected/${name}`,
-  report: (runId: string) => `runs/${runId}/report`,
-};
 export const REPORT_HTML = 'report.html';
 export const REPORT_JSON = 'report.json';
 export const REPORT_SVG = 'loss-curves.svg';
@@ -49,24 +43,6 @@ export interface ModelRef {
   sha256: string;
   sizeBytes: number;
   published: boolean;
-}
-
-export async function readTokenizer(store: ArtifactStore, dataset: DatasetRef): Promise<SavedTokenizer> {
-  try {
-    return JSON.parse((await store.getVerified(dataset.prefix, TOKENIZER_FILE)).toString('utf8')) as SavedTokenizer;
-  } catch (err) {
-    throw translateReadError(err, `tokenizer of dataset ${dataset.prefix}`);
-  }
-}
-
-/** The GPT config and float weights of a committed training checkpoint. */
-export async function checkpointWeights(store: ArtifactStore, prefix: string): Promise<{ config: GptConfig; weights: Map<string, Float32Array> }> {
-  const ck = await readCheckpoint(store, prefix);
-  const parsed = GptConfigSchema.safeParse(ck.state.modelConfig);
-  if (!parsed.success) {
-    throw failure('InvalidInput', `checkpoint ${prefix}: modelConfig is not a GPT config (only GPT has an inference exporter): ${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`);
-  }
-  return { config: parsed.data, weights: fromTensors(ck.weights, prefix) };
 }
 
 /** A model ready to decode: ONNX bytes, how to drive it, and its tokenizer (when known). */
@@ -130,3 +106,52 @@ export async function tokenizerFor(store: ArtifactStore, model: ResolvedModel, f
   if (model.config.vocab_size === 50257) return loadTokenizer({ kind: 'gpt2' });
   throw failure('InvalidInput', `model ${model.source}: a checkpoint does not record its tokenizer and vocab_size ${model.config.vocab_size} matches neither byte (259) nor gpt2 (50257); pass --tokenizer <key of the dataset's ${TOKENIZER_FILE}>`);
 }
+
+/** The base a fine-tune adapted, with every file's sha256 (a fine-tune must never change them). */
+export interface BaseRef {
+  kind: BaseModel['kind'];
+  /** Checkpoint prefix, or the .onnx key. */
+  location: string;
+  files: Record<string, { sha256: string; size: number }>;
+}
+
+/** Loaded base: a GPT checkpoint's config and weights, or the bytes of an .onnx file. */
+export type LoadedBase =
+  | { kind: 'checkpoint'; ref: BaseRef; config: ReturnType<typeof GptConfigSchema.parse>; weights: Map<string, Float32Array> }
+  | { kind: 'onnx'; ref: BaseRef; bytes: Uint8Array };
+
+export async function loadBase(store: ArtifactStore, base: BaseModel): Promise<LoadedBase> {
+  if (base.kind === 'checkpoint') {
+    const m = await store.readManifest(base.prefix);
+    if (!m) throw failure('MissingArtifact', `spec.base.prefix: no committed checkpoint at ${base.prefix}`, { key: base.prefix });
+    const ck = await readCheckpoint(store, base.prefix);
+    const cfg = GptConfigSchema.safeParse(ck.state.modelConfig);
+    if (!cfg.success) throw failure('InvalidInput', `spec.base.prefix: checkpoint ${base.prefix} does not hold a GPT model config (${cfg.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`);
+    return { kind: 'checkpoint', ref: { kind: 'checkpoint', location: base.prefix, files: refOf(m).files }, config: cfg.data, weights: fromTensors(ck.weights, base.prefix) };
+  }
+  try {
+    const bytes = await store.get(base.key);
+    const name = base.key.split('/').pop()!;
+    return { kind: 'onnx', ref: { kind: 'onnx', location: base.key, files: { [name]: { sha256: sha256(bytes), size: bytes.length } } }, bytes };
+  } catch (err) {
+    throw translateReadError(err, `spec.base.key ${base.key}`);
+  }
+}
+
+/** Reads committed PEFT adapter files and checks them against the plan; errors name the prefix. */
+export async function readAdapter(store: ArtifactStore, prefix: string, plan: LoraPlan): Promise<Map<string, Float32Array>> {
+  const files = new Map<string, Uint8Array>();
+  try {
+    for (const name of [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE]) files.set(name, await store.getVerified(prefix, name));
+  } catch (err) {
+    throw translateReadError(err, `adapter ${prefix}`);
+  }
+  try {
+    const loaded = loadAdapter(files, { family: plan.config.family, where: prefix });
+    checkAdapterAgainstPlan(loaded, plan, prefix);
+    return loaded.tensors;
+  } catch (err) {
+    throw failure('InvalidInput', `adapter ${prefix} does not fit this base and LoRA config: ${(err as Error).message}`);
+  }
+}
+

@@ -1,27 +1,17 @@
-// Checkpoint and dataset I/O for the training activities: where each artifact of a run lives in
-// the store, and reading/writing the engine's checkpoint object there with every file verified.
-// Errors are translated into the closed vocabulary (spec/errors.ts) so a corrupt or missing
-// checkpoint fails the run at once, naming the file, instead of retrying forever.
+// Checkpoints in the store: committing the engine's checkpoint object (manifest last), reading it
+// back with every file verified, and finding the newest committed one by listing. Errors become
+// the closed vocabulary (spec/errors.ts), so a corrupt or missing checkpoint fails the run at
+// once, naming the file, instead of retrying forever.
 
 import type { TensorData } from '../engine/graph/ir';
 import { packCheckpoint, sha256, unpackCheckpoint, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, type Checkpoint, type CheckpointState } from '../engine/checkpoint/checkpoint';
 import { SafetensorsError } from '../engine/checkpoint/safetensors';
-import { shardTokens, type DatasetManifest } from '../engine/data/dataset';
+import { GptConfigSchema, type GptConfig } from '../engine/models/gpt';
 import { IntegrityError, NotFoundError, type ArtifactStore, type Manifest } from '../infra/store';
 import { failure } from '../spec/errors';
+import { keys, parseGlobalManifestKey, parseSnapshotManifestKey, snapshotsUnder } from './keys';
 
 export const CHECKPOINT_FILES = [WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE] as const;
-
-const pad = (n: number) => String(n).padStart(6, '0');
-
-/** Store layout of one run; every key is a pure function of (run id, round, shard, step). */
-export const keys = {
-  global: (runId: string, round: number) => `runs/${runId}/global/r${pad(round)}`,
-  shardRound: (runId: string, shard: number, round: number) => `runs/${runId}/shards/s${shard}/r${pad(round)}`,
-  shardFinal: (runId: string, shard: number, round: number) => `${keys.shardRound(runId, shard, round)}/final`,
-  shardProgress: (runId: string, shard: number, round: number, step: number) => `${keys.shardRound(runId, shard, round)}/step-${pad(step)}`,
-  dataset: (name: string, specHash: string) => `datasets/${name}-${specHash.slice(0, 16)}`,
-};
 
 /** A committed checkpoint as workflows see it: its prefix and each file's sha256. */
 export interface CheckpointRef {
@@ -101,67 +91,33 @@ export async function commitCheckpoint(
   return ref;
 }
 
-/** Where a prepared dataset lives and what the activities need to read it. */
-export interface DatasetRef {
-  prefix: string;
-  specHash: string;
-  /** sha256 over the sha256 of every shard and the tokenizer: identifies the content. */
-  contentHash: string;
-  vocabSize: number;
-  eot: number;
-  dtype: DatasetManifest['dtype'];
-  train: { file: string; tokens: number }[];
-  val: { file: string; tokens: number }[];
-  documents: number;
-  reused: boolean;
+/** The newest committed snapshot under `base` (`<base>/step-NNNNNN`), found by listing its keys. */
+export async function latestSnapshot(store: ArtifactStore, base: string): Promise<{ step: number; prefix: string } | null> {
+  let best: { step: number; prefix: string } | null = null;
+  for (const o of await store.list(snapshotsUnder(base))) {
+    const s = parseSnapshotManifestKey(o.key);
+    if (s && (!best || s.step > best.step)) best = s;
+  }
+  return best;
 }
 
-/** Token ids of shard files, cached by (prefix, file): every round reads the same shard. */
-export class ShardCache {
-  private readonly cache = new Map<string, Uint16Array | Uint32Array>();
-  constructor(private readonly limit = 8) {}
-
-  async get(store: ArtifactStore, ds: DatasetRef, file: string): Promise<Uint16Array | Uint32Array> {
-    const key = `${ds.prefix}/${file}@${ds.contentHash}`;
-    const hit = this.cache.get(key);
-    if (hit) return hit;
-    let bytes: Buffer;
-    try {
-      bytes = await store.getVerified(ds.prefix, file);
-    } catch (err) {
-      throw translateReadError(err, `dataset ${ds.prefix}`);
-    }
-    const ids = shardTokens(bytes, ds.dtype, `${ds.prefix}/${file}`);
-    if (this.cache.size >= this.limit) this.cache.delete(this.cache.keys().next().value!);
-    this.cache.set(key, ids);
-    return ids;
+/** The rounds of a run that have a committed global checkpoint, newest first. */
+export async function committedRounds(store: ArtifactStore, runId: string): Promise<number[]> {
+  const rounds: number[] = [];
+  for (const o of await store.list(keys.globalRoot(runId))) {
+    const g = parseGlobalManifestKey(o.key);
+    if (g && g.runId === runId) rounds.push(g.round);
   }
-
-  /** Every non-empty shard of a split as one id array (a single shard is returned as it is). */
-  async split(store: ArtifactStore, ds: DatasetRef, split: 'train' | 'val'): Promise<Uint16Array | Uint32Array> {
-    const parts = await Promise.all(ds[split].filter((s) => s.tokens > 0).map((s) => this.get(store, ds, s.file)));
-    if (parts.length === 1) return parts[0];
-    const ids = new (parts[0] instanceof Uint32Array ? Uint32Array : Uint16Array)(parts.reduce((n, p) => n + p.length, 0));
-    let off = 0;
-    for (const p of parts) {
-      ids.set(p, off);
-      off += p.length;
-    }
-    return ids;
-  }
+  return rounds.sort((a, b) => b - a);
 }
 
-/**
- * The promise cached under `key`, or `make()`'s, kept until it rejects (so the next call retries);
- * past `limit` entries the oldest goes. Compiled sessions and loaded bases are cached this way.
- */
-export function cachedPromise<T>(cache: Map<string, Promise<T>>, key: string, limit: number, make: () => Promise<T>): Promise<T> {
-  let p = cache.get(key);
-  if (!p) {
-    p = make();
-    p.catch(() => cache.delete(key));
-    if (cache.size >= limit) cache.delete(cache.keys().next().value!);
-    cache.set(key, p);
+/** The GPT config and float weights of a committed training checkpoint. */
+export async function checkpointWeights(store: ArtifactStore, prefix: string): Promise<{ config: GptConfig; weights: Map<string, Float32Array> }> {
+  const ck = await readCheckpoint(store, prefix);
+  const parsed = GptConfigSchema.safeParse(ck.state.modelConfig);
+  if (!parsed.success) {
+    throw failure('InvalidInput', `checkpoint ${prefix}: modelConfig is not a GPT config (only GPT has an inference exporter): ${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`);
   }
-  return p;
+  return { config: parsed.data, weights: fromTensors(ck.weights, prefix) };
 }
+

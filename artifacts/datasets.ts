@@ -1,0 +1,86 @@
+// Prepared datasets in the store: the ref activities pass around, reading token shards (cached,
+// verified), finding a committed dataset by prefix, and its tokenizer.
+
+import { TOKENIZER_FILE, shardTokens, type DatasetManifest } from '../engine/data/dataset';
+import type { SavedTokenizer } from '../engine/data/tokenizer';
+import type { ArtifactStore } from '../infra/store';
+import { failure } from '../spec/errors';
+import { translateReadError } from './checkpoints';
+import { manifestsUnder } from './manifests';
+
+/** Where a prepared dataset lives and what the activities need to read it. */
+export interface DatasetRef {
+  prefix: string;
+  specHash: string;
+  /** sha256 over the sha256 of every shard and the tokenizer: identifies the content. */
+  contentHash: string;
+  vocabSize: number;
+  eot: number;
+  dtype: DatasetManifest['dtype'];
+  train: { file: string; tokens: number }[];
+  val: { file: string; tokens: number }[];
+  documents: number;
+  reused: boolean;
+}
+
+/** Token ids of shard files, cached by (prefix, file): every round reads the same shard. */
+export class ShardCache {
+  private readonly cache = new Map<string, Uint16Array | Uint32Array>();
+  constructor(private readonly limit = 8) {}
+
+  async get(store: ArtifactStore, ds: DatasetRef, file: string): Promise<Uint16Array | Uint32Array> {
+    const key = `${ds.prefix}/${file}@${ds.contentHash}`;
+    const hit = this.cache.get(key);
+    if (hit) return hit;
+    let bytes: Buffer;
+    try {
+      bytes = await store.getVerified(ds.prefix, file);
+    } catch (err) {
+      throw translateReadError(err, `dataset ${ds.prefix}`);
+    }
+    const ids = shardTokens(bytes, ds.dtype, `${ds.prefix}/${file}`);
+    if (this.cache.size >= this.limit) this.cache.delete(this.cache.keys().next().value!);
+    this.cache.set(key, ids);
+    return ids;
+  }
+
+  /** Every non-empty shard of a split as one id array (a single shard is returned as it is). */
+  async split(store: ArtifactStore, ds: DatasetRef, split: 'train' | 'val'): Promise<Uint16Array | Uint32Array> {
+    const parts = await Promise.all(ds[split].filter((s) => s.tokens > 0).map((s) => this.get(store, ds, s.file)));
+    if (parts.length === 1) return parts[0];
+    const ids = new (parts[0] instanceof Uint32Array ? Uint32Array : Uint16Array)(parts.reduce((n, p) => n + p.length, 0));
+    let off = 0;
+    for (const p of parts) {
+      ids.set(p, off);
+      off += p.length;
+    }
+    return ids;
+  }
+}
+
+/** The most recently committed dataset whose prefix starts with `prefix`; null when there is none. */
+export async function newestDataset(store: ArtifactStore, prefix: string): Promise<DatasetRef | null> {
+  for (const m of await manifestsUnder(store, prefix)) {
+    const ref = m.meta.ref as DatasetRef | undefined;
+    if (m.meta.specHash && ref?.contentHash) return { ...ref, reused: true };
+  }
+  return null;
+}
+
+/** A committed dataset by its exact prefix; names the prefix when it is missing or not a dataset. */
+export async function datasetAt(store: ArtifactStore, prefix: string): Promise<DatasetRef> {
+  const m = await store.readManifest(prefix);
+  if (!m) throw failure('MissingArtifact', `spec.dataset.prefix: no committed dataset at ${prefix}`, { key: prefix });
+  const ref = m.meta.ref as DatasetRef | undefined;
+  if (!ref?.contentHash) throw failure('InvalidInput', `spec.dataset.prefix: ${prefix} is committed but is not a prepared dataset (its manifest has no dataset ref)`);
+  return { ...ref, reused: true };
+}
+
+export async function readTokenizer(store: ArtifactStore, dataset: DatasetRef): Promise<SavedTokenizer> {
+  try {
+    return JSON.parse((await store.getVerified(dataset.prefix, TOKENIZER_FILE)).toString('utf8')) as SavedTokenizer;
+  } catch (err) {
+    throw translateReadError(err, `tokenizer of dataset ${dataset.prefix}`);
+  }
+}
+
