@@ -12,7 +12,7 @@ import { Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, ty
 import { WorkflowIdReusePolicy } from '@temporalio/common';
 import { loadConfig, workflowUiUrl, type Config } from '../infra/config';
 import type { PipelineProgress, PipelineResult, pipelineWorkflow, StageOutcome } from '../workflows/pipeline';
-import type { TrainingProgress } from '../workflows/training';
+import type { TrainingProgress } from '../workflows/controls';
 import { connectTemporal } from './client';
 import { errorTypeOf } from '../spec/errors';
 import { parsePipelineSpec, type PipelineSpec, type PipelineSpecInput } from '../spec/pipeline';
@@ -23,7 +23,7 @@ export { ERROR_TYPES, errorTypeOf, type ErrorType } from '../spec/errors';
 export * from './schedules';
 export type { LoraOutcome, PipelineProgress, PipelineResult, StageOutcome } from '../workflows/pipeline';
 export type { FineTuneCompleted, FineTuneResult, FineTuneSkipped } from '../workflows/fine-tune';
-export type { TrainingProgress } from '../workflows/training';
+export type { TrainingProgress } from '../workflows/controls';
 
 /** Temporal did not answer: the local stack is down or the address is wrong. */
 export class TemporalUnreachableError extends Error {

@@ -5,10 +5,10 @@
 //   → evaluate before (cpu) → chunks of trainAdapter (gpu, resumable) → export adapter + merged (cpu)
 //   → evaluate after, unmerged and merged (cpu) → record the success in the lineage (cpu)
 //
-// Progress query, pause/resume signals and search attributes are training's (workflows/training.ts),
+// Progress query, pause/resume signals and the stage are training's (workflows/controls.ts),
 // so the CLI, the UI and the SDK watch both the same way. History holds refs and metrics only.
 
-import { condition, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo, type RetryPolicy } from '@temporalio/workflow';
+import { proxyActivities, upsertSearchAttributes, workflowInfo, type RetryPolicy } from '@temporalio/workflow';
 import type { FineTuneActivities, TrainAdapterResult } from '../activities/fine-tune';
 import type { CheckpointRef } from '../artifacts/checkpoints';
 import type { DatasetRef } from '../artifacts/datasets';
@@ -17,7 +17,7 @@ import type { BaseRef } from '../artifacts/models';
 import { NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
 import type { FineTuneSpec } from '../spec/lora';
 import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
-import { pauseSignal, progressQuery, resumeSignal, type TrainingProgress } from './training';
+import { runControls } from './controls';
 
 export interface FineTuneInput {
   /** A parsed FineTuneSpec (spec/lora.ts parseFineTuneSpec). */
@@ -87,8 +87,6 @@ export async function fineTuneWorkflow(input: FineTuneInput): Promise<FineTuneRe
   const S = spec.train.stepsPerActivity;
   const chunks = Math.ceil(spec.train.steps / S);
   const tokensPerStep = spec.train.batchSize * spec.train.contextLength;
-  let stage = 'resolveDataset';
-  let paused = false;
   let done = 0;
   let step = 0;
   let checkpoint: CheckpointRef | null = null;
@@ -96,21 +94,10 @@ export async function fineTuneWorkflow(input: FineTuneInput): Promise<FineTuneRe
   const valLosses: number[] = [];
   const chunkMs: number[] = [];
 
-  const setStage = (s: string) => {
-    stage = s;
-    upsertSearchAttributes([{ key: TruthgptStage, value: paused ? 'paused' : s }]);
-  };
-  setHandler(pauseSignal, () => {
-    paused = true;
-  });
-  setHandler(resumeSignal, () => {
-    paused = false;
-  });
-  setHandler(progressQuery, (): TrainingProgress => {
+  const controls = runControls('resolveDataset', false, () => {
     const recent = chunkMs.slice(-5);
     const perChunk = recent.length ? recent.reduce((a, b) => a + b, 0) / recent.length : null;
     return {
-      stage,
       round: done,
       rounds: chunks,
       step,
@@ -120,7 +107,6 @@ export async function fineTuneWorkflow(input: FineTuneInput): Promise<FineTuneRe
       recentValLoss: valLosses.slice(-5),
       bestValLoss: valLosses.length ? Math.min(...valLosses) : null,
       etaSeconds: perChunk === null ? null : Math.round((perChunk * (chunks - done)) / 1000),
-      paused,
       checkpoint: checkpoint?.prefix ?? null,
     };
   });
@@ -128,18 +114,18 @@ export async function fineTuneWorkflow(input: FineTuneInput): Promise<FineTuneRe
     { key: TruthgptPipeline, value: spec.name },
     { key: TruthgptModelFamily, value: spec.lora.family ?? (spec.base.kind === 'checkpoint' ? 'gpt' : 'onnx') },
   ]);
-  setStage('resolveDataset');
+  controls.setStage('resolveDataset');
 
   const source = spec.dataset;
   const dataset: DatasetRef | null =
     source.kind === 'spec' ? await cpu.prepareFineTuneDataset({ runId, dataset: source.spec }) : await cpu.resolveFineTuneDataset({ source });
   if (!dataset) {
-    setStage('no-new-data');
+    controls.setStage('no-new-data');
     return { status: 'no-new-data', runId, dataset: null, reason: `no dataset is committed under ${source.kind === 'spec' ? source.spec.name : source.prefix}`, lastRunId: null };
   }
   const last: LineageRecord | null = spec.lineage ? await cpu.lastFineTune({ lineage: spec.lineage }) : null;
   if (spec.skipIfSeen && last && last.dataset.contentHash === dataset.contentHash) {
-    setStage('no-new-data');
+    controls.setStage('no-new-data');
     return {
       status: 'no-new-data',
       runId,
@@ -150,7 +136,7 @@ export async function fineTuneWorkflow(input: FineTuneInput): Promise<FineTuneRe
   }
   const continuedFrom = spec.continueFromAdapter === true ? (last?.adapter.prefix ?? null) : spec.continueFromAdapter || null;
 
-  setStage('evaluate');
+  controls.setStage('evaluate');
   const base = spec.base.kind === 'checkpoint' ? spec.base.prefix : spec.base.key;
   const before = await cpu.evaluateFineTune.executeWithOptions({ summary: `val loss before: ${base}${continuedFrom ? ` + adapter ${continuedFrom}` : ''} on ${dataset.prefix}` }, [
     { spec, dataset, adapter: continuedFrom },
@@ -159,11 +145,8 @@ export async function fineTuneWorkflow(input: FineTuneInput): Promise<FineTuneRe
 
   let report = { trainable: 0, total: 0, trainableFraction: 0 };
   for (let chunk = 0; chunk < chunks; chunk++) {
-    if (paused) {
-      setStage('paused');
-      await condition(() => !paused);
-    }
-    setStage('train');
+    await controls.waitWhilePaused();
+    controls.setStage('train');
     const t0 = Date.now();
     const from = chunk * S;
     const to = Math.min(from + S, spec.train.steps);
@@ -180,9 +163,9 @@ export async function fineTuneWorkflow(input: FineTuneInput): Promise<FineTuneRe
     if (history.length > MAX_HISTORY) history.splice(0, history.length - MAX_HISTORY);
   }
 
-  setStage('export');
+  controls.setStage('export');
   const exported = await cpu.exportFineTune.executeWithOptions({ summary: `PEFT adapter + ${base} with the adapter merged` }, [{ runId, spec, trained: checkpoint! }]);
-  setStage('evaluate');
+  controls.setStage('evaluate');
   const after = await cpu.evaluateFineTune.executeWithOptions({ summary: `val loss after: adapter ${exported.adapter.prefix}, unmerged and merged, on ${dataset.prefix}` }, [
     { spec, dataset, adapter: exported.adapter.prefix },
   ]);
@@ -190,13 +173,13 @@ export async function fineTuneWorkflow(input: FineTuneInput): Promise<FineTuneRe
   upsertSearchAttributes([{ key: TruthgptBestValLoss, value: Math.min(...valLosses) }]);
 
   if (spec.lineage) {
-    setStage('record');
+    controls.setStage('record');
     await cpu.recordFineTune({
       lineage: spec.lineage,
       record: { runId, dataset: { prefix: dataset.prefix, contentHash: dataset.contentHash }, adapter: exported.adapter, merged: exported.merged, valLossAfter: after.loss },
     });
   }
-  setStage('done');
+  controls.setStage('done');
   return {
     status: 'completed',
     runId,

@@ -33,7 +33,8 @@ import type { PipelineSpec } from '../spec/pipeline';
 import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
 import type { FineTuneCompleted, fineTuneWorkflow } from './fine-tune';
 import type { postTrainingWorkflow, PostTrainingWorkflowInput, VariantResult } from './post-training';
-import { pauseSignal, resumeSignal, trainingWorkflow, type TrainingResult, type ValPoint } from './training';
+import { pauseSignal, resumeSignal } from './controls';
+import { trainingWorkflow, type TrainingResult, type ValPoint } from './training';
 
 export const PIPELINE_STAGES = ['train', 'lora', 'postTraining'] as const;
 export type PipelineStage = (typeof PIPELINE_STAGES)[number];

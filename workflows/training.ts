@@ -8,12 +8,8 @@
 // checkpoint is always usable: cancelling between or during rounds loses nothing committed.
 
 import {
-  condition,
   continueAsNew,
-  defineQuery,
-  defineSignal,
   proxyActivities,
-  setHandler,
   upsertSearchAttributes,
   workflowInfo,
   type RetryPolicy,
@@ -24,7 +20,8 @@ import type { CheckpointRef } from '../artifacts/checkpoints';
 import type { DatasetRef } from '../artifacts/datasets';
 import { failure, NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
 import type { TrainingSpec } from '../spec/training';
-import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
+import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline } from '../spec/temporal-names';
+import { runControls } from './controls';
 
 export interface ValPoint {
   round: number;
@@ -70,21 +67,6 @@ export interface TrainingInput {
   resume?: ResumePoint;
 }
 
-export interface TrainingProgress {
-  stage: string;
-  round: number;
-  rounds: number;
-  step: number;
-  steps: number;
-  tokensSeen: number;
-  recentTrainLoss: number[];
-  recentValLoss: number[];
-  bestValLoss: number | null;
-  /** Seconds to the last round at the recent pace; null before the first round ends. */
-  etaSeconds: number | null;
-  paused: boolean;
-  checkpoint: string | null;
-}
 
 export interface TrainingResult {
   runId: string;
@@ -100,10 +82,6 @@ export interface TrainingResult {
   wallMs: number;
   resumedFrom?: { runId: string; round: number };
 }
-
-export const progressQuery = defineQuery<TrainingProgress>('progress');
-export const pauseSignal = defineSignal('pause');
-export const resumeSignal = defineSignal('resume');
 
 /** Histories stay bounded so the carried input stays far below Temporal's payload limit. */
 const MAX_HISTORY = 2000;
@@ -135,27 +113,14 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
   const { cpu, gpu } = activitiesFor(spec);
   const ref = { runId, spec };
   const H = spec.innerSteps;
-  let stage = input.carry ? 'train' : 'prepareDataset';
   let carry = input.carry;
-  let paused = carry?.paused ?? false;
   let stepInRound = 0;
 
-  const setStage = (s: string) => {
-    stage = s;
-    upsertSearchAttributes([{ key: TruthgptStage, value: paused ? 'paused' : s }]);
-  };
-  setHandler(pauseSignal, () => {
-    paused = true;
-  });
-  setHandler(resumeSignal, () => {
-    paused = false;
-  });
-  setHandler(progressQuery, (): TrainingProgress => {
+  const controls = runControls(input.carry ? 'train' : 'prepareDataset', carry?.paused ?? false, () => {
     const recent = carry?.trainHistory.slice(-5) ?? [];
     const perRound = recent.length ? recent.reduce((a, p) => a + p.roundMs, 0) / recent.length : null;
     const done = carry?.round ?? 0;
     return {
-      stage,
       round: done,
       rounds: spec.rounds,
       step: done * H + stepInRound,
@@ -165,7 +130,6 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
       recentValLoss: carry?.valHistory.slice(-5).map((p) => p.loss) ?? [],
       bestValLoss: carry?.bestValLoss ?? null,
       etaSeconds: perRound === null ? null : Math.round((perRound * (spec.rounds - done)) / 1000),
-      paused,
       checkpoint: carry?.global.prefix ?? null,
     };
   });
@@ -175,7 +139,7 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
   ]);
 
   const evaluateAt = async (c: TrainingCarry) => {
-    setStage('evaluate');
+    controls.setStage('evaluate');
     const r = await cpu.evaluate.executeWithOptions({ summary: `val loss of ${c.global.prefix} (round ${c.round}, ${spec.evalBatches} batches)` }, [{ ...ref, checkpoint: c.global, dataset: c.dataset }]);
     push(c.valHistory, { round: c.round, step: c.round * H, loss: r.loss, perplexity: r.perplexity });
     if (c.bestValLoss === null || r.loss < c.bestValLoss) {
@@ -185,7 +149,7 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
   };
 
   if (!carry) {
-    setStage('prepareDataset');
+    controls.setStage('prepareDataset');
     const dataset = await cpu.prepareDataset.executeWithOptions({ summary: `dataset ${spec.dataset.name}: tokenize into ${spec.workers} train shard(s) + val` }, [ref]);
     if (spec.model.config.vocab_size < dataset.vocabSize) {
       throw failure('InvalidConfig', `spec.model.config.vocab_size: ${spec.model.config.vocab_size} is smaller than the dataset's vocabulary (${dataset.vocabSize} tokens)`);
@@ -201,7 +165,7 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
     let global: CheckpointRef;
     if (resume) global = resume.global;
     else {
-      setStage('createModel');
+      controls.setStage('createModel');
       global = await cpu.createModel.executeWithOptions({ summary: `${spec.model.family} ${spec.model.config.n_layer}L×${spec.model.config.n_embd}: seeded init, checkpoint r0` }, [ref]);
     }
     carry = {
@@ -215,7 +179,7 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
       // Rounds done before the resume count: every round trains W × H × B × T tokens.
       tokensSeen: (resume?.round ?? 0) * spec.workers * H * spec.batchSize * spec.contextLength,
       startedAt: info.startTime.getTime(),
-      paused,
+      paused: controls.paused,
       continuedAsNew: 0,
       ...(resume ? { resumedFrom: { runId: resume.runId, round: resume.round } } : {}),
     };
@@ -225,14 +189,11 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
 
   for (let inThisRun = 0; c.round < spec.rounds; inThisRun++) {
     if (inThisRun >= spec.roundsPerRun || workflowInfo().continueAsNewSuggested) {
-      setStage('continueAsNew');
-      return await continueAsNew<typeof trainingWorkflow>({ spec, runId, carry: { ...c, paused, continuedAsNew: c.continuedAsNew + 1 } });
+      controls.setStage('continueAsNew');
+      return await continueAsNew<typeof trainingWorkflow>({ spec, runId, carry: { ...c, paused: controls.paused, continuedAsNew: c.continuedAsNew + 1 } });
     }
-    if (paused) {
-      setStage('paused');
-      await condition(() => !paused);
-    }
-    setStage('train');
+    await controls.waitWhilePaused();
+    controls.setStage('train');
     const t0 = Date.now();
     const round = c.round;
     const shards: TrainShardResult[] = await Promise.all(
@@ -243,7 +204,7 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
       ),
     );
     stepInRound = H;
-    setStage('aggregate');
+    controls.setStage('aggregate');
     const agg = await cpu.aggregateRound.executeWithOptions({ summary: `round ${round}: outer optimizer over ${shards.length} shard(s) → global checkpoint r${round + 1}` }, [
       { ...ref, round, global: c.global, shards: shards.map((s) => s.checkpoint), bestValLoss: c.bestValLoss },
     ]);
@@ -260,7 +221,7 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
     });
     if (c.round % spec.evalEvery === 0 || c.round === spec.rounds) await evaluateAt(c);
   }
-  setStage('done');
+  controls.setStage('done');
   return {
     runId,
     rounds: c.round,

@@ -5,6 +5,7 @@
 // readable by the Python `safetensors` package and vice versa.
 
 import type { DType, TensorData, TypedArray } from '../graph/ir';
+import { typedFromBytes } from '../graph/onnx-tensor';
 
 const DTYPE_TO_ST: Partial<Record<DType, string>> = {
   float32: 'F32',
@@ -110,10 +111,8 @@ export function readSafetensors(buf: Uint8Array, file = '<buffer>'): Safetensors
       throw new SafetensorsError(file, name, `shape [${e.shape.join(', ')}] ${e.dtype} needs ${expected} bytes, offsets give ${end - begin}`);
     }
     if (end > dataLen) throw new SafetensorsError(file, name, `truncated: data ends at ${end}, file has ${dataLen} data bytes`);
-    // Copy so the tensor is aligned and owns its memory.
-    const bytes = new Uint8Array(expected);
-    bytes.set(buf.subarray(dataStart + begin, dataStart + end));
-    tensors.set(name, { dtype, dims: e.shape, data: typedFromBytes(dtype, bytes) });
+    // typedFromBytes copies, so the tensor is aligned and owns its memory.
+    tensors.set(name, { dtype, dims: e.shape, data: typedFromBytes(dtype, buf.subarray(dataStart + begin, dataStart + end)) });
   }
   return { tensors, metadata };
 }
@@ -129,27 +128,4 @@ export function expectShape(file: string, name: string, t: TensorData | undefine
 
 function byteView(a: TypedArray): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-}
-
-function typedFromBytes(dtype: DType, bytes: Uint8Array): TypedArray {
-  const b = bytes.buffer;
-  switch (dtype) {
-    case 'float32':
-      return new Float32Array(b);
-    case 'float64':
-      return new Float64Array(b);
-    case 'int64':
-      return new BigInt64Array(b);
-    case 'int32':
-      return new Int32Array(b);
-    case 'int16':
-      return new Int16Array(b);
-    case 'int8':
-      return new Int8Array(b);
-    case 'float16':
-    case 'bfloat16':
-      return new Uint16Array(b);
-    default:
-      return bytes;
-  }
 }

@@ -1,6 +1,6 @@
 import { progressLine } from '../../sdk/cli/progress';
 import type { RunProgress } from '../../sdk/index';
-import type { TrainingProgress } from '../../workflows/training';
+import type { TrainingProgress } from '../../workflows/controls';
 
 const child = (over: Partial<TrainingProgress>): TrainingProgress => ({
   stage: 'train',

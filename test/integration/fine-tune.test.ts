@@ -17,7 +17,7 @@ import { startTraining, waitTraining, type WaitOutcome } from '../../sdk/cli/run
 import { parseFineTuneSpec, type FineTuneSpecInput } from '../../spec/lora';
 import { TASK_QUEUES, TruthgptPipeline, TruthgptStage } from '../../spec/temporal-names';
 import type { FineTuneCompleted, FineTuneResult } from '../../workflows/fine-tune';
-import type { TrainingProgress } from '../../workflows/training';
+import type { TrainingProgress } from '../../workflows/controls';
 import { createPoolWorker, type PoolWorker } from '../../workers/worker';
 import { withS3, type S3Fixture } from '../helpers/s3';
 import { withTemporal, type TemporalFixture } from '../helpers/temporal';

@@ -7,7 +7,7 @@ import { MANIFEST_NAME } from '../../infra/store';
 import { startTraining, waitTraining } from '../../sdk/cli/run-commands';
 import type { TrainingSpecInput } from '../../spec/training';
 import { TruthgptBestValLoss, TruthgptStage } from '../../spec/temporal-names';
-import type { TrainingProgress } from '../../workflows/training';
+import type { TrainingProgress } from '../../workflows/controls';
 import type { S3Fixture } from '../helpers/s3';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
 import type { TemporalFixture } from '../helpers/temporal';
