@@ -6,9 +6,8 @@
 
 import { z } from 'zod';
 import { DatasetSpecSchema } from '../engine/data/dataset';
-import { GptConfigSchema } from '../engine/models/gpt';
+import { GptConfigSchema, gptOptionFields } from '../engine/models/gpt';
 import { getPreset } from '../engine/models/presets';
-import { gptVariantFields } from '../engine/models/variants';
 import { OptimConfigSchema } from '../engine/optim';
 import { DEFAULT_OUTER, OuterOptimSchema } from '../engine/train/outer';
 import { CheckpointPolicySchema } from '../engine/train/shard';
@@ -21,7 +20,7 @@ const GptFields = z.object({
   n_embd: z.number(),
   bias: z.boolean(),
   // RoPE, RMSNorm, SwiGLU, GQA, dropout, untied head: all optional, GPT-2 when absent.
-  ...gptVariantFields,
+  ...gptOptionFields,
 });
 
 /** A preset, a full config, or a preset with some fields overridden. Only GPT trains here so far. */

@@ -1,4 +1,4 @@
-// Inference export of every model family (engine/models/export.ts, export-encoders.ts): each model
+// Inference export of every model family (engine/models/export.ts, export-bert-t5.ts): each model
 // is saved with saveModel, loaded by onnxruntime-node from the file, and run at two batch sizes ×
 // two sequence lengths through ONE session. Logits are checked against the Hugging Face fixtures
 // wherever the input allows it (full inputs, a row alone, causal prefixes, a padded row cut to its
@@ -16,13 +16,12 @@ import { saveModel, serializeModel } from '../../engine/graph/onnx';
 import { bertClassifierLogits, bertClassifierParams, bertEncoder, bertMlmHeadParams, bertMlmLogits, bertParams, bertPooler, BertConfigSchema, type BertConfig } from '../../engine/models/bert';
 import { initParams, type ParamLookup, type ParamSpec } from '../../engine/models/blocks';
 import { decoderInfo, exportGpt, presentKeyName } from '../../engine/models/export';
-import { exportBert, exportT5 } from '../../engine/models/export-encoders';
-import { GptConfigSchema, gptParams, type GptConfig } from '../../engine/models/gpt';
+import { exportBert, exportT5 } from '../../engine/models/export-bert-t5';
+import { GptConfigSchema, gptLogits, gptParams, type GptConfig } from '../../engine/models/gpt';
 import { relativePositionBias } from '../../engine/models/layers';
-import { llamaToGpt, type NamedTensor } from '../../engine/models/llama-names';
+import { llamaToGpt, type NamedTensor } from '../../engine/models/llama-to-gpt';
 import { configFromHf, importHfWeights, presetParams, type Preset } from '../../engine/models/presets';
 import { t5Logits, t5Params, type T5Config } from '../../engine/models/t5';
-import { variantGptLogits } from '../../engine/models/variants';
 
 const FIX = path.join(__dirname, '..', 'fixtures');
 const threads = { intraOpNumThreads: 1 };
@@ -212,7 +211,7 @@ describe('GPT variant export', () => {
     ['untied', { tie_embeddings: false }],
     ['all, with biases', { pos: 'rope', norm: 'rmsnorm', mlp: 'swiglu', n_kv_head: 2, tie_embeddings: false, dropout: 0.1 }],
   ];
-  it.each(variants)('%s: logits equal variantGptLogits at batch 1 and 3, length 4 and 11', async (name, opts) => {
+  it.each(variants)('%s: logits equal gptLogits at batch 1 and 3, length 4 and 11', async (name, opts) => {
     const cfg = GptConfigSchema.parse({ vocab_size: 40, block_size: 12, n_layer: 2, n_head: 4, n_embd: 16, ...opts });
     const weights = initParams(gptParams(cfg), 3);
     const s = await saveAndLoad(exportGpt(cfg, weights), `gpt-${name.replace(/\W+/g, '-')}`);
@@ -220,7 +219,7 @@ describe('GPT variant export', () => {
       const rows = Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, t) => (b * 11 + t * 5 + 2) % 40));
       const out = await s.run({ input_ids: int64(rows) });
       expect(out.logits.dims).toEqual([B, T, 40]);
-      const ref = await builderOutput(gptParams(cfg), weights, { tokens: rows }, (p, i) => variantGptLogits(cfg, i.tokens, p));
+      const ref = await builderOutput(gptParams(cfg), weights, { tokens: rows }, (p, i) => gptLogits(cfg, i.tokens, p));
       expectClose(out.logits.data as Float32Array, ref, 1e-5, `${name} (${B}, ${T})`);
     }
     await s.release();

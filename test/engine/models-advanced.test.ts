@@ -1,4 +1,4 @@
-// The seed's advanced models (engine/models/advanced.ts) train through buildTrainStep with
+// The seed's advanced models (engine/models/classification-head.ts, image-prefix.ts, memory-slots.ts) train through buildTrainStep with
 // falling loss, and each one's extra part does what it promises: the class head learns with the
 // LM under per-loss weights, the multimodal model names the image it was shown, the memory
 // slots are learned and read.
@@ -8,19 +8,9 @@ import '../../engine/autodiff/rules';
 import * as ort from 'onnxruntime-node';
 import { Graph, tensor, type TensorData, type Value } from '../../engine/graph/ir';
 import { serializeModel } from '../../engine/graph/onnx';
-import {
-  DomainGptConfigSchema,
-  domainGptParams,
-  domainGptTrainLoss,
-  MemoryGptConfigSchema,
-  memoryGptLogits,
-  memoryGptParams,
-  memoryGptTrainLoss,
-  MultimodalGptConfigSchema,
-  multimodalGptLogits,
-  multimodalGptParams,
-  multimodalGptTrainLoss,
-} from '../../engine/models/advanced';
+import { DomainGptConfigSchema, domainGptParams, domainGptTrainLoss } from '../../engine/models/classification-head';
+import { MultimodalGptConfigSchema, multimodalGptLogits, multimodalGptParams, multimodalGptTrainLoss } from '../../engine/models/image-prefix';
+import { MemoryGptConfigSchema, memoryGptLogits, memoryGptParams, memoryGptTrainLoss } from '../../engine/models/memory-slots';
 import { planLora } from '../../engine/lora/model';
 import { mulberry32, type ParamSpec } from '../../engine/models/blocks';
 import { OptimConfigSchema } from '../../engine/optim';

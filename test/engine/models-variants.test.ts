@@ -1,4 +1,4 @@
-// GPT variants by config (engine/models/variants.ts): the default config is still bit-identical
+// GPT options by config (engine/models/gpt.ts): the default config is still bit-identical
 // GPT-2, RoPE matches a plain-TS rotation, GQA equals standard attention with repeated key/value
 // weights, the Llama layout reproduces Hugging Face LlamaForCausalLM, the untied head is its own
 // weight, dropout is seeded, and every variant trains with falling loss.
@@ -14,11 +14,10 @@ import { serializeModel } from '../../engine/graph/onnx';
 import { initParams, mulberry32 } from '../../engine/models/blocks';
 import { exportGpt } from '../../engine/models/export';
 import { configFromHf } from '../../engine/models/presets';
-import { GptConfigSchema, gptLogits, gptParams, gptTrainLoss, type GptConfig } from '../../engine/models/gpt';
-import { llamaToGpt, type NamedTensor } from '../../engine/models/llama-names';
+import { applyRope, GptConfigSchema, gptLogits, gptParams, gptTrainLoss, ropeConsts, type GptConfig } from '../../engine/models/gpt';
+import { llamaToGpt, type NamedTensor } from '../../engine/models/llama-to-gpt';
 import { isAdapterParam } from '../../engine/lora/config';
 import { initAdapters, loraModel, planLora } from '../../engine/lora/model';
-import { applyRope, ropeConsts, variantGptLogits } from '../../engine/models/variants';
 import { OptimConfigSchema } from '../../engine/optim';
 import { buildTrainStep } from '../../engine/train/step';
 import { Trainer, type Batch } from '../../engine/train/trainer';
@@ -124,7 +123,7 @@ describe('grouped-query attention', () => {
     const { golden, cfg, weights } = goldenFixture();
     const tokens = golden.tokens.flat();
     const standard = await logitsOf(cfg, weights, tokens, golden.batch, golden.seq);
-    const grouped = await logitsOf(cfg, weights, tokens, golden.batch, golden.seq, (c, idx, p) => variantGptLogits({ ...c, n_kv_head: c.n_head }, idx, p));
+    const grouped = await logitsOf(cfg, weights, tokens, golden.batch, golden.seq, (c, idx, p) => gptLogits({ ...c, n_kv_head: c.n_head }, idx, p));
     expect(maxAbsDiff(grouped, standard)).toBeLessThan(1e-6);
   });
 

@@ -1,10 +1,16 @@
-// Weight mapping between Hugging Face LlamaForCausalLM and our GPT with the Llama options
-// (pos 'rope', norm 'rmsnorm', mlp 'swiglu', bias false, n_kv_head, tie_embeddings false).
+// Converts a Hugging Face LlamaForCausalLM state dict to our GPT's weights; used by tests today and by HF import (issue 12) next.
+//
+// Our GPT with pos 'rope', norm 'rmsnorm', mlp 'swiglu', bias false (n_kv_head, tie_embeddings as
+// the checkpoint has them) is Llama. Key by key:
+//   model.embed_tokens.weight → wte               model.norm.weight → ln_f.weight
+//   model.layers.N.input_layernorm → h.N.ln_1      post_attention_layernorm → h.N.ln_2
+//   self_attn.{q,k,v}_proj → h.N.attn.c_attn       self_attn.o_proj → h.N.attn.c_proj
+//   mlp.{gate,up}_proj → h.N.mlp.c_fc              mlp.down_proj → h.N.mlp.c_proj
+//   lm_head.weight → lm_head.weight (untied; wte's copy when the checkpoint ties it)
 // HF stores torch Linear weights (out, in) as separate q/k/v and gate/up projections; we store
 // GPT-2 Conv1D weights (in, out) fused column-wise: c_attn = [q | k | v], c_fc = [gate | up].
 
-import type { GptConfig } from './gpt';
-import { resolveVariant } from './variants';
+import { gptOptions, type GptConfig } from './gpt';
 
 export interface NamedTensor {
   dims: number[];
@@ -33,7 +39,7 @@ function fuseTransposed(parts: NamedTensor[], nIn: number): Float32Array {
 }
 
 function checkLlamaLayout(cfg: GptConfig): void {
-  const v = resolveVariant(cfg);
+  const v = gptOptions(cfg);
   const bad = [
     v.pos !== 'rope' && `pos '${v.pos}'`,
     v.norm !== 'rmsnorm' && `norm '${v.norm}'`,
@@ -50,7 +56,7 @@ function checkLlamaLayout(cfg: GptConfig): void {
  */
 export function llamaToGpt(cfg: GptConfig, hf: Map<string, NamedTensor>, file = 'model.safetensors'): Map<string, Float32Array> {
   checkLlamaLayout(cfg);
-  const v = resolveVariant(cfg);
+  const v = gptOptions(cfg);
   const C = cfg.n_embd;
   const kvC = v.nKvHead * (C / cfg.n_head);
   const get = (name: string, dims: number[]): NamedTensor => {

@@ -1,9 +1,10 @@
-// Inference-graph export of BERT (bert.ts) and T5 (t5.ts) with run-time batch and sequence dims.
+// Inference-graph export of BERT (bert.ts) and T5 (t5.ts) with run-time batch and sequence dims; used by tests today and by HF import/export (issue 12) next.
 //
-// Unlike exportGpt, which rebuilds its forward for the KV cache, these call the training builders
-// themselves on inputs whose dims are symbolic: the builders then read the sequence length from the
-// input's Shape (layers.ts SeqLen), so positions, relative-position buckets and the decoder's
-// causal mask are computed at run time, and the exported graph is the training forward op for op.
+// These call the training builders themselves on inputs whose dims are symbolic: the builders
+// then read the sequence length from the input's Shape (layers.ts SeqLen), so positions,
+// relative-position buckets and the decoder's causal mask are computed at run time, and the
+// exported graph is the training forward op for op (exportGpt adds a KV cache around gpt.ts's
+// blocks instead).
 // I/O follows Hugging Face's ONNX exports:
 //   BERT  input_ids, attention_mask, token_type_ids int64 (batch, seq)
 //         → last_hidden_state (batch, seq, H), pooler_output (batch, H) with the pooler,
