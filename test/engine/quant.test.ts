@@ -103,7 +103,8 @@ describe('quantized Linear kernels match the dequantization formula', () => {
       expect(report.weightBytesBefore).toBe(4 * (K * N + N));
       expect(report.weightBytesAfter).toBe(K * N + 4 * N + 4 * N); // int8 W + float scales + bias
       const y = await runLinear(graph, x, M, K);
-      // Activation and weight rounding: ~1% of the output range for K = 80.
+      // Activation and 7-bit weight rounding: 1.5% of the output range observed for K = 80 (AVX2;
+      // full 8-bit weights gave 16% there, from u8·s8 int16 saturation).
       expect(maxAbsDiff(y, ref) / scale).toBeLessThan(0.02);
     }
   });

@@ -111,7 +111,16 @@ test('LoRA stage: non-fiction pretraining, adapters on fiction lower its val los
       lora: {
         dataset: { name: 'brown-fiction-tiny', corpus: { kind: 'brown', categories: ['mystery', 'science_fiction'] }, valFraction: 0.1 },
         lora: { r: 8, lora_alpha: 16 },
-        train: { steps: 120, stepsPerActivity: 60, batchSize: 8, contextLength: 32, optimizer: { optimizer: { kind: 'adamw', lr: 1e-2, weight_decay: 0 }, grad_clip: 1 }, evalBatches: 8 },
+        train: {
+          steps: 120,
+          stepsPerActivity: 60,
+          batchSize: 8,
+          contextLength: 32,
+          // lr 1e-2 learned nothing on an AVX2 machine (train loss flat at ~3.2, val 3.13 → 3.73);
+          // 3e-3 lowers it there (observed 3.1292 → 3.1174).
+          optimizer: { optimizer: { kind: 'adamw', lr: 3e-3, weight_decay: 0 }, grad_clip: 1 },
+          evalBatches: 8,
+        },
       },
     }),
   );
