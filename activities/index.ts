@@ -1,4 +1,4 @@
-// Every activity, built from injected dependencies (STYLE.md): a worker passes its real store and
+// Every activity, built from injected dependencies (docs/ARCHITECTURE.md): a worker passes its real store and
 // execution provider, a test passes a store on a temporary bucket. Workflows `import type` from here.
 
 import type { ArtifactStore } from '../infra/store';

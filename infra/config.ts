@@ -1,4 +1,4 @@
-// Configuration from the environment, validated once at the edge (STYLE.md: schemas at every
+// Configuration from the environment, validated once at the edge (docs/ARCHITECTURE.md: schemas at every
 // boundary). Every default points at the local stack, so `npm start` needs no env at all; pointing
 // TEMPORAL_* / TRUTHGPT_S3_* elsewhere is how the same code runs against Temporal Cloud and AWS S3.
 

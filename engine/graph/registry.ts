@@ -1,5 +1,5 @@
 // One table of ops: each entry holds the forward shape rule and, next to it, the gradient rule
-// (STYLE.md: "backward next to forward, as a table"). Rule files under engine/autodiff/rules/
+// (docs/ARCHITECTURE.md, "Where to add… an op"). Rule files under engine/autodiff/rules/
 // register themselves here; engine/graph/index.ts imports them all so the table is complete.
 
 import type { Attr, DType, Graph, Node, Shape, Value } from './ir';

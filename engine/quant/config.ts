@@ -1,4 +1,4 @@
-// QuantConfig: the one schema for post-training quantization (DESIGN.md: one zod schema per
+// QuantConfig: the one schema for post-training quantization (docs/ARCHITECTURE.md: one zod schema per
 // concept). A discriminated union on `method`, plus the options every method shares.
 
 import { z } from 'zod';

@@ -1,6 +1,12 @@
-// jest runs tests in a vm context whose typed-array classes differ from the ones ORT's native
-// binding creates, so ORT-common's `data instanceof Float32Array` check fails on every output.
-// Use the host realm's classes before onnxruntime loads (see /work/shared/notes/onnx-runtime.md).
+// jest runs each test file in a vm sandbox with its own Float32Array, BigInt64Array, ... classes,
+// and loads onnxruntime-common inside it. ORT's native binding builds every output buffer with the
+// host realm's classes, so when onnxruntime-common wraps an output in a Tensor, its
+// `data instanceof Float32Array` check (against the sandbox's class) fails and session.run throws
+// "A float32 tensor's data must be type of function Float32Array()". Inputs built in the sandbox
+// pass; a host-realm array passed to `new ort.Tensor` fails the same check. engine/runtime/host-realm.ts
+// puts the host realm's classes on the sandbox's globals, so both sides agree; it must run before
+// onnxruntime-node loads (jest.config.js lists it in setupFiles; importing it first here keeps this
+// file correct on its own). Outside jest the classes are already the host's and it is a no-op.
 import '../../engine/runtime/host-realm';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
