@@ -8,8 +8,8 @@
 // 180 s and `up` failed at once with "never checked"). A warm build is too quick to show that, so
 // go is started through a wrapper that waits a little longer than the timeout first.
 //
-// Observed on 2 cores with warm Go caches: go install 9 s (38 s once, right after the caches were
-// filled), the stack healthy 7 s after it, the test about 85 s with the wrapper's wait. With cold
+// Observed on 2 cores with warm Go caches: go install 9-13 s (38 s once, right after the caches were
+// filled), the stack healthy 7-8 s after it, the test about 85 s with the wrapper's wait. With cold
 // Go caches (and the module proxy reachable) the build alone takes about 7 minutes, hence the timeout.
 
 import fs from 'node:fs';
