@@ -1,3 +1,7 @@
+// The AWS SDK's own switch for its multi-line Node-version notice (README, "Node version"), for
+// the test processes and everything they start.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 /** @type {import('jest').Config} */
 module.exports = {
   testEnvironment: 'node',

@@ -21,6 +21,12 @@ export interface SpawnLoggedOptions {
   detached: boolean;
 }
 
+/**
+ * The AWS SDK's own switch for its multi-line notice, on Node < 22, that its releases from January
+ * 2027 need Node 22 (README, "Node version"). The stack's processes get it unless the env says otherwise.
+ */
+export const AWS_NODE_NOTICE_OFF = { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' } as const;
+
 export function spawnLogged(opts: SpawnLoggedOptions): ChildProcess {
   fs.mkdirSync(path.dirname(opts.log), { recursive: true });
   const fd = fs.openSync(opts.log, 'a');
@@ -28,7 +34,7 @@ export function spawnLogged(opts: SpawnLoggedOptions): ChildProcess {
   try {
     const child = spawn(opts.command, opts.args, {
       cwd: REPO_ROOT,
-      env: opts.env,
+      env: { ...AWS_NODE_NOTICE_OFF, ...opts.env },
       detached: opts.detached,
       stdio: ['ignore', fd, fd],
     });

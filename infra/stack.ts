@@ -15,13 +15,21 @@ import { devServerSearchAttributeFlags } from './search-attributes';
 import { checkFrontend, checkQueue, checkS3, checkUi, connectForStatus, stackStatus, type PartStatus, type StackStatus } from './stack-health';
 import { logTail, spawnLogged, tsCommand } from './stack-spawn';
 import { logDir, processRunning, readState, stopProcess, updateState, writeState, type ProcessEntry, type StackState } from './stack-state';
-import { ensureTemporalCli } from './temporal';
+import { ensureTemporalCli, type CliBuildProgress } from './temporal';
 import type { Pool } from '../spec/temporal-names';
 
 export interface UpOptions {
   log?: (line: string) => void;
-  /** How long to wait for every part to answer (workers bundle workflows at start: tens of seconds on a busy machine). */
+  /**
+   * How long each part may take to answer, counted from when it was started (or, for a part that
+   * was already running, from when `up` begins waiting for it). Workers bundle workflows at start:
+   * tens of seconds on a busy machine. A first-time Temporal CLI build is not counted.
+   */
   timeoutMs?: number;
+  /** Live progress of a first-time Temporal CLI build (minutes); without it `log` gets a line every 30 s. */
+  onCliBuildProgress?: (p: CliBuildProgress) => void;
+  /** Environment for finding (or building) the Temporal CLI and for the processes `up` starts (default process.env). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export class StackError extends Error {
@@ -55,19 +63,20 @@ async function assertPortFree(host: string, port: number, what: string, envVar: 
   );
 }
 
-/** Polls `check` until it passes; fails early, with the log's tail, if `proc` dies meanwhile. */
-async function waitFor(what: string, check: () => Promise<PartStatus>, deadline: number, proc?: ProcessEntry): Promise<void> {
-  let last: PartStatus | undefined;
-  while (Date.now() < deadline) {
-    last = await check();
+/** Polls `check` (at least once) until it passes; fails early, with the log's tail, if `proc` dies meanwhile. */
+async function waitFor(what: string, check: () => Promise<PartStatus>, deadline: { at: number; ms: number }, proc?: ProcessEntry): Promise<void> {
+  for (;;) {
+    const last = await check();
     if (last.ok) return;
     if (proc && !processRunning(proc)) {
       throw new StackError(`${what} (pid ${proc.pid}) exited during start: ${last.detail}\n--- ${proc.log} (last lines) ---\n${logTail(proc.log)}`);
     }
+    if (Date.now() >= deadline.at) {
+      const logHint = proc ? `\n--- ${proc.log} (last lines) ---\n${logTail(proc.log)}` : '';
+      throw new StackError(`${what} did not become healthy within ${deadline.ms / 1000} s of its start (\`truthgpt up --timeout <seconds>\` waits longer): ${last.detail}${logHint}`);
+    }
     await sleep(500);
   }
-  const logHint = proc ? `\n--- ${proc.log} (last lines) ---\n${logTail(proc.log)}` : '';
-  throw new StackError(`${what} did not become healthy in time: ${last?.detail ?? 'never checked'}${logHint}`);
 }
 
 function startDetached(entry: { command: string; args: string[] }, marker: string, log: string, env: NodeJS.ProcessEnv): ProcessEntry {
@@ -82,10 +91,16 @@ function startDetached(entry: { command: string; args: string[] }, marker: strin
  */
 export async function stackUp(config: Config, opts: UpOptions = {}): Promise<StackStatus> {
   const log = opts.log ?? (() => {});
-  const deadline = Date.now() + (opts.timeoutMs ?? 180_000);
+  const timeoutMs = opts.timeoutMs ?? 180_000;
+  // Each part's deadline starts when that part starts, never earlier: a first-time Temporal CLI
+  // build takes minutes and must not eat the time the parts after it have to answer.
+  const deadlineFrom = (startedAt: number | undefined) => ({ at: (startedAt ?? Date.now()) + timeoutMs, ms: timeoutMs });
   const { stateDir, host, temporalPort, uiPort, s3Port } = config.stack;
   fs.mkdirSync(logDir(stateDir), { recursive: true });
-  const env: NodeJS.ProcessEnv = { ...process.env, TRUTHGPT_STATE_DIR: stateDir, TRUTHGPT_TEMPORAL_PORT: String(temporalPort), TRUTHGPT_UI_PORT: String(uiPort), TRUTHGPT_S3_PORT: String(s3Port) };
+  const baseEnv = opts.env ?? process.env;
+  const env: NodeJS.ProcessEnv = { ...baseEnv, TRUTHGPT_STATE_DIR: stateDir, TRUTHGPT_TEMPORAL_PORT: String(temporalPort), TRUTHGPT_UI_PORT: String(uiPort), TRUTHGPT_S3_PORT: String(s3Port) };
+  let temporalStartedAt: number | undefined;
+  let s3StartedAt: number | undefined;
 
   let state = readState(stateDir);
   const anyRunning = (s: StackState) => [s.temporal, s.s3, s.supervisor].some((p) => processRunning(p));
@@ -103,12 +118,13 @@ export async function stackUp(config: Config, opts: UpOptions = {}): Promise<Sta
   if (config.stack.localTemporal && !processRunning(state.temporal)) {
     await assertPortFree(host, temporalPort, 'Temporal frontend', 'TRUTHGPT_TEMPORAL_PORT', '--temporal-port');
     await assertPortFree(host, uiPort, 'Temporal Web UI', 'TRUTHGPT_UI_PORT', '--ui-port');
-    const cli = await ensureTemporalCli(process.env, log);
+    const cli = await ensureTemporalCli(baseEnv, log, { onProgress: opts.onCliBuildProgress });
     const db = path.join(stateDir, 'temporal.db');
     const args = ['server', 'start-dev', '--db-filename', db, '--ip', host, '--port', String(temporalPort), '--ui-port', String(uiPort), '--log-level', 'warn', ...devServerSearchAttributeFlags()];
     if (config.temporal.namespace !== 'default') args.push('--namespace', config.temporal.namespace);
     log(`starting the Temporal dev server on ${host}:${temporalPort} (UI ${uiPort}, data ${db})`);
     const entry = startDetached({ command: cli, args }, db, path.join(logDir(stateDir), 'temporal.log'), env);
+    temporalStartedAt = Date.now();
     state = updateState(stateDir, (s) => (s.temporal = entry));
   }
 
@@ -118,22 +134,28 @@ export async function stackUp(config: Config, opts: UpOptions = {}): Promise<Sta
     log(`starting the S3 server on ${host}:${s3Port} (bucket ${config.s3.bucket}, data ${dir})`);
     const cmd = tsCommand(S3_ENTRY, ['--dir', dir, '--port', String(s3Port), '--host', host, '--bucket', config.s3.bucket]);
     const entry = startDetached(cmd, S3_ENTRY, path.join(logDir(stateDir), 's3.log'), env);
+    s3StartedAt = Date.now();
     state = updateState(stateDir, (s) => (s.s3 = entry));
   }
 
-  await waitFor('the Temporal frontend', () => frontendCheck(config), deadline, state.temporal);
-  if (config.stack.localTemporal) await waitFor('the Temporal Web UI', () => checkUi(`http://${host}:${uiPort}/`), deadline, state.temporal);
-  await waitFor('the S3 server', () => checkS3(config), deadline, state.s3);
+  const temporalDeadline = deadlineFrom(temporalStartedAt);
+  await waitFor('the Temporal frontend', () => frontendCheck(config), temporalDeadline, state.temporal);
+  if (config.stack.localTemporal) await waitFor('the Temporal Web UI', () => checkUi(`http://${host}:${uiPort}/`), temporalDeadline, state.temporal);
+  await waitFor('the S3 server', () => checkS3(config), deadlineFrom(s3StartedAt), state.s3);
 
+  let supervisorStartedAt: number | undefined;
   if (!processRunning(state.supervisor)) {
     log('starting the worker supervisor (pools: gpu, cpu)');
     const cmd = tsCommand(SUPERVISOR_ENTRY, ['--state-dir', stateDir]);
     const entry = startDetached(cmd, SUPERVISOR_ENTRY, path.join(logDir(stateDir), 'supervisor.log'), env);
+    supervisorStartedAt = Date.now();
     state = updateState(stateDir, (s) => (s.supervisor = entry));
   }
+  // Both pools start together under the supervisor, so they share its deadline.
+  const workersDeadline = deadlineFrom(supervisorStartedAt);
   for (const pool of ['gpu', 'cpu'] as Pool[]) {
     log(`waiting for the ${pool} worker to poll its task queue`);
-    await waitFor(`the ${pool} worker`, () => queueCheck(config, pool), deadline, state.supervisor);
+    await waitFor(`the ${pool} worker`, () => queueCheck(config, pool), workersDeadline, state.supervisor);
   }
   return stackStatus(config);
 }

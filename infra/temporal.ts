@@ -62,11 +62,84 @@ const howToGetOne = (env: Env) =>
   `or Go >= 1.25 so TruthGPT can build it into ${cachedCliPath(env)} with ` +
   `\`GOBIN=${path.dirname(cachedCliPath(env))} go install ${TEMPORAL_CLI_MODULE}@${TEMPORAL_CLI_VERSION}\`.`;
 
+/** Where a first-time build stands, from `go install -v`'s log (one line per package it compiles). */
+export interface CliBuildProgress {
+  /** Since the build started (for a build another process runs, since it took the lock). */
+  elapsedMs: number;
+  /** What go does now: `downloading modules`, `compiling <package>`, `linking the binary`. */
+  activity: string;
+  /** Packages compiled so far (cached ones are not compiled again, so not counted). */
+  packages: number;
+  buildLog: string;
+  /** The pid of another process whose build this one waits for. */
+  builderPid?: number;
+  /** Set on the last call, when the build has ended (successfully or not). */
+  done: boolean;
+}
+
+export interface EnsureOptions {
+  /**
+   * Called about every `progressIntervalMs` while go builds, and once more with `done` when it ends.
+   * Without it, the `log` callback gets a plain progress line every 30 s.
+   */
+  onProgress?: (p: CliBuildProgress) => void;
+  progressIntervalMs?: number;
+}
+
+/** `2m05s`, `45s`. */
+export function formatElapsed(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+}
+
+/** One line for a person watching: what is built, for how long, what go does, where the log is. */
+export function formatBuildProgress(p: CliBuildProgress): string {
+  const who = p.builderPid ? ` (by pid ${p.builderPid})` : '';
+  return `building the Temporal CLI ${TEMPORAL_CLI_VERSION}${who}: ${formatElapsed(p.elapsedMs)}, ${p.packages} packages compiled, ${p.activity} (log: ${p.buildLog})`;
+}
+
+/** Reads the build log so far: how many packages `go install -v` compiled, and what it does now. */
+export function buildLogProgress(text: string): { packages: number; activity: string } {
+  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
+  const compiled = lines.filter((l) => !l.startsWith('go: ') && !l.startsWith('#') && /^[\w.-]+(\/[\w.~-]+)*$/.test(l));
+  const last = lines[lines.length - 1];
+  // Nothing listed yet: go resolves modules, or, with every package cached, only links.
+  let activity = 'resolving modules or linking cached packages';
+  if (last?.startsWith('go: downloading')) activity = 'downloading modules';
+  // -v prints a package when its compile starts; after the main package only the link is left.
+  else if (last === TEMPORAL_CLI_MODULE) activity = 'linking the binary';
+  else if (last && compiled.length) activity = `compiling ${compiled[compiled.length - 1]}`;
+  return { packages: compiled.length, activity };
+}
+
+/** Reports a running build until the returned `stop` is called: every interval to `onProgress`, else every 30 s to `log`. */
+function watchBuild(buildLog: string, startedAt: number, log: (line: string) => void, opts: EnsureOptions, builderPid?: number): (done: boolean) => void {
+  const snapshot = (done: boolean): CliBuildProgress => {
+    let text = '';
+    try {
+      text = fs.readFileSync(buildLog, 'utf8');
+    } catch {
+      // not written yet
+    }
+    return { elapsedMs: Date.now() - startedAt, ...buildLogProgress(text), buildLog, builderPid, done };
+  };
+  const report = opts.onProgress ?? ((p: CliBuildProgress) => !p.done && log(formatBuildProgress(p)));
+  const interval = opts.progressIntervalMs ?? (opts.onProgress ? 500 : 30_000);
+  const timer = setInterval(() => report(snapshot(false)), interval);
+  if (opts.onProgress) report(snapshot(false));
+  return (done) => {
+    clearInterval(timer);
+    if (done) report(snapshot(true));
+  };
+}
+
 /**
  * The CLI's path, building it with `go install` into the cache when nothing else is found.
  * Concurrent callers (parallel test files, two clones) share one build through a lock file.
+ * A build takes minutes (about 7 on 2 cores with cold Go caches), so it reports progress: see
+ * EnsureOptions.
  */
-export async function ensureTemporalCli(env: Env = process.env, log: (line: string) => void = () => {}): Promise<string> {
+export async function ensureTemporalCli(env: Env = process.env, log: (line: string) => void = () => {}, opts: EnsureOptions = {}): Promise<string> {
   const found = findTemporalCli(env);
   if (found) return found;
   const go = onPath('go', env);
@@ -89,30 +162,53 @@ export async function ensureTemporalCli(env: Env = process.env, log: (line: stri
         continue;
       }
       log(`waiting for the Temporal CLI build of pid ${owner} (log: ${buildLog})`);
-      while (pidAlive(owner) && !isExecutable(target)) await sleep(2000);
+      const stop = watchBuild(buildLog, lockTime(lock), log, opts, owner);
+      try {
+        while (pidAlive(owner) && !isExecutable(target)) await sleep(2000);
+      } finally {
+        stop(true);
+      }
       if (isExecutable(target)) return target;
     }
   }
   try {
     if (isExecutable(target)) return target;
-    log(`building the Temporal CLI ${TEMPORAL_CLI_VERSION} with ${go} (a few minutes, once; log: ${buildLog})`);
+    const startedAt = Date.now();
+    log(`building the Temporal CLI ${TEMPORAL_CLI_VERSION} with ${go} (once; minutes: about 7 on 2 cores with cold Go caches; log: ${buildLog})`);
     const out = fs.openSync(buildLog, 'w');
-    const code = await new Promise<number>((resolve, reject) => {
-      const child = spawn(go, ['install', `${TEMPORAL_CLI_MODULE}@${TEMPORAL_CLI_VERSION}`], {
-        env: { ...env, GOBIN: binDir, CGO_ENABLED: env.CGO_ENABLED ?? '0' } as NodeJS.ProcessEnv,
-        stdio: ['ignore', out, out],
+    const stop = watchBuild(buildLog, startedAt, log, opts);
+    let code: number;
+    try {
+      code = await new Promise<number>((resolve, reject) => {
+        // -v: one line per compiled package, which is what the progress reports read.
+        const child = spawn(go, ['install', '-v', `${TEMPORAL_CLI_MODULE}@${TEMPORAL_CLI_VERSION}`], {
+          env: { ...env, GOBIN: binDir, CGO_ENABLED: env.CGO_ENABLED ?? '0' } as NodeJS.ProcessEnv,
+          stdio: ['ignore', out, out],
+        });
+        child.once('error', reject);
+        child.once('exit', (c) => resolve(c ?? 1));
       });
-      child.once('error', reject);
-      child.once('exit', (c) => resolve(c ?? 1));
-    });
-    fs.closeSync(out);
+    } finally {
+      fs.closeSync(out);
+      stop(true);
+    }
     if (code !== 0 || !isExecutable(target)) {
       const tail = fs.readFileSync(buildLog, 'utf8').split('\n').slice(-15).join('\n');
       throw new TemporalCliNotFound(`building the Temporal CLI failed (exit ${code}); last lines of ${buildLog}:\n${tail}\n${howToGetOne(env)}`);
     }
+    log(`built the Temporal CLI in ${formatElapsed(Date.now() - startedAt)}: ${target}`);
     return target;
   } finally {
     fs.rmSync(lock, { force: true });
+  }
+}
+
+/** When the lock (so the build it guards) was taken; now if it is gone. */
+function lockTime(lock: string): number {
+  try {
+    return fs.statSync(lock).mtimeMs;
+  } catch {
+    return Date.now();
   }
 }
 

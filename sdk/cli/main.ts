@@ -10,7 +10,8 @@ import { registerRunsCommands } from './runs-commands';
 import { registerScheduleCommands } from './schedule-commands';
 import { registerStackCommands } from './stack-commands';
 
-// The AWS SDK warns on every run under Node 20 about its 2027 plans; we support Node >= 20.19.
+// The AWS SDK's own switch for its multi-line notice, on Node < 22, that its releases from January
+// 2027 need Node 22; we support Node >= 20.19 until we take such a release (README, "Node version").
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 export function buildProgram(): Command {

@@ -1,9 +1,11 @@
 // Live progress of a pipeline run for `truthgpt run` and `truthgpt watch`: a cli-progress bar fed
 // by the workflows' progress queries (stage, round/step, tokens/s, latest losses), then a summary
 // table of the stages and variants with the run's Web UI link. Without a TTY (CI logs) it prints
-// one line whenever the stage or round changes instead of redrawing.
+// one line whenever the stage or round changes instead of redrawing. Also the spinner line of a
+// first-time Temporal CLI build during `up` / `demo`.
 
 import { SingleBar } from 'cli-progress';
+import { formatBuildProgress, type CliBuildProgress } from '../../infra/temporal';
 import { RunFailedError, type PipelineResult, type PipelineRun, type RunProgress } from '../index';
 
 const fmtLoss = (xs: number[]) => (xs.length ? xs[xs.length - 1].toFixed(3) : '-');
@@ -74,6 +76,30 @@ export async function watchRun(run: PipelineRun, opts: { intervalMs?: number; st
   }
   if (started) bar.stop();
   return p;
+}
+
+const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+/**
+ * Progress of a first-time Temporal CLI build (minutes) on a TTY: one redrawn line with a spinner,
+ * the elapsed time, what go does and where its log is; cleared when the build ends. Without a TTY,
+ * pass nothing to stackUp/ensureTemporalCli instead: they log a plain line every 30 s.
+ */
+export function cliBuildProgressLine(stream: NodeJS.WriteStream = process.stderr): (p: CliBuildProgress) => void {
+  const bar = new SingleBar({ stream, format: '{spinner} {text}', hideCursor: true, clearOnComplete: true, linewrap: false, noTTYOutput: false });
+  let started = false;
+  let frame = 0;
+  return (p) => {
+    const payload = { spinner: SPINNER[frame++ % SPINNER.length], text: formatBuildProgress(p) };
+    if (p.done) {
+      if (started) bar.stop();
+      started = false;
+      return;
+    }
+    if (!started) bar.start(1, 0, payload);
+    else bar.update(0, payload);
+    started = true;
+  };
 }
 
 /** Plain-text table: columns padded to their widest cell. */

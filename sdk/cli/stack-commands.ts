@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { loadConfig, type Config } from '../../infra/config';
 import { stackDown, stackUp } from '../../infra/stack';
 import { formatStatus, stackStatus } from '../../infra/stack-health';
+import { cliBuildProgressLine } from './progress';
 
 export interface StackFlags {
   stateDir?: string;
@@ -34,10 +35,14 @@ export function configFromFlags(flags: StackFlags): Config {
 
 const say = (line: string) => console.error(line);
 
-/** `up` then a status table; used by `up` and by `demo` when the stack is not healthy. */
+/**
+ * `up` then a status table; used by `up` and by `demo` when the stack is not healthy. A first-time
+ * Temporal CLI build shows a spinner line on a TTY, and a plain line every 30 s otherwise.
+ */
 export async function bringUp(config: Config, timeoutSeconds = 180): Promise<void> {
   const t0 = Date.now();
-  const status = await stackUp(config, { log: say, timeoutMs: timeoutSeconds * 1000 });
+  const onCliBuildProgress = process.stderr.isTTY ? cliBuildProgressLine(process.stderr) : undefined;
+  const status = await stackUp(config, { log: say, timeoutMs: timeoutSeconds * 1000, onCliBuildProgress });
   console.log(formatStatus(status));
   say(`stack up in ${((Date.now() - t0) / 1000).toFixed(1)} s; state in ${status.stateFile}`);
 }
@@ -45,7 +50,7 @@ export async function bringUp(config: Config, timeoutSeconds = 180): Promise<voi
 export function registerStackCommands(program: Command): void {
   withStackFlags(program.command('up'))
     .description('start the local stack (Temporal dev server + Web UI, S3 server, supervised workers) and wait until healthy')
-    .option('--timeout <seconds>', 'how long to wait for every part to answer', '180')
+    .option('--timeout <seconds>', 'how long each part may take to answer once started (a first-time Temporal CLI build does not count)', '180')
     .action(async (flags: StackFlags & { timeout: string }) => {
       await bringUp(configFromFlags(flags), Number(flags.timeout));
     });

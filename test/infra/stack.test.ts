@@ -13,7 +13,7 @@ import { stackDown, stackUp, StackError } from '../../infra/stack';
 import { stackStatus, type StackStatus } from '../../infra/stack-health';
 import { processRunning, readState, writeState, type StackState } from '../../infra/stack-state';
 import { superviseWorkers } from '../../infra/supervisor';
-import { cacheDir, ensureTemporalCli, findTemporalCli } from '../../infra/temporal';
+import { buildLogProgress, cacheDir, ensureTemporalCli, findTemporalCli, formatBuildProgress } from '../../infra/temporal';
 
 const run = promisify(execFile);
 const REPO = path.resolve(__dirname, '../..');
@@ -200,4 +200,15 @@ test('the Temporal CLI is found in order TEMPORAL_CLI_PATH, PATH, cache; without
     fs.rmSync(cache, { recursive: true, force: true });
     fs.rmSync(bin, { recursive: true, force: true });
   }
+});
+
+test('a Temporal CLI build reports what go does, for how long, and where its log is', () => {
+  expect(buildLogProgress('')).toEqual({ packages: 0, activity: 'resolving modules or linking cached packages' });
+  expect(buildLogProgress('go: downloading go.temporal.io/server v1.29.1\ngo: downloading github.com/zeebo/errs v1.4.0\n')).toEqual({ packages: 0, activity: 'downloading modules' });
+  const compiling = 'go: downloading cel.dev/expr v0.23.1\ninternal/abi\nruntime\ngo.temporal.io/server/service/history\n';
+  expect(buildLogProgress(compiling)).toEqual({ packages: 3, activity: 'compiling go.temporal.io/server/service/history' });
+  expect(buildLogProgress(`${compiling}github.com/temporalio/cli/cmd/temporal\n`)).toEqual({ packages: 4, activity: 'linking the binary' });
+  const line = formatBuildProgress({ elapsedMs: 125_400, packages: 3, activity: 'compiling runtime', buildLog: 'cache/temporal-build.log', done: false });
+  expect(line).toBe('building the Temporal CLI v1.5.1: 2m05s, 3 packages compiled, compiling runtime (log: cache/temporal-build.log)');
+  expect(formatBuildProgress({ elapsedMs: 9_000, packages: 0, activity: 'downloading modules', buildLog: 'cache/l', builderPid: 42, done: false })).toContain('v1.5.1 (by pid 42): 9s, 0 packages');
 });
