@@ -2,8 +2,8 @@
 // by playwright-core against the dev server's UI. A tiny pipeline runs for real (Temporal, S3, both
 // pool workers); the UI's workflow list, filtered by our TruthgptPipeline search attribute, shows
 // it; its detail page shows our search attributes with stage `done` and the stage memo.
-// Screenshots go to test-output/ (gitignored). Skipped, saying why, when chromium is missing
-// (`.ci/run` installs it).
+// Screenshots go to test-output/ (gitignored). On a developer's machine without chromium it is
+// skipped, saying why; under CI (CI=true, `.ci/run` installs chromium) a missing browser fails.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -19,7 +19,14 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const OUT = path.resolve(__dirname, '../../test-output');
 const have = fs.existsSync(CHROMIUM);
 const maybe = have ? test : test.skip;
-if (!have) console.warn(`temporal-ui test skipped: no chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
+const howToGetIt = `apt-get install -y chromium, or set CHROMIUM_PATH`;
+if (!have && process.env.CI) {
+  test('chromium is installed: CI runs the browser test', () => {
+    throw new Error(`no chromium at ${CHROMIUM}: CI must run the Temporal UI test (${howToGetIt})`);
+  });
+} else if (!have) {
+  console.warn(`temporal-ui test skipped: no chromium at ${CHROMIUM} (${howToGetIt})`);
+}
 
 let temporal: TemporalFixture;
 let s3: S3Fixture;
