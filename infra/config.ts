@@ -147,11 +147,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const rawEndpoint = e.TRUTHGPT_S3_ENDPOINT;
   const localS3 = rawEndpoint === undefined;
   const endpoint = localS3 ? `http://${host}:${s3Port}` : rawEndpoint === '' || rawEndpoint === 'aws' ? undefined : rawEndpoint;
+  // Checked as the user set them, before the local server's default fills in a missing half.
+  if ((e.TRUTHGPT_S3_ACCESS_KEY_ID === undefined) !== (e.TRUTHGPT_S3_SECRET_ACCESS_KEY === undefined)) {
+    const missing = e.TRUTHGPT_S3_ACCESS_KEY_ID === undefined ? 'TRUTHGPT_S3_ACCESS_KEY_ID' : 'TRUTHGPT_S3_SECRET_ACCESS_KEY';
+    fail(`TRUTHGPT_S3_ACCESS_KEY_ID and TRUTHGPT_S3_SECRET_ACCESS_KEY must be set together (${missing} is not set)`);
+  }
+  if (e.TRUTHGPT_S3_SESSION_TOKEN !== undefined && e.TRUTHGPT_S3_ACCESS_KEY_ID === undefined) {
+    fail('TRUTHGPT_S3_SESSION_TOKEN is set without TRUTHGPT_S3_ACCESS_KEY_ID and TRUTHGPT_S3_SECRET_ACCESS_KEY (temporary credentials are all three)');
+  }
   const accessKeyId = e.TRUTHGPT_S3_ACCESS_KEY_ID ?? (localS3 ? LOCAL_S3_CREDENTIALS.accessKeyId : undefined);
   const secretAccessKey = e.TRUTHGPT_S3_SECRET_ACCESS_KEY ?? (localS3 ? LOCAL_S3_CREDENTIALS.secretAccessKey : undefined);
-  if ((accessKeyId === undefined) !== (secretAccessKey === undefined)) {
-    fail('TRUTHGPT_S3_ACCESS_KEY_ID and TRUTHGPT_S3_SECRET_ACCESS_KEY must be set together');
-  }
 
   return {
     temporal: { address, namespace: e.TEMPORAL_NAMESPACE ?? 'default', tls, apiKey: e.TEMPORAL_API_KEY },

@@ -167,6 +167,12 @@ test('config errors name the variable', () => {
   expect(() => loadConfig({ TRUTHGPT_S3_PORT: 'http' })).toThrow(/TRUTHGPT_S3_PORT="http": expected a port number/);
   expect(() => loadConfig({ TRUTHGPT_EP: 'rocm' })).toThrow(/TRUTHGPT_EP="rocm": expected cpu or cuda/);
   expect(() => loadConfig({ TEMPORAL_TLS_CERT_PATH: '/etc/hostname' })).toThrow(/TEMPORAL_TLS_CERT_PATH and TEMPORAL_TLS_KEY_PATH must be set together/);
+  // Half a key pair is an error, also where the local server's default key would fill the other half.
+  for (const env of [{ TRUTHGPT_S3_SECRET_ACCESS_KEY: 'secret' }, { TRUTHGPT_S3_ACCESS_KEY_ID: 'id', TRUTHGPT_S3_ENDPOINT: 'http://127.0.0.1:9000' }]) {
+    expect(() => loadConfig(env)).toThrow(/TRUTHGPT_S3_ACCESS_KEY_ID and TRUTHGPT_S3_SECRET_ACCESS_KEY must be set together \(TRUTHGPT_S3_\w+ is not set\)/);
+  }
+  expect(() => loadConfig({ TRUTHGPT_S3_SESSION_TOKEN: 'token' })).toThrow(/TRUTHGPT_S3_SESSION_TOKEN is set without/);
+  expect(loadConfig({ TRUTHGPT_S3_ACCESS_KEY_ID: 'id', TRUTHGPT_S3_SECRET_ACCESS_KEY: 'secret' }).s3).toMatchObject({ accessKeyId: 'id', secretAccessKey: 'secret' });
   expect(() => loadConfig({ TRUTHGPT_TEMPORAL_PORT: '9000', TRUTHGPT_S3_PORT: '9000' })).toThrow(/TRUTHGPT_S3_PORT and TRUTHGPT_TEMPORAL_PORT are both 9000/);
   const cloud = loadConfig({ TEMPORAL_ADDRESS: 'ns.acct.tmprl.cloud:7233', TEMPORAL_NAMESPACE: 'ns.acct', TEMPORAL_API_KEY: 'k', TRUTHGPT_S3_ENDPOINT: 'aws' });
   expect(cloud.temporal.tls).not.toBeNull();
