@@ -1,7 +1,9 @@
 // The stack's worker supervisor: a detached process that keeps one worker per pool running,
 // restarting one that dies (quickly the first time, with exponential backoff while it keeps
-// crashing), and records worker PIDs in stack.json. It restarts processes only; retrying work is
-// Temporal's job, which re-dispatches the dead worker's activities after their timeouts.
+// crashing), and records worker PIDs in stack.json. A worker whose event loop stops answering (its
+// liveness beacon, infra/liveness.ts, goes quiet for TRUTHGPT_WORKER_STALL_SECONDS) is killed and
+// restarted the same way. It restarts processes only; retrying work is Temporal's job, which
+// re-dispatches the dead worker's activities after their timeouts.
 //
 //   node -r tsx/cjs infra/supervisor.ts --state-dir .truthgpt      (started by `truthgpt up`)
 
@@ -10,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Pool } from '../spec/temporal-names';
+import { livenessFile, quietForMs } from './liveness';
 import { logDir, updateState, workerIdentity, type WorkerEntry } from './stack-state';
 import { spawnLogged, tsCommand } from './stack-spawn';
 
@@ -19,6 +22,8 @@ const CRASH_WINDOW_MS = 10_000;
 const FIRST_RESTART_DELAY_MS = 300;
 const MAX_RESTART_DELAY_MS = 30_000;
 const STOP_GRACE_MS = 10_000;
+/** Default stall limit: longer than any synchronous stretch of real work (graph building, quantizing). */
+export const DEFAULT_STALL_SECONDS = 120;
 
 interface Slot {
   pool: Pool;
@@ -38,12 +43,24 @@ export function restartDelayMs(crashes: number): number {
 export interface SuperviseOptions {
   env?: NodeJS.ProcessEnv;
   log?: (msg: string) => void;
+  /** A worker whose event loop is silent this long is killed and restarted; 0 turns it off. */
+  stallMs?: number;
+}
+
+/** TRUTHGPT_WORKER_STALL_SECONDS (a non-negative number; 0 = never), or the default. */
+export function stallMsFromEnv(env: NodeJS.ProcessEnv): number {
+  const raw = env.TRUTHGPT_WORKER_STALL_SECONDS;
+  if (raw === undefined || raw === '') return DEFAULT_STALL_SECONDS * 1000;
+  const seconds = Number(raw);
+  if (!Number.isFinite(seconds) || seconds < 0) throw new Error(`TRUTHGPT_WORKER_STALL_SECONDS=${JSON.stringify(raw)}: expected a number of seconds >= 0 (0 turns the check off)`);
+  return seconds * 1000;
 }
 
 export function superviseWorkers(stateDir: string, pools: Pool[], opts: SuperviseOptions = {}): { stop(): Promise<void> } {
   let stopping = false;
   const env = opts.env ?? process.env;
   const log = opts.log ?? ((msg: string) => process.stdout.write(`${new Date().toISOString()} supervisor: ${msg}\n`));
+  const stallMs = opts.stallMs ?? stallMsFromEnv(env);
   const slots = pools.map((pool): Slot => ({ pool, startedAt: 0, restarts: 0, crashes: 0 }));
 
   // A state file deleted or corrupted under us must not take the supervisor (and its workers) down.
@@ -61,7 +78,8 @@ export function superviseWorkers(stateDir: string, pools: Pool[], opts: Supervis
   const start = (slot: Slot) => {
     const { command, args } = tsCommand(WORKER_ENTRY, ['--pool', slot.pool]);
     const logFile = path.join(logDir(stateDir), `worker-${slot.pool}.log`);
-    const child = spawnLogged({ command, args, log: logFile, env: { ...env, TRUTHGPT_SUPERVISED: '1' }, detached: false });
+    const beacon = livenessFile(stateDir, slot.pool);
+    const child = spawnLogged({ command, args, log: logFile, env: { ...env, TRUTHGPT_SUPERVISED: '1', TRUTHGPT_LIVENESS_FILE: beacon }, detached: false });
     slot.child = child;
     slot.startedAt = Date.now();
     const pid = child.pid;
@@ -101,11 +119,27 @@ export function superviseWorkers(stateDir: string, pools: Pool[], opts: Supervis
     }, delay);
   };
 
+  // The watchdog: a live pid whose event loop went quiet is as good as dead.
+  const watchdog = stallMs > 0
+    ? setInterval(() => {
+        for (const slot of slots) {
+          const child = slot.child;
+          if (stopping || !child || child.exitCode !== null || child.signalCode !== null) continue;
+          const quiet = quietForMs(livenessFile(stateDir, slot.pool), slot.startedAt);
+          if (quiet < stallMs) continue;
+          log(`${slot.pool} worker pid ${child.pid} has not answered for ${(quiet / 1000).toFixed(1)} s (its event loop is blocked or the process is stopped): killing it`);
+          child.kill('SIGKILL');
+        }
+      }, Math.min(5000, Math.max(250, stallMs / 4)))
+    : undefined;
+  watchdog?.unref();
+
   for (const slot of slots) start(slot);
 
   return {
     async stop() {
       stopping = true;
+      if (watchdog) clearInterval(watchdog);
       await Promise.all(
         slots.map(async (slot) => {
           if (slot.timer) clearTimeout(slot.timer);

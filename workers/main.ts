@@ -5,6 +5,7 @@
 
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../infra/config';
+import { startLivenessBeacon } from '../infra/liveness';
 import { TASK_QUEUES, type Pool } from '../spec/temporal-names';
 import { createPoolWorker } from './worker';
 
@@ -12,6 +13,8 @@ async function main(): Promise<void> {
   // The AWS SDK's own switch for its Node-version notice (README, "Node version"); the stack's
   // supervisor sets it too, this covers `npm run worker`.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  // First, so that the supervisor hears the event loop from the start (bundling takes a while).
+  if (process.env.TRUTHGPT_LIVENESS_FILE) startLivenessBeacon(process.env.TRUTHGPT_LIVENESS_FILE);
   const { values } = parseArgs({ options: { pool: { type: 'string' } }, strict: true });
   const pool = values.pool as Pool | undefined;
   if (!pool || !(pool in TASK_QUEUES)) throw new Error(`--pool: expected gpu or cpu, got ${JSON.stringify(values.pool ?? null)}`);

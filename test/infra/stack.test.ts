@@ -12,7 +12,8 @@ import { freePort } from '../../infra/ports';
 import { stackDown, stackUp, StackError } from '../../infra/stack';
 import { stackStatus, type StackStatus } from '../../infra/stack-health';
 import { processRunning, readState, writeState, type StackState } from '../../infra/stack-state';
-import { superviseWorkers } from '../../infra/supervisor';
+import { stallMsFromEnv, superviseWorkers } from '../../infra/supervisor';
+import { withTemporal } from '../helpers/temporal';
 import { buildLogProgress, cacheDir, ensureTemporalCli, findTemporalCli, formatBuildProgress } from '../../infra/temporal';
 
 const run = promisify(execFile);
@@ -162,6 +163,44 @@ test('a worker that keeps crashing is restarted with growing delays, and its log
   expect(readState(d)!.workers.gpu).toBeUndefined();
   fs.rmSync(d, { recursive: true, force: true });
 }, 120_000);
+
+test('a worker whose event loop stops answering is killed and restarted by the supervisor', async () => {
+  const temporal = await withTemporal();
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-stall-'));
+  writeState({ version: 1, stateDir: d, host: '127.0.0.1', namespace: 'default', bucket: 'truthgpt', ports: { temporal: temporal.port, ui: temporal.uiPort, s3: 1 }, workers: {}, updatedAt: '' });
+  const lines: string[] = [];
+  const workerEnv = { ...process.env, TRUTHGPT_STATE_DIR: d, TRUTHGPT_TEMPORAL_PORT: String(temporal.port), TRUTHGPT_UI_PORT: String(temporal.uiPort) };
+  const sup = superviseWorkers(d, ['cpu'], { env: workerEnv, log: (m) => lines.push(m), stallMs: 8000 });
+  const log = path.join(d, 'logs', 'worker-cpu.log');
+  const until = async (what: string, ok: () => boolean, ms: number) => {
+    const deadline = Date.now() + ms;
+    while (!ok()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; supervisor said:\n${lines.join('\n')}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+  try {
+    await until('the worker to be ready', () => fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes(' ready'), 120_000);
+    const hung = readState(d)!.workers.cpu!;
+    // SIGSTOP freezes the process as a blocked event loop would: pid alive, nothing answering.
+    process.kill(hung.pid, 'SIGSTOP');
+    await until('a new worker', () => (readState(d)!.workers.cpu?.restarts ?? 0) > hung.restarts, 60_000);
+    expect(lines.join('\n')).toMatch(new RegExp(`cpu worker pid ${hung.pid} has not answered for \\d+\\.\\d s \\(its event loop is blocked or the process is stopped\\): killing it`));
+    expect(readState(d)!.workers.cpu!.pid).not.toBe(hung.pid);
+    await until('the old pid to be gone', () => !processRunning({ pid: hung.pid, marker: '' }), 10_000);
+  } finally {
+    await sup.stop();
+    await temporal.close();
+    fs.rmSync(d, { recursive: true, force: true });
+  }
+}, 240_000);
+
+test('TRUTHGPT_WORKER_STALL_SECONDS: seconds, 0 turns the check off, anything else is an error naming it', () => {
+  expect(stallMsFromEnv({})).toBe(120_000);
+  expect(stallMsFromEnv({ TRUTHGPT_WORKER_STALL_SECONDS: '30' })).toBe(30_000);
+  expect(stallMsFromEnv({ TRUTHGPT_WORKER_STALL_SECONDS: '0' })).toBe(0);
+  expect(() => stallMsFromEnv({ TRUTHGPT_WORKER_STALL_SECONDS: 'soon' })).toThrow(/TRUTHGPT_WORKER_STALL_SECONDS="soon": expected a number of seconds >= 0/);
+});
 
 test('config errors name the variable', () => {
   expect(() => loadConfig({ TRUTHGPT_S3_PORT: 'http' })).toThrow(/TRUTHGPT_S3_PORT="http": expected a port number/);
