@@ -18,30 +18,21 @@ export type EngineErrorKind =
   /** A quantized model rose above its perplexity bound. */
   | 'quant-rejected';
 
-export abstract class EngineError extends Error {
-  abstract readonly kind: EngineErrorKind;
+/**
+ * An error no retry can fix, of the given kind; subclasses carry what their kind needs to say more.
+ * @example throw new EngineError('config', `lora.target_modules: ${JSON.stringify(spec)} matches no linear layer`)
+ */
+export class EngineError extends Error {
   /** Small JSON that travels with the failure (the tensor, the step). */
   details?: Record<string, unknown>;
 
-  constructor(message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
+  constructor(
+    readonly kind: EngineErrorKind,
+    message: string,
+    options?: { cause?: unknown; details?: Record<string, unknown> },
+  ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     if (options?.details) this.details = options.details;
   }
-}
-
-export class ConfigError extends EngineError {
-  readonly kind = 'config';
-}
-
-export class InputError extends EngineError {
-  readonly kind = 'input';
-}
-
-export class CorruptDataError extends EngineError {
-  readonly kind = 'corrupt';
-}
-
-export class NonFiniteError extends EngineError {
-  readonly kind = 'non-finite';
 }

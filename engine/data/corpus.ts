@@ -7,7 +7,7 @@ import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
 import { TextDecoder } from 'node:util';
 import { z } from 'zod';
-import { InputError } from '../errors';
+import { EngineError } from '../errors';
 
 export interface Document {
   /** File (and line, for JSONL) the text came from. */
@@ -25,12 +25,12 @@ export const CorpusSpecSchema = z.discriminatedUnion('kind', [
 ]);
 export type CorpusSpec = z.infer<typeof CorpusSpecSchema>;
 
-export class CorpusError extends InputError {
+export class CorpusError extends EngineError {
   constructor(
     readonly source: string,
     message: string,
   ) {
-    super(`${source}: ${message}`);
+    super('input', `${source}: ${message}`);
   }
 }
 

@@ -6,7 +6,7 @@
 // call gives the same text.
 
 import * as ort from 'onnxruntime-node';
-import { ConfigError } from '../errors';
+import { EngineError } from '../errors';
 import type { Graph } from '../graph/ir';
 import { serializeModel } from '../graph/onnx';
 import { mulberry32 } from '../models/blocks';
@@ -115,9 +115,9 @@ export class Decoder {
   private async withCache(prompt: number[], opts: SamplingOptions, rand: () => number): Promise<number[]> {
     const { nLayer, nHead, headDim, blockSize } = this.info;
     // The cache has no window to crop: every position must exist.
-    if (prompt.length > blockSize) throw new ConfigError(`generate: the prompt is ${prompt.length} tokens, longer than block_size ${blockSize}`);
+    if (prompt.length > blockSize) throw new EngineError('config', `generate: the prompt is ${prompt.length} tokens, longer than block_size ${blockSize}`);
     if (opts.maxNewTokens > this.room(prompt.length)) {
-      throw new ConfigError(
+      throw new EngineError('config', 
         `generate: prompt (${prompt.length}) + maxNewTokens (${opts.maxNewTokens}) needs ${prompt.length + opts.maxNewTokens - 1} positions, block_size is ${blockSize}: at most ${this.room(prompt.length)} new tokens fit`,
       );
     }

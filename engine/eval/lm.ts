@@ -6,7 +6,7 @@
 
 import * as ort from 'onnxruntime-node';
 import { evalLmBatches, type LmBatch } from '../data/sampler';
-import { ConfigError } from '../errors';
+import { EngineError } from '../errors';
 import type { Graph } from '../graph/ir';
 import { serializeModel } from '../graph/onnx';
 import { createSession, type SessionConfig } from '../runtime';
@@ -58,13 +58,13 @@ export function withNllHead(src: Graph): Graph {
  */
 export function lmEvalWindows(ids: Uint16Array | Uint32Array, blockSize: number, o: { batchSize: number; contextLength: number | null; batches: number }): LmBatch[] {
   const T = o.contextLength ?? blockSize;
-  if (T > blockSize) throw new ConfigError(`contextLength ${T} exceeds the model's block_size ${blockSize}`);
+  if (T > blockSize) throw new EngineError('config', `contextLength ${T} exceeds the model's block_size ${blockSize}`);
   const out: LmBatch[] = [];
   for (const b of evalLmBatches(ids, o.batchSize, T)) {
     if (out.length >= o.batches) break;
     out.push(b);
   }
-  if (out.length === 0) throw new ConfigError(`${ids.length} tokens are too few for one ${T}-token window`);
+  if (out.length === 0) throw new EngineError('config', `${ids.length} tokens are too few for one ${T}-token window`);
   return out;
 }
 

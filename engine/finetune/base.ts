@@ -5,7 +5,7 @@
 
 import type * as ort from 'onnxruntime-node';
 import type { LmBatch } from '../data/sampler';
-import { ConfigError } from '../errors';
+import { EngineError } from '../errors';
 import type { Graph } from '../graph/ir';
 import { serializeModel } from '../graph/onnx';
 import type { LoraPlan } from '../lora';
@@ -79,7 +79,7 @@ export async function scoreBatches(batches: Iterable<LmBatch>, maxBatches: numbe
     sum += r.sum;
     tokens += r.tokens;
   }
-  if (tokens === 0) throw new ConfigError('validation split has no scored tokens');
+  if (tokens === 0) throw new EngineError('config', 'validation split has no scored tokens');
   const loss = sum / tokens;
   return { loss, perplexity: Math.exp(loss), tokens };
 }

@@ -5,7 +5,7 @@ import type * as ort from 'onnxruntime-node';
 import { Tensor } from 'onnxruntime-node';
 import { IGNORE_INDEX } from '../data/masking';
 import { evalLmBatches } from '../data/sampler';
-import { ConfigError } from '../errors';
+import { EngineError } from '../errors';
 import type { Graph, TensorData } from '../graph/ir';
 import { loadModel, serializeModel } from '../graph/onnx';
 import { attachImportedAdapters, buildImportedLoraStep, mergeIntoGraph, planImportedLora, specializeInputs, upgradeToOpset23, type LoraConfig, type LoraPlan } from '../lora';
@@ -39,7 +39,7 @@ function loadBaseGraph(bytes: Uint8Array, name: string): Graph {
   try {
     return loadModel(bytes);
   } catch (err) {
-    throw new ConfigError(`base ${name}: not an ONNX model this engine can read (${(err as Error).message})`, { cause: err });
+    throw new EngineError('config', `base ${name}: not an ONNX model this engine can read (${(err as Error).message})`, { cause: err });
   }
 }
 
@@ -59,13 +59,13 @@ export class OnnxBase implements LoraBase {
   ) {
     const g = loadBaseGraph(bytes, base.name);
     this.inputs = g.inputs.map((v) => v.name);
-    if (!this.inputs.includes(base.inputName)) throw new ConfigError(`base ${base.name}: the model has no input "${base.inputName}" (inputs: ${this.inputs.join(', ')})`);
+    if (!this.inputs.includes(base.inputName)) throw new EngineError('config', `base ${base.name}: the model has no input "${base.inputName}" (inputs: ${this.inputs.join(', ')})`);
     const other = this.inputs.filter((n) => n !== base.inputName && n !== 'attention_mask');
-    if (other.length) throw new ConfigError(`base ${base.name}: inputs ${other.join(', ')} cannot be fed from token batches (supported: ${base.inputName}, attention_mask)`);
+    if (other.length) throw new EngineError('config', `base ${base.name}: inputs ${other.join(', ')} cannot be fed from token batches (supported: ${base.inputName}, attention_mask)`);
     this.hasAttentionMask = this.inputs.includes('attention_mask');
     const logits = g.outputs.find((v) => v.name === 'logits');
     const V = logits?.shape?.[logits.shape.length - 1];
-    if (typeof V !== 'number') throw new ConfigError(`base ${base.name}: needs a "logits" output with a known vocabulary dim (outputs: ${g.outputs.map((v) => `${v.name} [${v.shape?.join(', ')}]`).join(', ')})`);
+    if (typeof V !== 'number') throw new EngineError('config', `base ${base.name}: needs a "logits" output with a known vocabulary dim (outputs: ${g.outputs.map((v) => `${v.name} [${v.shape?.join(', ')}]`).join(', ')})`);
     this.vocabSize = V;
     this.plan = planImportedLora(g, lora);
     this.family = lora.family ?? 'onnx';

@@ -10,7 +10,6 @@ import { lmFeeds, lmPerplexity } from '../eval/lm';
 import './rules';
 
 export class QuantRejectedError extends EngineError {
-  readonly kind = 'quant-rejected';
   /** Why, without the method: what a report or a rejected model's manifest records. */
   readonly reason: string;
   constructor(
@@ -23,7 +22,7 @@ export class QuantRejectedError extends EngineError {
     const reason =
       `validation perplexity ${quantPpl.toFixed(4)} vs fp32 ${fp32Ppl.toFixed(4)} ` +
       `is ${(increase * 100).toFixed(2)}% higher, above the bound maxPplIncrease = ${(bound * 100).toFixed(2)}%`;
-    super(`${method} model rejected: ${reason}`);
+    super('quant-rejected', `${method} model rejected: ${reason}`);
     this.reason = reason;
   }
 }

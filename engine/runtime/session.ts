@@ -31,9 +31,9 @@ export const CUDA_INSTALL_STEP = 'ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modu
 const SEVERITY: Record<LogSeverity, 0 | 1 | 2 | 3 | 4> = { verbose: 0, info: 1, warning: 2, error: 3, fatal: 4 };
 
 export class CudaUnavailableError extends EngineError {
-  readonly kind = 'cuda-unavailable';
   constructor(detail: string) {
     super(
+      'cuda-unavailable',
       `ep 'cuda' requested but the CUDA execution provider cannot be used: ${detail}. ` +
         `README "GPU setup": install CUDA 12 and cuDNN 9, then run \`${CUDA_INSTALL_STEP}\` ` +
         `(it downloads ORT's GPU package for this exact version and copies libonnxruntime_providers_cuda.so, ` +
