@@ -7,9 +7,10 @@ import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { readBrown } from '../engine/data/corpus';
 import { Graph, ops, serializeModel, tensor } from '../engine/graph';
-import { createSession, CudaUnavailableError } from '../engine/runtime';
+import { createSession } from '../engine/runtime';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
+import { asFailure } from '../artifacts/errors';
 
 export interface DemoDeps {
   store: ArtifactStore;
@@ -137,9 +138,8 @@ export function createDemoActivities(deps: DemoDeps) {
       try {
         session = await createSession(probeModel(), { ep: deps.ep, deviceId: deps.deviceId, intraOpThreads: 1 });
       } catch (err) {
-        // A worker without CUDA libraries will not grow them on retry: say what to install.
-        if (err instanceof CudaUnavailableError) throw failure('CudaUnavailable', err.message);
-        throw err;
+        // A worker without CUDA libraries will not grow them on retry: the failure says what to install.
+        throw asFailure(err, 'runtimeProbe');
       }
       try {
         const x = new ort.Tensor('float32', Float32Array.from(PROBE_X), [2, 4]);

@@ -7,7 +7,8 @@
 import { STATE_FILE } from '../engine/checkpoint/checkpoint';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
-import { committedRounds, refOf, translateReadError, type CheckpointRef } from '../artifacts/checkpoints';
+import { committedRounds, refOf, type CheckpointRef } from '../artifacts/checkpoints';
+import { asFailure } from '../artifacts/errors';
 import { keys } from '../artifacts/keys';
 
 export interface PipelineDeps {
@@ -46,7 +47,7 @@ export function createPipelineActivities(deps: PipelineDeps) {
         try {
           state = JSON.parse((await store.getVerified(prefix, STATE_FILE)).toString('utf8'));
         } catch (err) {
-          throw translateReadError(err, `checkpoint ${prefix}`);
+          throw asFailure(err, `checkpoint ${prefix}`);
         }
         if (state.round !== round) throw failure('CorruptCheckpoint', `checkpoint ${prefix}: ${STATE_FILE} says round ${state.round}, its key says round ${round}`, { key: prefix });
         const previous: (CheckpointRef | null)[] = [];

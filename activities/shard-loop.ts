@@ -12,6 +12,7 @@ import { paramShapes, runShard, stateShapes, type CheckpointPolicy, type Compile
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import { commitCheckpoint, fromTensors, latestSnapshot, readCheckpoint, toTensors, type CheckpointRef, type WriteCheckpoint } from '../artifacts/checkpoints';
+import { asFailure } from '../artifacts/errors';
 
 /** What a shard-loop activity heartbeats: the next step, and the newest snapshot it committed. */
 export interface HeartbeatDetails {
@@ -105,11 +106,10 @@ export async function runHeartbeatingShard<R extends { checkpoint: CheckpointRef
       },
     });
   } catch (err) {
-    if (err instanceof NonFiniteLossError) {
-      const { what, initial, details } = o.nonFinite;
-      throw failure('NonFiniteLoss', `${who}: training step ${err.step}: loss is ${err.loss} (${what} before that step are in ${lastKey ?? initial})`, { ...details, step: err.step });
-    }
-    throw err;
+    // Only a NaN loss is final here: a failed snapshot upload is worth another attempt.
+    if (!(err instanceof NonFiniteLossError)) throw err;
+    const { what, initial, details } = o.nonFinite;
+    throw asFailure(err, who, { details, note: `${what} before that step are in ${lastKey ?? initial}` });
   }
   const trainMs = Math.round(performance.now() - t0);
   // `checkpoint` first: the result recorded in the manifest keeps the field order it always had.

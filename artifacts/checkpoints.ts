@@ -5,10 +5,10 @@
 
 import type { TensorData } from '../engine/graph/ir';
 import { packCheckpoint, sha256, unpackCheckpoint, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, type Checkpoint, type CheckpointState } from '../engine/checkpoint/checkpoint';
-import { SafetensorsError } from '../engine/checkpoint/safetensors';
 import { GptConfigSchema, type GptConfig } from '../engine/models/gpt';
-import { IntegrityError, NotFoundError, type ArtifactStore, type Manifest } from '../infra/store';
+import type { ArtifactStore, Manifest } from '../infra/store';
 import { failure } from '../spec/errors';
+import { asFailure } from './errors';
 import { keys, parseGlobalManifestKey, parseSnapshotManifestKey, snapshotsUnder } from './keys';
 
 export const CHECKPOINT_FILES = [WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE] as const;
@@ -23,16 +23,6 @@ export function refOf(m: Manifest): CheckpointRef {
   return { prefix: m.prefix, files: Object.fromEntries(m.files.map((f) => [f.name, { sha256: f.sha256, size: f.size }])) };
 }
 
-/** Whatever went wrong reading a committed artifact, as a vocabulary failure when it is deterministic. */
-export function translateReadError(err: unknown, what: string): unknown {
-  if (err instanceof IntegrityError || err instanceof SafetensorsError) {
-    return failure('CorruptCheckpoint', `${what}: ${err.message}`, { key: (err as IntegrityError).key ?? null });
-  }
-  if (err instanceof NotFoundError) return failure('MissingArtifact', `${what}: ${err.message}`, { key: err.key ?? null });
-  if (err instanceof Error && /corrupt file|is missing|: sha256 /.test(err.message)) return failure('CorruptCheckpoint', `${what}: ${err.message}`);
-  return err;
-}
-
 /** Reads and verifies (manifest sha256, then the checkpoint's own pins) a committed checkpoint. */
 export async function readCheckpoint(store: ArtifactStore, prefix: string): Promise<Checkpoint> {
   try {
@@ -40,7 +30,7 @@ export async function readCheckpoint(store: ArtifactStore, prefix: string): Prom
     for (const name of CHECKPOINT_FILES) files.set(name, await store.getVerified(prefix, name));
     return unpackCheckpoint(files, prefix);
   } catch (err) {
-    throw translateReadError(err, `checkpoint ${prefix}`);
+    throw asFailure(err, `checkpoint ${prefix}`);
   }
 }
 

@@ -5,7 +5,7 @@ import { TOKENIZER_FILE, shardTokens, type DatasetManifest } from '../engine/dat
 import type { SavedTokenizer } from '../engine/data/tokenizer';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
-import { translateReadError } from './checkpoints';
+import { asFailure } from './errors';
 import { manifestsUnder } from './manifests';
 
 /** Where a prepared dataset lives and what the activities need to read it. */
@@ -36,7 +36,7 @@ export class ShardCache {
     try {
       bytes = await store.getVerified(ds.prefix, file);
     } catch (err) {
-      throw translateReadError(err, `dataset ${ds.prefix}`);
+      throw asFailure(err, `dataset ${ds.prefix}`);
     }
     const ids = shardTokens(bytes, ds.dtype, `${ds.prefix}/${file}`);
     if (this.cache.size >= this.limit) this.cache.delete(this.cache.keys().next().value!);
@@ -80,7 +80,7 @@ export async function readTokenizer(store: ArtifactStore, dataset: DatasetRef): 
   try {
     return JSON.parse((await store.getVerified(dataset.prefix, TOKENIZER_FILE)).toString('utf8')) as SavedTokenizer;
   } catch (err) {
-    throw translateReadError(err, `tokenizer of dataset ${dataset.prefix}`);
+    throw asFailure(err, `tokenizer of dataset ${dataset.prefix}`);
   }
 }
 

@@ -12,7 +12,8 @@ import { GptConfigSchema, type GptConfig } from '../engine/models/gpt';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import type { BaseModel } from '../spec/lora';
-import { checkpointWeights, fromTensors, readCheckpoint, refOf, translateReadError } from './checkpoints';
+import { checkpointWeights, fromTensors, readCheckpoint, refOf } from './checkpoints';
+import { asFailure } from './errors';
 
 export const MODEL_FILE = 'model.onnx';
 export const QUANT_REPORT_FILE = 'quant-report.json';
@@ -77,7 +78,7 @@ export async function resolveModel(store: ArtifactStore, refIn: string): Promise
     try {
       bytes = await store.getVerified(prefix, MODEL_FILE);
     } catch (err) {
-      throw translateReadError(err, `model ${prefix}`);
+      throw asFailure(err, `model ${prefix}`);
     }
     return { source: `${prefix}/${MODEL_FILE}`, bytes, config: GptConfigSchema.parse(meta.modelConfig), kvCache: meta.kvCache, tokenizer: meta.tokenizer, method: meta.method };
   }
@@ -98,7 +99,7 @@ export async function tokenizerFor(store: ArtifactStore, model: ResolvedModel, f
     try {
       return loadTokenizer(await store.getJson<SavedTokenizer>(stripS3(flag, store.bucket)));
     } catch (err) {
-      throw translateReadError(err, `tokenizer ${flag}`);
+      throw asFailure(err, `tokenizer ${flag}`);
     }
   }
   if (model.tokenizer) return loadTokenizer(model.tokenizer);
@@ -134,7 +135,7 @@ export async function loadBase(store: ArtifactStore, base: BaseModel): Promise<L
     const name = base.key.split('/').pop()!;
     return { kind: 'onnx', ref: { kind: 'onnx', location: base.key, files: { [name]: { sha256: sha256(bytes), size: bytes.length } } }, bytes };
   } catch (err) {
-    throw translateReadError(err, `spec.base.key ${base.key}`);
+    throw asFailure(err, `spec.base.key ${base.key}`);
   }
 }
 
@@ -144,14 +145,14 @@ export async function readAdapter(store: ArtifactStore, prefix: string, plan: Lo
   try {
     for (const name of [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE]) files.set(name, await store.getVerified(prefix, name));
   } catch (err) {
-    throw translateReadError(err, `adapter ${prefix}`);
+    throw asFailure(err, `adapter ${prefix}`);
   }
   try {
     const loaded = loadAdapter(files, { family: plan.config.family, where: prefix });
     checkAdapterAgainstPlan(loaded, plan, prefix);
     return loaded.tensors;
   } catch (err) {
-    throw failure('InvalidInput', `adapter ${prefix} does not fit this base and LoRA config: ${(err as Error).message}`);
+    throw asFailure(err, `adapter ${prefix} does not fit this base and LoRA config`);
   }
 }
 

@@ -212,12 +212,12 @@ export class TruthGPT {
   }
 
   /**
-   * Validates the whole spec, then starts pipelineWorkflow as `pipeline-<name>-<time>` (or `opts.workflowId`).
+   * Validates the whole spec (unless it is a parsed PipelineSpec already), then starts pipelineWorkflow as `pipeline-<name>-<time>` (or `opts.workflowId`).
    * Throws InvalidSpecError naming every bad field, RunIdTakenError if the id was used before.
    * @example const run = await tg.startPipeline(YAML.parse(fs.readFileSync('examples/gpt-brown.yaml', 'utf8')))
    */
   async startPipeline(specInput: PipelineSpecInput | PipelineSpec, opts: { workflowId?: string; continues?: string[] } = {}): Promise<PipelineRun> {
-    const spec = isParsed(specInput) ? parsePipelineSpec(unparse(specInput)) : parsePipelineSpec(specInput);
+    const spec = isParsed(specInput) ? specInput : parsePipelineSpec(specInput);
     const base = opts.workflowId ?? `pipeline-${spec.name}-${stamp()}`;
     for (let attempt = 1; ; attempt++) {
       const workflowId = attempt === 1 ? base : `${base}-${attempt}`;
@@ -322,15 +322,8 @@ export class TruthGPT {
   }
 }
 
-/** A parsed spec (has a resolved TrainingSpec) versus user input. */
+/** A spec parsed already (its training holds a resolved model config) versus user input, which is parsed here. */
 function isParsed(s: PipelineSpecInput | PipelineSpec): s is PipelineSpec {
   const t = (s as PipelineSpec).training as Partial<PipelineSpec['training']> | undefined;
   return typeof t?.model === 'object' && t.model !== null && 'config' in t.model && typeof t.dataset === 'object';
-}
-
-/** Back to the input form, so a parsed spec validates again through the same path. */
-function unparse(s: PipelineSpec): PipelineSpecInput {
-  const { name: _n, model, dataset, ...training } = s.training;
-  const lora = s.lora ? { ...s.lora, dataset: s.lora.dataset ?? undefined } : null;
-  return { name: s.name, model, dataset, training, lora, quantization: s.quantization, evaluation: s.evaluation };
 }

@@ -38,6 +38,14 @@ export interface ScheduleFineTuneOptions {
   note?: string;
 }
 
+/** No schedule with that id in the namespace. */
+export class UnknownScheduleError extends Error {
+  override name = 'UnknownScheduleError';
+  constructor(readonly id: string) {
+    super(`schedule ${id} does not exist`);
+  }
+}
+
 export interface ScheduleSummaryRow {
   id: string;
   paused: boolean;
@@ -120,7 +128,7 @@ function handle(client: Client, id: string) {
       try {
         return await fn(...a);
       } catch (err) {
-        if (err instanceof ScheduleNotFoundError) throw new Error(`schedule ${id} does not exist`);
+        if (err instanceof ScheduleNotFoundError) throw new UnknownScheduleError(id);
         throw err;
       }
     };

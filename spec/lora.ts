@@ -1,5 +1,6 @@
-// FineTuneSpec: one LoRA fine-tune of a base model on a dataset, validated in the SDK before the
-// workflow starts and again by each activity that consumes it. The parsed form is plain JSON.
+// FineTuneSpec: one LoRA fine-tune of a base model on a dataset, parsed once where a run starts
+// (the SDK, a schedule). The parsed form is plain JSON that the workflow and its activities take as
+// it is; what only the stored base can tell (its vocabulary, its block_size) is checked when it loads.
 //
 //   base      our committed checkpoint (its store prefix) or an .onnx file in the store
 //   dataset   a committed dataset prefix, a DatasetSpec to prepare, or "the newest version under
@@ -11,6 +12,7 @@
 
 import { z } from 'zod';
 import { DatasetSpecSchema } from '../engine/data/dataset';
+import { ImportedObjectiveSchema } from '../engine/finetune/imported';
 import { LoraConfigSchema } from '../engine/lora/config';
 import { OptimConfigSchema } from '../engine/optim';
 import { CheckpointPolicySchema } from '../engine/train/shard';
@@ -22,17 +24,13 @@ export const BaseModelSchema = z.discriminatedUnion('kind', [
   /** A checkpoint committed by trainingWorkflow (or a merged fine-tune): its prefix in the store. */
   z.object({ kind: z.literal('checkpoint'), prefix: Key }),
   /**
-   * An imported .onnx file (our export or a torch.onnx export of a Hugging Face model). The loss
-   * is cross-entropy on its `logits` output: `causal` predicts the next token, `mlm` masks 15% of
-   * the tokens (80/10/10) with `maskId` and predicts them (BERT-style models).
+   * An imported .onnx file (our export or a torch.onnx export of a Hugging Face model), trained
+   * with the loss its objective names (engine/finetune/imported.ts).
    */
   z.object({
     kind: z.literal('onnx'),
     key: Key,
-    objective: z.discriminatedUnion('kind', [
-      z.object({ kind: z.literal('causal') }),
-      z.object({ kind: z.literal('mlm'), maskId: z.number().int().nonnegative(), probability: z.number().gt(0).lt(1).default(0.15) }),
-    ]),
+    objective: ImportedObjectiveSchema,
     /** Name of the token-id input; an `attention_mask` input, when the model has one, is fed ones. */
     inputName: z.string().default('input_ids'),
   }),
@@ -108,7 +106,7 @@ export type FineTuneSpecInput = z.input<typeof FineTuneSpecSchema>;
  * A pipeline's LoRA stage: a FineTuneSpec without base and dataset, which the pipeline fills in
  * from its training stage. The workflow then passes
  * `{ ...lora, base: { kind: 'checkpoint', prefix: trained.checkpoint.prefix }, dataset: { kind: 'ref', prefix: trained.dataset.prefix }, continueFromAdapter: false, skipIfSeen: false, lineage: null }`
- * to fineTuneWorkflow: a valid parsed FineTuneSpec (the activities validate it again).
+ * to fineTuneWorkflow: a valid parsed FineTuneSpec (parsePipelineSpec checked contextLength against the trained model).
  */
 export const PipelineLoraSpecSchema = FineTuneFields.omit({ base: true, dataset: true, continueFromAdapter: true, skipIfSeen: true, lineage: true });
 export type PipelineLoraSpec = z.output<typeof PipelineLoraSpecSchema>;

@@ -1,6 +1,6 @@
 // Post-training specs: which quantized variants to build (QuantSpec = engine QuantConfig + a
-// variant name) and how to evaluate them side by side with fp32 (EvalSpec). Validated in the SDK
-// before postTrainingWorkflow starts and again in the activities that consume them.
+// variant name) and how to evaluate them side by side with fp32 (EvalSpec). Parsed once, where a
+// run starts (the SDK, the CLI); the workflow and its activities take the parsed form as it is.
 //
 // Workflows `import type` from here only: the schemas pull in engine modules.
 

@@ -1,6 +1,6 @@
-// TrainingSpec: everything a sharded training run needs, validated once in the SDK before the
-// workflow starts and again by each activity that consumes it. The parsed form is plain JSON
-// (model config resolved from its preset), small enough to travel in every activity input.
+// TrainingSpec: everything a sharded training run needs, parsed once where a run starts (the SDK,
+// the CLI). The parsed form is plain JSON (model config resolved from its preset), small enough to
+// travel in every activity input; the workflow and its activities take it as it is.
 //
 // Workflows `import type` from here only: the schema pulls in engine modules.
 

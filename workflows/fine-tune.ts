@@ -10,6 +10,7 @@
 
 import { proxyActivities, upsertSearchAttributes, workflowInfo, type RetryPolicy } from '@temporalio/workflow';
 import type { FineTuneActivities, TrainAdapterResult } from '../activities/fine-tune';
+import type { LoraMetrics } from '../engine/finetune';
 import type { CheckpointRef } from '../artifacts/checkpoints';
 import type { DatasetRef } from '../artifacts/datasets';
 import type { LineageRecord } from '../artifacts/lineages';
@@ -26,7 +27,7 @@ export interface FineTuneInput {
   runId?: string;
 }
 
-export interface FineTuneCompleted {
+export interface FineTuneCompleted extends LoraMetrics {
   status: 'completed';
   runId: string;
   /** The base and the sha256 of each of its files (unchanged by construction: only adapters train). */
@@ -36,16 +37,8 @@ export interface FineTuneCompleted {
   adapter: CheckpointRef;
   /** The base with the adapter merged: checkpoint files (our models) or model.onnx. */
   merged: CheckpointRef;
-  valLossBefore: number;
-  /** Base + adapter, unmerged. */
-  valLossAfter: number;
+  /** valLossAfter with the adapter folded into the base weights. */
   valLossAfterMerged: number;
-  perplexityBefore: number;
-  perplexityAfter: number;
-  trainable: number;
-  total: number;
-  trainableFraction: number;
-  steps: number;
   trainHistory: { step: number; loss: number }[];
   /** The adapter this run started from (continueFromAdapter), or null for the fresh init. */
   continuedFrom: string | null;
@@ -62,6 +55,21 @@ export interface FineTuneSkipped {
 }
 
 export type FineTuneResult = FineTuneCompleted | FineTuneSkipped;
+
+// Every LoraMetrics field, once: `satisfies` fails the build when one is added or renamed there.
+const LORA_METRICS = Object.keys({
+  valLossBefore: 1,
+  valLossAfter: 1,
+  perplexityBefore: 1,
+  perplexityAfter: 1,
+  trainable: 1,
+  total: 1,
+  trainableFraction: 1,
+  steps: 1,
+} satisfies Record<keyof LoraMetrics, 1>) as (keyof LoraMetrics)[];
+
+/** The LoraMetrics of a larger record (a fine-tune's result, the pipeline's LoRA outcome). */
+export const loraMetrics = (r: LoraMetrics): LoraMetrics => Object.fromEntries(LORA_METRICS.map((k) => [k, r[k]])) as unknown as LoraMetrics;
 
 const MAX_HISTORY = 2000;
 const keySafe = (id: string) => id.replace(/[^A-Za-z0-9._=+-]/g, '-');

@@ -27,12 +27,14 @@ import {
 } from '@temporalio/workflow';
 import type { PipelineActivities, ResumePoint } from '../activities/pipeline';
 import type { CheckpointRef } from '../artifacts/checkpoints';
+import type { LoraMetrics } from '../engine/finetune';
+import type { ReportLora } from '../engine/report';
 import { errorTypeOf, failure, NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
 import type { FineTuneSpec } from '../spec/lora';
 import type { PipelineSpec } from '../spec/pipeline';
 import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
-import type { FineTuneCompleted, fineTuneWorkflow } from './fine-tune';
-import type { postTrainingWorkflow, PostTrainingWorkflowInput, VariantResult } from './post-training';
+import { loraMetrics, type FineTuneCompleted, type fineTuneWorkflow } from './fine-tune';
+import type { postTrainingWorkflow, PostTrainingResult, VariantResult } from './post-training';
 import { pauseSignal, resumeSignal } from './controls';
 import { trainingWorkflow, type TrainingResult, type ValPoint } from './training';
 
@@ -92,12 +94,8 @@ export interface PipelineResult {
   wallMs: number;
 }
 
-/** What the LoRA stage produced; also the run's memo `lora`, so the UI shows it. */
-/** The LoRA stage's outcome: the fine-tune's metrics plus where its artifacts are. */
-export type LoraOutcome = Pick<
-  FineTuneCompleted,
-  'valLossBefore' | 'valLossAfter' | 'valLossAfterMerged' | 'perplexityBefore' | 'perplexityAfter' | 'trainable' | 'total' | 'trainableFraction' | 'steps' | 'merged' | 'wallMs'
-> & {
+/** The LoRA stage's outcome, also the run's memo `lora` (so the UI shows it): the fine-tune's metrics plus where its artifacts are. */
+export type LoraOutcome = Pick<FineTuneCompleted, keyof LoraMetrics | 'valLossAfterMerged' | 'merged' | 'wallMs'> & {
   workflowId: string;
   /** The dataset the adapters trained and were evaluated on (post-training evaluates on it too). */
   datasetPrefix: string;
@@ -123,6 +121,83 @@ const { locateCheckpoint } = proxyActivities<PipelineActivities>({
 
 const now = () => new Date().toISOString();
 
+/** A run's stages and children, and how it tells the world: memo, search attributes, details. */
+class PipelineState {
+  readonly stages: StageOutcome[] = [];
+  current: PipelineProgress['stage'] = 'train';
+  paused = false;
+  trainChild: ChildWorkflowHandle<typeof trainingWorkflow> | null = null;
+  loraChild: ChildWorkflowHandle<typeof fineTuneWorkflow> | null = null;
+  resumedFrom: PipelineProgress['resumedFrom'] = null;
+  lora: LoraOutcome | null = null;
+  /** The stage a failure or a cancellation is recorded against. */
+  running: StageOutcome | null = null;
+  readonly loraWorkflowId: string | null;
+
+  constructor(
+    readonly spec: PipelineSpec,
+    readonly id: string,
+    readonly continues: string[],
+  ) {
+    this.loraWorkflowId = spec.lora ? loraChildId(id) : null;
+  }
+
+  publish(): void {
+    const { stages, continues, resumedFrom, loraWorkflowId, lora } = this;
+    // `lora` keys only for specs with a LoRA stage: runs recorded before it keep their memo.
+    upsertMemo({ stages, continues, trainingWorkflowId: trainingChildId(this.id), resumedFrom, ...(loraWorkflowId ? { loraWorkflowId, lora } : {}) });
+    const last = stages[stages.length - 1];
+    if (last) setCurrentDetails(`**${last.stage}** ${last.status}: ${last.summary}`);
+  }
+
+  setStage(s: PipelineProgress['stage']): void {
+    this.current = s;
+    upsertSearchAttributes([{ key: TruthgptStage, value: s }]);
+  }
+
+  begin(stage: PipelineStage, workflowId: string | null, summary: string): StageOutcome {
+    const o: StageOutcome = { stage, status: 'running', workflowId, summary, startedAt: now(), endedAt: null };
+    this.stages.push(o);
+    this.setStage(stage);
+    this.publish();
+    return o;
+  }
+
+  end(o: StageOutcome, status: StageOutcome['status'], summary: string): void {
+    Object.assign(o, { status, summary, endedAt: now() });
+    this.publish();
+  }
+
+  // Pause holds training before its next round and LoRA before its next chunk (the children's own
+  // signals), and the pipeline before its next stage; resume releases them all.
+  installHandlers(): void {
+    setHandler(pipelineProgressQuery, () => ({
+      name: this.spec.name,
+      stage: this.current,
+      stages: this.stages,
+      trainingWorkflowId: trainingChildId(this.id),
+      loraWorkflowId: this.loraWorkflowId,
+      paused: this.paused,
+      continues: this.continues,
+      resumedFrom: this.resumedFrom,
+    }));
+    setHandler(pauseSignal, async () => {
+      this.paused = true;
+      await this.trainChild?.signal(pauseSignal);
+      await this.loraChild?.signal(pauseSignal);
+    });
+    setHandler(resumeSignal, async () => {
+      this.paused = false;
+      await this.trainChild?.signal(resumeSignal);
+      await this.loraChild?.signal(resumeSignal);
+    });
+  }
+
+  async waitWhilePaused(): Promise<void> {
+    if (this.paused) await condition(() => !this.paused);
+  }
+}
+
 /**
  * Runs a parsed PipelineSpec; use the SDK (`TruthGPT.connect().startPipeline(spec)`) to start it.
  * @example await client.workflow.start(pipelineWorkflow, { taskQueue: 'truthgpt-cpu', workflowId: 'pipeline-brown-…', args: [{ spec }] })
@@ -130,208 +205,171 @@ const now = () => new Date().toISOString();
 export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineResult> {
   const { spec } = input;
   const info = workflowInfo();
-  const id = info.workflowId;
-  const continues = input.continues ?? [];
-  const stages: StageOutcome[] = [];
-  let current: PipelineProgress['stage'] = 'train';
-  let paused = false;
-  let trainChild: ChildWorkflowHandle<typeof trainingWorkflow> | null = null;
-  let loraChild: ChildWorkflowHandle<typeof fineTuneWorkflow> | null = null;
-  let resumedFrom: PipelineProgress['resumedFrom'] = null;
-  let lora: LoraOutcome | null = null;
-  const loraWorkflowId = spec.lora ? loraChildId(id) : null;
-
-  const publish = () => {
-    // `lora` keys only for specs with a LoRA stage: runs recorded before it keep their memo.
-    upsertMemo({ stages, continues, trainingWorkflowId: trainingChildId(id), resumedFrom, ...(loraWorkflowId ? { loraWorkflowId, lora } : {}) });
-    const last = stages[stages.length - 1];
-    if (last) setCurrentDetails(`**${last.stage}** ${last.status}: ${last.summary}`);
-  };
-  const setStage = (s: PipelineProgress['stage']) => {
-    current = s;
-    upsertSearchAttributes([{ key: TruthgptStage, value: s }]);
-  };
-  const begin = (stage: PipelineStage, workflowId: string | null, summary: string): StageOutcome => {
-    const o: StageOutcome = { stage, status: 'running', workflowId, summary, startedAt: now(), endedAt: null };
-    stages.push(o);
-    setStage(stage);
-    publish();
-    return o;
-  };
-  const end = (o: StageOutcome, status: StageOutcome['status'], summary: string) => {
-    Object.assign(o, { status, summary, endedAt: now() });
-    publish();
-  };
-
-  setHandler(pipelineProgressQuery, () => ({ name: spec.name, stage: current, stages, trainingWorkflowId: trainingChildId(id), loraWorkflowId, paused, continues, resumedFrom }));
-  // Pause holds training before its next round and LoRA before its next chunk (the children's own
-  // signals), and the pipeline before its next stage; resume releases them all.
-  setHandler(pauseSignal, async () => {
-    paused = true;
-    await trainChild?.signal(pauseSignal);
-    await loraChild?.signal(pauseSignal);
-  });
-  setHandler(resumeSignal, async () => {
-    paused = false;
-    await trainChild?.signal(resumeSignal);
-    await loraChild?.signal(resumeSignal);
-  });
+  const st = new PipelineState(spec, info.workflowId, input.continues ?? []);
+  st.installHandlers();
   upsertSearchAttributes([
     { key: TruthgptPipeline, value: spec.name },
     { key: TruthgptModelFamily, value: spec.training.model.family },
   ]);
-
-  let running: StageOutcome | null = null;
   try {
-    let resume: ResumePoint | null = null;
-    if (continues.length) {
-      setStage('locateCheckpoint');
-      resume = await locateCheckpoint.executeWithOptions({ summary: `last committed checkpoint of ${continues[0]}` }, [{ runIds: continues, workers: spec.training.workers }]);
-      if (!resume) {
-        throw failure('MissingArtifact', `retry of ${continues[0]}: no committed checkpoint under runs/${continues.join(', runs/')}/global; start it afresh instead`);
-      }
-      resumedFrom = { runId: resume.runId, round: resume.round };
-    }
-
-    const t = spec.training;
-    running = begin('train', trainingChildId(id), resume ? `resuming ${resume.runId} at round ${resume.round}` : `${t.workers} worker(s) × ${t.rounds} rounds × ${t.innerSteps} steps`);
-    trainChild = await startChild(trainingWorkflow, {
-      workflowId: trainingChildId(id),
-      taskQueue: TASK_QUEUES.cpu,
-      args: [{ spec: t, runId: id, ...(resume ? { resume } : {}) }],
-      staticSummary: `train ${t.model.family} ${t.model.config.n_layer}L×${t.model.config.n_embd} on ${t.dataset.name}: W=${t.workers}, ${t.rounds} rounds × H=${t.innerSteps}`,
-    });
-    if (paused) await trainChild.signal(pauseSignal);
-    const trained: TrainingResult = await trainChild.result();
-    trainChild = null;
-    if (trained.bestValLoss !== null) upsertSearchAttributes([{ key: TruthgptBestValLoss, value: trained.bestValLoss }]);
-    const lastVal = trained.valHistory[trained.valHistory.length - 1];
-    end(running, 'done', `${trained.rounds} rounds, ${trained.tokensSeen} tokens, val loss ${lastVal?.loss.toFixed(4) ?? '-'} (best ${trained.bestValLoss?.toFixed(4) ?? '-'}), ${trained.checkpoint.prefix}`);
-
-    let tuned: FineTuneCompleted | null = null;
-    if (spec.lora) {
-      if (paused) await condition(() => !paused);
-      const l = spec.lora;
-      const on = l.dataset ? l.dataset.name : `${t.dataset.name} (the training dataset)`;
-      running = begin('lora', loraChildId(id), `r=${l.lora.r} on ${on}, ${l.train.steps} steps`);
-      const { dataset: _d, ...rest } = l;
-      const ftSpec: FineTuneSpec = {
-        ...rest,
-        base: { kind: 'checkpoint', prefix: trained.checkpoint.prefix },
-        dataset: l.dataset ? { kind: 'spec', spec: l.dataset } : { kind: 'ref', prefix: trained.dataset.prefix },
-        continueFromAdapter: false,
-        skipIfSeen: false,
-        lineage: null,
-      };
-      loraChild = await startChild<typeof fineTuneWorkflow>('fineTuneWorkflow', {
-        workflowId: loraChildId(id),
-        taskQueue: TASK_QUEUES.cpu,
-        args: [{ spec: ftSpec, runId: loraChildId(id) }],
-        staticSummary: `LoRA r=${l.lora.r} α=${l.lora.lora_alpha} on ${on}: ${l.train.steps} steps from ${trained.checkpoint.prefix}`,
-      });
-      if (paused) await loraChild.signal(pauseSignal);
-      const r = await loraChild.result();
-      loraChild = null;
-      // Without a lineage the fine-tune never skips; a skip here would be a bug worth stopping on.
-      if (r.status !== 'completed') throw failure('StageFailed', `fine-tune ended without training: ${r.reason}`);
-      tuned = r;
-      lora = {
-        workflowId: loraChildId(id),
-        datasetPrefix: r.dataset.prefix,
-        valLossBefore: r.valLossBefore,
-        valLossAfter: r.valLossAfter,
-        valLossAfterMerged: r.valLossAfterMerged,
-        perplexityBefore: r.perplexityBefore,
-        perplexityAfter: r.perplexityAfter,
-        trainable: r.trainable,
-        total: r.total,
-        trainableFraction: r.trainableFraction,
-        steps: r.steps,
-        adapterPrefix: r.adapter.prefix,
-        adapterKey: `${r.adapter.prefix}/adapter_model.safetensors`,
-        merged: r.merged,
-        baseSha256: Object.fromEntries(Object.entries(r.base.files).map(([n, f]) => [n, f.sha256])),
-        wallMs: r.wallMs,
-      };
-      const pct = (r.trainableFraction * 100).toFixed(2);
-      end(running, 'done', `val loss ${r.valLossBefore.toFixed(4)} → ${r.valLossAfter.toFixed(4)} (ppl ${r.perplexityBefore.toFixed(2)} → ${r.perplexityAfter.toFixed(2)}), ${r.trainable} trainable (${pct}%), adapter ${r.adapter.prefix}`);
-    } else {
-      end(begin('lora', null, 'not requested'), 'skipped', 'not requested');
-    }
-
-    if (paused) await condition(() => !paused);
-    const evaluated = tuned ? `merged LoRA model on ${tuned.dataset.prefix}` : 'trained model';
-    running = begin('postTraining', postTrainingChildId(id), `fp32${spec.quantization.map((q) => ` + ${q.method}`).join('')} of the ${evaluated}: evaluate and report`);
-    const post = await executeChild<typeof postTrainingWorkflow>('postTrainingWorkflow', {
-      workflowId: postTrainingChildId(id),
-      taskQueue: TASK_QUEUES.cpu,
-      args: [
-        {
-          runId: id,
-          checkpoint: tuned ? tuned.merged : trained.checkpoint,
-          dataset: tuned ? tuned.dataset : trained.dataset,
-          quant: spec.quantization,
-          eval: spec.evaluation,
-          trainHistory: trained.trainHistory,
-          valHistory: trained.valHistory,
-          config: { name: spec.name, training: t, ...(spec.lora ? { lora: spec.lora } : {}), quantization: spec.quantization, evaluation: spec.evaluation },
-          ...(lora ? { lora: reportLora(lora, trained) } : {}),
-        },
-      ],
-      staticSummary: `quantize (${spec.quantization.map((q) => q.method).join(', ') || 'none'}), evaluate, report`,
-    });
-    const told = post.variants.map((v) => `${v.name} ppl ${v.ppl.toFixed(3)}${v.published ? '' : ' (refused)'}`);
-    end(running, 'done', `${told.join(', ')}; report ${post.reportKey}`);
-    running = null;
-    setStage('done');
-    return {
-      workflowId: id,
-      name: spec.name,
-      continues,
-      training: {
-        workflowId: trainingChildId(id),
-        rounds: trained.rounds,
-        steps: trained.steps,
-        tokensSeen: trained.tokensSeen,
-        bestValLoss: trained.bestValLoss,
-        valHistory: trained.valHistory,
-        checkpoint: trained.checkpoint,
-        resumedFrom: trained.resumedFrom ?? null,
-        wallMs: trained.wallMs,
-      },
-      lora,
-      variants: post.variants,
-      reportKey: post.reportKey,
-      stages,
-      wallMs: Date.now() - info.startTime.getTime(),
-    };
+    const resume = await locateStage(st);
+    const trained = await trainStage(st, resume);
+    const tuned = await loraStage(st, trained);
+    const post = await postTrainingStage(st, trained, tuned);
+    return resultOf(st, trained, post, Date.now() - info.startTime.getTime());
   } catch (err) {
     const cancelled = isCancellation(err);
     const message = causeMessage(err);
-    if (running) end(running, cancelled ? 'cancelled' : 'failed', message);
-    setStage(cancelled ? 'cancelled' : 'failed');
+    if (st.running) st.end(st.running, cancelled ? 'cancelled' : 'failed', message);
+    st.setStage(cancelled ? 'cancelled' : 'failed');
     if (cancelled) throw err;
     // The stage and the vocabulary type stay visible at the top of the failure.
-    throw failure(errorTypeOf(err) ?? 'StageFailed', `stage ${running?.stage ?? current}: ${message}`, undefined, err as Error);
+    throw failure(errorTypeOf(err) ?? 'StageFailed', `stage ${st.running?.stage ?? st.current}: ${message}`, undefined, err as Error);
   }
 }
 
-/** What the report says about the LoRA stage (the post-training child's input stays small). */
-function reportLora(l: LoraOutcome, trained: TrainingResult): NonNullable<PostTrainingWorkflowInput['lora']> {
-  return {
-    datasetPrefix: l.datasetPrefix,
-    baseCheckpoint: trained.checkpoint.prefix,
-    pretrainDatasetPrefix: trained.dataset.prefix,
-    valLossBefore: l.valLossBefore,
-    valLossAfter: l.valLossAfter,
-    perplexityBefore: l.perplexityBefore,
-    perplexityAfter: l.perplexityAfter,
-    trainable: l.trainable,
-    total: l.total,
-    trainableFraction: l.trainableFraction,
-    steps: l.steps,
-    adapterKey: l.adapterKey,
+/** retryFromCheckpoint only: where the continued run's training stopped. */
+async function locateStage(st: PipelineState): Promise<ResumePoint | null> {
+  const { continues } = st;
+  if (!continues.length) return null;
+  st.setStage('locateCheckpoint');
+  const resume = await locateCheckpoint.executeWithOptions({ summary: `last committed checkpoint of ${continues[0]}` }, [{ runIds: continues, workers: st.spec.training.workers }]);
+  if (!resume) {
+    throw failure('MissingArtifact', `retry of ${continues[0]}: no committed checkpoint under runs/${continues.join(', runs/')}/global; start it afresh instead`);
+  }
+  st.resumedFrom = { runId: resume.runId, round: resume.round };
+  return resume;
+}
+
+async function trainStage(st: PipelineState, resume: ResumePoint | null): Promise<TrainingResult> {
+  const t = st.spec.training;
+  const id = trainingChildId(st.id);
+  st.running = st.begin('train', id, resume ? `resuming ${resume.runId} at round ${resume.round}` : `${t.workers} worker(s) × ${t.rounds} rounds × ${t.innerSteps} steps`);
+  st.trainChild = await startChild(trainingWorkflow, {
+    workflowId: id,
+    taskQueue: TASK_QUEUES.cpu,
+    args: [{ spec: t, runId: st.id, ...(resume ? { resume } : {}) }],
+    staticSummary: `train ${t.model.family} ${t.model.config.n_layer}L×${t.model.config.n_embd} on ${t.dataset.name}: W=${t.workers}, ${t.rounds} rounds × H=${t.innerSteps}`,
+  });
+  if (st.paused) await st.trainChild.signal(pauseSignal);
+  const trained: TrainingResult = await st.trainChild.result();
+  st.trainChild = null;
+  if (trained.bestValLoss !== null) upsertSearchAttributes([{ key: TruthgptBestValLoss, value: trained.bestValLoss }]);
+  const lastVal = trained.valHistory[trained.valHistory.length - 1];
+  st.end(st.running, 'done', `${trained.rounds} rounds, ${trained.tokensSeen} tokens, val loss ${lastVal?.loss.toFixed(4) ?? '-'} (best ${trained.bestValLoss?.toFixed(4) ?? '-'}), ${trained.checkpoint.prefix}`);
+  return trained;
+}
+
+/** The fineTuneWorkflow child on the trained checkpoint, when the spec has `lora`. */
+async function loraStage(st: PipelineState, trained: TrainingResult): Promise<FineTuneCompleted | null> {
+  const l = st.spec.lora;
+  if (!l) {
+    st.end(st.begin('lora', null, 'not requested'), 'skipped', 'not requested');
+    return null;
+  }
+  await st.waitWhilePaused();
+  const id = loraChildId(st.id);
+  const on = l.dataset ? l.dataset.name : `${st.spec.training.dataset.name} (the training dataset)`;
+  st.running = st.begin('lora', id, `r=${l.lora.r} on ${on}, ${l.train.steps} steps`);
+  const { dataset: _d, ...rest } = l;
+  const ftSpec: FineTuneSpec = {
+    ...rest,
+    base: { kind: 'checkpoint', prefix: trained.checkpoint.prefix },
+    dataset: l.dataset ? { kind: 'spec', spec: l.dataset } : { kind: 'ref', prefix: trained.dataset.prefix },
+    continueFromAdapter: false,
+    skipIfSeen: false,
+    lineage: null,
   };
+  st.loraChild = await startChild<typeof fineTuneWorkflow>('fineTuneWorkflow', {
+    workflowId: id,
+    taskQueue: TASK_QUEUES.cpu,
+    args: [{ spec: ftSpec, runId: id }],
+    staticSummary: `LoRA r=${l.lora.r} α=${l.lora.lora_alpha} on ${on}: ${l.train.steps} steps from ${trained.checkpoint.prefix}`,
+  });
+  if (st.paused) await st.loraChild.signal(pauseSignal);
+  const r = await st.loraChild.result();
+  st.loraChild = null;
+  // Without a lineage the fine-tune never skips; a skip here would be a bug worth stopping on.
+  if (r.status !== 'completed') throw failure('StageFailed', `fine-tune ended without training: ${r.reason}`);
+  st.lora = loraOutcome(id, r);
+  const pct = (r.trainableFraction * 100).toFixed(2);
+  st.end(st.running, 'done', `val loss ${r.valLossBefore.toFixed(4)} → ${r.valLossAfter.toFixed(4)} (ppl ${r.perplexityBefore.toFixed(2)} → ${r.perplexityAfter.toFixed(2)}), ${r.trainable} trainable (${pct}%), adapter ${r.adapter.prefix}`);
+  return r;
+}
+
+/** The postTrainingWorkflow child, on the merged model and the LoRA dataset when there was a LoRA stage. */
+async function postTrainingStage(st: PipelineState, trained: TrainingResult, tuned: FineTuneCompleted | null): Promise<PostTrainingResult> {
+  const { spec } = st;
+  await st.waitWhilePaused();
+  const evaluated = tuned ? `merged LoRA model on ${tuned.dataset.prefix}` : 'trained model';
+  st.running = st.begin('postTraining', postTrainingChildId(st.id), `fp32${spec.quantization.map((q) => ` + ${q.method}`).join('')} of the ${evaluated}: evaluate and report`);
+  const post = await executeChild<typeof postTrainingWorkflow>('postTrainingWorkflow', {
+    workflowId: postTrainingChildId(st.id),
+    taskQueue: TASK_QUEUES.cpu,
+    args: [
+      {
+        runId: st.id,
+        checkpoint: tuned ? tuned.merged : trained.checkpoint,
+        dataset: tuned ? tuned.dataset : trained.dataset,
+        quant: spec.quantization,
+        eval: spec.evaluation,
+        trainHistory: trained.trainHistory,
+        valHistory: trained.valHistory,
+        config: { name: spec.name, training: spec.training, ...(spec.lora ? { lora: spec.lora } : {}), quantization: spec.quantization, evaluation: spec.evaluation },
+        ...(st.lora ? { lora: reportLora(st.lora, trained) } : {}),
+      },
+    ],
+    staticSummary: `quantize (${spec.quantization.map((q) => q.method).join(', ') || 'none'}), evaluate, report`,
+  });
+  const told = post.variants.map((v) => `${v.name} ppl ${v.ppl.toFixed(3)}${v.published ? '' : ' (refused)'}`);
+  st.end(st.running, 'done', `${told.join(', ')}; report ${post.reportKey}`);
+  st.running = null;
+  st.setStage('done');
+  return post;
+}
+
+function resultOf(st: PipelineState, trained: TrainingResult, post: PostTrainingResult, wallMs: number): PipelineResult {
+  return {
+    workflowId: st.id,
+    name: st.spec.name,
+    continues: st.continues,
+    training: {
+      workflowId: trainingChildId(st.id),
+      rounds: trained.rounds,
+      steps: trained.steps,
+      tokensSeen: trained.tokensSeen,
+      bestValLoss: trained.bestValLoss,
+      valHistory: trained.valHistory,
+      checkpoint: trained.checkpoint,
+      resumedFrom: trained.resumedFrom ?? null,
+      wallMs: trained.wallMs,
+    },
+    lora: st.lora,
+    variants: post.variants,
+    reportKey: post.reportKey,
+    stages: st.stages,
+    wallMs,
+  };
+}
+
+/** What the LoRA stage produced: the fine-tune's metrics and where its artifacts are. */
+function loraOutcome(workflowId: string, r: FineTuneCompleted): LoraOutcome {
+  return {
+    workflowId,
+    datasetPrefix: r.dataset.prefix,
+    ...loraMetrics(r),
+    valLossAfterMerged: r.valLossAfterMerged,
+    adapterPrefix: r.adapter.prefix,
+    adapterKey: `${r.adapter.prefix}/adapter_model.safetensors`,
+    merged: r.merged,
+    baseSha256: Object.fromEntries(Object.entries(r.base.files).map(([n, f]) => [n, f.sha256])),
+    wallMs: r.wallMs,
+  };
+}
+
+/** What the report says about the LoRA stage (the post-training child's input stays small). */
+function reportLora(l: LoraOutcome, trained: TrainingResult): ReportLora {
+  return { datasetPrefix: l.datasetPrefix, baseCheckpoint: trained.checkpoint.prefix, pretrainDatasetPrefix: trained.dataset.prefix, ...loraMetrics(l), adapterKey: l.adapterKey };
 }
 
 /** The innermost message of a failure chain (child → activity → application failure). */

@@ -8,7 +8,8 @@
 // the report names its bound and figure. Runs as a child of the pipeline or on its own.
 
 import { proxyActivities, upsertSearchAttributes, type RetryPolicy } from '@temporalio/workflow';
-import type { PostTrainingActivities, ReportInput } from '../activities/post-training';
+import type { EvaluateModelsResult, PostTrainingActivities, QuantizeResult, ReportInput } from '../activities/post-training';
+import type { ReportVariant, VariantSummary } from '../engine/report';
 import type { CheckpointRef } from '../artifacts/checkpoints';
 import type { DatasetRef } from '../artifacts/datasets';
 import type { ModelRef } from '../artifacts/models';
@@ -36,22 +37,8 @@ export interface PostTrainingWorkflowInput {
   lora?: ReportInput['lora'];
 }
 
-export interface VariantResult {
-  name: string;
-  /** 'fp32' or the quantization method. */
-  method: string;
-  key: string;
-  sha256: string;
-  sizeBytes: number;
-  ppl: number;
-  /** Perplexity rise over fp32 in percent. */
-  pplDeltaPct: number;
-  p50Ms: number;
-  p95Ms: number;
-  tokensPerSec: number;
-  published: boolean;
-  rejectedReason?: string;
-}
+/** One model of the run (fp32 or a variant): the report's row without how it was gated and built. */
+export type VariantResult = VariantSummary;
 
 export interface PostTrainingResult {
   /** fp32 first, then the variants in spec order. */
@@ -86,32 +73,7 @@ export async function postTrainingWorkflow(input: PostTrainingWorkflowInput): Pr
   const ev = await gpu.evaluateModels.executeWithOptions({ summary: `evaluate ${models.map((m) => m.name).join(', ')}: ppl on ${input.eval.batches} val batches of ${input.dataset.prefix}, latency, samples` }, [
     { runId: input.runId, dataset: input.dataset, modelConfig: fp32.modelConfig, models, eval: input.eval },
   ]);
-  const byName = new Map(ev.evaluations.map((e) => [e.name, e]));
-  // The table's perplexity is the evaluation's (same batches as the gate, so the same figure).
-  const fp32Ppl = byName.get('fp32')!.ppl;
-  const variants = models.map((m, i) => {
-    const e = byName.get(m.name)!;
-    const q = i === 0 ? null : quantized[i - 1];
-    return {
-      name: m.name,
-      method: m.method,
-      key: m.key,
-      sha256: m.sha256,
-      sizeBytes: m.sizeBytes,
-      ppl: e.ppl,
-      pplDeltaPct: ((e.ppl - fp32Ppl) / fp32Ppl) * 100,
-      maxPplIncrease: q ? q.bound : null,
-      p50Ms: e.p50Ms,
-      p95Ms: e.p95Ms,
-      tokensPerSec: e.tokensPerSec,
-      peakRssBytes: e.peakRssBytes,
-      published: m.published,
-      ...(q?.rejectedReason ? { rejectedReason: q.rejectedReason } : {}),
-      quantizedNodes: q ? q.report.quantized : null,
-      skippedNodes: q ? q.report.skipped : null,
-      compression: q ? q.report.compression : null,
-    };
-  });
+  const variants = reportVariants(models, quantized, ev);
 
   stage('report');
   const report = await cpu.writeReport.executeWithOptions({ summary: `report runs/${input.runId}/report${input.lora ? ' (with the LoRA stage)' : ''}` }, [{
@@ -138,21 +100,40 @@ export async function postTrainingWorkflow(input: PostTrainingWorkflowInput): Pr
   }
   stage('done');
   return {
-    variants: variants.map(({ name, method, key, sha256, sizeBytes, ppl, pplDeltaPct, p50Ms, p95Ms, tokensPerSec, published, rejectedReason }) => ({
-      name,
-      method,
-      key,
-      sha256,
-      sizeBytes,
-      ppl,
-      pplDeltaPct,
-      p50Ms,
-      p95Ms,
-      tokensPerSec,
-      published,
-      ...(rejectedReason ? { rejectedReason } : {}),
-    })),
+    variants: variants.map(summaryOf),
     reportKey: report.reportKey,
     reportJsonKey: report.jsonKey,
   };
 }
+
+/** The report's rows: each model's evaluation (on the gate's batches, so with the gate's figures) and, for a variant, its gate and build. */
+function reportVariants(models: ModelRef[], quantized: QuantizeResult[], ev: EvaluateModelsResult): ReportVariant[] {
+  const byName = new Map(ev.evaluations.map((e) => [e.name, e]));
+  const fp32Ppl = byName.get('fp32')!.ppl;
+  return models.map((m, i) => {
+    const e = byName.get(m.name)!;
+    const q = i === 0 ? null : quantized[i - 1];
+    return {
+      name: m.name,
+      method: m.method,
+      key: m.key,
+      sha256: m.sha256,
+      sizeBytes: m.sizeBytes,
+      ppl: e.ppl,
+      pplDeltaPct: ((e.ppl - fp32Ppl) / fp32Ppl) * 100,
+      maxPplIncrease: q ? q.bound : null,
+      p50Ms: e.p50Ms,
+      p95Ms: e.p95Ms,
+      tokensPerSec: e.tokensPerSec,
+      peakRssBytes: e.peakRssBytes,
+      published: m.published,
+      ...(q?.rejectedReason ? { rejectedReason: q.rejectedReason } : {}),
+      quantizedNodes: q ? q.report.quantized : null,
+      skippedNodes: q ? q.report.skipped : null,
+      compression: q ? q.report.compression : null,
+    };
+  });
+}
+
+/** A row as the run's result lists it. */
+const summaryOf = ({ maxPplIncrease: _b, peakRssBytes: _r, quantizedNodes: _q, skippedNodes: _s, compression: _c, ...v }: ReportVariant): VariantSummary => v;

@@ -150,7 +150,9 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
 
   if (!carry) {
     controls.setStage('prepareDataset');
-    const dataset = await cpu.prepareDataset.executeWithOptions({ summary: `dataset ${spec.dataset.name}: tokenize into ${spec.workers} train shard(s) + val` }, [ref]);
+    const dataset = await cpu.prepareDataset.executeWithOptions({ summary: `dataset ${spec.dataset.name}: tokenize into ${spec.workers} train shard(s) + val` }, [
+      { runId, dataset: { ...spec.dataset, shards: spec.workers } },
+    ]);
     if (spec.model.config.vocab_size < dataset.vocabSize) {
       throw failure('InvalidConfig', `spec.model.config.vocab_size: ${spec.model.config.vocab_size} is smaller than the dataset's vocabulary (${dataset.vocabSize} tokens)`);
     }

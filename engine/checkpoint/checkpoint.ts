@@ -4,6 +4,7 @@
 
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { EngineError } from '../errors';
 import type { TensorData } from '../graph/ir';
 import { readSafetensors, writeSafetensors } from './safetensors';
 
@@ -67,19 +68,25 @@ export function packCheckpoint(ckpt: Checkpoint): Map<string, Buffer> {
 /** Reads files produced by packCheckpoint, verifying each tensor file against the document. */
 export function unpackCheckpoint(files: Map<string, Uint8Array>, where = 'checkpoint'): Checkpoint {
   const doc = files.get(STATE_FILE);
-  if (!doc) throw new Error(`${where}: ${STATE_FILE} is missing`);
-  const parsed = CheckpointStateSchema.safeParse(JSON.parse(Buffer.from(doc).toString('utf8')));
+  if (!doc) throw new EngineError('corrupt', `${where}: ${STATE_FILE} is missing`);
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(doc).toString('utf8'));
+  } catch (err) {
+    throw new EngineError('corrupt', `${where}/${STATE_FILE}: not JSON (${(err as Error).message})`);
+  }
+  const parsed = CheckpointStateSchema.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new Error(`${where}/${STATE_FILE}: ${issue.path.join('.')}: ${issue.message}`);
+    throw new EngineError('corrupt', `${where}/${STATE_FILE}: ${issue.path.join('.')}: ${issue.message}`);
   }
   const { files: pins, format: _format, ...state } = parsed.data;
   const load = (name: string) => {
     const bytes = files.get(name);
-    if (!bytes) throw new Error(`${where}: ${name} is missing`);
+    if (!bytes) throw new EngineError('corrupt', `${where}: ${name} is missing`);
     const pin = pins[name];
     const actual = sha256(bytes);
-    if (pin && pin.sha256 !== actual) throw new Error(`${where}/${name}: sha256 ${actual} does not match ${pin.sha256} (corrupt file)`);
+    if (pin && pin.sha256 !== actual) throw new EngineError('corrupt', `${where}/${name}: sha256 ${actual} does not match ${pin.sha256} (corrupt file)`);
     return readSafetensors(bytes, `${where}/${name}`).tensors;
   };
   return { weights: load(WEIGHTS_FILE), optimizer: load(OPTIMIZER_FILE), state };

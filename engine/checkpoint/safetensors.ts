@@ -5,6 +5,7 @@
 // readable by the Python `safetensors` package and vice versa.
 
 import type { DType, TensorData, TypedArray } from '../graph/ir';
+import { EngineError } from '../errors';
 import { typedFromBytes } from '../graph/onnx-tensor';
 
 const DTYPE_TO_ST: Partial<Record<DType, string>> = {
@@ -22,14 +23,13 @@ const DTYPE_TO_ST: Partial<Record<DType, string>> = {
 const ST_TO_DTYPE = Object.fromEntries(Object.entries(DTYPE_TO_ST).map(([k, v]) => [v, k])) as Record<string, DType>;
 const ST_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2, F64: 8, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
 
-export class SafetensorsError extends Error {
+export class SafetensorsError extends EngineError {
   constructor(
     readonly file: string,
     readonly tensor: string | null,
     message: string,
   ) {
-    super(`${file}${tensor ? `: tensor "${tensor}"` : ''}: ${message}`);
-    this.name = 'SafetensorsError';
+    super('corrupt', `${file}${tensor ? `: tensor "${tensor}"` : ''}: ${message}`);
   }
 }
 

@@ -7,6 +7,7 @@ import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
 import { TextDecoder } from 'node:util';
 import { z } from 'zod';
+import { EngineError } from '../errors';
 
 export interface Document {
   /** File (and line, for JSONL) the text came from. */
@@ -24,13 +25,12 @@ export const CorpusSpecSchema = z.discriminatedUnion('kind', [
 ]);
 export type CorpusSpec = z.infer<typeof CorpusSpecSchema>;
 
-export class CorpusError extends Error {
+export class CorpusError extends EngineError {
   constructor(
     readonly source: string,
     message: string,
   ) {
-    super(`${source}: ${message}`);
-    this.name = 'CorpusError';
+    super('input', `${source}: ${message}`);
   }
 }
 

@@ -9,6 +9,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { createWriteStream, mkdirSync, writeFileSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { EngineError } from '../errors';
 import { CorpusError, CorpusSpecSchema, readCorpus, type Document } from './corpus';
 import { hashString, mix } from './random';
 import { trainBpe } from './bpe-train';
@@ -148,7 +149,7 @@ export async function prepareDataset(
 /** Views a shard file's bytes as token ids. */
 export function shardTokens(bytes: Uint8Array, dtype: DatasetManifest['dtype'], file = 'shard'): Uint16Array | Uint32Array {
   const width = dtype === 'uint16' ? 2 : 4;
-  if (bytes.byteLength % width !== 0) throw new CorpusError(file, `${bytes.byteLength} bytes is not a whole number of ${dtype} ids`);
+  if (bytes.byteLength % width !== 0) throw new EngineError('corrupt', `${file}: ${bytes.byteLength} bytes is not a whole number of ${dtype} ids`);
   const copy = new Uint8Array(bytes); // aligned, owned
   return dtype === 'uint16' ? new Uint16Array(copy.buffer) : new Uint32Array(copy.buffer);
 }

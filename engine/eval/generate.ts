@@ -6,6 +6,7 @@
 // call gives the same text.
 
 import * as ort from 'onnxruntime-node';
+import { EngineError } from '../errors';
 import type { Graph } from '../graph/ir';
 import { serializeModel } from '../graph/onnx';
 import { mulberry32 } from '../models/blocks';
@@ -78,6 +79,11 @@ export class Decoder {
     return new Decoder(session, info);
   }
 
+  /** The most new tokens a KV-cache decoder can add to a prompt of this many tokens (the last one is never fed back). */
+  room(promptLength: number): number {
+    return this.info.blockSize - promptLength + 1;
+  }
+
   /** Continues `prompt` (token ids) and returns only the new tokens. */
   async generate(prompt: number[], opts: SamplingOptions): Promise<number[]> {
     if (prompt.length === 0) throw new Error('generate: the prompt must hold at least one token');
@@ -108,8 +114,12 @@ export class Decoder {
 
   private async withCache(prompt: number[], opts: SamplingOptions, rand: () => number): Promise<number[]> {
     const { nLayer, nHead, headDim, blockSize } = this.info;
-    if (prompt.length + opts.maxNewTokens - 1 > blockSize) {
-      throw new Error(`generate: prompt (${prompt.length}) + maxNewTokens (${opts.maxNewTokens}) needs ${prompt.length + opts.maxNewTokens - 1} positions, block_size is ${blockSize}`);
+    // The cache has no window to crop: every position must exist.
+    if (prompt.length > blockSize) throw new EngineError('config', `generate: the prompt is ${prompt.length} tokens, longer than block_size ${blockSize}`);
+    if (opts.maxNewTokens > this.room(prompt.length)) {
+      throw new EngineError('config', 
+        `generate: prompt (${prompt.length}) + maxNewTokens (${opts.maxNewTokens}) needs ${prompt.length + opts.maxNewTokens - 1} positions, block_size is ${blockSize}: at most ${this.room(prompt.length)} new tokens fit`,
+      );
     }
     const feeds: Record<string, ort.Tensor> = {};
     for (let l = 0; l < nLayer; l++) {

@@ -5,7 +5,8 @@
 // logits, and a quantized graph is scored exactly as it will be served.
 
 import * as ort from 'onnxruntime-node';
-import type { LmBatch } from '../data/sampler';
+import { evalLmBatches, type LmBatch } from '../data/sampler';
+import { EngineError } from '../errors';
 import type { Graph } from '../graph/ir';
 import { serializeModel } from '../graph/onnx';
 import { createSession, type SessionConfig } from '../runtime';
@@ -47,6 +48,24 @@ export function withNllHead(src: Graph): Graph {
   g.outputs.length = 0;
   g.output(nll, 'nll_sum');
   return g;
+}
+
+/**
+ * The first `batches` evaluation batches of `ids`, in windows of `contextLength` tokens, or of the
+ * model's block_size (the longest it takes) when that is null. An exported decoder takes any
+ * length, so this is where a window too long for its positions is refused.
+ * @example const val = lmEvalWindows(valIds, cfg.block_size, { batchSize: 8, contextLength: null, batches: 4 })
+ */
+export function lmEvalWindows(ids: Uint16Array | Uint32Array, blockSize: number, o: { batchSize: number; contextLength: number | null; batches: number }): LmBatch[] {
+  const T = o.contextLength ?? blockSize;
+  if (T > blockSize) throw new EngineError('config', `contextLength ${T} exceeds the model's block_size ${blockSize}`);
+  const out: LmBatch[] = [];
+  for (const b of evalLmBatches(ids, o.batchSize, T)) {
+    if (out.length >= o.batches) break;
+    out.push(b);
+  }
+  if (out.length === 0) throw new EngineError('config', `${ids.length} tokens are too few for one ${T}-token window`);
+  return out;
 }
 
 export interface PerplexityResult {

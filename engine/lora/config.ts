@@ -3,6 +3,7 @@
 // one to one onto adapter_config.json; `family` and `seed` are ours (defaults, init, dropout).
 
 import { z } from 'zod';
+import { EngineError } from '../errors';
 
 export const MODEL_FAMILIES = ['gpt', 'bert', 't5'] as const;
 export type ModelFamily = (typeof MODEL_FAMILIES)[number];
@@ -55,7 +56,7 @@ export function parseLoraConfig(input: unknown, where = 'lora'): LoraConfig {
   const res = LoraConfigSchema.safeParse(input);
   if (res.success) return res.data;
   const msg = res.error.issues.map((i) => `${[where, ...i.path].join('.')}: ${i.message}`).join('; ');
-  throw new Error(msg);
+  throw new EngineError('config', msg);
 }
 
 /** Adapter tensor names inside our graphs and checkpoints: `<module>.lora_A.weight` (r, in), `<module>.lora_B.weight` (out, r). */

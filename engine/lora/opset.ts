@@ -7,6 +7,7 @@
 // at 13. Anything else between those versions only added optional attributes or inputs.
 
 import { tensor, type Graph, type Node } from '../graph/ir';
+import { EngineError } from '../errors';
 
 export const TARGET_OPSET = 23;
 const OLDEST = 11;
@@ -19,7 +20,7 @@ const FLATTENING_SOFTMAX = new Set(['Softmax', 'LogSoftmax', 'Hardmax']);
 export function upgradeToOpset23(g: Graph): void {
   const from = g.opsets.get('') ?? TARGET_OPSET;
   if (from >= TARGET_OPSET) return;
-  if (from < OLDEST) throw new Error(`graph ${g.name}: ai.onnx opset ${from} is older than ${OLDEST}; re-export the model with opset ${OLDEST} or newer`);
+  if (from < OLDEST) throw new EngineError('config', `graph ${g.name}: ai.onnx opset ${from} is older than ${OLDEST}; re-export the model with opset ${OLDEST} or newer`);
   upgradeNodes(g, from);
   g.opsets.set('', TARGET_OPSET);
 }
@@ -53,7 +54,7 @@ function checkSoftmax(g: Graph, node: Node): void {
   const rank = x?.shape?.length;
   if (rank === undefined) throw new Error(`opset upgrade: node ${node.name} (${node.opType}) needs its input's rank to be upgraded from opset < 13`);
   if (axis !== -1 && axis !== rank - 1) {
-    throw new Error(`opset upgrade: node ${node.name} (${node.opType}, axis ${axis} of rank ${rank}) flattens before opset 13; re-export with opset ≥ 13`);
+    throw new EngineError('config', `opset upgrade: node ${node.name} (${node.opType}, axis ${axis} of rank ${rank}) flattens before opset 13; re-export with opset ≥ 13`);
   }
   node.attrs.axis = { type: 'int', value: -1 };
 }

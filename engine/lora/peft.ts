@@ -6,6 +6,7 @@
 // <module> is the Hugging Face module path: ours plus a family prefix (GPT2LMHeadModel nests the
 // decoder under `transformer.`); imported graphs already carry full paths.
 
+import { EngineError } from '../errors';
 import type { TensorData } from '../graph/ir';
 import { readSafetensors, writeSafetensors } from '../checkpoint/safetensors';
 import { parseLoraConfig, type LoraConfig, type ModelFamily } from './config';
@@ -96,15 +97,15 @@ export function loadAdapter(files: Map<string, Uint8Array>, opts: { family?: Mod
   const where = opts.where ?? 'adapter';
   const cfgBytes = files.get(ADAPTER_CONFIG_FILE);
   const weights = files.get(ADAPTER_WEIGHTS_FILE);
-  if (!cfgBytes) throw new Error(`${where}: ${ADAPTER_CONFIG_FILE} is missing`);
-  if (!weights) throw new Error(`${where}: ${ADAPTER_WEIGHTS_FILE} is missing`);
+  if (!cfgBytes) throw new EngineError('input', `${where}: ${ADAPTER_CONFIG_FILE} is missing`);
+  if (!weights) throw new EngineError('input', `${where}: ${ADAPTER_WEIGHTS_FILE} is missing`);
   let raw: Record<string, unknown>;
   try {
     raw = JSON.parse(Buffer.from(cfgBytes).toString('utf8')) as Record<string, unknown>;
   } catch (e) {
-    throw new Error(`${where}/${ADAPTER_CONFIG_FILE}: not JSON (${(e as Error).message})`);
+    throw new EngineError('input', `${where}/${ADAPTER_CONFIG_FILE}: not JSON (${(e as Error).message})`);
   }
-  if (raw.peft_type !== 'LORA') throw new Error(`${where}/${ADAPTER_CONFIG_FILE}: peft_type is ${JSON.stringify(raw.peft_type)}, expected "LORA"`);
+  if (raw.peft_type !== 'LORA') throw new EngineError('input', `${where}/${ADAPTER_CONFIG_FILE}: peft_type is ${JSON.stringify(raw.peft_type)}, expected "LORA"`);
   const config = parseLoraConfig(
     {
       r: raw.r,
@@ -122,13 +123,13 @@ export function loadAdapter(files: Map<string, Uint8Array>, opts: { family?: Mod
   const tensors = new Map<string, Float32Array>();
   const shapes = new Map<string, number[]>();
   for (const [key, t] of readSafetensors(weights, file).tensors) {
-    if (!key.startsWith(prefix)) throw new Error(`${file}: tensor "${key}" does not start with "${prefix}"`);
+    if (!key.startsWith(prefix)) throw new EngineError('input', `${file}: tensor "${key}" does not start with "${prefix}"`);
     const name = key.slice(prefix.length);
     const isA = name.endsWith('.lora_A.weight');
-    if (!isA && !name.endsWith('.lora_B.weight')) throw new Error(`${file}: tensor "${key}" is neither lora_A nor lora_B`);
-    if (t.dtype !== 'float32') throw new Error(`${file}: tensor "${key}" is ${t.dtype}; only float32 adapters load`);
+    if (!isA && !name.endsWith('.lora_B.weight')) throw new EngineError('input', `${file}: tensor "${key}" is neither lora_A nor lora_B`);
+    if (t.dtype !== 'float32') throw new EngineError('input', `${file}: tensor "${key}" is ${t.dtype}; only float32 adapters load`);
     if (t.dims.length !== 2 || t.dims[isA ? 0 : 1] !== config.r) {
-      throw new Error(`${file}: tensor "${key}" has shape [${t.dims.join(', ')}], expected ${isA ? '(r, in)' : '(out, r)'} with r = ${config.r}`);
+      throw new EngineError('input', `${file}: tensor "${key}" has shape [${t.dims.join(', ')}], expected ${isA ? '(r, in)' : '(out, r)'} with r = ${config.r}`);
     }
     tensors.set(name, t.data as Float32Array);
     shapes.set(name, t.dims);
@@ -140,10 +141,10 @@ export function loadAdapter(files: Map<string, Uint8Array>, opts: { family?: Mod
 export function checkAdapterAgainstPlan(adapter: LoadedAdapter, plan: LoraPlan, where = 'adapter'): void {
   for (const s of plan.adapterParams) {
     const dims = adapter.shapes.get(s.name);
-    if (!dims) throw new Error(`${where}: tensor ${s.name} is missing for module ${s.name.replace(/\.lora_[AB]\.weight$/, '')}`);
-    if (dims.join() !== s.shape.join()) throw new Error(`${where}: tensor ${s.name} is [${dims.join(', ')}], the model needs [${s.shape.join(', ')}]`);
+    if (!dims) throw new EngineError('input', `${where}: tensor ${s.name} is missing for module ${s.name.replace(/\.lora_[AB]\.weight$/, '')}`);
+    if (dims.join() !== s.shape.join()) throw new EngineError('input', `${where}: tensor ${s.name} is [${dims.join(', ')}], the model needs [${s.shape.join(', ')}]`);
   }
   const planned = new Set(plan.adapterParams.map((s) => s.name));
   const extra = [...adapter.shapes.keys()].filter((n) => !planned.has(n));
-  if (extra.length) throw new Error(`${where}: tensors for modules the model does not adapt: ${extra.join(', ')}`);
+  if (extra.length) throw new EngineError('input', `${where}: tensors for modules the model does not adapt: ${extra.join(', ')}`);
 }

@@ -6,6 +6,7 @@
 // input dims, turn those values into initializers and reload: the shape rules then see constants.
 
 import * as ort from 'onnxruntime-node';
+import { EngineError } from '../errors';
 import { Graph, type DType, type TensorData, type TypedArray } from '../graph/ir';
 import { loadModel, serializeModel } from '../graph/onnx';
 import { lookupOp } from '../graph/registry';
@@ -28,7 +29,7 @@ function dummyInput(name: string, dtype: DType, dims: number[]): ort.Tensor {
     case 'bool':
       return new ort.Tensor('bool', new Uint8Array(n), dims);
     default:
-      throw new Error(`specialize: input ${name} has dtype ${dtype}, which has no dummy feed`);
+      throw new EngineError('config', `specialize: input ${name} has dtype ${dtype}, which has no dummy feed`);
   }
 }
 
@@ -41,9 +42,9 @@ export async function specializeInputs(src: Graph | Uint8Array | string, inputSh
   const g = src instanceof Graph ? src : loadModel(src);
   for (const v of g.inputs) {
     const dims = inputShapes[v.name];
-    if (!dims) throw new Error(`specialize: no shape given for input "${v.name}" (inputs: ${g.inputs.map((i) => i.name).join(', ')})`);
+    if (!dims) throw new EngineError('config', `specialize: no shape given for input "${v.name}" (inputs: ${g.inputs.map((i) => i.name).join(', ')})`);
     if (v.shape && (v.shape.length !== dims.length || v.shape.some((d, i) => typeof d === 'number' && d !== dims[i]))) {
-      throw new Error(`specialize: input "${v.name}" is [${v.shape.join(', ')}] in the model, got [${dims.join(', ')}]`);
+      throw new EngineError('config', `specialize: input "${v.name}" is [${v.shape.join(', ')}] in the model, got [${dims.join(', ')}]`);
     }
     v.shape = [...dims];
   }

@@ -8,6 +8,7 @@
 // string is a full-match regex, `all-linear` takes every site except the output head.
 
 import type { Graph, Node } from '../graph/ir';
+import { EngineError } from '../errors';
 import { DEFAULT_TARGETS, type LoraConfig } from './config';
 
 export interface LinearSite {
@@ -109,7 +110,7 @@ export const importedNamer =
 export function selectTargets(sites: LinearSite[], cfg: Pick<LoraConfig, 'target_modules' | 'family'>): LinearSite[] {
   const spec = cfg.target_modules ?? (cfg.family ? DEFAULT_TARGETS[cfg.family] : undefined);
   if (spec === undefined) {
-    throw new Error('lora.target_modules: required when lora.family is not set (gpt, bert or t5 pick PEFT defaults)');
+    throw new EngineError('config', 'lora.target_modules: required when lora.family is not set (gpt, bert or t5 pick PEFT defaults)');
   }
   let picked: LinearSite[];
   if (spec === 'all-linear') picked = sites.filter((s) => !s.isHead);
@@ -120,7 +121,7 @@ export function selectTargets(sites: LinearSite[], cfg: Pick<LoraConfig, 'target
   if (picked.length === 0) {
     const names = sites.map((s) => s.module);
     const shown = names.length > 12 ? `${names.slice(0, 12).join(', ')}, … (${names.length} in all)` : names.join(', ');
-    throw new Error(`lora.target_modules: ${JSON.stringify(spec)} matches no linear layer; linear layers are: ${shown || '(none)'}`);
+    throw new EngineError('config', `lora.target_modules: ${JSON.stringify(spec)} matches no linear layer; linear layers are: ${shown || '(none)'}`);
   }
   return picked;
 }

@@ -17,6 +17,7 @@
 
 import { z } from 'zod';
 import { seededDropout } from '../autodiff/dropout';
+import { EngineError } from '../errors';
 import type { Graph, Value } from '../graph/ir';
 import { add, concat, gather, gelu, layerNorm, matmul, mul, reshape, rmsNorm, scalar, sigmoid, softmax, softmaxCrossEntropy, split, transpose } from '../graph/ops';
 import { causalMask, linear, type ParamLookup, type ParamSpec } from './blocks';
@@ -298,7 +299,7 @@ export function embed(cfg: GptConfig, idx: Value, p: ParamLookup, positions: Val
 
 /** Context of a graph built for batch B and sequence length S (positions 0..S-1, no cache). */
 export function fixedContext(cfg: GptConfig, g: Graph, B: number, S: number, d: DropoutContext | null): ForwardContext {
-  if (S > cfg.block_size) throw new Error(`gpt: sequence length ${S} exceeds block_size ${cfg.block_size}`);
+  if (S > cfg.block_size) throw new EngineError('config', `gpt: sequence length ${S} exceeds block_size ${cfg.block_size}`);
   const o = gptOptions(cfg);
   const rope = o.pos === 'rope' ? ropeConsts(g, S, cfg.n_embd / cfg.n_head, o.ropeTheta) : null;
   return { bt: [B, S], mask: causalMask(g, S), rope, dropout: d };

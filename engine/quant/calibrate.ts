@@ -5,6 +5,7 @@
 //                4096-bin histogram over the first pass's extremes (exact to one bin, bounded memory).
 
 import type { Graph } from '../graph/ir';
+import { EngineError } from '../errors';
 import { serializeModel } from '../graph/onnx';
 import { createSession, type SessionConfig } from '../runtime';
 import type { Feeds } from '../eval/lm';
@@ -24,7 +25,7 @@ const BINS = 4096;
 
 /** Ranges of the named tensors of `src` over `feeds` (one ORT run per feed and pass). */
 export async function calibrateRanges(src: Graph, tensors: string[], feeds: Feeds[], opts: CalibrationOptions, cfg: SessionConfig = {}): Promise<Map<string, Range>> {
-  if (feeds.length === 0) throw new Error('calibration: no batches given (calibration.batches needs at least 1)');
+  if (feeds.length === 0) throw new EngineError('config', 'calibration: no batches given (calibration.batches needs at least 1)');
   const g = rewriteSites(src, [], () => {
     throw new Error('unreachable');
   });
@@ -45,7 +46,7 @@ export async function calibrateRanges(src: Graph, tensors: string[], feeds: Feed
         }
       }
     }
-    for (const [t, r] of ranges) if (!Number.isFinite(r.lo) || !Number.isFinite(r.hi)) throw new Error(`calibration: tensor "${t}" has non-finite values (${r.lo}..${r.hi})`);
+    for (const [t, r] of ranges) if (!Number.isFinite(r.lo) || !Number.isFinite(r.hi)) throw new EngineError('config', `calibration: tensor "${t}" has non-finite values (${r.lo}..${r.hi})`);
     if (opts.method === 'minmax') return ranges;
 
     const hists = new Map(tensors.map((t) => [t, new Float64Array(BINS)]));

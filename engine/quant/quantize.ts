@@ -4,6 +4,7 @@
 
 import './rules';
 import type { Graph } from '../graph/ir';
+import { EngineError } from '../errors';
 import type { SessionConfig } from '../runtime';
 import type { Feeds } from '../eval/lm';
 import { calibrateRanges } from './calibrate';
@@ -57,7 +58,7 @@ export async function quantizeGraph(src: Graph, configIn: QuantConfigInput, opts
   const parsed = QuantConfigSchema.safeParse(configIn);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new Error(`quant config: ${issue.path.join('.') || 'method'}: ${issue.message}`);
+    throw new EngineError('config', `quant config: ${issue.path.join('.') || 'method'}: ${issue.message}`);
   }
   const cfg = parsed.data;
   const { sites, skipped } = findLinearSites(src, cfg.exclude);
@@ -71,7 +72,7 @@ export async function quantizeGraph(src: Graph, configIn: QuantConfigInput, opts
       break;
     case 'int8-static': {
       const feeds = (opts.calibration ?? []).slice(0, cfg.calibration.batches);
-      if (feeds.length === 0) throw new Error('quant config: calibration: int8-static needs calibration batches (options.calibration is empty)');
+      if (feeds.length === 0) throw new EngineError('config', 'quant config: calibration: int8-static needs calibration batches (options.calibration is empty)');
       const activations = [...new Set(sites.map((s) => s.x))];
       const ranges = await calibrateRanges(src, activations, feeds, cfg.calibration, opts.sessionConfig);
       emit = qdqEmitter(ranges, cfg.activationType, cfg.reduceRange);

@@ -3,12 +3,15 @@
 // perplexity rises by more than the configured bound.
 
 import type { LmBatch } from '../data/sampler';
+import { EngineError } from '../errors';
 import { loadModel } from '../graph/onnx';
 import { createSession, type SessionConfig } from '../runtime';
 import { lmFeeds, lmPerplexity } from '../eval/lm';
 import './rules';
 
-export class QuantRejectedError extends Error {
+export class QuantRejectedError extends EngineError {
+  /** Why, without the method: what a report or a rejected model's manifest records. */
+  readonly reason: string;
   constructor(
     readonly method: string,
     readonly fp32Ppl: number,
@@ -16,11 +19,11 @@ export class QuantRejectedError extends Error {
     readonly increase: number,
     readonly bound: number,
   ) {
-    super(
-      `${method} model rejected: validation perplexity ${quantPpl.toFixed(4)} vs fp32 ${fp32Ppl.toFixed(4)} ` +
-        `is ${(increase * 100).toFixed(2)}% higher, above the bound maxPplIncrease = ${(bound * 100).toFixed(2)}%`,
-    );
-    this.name = 'QuantRejectedError';
+    const reason =
+      `validation perplexity ${quantPpl.toFixed(4)} vs fp32 ${fp32Ppl.toFixed(4)} ` +
+      `is ${(increase * 100).toFixed(2)}% higher, above the bound maxPplIncrease = ${(bound * 100).toFixed(2)}%`;
+    super('quant-rejected', `${method} model rejected: ${reason}`);
+    this.reason = reason;
   }
 }
 

@@ -3,9 +3,11 @@
 // compares with fp32, which were refused and why, and what the models write. The same RunReport
 // object is stored as JSON beside it for machines.
 
+import type { LoraMetrics } from '../finetune/base';
 import { escapeXml as esc, fmt, lossCurvesSvg } from './svg';
 
-export interface ReportVariant {
+/** One model of the comparison (fp32 or a quantized variant), as a run's result lists it. */
+export interface VariantSummary {
   name: string;
   /** 'fp32' or the quantization method. */
   method: string;
@@ -15,14 +17,18 @@ export interface ReportVariant {
   ppl: number;
   /** (ppl − fp32 ppl) / fp32 ppl × 100; 0 for fp32 itself. */
   pplDeltaPct: number;
-  /** The bound the variant was held to, as a fraction (null for fp32). */
-  maxPplIncrease: number | null;
   p50Ms: number;
   p95Ms: number;
   tokensPerSec: number;
-  peakRssBytes?: number;
   published: boolean;
   rejectedReason?: string;
+}
+
+/** A row of the report's table: the summary, and how the variant was gated and built. */
+export interface ReportVariant extends VariantSummary {
+  /** The bound the variant was held to, as a fraction (null for fp32). */
+  maxPplIncrease: number | null;
+  peakRssBytes?: number;
   /** Linears quantized / kept float (null for fp32). */
   quantizedNodes?: number | null;
   skippedNodes?: number | null;
@@ -42,21 +48,13 @@ export interface ReportSample {
  * merged, `dataset` is the LoRA dataset, and every variant is (a quantization of) the merged model,
  * while the loss curves still describe pretraining.
  */
-export interface ReportLora {
+export interface ReportLora extends LoraMetrics {
   /** The dataset the adapters trained and were evaluated on. */
   datasetPrefix: string;
   /** The pretrained checkpoint the adapters were trained on (left frozen). */
   baseCheckpoint: string;
   /** The dataset pretraining ran on, so a reader can tell the two apart. */
   pretrainDatasetPrefix: string;
-  valLossBefore: number;
-  valLossAfter: number;
-  perplexityBefore: number;
-  perplexityAfter: number;
-  trainable: number;
-  total: number;
-  trainableFraction: number;
-  steps: number;
   adapterKey: string;
 }
 

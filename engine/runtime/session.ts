@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { EngineError } from '../errors';
 
 export type ExecutionProvider = 'cpu' | 'cuda';
 export type LogSeverity = 'verbose' | 'info' | 'warning' | 'error' | 'fatal';
@@ -29,15 +30,15 @@ export const CUDA_INSTALL_STEP = 'ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modu
 
 const SEVERITY: Record<LogSeverity, 0 | 1 | 2 | 3 | 4> = { verbose: 0, info: 1, warning: 2, error: 3, fatal: 4 };
 
-export class CudaUnavailableError extends Error {
+export class CudaUnavailableError extends EngineError {
   constructor(detail: string) {
     super(
+      'cuda-unavailable',
       `ep 'cuda' requested but the CUDA execution provider cannot be used: ${detail}. ` +
         `README "GPU setup": install CUDA 12 and cuDNN 9, then run \`${CUDA_INSTALL_STEP}\` ` +
         `(it downloads ORT's GPU package for this exact version and copies libonnxruntime_providers_cuda.so, ` +
         `_shared.so and _tensorrt.so into node_modules/onnxruntime-node/bin/napi-v6/linux/x64/), or use ep 'cpu'.`,
     );
-    this.name = 'CudaUnavailableError';
   }
 }
 

@@ -13,6 +13,7 @@
 import type * as ort from 'onnxruntime-node';
 import { Tensor } from 'onnxruntime-node';
 import type { TensorData } from '../graph/ir';
+import { EngineError } from '../errors';
 
 export interface StepRunnerInit {
   /** Initial weights by name (without the `param:` prefix); copied in. */
@@ -34,13 +35,12 @@ export interface StepResult {
   scalars: Record<string, number>;
 }
 
-export class NonFiniteLossError extends Error {
+export class NonFiniteLossError extends EngineError {
   constructor(
     readonly step: number,
     readonly loss: number,
   ) {
-    super(`training step ${step}: loss is ${loss}; params and optimizer state were left at their values before this step`);
-    this.name = 'NonFiniteLossError';
+    super('non-finite', `training step ${step}: loss is ${loss}; params and optimizer state were left at their values before this step`, { details: { step } });
   }
 }
 

@@ -7,6 +7,7 @@ import type * as ort from 'onnxruntime-node';
 import { Tensor } from 'onnxruntime-node';
 import '../autodiff/rules';
 import { evalLmBatches } from '../data/sampler';
+import { EngineError } from '../errors';
 import { Graph, type Value } from '../graph/ir';
 import { reshape } from '../graph/ops';
 import { serializeModel } from '../graph/onnx';
@@ -69,14 +70,13 @@ export class LmEvaluator {
    */
   async evaluate(weights: Map<string, Float32Array>, ids: Uint16Array | Uint32Array, o: EvalOptions): Promise<EvalResult> {
     const T = o.contextLength;
-    if (T > this.cfg.block_size) throw new Error(`eval contextLength ${T} exceeds model.block_size ${this.cfg.block_size}`);
-    if (ids.length < T + 1) throw new Error(`validation split has ${ids.length} tokens, need at least contextLength + 1 = ${T + 1}`);
+    if (ids.length < T + 1) throw new EngineError('config', `validation split has ${ids.length} tokens, need at least contextLength + 1 = ${T + 1}`);
     const feedsW: Record<string, ort.Tensor> = {};
     for (const s of gptParams(this.cfg)) {
       const w = weights.get(s.name);
-      if (!w) throw new Error(`evaluate: parameter "${s.name}" is missing from the checkpoint`);
+      if (!w) throw new EngineError('config', `evaluate: parameter "${s.name}" is missing from the checkpoint`);
       const n = s.shape.reduce((a, b) => a * b, 1);
-      if (w.length !== n) throw new Error(`evaluate: parameter "${s.name}" has ${w.length} values, shape [${s.shape}] needs ${n}`);
+      if (w.length !== n) throw new EngineError('config', `evaluate: parameter "${s.name}" has ${w.length} values, shape [${s.shape}] needs ${n}`);
       feedsW[s.name] = new Tensor('float32', w, s.shape);
     }
     let sum = 0;

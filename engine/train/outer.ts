@@ -10,6 +10,7 @@
 // and a float64 accumulator, however many workers there are.
 
 import { z } from 'zod';
+import { EngineError } from '../errors';
 
 export const OuterOptimSchema = z.discriminatedUnion('kind', [
   z.object({
@@ -99,15 +100,14 @@ export class OuterAggregator {
 }
 
 /** A worker's weights are NaN/inf: deterministic, so retrying the aggregation cannot help. */
-export class NonFiniteWeightError extends Error {
+export class NonFiniteWeightError extends EngineError {
   constructor(
     readonly who: string,
     readonly tensor: string,
     readonly index: number,
     readonly value: number,
   ) {
-    super(`${who}: tensor "${tensor}" holds ${value} at index ${index}`);
-    this.name = 'NonFiniteWeightError';
+    super('non-finite', `${who}: tensor "${tensor}" holds ${value} at index ${index}`, { details: { tensor } });
   }
 }
 

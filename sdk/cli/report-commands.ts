@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import { postKeys } from '../../artifacts/keys';
 import { REPORT_HTML, REPORT_JSON, resolveModel, tokenizerFor } from '../../artifacts/models';
 import { Decoder } from '../../engine/eval';
+import { EngineError } from '../../engine/errors';
 import { decoderInfo } from '../../engine/models/export';
 import { renderReportText, type RunReport } from '../../engine/report';
 import { s3Settings, type Config } from '../../infra/config';
@@ -65,14 +66,13 @@ export async function generateText(store: ArtifactStore, ref: string, prompt: st
   const tok = await tokenizerFor(store, model, o.tokenizer);
   const ids = tok.encode(prompt);
   if (ids.length === 0) throw new UsageError('generate: the prompt is empty');
-  const room = model.config.block_size - ids.length + 1;
-  if (o.maxNewTokens > room) {
-    throw new UsageError(`generate: the prompt is ${ids.length} tokens and the model's block_size is ${model.config.block_size}, so --max-new-tokens can be at most ${room} (got ${o.maxNewTokens})`);
-  }
   const d = await Decoder.create(model.bytes, decoderInfo(model.config, model.kvCache), { intraOpThreads: o.threads });
   try {
     const t0 = performance.now();
-    const out = await d.generate(ids, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed, stopToken: tok.eot });
+    const out = await d.generate(ids, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed, stopToken: tok.eot }).catch((err: unknown) => {
+      // The decoder knows how many positions the model has; a prompt or --max-new-tokens past them is the user's to fix.
+      throw err instanceof EngineError && err.kind === 'config' ? new UsageError(`${err.message}; shorten the prompt or lower --max-new-tokens`) : err;
+    });
     const ms = performance.now() - t0;
     return { model: model.source, method: model.method, prompt, text: tok.decode(out.filter((t) => t !== tok.eot)), tokens: out.length, tokensPerSec: out.length / (ms / 1000) };
   } finally {

@@ -1,8 +1,8 @@
 // `truthgpt run SPEC [--detach]` and `truthgpt wait ID [--json]`. SPEC is a YAML/JSON file holding
 // either a PipelineSpec (it has a `training` section: pipelineWorkflow, with live progress bars and
 // a summary table) or a bare TrainingSpec (trainingWorkflow alone: final checkpoint files with
-// sha256, the val-loss history). The spec is validated here, before anything starts, with errors
-// naming the file and the field; the workers validate it again.
+// sha256, the val-loss history). The spec is validated here, once, before anything starts, with
+// errors naming the file and the field; the workflow gets the parsed form.
 
 import { WorkflowFailedError, type Client } from '@temporalio/client';
 import type { Command } from 'commander';
@@ -13,7 +13,7 @@ import type { trainingWorkflow, TrainingResult } from '../../workflows/training'
 import { errorTypeOf } from '../../spec/errors';
 import { TruthGPT } from '../index';
 import { InvalidSpecError, isPipelineSpecInput, parsePipelineSpec, type PipelineSpec } from '../../spec/pipeline';
-import { parseTrainingSpec, type TrainingSpecInput } from '../../spec/training';
+import { parseTrainingSpec, type TrainingSpec, type TrainingSpecInput } from '../../spec/training';
 import { TASK_QUEUES } from '../../spec/temporal-names';
 import { resultOrExit, summarize, watchRun } from './progress';
 import { configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
@@ -35,7 +35,7 @@ export function readSpecDocument(file: string): unknown {
 }
 
 /** A spec file, validated: a PipelineSpec when it has a `training` section, else a TrainingSpec. */
-export function readSpecFile(file: string): { kind: 'pipeline'; spec: PipelineSpec } | { kind: 'training'; spec: ReturnType<typeof parseTrainingSpec> } {
+export function readSpecFile(file: string): { kind: 'pipeline'; spec: PipelineSpec } | { kind: 'training'; spec: TrainingSpec } {
   const raw = readSpecDocument(file);
   try {
     return isPipelineSpecInput(raw) ? { kind: 'pipeline', spec: parsePipelineSpec(raw) } : { kind: 'training', spec: parseTrainingSpec(raw) };
@@ -50,7 +50,11 @@ export function readSpecFile(file: string): { kind: 'pipeline'; spec: PipelineSp
  * @example const id = await startTraining(client, { model: { preset: 'tiny-gpt' }, ... });
  */
 export async function startTraining(client: Client, specInput: TrainingSpecInput, opts: { workflowId?: string } = {}): Promise<string> {
-  const spec = parseTrainingSpec(specInput);
+  return startParsedTraining(client, parseTrainingSpec(specInput), opts);
+}
+
+/** startTraining for a spec parsed already (readSpecFile's). */
+async function startParsedTraining(client: Client, spec: TrainingSpec, opts: { workflowId?: string }): Promise<string> {
   const workflowId = opts.workflowId ?? `${spec.name}-${new Date().toISOString().replace(/[:.]/g, '-').toLowerCase()}`;
   await client.workflow.start<typeof trainingWorkflow>('trainingWorkflow', { taskQueue: TASK_QUEUES.cpu, workflowId, args: [{ spec }] });
   return workflowId;
@@ -140,7 +144,7 @@ export function registerRunCommands(program: Command): void {
       const config = configFromFlags(flags);
       if (parsed.kind === 'pipeline') return runPipeline(config, parsed.spec, flags);
       await withClient(config, async (client) => {
-        const id = await startTraining(client, parsed.spec, { workflowId: flags.id });
+        const id = await startParsedTraining(client, parsed.spec, { workflowId: flags.id });
         if (flags.detach) {
           console.log(id);
           return;

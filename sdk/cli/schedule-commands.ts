@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import YAML from 'yaml';
 import type { Config } from '../../infra/config';
 import { connectTemporal } from '../client';
-import { deleteSchedule, listSchedules, OVERLAP_POLICIES, pauseSchedule, scheduledFineTuneSpec, scheduleFineTune, triggerSchedule, unpauseSchedule, type ScheduleFineTuneOptions } from '../schedules';
+import { deleteSchedule, listSchedules, OVERLAP_POLICIES, pauseSchedule, scheduledFineTuneSpec, scheduleFineTune, triggerSchedule, UnknownScheduleError, unpauseSchedule, type ScheduleFineTuneOptions } from '../schedules';
 import { configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
 import { UsageError } from './usage-error';
 
@@ -58,8 +58,8 @@ async function withClient<T>(config: Config, fn: (c: Client) => Promise<T>): Pro
   try {
     return await fn(client);
   } catch (err) {
-    // "schedule X does not exist" and friends are the user's to fix, not a crash.
-    if (err instanceof Error && /^schedule .* does not exist$/.test(err.message)) throw new UsageError(err.message);
+    // An unknown schedule id is the user's to fix, not a crash.
+    if (err instanceof UnknownScheduleError) throw new UsageError(err.message);
     throw err;
   } finally {
     await client.connection.close();

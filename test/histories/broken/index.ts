@@ -11,5 +11,5 @@ const cpu = proxyActivities<TrainingActivities>({ taskQueue: 'truthgpt-cpu', sta
 export async function trainingWorkflow(input: TrainingInput): Promise<void> {
   const ref = { runId: input.runId ?? 'x', spec: input.spec };
   await cpu.createModel(ref);
-  await cpu.prepareDataset(ref);
+  await cpu.prepareDataset({ runId: ref.runId, dataset: { ...input.spec.dataset, shards: input.spec.workers } });
 }

@@ -1,0 +1,77 @@
+// Preparing a dataset (training's prepareDataset, the fine-tune's prepareFineTuneDataset): corpus
+// → tokenizer → shards in S3, under a key named by the spec's hash, so the same spec is prepared
+// once and reused by every later run whose committed copy still has the same content.
+
+import { Context } from '@temporalio/activity';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { DATASET_MANIFEST_FILE, DatasetSpecSchema, prepareDataset as prepareDatasetFiles, TOKENIZER_FILE, type DatasetManifest, type DatasetSpec } from '../engine/data/dataset';
+import type { ArtifactStore } from '../infra/store';
+import type { DatasetRef } from '../artifacts/datasets';
+import { failingAs } from '../artifacts/errors';
+import { keys } from '../artifacts/keys';
+
+const sha256 = (s: string | Uint8Array) => createHash('sha256').update(s).digest('hex');
+
+/** Identifies a dataset's content: the sha256 of every file but its own descriptor. */
+const contentHashOf = (files: { name: string; sha256: string }[]) =>
+  sha256(
+    files
+      .filter((f) => f.name !== DATASET_MANIFEST_FILE)
+      .map((f) => `${f.name}:${f.sha256}`)
+      .sort()
+      .join('\n'),
+  );
+
+/**
+ * Identifies a spec: its JSON with the fields in the schema's order, whoever assembled it (a
+ * workflow adds `shards` last), so that a spec keeps the hash, and the key, it always had.
+ */
+const specHashOf = (spec: DatasetSpec) => sha256(JSON.stringify(Object.fromEntries(Object.keys(DatasetSpecSchema.shape).map((k) => [k, spec[k as keyof DatasetSpec]]))));
+
+/** The committed copy of this spec, when its files still hash to the content it recorded. */
+async function committed(store: ArtifactStore, prefix: string, specHash: string): Promise<DatasetRef | null> {
+  const existing = await store.readManifest(prefix);
+  if (!existing || existing.meta.specHash !== specHash || !existing.meta.ref) return null;
+  const ref = existing.meta.ref as DatasetRef;
+  return contentHashOf(existing.files) === ref.contentHash ? { ...ref, reused: true } : null;
+}
+
+/** The ref of a dataset prepared in `dir`, with the content hash of its local files. */
+async function refOf(dir: string, names: string[], prefix: string, specHash: string, manifest: DatasetManifest): Promise<DatasetRef> {
+  const local = await Promise.all(names.map(async (name) => ({ name, sha256: sha256(await readFile(path.join(dir, name))) })));
+  const split = (xs: typeof manifest.splits.train) => xs.map((x) => ({ file: x.file, tokens: x.tokens }));
+  return {
+    prefix,
+    specHash,
+    contentHash: contentHashOf(local),
+    vocabSize: manifest.tokenizer.vocabSize,
+    eot: manifest.tokenizer.eot,
+    dtype: manifest.dtype,
+    train: split(manifest.splits.train),
+    val: split(manifest.splits.val),
+    documents: manifest.documents,
+    reused: false,
+  };
+}
+
+/** Tokenizes the corpus into `spec.shards` train/val shards; reuses a committed copy of the same spec. */
+export async function prepareDataset(store: ArtifactStore, spec: DatasetSpec): Promise<DatasetRef> {
+  const specHash = specHashOf(spec);
+  const prefix = keys.dataset(spec.name, specHash);
+  const reused = await committed(store, prefix, specHash);
+  if (reused) return reused;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'truthgpt-dataset-'));
+  try {
+    const manifest = await failingAs(`dataset ${spec.name}`, () => prepareDatasetFiles(spec, dir, (p) => Context.current().heartbeat(p)));
+    const names = [...manifest.splits.train, ...manifest.splits.val].map((f) => f.file).concat(TOKENIZER_FILE, DATASET_MANIFEST_FILE);
+    const ref = await refOf(dir, names, prefix, specHash, manifest);
+    const stored = await store.commit(prefix, Object.fromEntries(names.map((n) => [n, { path: path.join(dir, n) }])), { specHash, ref });
+    if (contentHashOf(stored.files) !== ref.contentHash) throw new Error(`dataset ${prefix}: stored files differ from the prepared ones`);
+    return ref;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,103 @@
+// Our GPT checkpoint as a LoRA base: the base weights are `frozen:` inputs of
+// buildTrainStep(loraModel(...)), and the merged model is a checkpoint again (the same files
+// trainingWorkflow writes).
+
+import type * as ort from 'onnxruntime-node';
+import { Tensor } from 'onnxruntime-node';
+import { evalLmBatches } from '../data/sampler';
+import { Graph, type Value } from '../graph/ir';
+import { reshape } from '../graph/ops';
+import { buildWithLora, isAdapterParam, loraModel, mergeWeights, planLora, type LoraConfig, type LoraPlan } from '../lora';
+import { countParams } from '../models/blocks';
+import { gptLogits, gptParams, gptTrainLoss, type GptConfig } from '../models/gpt';
+import type { OptimConfig } from '../optim';
+import { StepRunner, type SessionConfig } from '../runtime';
+import { LmEvaluator } from '../train/evaluate';
+import { buildTrainStep } from '../train/step';
+import { scoreBatches, sessionOf, type CompiledLoraStep, type EvalOpts, type EvalOut, type Geometry, type LoraBase } from './base';
+
+export class GptBase implements LoraBase {
+  readonly family = 'gpt';
+  readonly plan: LoraPlan;
+  readonly baseParamCount: number;
+  readonly vocabSize: number;
+  /** Base parameter shapes by name (for checkpoint tensors). */
+  readonly shapes: Map<string, number[]>;
+  private readonly evalSessions = new Map<string, Promise<ort.InferenceSession>>();
+
+  constructor(
+    readonly cfg: GptConfig,
+    readonly weights: Map<string, Float32Array>,
+    lora: LoraConfig,
+    geo: Geometry,
+  ) {
+    this.plan = planLora({ params: gptParams(cfg), loss: gptTrainLoss(cfg, geo.batchSize, geo.contextLength) }, { ...lora, family: lora.family ?? 'gpt' });
+    this.baseParamCount = countParams(gptParams(cfg));
+    this.vocabSize = cfg.vocab_size;
+    this.shapes = new Map(gptParams(cfg).map((p) => [p.name, p.shape]));
+  }
+
+  async compile(optim: OptimConfig, geo: Geometry, session: SessionConfig): Promise<CompiledLoraStep> {
+    const base = { params: gptParams(this.cfg), loss: gptTrainLoss(this.cfg, geo.batchSize, geo.contextLength) };
+    const step = buildTrainStep(loraModel(base, this.plan), optim, { trainable: isAdapterParam });
+    const s = await sessionOf(step.graph, session);
+    const frozen = Object.fromEntries(this.weights);
+    return { step, runner: (init) => new StepRunner(s, { params: init.params, state: init.state, frozen, step: init.step }) };
+  }
+
+  /** Base weights and adapters as inputs, so one session scores every adapter. Output: summed loss. */
+  private evalSession(B: number, T: number, cfg: SessionConfig): Promise<ort.InferenceSession> {
+    const key = `${B}x${T}`;
+    let s = this.evalSessions.get(key);
+    if (!s) {
+      const g = new Graph('eval_lora');
+      const inputs = new Map<string, Value>();
+      for (const p of [...gptParams(this.cfg), ...this.plan.adapterParams]) inputs.set(p.name, g.input(p.name, 'float32', p.shape));
+      const tokens = g.input('tokens', 'int64', [B, T]);
+      const targets = g.input('targets', 'int64', [B, T]);
+      const lookup = (n: string) => inputs.get(n)!;
+      const logits = buildWithLora(g, lookup, this.plan, (pp) => gptLogits(this.cfg, tokens, pp)); // (B·T, V)
+      const [sum] = g.op('SoftmaxCrossEntropyLoss', [logits, reshape(targets, [-1])], { reduction: 'sum' }, { outputs: 1 });
+      g.output(sum, 'loss_sum');
+      s = sessionOf(g, cfg);
+      s.catch(() => this.evalSessions.delete(key));
+      this.evalSessions.set(key, s);
+    }
+    return s;
+  }
+
+  async evaluate(adapters: Map<string, Float32Array> | null, ids: Uint16Array | Uint32Array, o: EvalOpts): Promise<EvalOut> {
+    if (!adapters) return this.evaluateWeights(this.weights, ids, o);
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const p of gptParams(this.cfg)) feeds[p.name] = new Tensor('float32', this.weights.get(p.name)!, p.shape);
+    for (const p of this.plan.adapterParams) {
+      const a = adapters.get(p.name);
+      if (!a) throw new Error(`evaluate: adapter tensor ${p.name} is missing`);
+      feeds[p.name] = new Tensor('float32', a, p.shape);
+    }
+    const T = o.contextLength;
+    return scoreBatches(evalLmBatches(ids, o.batchSize, T), o.maxBatches, async (b) => {
+      const B = b.dims[0];
+      const out = await (await this.evalSession(B, T, o.session)).run({ ...feeds, tokens: new Tensor('int64', b.tokens, [B, T]), targets: new Tensor('int64', b.targets, [B, T]) });
+      return { sum: (out.loss_sum.data as Float32Array)[0], tokens: B * T };
+    });
+  }
+
+  evaluateMerged(adapters: Map<string, Float32Array>, ids: Uint16Array | Uint32Array, o: EvalOpts): Promise<EvalOut> {
+    return this.evaluateWeights(this.merge(adapters), ids, o);
+  }
+
+  private async evaluateWeights(weights: Map<string, Float32Array>, ids: Uint16Array | Uint32Array, o: EvalOpts): Promise<EvalOut> {
+    const r = await new LmEvaluator(this.cfg, o.session).evaluate(weights, ids, { batchSize: o.batchSize, contextLength: o.contextLength, maxBatches: o.maxBatches });
+    return { loss: r.loss, perplexity: r.perplexity, tokens: r.tokens };
+  }
+
+  merge(adapters: Map<string, Float32Array>): Map<string, Float32Array> {
+    return mergeWeights(this.weights, this.plan, adapters);
+  }
+
+  async release(): Promise<void> {
+    for (const s of this.evalSessions.values()) await (await s).release();
+    this.evalSessions.clear();
+  }
+}
