@@ -77,5 +77,24 @@ export function manifestPrefix(key: string): string | null {
   return key.endsWith(`/${MANIFEST_NAME}`) ? key.slice(0, -MANIFEST_NAME.length - 1) : null;
 }
 
+/** The longest run id: it is one segment of every key the run writes. */
+export const MAX_RUN_ID_LENGTH = 200;
+
+/**
+ * Why `id` cannot name a run (its keys are runs/<id>/..., finetunes/<id>/...), or null when it can:
+ * one key segment of A-Z a-z 0-9 . _ - = +, not '.' or '..'.
+ */
+export function runIdProblem(id: string): string | null {
+  if (id === '') return 'it is empty';
+  if (id.length > MAX_RUN_ID_LENGTH) return `it is ${id.length} characters long, ${MAX_RUN_ID_LENGTH} at most`;
+  const bad = /[^A-Za-z0-9._=+-]/u.exec(id);
+  if (bad) {
+    const shown = bad[0].trim() === '' ? `U+${bad[0].codePointAt(0)!.toString(16).padStart(4, '0')}` : `'${bad[0]}'`;
+    return `it contains ${shown}; a run id is one name of A-Z a-z 0-9 . _ - = + (it names the run's folder in the store)`;
+  }
+  if (id === '.' || id === '..') return `'${id}' is not a name`;
+  return null;
+}
+
 /** Store keys allow [A-Za-z0-9._-/=+]; scheduled workflow ids carry a timestamp with ':'. */
 export const keySafe = (id: string) => id.replace(/[^A-Za-z0-9._=+-]/g, '-');

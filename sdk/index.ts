@@ -10,11 +10,13 @@
 
 import { Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type WorkflowExecutionStatusName, type WorkflowHandle } from '@temporalio/client';
 import { WorkflowIdReusePolicy } from '@temporalio/common';
+import { runIdProblem } from '../artifacts/keys';
 import { loadConfig, workflowUiUrl, type Config } from '../infra/config';
 import type { PipelineProgress, PipelineResult, pipelineWorkflow, StageOutcome } from '../workflows/pipeline';
 import type { TrainingProgress } from '../workflows/controls';
 import { connectTemporal } from './client';
 import { errorTypeOf } from '../spec/errors';
+import { payloadProblem } from '../spec/payloads';
 import { parsePipelineSpec, type PipelineSpec, type PipelineSpecInput } from '../spec/pipeline';
 import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
 
@@ -37,6 +39,28 @@ export class UnknownRunError extends Error {
 export class RunIdTakenError extends Error {
   override name = 'RunIdTakenError';
 }
+/** A run id that cannot name a run's folder in the store ('../x', 'a/b', ...). */
+export class InvalidRunIdError extends Error {
+  override name = 'InvalidRunIdError';
+}
+/** A workflow input too large for Temporal's history (a spec that carries data). */
+export class PayloadTooLargeError extends Error {
+  override name = 'PayloadTooLargeError';
+}
+
+/** Throws InvalidRunIdError unless `id` can name a run. */
+export function checkRunId(id: string, what = 'run id'): string {
+  const problem = runIdProblem(id);
+  if (problem) throw new InvalidRunIdError(`${what} ${JSON.stringify(id.length > 80 ? `${id.slice(0, 80)}…` : id)} cannot be used: ${problem}`);
+  return id;
+}
+
+/** Throws PayloadTooLargeError when `value` would not fit a workflow's history. */
+export function checkPayload(what: string, value: unknown): void {
+  const problem = payloadProblem(what, value);
+  if (problem) throw new PayloadTooLargeError(problem);
+}
+
 /** The run is in a state that does not allow the request (retrying a run that completed). */
 export class RunStateError extends Error {
   override name = 'RunStateError';
@@ -94,7 +118,7 @@ export interface RunFilter {
 }
 
 /** Error names whose message is written for users (the CLI prints it alone, no stack trace). */
-export const SDK_USER_ERRORS = ['TemporalUnreachableError', 'UnknownRunError', 'RunIdTakenError', 'RunStateError', 'RunFailedError', 'InvalidSpecError'];
+export const SDK_USER_ERRORS = ['TemporalUnreachableError', 'UnknownRunError', 'RunIdTakenError', 'RunStateError', 'RunFailedError', 'InvalidSpecError', 'InvalidRunIdError', 'PayloadTooLargeError'];
 
 const RETRYABLE_STATUSES: WorkflowExecutionStatusName[] = ['FAILED', 'TERMINATED', 'CANCELLED', 'TIMED_OUT'];
 
@@ -157,8 +181,15 @@ export class PipelineRun {
     }
   }
 
-  /** Cancels the run; the training child stops at its next heartbeat, committed checkpoints stay. */
+  /**
+   * Cancels the run; the training child stops at its next heartbeat, committed checkpoints stay.
+   * Throws RunStateError for a run that has already ended (there is nothing to cancel).
+   */
   async cancel(): Promise<void> {
+    const { status } = await this.tg.describe(this.workflowId);
+    if (status.name !== 'RUNNING') {
+      throw new RunStateError(`${this.workflowId} is ${status.name.toLowerCase().replace(/_/g, ' ')}, not running: there is nothing to cancel`);
+    }
     await this.handle.cancel();
   }
 
@@ -218,6 +249,9 @@ export class TruthGPT {
    */
   async startPipeline(specInput: PipelineSpecInput | PipelineSpec, opts: { workflowId?: string; continues?: string[] } = {}): Promise<PipelineRun> {
     const spec = isParsed(specInput) ? specInput : parsePipelineSpec(specInput);
+    if (opts.workflowId !== undefined) checkRunId(opts.workflowId);
+    // The spec travels twice: as the workflow's input and, as the user wrote it, in its memo.
+    checkPayload('the pipeline spec', { args: spec, memo: specInput });
     const base = opts.workflowId ?? `pipeline-${spec.name}-${stamp()}`;
     for (let attempt = 1; ; attempt++) {
       const workflowId = attempt === 1 ? base : `${base}-${attempt}`;

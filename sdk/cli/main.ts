@@ -1,8 +1,8 @@
 // The `truthgpt` CLI (bin/truthgpt.js runs this file through tsx).
 
 import { Command } from 'commander';
-import { SDK_USER_ERRORS } from '../index';
 import { registerDemoCommands } from './demo-command';
+import { describeCliError } from './errors';
 import { registerModelCommands } from './model-commands';
 import { registerReportCommands } from './report-commands';
 import { registerRunCommands } from './run-commands';
@@ -31,10 +31,8 @@ export function buildProgram(): Command {
 if (require.main === module || process.argv[1]?.endsWith('truthgpt.js') || process.argv[1]?.endsWith('truthgpt')) {
   buildProgram()
     .parseAsync(process.argv)
-    .catch((err: Error) => {
-      // Config, port and stack errors are written for users: the message alone, no stack trace.
-      const userFacing = ['ConfigError', 'StackError', 'TemporalCliNotFound', 'WorkflowFailedError', 'UsageError', ...SDK_USER_ERRORS].includes(err.name);
-      console.error(userFacing ? `truthgpt: ${err.message}${err.cause ? `\n  cause: ${(err.cause as Error).message}` : ''}` : (err.stack ?? String(err)));
+    .catch((err: unknown) => {
+      console.error(`truthgpt: ${describeCliError(err)}`);
       process.exit(1);
     });
 }

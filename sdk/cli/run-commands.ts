@@ -11,7 +11,7 @@ import YAML from 'yaml';
 import { workflowUiUrl, type Config } from '../../infra/config';
 import type { trainingWorkflow, TrainingResult } from '../../workflows/training';
 import { errorTypeOf } from '../../spec/errors';
-import { TruthGPT } from '../index';
+import { checkPayload, checkRunId, TruthGPT } from '../index';
 import { InvalidSpecError, isPipelineSpecInput, parsePipelineSpec, type PipelineSpec } from '../../spec/pipeline';
 import { parseTrainingSpec, type TrainingSpec, type TrainingSpecInput } from '../../spec/training';
 import { TASK_QUEUES } from '../../spec/temporal-names';
@@ -19,12 +19,21 @@ import { resultOrExit, summarize, watchRun } from './progress';
 import { configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
 import { UsageError } from './usage-error';
 
+/** The largest spec file read (specs are a few KiB; Temporal keeps at most 256 KiB of one). */
+export const MAX_SPEC_FILE_BYTES = 2 ** 20;
+
 /** A YAML or JSON spec file, parsed but not yet validated; errors name the file. */
 export function readSpecDocument(file: string): unknown {
   let text: string;
   try {
+    // Checked before reading: a spec is settings, and a huge file is data in the wrong place.
+    const { size } = fs.statSync(file);
+    if (size > MAX_SPEC_FILE_BYTES) {
+      throw new UsageError(`spec file ${file} is ${(size / 2 ** 20).toFixed(1)} MiB, above ${MAX_SPEC_FILE_BYTES / 2 ** 20} MiB: a spec holds settings, not data; put text or weights in files or S3 and name them by path or key`);
+    }
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
+    if (err instanceof UsageError) throw err;
     throw new UsageError(`spec file ${file}: ${(err as Error).message}`);
   }
   try {
@@ -55,7 +64,8 @@ export async function startTraining(client: Client, specInput: TrainingSpecInput
 
 /** startTraining for a spec parsed already (readSpecFile's). */
 async function startParsedTraining(client: Client, spec: TrainingSpec, opts: { workflowId?: string }): Promise<string> {
-  const workflowId = opts.workflowId ?? `${spec.name}-${new Date().toISOString().replace(/[:.]/g, '-').toLowerCase()}`;
+  const workflowId = opts.workflowId === undefined ? `${spec.name}-${new Date().toISOString().replace(/[:.]/g, '-').toLowerCase()}` : checkRunId(opts.workflowId);
+  checkPayload('the training spec', spec);
   await client.workflow.start<typeof trainingWorkflow>('trainingWorkflow', { taskQueue: TASK_QUEUES.cpu, workflowId, args: [{ spec }] });
   return workflowId;
 }
@@ -140,6 +150,8 @@ export function registerRunCommands(program: Command): void {
         run.help({ error: true });
         return;
       }
+      // Everything that can be checked here is, before connecting anywhere.
+      if (flags.id !== undefined) checkRunId(flags.id, '--id');
       const parsed = readSpecFile(file);
       const config = configFromFlags(flags);
       if (parsed.kind === 'pipeline') return runPipeline(config, parsed.spec, flags);

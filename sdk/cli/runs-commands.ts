@@ -4,6 +4,7 @@
 import type { Command } from 'commander';
 import type { WorkflowExecutionStatusName } from '@temporalio/client';
 import { resultOrExit, summarize, table, watchRun } from './progress';
+import { checkRunId } from '../index';
 import { withTruthGPT } from './run-commands';
 import { configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
 
@@ -84,6 +85,7 @@ export function registerRunsCommands(program: Command): void {
     .option('--id <workflowId>', 'id of the new run (default: pipeline-<name>-<time>)')
     .option('--json', 'print the final result as JSON')
     .action(async (id: string, flags: StackFlags & { detach?: boolean; id?: string; json?: boolean }) => {
+      if (flags.id !== undefined) checkRunId(flags.id, '--id');
       const config = configFromFlags(flags);
       await withTruthGPT(config, async (tg) => {
         const run = await tg.retryFromCheckpoint(id, { workflowId: flags.id });
