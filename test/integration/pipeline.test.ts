@@ -98,6 +98,9 @@ test('a pipeline trains, quantizes and reports; memo, search attributes and list
   expect(listed.find((r) => r.workflowId === run.workflowId)).toMatchObject({ status: 'COMPLETED', stage: 'done', family: 'gpt', pipeline: 'brown-pipe' });
   expect(await tg.listRuns({ pipeline: 'no-such-pipeline' })).toEqual([]);
 
+  // A run that has ended cannot be cancelled, and saying so beats "cancel requested".
+  await expect(run.cancel()).rejects.toThrow(`${run.workflowId} is completed, not running: there is nothing to cancel`);
+
   // Its id is never reused.
   await expect(tg.startPipeline(spec(), { workflowId: run.workflowId })).rejects.toThrow(RunIdTakenError);
   await expect(tg.startPipeline(spec(), { workflowId: run.workflowId })).rejects.toThrow(`run id ${run.workflowId} is already used`);
