@@ -36,20 +36,20 @@ interface LoadContext {
   source: string;
 }
 
-function shapeOf(t: onnx.ITypeProto | null | undefined): Shape {
+function shapeOf(t: onnx.ITypeProto | null | undefined, g: Graph): Shape {
   const s = t?.tensorType?.shape;
   if (!s) return null;
-  return (s.dim ?? []).map((d, i) => {
+  return (s.dim ?? []).map((d) => {
     if (d.dimParam) return d.dimParam;
-    // A dim with neither value nor param is unknown; give it a unique symbolic name.
-    return d.dimValue !== null && d.dimValue !== undefined ? toNumber(d.dimValue) : `unk_${i}`;
+    // A dim with neither value nor param is unknown; give it a name no other dim of g has.
+    return d.dimValue !== null && d.dimValue !== undefined ? toNumber(d.dimValue) : g.freshDim('unk');
   });
 }
 
-function infoOf(vi: onnx.IValueInfoProto, where: string): ValueInfo {
+function infoOf(vi: onnx.IValueInfoProto, where: string, g: Graph): ValueInfo {
   const tt = vi.type?.tensorType;
   if (!tt) throw new Error(`${where}: value "${vi.name}" is not a tensor (sequences, maps and optionals are not supported)`);
-  return { dtype: dtypeFromOnnx(tt.elemType ?? 0, `${where}: value "${vi.name}"`), shape: shapeOf(vi.type) };
+  return { dtype: dtypeFromOnnx(tt.elemType ?? 0, `${where}: value "${vi.name}"`), shape: shapeOf(vi.type, g) };
 }
 
 /** A tensor's external-data reference is unsafe or inconsistent; names the model and the tensor. */
@@ -208,17 +208,21 @@ function outputInfos(node: Node, g: Graph, scope: Graph[], infos: Map<string, Va
 function graphFromProto(gp: onnx.IGraphProto, g: Graph, outer: Graph[], ctx: LoadContext): Graph {
   const where = `${ctx.source}: graph "${gp.name ?? g.name}"`;
   const scope = [g, ...outer];
+  // Names for unknown dims must not alias the file's own dim_params or an enclosing graph's dims.
+  const declared = [...(gp.input ?? []), ...(gp.valueInfo ?? []), ...(gp.output ?? [])];
+  g.reserveDims(declared.flatMap((vi) => (vi.type?.tensorType?.shape?.dim ?? []).map((d) => d.dimParam ?? '').filter((p) => p)));
+  for (const o of outer) for (const v of o.values.values()) g.reserveDims((v.shape ?? []).filter((d): d is string => typeof d === 'string'));
   for (const t of gp.initializer ?? []) g.initializer(t.name ?? '', tensorFromProto(t, ctx));
   if ((gp.sparseInitializer ?? []).length > 0) throw new Error(`${where}: sparse initializers are not supported`);
   for (const vi of gp.input ?? []) {
     // IR < 4 lists every initializer as an input too; the initializer already declares it.
     if (g.initializers.has(vi.name ?? '')) continue;
-    const info = infoOf(vi, where);
+    const info = infoOf(vi, where, g);
     g.input(vi.name ?? '', info.dtype, info.shape);
   }
   const infos = new Map<string, ValueInfo>();
   for (const vi of [...(gp.valueInfo ?? []), ...(gp.output ?? [])]) {
-    if (vi.type?.tensorType) infos.set(vi.name ?? '', infoOf(vi, where));
+    if (vi.type?.tensorType) infos.set(vi.name ?? '', infoOf(vi, where, g));
   }
   for (const np of gp.node ?? []) {
     const name = np.name ?? '';
