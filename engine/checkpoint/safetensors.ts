@@ -81,40 +81,99 @@ export function writeSafetensors(tensors: Map<string, TensorData>, metadata: Rec
   return out;
 }
 
-/** Parses a safetensors buffer; `file` names the source in every error. */
+/** The reference reader's bound on the JSON header (huggingface/safetensors MAX_HEADER_SIZE). */
+export const MAX_HEADER_BYTES = 100_000_000;
+const ENTRY_KEYS = new Set(['dtype', 'shape', 'data_offsets']);
+const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+const isCount = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0;
+const show = (x: unknown): string => (x === undefined ? 'missing' : JSON.stringify(x));
+
+/**
+ * Parses a safetensors buffer; `file` names the source in every error. The input is untrusted
+ * (a downloaded checkpoint or adapter), so it is validated as the reference reader does before any
+ * byte is read as a weight: a bounded header that is a JSON object, a string→string
+ * `__metadata__`, entries with exactly dtype/shape/data_offsets of the right types, a known dtype,
+ * byte lengths that match the shapes, and tensors that tile the data buffer exactly (sorted by
+ * offset: starting at 0, no overlap, no gap, nothing after the last one).
+ */
 export function readSafetensors(buf: Uint8Array, file = '<buffer>'): SafetensorsFile {
   if (buf.byteLength < 8) throw new SafetensorsError(file, null, `truncated: ${buf.byteLength} bytes, no header length`);
   const view = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  const n = Number(view.readBigUInt64LE(0));
+  const n64 = view.readBigUInt64LE(0);
+  if (n64 > BigInt(MAX_HEADER_BYTES)) throw new SafetensorsError(file, null, `header length ${n64} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  const n = Number(n64);
   if (8 + n > buf.byteLength) throw new SafetensorsError(file, null, `truncated: header says ${n} bytes, file has ${buf.byteLength - 8}`);
-  let header: Record<string, unknown>;
+  let header: unknown;
   try {
-    header = JSON.parse(view.subarray(8, 8 + n).toString('utf8'));
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(view.subarray(8, 8 + n)));
   } catch (e) {
-    throw new SafetensorsError(file, null, `header is not valid JSON (${(e as Error).message})`);
+    throw new SafetensorsError(file, null, `header is not valid UTF-8 JSON (${(e as Error).message})`);
   }
+  if (!isObject(header)) throw new SafetensorsError(file, null, `header is ${Array.isArray(header) ? 'an array' : show(header)}, not a JSON object`);
   const dataStart = 8 + n;
   const dataLen = buf.byteLength - dataStart;
-  const tensors = new Map<string, TensorData>();
+  const entries: [string, HeaderEntry][] = [];
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(header)) {
-    if (name === '__metadata__') {
-      metadata = raw as Record<string, string>;
-      continue;
-    }
-    const e = raw as HeaderEntry;
-    const dtype = ST_TO_DTYPE[e.dtype];
-    if (!dtype) throw new SafetensorsError(file, name, `unsupported dtype ${e.dtype}`);
-    const [begin, end] = e.data_offsets;
-    const expected = e.shape.reduce((a, b) => a * b, 1) * ST_BYTES[e.dtype];
-    if (end - begin !== expected) {
-      throw new SafetensorsError(file, name, `shape [${e.shape.join(', ')}] ${e.dtype} needs ${expected} bytes, offsets give ${end - begin}`);
-    }
-    if (end > dataLen) throw new SafetensorsError(file, name, `truncated: data ends at ${end}, file has ${dataLen} data bytes`);
+    if (name === '__metadata__') metadata = checkMetadata(file, raw);
+    else entries.push([name, checkEntry(file, name, raw, dataLen)]);
+  }
+  checkTiling(file, entries, dataLen);
+  const tensors = new Map<string, TensorData>();
+  for (const [name, { dtype, shape, data_offsets: [begin, end] }] of entries) {
     // typedFromBytes copies, so the tensor is aligned and owns its memory.
-    tensors.set(name, { dtype, dims: e.shape, data: typedFromBytes(dtype, buf.subarray(dataStart + begin, dataStart + end)) });
+    tensors.set(name, { dtype: ST_TO_DTYPE[dtype], dims: shape, data: typedFromBytes(ST_TO_DTYPE[dtype], buf.subarray(dataStart + begin, dataStart + end)) });
   }
   return { tensors, metadata };
+}
+
+/** `__metadata__` is a string→string map (null, as the reference reader allows, means none). */
+function checkMetadata(file: string, raw: unknown): Record<string, string> {
+  if (raw === null) return {};
+  if (!isObject(raw)) throw new SafetensorsError(file, null, `__metadata__ is ${show(raw)}, not a string→string map`);
+  for (const [k, v] of Object.entries(raw)) {
+    if (typeof v !== 'string') throw new SafetensorsError(file, null, `__metadata__ "${k}" is ${show(v)}, not a string`);
+  }
+  return Object.fromEntries(Object.entries(raw as Record<string, string>));
+}
+
+/** One header entry on its own: key set, dtype, shape, offsets within the data, byte length. */
+function checkEntry(file: string, name: string, raw: unknown, dataLen: number): HeaderEntry {
+  const fail = (msg: string): never => {
+    throw new SafetensorsError(file, name, msg);
+  };
+  if (!isObject(raw)) return fail(`header entry is ${show(raw)}, not an object`);
+  const extra = Object.keys(raw).filter((k) => !ENTRY_KEYS.has(k));
+  if (extra.length > 0) fail(`unknown key ${extra.map((k) => JSON.stringify(k)).join(', ')} in header entry`);
+  const { dtype, shape, data_offsets: offsets } = raw;
+  if (typeof dtype !== 'string') return fail(`dtype ${show(dtype)} is not a string`);
+  if (!Object.hasOwn(ST_BYTES, dtype)) fail(`unsupported dtype ${dtype}`);
+  if (!Array.isArray(shape) || !shape.every(isCount)) return fail(`shape ${show(shape)} is not a list of non-negative integers`);
+  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
+    return fail(`data_offsets ${show(offsets)} are not two non-negative integers [begin, end]`);
+  }
+  const [begin, end] = offsets as [number, number];
+  if (begin > end) fail(`data_offsets [${begin}, ${end}] end before they begin`);
+  if (end > dataLen) fail(`truncated: data ends at ${end}, file has ${dataLen} data bytes`);
+  // A float product loses precision (or reaches Infinity) only far above dataLen, which end - begin cannot reach.
+  const expected = (shape as number[]).reduce((a, b) => a * b, 1) * ST_BYTES[dtype];
+  if (end - begin !== expected) fail(`shape [${shape.join(', ')}] ${dtype} needs ${expected} bytes, offsets give ${end - begin}`);
+  return { dtype, shape: shape as number[], data_offsets: [begin, end] };
+}
+
+/** Sorted by offset, the tensors must cover [0, dataLen) exactly: no overlap, no gap, no tail. */
+function checkTiling(file: string, entries: [string, HeaderEntry][], dataLen: number): void {
+  const sorted = [...entries].sort(([, a], [, b]) => a.data_offsets[0] - b.data_offsets[0] || a.data_offsets[1] - b.data_offsets[1]);
+  let pos = 0;
+  let prev: string | null = null;
+  for (const [name, e] of sorted) {
+    const [begin, end] = e.data_offsets;
+    if (begin < pos) throw new SafetensorsError(file, name, `data_offsets [${begin}, ${end}] overlap tensor "${prev}" (which ends at ${pos})`);
+    if (begin > pos) throw new SafetensorsError(file, name, `data_offsets [${begin}, ${end}] leave a gap: bytes [${pos}, ${begin}) belong to no tensor`);
+    pos = end;
+    prev = name;
+  }
+  if (pos !== dataLen) throw new SafetensorsError(file, null, `${dataLen - pos} bytes after the last tensor's data belong to no tensor`);
 }
 
 /** Checks that a tensor has the shape the model expects; the error names tensor and file. */

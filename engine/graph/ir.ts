@@ -115,6 +115,10 @@ export class Graph {
   /** Opset imports: domain → version. */
   readonly opsets = new Map<string, number>([['', 23]]);
   private counter = 0;
+  /** Next number for freshDim; per graph, so the same build always yields the same names. */
+  private dimCounter = 0;
+  /** Every symbolic dim name a value of this graph uses or freshDim handed out. */
+  private readonly dimNames = new Set<string>();
   /** Producer node of each value (graph inputs and initializers have none). */
   private readonly producers = new Map<string, Node>();
 
@@ -127,9 +131,28 @@ export class Graph {
     return name;
   }
 
+  /**
+   * A symbolic dim for a size no rule can name (`<stem>_<n>`). n counts per graph from 0, never
+   * process-wide, so building the same graph twice gives the same names (and the same ONNX bytes);
+   * a name some value of this graph already uses is skipped, so a fresh dim never aliases another.
+   */
+  freshDim(stem = 'unk'): string {
+    let name: string;
+    do name = `${stem}_${this.dimCounter++}`;
+    while (this.dimNames.has(name));
+    this.dimNames.add(name);
+    return name;
+  }
+
+  /** Marks dim names as taken (the ONNX loader reserves a file's dim_params before naming unknown dims). */
+  reserveDims(names: Iterable<string>): void {
+    for (const n of names) this.dimNames.add(n);
+  }
+
   /** Registers a value (used by ops, inputs and the ONNX loader). */
   declare(name: string, dtype: DType, shape: Shape): Value {
     if (this.values.has(name)) throw new Error(`graph ${this.name}: value "${name}" already exists`);
+    for (const d of shape ?? []) if (typeof d === 'string') this.dimNames.add(d);
     const v: Value = { graph: this, name, dtype, shape };
     this.values.set(name, v);
     return v;

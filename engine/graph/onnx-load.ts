@@ -1,6 +1,8 @@
 // ONNX bytes or file -> IR Graph: inputs, outputs, initializers (external data resolved relative
 // to the model file), nodes with attributes (Loop/If bodies become nested Graphs) and value_info
 // shapes. Nodes go in through `graph.addNode`, so ops without a shape rule still load.
+// A model file is untrusted input: an external-data reference must stay inside the model's folder
+// and inside its side file, or loading fails with an ExternalDataError naming model and tensor.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -34,47 +36,93 @@ interface LoadContext {
   source: string;
 }
 
-function shapeOf(t: onnx.ITypeProto | null | undefined): Shape {
+function shapeOf(t: onnx.ITypeProto | null | undefined, g: Graph): Shape {
   const s = t?.tensorType?.shape;
   if (!s) return null;
-  return (s.dim ?? []).map((d, i) => {
+  return (s.dim ?? []).map((d) => {
     if (d.dimParam) return d.dimParam;
-    // A dim with neither value nor param is unknown; give it a unique symbolic name.
-    return d.dimValue !== null && d.dimValue !== undefined ? toNumber(d.dimValue) : `unk_${i}`;
+    // A dim with neither value nor param is unknown; give it a name no other dim of g has.
+    return d.dimValue !== null && d.dimValue !== undefined ? toNumber(d.dimValue) : g.freshDim('unk');
   });
 }
 
-function infoOf(vi: onnx.IValueInfoProto, where: string): ValueInfo {
+function infoOf(vi: onnx.IValueInfoProto, where: string, g: Graph): ValueInfo {
   const tt = vi.type?.tensorType;
   if (!tt) throw new Error(`${where}: value "${vi.name}" is not a tensor (sequences, maps and optionals are not supported)`);
-  return { dtype: dtypeFromOnnx(tt.elemType ?? 0, `${where}: value "${vi.name}"`), shape: shapeOf(vi.type) };
+  return { dtype: dtypeFromOnnx(tt.elemType ?? 0, `${where}: value "${vi.name}"`), shape: shapeOf(vi.type, g) };
+}
+
+/** A tensor's external-data reference is unsafe or inconsistent; names the model and the tensor. */
+export class ExternalDataError extends Error {
+  constructor(
+    readonly model: string,
+    readonly tensor: string,
+    message: string,
+  ) {
+    super(`${model}: tensor "${tensor}": ${message}`);
+    this.name = 'ExternalDataError';
+  }
+}
+
+/**
+ * The side file a location names must sit in the model's folder or below it: no absolute path
+ * (POSIX, Windows drive or UNC), no `..` segment, nothing that is not a plain relative name.
+ */
+function checkLocation(location: string, fail: (msg: string) => never): void {
+  const what = `external data location "${location}"`;
+  if (location.includes('\0')) fail(`${what} contains a NUL character`);
+  if (path.posix.isAbsolute(location) || path.win32.isAbsolute(location) || /^[A-Za-z]:/.test(location)) {
+    fail(`${what} is absolute; it must be relative to the model file`);
+  }
+  if (location.split(/[\\/]/).includes('..')) fail(`${what} has a ".." segment; it must stay inside the model's folder`);
+}
+
+/** An external-data offset or length: a decimal string of a non-negative safe integer. */
+function byteCount(key: string, raw: string | undefined, def: number, fail: (msg: string) => never): number {
+  if (raw === undefined) return def;
+  const n = /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(n)) fail(`external data ${key} "${raw}" is not a non-negative integer`);
+  return n;
 }
 
 function readExternal(p: onnx.ITensorProto, ctx: LoadContext, nbytes: number): Uint8Array {
+  const fail = (msg: string): never => {
+    throw new ExternalDataError(ctx.source, p.name ?? '', msg);
+  };
   const entries = new Map((p.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
   const location = entries.get('location');
-  if (!location) throw new Error(`${ctx.source}: tensor "${p.name}" has external data without a location`);
-  const offset = Number(entries.get('offset') ?? 0);
-  const length = entries.has('length') ? Number(entries.get('length')) : nbytes;
-  if (length !== nbytes) throw new Error(`${ctx.source}: tensor "${p.name}" external length ${length} != ${nbytes} bytes for its shape`);
-  const inMemory = ctx.external[location];
-  if (inMemory) {
-    if (offset + length > inMemory.length) throw new Error(`${ctx.source}: tensor "${p.name}" reads past the end of ${location}`);
+  if (!location) return fail('has external data without a location');
+  checkLocation(location, fail);
+  const offset = byteCount('offset', entries.get('offset'), 0, fail);
+  const length = byteCount('length', entries.get('length'), nbytes, fail);
+  if (length !== nbytes) fail(`external length ${length} != ${nbytes} bytes for its shape`);
+  const past = (size: number) => `external data [${offset}, ${offset + length}) reads past the end of ${location} (${size} bytes)`;
+  if (Object.hasOwn(ctx.external, location)) {
+    const inMemory = ctx.external[location];
+    if (offset + length > inMemory.length) fail(past(inMemory.length));
     return Uint8Array.prototype.slice.call(inMemory, offset, offset + length);
   }
-  if (ctx.baseDir === null) throw new Error(`${ctx.source}: tensor "${p.name}" is in external file ${location}; pass options.external or load from a path`);
-  const file = path.join(ctx.baseDir, location);
+  if (ctx.baseDir === null) fail(`is in external file ${location}; pass options.external or load from a path`);
+  const baseDir = ctx.baseDir as string;
+  const file = path.join(baseDir, location);
   let fd = ctx.fds.get(file);
   if (fd === undefined) {
-    if (!fs.existsSync(file)) throw new Error(`${ctx.source}: external data file ${file} (tensor "${p.name}") does not exist`);
+    if (!fs.existsSync(file)) throw new ExternalDataError(ctx.source, p.name ?? '', `external data file ${file} does not exist`);
+    // A symlink may not lead out of the model's folder either.
+    const real = fs.realpathSync(file);
+    const rel = path.relative(fs.realpathSync(baseDir), real);
+    if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) fail(`external data location "${location}" resolves to ${real}, outside the model's folder`);
+    if (!fs.statSync(real).isFile()) fail(`external data location "${location}" is not a regular file`);
     fd = fs.openSync(file, 'r');
     ctx.fds.set(file, fd);
   }
+  const size = fs.fstatSync(fd).size;
+  if (offset + length > size) fail(past(size));
   const out = new Uint8Array(length); // own buffer, offset 0: typed views need no copy
   let done = 0;
   while (done < length) {
     const n = fs.readSync(fd, out, done, length - done, offset + done);
-    if (n === 0) throw new Error(`${ctx.source}: external file ${file} ends before tensor "${p.name}" (offset ${offset}, length ${length})`);
+    if (n === 0) fail(`external file ${file} ends before the tensor (offset ${offset}, length ${length})`);
     done += n;
   }
   return out;
@@ -160,17 +208,21 @@ function outputInfos(node: Node, g: Graph, scope: Graph[], infos: Map<string, Va
 function graphFromProto(gp: onnx.IGraphProto, g: Graph, outer: Graph[], ctx: LoadContext): Graph {
   const where = `${ctx.source}: graph "${gp.name ?? g.name}"`;
   const scope = [g, ...outer];
+  // Names for unknown dims must not alias the file's own dim_params or an enclosing graph's dims.
+  const declared = [...(gp.input ?? []), ...(gp.valueInfo ?? []), ...(gp.output ?? [])];
+  g.reserveDims(declared.flatMap((vi) => (vi.type?.tensorType?.shape?.dim ?? []).map((d) => d.dimParam ?? '').filter((p) => p)));
+  for (const o of outer) for (const v of o.values.values()) g.reserveDims((v.shape ?? []).filter((d): d is string => typeof d === 'string'));
   for (const t of gp.initializer ?? []) g.initializer(t.name ?? '', tensorFromProto(t, ctx));
   if ((gp.sparseInitializer ?? []).length > 0) throw new Error(`${where}: sparse initializers are not supported`);
   for (const vi of gp.input ?? []) {
     // IR < 4 lists every initializer as an input too; the initializer already declares it.
     if (g.initializers.has(vi.name ?? '')) continue;
-    const info = infoOf(vi, where);
+    const info = infoOf(vi, where, g);
     g.input(vi.name ?? '', info.dtype, info.shape);
   }
   const infos = new Map<string, ValueInfo>();
   for (const vi of [...(gp.valueInfo ?? []), ...(gp.output ?? [])]) {
-    if (vi.type?.tensorType) infos.set(vi.name ?? '', infoOf(vi, where));
+    if (vi.type?.tensorType) infos.set(vi.name ?? '', infoOf(vi, where, g));
   }
   for (const np of gp.node ?? []) {
     const name = np.name ?? '';

@@ -9,7 +9,7 @@ import type { Attr, Graph, TensorData, Value } from './ir';
 import { hasGuessedType } from './onnx-load';
 import { onnxDType, tensorBytes, tensorToProto } from './onnx-tensor';
 
-export { loadModel, type LoadOptions } from './onnx-load';
+export { ExternalDataError, loadModel, type LoadOptions } from './onnx-load';
 
 /** IR version 10 (ONNX 1.16): needed for opset 21+, and what ORT 1.30 reads natively. */
 export const IR_VERSION = 10;

@@ -123,6 +123,23 @@ export function dimsOf(g: Graph, v: Value | null): Dim[] | null {
       if (!src || !idx) return null;
       return idx.map((i) => src[i < 0 ? i + src.length : i]);
     }
+    case 'Add':
+    case 'Sub': {
+      // Shape arithmetic such as past + seq, elementwise with a one-element side broadcast.
+      const a = dimsOf(g, inp(0));
+      const b = dimsOf(g, inp(1));
+      if (!a || !b) return null;
+      const n = Math.max(a.length, b.length);
+      if ((a.length !== n && a.length !== 1) || (b.length !== n && b.length !== 1)) return null;
+      const out: Dim[] = [];
+      for (let i = 0; i < n; i++) {
+        const [x, y] = [a[a.length === 1 ? 0 : i], b[b.length === 1 ? 0 : i]];
+        const r = typeof x === 'number' && typeof y === 'number' ? (p.opType === 'Add' ? x + y : x - y) : p.opType === 'Add' ? sumDims([x, y]) : diffDim(x, y);
+        if (r === null) return null;
+        out.push(r);
+      }
+      return out;
+    }
     case 'Slice': {
       const src = dimsOf(g, inp(0));
       const starts = constInts(g, inp(1));
@@ -138,10 +155,75 @@ export function dimsOf(g: Graph, v: Value | null): Dim[] | null {
   }
 }
 
-let unknownCounter = 0;
-/** A fresh symbolic dim for a size that cannot be known at build time. */
-export function unknownDim(stem = 'unk'): string {
-  return `${stem}_${++unknownCounter}`;
+/**
+ * A fresh symbolic dim for a size that cannot be known at build time, from g's own counter
+ * (Graph.freshDim), so the same build always gives the same names and the same ONNX bytes.
+ */
+export function unknownDim(g: Graph, stem = 'unk'): string {
+  return g.freshDim(stem);
+}
+
+// Sums of dims are named by their expression ("past+seq", "seq+1"): symbol terms sorted, the
+// constant last. A symbol that is itself a product or holds other operators stays opaque, and
+// the callers fall back to unknownDim rather than print an ambiguous name.
+const PLAIN_SYMBOL = /^[^\s+\-*/()]+$/;
+
+function sumTerms(d: Dim): { syms: string[]; c: number } | null {
+  if (typeof d === 'number') return { syms: [], c: d };
+  const syms: string[] = [];
+  let c = 0;
+  for (const raw of d.split('+')) {
+    const t = raw.trim();
+    if (/^\d+$/.test(t)) c += Number(t);
+    else if (PLAIN_SYMBOL.test(t)) syms.push(t);
+    else return null;
+  }
+  return { syms, c };
+}
+
+function sumName(syms: string[], c: number): Dim | null {
+  if (syms.length === 0) return c;
+  if (c < 0) return null;
+  return [...syms.sort(), ...(c > 0 ? [String(c)] : [])].join('+');
+}
+
+/** a + b + ... as a dim: a number when all are numbers, else "past+seq"; null when unnameable. */
+export function sumDims(ds: Dim[]): Dim | null {
+  const syms: string[] = [];
+  let c = 0;
+  for (const d of ds) {
+    const t = sumTerms(d);
+    if (!t) return null;
+    syms.push(...t.syms);
+    c += t.c;
+  }
+  return sumName(syms, c);
+}
+
+/** a - b as a dim ("past+seq" - "past" = "seq"); null unless b's symbols all cancel against a's. */
+export function diffDim(a: Dim, b: Dim): Dim | null {
+  if (b === 0) return a;
+  if (a === b) return 0;
+  const ta = sumTerms(a);
+  const tb = sumTerms(b);
+  if (!ta || !tb) return null;
+  for (const s of tb.syms) {
+    const k = ta.syms.indexOf(s);
+    if (k < 0) return null;
+    ta.syms.splice(k, 1);
+  }
+  return sumName(ta.syms, ta.c - tb.c);
+}
+
+/** The factors of a product dim ("batch*(past+seq)" → batch, past+seq). */
+export function dimFactors(d: Dim): Dim[] {
+  if (typeof d === 'number') return [d];
+  return d.split(/\*(?![^(]*\))/).map((t) => (/^\(.*\)$/.test(t) ? t.slice(1, -1) : t));
+}
+
+/** A product of symbols (and a constant) as a dim name, sums in parentheses: "batch*(past+seq)". */
+export function productName(factors: (string | number)[]): string {
+  return factors.map((t) => (typeof t === 'string' && t.includes('+') ? `(${t})` : String(t))).join('*');
 }
 
 export const isFloat = (dt: DType) => dt === 'float32' || dt === 'float64' || dt === 'float16' || dt === 'bfloat16';

@@ -3,7 +3,7 @@
 
 import type { DType, Dim, Value } from '../../graph/ir';
 import { registerOp, type GradContext } from '../../graph/registry';
-import { attrInt, constData, constInts, dimsOf, dtypeFromOnnx, isFloat, need, normAxis, onnxDType, scalarLike, unknownDim } from './common';
+import { attrInt, constData, constInts, diffDim, dimsOf, dtypeFromOnnx, isFloat, need, normAxis, onnxDType, scalarLike, unknownDim } from './common';
 
 const dyOf = (ctx: GradContext) => need(ctx.gradOutputs[0], ctx.node.opType, 'output gradient');
 
@@ -28,7 +28,7 @@ registerOp('ConstantOfShape', {
     const dims = dimsOf(g, shapeIn);
     if (dims) return [{ dtype, shape: dims }];
     const len = shapeIn.shape?.[0];
-    return [{ dtype, shape: typeof len === 'number' ? Array.from({ length: len }, () => unknownDim('fill')) : null }];
+    return [{ dtype, shape: typeof len === 'number' ? Array.from({ length: len }, () => unknownDim(g, 'fill')) : null }];
   },
   grad: () => [null],
 });
@@ -38,9 +38,10 @@ registerOp('Range', {
     const [start, limit, delta] = [0, 1, 2].map((i) => need(inputs[i], 'Range', ['start', 'limit', 'delta'][i]));
     const [s, l, d] = [start, limit, delta].map((v) => constData(g, v)?.values[0]);
     if (s === undefined || l === undefined || d === undefined) {
-      // Range(0, n, 1) with n taken from a shape keeps the symbolic dim.
-      const ld = dimsOf(g, limit);
-      const sym = s === 0 && d === 1 && ld && ld.length === 1 ? ld[0] : unknownDim('range');
+      // Range(a, b, 1) with a and b taken from shapes has length b - a: Range(0, seq) is seq,
+      // Range(past, past+seq) is seq.
+      const [sd, ld] = [dimsOf(g, start), dimsOf(g, limit)];
+      const sym = (d === 1 && sd?.length === 1 && ld?.length === 1 ? diffDim(ld[0], sd[0]) : null) ?? unknownDim(g, 'range');
       return [{ dtype: start.dtype, shape: [sym] }];
     }
     return [{ dtype: start.dtype, shape: [Math.max(0, Math.ceil((l - s) / d))] }];
@@ -52,7 +53,7 @@ registerOp('OneHot', {
   infer: (inputs, attrs, g) => {
     const [idx, depth, values] = [need(inputs[0], 'OneHot', 'indices'), need(inputs[1], 'OneHot', 'depth'), need(inputs[2], 'OneHot', 'values')];
     if (!idx.shape) return [{ dtype: values.dtype, shape: null }];
-    const d: Dim = dimsOf(g, depth)?.[0] ?? unknownDim('depth');
+    const d: Dim = dimsOf(g, depth)?.[0] ?? unknownDim(g, 'depth');
     const r = idx.shape.length + 1;
     const axis = normAxis(attrInt(attrs, 'axis', -1), r, 'OneHot');
     const out = [...idx.shape];

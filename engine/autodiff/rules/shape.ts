@@ -1,10 +1,10 @@
 // View-like and layout ops. Their gradients move dY back into x's layout: the inverse transpose,
 // a reshape to x's shape, a split for a concat, a pad for a slice.
 
-import type { Dim, Value } from '../../graph/ir';
+import type { Dim, Graph, Value } from '../../graph/ir';
 import { registerOp, type GradContext, type ValueInfo } from '../../graph/registry';
 import { broadcastShapes, sumToShape } from './broadcast';
-import { attrInt, attrInts, constInts, dimsOf, i64, isStatic, need, normAxis, reshapeLike, unknownDim, zerosLike } from './common';
+import { attrInt, attrInts, constInts, dimFactors, dimsOf, i64, isStatic, need, normAxis, productName, reshapeLike, sumDims, unknownDim, zerosLike } from './common';
 
 const dyOf = (ctx: GradContext) => need(ctx.gradOutputs[0], ctx.node.opType, 'output gradient');
 const x0 = (ctx: GradContext) => need(ctx.inputs[0], ctx.node.opType, 'data');
@@ -34,10 +34,10 @@ registerOp('Transpose', {
 });
 
 /** Output dims of Reshape, resolving 0 (copy) and -1 (infer) with symbolic dims where possible. */
-function reshapeDims(input: Dim[] | null, target: Dim[], allowZero: boolean, op: string): Dim[] {
+function reshapeDims(g: Graph, input: Dim[] | null, target: Dim[], allowZero: boolean, op: string): Dim[] {
   const out = target.map((d, i) => {
     if (d === 0 && !allowZero) {
-      if (!input) return unknownDim('reshape');
+      if (!input) return unknownDim(g, 'reshape');
       return input[i];
     }
     return d;
@@ -45,15 +45,15 @@ function reshapeDims(input: Dim[] | null, target: Dim[], allowZero: boolean, op:
   const hole = out.indexOf(-1);
   if (hole < 0) return out;
   if (!input) {
-    out[hole] = unknownDim('reshape');
+    out[hole] = unknownDim(g, 'reshape');
     return out;
   }
   // Cancel equal symbols, divide the static products; what is left of the input's symbols names
-  // the hole as their product ("B*T"), so a flatten keeps a readable symbolic dim.
+  // the hole as their product ("B*T", "B*(past+seq)"), so a flatten keeps a readable symbolic dim.
   const syms: string[] = [];
   let pin = 1;
   for (const d of input) {
-    for (const t of typeof d === 'number' ? [d] : d.split('*')) {
+    for (const t of dimFactors(d)) {
       if (typeof t === 'number' || /^\d+$/.test(t)) pin *= Number(t);
       else syms.push(t);
     }
@@ -62,7 +62,7 @@ function reshapeDims(input: Dim[] | null, target: Dim[], allowZero: boolean, op:
   let extra = false;
   out.forEach((d, i) => {
     if (i === hole) return;
-    for (const t of typeof d === 'number' ? [d] : d.split('*')) {
+    for (const t of dimFactors(d)) {
       if (typeof t === 'number' || /^\d+$/.test(t)) pout *= Number(t);
       else {
         const k = syms.indexOf(t);
@@ -71,10 +71,10 @@ function reshapeDims(input: Dim[] | null, target: Dim[], allowZero: boolean, op:
       }
     }
   });
-  if (extra) out[hole] = unknownDim('reshape');
+  if (extra) out[hole] = unknownDim(g, 'reshape');
   else if (syms.length > 0) {
     const ratio = pin / pout;
-    out[hole] = ratio === 1 ? syms.join('*') : Number.isInteger(ratio) ? [...syms, ratio].join('*') : unknownDim('reshape');
+    out[hole] = ratio === 1 ? productName(syms) : Number.isInteger(ratio) ? productName([...syms, ratio]) : unknownDim(g, 'reshape');
   }
   else {
     if (pout === 0 || pin % pout !== 0) throw new Error(`${op}: cannot reshape [${input}] to [${target}]`);
@@ -89,24 +89,24 @@ registerOp('Reshape', {
     const target = dimsOf(g, need(inputs[1], 'Reshape', 'shape'));
     if (!target) {
       const len = inputs[1]!.shape && typeof inputs[1]!.shape[0] === 'number' ? inputs[1]!.shape[0] : null;
-      return [{ dtype: x.dtype, shape: len === null ? null : Array.from({ length: len }, () => unknownDim('reshape')) }];
+      return [{ dtype: x.dtype, shape: len === null ? null : Array.from({ length: len }, () => unknownDim(g, 'reshape')) }];
     }
-    return [{ dtype: x.dtype, shape: reshapeDims(x.shape, target, attrInt(attrs, 'allowzero', 0) === 1, 'Reshape') }];
+    return [{ dtype: x.dtype, shape: reshapeDims(g, x.shape, target, attrInt(attrs, 'allowzero', 0) === 1, 'Reshape') }];
   },
   grad: (ctx) => [reshapeLike(dyOf(ctx), x0(ctx)), null],
 });
 
 registerOp('Flatten', {
-  infer: (inputs, attrs) => {
+  infer: (inputs, attrs, g) => {
     const x = need(inputs[0], 'Flatten', 'input');
-    if (!x.shape) return [{ dtype: x.dtype, shape: [unknownDim('flat'), unknownDim('flat')] }];
+    if (!x.shape) return [{ dtype: x.dtype, shape: [unknownDim(g, 'flat'), unknownDim(g, 'flat')] }];
     const axis = attrInt(attrs, 'axis', 1);
     const a = axis < 0 ? axis + x.shape.length : axis;
     const prod = (ds: Dim[]) => {
       const n = ds.reduce<number>((p, d) => (typeof d === 'number' ? p * d : p), 1);
       const syms = ds.filter((d) => typeof d === 'string');
       if (syms.length === 0) return n;
-      return n === 1 ? syms.join('*') : unknownDim('flat');
+      return n === 1 ? productName(syms) : unknownDim(g, 'flat');
     };
     return [{ dtype: x.dtype, shape: [prod(x.shape.slice(0, a)), prod(x.shape.slice(a))] }];
   },
@@ -145,19 +145,18 @@ registerOp('Unsqueeze', {
 });
 
 registerOp('Concat', {
-  infer: (inputs, attrs) => {
+  infer: (inputs, attrs, g) => {
     const xs = inputs.map((x, i) => need(x, 'Concat', `#${i}`));
     if (xs.some((x) => !x.shape)) return unknown(xs[0]);
     const r = xs[0].shape!.length;
     const axis = normAxis(attrInt(attrs, 'axis', 0), r, 'Concat');
     const out = [...xs[0].shape!];
-    let total: Dim = 0;
     for (const x of xs) {
       if (x.shape!.length !== r) throw new Error(`Concat: ${x.name} has rank ${x.shape!.length}, expected ${r}`);
-      const d = x.shape![axis];
-      total = typeof total === 'number' && typeof d === 'number' ? total + d : unknownDim('concat');
     }
-    out[axis] = total;
+    // The sum of the parts, named by its expression when symbolic: past (B, h, past, d) ++ new
+    // (B, h, seq, d) gives (B, h, past+seq, d).
+    out[axis] = sumDims(xs.map((x) => x.shape![axis])) ?? unknownDim(g, 'concat');
     return [{ dtype: xs[0].dtype, shape: out }];
   },
   grad: (ctx) => {
@@ -186,9 +185,9 @@ registerOp('Split', {
     if (given) sizes = given;
     else if (inputs[1]) {
       const len = inputs[1].shape?.[0];
-      sizes = Array.from({ length: typeof len === 'number' ? len : 1 }, () => unknownDim('split'));
+      sizes = Array.from({ length: typeof len === 'number' ? len : 1 }, () => unknownDim(g, 'split'));
     } else if (n > 0) {
-      if (typeof d !== 'number') sizes = Array.from({ length: n }, () => unknownDim('split'));
+      if (typeof d !== 'number') sizes = Array.from({ length: n }, () => unknownDim(g, 'split'));
       else {
         const each = Math.ceil(d / n);
         sizes = Array.from({ length: n }, (_, i) => Math.max(0, Math.min(each, d - each * i)));
@@ -237,12 +236,12 @@ registerOp('Slice', {
     const x = need(inputs[0], 'Slice', 'data');
     if (!x.shape) return unknown(x);
     const params = sliceParams({ graph: g }, inputs, x.shape.length);
-    if (!params) return [{ dtype: x.dtype, shape: x.shape.map(() => unknownDim('slice')) }];
+    if (!params) return [{ dtype: x.dtype, shape: x.shape.map(() => unknownDim(g, 'slice')) }];
     const out = [...x.shape];
     for (const { axis, start, end, step } of params) {
       const d = x.shape[axis];
       if (typeof d !== 'number') {
-        out[axis] = start === 0 && step === 1 && end >= INT_MAX / 2 ? d : unknownDim('slice');
+        out[axis] = start === 0 && step === 1 && end >= INT_MAX / 2 ? d : unknownDim(g, 'slice');
         continue;
       }
       const [s, e] = clampRange(d, start, end, step);
@@ -311,7 +310,7 @@ registerOp('Pad', {
     const out = [...x.shape];
     axes.forEach((a, i) => {
       const d = out[a];
-      out[a] = typeof d === 'number' ? d + pads[i] + pads[i + axes.length] : unknownDim('pad');
+      out[a] = typeof d === 'number' ? d + pads[i] + pads[i + axes.length] : unknownDim(g, 'pad');
     });
     return [{ dtype: x.dtype, shape: out }];
   },
@@ -347,14 +346,14 @@ registerOp('Tile', {
     const x = need(inputs[0], 'Tile', 'input');
     const reps = constInts(g, need(inputs[1], 'Tile', 'repeats'));
     if (!x.shape || !reps) return unknown(x);
-    return [{ dtype: x.dtype, shape: x.shape.map((d, i) => (typeof d === 'number' ? d * reps[i] : reps[i] === 1 ? d : unknownDim('tile'))) }];
+    return [{ dtype: x.dtype, shape: x.shape.map((d, i) => (typeof d === 'number' ? d * reps[i] : reps[i] === 1 ? d : unknownDim(g, 'tile'))) }];
   },
 });
 
 registerOp('Shape', {
-  infer: (inputs, attrs) => {
+  infer: (inputs, attrs, g) => {
     const x = need(inputs[0], 'Shape', 'data');
-    if (!x.shape) return [{ dtype: 'int64', shape: [unknownDim('rank')] }];
+    if (!x.shape) return [{ dtype: 'int64', shape: [unknownDim(g, 'rank')] }];
     const r = x.shape.length;
     const clamp = (a: number) => Math.min(Math.max(a < 0 ? a + r : a, 0), r);
     const n = Math.max(0, clamp(attrInt(attrs, 'end', r)) - clamp(attrInt(attrs, 'start', 0)));
