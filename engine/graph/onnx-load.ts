@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
+import { EngineError } from '../errors';
 import { Graph, type Attr, type Node, type Shape, type TensorData, type Value } from './ir';
 import { lookupOp, type ValueInfo } from './registry';
 import { byteSize, dtypeFromOnnx, inlineTensorBytes, toNumber, typedFromBytes } from './onnx-tensor';
@@ -53,14 +54,13 @@ function infoOf(vi: onnx.IValueInfoProto, where: string, g: Graph): ValueInfo {
 }
 
 /** A tensor's external-data reference is unsafe or inconsistent; names the model and the tensor. */
-export class ExternalDataError extends Error {
+export class ExternalDataError extends EngineError {
   constructor(
     readonly model: string,
     readonly tensor: string,
     message: string,
   ) {
-    super(`${model}: tensor "${tensor}": ${message}`);
-    this.name = 'ExternalDataError';
+    super('corrupt', `${model}: tensor "${tensor}": ${message}`);
   }
 }
 
