@@ -20,7 +20,7 @@ async function main(): Promise<void> {
       passed++;
       ops.add(c.op);
     } else failed++;
-    const detail = `fwd_err=${fmt(r.forwardErr)} ad=${fmt(r.ad)} fd=${fmt(r.fd)}`;
+    const detail = `fwd_err=${fmt(r.forwardErr)} grad_err=${fmt(r.gradErr)} ad=${fmt(r.ad)} fd=${fmt(r.fd)} |ad-fd|=${fmt(r.ad === undefined || r.fd === undefined ? undefined : Math.abs(r.ad - r.fd))}`;
     console.log(`${r.ok ? 'PASS' : 'FAIL'}  ${c.op.padEnd(24)} ${c.name.padEnd(58)} ${detail}${r.message ? `  ${r.message}` : ''}`);
   }
   console.log(`ops covered: ${ops.size} (${[...ops].sort().join(', ')})`);

@@ -4,7 +4,8 @@
 import '../../engine/runtime/host-realm';
 import * as ort from 'onnxruntime-node';
 import { allCases, runCase } from '../../engine/autodiff/cases';
-import { rng } from '../../engine/autodiff/gradcheck';
+import { checkOp, rng } from '../../engine/autodiff/gradcheck';
+import * as R from '../../engine/autodiff/reference';
 import { gradients } from '../../engine/autodiff/gradients';
 import { Graph, f, type Value } from '../../engine/graph/ir';
 import { serializeModel } from '../../engine/graph/onnx';
@@ -28,6 +29,19 @@ describe('gradcheck cases (forward vs TS reference, gradient vs central differen
 
   test('covers at least 35 ops', () => {
     expect(new Set(allCases.map((c) => c.op)).size).toBeGreaterThanOrEqual(35);
+  });
+
+  // The float32 Gelu cases must tell exact (erf) GELU from the tanh form, in value and in slope:
+  // checked against the other form's reference each fails, on the forward check and, with the
+  // forward check switched off, on the element-wise gradient check alone.
+  test.each(allCases.filter((c) => c.op === 'Gelu').map((c) => [c.name, c] as const))('%s fails against the other GELU form', async (name, c) => {
+    const other = name === 'Gelu exact' ? 'tanh' : 'none';
+    const opts = { ...c.opts, reference: ([x]: R.ND[]) => R.map(x, (v) => R.gelu(v, other)) };
+    const fwd = await checkOp(name, c.shapes, c.build, opts);
+    expect(fwd.message).toMatch(/^forward differs from reference by/);
+    const grad = await checkOp(name, c.shapes, c.build, { ...opts, fwdTol: 1 });
+    expect(grad.message).toMatch(/^gradient differs from the reference gradient by/);
+    expect(grad.gradErr).toBeGreaterThan(1e-4); // 50x the default gradTol; observed 6.9e-4
   });
 });
 

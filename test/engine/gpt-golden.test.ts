@@ -1,6 +1,6 @@
-// Whole-model check: our 2-layer GPT's loss and every parameter's gradient norm against PyTorch
-// (float64 reference from the same float32 weights). Fixture and the script that made it:
-// test/fixtures/gpt2layer/ (scripts/make_gpt_fixture.py).
+// Whole-model check: our 2-layer GPT's loss and every element of every parameter's gradient
+// against PyTorch (float64 reference from the same float32 weights, grads.safetensors). Fixture
+// and the script that made it: test/fixtures/gpt2layer/ (scripts/make_gpt_fixture.py).
 
 import '../../engine/runtime/host-realm';
 import * as fs from 'node:fs';
@@ -10,7 +10,6 @@ import { gradients } from '../../engine/autodiff/gradients';
 import { readSafetensors } from '../../engine/checkpoint/safetensors';
 import { Graph, tensor, type Value } from '../../engine/graph/ir';
 import { serializeModel } from '../../engine/graph/onnx';
-import { mul, reduceSum, sqrt } from '../../engine/graph/ops';
 import { GptConfigSchema, gptLoss, gptParams, gptTrainLoss } from '../../engine/models/gpt';
 import { OptimConfigSchema } from '../../engine/optim';
 import { buildTrainStep } from '../../engine/train/step';
@@ -25,7 +24,6 @@ interface Golden {
   tokens: number[][];
   targets: number[][];
   loss: number;
-  grad_norms: Record<string, number>;
   train: {
     optim: unknown;
     tokens: number[][][];
@@ -40,8 +38,9 @@ describe('2-layer GPT vs PyTorch golden fixture', () => {
   const golden = JSON.parse(fs.readFileSync(path.join(DIR, 'golden.json'), 'utf8')) as Golden;
   const cfg = GptConfigSchema.parse(golden.config);
   const weights = readSafetensors(fs.readFileSync(path.join(DIR, 'weights.safetensors')), 'weights.safetensors').tensors;
+  const ref = readSafetensors(fs.readFileSync(path.join(DIR, 'grads.safetensors')), 'grads.safetensors').tensors;
   let loss = NaN;
-  const norms = new Map<string, number>();
+  const grads = new Map<string, Float32Array>();
 
   beforeAll(async () => {
     const g = new Graph('gpt_golden');
@@ -52,13 +51,9 @@ describe('2-layer GPT vs PyTorch golden fixture', () => {
     const tokens = g.input('tokens', 'int64', [B, T]);
     const targets = g.input('targets', 'int64', [B, T]);
     const lossV = gptLoss(cfg, tokens, targets, (n) => params.get(n)!);
-    const grads = gradients(g, lossV, [...params.values()], { unused: 'error' });
+    const gv = gradients(g, lossV, [...params.values()], { unused: 'error' });
     g.output(lossV, 'loss');
-    for (const s of specs) {
-      const gr = grads.get(s.name)!;
-      const axes = s.shape.map((_, i) => i);
-      g.output(sqrt(reduceSum(mul(gr, gr), axes, false)), `norm:${s.name}`);
-    }
+    for (const s of specs) g.output(gv.get(s.name)!, `grad:${s.name}`);
     const session = await ort.InferenceSession.create(serializeModel(g).model);
     const feeds: Record<string, ort.Tensor> = {};
     for (const s of specs) {
@@ -73,26 +68,41 @@ describe('2-layer GPT vs PyTorch golden fixture', () => {
     feeds.targets = new ort.Tensor('int64', y.data as BigInt64Array, [B, T]);
     const out = await session.run(feeds);
     loss = (out.loss.data as Float32Array)[0];
-    for (const s of specs) norms.set(s.name, (out[`norm:${s.name}`].data as Float32Array)[0]);
+    for (const s of specs) grads.set(s.name, out[`grad:${s.name}`].data as Float32Array);
   });
 
   it('has the same parameter names and shapes as the PyTorch model', () => {
     expect(gptParams(cfg).map((s) => s.name).sort()).toEqual([...weights.keys()].sort());
   });
 
-  it('matches the loss to 1e-5 relative', () => {
-    expect(Math.abs(loss - golden.loss) / golden.loss).toBeLessThan(1e-5);
+  it('matches the float64 loss to 8e-7 relative', () => {
+    expect(Math.abs(loss - golden.loss) / golden.loss).toBeLessThan(8e-7); // observed 8.0e-8 (AMD EPYC, AVX2)
   });
 
-  it('matches every parameter gradient norm to 1e-4 relative (tied wte gets both embedding and head terms)', () => {
+  it('matches every element of every parameter gradient (tied wte gets both embedding and head terms)', () => {
+    // Per tensor: max |ours − torch| / max |torch|, so a permuted or mis-scaled gradient fails.
     const bad: string[] = [];
-    for (const [name, want] of Object.entries(golden.grad_norms)) {
-      const got = norms.get(name);
-      const rel = got === undefined ? Infinity : Math.abs(got - want) / want;
-      if (!(rel < 1e-4)) bad.push(`${name}: got ${got}, want ${want} (rel ${rel.toExponential(2)})`);
+    for (const [name, t] of ref) {
+      const want = t.data as Float32Array;
+      const got = grads.get(name);
+      if (!got || got.length !== want.length) {
+        bad.push(`${name}: ${got ? got.length : 'no'} elements, torch has ${want.length}`);
+        continue;
+      }
+      let scale = 0;
+      for (const w of want) scale = Math.max(scale, Math.abs(w));
+      let err = 0;
+      let at = 0;
+      for (let i = 0; i < want.length; i++) {
+        const d = Math.abs(got[i] - want[i]);
+        if (!(d <= err)) [err, at] = [d, i];
+      }
+      const rel = err / scale;
+      // observed worst 8.3e-7 (h.1.ln_1.bias; AMD EPYC, AVX2)
+      if (!(rel < 8e-6)) bad.push(`${name}[${at}]: ours ${got[at]}, torch ${want[at]} (${rel.toExponential(2)} of max |grad|)`);
     }
     expect(bad).toEqual([]);
-    expect(norms.size).toBe(Object.keys(golden.grad_norms).length);
+    expect(grads.size).toBe(ref.size);
   });
 });
 
@@ -113,19 +123,23 @@ describe('2-layer GPT training steps vs PyTorch (AdamW, warmup+cosine, clipping)
     const final = trainer.params();
     await trainer.release();
     hist.forEach((m, i) => {
-      expect(Math.abs(m.loss - golden.train.losses[i]) / golden.train.losses[i]).toBeLessThan(1e-5);
-      expect(Math.abs(m.gradNorm - golden.train.grad_norms[i]) / golden.train.grad_norms[i]).toBeLessThan(1e-4);
+      expect(Math.abs(m.loss - golden.train.losses[i]) / golden.train.losses[i]).toBeLessThan(5e-7); // observed 5.6e-8 (AMD EPYC, AVX2)
+      expect(Math.abs(m.gradNorm - golden.train.grad_norms[i]) / golden.train.grad_norms[i]).toBeLessThan(3e-6); // observed 3.2e-7
     });
-    // Clipping was active (norms above 0.5), so a wrong clip factor would show in `moved`.
+    // Clipping was active (norms above 0.5), so a wrong clip factor would show in `moved`. Moved
+    // norms, not elements: the key bias has an exactly-zero gradient (softmax ignores a constant
+    // per query; torch's float64 gradient there is ~3e-18), so Adam turns our float32 rounding
+    // noise there into steps torch does not take; that is what makes c_attn.bias the worst below.
     expect(Math.min(...golden.train.grad_norms)).toBeGreaterThan(0.5);
     const bad: string[] = [];
+    // observed worst 1.25e-5 (h.1.attn.c_attn.bias; AMD EPYC, AVX2), every other tensor ≤ 8e-7
     for (const [name, want] of Object.entries(golden.train.moved)) {
       const p0 = init.get(name)!;
       const p1 = final.get(name)!;
       let sq = 0;
       for (let i = 0; i < p0.length; i++) sq += (p1[i] - p0[i]) ** 2;
       const rel = Math.abs(Math.sqrt(sq) - want) / want;
-      if (!(rel < 1e-3)) bad.push(`${name}: moved ${Math.sqrt(sq)}, torch ${want} (rel ${rel.toExponential(2)})`);
+      if (!(rel < 1e-4)) bad.push(`${name}: moved ${Math.sqrt(sq)}, torch ${want} (rel ${rel.toExponential(2)})`);
     }
     expect(bad).toEqual([]);
   });

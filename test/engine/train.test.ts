@@ -109,15 +109,15 @@ describe('tiny GPT', () => {
     const step = buildTrainStep({ params: gptParams(cfg), loss: gptTrainLoss(cfg, B, T) }, optim);
     expect(step.batchInputs).toEqual(['tokens', 'targets']);
     const trainer = await Trainer.create(step, { seed: 42, sessionConfig: { intraOpThreads: 1 } });
-    const t0 = Date.now();
     const hist = await trainer.train(batches(9), 200);
-    const seconds = (Date.now() - t0) / 1000;
+    // Every step ran on the one session, in order (speed is bench/'s business, not a test's).
+    expect(hist.map((m) => m.step)).toEqual(Array.from({ length: 200 }, (_, i) => i));
+    expect(trainer.nextStep).toBe(200);
     await trainer.release();
     const first = hist[0].loss;
     const last = mean(hist.slice(-10).map((m) => m.loss));
     expect(Math.abs(first - Math.log(64))).toBeLessThan(0.3); // GPT-2 init starts near uniform
     expect(last).toBeLessThan(0.4 * first);
     expect(hist[0].lr).toBeCloseTo(1e-2 / 21, 6);
-    expect(seconds).toBeLessThan(60); // generous: a hang or a per-step recompile would blow this
   });
 });

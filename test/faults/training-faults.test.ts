@@ -122,7 +122,6 @@ test('SIGKILL of the GPU worker mid-trainShard: restarted, resumed from its snap
   // Round 1 covers steps H..2H; kill as soon as its first snapshot is committed.
   await waitForKey(`${keys.shardProgress(id, 0, 1, H + EVERY)}/MANIFEST.json`, 180_000);
   process.kill(gpu.pid, 'SIGKILL');
-  const killedAt = Date.now();
 
   const r = await waitJson(id);
   const after = JSON.parse(await cli('status', '--json')) as StackStatus;
@@ -130,12 +129,12 @@ test('SIGKILL of the GPU worker mid-trainShard: restarted, resumed from its snap
   expect(newGpu.pid).not.toBe(gpu.pid);
   expect(after.healthy).toBe(true);
 
-  // The shard's committed result says it resumed, losing at most one snapshot interval of work.
+  // The shard's committed result says it resumed (not from the round's first step), losing at
+  // most one snapshot interval of work. How fast is bench/'s business, not a test's.
   const result = (await store.readManifest(keys.shardFinal(id, 0, 1)))!.meta.result as TrainShardResult;
   expect(result.resumedFrom).not.toBeNull();
   expect(result.resumedFrom!).toBeGreaterThanOrEqual(H + EVERY);
   expect(result.resumedFrom!).toBeLessThan(2 * H);
-  expect(Date.now() - killedAt).toBeLessThan(120_000);
 
   expect(shas(r)).toEqual(shas(reference));
   expect(r.valHistory.map((v) => v.loss)).toEqual(reference.valHistory.map((v) => v.loss));
