@@ -24,8 +24,9 @@ afterAll(async () => {
 });
 
 const text = (n: number) => Array.from({ length: n }, (_, i) => `Document ${i} says something about the weather, the sea and the hills.`).join('\n\n');
+// One file is one document: valFraction 0 keeps it in train whatever its hash.
 const prepare = (name: string, file: string) =>
-  new MockActivityEnvironment().run(prepareDataset, s3.store, DatasetSpecSchema.parse({ name, corpus: { kind: 'text', path: file }, tokenizer: { kind: 'byte' }, valFraction: 0.2, shards: 1 }));
+  new MockActivityEnvironment().run(prepareDataset, s3.store, DatasetSpecSchema.parse({ name, corpus: { kind: 'text', path: file }, tokenizer: { kind: 'byte' }, valFraction: 0, shards: 1 }));
 
 test('a changed file at the same path is a new dataset; the same bytes are reused', async () => {
   const file = path.join(dir, 'notes.txt');
