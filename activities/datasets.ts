@@ -4,10 +4,12 @@
 
 import { Context } from '@temporalio/activity';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { DATASET_MANIFEST_FILE, DatasetSpecSchema, prepareDataset as prepareDatasetFiles, TOKENIZER_FILE, type DatasetManifest, type DatasetSpec } from '../engine/data/dataset';
+import { EngineError } from '../engine/errors';
 import type { ArtifactStore } from '../infra/store';
 import type { DatasetRef } from '../artifacts/datasets';
 import { failingAs } from '../artifacts/errors';
@@ -25,11 +27,41 @@ const contentHashOf = (files: { name: string; sha256: string }[]) =>
       .join('\n'),
   );
 
+/** The spec's JSON with the fields in the schema's order, whoever assembled it (a workflow adds `shards` last). */
+const specJson = (spec: DatasetSpec) => JSON.stringify(Object.fromEntries(Object.keys(DatasetSpecSchema.shape).map((k) => [k, spec[k as keyof DatasetSpec]])));
+
+/** sha256 of a file's bytes, streamed (a corpus can be larger than memory). */
+async function fileSha256(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
 /**
- * Identifies a spec: its JSON with the fields in the schema's order, whoever assembled it (a
- * workflow adds `shards` last), so that a spec keeps the hash, and the key, it always had.
+ * What the corpus is made of besides the spec: for a file corpus (text, jsonl) its size and the
+ * sha256 of its bytes, so that a changed file at the same path is a new dataset; nothing for the
+ * corpora that ship inside packages. Errors name the spec field.
  */
-const specHashOf = (spec: DatasetSpec) => sha256(JSON.stringify(Object.fromEntries(Object.keys(DatasetSpecSchema.shape).map((k) => [k, spec[k as keyof DatasetSpec]]))));
+async function sourceOf(spec: DatasetSpec): Promise<string | null> {
+  const { corpus } = spec;
+  if (corpus.kind !== 'text' && corpus.kind !== 'jsonl') return null;
+  const size = await stat(corpus.path).then(
+    (st) => st.size,
+    (err: NodeJS.ErrnoException) => {
+      throw new EngineError('input', `dataset.corpus.path: cannot read ${corpus.path} (${err.code ?? err.message})`);
+    },
+  );
+  return `${corpus.path}\n${size}\n${await fileSha256(corpus.path)}`;
+}
+
+/**
+ * Identifies a dataset: its spec and, for a file corpus, the file's content. A spec whose corpus
+ * ships in a package keeps the hash, and the key, it always had.
+ */
+async function specHashOf(spec: DatasetSpec): Promise<string> {
+  const source = await sourceOf(spec);
+  return sha256(source === null ? specJson(spec) : `${specJson(spec)}\n${source}`);
+}
 
 /** The committed copy of this spec, when its files still hash to the content it recorded. */
 async function committed(store: ArtifactStore, prefix: string, specHash: string): Promise<DatasetRef | null> {
@@ -59,7 +91,7 @@ async function refOf(dir: string, names: string[], prefix: string, specHash: str
 
 /** Tokenizes the corpus into `spec.shards` train/val shards; reuses a committed copy of the same spec. */
 export async function prepareDataset(store: ArtifactStore, spec: DatasetSpec): Promise<DatasetRef> {
-  const specHash = specHashOf(spec);
+  const specHash = await failingAs(`dataset ${spec.name}`, () => specHashOf(spec));
   const prefix = keys.dataset(spec.name, specHash);
   const reused = await committed(store, prefix, specHash);
   if (reused) return reused;

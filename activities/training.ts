@@ -12,7 +12,7 @@
 // work into the same keys.
 
 import { Context } from '@temporalio/activity';
-import type { DatasetSpec } from '../engine/data/dataset';
+import { DatasetSpecSchema, type DatasetSpec } from '../engine/data/dataset';
 import { initParams } from '../engine/models/blocks';
 import { gptParams } from '../engine/models/gpt';
 import type { SessionConfig } from '../engine/runtime';
@@ -20,7 +20,7 @@ import { LmEvaluator } from '../engine/train/evaluate';
 import { OuterAggregator } from '../engine/train/outer';
 import { compileLmTrainStep, zeroState, type CompiledTrainStep } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
-import type { TrainingSpec } from '../spec/training';
+import { datasetSpecOf, type TrainingSpec } from '../spec/training';
 import { runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
 import { cachedPromise } from './cache';
 import { prepareDataset } from './datasets';
@@ -47,6 +47,18 @@ export interface PrepareDatasetInput {
   /** The training dataset with one shard per worker. */
   dataset: DatasetSpec;
 }
+
+/**
+ * What workflows started before the spec was parsed once sent (the whole run): a run in flight
+ * during an upgrade retries its prepareDataset with this, and must still get its dataset.
+ */
+export interface LegacyPrepareDatasetInput {
+  runId: string;
+  spec: TrainingSpec;
+}
+
+const datasetOfInput = (input: PrepareDatasetInput | LegacyPrepareDatasetInput): DatasetSpec =>
+  'dataset' in input ? input.dataset : DatasetSpecSchema.parse(datasetSpecOf(input.spec));
 
 export interface TrainShardInput extends RunRef {
   round: number;
@@ -125,7 +137,7 @@ export function createTrainingActivities(deps: TrainingDeps) {
   };
   return {
     /** Tokenizes the corpus into one train/val shard per worker; reuses a committed copy of the same spec. */
-    prepareDataset: (input: PrepareDatasetInput): Promise<DatasetRef> => prepareDataset(t.store, input.dataset),
+    prepareDataset: (input: PrepareDatasetInput | LegacyPrepareDatasetInput): Promise<DatasetRef> => prepareDataset(t.store, datasetOfInput(input)),
     createModel: (input: RunRef) => createModel(t, input),
     trainShard: (input: TrainShardInput) => trainShard(t, input),
     aggregateRound: (input: AggregateInput) => aggregateRound(t, input),

@@ -6,6 +6,7 @@ import type { SavedTokenizer } from '../engine/data/tokenizer';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import { asFailure } from './errors';
+import { isDatasetVersionOf } from './keys';
 import { manifestsUnder } from './manifests';
 
 /** Where a prepared dataset lives and what the activities need to read it. */
@@ -61,6 +62,8 @@ export class ShardCache {
 /** The most recently committed dataset whose prefix starts with `prefix`; null when there is none. */
 export async function newestDataset(store: ArtifactStore, prefix: string): Promise<DatasetRef | null> {
   for (const m of await manifestsUnder(store, prefix)) {
+    // `datasets/fiction-` names the versions of "fiction", not those of "fiction-extra".
+    if (!isDatasetVersionOf(m.prefix, prefix)) continue;
     const ref = m.meta.ref as DatasetRef | undefined;
     if (m.meta.specHash && ref?.contentHash) return { ...ref, reused: true };
   }

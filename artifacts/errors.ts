@@ -3,6 +3,7 @@
 // any other type is left as it is, so the activity that met it is retried.
 
 import { EngineError, type EngineErrorKind } from '../engine/errors';
+import { InvalidKeyError } from '../infra/keys';
 import { IntegrityError, NotFoundError } from '../infra/store';
 import { failure, type ErrorType } from '../spec/errors';
 
@@ -31,6 +32,8 @@ export function asFailure(err: unknown, what: string, ctx: FailureContext = {}):
   const message = (e: Error) => `${what}: ${e.message}${ctx.note ? ` (${ctx.note})` : ''}`;
   if (err instanceof IntegrityError) return failure('CorruptCheckpoint', message(err), { key: err.key ?? null, ...ctx.details });
   if (err instanceof NotFoundError) return failure('MissingArtifact', message(err), { key: err.key ?? null, ...ctx.details });
+  // A key that breaks the store's rules ('..', a bad character) is wrong on every attempt.
+  if (err instanceof InvalidKeyError) return failure('InvalidInput', message(err), { key: err.key, ...ctx.details });
   if (err instanceof EngineError) {
     const details = err.details || ctx.details ? { ...err.details, ...ctx.details } : undefined;
     return failure(VOCABULARY[err.kind], message(err), details);

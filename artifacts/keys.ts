@@ -27,8 +27,18 @@ export const keys = {
   shardRound: (runId: string, shard: number, round: number) => `runs/${runId}/shards/s${shard}/r${pad(round)}`,
   shardFinal: (runId: string, shard: number, round: number) => `${keys.shardRound(runId, shard, round)}/final`,
   shardProgress: (runId: string, shard: number, round: number, step: number) => `${keys.shardRound(runId, shard, round)}/${snapshotFolder(step)}`,
-  dataset: (name: string, specHash: string) => `datasets/${name}-${specHash.slice(0, 16)}`,
+  dataset: (name: string, specHash: string) => `datasets/${name}-${specHash.slice(0, DATASET_HASH_CHARS)}`,
 };
+
+const DATASET_HASH_CHARS = 16;
+
+/**
+ * Whether `prefix` is a version of the dataset that `versionsPrefix` (`datasets/<name>-`) names:
+ * exactly the name, then the spec hash (`datasets/fiction-<16 hex>`, not `datasets/fiction-extra-<hash>`).
+ */
+export function isDatasetVersionOf(prefix: string, versionsPrefix: string): boolean {
+  return prefix.startsWith(versionsPrefix) && new RegExp(`^[0-9a-f]{${DATASET_HASH_CHARS}}$`).test(prefix.slice(versionsPrefix.length));
+}
 
 /** Fine-tunes and their lineages. */
 export const ftKeys = {

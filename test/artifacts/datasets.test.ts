@@ -1,0 +1,71 @@
+// A dataset's identity: the same spec over a changed file is a new dataset (not the old one
+// reused), an unchanged one is reused, and "the newest version of fiction" never picks a dataset
+// that merely starts with that name. Real S3 server, the real prepareDataset in an activity context.
+
+import { MockActivityEnvironment } from '@temporalio/testing';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { prepareDataset } from '../../activities/datasets';
+import { newestDataset } from '../../artifacts/datasets';
+import { isDatasetVersionOf, keys } from '../../artifacts/keys';
+import { DatasetSpecSchema } from '../../engine/data/dataset';
+import { withS3, type S3Fixture } from '../helpers/s3';
+
+let s3: S3Fixture;
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-ds-identity-'));
+
+beforeAll(async () => {
+  s3 = await withS3({ bucket: 'truthgpt-ds-identity' });
+});
+afterAll(async () => {
+  await s3?.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const text = (n: number) => Array.from({ length: n }, (_, i) => `Document ${i} says something about the weather, the sea and the hills.`).join('\n\n');
+// One file is one document: valFraction 0 keeps it in train whatever its hash.
+const prepare = (name: string, file: string) =>
+  new MockActivityEnvironment().run(prepareDataset, s3.store, DatasetSpecSchema.parse({ name, corpus: { kind: 'text', path: file }, tokenizer: { kind: 'byte' }, valFraction: 0, shards: 1 }));
+
+test('a changed file at the same path is a new dataset; the same bytes are reused', async () => {
+  const file = path.join(dir, 'notes.txt');
+  fs.writeFileSync(file, text(40));
+  const first = await prepare('notes', file);
+  expect(first.reused).toBe(false);
+  const again = await prepare('notes', file);
+  expect(again).toMatchObject({ prefix: first.prefix, contentHash: first.contentHash, reused: true });
+
+  fs.writeFileSync(file, text(60));
+  const changed = await prepare('notes', file);
+  expect(changed.reused).toBe(false);
+  expect(changed.prefix).not.toBe(first.prefix);
+  expect(changed.prefix).toMatch(/^datasets\/notes-[0-9a-f]{16}$/);
+  expect(changed.contentHash).not.toBe(first.contentHash);
+  // The newest version of "notes" is the changed one.
+  expect((await newestDataset(s3.store, 'datasets/notes-'))?.prefix).toBe(changed.prefix);
+}, 60_000);
+
+test('the newest version of a dataset is matched by its exact name', async () => {
+  const file = path.join(dir, 'fiction.txt');
+  fs.writeFileSync(file, text(30));
+  const fiction = await prepare('fiction', file);
+  // Committed later, and its name starts with "fiction-".
+  const extra = await prepare('fiction-extra', file);
+  expect(extra.prefix.startsWith('datasets/fiction-')).toBe(true);
+  expect((await newestDataset(s3.store, 'datasets/fiction-'))?.prefix).toBe(fiction.prefix);
+  expect((await newestDataset(s3.store, 'datasets/fiction-extra-'))?.prefix).toBe(extra.prefix);
+}, 60_000);
+
+test('a corpus file that cannot be read is a non-retryable InvalidInput naming the field', async () => {
+  const err = await prepare('missing', path.join(dir, 'nope.txt')).catch((e: unknown) => e);
+  expect(err).toMatchObject({ type: 'InvalidInput', nonRetryable: true });
+  expect((err as Error).message).toMatch(/^dataset missing: dataset\.corpus\.path: cannot read .*nope\.txt \(ENOENT\)$/);
+});
+
+test('isDatasetVersionOf: the name, then exactly the 16-hex spec hash', () => {
+  const v = keys.dataset('fiction', 'ab'.repeat(32));
+  expect(isDatasetVersionOf(v, 'datasets/fiction-')).toBe(true);
+  expect(isDatasetVersionOf(keys.dataset('fiction-extra', 'ab'.repeat(32)), 'datasets/fiction-')).toBe(false);
+  expect(isDatasetVersionOf(`${v}/x`, 'datasets/fiction-')).toBe(false);
+});
