@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { prepareDataset } from '../../activities/datasets';
-import { newestDataset } from '../../artifacts/datasets';
+import { newestDataset, type DatasetRef } from '../../artifacts/datasets';
 import { isDatasetVersionOf, keys } from '../../artifacts/keys';
 import { DatasetSpecSchema } from '../../engine/data/dataset';
 import { withS3, type S3Fixture } from '../helpers/s3';
@@ -25,8 +25,8 @@ afterAll(async () => {
 
 const text = (n: number) => Array.from({ length: n }, (_, i) => `Document ${i} says something about the weather, the sea and the hills.`).join('\n\n');
 // One file is one document: valFraction 0 keeps it in train whatever its hash.
-const prepare = (name: string, file: string) =>
-  new MockActivityEnvironment().run(prepareDataset, s3.store, DatasetSpecSchema.parse({ name, corpus: { kind: 'text', path: file }, tokenizer: { kind: 'byte' }, valFraction: 0, shards: 1 }));
+const prepare = (name: string, file: string): Promise<DatasetRef> =>
+  new MockActivityEnvironment().run(prepareDataset, s3.store, DatasetSpecSchema.parse({ name, corpus: { kind: 'text', path: file }, tokenizer: { kind: 'byte' }, valFraction: 0, shards: 1 })) as Promise<DatasetRef>;
 
 test('a changed file at the same path is a new dataset; the same bytes are reused', async () => {
   const file = path.join(dir, 'notes.txt');
