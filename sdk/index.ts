@@ -15,6 +15,7 @@ import type { PipelineProgress, PipelineResult, pipelineWorkflow, StageOutcome }
 import type { TrainingProgress } from '../workflows/controls';
 import { connectTemporal } from './client';
 import { errorTypeOf } from '../spec/errors';
+import { specLimits } from '../spec/limits';
 import { parsePipelineSpec, type PipelineSpec, type PipelineSpecInput } from '../spec/pipeline';
 import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
 
@@ -217,7 +218,7 @@ export class TruthGPT {
    * @example const run = await tg.startPipeline(YAML.parse(fs.readFileSync('examples/gpt-brown.yaml', 'utf8')))
    */
   async startPipeline(specInput: PipelineSpecInput | PipelineSpec, opts: { workflowId?: string; continues?: string[] } = {}): Promise<PipelineRun> {
-    const spec = isParsed(specInput) ? specInput : parsePipelineSpec(specInput);
+    const spec = isParsed(specInput) ? specInput : parsePipelineSpec(specInput, specLimits(this.config.runtime.workerMemoryGb));
     const base = opts.workflowId ?? `pipeline-${spec.name}-${stamp()}`;
     for (let attempt = 1; ; attempt++) {
       const workflowId = attempt === 1 ? base : `${base}-${attempt}`;
