@@ -16,6 +16,8 @@ export interface ActivityDeps {
   deviceId: number;
   /** Which pool this worker serves; activities that care can refuse the wrong one. */
   pool: Pool;
+  /** What one training step may use on this worker, in bytes (TRUTHGPT_WORKER_MEMORY_GB). */
+  memoryLimitBytes?: number;
 }
 
 export function createActivities(deps: ActivityDeps) {

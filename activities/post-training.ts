@@ -21,7 +21,7 @@ import { gptParams, type GptConfig } from '../engine/models/gpt';
 import { quantizeGraph, QuantRejectedError, validateQuantized, type QuantReport } from '../engine/quant';
 import { lossCurvesSvg, renderReportHtml, type ReportLora, type ReportSample, type ReportVariant, type RunReport } from '../engine/report';
 import type { ArtifactStore } from '../infra/store';
-import type { EvalSpec, QuantSpec } from '../spec/post-training';
+import { quantConfigOf, type EvalSpec, type QuantSpec } from '../spec/post-training';
 import { type CheckpointRef, checkpointWeights } from '../artifacts/checkpoints';
 import { type DatasetRef, readTokenizer, ShardCache } from '../artifacts/datasets';
 import { failingAs } from '../artifacts/errors';
@@ -150,7 +150,7 @@ async function quantizeModel(p: PostTrainingContext, input: QuantizeInput): Prom
   }
   const { config, weights } = await checkpointWeights(p.store, input.checkpoint.prefix);
   const fp32 = exportGpt(config, weights, { kvCache: true });
-  const quantized = await failingAs(`quant ${q.name}`, async () => quantizeGraph(fp32, q, { calibration: await calibration(p, input, fp32, config), sessionConfig: p.session(spec) }));
+  const quantized = await failingAs(`quant ${q.name}`, async () => quantizeGraph(fp32, quantConfigOf(q), { calibration: await calibration(p, input, fp32, config), sessionConfig: p.session(spec) }));
   Context.current().heartbeat(`${q.name}: quantized ${quantized.report.quantized.length} Linears`);
   const bytes = serializeModel(quantized.graph).model;
   const { ppl, increase, rejectedReason } = await gate(p, input, bytes, await valBatches(p, input.dataset, spec, config));

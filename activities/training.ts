@@ -34,6 +34,8 @@ export interface TrainingDeps {
   store: ArtifactStore;
   ep: 'cpu' | 'cuda';
   deviceId: number;
+  /** What one training step may use (TRUTHGPT_WORKER_MEMORY_GB); the engine also holds it to 80 % of the machine's memory. */
+  memoryLimitBytes?: number;
 }
 
 /** A run and its spec, parsed once where the run was started (the SDK or the CLI). */
@@ -127,7 +129,7 @@ export function createTrainingActivities(deps: TrainingDeps) {
     shards: new ShardCache(),
     compiled: (spec) =>
       cachedPromise(steps, JSON.stringify([spec.model.config, spec.optimizer, spec.batchSize, spec.contextLength, spec.threads]), Infinity, () =>
-        compileLmTrainStep({ model: spec.model.config, optim: spec.optimizer, batchSize: spec.batchSize, contextLength: spec.contextLength }, session(spec)),
+        compileLmTrainStep({ model: spec.model.config, optim: spec.optimizer, batchSize: spec.batchSize, contextLength: spec.contextLength }, session(spec), { memoryLimitBytes: deps.memoryLimitBytes }),
       ),
     evaluator: (spec) => {
       const key = JSON.stringify(spec.model.config);

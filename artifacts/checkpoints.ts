@@ -5,7 +5,7 @@
 
 import type { TensorData } from '../engine/graph/ir';
 import { packCheckpoint, sha256, unpackCheckpoint, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, type Checkpoint, type CheckpointState } from '../engine/checkpoint/checkpoint';
-import { GptConfigSchema, type GptConfig } from '../engine/models/gpt';
+import { StoredGptConfigSchema, type GptConfig } from '../engine/models/gpt';
 import type { ArtifactStore, Manifest } from '../infra/store';
 import { failure } from '../spec/errors';
 import { asFailure } from './errors';
@@ -104,7 +104,7 @@ export async function committedRounds(store: ArtifactStore, runId: string): Prom
 /** The GPT config and float weights of a committed training checkpoint. */
 export async function checkpointWeights(store: ArtifactStore, prefix: string): Promise<{ config: GptConfig; weights: Map<string, Float32Array> }> {
   const ck = await readCheckpoint(store, prefix);
-  const parsed = GptConfigSchema.safeParse(ck.state.modelConfig);
+  const parsed = StoredGptConfigSchema.safeParse(ck.state.modelConfig);
   if (!parsed.success) {
     throw failure('InvalidInput', `checkpoint ${prefix}: modelConfig is not a GPT config (only GPT has an inference exporter): ${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`);
   }

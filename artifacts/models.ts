@@ -8,7 +8,7 @@ import { TOKENIZER_FILE } from '../engine/data/dataset';
 import { serializeModel } from '../engine/graph/onnx';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, checkAdapterAgainstPlan, loadAdapter, type LoraPlan } from '../engine/lora';
 import { exportGpt } from '../engine/models/export';
-import { GptConfigSchema, type GptConfig } from '../engine/models/gpt';
+import { StoredGptConfigSchema, type GptConfig } from '../engine/models/gpt';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import type { BaseModel } from '../spec/lora';
@@ -80,7 +80,7 @@ export async function resolveModel(store: ArtifactStore, refIn: string): Promise
     } catch (err) {
       throw asFailure(err, `model ${prefix}`);
     }
-    return { source: `${prefix}/${MODEL_FILE}`, bytes, config: GptConfigSchema.parse(meta.modelConfig), kvCache: meta.kvCache, tokenizer: meta.tokenizer, method: meta.method };
+    return { source: `${prefix}/${MODEL_FILE}`, bytes, config: StoredGptConfigSchema.parse(meta.modelConfig), kvCache: meta.kvCache, tokenizer: meta.tokenizer, method: meta.method };
   }
   if (names.includes('model.safetensors') && names.includes('checkpoint.json')) {
     const { config, weights } = await checkpointWeights(store, prefix);
@@ -118,7 +118,7 @@ export interface BaseRef {
 
 /** Loaded base: a GPT checkpoint's config and weights, or the bytes of an .onnx file. */
 export type LoadedBase =
-  | { kind: 'checkpoint'; ref: BaseRef; config: ReturnType<typeof GptConfigSchema.parse>; weights: Map<string, Float32Array> }
+  | { kind: 'checkpoint'; ref: BaseRef; config: GptConfig; weights: Map<string, Float32Array> }
   | { kind: 'onnx'; ref: BaseRef; bytes: Uint8Array };
 
 export async function loadBase(store: ArtifactStore, base: BaseModel): Promise<LoadedBase> {
@@ -126,7 +126,7 @@ export async function loadBase(store: ArtifactStore, base: BaseModel): Promise<L
     const m = await store.readManifest(base.prefix);
     if (!m) throw failure('MissingArtifact', `spec.base.prefix: no committed checkpoint at ${base.prefix}`, { key: base.prefix });
     const ck = await readCheckpoint(store, base.prefix);
-    const cfg = GptConfigSchema.safeParse(ck.state.modelConfig);
+    const cfg = StoredGptConfigSchema.safeParse(ck.state.modelConfig);
     if (!cfg.success) throw failure('InvalidInput', `spec.base.prefix: checkpoint ${base.prefix} does not hold a GPT model config (${cfg.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`);
     return { kind: 'checkpoint', ref: { kind: 'checkpoint', location: base.prefix, files: refOf(m).files }, config: cfg.data, weights: fromTensors(ck.weights, base.prefix) };
   }

@@ -13,6 +13,7 @@ const SCRIPTS: Record<string, string> = {
   lora: 'LoRA vs full fine-tuning: step time, peak RSS, trainable fraction, loss',
   quant: 'int8 / int4 vs fp32: kernels, end to end, decode with KV cache (kernels|e2e|decode|all)',
   dataset: 'prepareDataset on a GiB-scale corpus: throughput and peak RSS',
+  memory: 'one GPT training step: peak RSS against the memory estimate specs are checked with',
 };
 const script = process.argv[2];
 if (script && script in SCRIPTS) {

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { DEFAULT_WORKER_MEMORY_GB } from '../spec/limits';
 import type { S3Settings } from './store';
 
 export type { S3Settings };
@@ -55,6 +56,7 @@ const EnvSchema = z.object({
   TRUTHGPT_S3_FORCE_PATH_STYLE: bool.optional(),
   TRUTHGPT_EP: z.enum(['cpu', 'cuda'], { message: 'expected cpu or cuda' }).optional(),
   TRUTHGPT_DEVICE_ID: z.coerce.number({ message: 'expected a device index' }).int().min(0).optional(),
+  TRUTHGPT_WORKER_MEMORY_GB: optionalText.pipe(z.coerce.number<string | undefined>({ message: 'expected a size in GiB, e.g. 16' }).positive({ message: 'expected a size in GiB, e.g. 16' }).optional()),
   TRUTHGPT_STATE_DIR: optionalText,
   TRUTHGPT_TEMPORAL_PORT: port.optional(),
   TRUTHGPT_UI_PORT: port.optional(),
@@ -77,7 +79,8 @@ export interface Config {
     apiKey?: string;
   };
   s3: S3Settings;
-  runtime: { ep: 'cpu' | 'cuda'; deviceId: number };
+  /** workerMemoryGb: what one training step may need (spec/limits.ts; default DEFAULT_WORKER_MEMORY_GB). */
+  runtime: { ep: 'cpu' | 'cuda'; deviceId: number; workerMemoryGb: number };
   stack: {
     host: string;
     stateDir: string;
@@ -170,7 +173,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       // MinIO, Ceph and s3rver need path-style; AWS prefers virtual-hosted style.
       forcePathStyle: e.TRUTHGPT_S3_FORCE_PATH_STYLE ?? endpoint !== undefined,
     },
-    runtime: { ep: e.TRUTHGPT_EP ?? 'cpu', deviceId: e.TRUTHGPT_DEVICE_ID ?? 0 },
+    runtime: { ep: e.TRUTHGPT_EP ?? 'cpu', deviceId: e.TRUTHGPT_DEVICE_ID ?? 0, workerMemoryGb: e.TRUTHGPT_WORKER_MEMORY_GB ?? DEFAULT_WORKER_MEMORY_GB },
     stack: {
       host,
       stateDir: path.resolve(cwd, e.TRUTHGPT_STATE_DIR ?? '.truthgpt'),
@@ -245,6 +248,7 @@ export function configEnv(config: Config): Record<string, string> {
     TRUTHGPT_S3_PORT: String(config.stack.s3Port),
     TRUTHGPT_EP: config.runtime.ep,
     TRUTHGPT_DEVICE_ID: String(config.runtime.deviceId),
+    TRUTHGPT_WORKER_MEMORY_GB: String(config.runtime.workerMemoryGb),
   };
   // Local endpoints stay implicit so a child derives the same defaults (and local credentials).
   if (!config.stack.localS3) env.TRUTHGPT_S3_ENDPOINT = config.s3.endpoint ?? 'aws';

@@ -16,6 +16,7 @@ import type { PipelineProgress, PipelineResult, pipelineWorkflow, StageOutcome }
 import type { TrainingProgress } from '../workflows/controls';
 import { connectTemporal } from './client';
 import { errorTypeOf } from '../spec/errors';
+import { specLimits } from '../spec/limits';
 import { payloadProblem } from '../spec/payloads';
 import { parsePipelineSpec, type PipelineSpec, type PipelineSpecInput } from '../spec/pipeline';
 import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
@@ -248,7 +249,7 @@ export class TruthGPT {
    * @example const run = await tg.startPipeline(YAML.parse(fs.readFileSync('examples/gpt-brown.yaml', 'utf8')))
    */
   async startPipeline(specInput: PipelineSpecInput | PipelineSpec, opts: { workflowId?: string; continues?: string[] } = {}): Promise<PipelineRun> {
-    const spec = isParsed(specInput) ? specInput : parsePipelineSpec(specInput);
+    const spec = isParsed(specInput) ? specInput : parsePipelineSpec(specInput, specLimits(this.config.runtime.workerMemoryGb));
     if (opts.workflowId !== undefined) checkRunId(opts.workflowId);
     // The spec travels twice: as the workflow's input and, as the user wrote it, in its memo.
     checkPayload('the pipeline spec', { args: spec, memo: specInput });

@@ -5,8 +5,10 @@
 // the lineage's last adapter.
 
 import { ScheduleNotFoundError, type Client, type ScheduleOverlapPolicy } from '@temporalio/client';
+import { z } from 'zod';
 import { DatasetSpecSchema } from '../engine/data/dataset';
 import type { DatasetRef } from '../artifacts/datasets';
+import { formatIssues } from '../spec/issues';
 import { parseFineTuneSpec, type FineTuneSpec, type FineTuneSpecInput } from '../spec/lora';
 import { TASK_QUEUES } from '../spec/temporal-names';
 
@@ -38,6 +40,35 @@ export interface ScheduleFineTuneOptions {
   note?: string;
 }
 
+/**
+ * The keys a schedule (a schedule file, ScheduleFineTuneOptions) may have; what base, lora and
+ * train hold is the FineTuneSpec's to check. Strict, so a misspelt option is an error.
+ */
+const ScheduleOptionsSchema = z.strictObject({
+  id: z.unknown().optional(),
+  cron: z.unknown().optional(),
+  every: z.unknown().optional(),
+  base: z.unknown().optional(),
+  datasetPrefix: z.unknown().optional(),
+  lora: z.unknown().optional(),
+  train: z.unknown().optional(),
+  name: z.unknown().optional(),
+  continueFromAdapter: z.unknown().optional(),
+  overlap: z.unknown().optional(),
+  catchupWindow: z.unknown().optional(),
+  paused: z.unknown().optional(),
+  note: z.unknown().optional(),
+} satisfies Record<keyof ScheduleFineTuneOptions, z.ZodType>);
+
+/**
+ * Throws when `o` has a key no schedule option has, naming it and the nearest option.
+ * @example checkScheduleOptions({ id: 'x', datsetPrefix: 'datasets/a-' }) // throws "invalid schedule: datsetPrefix: unknown key (did you mean datasetPrefix?)"
+ */
+export function checkScheduleOptions(o: unknown): void {
+  const r = ScheduleOptionsSchema.safeParse(o);
+  if (!r.success) throw new Error(`invalid schedule: ${formatIssues(r.error, '', ScheduleOptionsSchema, o)}`);
+}
+
 /** No schedule with that id in the namespace. */
 export class UnknownScheduleError extends Error {
   override name = 'UnknownScheduleError';
@@ -58,6 +89,7 @@ export interface ScheduleSummaryRow {
 
 /** The spec every firing of a fine-tune schedule runs. */
 export function scheduledFineTuneSpec(o: ScheduleFineTuneOptions): FineTuneSpec {
+  checkScheduleOptions(o);
   return parseFineTuneSpec({
     name: o.name ?? (o.id.toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/^-+/, '') || 'finetune'),
     base: o.base,
@@ -160,8 +192,9 @@ export async function deleteSchedule(client: Client, id: string): Promise<void> 
  * @example await publishDataset(client, { name: 'fiction', corpus: { kind: 'brown', categories: ['mystery'] } })
  */
 export async function publishDataset(client: Client, dataset: unknown, opts: { workflowId?: string } = {}): Promise<DatasetRef> {
-  const parsed = DatasetSpecSchema.omit({ shards: true }).safeParse(dataset);
-  if (!parsed.success) throw new Error(`invalid dataset spec: ${parsed.error.issues.map((i) => `dataset.${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  const schema = DatasetSpecSchema.omit({ shards: true });
+  const parsed = schema.safeParse(dataset);
+  if (!parsed.success) throw new Error(`invalid dataset spec: ${formatIssues(parsed.error, 'dataset', schema, dataset)}`);
   const workflowId = opts.workflowId ?? `dataset-${parsed.data.name}-${Date.now()}`;
   return client.workflow.execute('prepareDatasetWorkflow', { taskQueue: TASK_QUEUES.cpu, workflowId, args: [{ dataset: parsed.data }] }) as Promise<DatasetRef>;
 }

@@ -16,18 +16,19 @@ import { ImportedObjectiveSchema } from '../engine/finetune/imported';
 import { LoraConfigSchema } from '../engine/lora/config';
 import { OptimConfigSchema } from '../engine/optim';
 import { CheckpointPolicySchema } from '../engine/train/shard';
-import { formatIssues } from './training';
+import { formatIssues } from './issues';
+import { checkTokensPerStep, LOOP_LIMITS } from './limits';
 
 const Key = z.string().regex(/^[A-Za-z0-9._\-/=+]+$/, 'a store key: letters, digits and . _ - / = +');
 
 export const BaseModelSchema = z.discriminatedUnion('kind', [
   /** A checkpoint committed by trainingWorkflow (or a merged fine-tune): its prefix in the store. */
-  z.object({ kind: z.literal('checkpoint'), prefix: Key }),
+  z.strictObject({ kind: z.literal('checkpoint'), prefix: Key }),
   /**
    * An imported .onnx file (our export or a torch.onnx export of a Hugging Face model), trained
    * with the loss its objective names (engine/finetune/imported.ts).
    */
-  z.object({
+  z.strictObject({
     kind: z.literal('onnx'),
     key: Key,
     objective: ImportedObjectiveSchema,
@@ -39,33 +40,35 @@ export type BaseModel = z.output<typeof BaseModelSchema>;
 
 export const DatasetSourceSchema = z.discriminatedUnion('kind', [
   /** A dataset committed by prepareDataset, by its prefix. */
-  z.object({ kind: z.literal('ref'), prefix: Key }),
+  z.strictObject({ kind: z.literal('ref'), prefix: Key }),
   /** Prepared (or reused when already there) before training. One train and one val shard. */
-  z.object({ kind: z.literal('spec'), spec: DatasetSpecSchema.omit({ shards: true }) }),
+  z.strictObject({ kind: z.literal('spec'), spec: DatasetSpecSchema.omit({ shards: true }) }),
   /** The most recently committed dataset whose prefix starts with `prefix` (scheduled runs). */
-  z.object({ kind: z.literal('newest'), prefix: Key }),
+  z.strictObject({ kind: z.literal('newest'), prefix: Key }),
 ]);
 export type DatasetSource = z.output<typeof DatasetSourceSchema>;
 
-export const FineTuneTrainSchema = z.object({
-  /** Total optimizer steps on the adapters. */
-  steps: z.number().int().min(1),
-  /** Steps per trainAdapter activity: progress, pause and cancel act between these chunks. */
-  stepsPerActivity: z.number().int().min(1).default(100),
-  batchSize: z.number().int().min(1),
-  contextLength: z.number().int().min(2),
-  optimizer: OptimConfigSchema.default(() => OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-3, weight_decay: 0 } })),
-  /** Validation batches for the before/after losses (the same first ones both times). */
-  evalBatches: z.number().int().min(1).default(16),
-  checkpoint: CheckpointPolicySchema.default({ everySteps: 25, everySeconds: 60 }),
-  seed: z.number().int().default(0),
-  /** ORT intra-op threads; fixed so a resumed run ends bit-identical on any worker. */
-  threads: z.number().int().min(1).max(256).default(1),
-});
+export const FineTuneTrainSchema = z
+  .strictObject({
+    /** Total optimizer steps on the adapters. */
+    steps: z.number().int().min(1).max(LOOP_LIMITS.steps),
+    /** Steps per trainAdapter activity: progress, pause and cancel act between these chunks. */
+    stepsPerActivity: z.number().int().min(1).default(100),
+    batchSize: z.number().int().min(1).max(LOOP_LIMITS.batchSize),
+    contextLength: z.number().int().min(2).max(LOOP_LIMITS.contextLength),
+    optimizer: OptimConfigSchema.default(() => OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-3, weight_decay: 0 } })),
+    /** Validation batches for the before/after losses (the same first ones both times). */
+    evalBatches: z.number().int().min(1).default(16),
+    checkpoint: CheckpointPolicySchema.default({ everySteps: 25, everySeconds: 60 }),
+    seed: z.number().int().default(0),
+    /** ORT intra-op threads; fixed so a resumed run ends bit-identical on any worker. */
+    threads: z.number().int().min(1).max(256).default(1),
+  })
+  .superRefine((t, ctx) => checkTokensPerStep(t, ctx));
 export type FineTuneTrain = z.output<typeof FineTuneTrainSchema>;
 
 /** The fields of a FineTuneSpec, before the cross-field checks. */
-const FineTuneFields = z.object({
+const FineTuneFields = z.strictObject({
   /** Names the run's artifacts, the default workflow id and the TruthgptPipeline attribute. */
   name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'lowercase letters, digits and dashes').default('finetune'),
   base: BaseModelSchema,
@@ -117,6 +120,6 @@ export type PipelineLoraSpec = z.output<typeof PipelineLoraSpecSchema>;
  */
 export function parseFineTuneSpec(input: unknown): FineTuneSpec {
   const r = FineTuneSpecSchema.safeParse(input);
-  if (!r.success) throw new Error(`invalid fine-tune spec: ${formatIssues(r.error)}`);
+  if (!r.success) throw new Error(`invalid fine-tune spec: ${formatIssues(r.error, 'spec', FineTuneSpecSchema, input)}`);
   return r.data;
 }

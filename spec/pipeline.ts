@@ -9,7 +9,9 @@ import { z } from 'zod';
 import { DatasetSpecSchema } from '../engine/data/dataset';
 import { PipelineLoraSpecSchema } from './lora';
 import { PostTrainingSpecSchema, type EvalSpecInput, type QuantSpecInput } from './post-training';
-import { formatIssues, TrainingSpecSchema, type TrainingSpec, type TrainingSpecInput } from './training';
+import { issueLines, relocateIssues } from './issues';
+import { DEFAULT_SPEC_LIMITS, type SpecLimits } from './limits';
+import { trainingSpecSchema, type TrainingSpec, type TrainingSpecInput } from './training';
 
 /**
  * The pipeline's LoRA stage: a FineTuneSpec whose base is the trained checkpoint. `dataset` is a
@@ -27,7 +29,7 @@ export type PipelineLoraInput = z.input<typeof PipelineLoraSchema>;
 const TOP_LEVEL = ['name', 'model', 'dataset'] as const;
 
 const PipelineFields = z
-  .object({
+  .strictObject({
     /** Names the run (`pipeline-<name>-<time>`), its artifacts and the TruthgptPipeline search attribute. */
     name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'lowercase letters, digits and dashes'),
     /** `{ family: 'gpt', preset?, config? }`, as in a TrainingSpec. */
@@ -42,39 +44,41 @@ const PipelineFields = z
     quantization: z.array(z.unknown()).default([]),
     /** EvalSpec: perplexity batches, latency runs, samples. */
     evaluation: z.unknown().optional(),
-  })
-  .strict();
+  });
 
-export const PipelineSpecSchema = PipelineFields.transform((p, ctx) => {
-  for (const k of TOP_LEVEL) {
-    if (k in p.training) ctx.addIssue({ code: 'custom', path: ['training', k], message: `belongs at the top of the spec (spec.${k}), not under training` });
-  }
-  const r = TrainingSpecSchema.safeParse({ ...p.training, name: p.name, model: p.model, dataset: p.dataset });
-  if (!r.success) {
-    for (const issue of r.error.issues) {
-      const [head, ...rest] = issue.path.map(String);
-      const path = (TOP_LEVEL as readonly string[]).includes(head) ? [head, ...rest] : ['training', head, ...rest].filter((s) => s !== undefined);
-      ctx.addIssue({ code: 'custom', path, message: issue.message });
+/**
+ * The PipelineSpec schema, its training checked against `limits` (the worker memory a step may use).
+ * @example pipelineSpecSchema({ workerMemoryBytes: 64 * 2 ** 30 }).safeParse(spec)
+ */
+export function pipelineSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
+  const training = trainingSpecSchema(limits);
+  return PipelineFields.transform((p, ctx) => {
+    for (const k of TOP_LEVEL) {
+      if (k in p.training) ctx.addIssue({ code: 'custom', path: ['training', k], message: `belongs at the top of the spec (spec.${k}), not under training` });
     }
-  }
-  const post = PostTrainingSpecSchema.safeParse({ quant: p.quantization, eval: p.evaluation });
-  if (!post.success) {
-    for (const issue of post.error.issues) {
-      const [head, ...rest] = issue.path;
-      ctx.addIssue({ code: 'custom', path: [head === 'quant' ? 'quantization' : 'evaluation', ...rest.map(String)], message: issue.message });
+    const trainingInput = { ...p.training, name: p.name, model: p.model, dataset: p.dataset };
+    const r = training.safeParse(trainingInput);
+    if (!r.success) {
+      const top = (head: string | undefined) => head !== undefined && (TOP_LEVEL as readonly string[]).includes(head);
+      relocateIssues(ctx, r.error, training, trainingInput, (path) => (top(path[0]) ? path : ['training', ...path]), { hideAtRoot: TOP_LEVEL });
     }
-  }
-  const lora = p.lora == null ? null : parseLora(p.lora, p.name, r.success ? r.data : null, ctx);
-  if (!r.success || !post.success || lora === undefined) return z.NEVER;
-  for (const k of TOP_LEVEL) if (k in p.training) return z.NEVER;
-  return { name: p.name, training: r.data, lora, quantization: post.data.quant, evaluation: post.data.eval };
-});
+    const postInput = { quant: p.quantization, eval: p.evaluation };
+    const post = PostTrainingSpecSchema.safeParse(postInput);
+    if (!post.success) relocateIssues(ctx, post.error, PostTrainingSpecSchema, postInput, ([head, ...rest]) => [head === 'quant' ? 'quantization' : 'evaluation', ...rest]);
+    const lora = p.lora == null ? null : parseLora(p.lora, p.name, r.success ? r.data : null, ctx);
+    if (!r.success || !post.success || lora === undefined) return z.NEVER;
+    for (const k of TOP_LEVEL) if (k in p.training) return z.NEVER;
+    return { name: p.name, training: r.data, lora, quantization: post.data.quant, evaluation: post.data.eval };
+  });
+}
+
+export const PipelineSpecSchema = pipelineSpecSchema();
 
 /** The LoRA section checked against the training it follows; undefined (issues added) when bad. */
 function parseLora(raw: unknown, name: string, training: TrainingSpec | null, ctx: z.RefinementCtx): PipelineLora | undefined {
   const r = PipelineLoraSchema.safeParse(raw);
   if (!r.success) {
-    for (const issue of r.error.issues) ctx.addIssue({ code: 'custom', path: ['lora', ...issue.path.map(String)], message: issue.message });
+    relocateIssues(ctx, r.error, PipelineLoraSchema, raw, (path) => ['lora', ...path]);
     return undefined;
   }
   const lora: PipelineLora = { ...r.data, name: r.data.name ?? name, dataset: r.data.dataset ?? null };
@@ -123,12 +127,14 @@ export class InvalidSpecError extends Error {
 }
 
 /**
- * Parses a PipelineSpec, throwing an InvalidSpecError whose message names every bad field.
+ * Parses a PipelineSpec, throwing an InvalidSpecError whose message names every bad field;
+ * `limits` defaults to DEFAULT_SPEC_LIMITS (the SDK and the CLI pass the configured worker memory).
  * @example parsePipelineSpec({ name: 'brown', model: { preset: 'tiny-gpt' }, dataset: { name: 'brown', corpus: { kind: 'brown' } }, training: { rounds: 2, innerSteps: 50, batchSize: 8, contextLength: 64 } })
  */
-export function parsePipelineSpec(input: unknown): PipelineSpec {
-  const r = PipelineSpecSchema.safeParse(input);
-  if (!r.success) throw new InvalidSpecError(r.error.issues.map((i) => formatIssues(new z.ZodError([i]))));
+export function parsePipelineSpec(input: unknown, limits: SpecLimits = DEFAULT_SPEC_LIMITS): PipelineSpec {
+  const schema = limits === DEFAULT_SPEC_LIMITS ? PipelineSpecSchema : pipelineSpecSchema(limits);
+  const r = schema.safeParse(input);
+  if (!r.success) throw new InvalidSpecError(issueLines(r.error, 'spec', PipelineFields, input));
   return r.data;
 }
 

@@ -5,8 +5,8 @@
 // Workflows `import type` from here only: the schemas pull in engine modules.
 
 import { z } from 'zod';
-import { Int4Schema, Int8DynamicSchema, Int8StaticSchema } from '../engine/quant/config';
-import { formatIssues } from './training';
+import { Int4Schema, Int8DynamicSchema, Int8StaticSchema, type QuantConfig } from '../engine/quant/config';
+import { formatIssues } from './issues';
 
 const name = z
   .string()
@@ -23,6 +23,12 @@ export const QuantSpecSchema = z
 export type QuantSpec = z.output<typeof QuantSpecSchema>;
 export type QuantSpecInput = z.input<typeof QuantSpecSchema>;
 
+/** The engine's QuantConfig of a variant: the spec without its name and gate flag (the config schema is strict). */
+export function quantConfigOf(q: QuantSpec): QuantConfig {
+  const { name: _name, required: _required, ...config } = q;
+  return config;
+}
+
 function defaultName(method: 'int8-dynamic' | 'int8-static' | 'int4'): string {
   return method === 'int8-dynamic' ? 'int8' : method === 'int8-static' ? 'int8-static' : 'int4';
 }
@@ -33,7 +39,7 @@ export const DEFAULT_QUANT: QuantSpecInput[] = [
   { method: 'int4', blockSize: 32, maxPplIncrease: 0.05 },
 ];
 
-export const SamplesSchema = z.object({
+export const SamplesSchema = z.strictObject({
   prompts: z.array(z.string().min(1, 'a prompt must hold at least one character')).default(['The ']),
   maxNewTokens: z.number().int().min(1).max(4096).default(48),
   /** 0 is greedy. */
@@ -43,7 +49,7 @@ export const SamplesSchema = z.object({
   seed: z.number().int().default(0),
 });
 
-export const EvalSpecSchema = z.object({
+export const EvalSpecSchema = z.strictObject({
   /** Validation batches scored for perplexity (the same first ones for every variant and for the gate). */
   batches: z.number().int().min(1).default(8),
   batchSize: z.number().int().min(1).default(8),
@@ -62,7 +68,7 @@ export type EvalSpec = z.output<typeof EvalSpecSchema>;
 export type EvalSpecInput = z.input<typeof EvalSpecSchema>;
 
 export const PostTrainingSpecSchema = z
-  .object({
+  .strictObject({
     quant: z.array(QuantSpecSchema).default(() => DEFAULT_QUANT.map((q) => QuantSpecSchema.parse(q))),
     eval: EvalSpecSchema.default(() => EvalSpecSchema.parse({})),
   })
@@ -82,6 +88,6 @@ export type PostTrainingSpecInput = z.input<typeof PostTrainingSpecSchema>;
  */
 export function parsePostTrainingSpec(input: unknown): PostTrainingSpec {
   const r = PostTrainingSpecSchema.safeParse(input ?? {});
-  if (!r.success) throw new Error(`invalid post-training spec: ${formatIssues(r.error, 'postTraining')}`);
+  if (!r.success) throw new Error(`invalid post-training spec: ${formatIssues(r.error, 'postTraining', PostTrainingSpecSchema, input ?? {})}`);
   return r.data;
 }

@@ -2,17 +2,25 @@
 // the CLI). The parsed form is plain JSON (model config resolved from its preset), small enough to
 // travel in every activity input; the workflow and its activities take it as it is.
 //
+// Every object is strict (an unknown key is an error that suggests the nearest known one), sizes
+// have ranges, and the model must fit the worker's memory at the spec's batch (spec/limits.ts).
+//
 // Workflows `import type` from here only: the schema pulls in engine modules.
 
 import { z } from 'zod';
 import { DatasetSpecSchema } from '../engine/data/dataset';
-import { GptConfigSchema, gptOptionFields } from '../engine/models/gpt';
+import { GptConfigSchema, gptOptionFields, type GptConfig } from '../engine/models/gpt';
 import { getPreset } from '../engine/models/presets';
 import { OptimConfigSchema } from '../engine/optim';
 import { DEFAULT_OUTER, OuterOptimSchema } from '../engine/train/outer';
 import { CheckpointPolicySchema } from '../engine/train/shard';
+import { formatIssues, relocateIssues } from './issues';
+import { checkTokensPerStep, DEFAULT_SPEC_LIMITS, LOOP_LIMITS, trainingMemoryIssue, type SpecLimits } from './limits';
 
-const GptFields = z.object({
+export { formatIssues } from './issues';
+
+/** Overrides of a preset's fields; GptConfigSchema checks the merged config (ranges, divisibility). */
+const GptFields = z.strictObject({
   vocab_size: z.number(),
   block_size: z.number(),
   n_layer: z.number(),
@@ -25,7 +33,7 @@ const GptFields = z.object({
 
 /** A preset, a full config, or a preset with some fields overridden. Only GPT trains here so far. */
 const ModelSpecSchema = z
-  .object({
+  .strictObject({
     family: z.literal('gpt').default('gpt'),
     preset: z.string().nullish(),
     config: GptFields.partial().default({}),
@@ -42,66 +50,78 @@ const ModelSpecSchema = z
         return z.NEVER;
       }
     }
-    const parsed = GptConfigSchema.safeParse({ ...base, ...m.config });
+    const merged = { ...base, ...m.config };
+    const parsed = GptConfigSchema.safeParse(merged);
     if (!parsed.success) {
-      for (const issue of parsed.error.issues) ctx.addIssue({ code: 'custom', path: ['config', ...issue.path.map(String)], message: issue.message });
-      return z.NEVER;
+      // Sizes above their ranges only: the spec fails either way, but the checks that need the
+      // whole spec (context vs block_size, the memory estimate) still report on the merged config.
+      const tooBig = parsed.error.issues.every((i) => i.code === 'too_big');
+      relocateIssues(ctx, parsed.error, GptConfigSchema, merged, (path) => ['config', ...path], { continue: tooBig });
+      return tooBig ? { family: m.family, preset: m.preset ?? null, config: merged as GptConfig } : z.NEVER;
     }
     return { family: m.family, preset: m.preset ?? null, config: parsed.data };
   });
 
-export const TrainingSpecSchema = z
-  .object({
-    /** Names the run's artifacts and the default workflow id. */
-    name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'lowercase letters, digits and dashes').default('train'),
-    model: ModelSpecSchema,
-    /** The corpus and tokenizer; it is split into one train shard per worker. */
-    dataset: DatasetSpecSchema.omit({ shards: true }),
-    /** W: parallel trainShard activities per round, each on its own data shard. */
-    workers: z.number().int().min(1).max(256).default(1),
-    rounds: z.number().int().min(1),
-    /** H: inner AdamW steps per worker per round. */
-    innerSteps: z.number().int().min(1),
-    batchSize: z.number().int().min(1),
-    contextLength: z.number().int().min(2),
-    optimizer: OptimConfigSchema.default(() => OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-3 } })),
-    outer: OuterOptimSchema.default(DEFAULT_OUTER),
-    /** E: evaluate every E rounds (and before the first and after the last). */
-    evalEvery: z.number().int().min(1).default(1),
-    /** Validation batches per evaluation (the same first ones each time). */
-    evalBatches: z.number().int().min(1).default(16),
-    checkpoint: CheckpointPolicySchema.default({ everySteps: 25, everySeconds: 60 }),
-    seed: z.number().int().default(0),
-    /** ORT intra-op threads per training session; fixed so results are identical on every worker. */
-    threads: z.number().int().min(1).max(256).default(1),
-    /** A worker silent for this long is presumed dead and its shard retried elsewhere. */
-    heartbeatTimeoutSeconds: z.number().int().min(2).default(60),
-    /** Upper bound on one trainShard attempt. */
-    shardTimeoutMinutes: z.number().int().min(1).default(120),
-    /** Continue-as-new after this many rounds (Temporal also suggests it when history grows). */
-    roundsPerRun: z.number().int().min(1).default(100),
-  })
-  .superRefine((s, ctx) => {
+const TrainingFields = z.strictObject({
+  /** Names the run's artifacts and the default workflow id. */
+  name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'lowercase letters, digits and dashes').default('train'),
+  model: ModelSpecSchema,
+  /** The corpus and tokenizer; it is split into one train shard per worker. */
+  dataset: DatasetSpecSchema.omit({ shards: true }),
+  /** W: parallel trainShard activities per round, each on its own data shard. */
+  workers: z.number().int().min(1).max(256).default(1),
+  rounds: z.number().int().min(1).max(LOOP_LIMITS.rounds),
+  /** H: inner AdamW steps per worker per round. */
+  innerSteps: z.number().int().min(1).max(LOOP_LIMITS.innerSteps),
+  batchSize: z.number().int().min(1).max(LOOP_LIMITS.batchSize),
+  contextLength: z.number().int().min(2).max(LOOP_LIMITS.contextLength),
+  optimizer: OptimConfigSchema.default(() => OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-3 } })),
+  outer: OuterOptimSchema.default(DEFAULT_OUTER),
+  /** E: evaluate every E rounds (and before the first and after the last). */
+  evalEvery: z.number().int().min(1).default(1),
+  /** Validation batches per evaluation (the same first ones each time). */
+  evalBatches: z.number().int().min(1).default(16),
+  checkpoint: CheckpointPolicySchema.default({ everySteps: 25, everySeconds: 60 }),
+  seed: z.number().int().default(0),
+  /** ORT intra-op threads per training session; fixed so results are identical on every worker. */
+  threads: z.number().int().min(1).max(256).default(1),
+  /** A worker silent for this long is presumed dead and its shard retried elsewhere. */
+  heartbeatTimeoutSeconds: z.number().int().min(2).default(60),
+  /** Upper bound on one trainShard attempt. */
+  shardTimeoutMinutes: z.number().int().min(1).default(120),
+  /** Continue-as-new after this many rounds (Temporal also suggests it when history grows). */
+  roundsPerRun: z.number().int().min(1).default(100),
+});
+
+/**
+ * The TrainingSpec schema checked against `limits` (the worker memory a step may use).
+ * @example trainingSpecSchema({ workerMemoryBytes: 64 * 2 ** 30 }).safeParse(spec)
+ */
+export function trainingSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
+  return TrainingFields.superRefine((s, ctx) => {
     if (s.contextLength > s.model.config.block_size) {
       ctx.addIssue({ code: 'custom', path: ['contextLength'], message: `must not exceed model block_size (${s.contextLength} > ${s.model.config.block_size})` });
     }
+    checkTokensPerStep(s, ctx);
+    const memory = trainingMemoryIssue(s.model.config, s.batchSize, s.contextLength, s.optimizer.optimizer, limits);
+    if (memory) ctx.addIssue({ code: 'custom', path: ['model'], message: memory });
   });
+}
+
+export const TrainingSpecSchema = trainingSpecSchema();
 
 export type TrainingSpec = z.output<typeof TrainingSpecSchema>;
 export type TrainingSpecInput = z.input<typeof TrainingSpecSchema>;
 
-/** zod issues as one line per field, `path: message`. */
-export function formatIssues(error: z.ZodError, root = 'spec'): string {
-  return error.issues.map((i) => `${[root, ...i.path.map(String)].join('.')}: ${i.message}`).join('; ');
-}
-
 /**
- * Parses a spec, throwing an Error whose message names every bad field.
+ * Parses a spec, throwing an Error whose message names every bad field; `limits` defaults to
+ * DEFAULT_SPEC_LIMITS (the SDK and the CLI pass the configured worker memory).
  * @example parseTrainingSpec({ model: { preset: 'tiny-gpt' }, dataset: { name: 'brown', corpus: { kind: 'brown' } }, rounds: 2, innerSteps: 50, batchSize: 8, contextLength: 64 })
  */
-export function parseTrainingSpec(input: unknown): TrainingSpec {
-  const r = TrainingSpecSchema.safeParse(input);
-  if (!r.success) throw new Error(`invalid training spec: ${formatIssues(r.error)}`);
+export function parseTrainingSpec(input: unknown, limits: SpecLimits = DEFAULT_SPEC_LIMITS): TrainingSpec {
+  const schema = limits === DEFAULT_SPEC_LIMITS ? TrainingSpecSchema : trainingSpecSchema(limits);
+  const r = schema.safeParse(input);
+  if (!r.success) throw new Error(`invalid training spec: ${formatIssues(r.error, 'spec', schema, input)}`);
   return r.data;
 }
 

@@ -28,7 +28,7 @@ export async function createPoolWorker(config: Config, pool: Pool, overrides: Pa
       namespace: config.temporal.namespace,
       taskQueue: TASK_QUEUES[pool],
       identity: workerIdentity(pool, process.pid, os.hostname()),
-      activities: createActivities({ store, ep: config.runtime.ep, deviceId: config.runtime.deviceId, pool }),
+      activities: createActivities({ store, ep: config.runtime.ep, deviceId: config.runtime.deviceId, pool, memoryLimitBytes: config.runtime.workerMemoryGb * 2 ** 30 }),
       ...(pool === 'cpu' ? { workflowsPath: require.resolve('../workflows') } : {}),
       ...(pool === 'gpu' ? { maxConcurrentActivityTaskExecutions: 1 } : {}),
       shutdownGraceTime: '10 seconds',

@@ -18,10 +18,10 @@ export interface Document {
 }
 
 export const CorpusSpecSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('brown'), categories: z.array(z.string()).optional() }),
-  z.object({ kind: z.literal('spam-assassin') }),
-  z.object({ kind: z.literal('text'), path: z.string().min(1) }),
-  z.object({ kind: z.literal('jsonl'), path: z.string().min(1), textField: z.string().default('text'), labelField: z.string().optional() }),
+  z.strictObject({ kind: z.literal('brown'), categories: z.array(z.string()).optional() }),
+  z.strictObject({ kind: z.literal('spam-assassin') }),
+  z.strictObject({ kind: z.literal('text'), path: z.string().min(1) }),
+  z.strictObject({ kind: z.literal('jsonl'), path: z.string().min(1), textField: z.string().default('text'), labelField: z.string().optional() }),
 ]);
 export type CorpusSpec = z.infer<typeof CorpusSpecSchema>;
 

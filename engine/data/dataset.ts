@@ -15,7 +15,7 @@ import { hashString, mix } from './random';
 import { trainBpe } from './bpe-train';
 import { BpeTokenizer, ByteTokenizer, Gpt2Tokenizer, TokenizerSpecSchema, type Tokenizer } from './tokenizer';
 
-export const DatasetSpecSchema = z.object({
+export const DatasetSpecSchema = z.strictObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'dataset name: lowercase letters, digits and dashes'),
   corpus: CorpusSpecSchema,
   tokenizer: TokenizerSpecSchema.default({ kind: 'byte' }),

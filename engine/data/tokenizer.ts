@@ -8,9 +8,9 @@ import * as gpt2 from 'gpt-tokenizer/cjs/encoding/r50k_base';
 import { BpeModel } from './bpe-train';
 
 export const TokenizerSpecSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('byte') }),
-  z.object({ kind: z.literal('gpt2') }),
-  z.object({
+  z.strictObject({ kind: z.literal('byte') }),
+  z.strictObject({ kind: z.literal('gpt2') }),
+  z.strictObject({
     kind: z.literal('bpe'),
     vocabSize: z.number().int().min(257, 'bpe vocabSize must exceed the 256 byte tokens').max(65536),
   }),

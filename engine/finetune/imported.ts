@@ -10,8 +10,8 @@ import type { TensorData } from '../graph/ir';
  * `mlm` masks a share of the tokens (80/10/10) with `maskId` and predicts them (BERT-style models).
  */
 export const ImportedObjectiveSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('causal') }),
-  z.object({ kind: z.literal('mlm'), maskId: z.number().int().nonnegative(), probability: z.number().gt(0).lt(1).default(0.15) }),
+  z.strictObject({ kind: z.literal('causal') }),
+  z.strictObject({ kind: z.literal('mlm'), maskId: z.number().int().nonnegative(), probability: z.number().gt(0).lt(1).default(0.15) }),
 ]);
 export type ImportedObjective = z.output<typeof ImportedObjectiveSchema>;
 

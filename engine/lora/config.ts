@@ -16,7 +16,7 @@ export const DEFAULT_TARGETS: Record<ModelFamily, string[]> = {
 };
 
 export const LoraConfigSchema = z
-  .object({
+  .strictObject({
     r: z.number().int().positive().default(8),
     lora_alpha: z.number().positive().default(8),
     lora_dropout: z.number().min(0).lt(1).default(0),

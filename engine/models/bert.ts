@@ -13,7 +13,7 @@ import { layerNormBlock, type ParamLookup, type ParamSpec } from './blocks';
 import { attention, batchAndSeq, hfLinear, paddingMask, positionIds, reshapeTo, type SeqLen } from './layers';
 
 export const BertConfigSchema = z
-  .object({
+  .strictObject({
     vocab_size: z.number().int().positive(),
     hidden_size: z.number().int().positive(),
     num_hidden_layers: z.number().int().positive(),

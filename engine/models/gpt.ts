@@ -41,7 +41,7 @@ export const gptOptionFields = {
    * MLP hidden width H (HF n_inner / intermediate_size); default 4C for gelu, 8C/3 rounded up to
    * a multiple of 8 for swiglu. Null means the default, as in HF GPT2Config (configFromHf passes it).
    */
-  n_inner: z.number().int().positive().nullish(),
+  n_inner: z.number().int().positive().max(2 ** 18).nullish(),
   /** Key/value heads for grouped-query attention; must divide n_head; default n_head. */
   n_kv_head: z.number().int().positive().optional(),
   /** Dropout ratio on embeddings, attention probabilities and both residual branches, training graphs only. */
@@ -52,13 +52,21 @@ export const gptOptionFields = {
   tie_embeddings: z.boolean().optional(),
 };
 
+/**
+ * The largest sizes a config may name: beyond any published model (GPT-3 has 96 layers, Llama 3
+ * a 128k vocabulary), small enough that every shape and count stays exact. Whether a model of
+ * such a size can train on a worker is the memory estimate's question (engine/models/memory.ts).
+ */
+export const GPT_SIZE_LIMITS = { vocab_size: 2 ** 21, block_size: 2 ** 20, n_layer: 1024, n_head: 1024, n_embd: 2 ** 16 } as const;
+
+/** A GPT config. Strict: an unknown key is an error (a typo must not be dropped); see StoredGptConfigSchema. */
 export const GptConfigSchema = z
-  .object({
-    vocab_size: z.number().int().positive(),
-    block_size: z.number().int().positive(),
-    n_layer: z.number().int().positive(),
-    n_head: z.number().int().positive(),
-    n_embd: z.number().int().positive(),
+  .strictObject({
+    vocab_size: z.number().int().positive().max(GPT_SIZE_LIMITS.vocab_size),
+    block_size: z.number().int().positive().max(GPT_SIZE_LIMITS.block_size),
+    n_layer: z.number().int().positive().max(GPT_SIZE_LIMITS.n_layer),
+    n_head: z.number().int().positive().max(GPT_SIZE_LIMITS.n_head),
+    n_embd: z.number().int().positive().max(GPT_SIZE_LIMITS.n_embd),
     bias: z.boolean().default(true),
     ...gptOptionFields,
   })
@@ -74,6 +82,13 @@ export const GptConfigSchema = z
     }
   });
 export type GptConfig = z.infer<typeof GptConfigSchema>;
+
+/**
+ * GptConfigSchema for configs read back from files that other versions or other tools wrote
+ * (a checkpoint's checkpoint.json, a published model's manifest): keys it does not know are
+ * dropped, not refused, so an older or newer file still loads.
+ */
+export const StoredGptConfigSchema = GptConfigSchema.strip();
 
 /** Every option with its default (GPT-2's) filled in. */
 export interface GptOptions {

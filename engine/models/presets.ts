@@ -23,6 +23,10 @@ const gpt = (c: z.input<typeof GptConfigSchema>): Preset => ({ family: 'gpt', co
 const bert = (c: z.input<typeof BertConfigSchema>): Preset => ({ family: 'bert', config: BertConfigSchema.parse(c) });
 const t5 = (c: z.input<typeof T5ConfigSchema>): Preset => ({ family: 't5', config: T5ConfigSchema.parse(c) });
 
+// An HF config.json carries many keys we do not use (architectures, torch_dtype, task params...):
+// these parses drop them, where the strict schemas above would refuse them.
+const HF_SCHEMAS = { gpt: GptConfigSchema.strip(), bert: BertConfigSchema.strip(), t5: T5ConfigSchema.strip() };
+
 export const PRESETS = {
   'gpt2-small': gpt({ vocab_size: 50257, block_size: 1024, n_layer: 12, n_head: 12, n_embd: 768 }),
   'bert-base': bert({
@@ -101,11 +105,11 @@ export function configFromHf(family: Preset['family'], json: Record<string, unkn
   switch (family) {
     case 'gpt':
       // Field types are checked by the schema's parse; GPT2Config calls block_size n_positions.
-      return gpt({ ...json, block_size: json.n_positions } as z.input<typeof GptConfigSchema>);
+      return { family, config: HF_SCHEMAS.gpt.parse({ ...json, block_size: json.n_positions }) };
     case 'bert':
-      return bert(json as z.input<typeof BertConfigSchema>);
+      return { family, config: HF_SCHEMAS.bert.parse(json) };
     case 't5':
-      return t5(json as z.input<typeof T5ConfigSchema>);
+      return { family, config: HF_SCHEMAS.t5.parse(json) };
   }
 }
 

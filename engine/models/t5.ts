@@ -16,7 +16,7 @@ import type { ParamLookup, ParamSpec } from './blocks';
 import { attention, batchAndSeq, causalMaskOf, hfLinear, paddingMask, relativePositionBias, rmsNorm, t5FeedForward, type AttentionOptions, type SeqLen } from './layers';
 
 export const T5ConfigSchema = z
-  .object({
+  .strictObject({
     vocab_size: z.number().int().positive(),
     d_model: z.number().int().positive(),
     d_kv: z.number().int().positive(),

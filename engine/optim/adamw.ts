@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { add, div, mul, pow, sqrt, sub } from '../graph/ops';
 import type { OptimizerImpl, SharedScalars, UpdateTarget } from './types';
 
-export const AdamWSchema = z.object({
+export const AdamWSchema = z.strictObject({
   kind: z.literal('adamw'),
   lr: z.number().positive(),
   beta1: z.number().min(0).lt(1).default(0.9),

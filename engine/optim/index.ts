@@ -17,14 +17,14 @@ export { ScheduleSchema, scheduledLr, type Schedule } from './schedule';
 export { clipFactor, globalNorm } from './clip';
 
 /** Which parameters get weight decay. nanoGPT's rule is the default: every tensor of rank ≥ 2. */
-export const DecayRuleSchema = z.object({
+export const DecayRuleSchema = z.strictObject({
   min_rank: z.number().int().nonnegative().default(2),
   /** Regexes; a parameter whose name matches any is never decayed (e.g. "^(wte|wpe)$" for embeddings). */
   exclude: z.array(z.string()).default([]),
 });
 export type DecayRule = z.infer<typeof DecayRuleSchema>;
 
-export const OptimConfigSchema = z.object({
+export const OptimConfigSchema = z.strictObject({
   optimizer: z.discriminatedUnion('kind', [AdamWSchema, SgdSchema]),
   schedule: ScheduleSchema.default({ kind: 'constant' }),
   /** Max global gradient L2 norm; null turns clipping off (grad_norm is still reported). */

@@ -6,9 +6,9 @@ import type { Value } from '../graph/ir';
 import { add, cos, mul, sub } from '../graph/ops';
 
 export const ScheduleSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('constant') }),
+  z.strictObject({ kind: z.literal('constant') }),
   z
-    .object({
+    .strictObject({
       kind: z.literal('warmup_cosine'),
       /** Steps of linear warmup: lr·(t+1)/(warmup_steps+1) for t < warmup_steps (nanoGPT). */
       warmup_steps: z.number().int().nonnegative(),

@@ -9,7 +9,7 @@ import { add, mul } from '../graph/ops';
 import type { OptimizerImpl, SharedScalars, UpdateTarget } from './types';
 
 export const SgdSchema = z
-  .object({
+  .strictObject({
     kind: z.literal('sgd'),
     lr: z.number().positive(),
     momentum: z.number().min(0).lt(1).default(0),

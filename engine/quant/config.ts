@@ -17,7 +17,7 @@ const common = {
   maxPplIncrease: z.number().positive().default(0.02),
 };
 
-export const Int8DynamicSchema = z.object({
+export const Int8DynamicSchema = z.strictObject({
   method: z.literal('int8-dynamic'),
   /**
    * 'dynamic-quantize-matmul': one com.microsoft.DynamicQuantizeMatMul per Linear (the faster on
@@ -36,7 +36,7 @@ export const Int8DynamicSchema = z.object({
   ...common,
 });
 
-export const CalibrationSchema = z.object({
+export const CalibrationSchema = z.strictObject({
   /** Calibration batches the caller supplies are cut to this many. */
   batches: z.number().int().positive().default(8),
   method: z.enum(['minmax', 'percentile']).default('minmax'),
@@ -44,7 +44,7 @@ export const CalibrationSchema = z.object({
   percentile: z.number().gt(90).max(100).default(99.99),
 });
 
-export const Int8StaticSchema = z.object({
+export const Int8StaticSchema = z.strictObject({
   method: z.literal('int8-static'),
   calibration: CalibrationSchema.default({ batches: 8, method: 'minmax', percentile: 99.99 }),
   /** S8S8 (int8 activations and weights) is what ORT's guide recommends on CPU; U8S8 is the older form. */
@@ -54,7 +54,7 @@ export const Int8StaticSchema = z.object({
   ...common,
 });
 
-export const Int4Schema = z.object({
+export const Int4Schema = z.strictObject({
   method: z.literal('int4'),
   blockSize: z.union([z.literal(32), z.literal(64), z.literal(128)]).default(32),
   /** Symmetric: codes −8..7 around an implicit zero point 8; otherwise a zero point per block. */

@@ -13,12 +13,12 @@ import { z } from 'zod';
 import { EngineError } from '../errors';
 
 export const OuterOptimSchema = z.discriminatedUnion('kind', [
-  z.object({
+  z.strictObject({
     kind: z.literal('nesterov'),
     lr: z.number().positive().default(0.7),
     momentum: z.number().min(0).lt(1).default(0.9),
   }),
-  z.object({ kind: z.literal('average') }),
+  z.strictObject({ kind: z.literal('average') }),
 ]);
 export type OuterOptimConfig = z.infer<typeof OuterOptimSchema>;
 export const DEFAULT_OUTER: OuterOptimConfig = { kind: 'nesterov', lr: 0.7, momentum: 0.9 };

@@ -7,17 +7,20 @@
 // s, and a snapshot holds exactly the float32 buffers the next step reads. Nothing else carries
 // state from one step to the next.
 
+import * as os from 'node:os';
 import type * as ort from 'onnxruntime-node';
 import { z } from 'zod';
+import { EngineError } from '../errors';
 import { sampleLmBatch } from '../data/sampler';
 import { serializeModel } from '../graph/onnx';
 import { GptConfigSchema, gptParams, gptTrainLoss, type GptConfig } from '../models/gpt';
+import { estimateTrainStepBytes, gib } from '../models/memory';
 import type { OptimConfig } from '../optim';
 import { createSession, StepRunner, type SessionConfig } from '../runtime';
 import { buildTrainStep, type TrainStep } from './step';
 
 /** When the inner loop hands out a resumable snapshot; whichever comes first. */
-export const CheckpointPolicySchema = z.object({
+export const CheckpointPolicySchema = z.strictObject({
   /** Every this many inner steps (0: never by count). */
   everySteps: z.number().int().nonnegative().default(25),
   /** Every this many seconds of training (0: never by time). */
@@ -125,6 +128,35 @@ export function buildLmTrainStep(s: LmTrainSetup): TrainStep {
   return buildTrainStep({ params: gptParams(cfg), loss: gptTrainLoss(cfg, s.batchSize, s.contextLength) }, s.optim);
 }
 
+export interface TrainMemoryLimits {
+  /** The configured budget of a step on this worker (TRUTHGPT_WORKER_MEMORY_GB); the check uses the smaller of it and machineMemoryLimit(). */
+  memoryLimitBytes?: number;
+}
+
+/** What a training step may use on this machine whatever the configuration: 80 % of its memory. */
+export const machineMemoryLimit = () => Math.floor(os.totalmem() * 0.8);
+
+/**
+ * Throws EngineError('config') when the config is invalid or the step's memory estimate
+ * (engine/models/memory.ts) is above the limit: checked before anything is allocated, so a step
+ * too big for this worker fails at once and is not retried, instead of swapping the machine to a
+ * halt.
+ */
+export function checkTrainMemory(s: LmTrainSetup, limits: TrainMemoryLimits = {}): void {
+  const parsed = GptConfigSchema.safeParse(s.model);
+  if (!parsed.success) throw new EngineError('config', `model config: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  const cfg = parsed.data;
+  const limitBytes = Math.min(limits.memoryLimitBytes ?? Infinity, machineMemoryLimit());
+  const est = estimateTrainStepBytes(cfg, s.batchSize, s.contextLength, s.optim.optimizer);
+  if (est.bytes > limitBytes) {
+    throw new EngineError(
+      'config',
+      `a training step of this model needs about ${gib(est.bytes)} (n_layer ${cfg.n_layer} × n_embd ${cfg.n_embd}, batch ${s.batchSize} × context ${s.contextLength}), above this worker's memory limit of ${gib(limitBytes)}`,
+      { details: { estimateBytes: est.bytes, limitBytes } },
+    );
+  }
+}
+
 /** A compiled training step: build the graph and the ORT session once, then make runners over it. */
 export interface CompiledTrainStep {
   step: TrainStep;
@@ -133,7 +165,8 @@ export interface CompiledTrainStep {
   runner(init: ShardSnapshot): StepRunner;
 }
 
-export async function compileLmTrainStep(s: LmTrainSetup, sessionConfig: SessionConfig = {}): Promise<CompiledTrainStep> {
+export async function compileLmTrainStep(s: LmTrainSetup, sessionConfig: SessionConfig = {}, limits: TrainMemoryLimits = {}): Promise<CompiledTrainStep> {
+  checkTrainMemory(s, limits);
   const step = buildLmTrainStep(s);
   const session = await createSession(serializeModel(step.graph).model, { graphOptimizationLevel: 'all', ...sessionConfig });
   return {

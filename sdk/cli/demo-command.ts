@@ -12,6 +12,7 @@ import { stackStatus } from '../../infra/stack-health';
 import type { demoWorkflow, DemoResult } from '../../workflows/demo';
 import type { LoraOutcome } from '../../workflows/pipeline';
 import { connectTemporal } from '../client';
+import { specLimits } from '../../spec/limits';
 import { TASK_QUEUES } from '../../spec/temporal-names';
 import { resultOrExit, summarize, watchRun } from './progress';
 import { fetchReport } from './report-commands';
@@ -67,7 +68,7 @@ function printResult(config: Config, r: DemoResult): void {
 
 /** Runs the demo pipeline to the end; returns the local path of its HTML report (null if it failed). */
 export async function runDemoPipeline(config: Config, specFile = DEMO_SPEC): Promise<{ workflowId: string; reportFile: string } | null> {
-  const parsed = readSpecFile(specFile);
+  const parsed = readSpecFile(specFile, specLimits(config.runtime.workerMemoryGb));
   if (parsed.kind !== 'pipeline') throw new UsageError(`${specFile}: the demo needs a PipelineSpec (with a training section)`);
   return withTruthGPT(config, async (tg) => {
     const run = await tg.startPipeline(parsed.spec);

@@ -9,12 +9,13 @@ import { countParams, getPreset, presetParams, PRESET_NAMES, type Preset } from 
 import { BertConfigSchema } from '../../engine/models/bert';
 import { GptConfigSchema } from '../../engine/models/gpt';
 import { T5ConfigSchema } from '../../engine/models/t5';
+import { issueLines } from '../../spec/issues';
 import { UsageError } from './usage-error';
 
 const ModelFileSchema = z.discriminatedUnion('family', [
-  z.object({ family: z.literal('gpt'), config: GptConfigSchema }),
-  z.object({ family: z.literal('bert'), config: BertConfigSchema }),
-  z.object({ family: z.literal('t5'), config: T5ConfigSchema }),
+  z.strictObject({ family: z.literal('gpt'), config: GptConfigSchema }),
+  z.strictObject({ family: z.literal('bert'), config: BertConfigSchema }),
+  z.strictObject({ family: z.literal('t5'), config: T5ConfigSchema }),
 ]);
 
 /** Reads a model config file; errors name the file and the path of the bad field. */
@@ -27,8 +28,7 @@ export function readModelFile(path: string): Preset {
   }
   const parsed = ModelFileSchema.safeParse(raw);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new UsageError(`${path}: ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+    throw new UsageError(`${path}: ${issueLines(parsed.error, '', ModelFileSchema, raw)[0]}`);
   }
   return parsed.data as Preset;
 }

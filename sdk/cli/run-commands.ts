@@ -13,6 +13,7 @@ import type { trainingWorkflow, TrainingResult } from '../../workflows/training'
 import { errorTypeOf } from '../../spec/errors';
 import { checkPayload, checkRunId, TruthGPT } from '../index';
 import { InvalidSpecError, isPipelineSpecInput, parsePipelineSpec, type PipelineSpec } from '../../spec/pipeline';
+import { DEFAULT_SPEC_LIMITS, specLimits, type SpecLimits } from '../../spec/limits';
 import { parseTrainingSpec, type TrainingSpec, type TrainingSpecInput } from '../../spec/training';
 import { TASK_QUEUES } from '../../spec/temporal-names';
 import { resultOrExit, summarize, watchRun } from './progress';
@@ -43,11 +44,11 @@ export function readSpecDocument(file: string): unknown {
   }
 }
 
-/** A spec file, validated: a PipelineSpec when it has a `training` section, else a TrainingSpec. */
-export function readSpecFile(file: string): { kind: 'pipeline'; spec: PipelineSpec } | { kind: 'training'; spec: TrainingSpec } {
+/** A spec file, validated (against `limits`: the worker memory, from the config): a PipelineSpec when it has a `training` section, else a TrainingSpec. */
+export function readSpecFile(file: string, limits: SpecLimits = DEFAULT_SPEC_LIMITS): { kind: 'pipeline'; spec: PipelineSpec } | { kind: 'training'; spec: TrainingSpec } {
   const raw = readSpecDocument(file);
   try {
-    return isPipelineSpecInput(raw) ? { kind: 'pipeline', spec: parsePipelineSpec(raw) } : { kind: 'training', spec: parseTrainingSpec(raw) };
+    return isPipelineSpecInput(raw) ? { kind: 'pipeline', spec: parsePipelineSpec(raw, limits) } : { kind: 'training', spec: parseTrainingSpec(raw, limits) };
   } catch (err) {
     const lines = err instanceof InvalidSpecError ? err.issues : [(err as Error).message];
     throw new UsageError(`spec file ${file} is invalid, fix these fields and run again:\n  ${lines.join('\n  ')}`);
@@ -58,8 +59,8 @@ export function readSpecFile(file: string): { kind: 'pipeline'; spec: PipelineSp
  * Starts trainingWorkflow on the cpu queue (workflows run there); returns the workflow id.
  * @example const id = await startTraining(client, { model: { preset: 'tiny-gpt' }, ... });
  */
-export async function startTraining(client: Client, specInput: TrainingSpecInput, opts: { workflowId?: string } = {}): Promise<string> {
-  return startParsedTraining(client, parseTrainingSpec(specInput), opts);
+export async function startTraining(client: Client, specInput: TrainingSpecInput, opts: { workflowId?: string; limits?: SpecLimits } = {}): Promise<string> {
+  return startParsedTraining(client, parseTrainingSpec(specInput, opts.limits), opts);
 }
 
 /** startTraining for a spec parsed already (readSpecFile's). */
@@ -152,8 +153,8 @@ export function registerRunCommands(program: Command): void {
       }
       // Everything that can be checked here is, before connecting anywhere.
       if (flags.id !== undefined) checkRunId(flags.id, '--id');
-      const parsed = readSpecFile(file);
       const config = configFromFlags(flags);
+      const parsed = readSpecFile(file, specLimits(config.runtime.workerMemoryGb));
       if (parsed.kind === 'pipeline') return runPipeline(config, parsed.spec, flags);
       await withClient(config, async (client) => {
         const id = await startParsedTraining(client, parsed.spec, { workflowId: flags.id });

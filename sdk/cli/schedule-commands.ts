@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import YAML from 'yaml';
 import type { Config } from '../../infra/config';
 import { connectTemporal } from '../client';
-import { deleteSchedule, listSchedules, OVERLAP_POLICIES, pauseSchedule, scheduledFineTuneSpec, scheduleFineTune, triggerSchedule, UnknownScheduleError, unpauseSchedule, type ScheduleFineTuneOptions } from '../schedules';
+import { checkScheduleOptions, deleteSchedule, listSchedules, OVERLAP_POLICIES, pauseSchedule, scheduledFineTuneSpec, scheduleFineTune, triggerSchedule, UnknownScheduleError, unpauseSchedule, type ScheduleFineTuneOptions } from '../schedules';
 import { configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
 import { UsageError } from './usage-error';
 
@@ -32,6 +32,11 @@ export function readScheduleFile(file: string, flags: CreateFlags): ScheduleFine
     throw new UsageError(`${file}: ${(err as Error).message}`);
   }
   if (!raw || typeof raw !== 'object') throw new UsageError(`${file}: expected a mapping with base, datasetPrefix, train (and id, every or cron)`);
+  try {
+    checkScheduleOptions(raw);
+  } catch (err) {
+    throw new UsageError(`${file}: ${(err as Error).message}`);
+  }
   const o = { ...raw } as unknown as ScheduleFineTuneOptions;
   const twice = `${file}: give exactly one of every or cron (or --every / --cron)`;
   if (flags.every && flags.cron) throw new UsageError(twice);

@@ -1,0 +1,97 @@
+// Issue 15, part 2: the memory estimate of a training step, and the engine's refusal to compile a
+// step that cannot fit the worker (before it allocates anything). The estimate's agreement with
+// measured peak RSS is `npm run bench -- memory` (bench/RESULTS.md); here: its arithmetic.
+
+import { ApplicationFailure } from '@temporalio/common';
+import { asFailure } from '../../artifacts/errors';
+import { EngineError } from '../../engine/errors';
+import { countParams } from '../../engine/models/blocks';
+import { GptConfigSchema, gptParams, StoredGptConfigSchema } from '../../engine/models/gpt';
+import { estimateTrainStepBytes, gptParamCount } from '../../engine/models/memory';
+import { configFromHf, getPreset } from '../../engine/models/presets';
+import { OptimConfigSchema } from '../../engine/optim';
+import { checkTrainMemory, compileLmTrainStep } from '../../engine/train/shard';
+
+const tinyGpt = { vocab_size: 259, block_size: 32, n_layer: 2, n_head: 2, n_embd: 32 };
+const adamw = OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-3 } });
+const GiB = 2 ** 30;
+
+describe('estimateTrainStepBytes', () => {
+  test('counts parameters in closed form exactly as gptParams lists them, for every option', () => {
+    const variants = [
+      {},
+      { bias: false },
+      { pos: 'rope', norm: 'rmsnorm', mlp: 'swiglu', n_kv_head: 1, tie_embeddings: false, bias: false },
+      { mlp: 'swiglu', n_inner: 40 },
+      { norm: 'rmsnorm' },
+    ];
+    for (const v of variants) {
+      const cfg = GptConfigSchema.parse({ ...tinyGpt, ...v });
+      expect(gptParamCount(cfg)).toBe(countParams(gptParams(cfg)));
+    }
+    const gpt2 = getPreset('gpt2-small');
+    expect(gpt2.family === 'gpt' && gptParamCount(gpt2.config)).toBe(124_439_808);
+  });
+
+  test('parameter copies follow the optimizer: 13.5 for AdamW, 10 for SGD with momentum, 6.5 without', () => {
+    const cfg = GptConfigSchema.parse(tinyGpt);
+    expect(estimateTrainStepBytes(cfg, 8, 32, { kind: 'adamw' }).paramCopies).toBe(13.5);
+    expect(estimateTrainStepBytes(cfg, 8, 32, { kind: 'sgd', momentum: 0.9 }).paramCopies).toBe(10);
+    expect(estimateTrainStepBytes(cfg, 8, 32, { kind: 'sgd', momentum: 0 }).paramCopies).toBe(6.5);
+  });
+
+  test('grows with depth, batch and context; a 10 000-layer tiny model is tens of GiB', () => {
+    const at = (n_layer: number, B: number, T: number) => estimateTrainStepBytes({ ...GptConfigSchema.parse(tinyGpt), n_layer }, B, T, { kind: 'adamw' }).bytes;
+    expect(at(4, 8, 32)).toBeGreaterThan(at(2, 8, 32));
+    expect(at(2, 16, 32)).toBeGreaterThan(at(2, 8, 32));
+    expect(at(2, 8, 32)).toBeGreaterThan(at(2, 8, 16));
+    expect(at(2, 8, 32)).toBeLessThan(0.3 * GiB); // the tiny example: about 0.2 GiB
+    expect(at(10_000, 8, 32)).toBeGreaterThan(40 * GiB);
+  });
+});
+
+describe('the engine refuses a training step that cannot fit before it allocates', () => {
+  const setup = (model: object, batchSize = 8, contextLength = 32) => ({ model: model as never, optim: adamw, batchSize, contextLength });
+
+  test('n_layer 10000 (the spec that froze the stack) is an invalid config', async () => {
+    const err = await compileLmTrainStep(setup({ ...tinyGpt, n_layer: 10_000 })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(EngineError);
+    expect((err as EngineError).kind).toBe('config');
+    expect((err as Error).message).toMatch(/n_layer: Too big: expected number to be <=1024/);
+  });
+
+  test('a step above the worker limit is refused naming the estimate and the limit, and maps to a non-retryable InvalidConfig', async () => {
+    const t0 = Date.now();
+    const err = await compileLmTrainStep(setup({ ...tinyGpt, n_layer: 1000 }), {}, { memoryLimitBytes: 2 * GiB }).catch((e: unknown) => e);
+    expect(Date.now() - t0).toBeLessThan(1000); // nothing was built
+    expect(err).toBeInstanceOf(EngineError);
+    expect((err as EngineError).kind).toBe('config');
+    expect((err as Error).message).toBe(
+      "a training step of this model needs about 4.5 GiB (n_layer 1000 × n_embd 32, batch 8 × context 32), above this worker's memory limit of 2.0 GiB",
+    );
+    const failure = asFailure(err, 'trainShard shard 0 round 0') as ApplicationFailure;
+    expect(failure).toBeInstanceOf(ApplicationFailure);
+    expect(failure.type).toBe('InvalidConfig');
+    expect(failure.nonRetryable).toBe(true);
+  });
+
+  test('the limit is the smaller of the configured one and 80 % of the machine', () => {
+    expect(() => checkTrainMemory(setup(tinyGpt), { memoryLimitBytes: 1024 })).toThrow(/above this worker's memory limit of 0\.0 GiB/);
+    expect(() => checkTrainMemory(setup(tinyGpt), { memoryLimitBytes: 1e15 })).not.toThrow();
+    expect(() => checkTrainMemory(setup({ ...tinyGpt, n_layer: 1024, n_embd: 8192, n_head: 64 }), { memoryLimitBytes: 1e15 })).toThrow(/above this worker's memory limit/);
+  });
+});
+
+describe('configs other writers made keep loading', () => {
+  test('a stored config (checkpoint.json, model manifest) drops keys it does not know', () => {
+    expect(StoredGptConfigSchema.parse({ ...tinyGpt, attn_impl: 'eager', n_ctx: 32 })).toEqual({ ...tinyGpt, bias: true });
+    expect(() => GptConfigSchema.parse({ ...tinyGpt, attn_impl: 'eager' })).toThrow(/Unrecognized key/);
+  });
+
+  test('a Hugging Face config.json with its many extra keys imports', () => {
+    const hf = { architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_positions: 32, n_ctx: 32, vocab_size: 259, n_layer: 2, n_head: 2, n_embd: 32, n_inner: null, torch_dtype: 'float32', resid_pdrop: 0.1 };
+    expect(configFromHf('gpt', hf).config).toEqual({ vocab_size: 259, block_size: 32, n_layer: 2, n_head: 2, n_embd: 32, n_inner: null, bias: true });
+    expect(configFromHf('bert', { vocab_size: 10, hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 16, hidden_act: 'gelu', model_type: 'bert' }).family).toBe('bert');
+    expect(configFromHf('t5', { vocab_size: 10, d_model: 8, d_kv: 4, d_ff: 16, num_layers: 1, num_heads: 2, is_encoder_decoder: true }).family).toBe('t5');
+  });
+});
