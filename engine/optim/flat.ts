@@ -1,8 +1,10 @@
 // The flat layout of the optimizer update. Instead of ~12 elementwise ops per parameter tensor,
 // the gradients are concatenated once into one 1-D buffer and the clip norm, both moment updates,
 // bias correction and the update direction are each one op over that buffer. The optimizer state
-// lives flat too: one graph input `state:@flat.<slot>` per slot, covering every trainable
-// parameter in the graph's `param:` input order, so moments are never concatenated or split.
+// lives flat too: one graph input `state:@flat.<slot>` per slot, covering, in the graph's
+// `param:` input order, every trainable parameter that has no `state:<param>.<slot>` input of its
+// own (tensors above `flatMaxNumel` keep their own chain, see index.ts), so moments are never
+// concatenated or split.
 //
 // Parameters stay per-tensor graph inputs: the forward reads them per tensor, and a flat
 // parameter buffer would cost a Slice copy per tensor every step plus a layout the StepRunner
@@ -38,7 +40,8 @@ const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
 /**
  * Plans the flat update of `members`. The buffer order is the graph's `param:` input order, the
- * order the StepRunner sees, so each member must be a graph input named `param:<name>`.
+ * order the StepRunner sees, so each member must be a graph input named `param:<name>`; the
+ * caller declares no per-tensor state input for a member.
  */
 export function planFlat(g: Graph, impl: OptimizerImpl, members: FlatMember[]): FlatPlan {
   const position = new Map(g.inputs.map((v, i) => [v.name, i]));

@@ -68,11 +68,18 @@ export interface StateSpec {
 
 /**
  * `per-tensor`: every parameter tensor gets its own chain of elementwise ops and its own state
- * inputs. `flat`: one chain over a flat buffer of all gradients and moments (flat.ts). The two
- * agree to float32 rounding (test/engine/optim-flat.test.ts); bench/RESULTS.md has the timings.
+ * inputs. `flat`: one chain over a flat buffer of the gradients and moments of every tensor of at
+ * most `flatMaxNumel` elements (flat.ts); larger tensors keep their own chain. The two agree to
+ * float32 rounding (test/engine/optim-flat.test.ts); bench/RESULTS.md has the timings.
  */
 export type OptimLayout = 'per-tensor' | 'flat';
 export const DEFAULT_LAYOUT: OptimLayout = 'per-tensor';
+/**
+ * Tensors above this size keep their own op chain in the flat layout. Each op is then big enough
+ * that a kernel launch costs nothing next to it, and a chain over one tensor stays in cache while
+ * passes over one large flat buffer all go to memory (measured: bench/RESULTS.md).
+ */
+export const DEFAULT_FLAT_MAX_NUMEL = 2 ** 18;
 
 export interface AppendedOptimizer {
   gradNorm: Value;
@@ -80,13 +87,15 @@ export interface AppendedOptimizer {
   /** Per-tensor state, whatever the layout (the StepRunner's view of it). */
   state: StateSpec[];
   layout: OptimLayout;
-  /** Flat layout: each parameter's offset and size in the `@flat.<slot>` buffers, in buffer order. */
+  /** Flat layout: each flat-updated parameter's offset and size in the `@flat.<slot>` buffers, in buffer order. */
   flat?: { name: string; offset: number; size: number }[];
 }
 
 export interface AppendOptimizerOptions {
   /** Update layout (default DEFAULT_LAYOUT). */
   layout?: OptimLayout;
+  /** Flat layout only: tensors with more elements keep their own chain (default DEFAULT_FLAT_MAX_NUMEL). */
+  flatMaxNumel?: number;
   /**
    * Per-tensor layout only: update all 1-D parameters (biases, LayerNorm) of the same decay
    * class as one concatenated vector: a handful of kernels instead of ~12 per parameter, which is
@@ -98,6 +107,8 @@ export interface AppendOptimizerOptions {
 interface Member {
   entry: OptimizerEntry;
   shape: number[];
+  /** Updated in the flat buffer (flat layout, at most flatMaxNumel elements). */
+  flat: boolean;
   decay: boolean;
   inputs: Record<string, Value>;
   outs: Record<string, string>;
@@ -113,32 +124,36 @@ type Unit = { grad: Value; run: (shared: SharedScalars, gradSquared: Value) => v
 export function appendOptimizer(g: Graph, cfg: OptimConfig, entries: OptimizerEntry[], step: Value, opts: AppendOptimizerOptions = {}): AppendedOptimizer {
   const impl = optimizerImpl(cfg);
   const layout = opts.layout ?? DEFAULT_LAYOUT;
-  const flat = layout === 'flat';
+  const maxNumel = layout === 'flat' ? (opts.flatMaxNumel ?? DEFAULT_FLAT_MAX_NUMEL) : -1;
   const state: StateSpec[] = [];
   const members: Member[] = entries.map((entry) => {
     const shape = knownShape(entry.param);
+    const flat = shape.reduce((a, b) => a * b, 1) <= maxNumel;
     const inputs: Record<string, Value> = {};
     const outs: Record<string, string> = {};
     for (const slot of impl.slots) {
       const key = stateKey(entry.name, slot);
+      // A tensor in the flat buffer has no state input of its own: that absence is how the
+      // StepRunner knows which tensors `@flat.<slot>` holds.
       if (!flat) {
         inputs[slot] = g.input(stateIn(key), 'float32', shape);
         outs[slot] = stateOut(key);
       }
       state.push({ key, shape });
     }
-    return { entry, shape, decay: decays(cfg.decay, entry.name, shape), inputs, outs };
+    return { entry, shape, flat, decay: decays(cfg.decay, entry.name, shape), inputs, outs };
   });
 
-  let units: Unit[];
+  const units = perTensorUnits(g, impl, members.filter((m) => !m.flat), opts.groupVectors !== false);
   let flatOuts: string[] = [];
   let flatMembers: AppendedOptimizer['flat'];
-  if (flat) {
-    const plan = planFlat(g, impl, members.map((m) => ({ ...m.entry, shape: m.shape, decay: m.decay })));
-    units = [plan];
+  const inFlat = members.filter((m) => m.flat);
+  if (inFlat.length) {
+    const plan = planFlat(g, impl, inFlat.map((m) => ({ ...m.entry, shape: m.shape, decay: m.decay })));
+    units.push(plan);
     flatOuts = plan.stateOut;
     flatMembers = plan.members;
-  } else units = perTensorUnits(g, impl, members, opts.groupVectors !== false);
+  }
 
   const { norm: gradNorm, squares } = globalNorm(units.map((u) => u.grad));
   const gradScale = cfg.grad_clip === null ? null : clipFactor(gradNorm, cfg.grad_clip);
@@ -148,7 +163,7 @@ export function appendOptimizer(g: Graph, cfg: OptimConfig, entries: OptimizerEn
   // Outputs in entry order, so the graph's output list reads like its input list.
   for (const m of members) {
     g.output(g.value(paramOut(m.entry.name)));
-    for (const slot of impl.slots) if (!flat) g.output(g.value(m.outs[slot]));
+    for (const slot of impl.slots) if (!m.flat) g.output(g.value(m.outs[slot]));
   }
   for (const name of flatOuts) g.output(g.value(name));
   return { gradNorm: g.output(gradNorm, 'grad_norm'), lr: g.output(lr, 'lr'), state, layout, flat: flatMembers };

@@ -5,7 +5,8 @@
 //            free-form batch inputs, scalar `step` (float32 or int64)
 //   outputs  param_out:<name>, state_out:<name>, `loss`, `grad_norm`, other scalars (e.g. `lr`)
 // A state input `state:@flat.<slot>` (engine/optim/flat.ts) is one 1-D buffer holding that slot
-// for every `param:` input, concatenated in input order; the runner shows it as per-tensor views
+// for every `param:` input without a `state:<param>.<slot>` input of its own, concatenated in
+// input order; the runner shows it as per-tensor views
 // `<param>.<slot>` in getState/setState, so checkpoints, resumes and callers never see the layout
 // (a per-tensor checkpoint loads into a flat graph and back).
 // Params and optimizer state live in two pre-allocated buffer sets that swap roles every step
@@ -70,7 +71,7 @@ interface View {
 const PARAM = 'param:';
 const STATE = 'state:';
 const FROZEN = 'frozen:';
-/** Flat state keys (engine/optim/names.ts): `@flat.<slot>` covers every param, in input order. */
+/** Flat state keys (engine/optim/names.ts): `@flat.<slot>`. */
 const FLAT = '@flat.';
 
 /** ORT tensor types for the IR dtypes a batch may carry. */
@@ -169,16 +170,17 @@ export class StepRunner {
     this.setState(state);
   }
 
-  /** `@flat.<slot>` → `<param>.<slot>` for each param in input order, checked against its length. */
+  /** `@flat.<slot>` → `<param>.<slot>` for each param in input order that has no state input of its own, checked against its length. */
   private flatViews(s: Slot): View[] {
     const slot = s.name.slice(FLAT.length);
+    const own = new Set(this.state.map((x) => x.name));
     let offset = 0;
-    const views = this.params.map((p) => {
+    const views = this.params.filter((p) => !own.has(`${p.name}.${slot}`)).map((p) => {
       const size = p.bufs[0].length;
       return { name: `${p.name}.${slot}`, offset: (offset += size) - size, size, dims: p.dims };
     });
     if (s.dims.length !== 1 || offset !== s.bufs[0].length) {
-      throw new Error(`training-step session: flat state "${s.input}" is [${s.dims}] but the ${this.params.length} param inputs hold ${offset} values`);
+      throw new Error(`training-step session: flat state "${s.input}" is [${s.dims}] but the ${views.length} param inputs it covers hold ${offset} values`);
     }
     return views;
   }
@@ -276,13 +278,20 @@ export class StepRunner {
   }
 
   private read(slots: Slot[]): Record<string, Float32Array> {
-    // Views of flat slots are interleaved param by param (`w.m`, `w.v`, `b.m`, ...), the order a
-    // per-tensor graph's state inputs have, so both layouts list their state alike.
-    const flat = slots.filter((s) => s.name.startsWith(FLAT));
-    const order = slots.filter((s) => !flat.includes(s)).flatMap((s) => s.views.map((v) => ({ s, v })));
-    for (let i = 0; flat.length && i < flat[0].views.length; i++) for (const s of flat) order.push({ s, v: s.views[i] });
+    const views = slots.flatMap((s) => s.views.map((v) => ({ s, v })));
+    if (slots === this.state) {
+      // Param by param (`w.m`, `w.v`, `b.m`, ...), the order a per-tensor graph declares its state
+      // in, so every layout lists its state alike. A state key is `<param>.<slot>`, slot dot-free.
+      const param = new Map(this.params.map((p, i) => [p.name, i]));
+      const slots = [...new Set(views.map(({ v }) => v.name.slice(v.name.lastIndexOf('.') + 1)))];
+      const key = (name: string) => [param.get(name.slice(0, name.lastIndexOf('.'))) ?? Number.MAX_SAFE_INTEGER, slots.indexOf(name.slice(name.lastIndexOf('.') + 1))];
+      views.sort((a, b) => {
+        const [x, y] = [key(a.v.name), key(b.v.name)];
+        return x[0] - y[0] || x[1] - y[1];
+      });
+    }
     const out: Record<string, Float32Array> = {};
-    for (const { s, v } of order) out[v.name] = s.bufs[this.cur].slice(v.offset, v.offset + v.size);
+    for (const { s, v } of views) out[v.name] = s.bufs[this.cur].slice(v.offset, v.offset + v.size);
     return out;
   }
 

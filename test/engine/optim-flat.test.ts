@@ -37,11 +37,15 @@ interface Start {
   state: Weights;
 }
 
-function build(layout: OptimLayout, optim: OptimConfigInput, opts: TrainStepOptions = {}) {
-  return buildTrainStep({ params: specs, loss: gptTrainLoss(cfg, B, T) }, OptimConfigSchema.parse(optim), { ...opts, optimizer: { layout } });
+/** `hybrid`: flat, with the three tensors above 2048 elements per block on their own chains. */
+type Layout = OptimLayout | 'hybrid';
+
+function build(layout: Layout, optim: OptimConfigInput, opts: TrainStepOptions = {}) {
+  const optimizer = layout === 'hybrid' ? { layout: 'flat' as const, flatMaxNumel: 2048 } : { layout };
+  return buildTrainStep({ params: specs, loss: gptTrainLoss(cfg, B, T) }, OptimConfigSchema.parse(optim), { ...opts, optimizer });
 }
 
-async function trainer(layout: OptimLayout, optim: OptimConfigInput, start?: Start, opts?: TrainStepOptions) {
+async function trainer(layout: Layout, optim: OptimConfigInput, start?: Start, opts?: TrainStepOptions) {
   return Trainer.create(build(layout, optim, opts), { weights: start?.weights ?? weights, state: start?.state, startStep: start?.step ?? 0, sessionConfig: { intraOpThreads: 1 } });
 }
 
@@ -96,8 +100,15 @@ describe('flat optimizer layout', () => {
     expect(optimizerNodes(fl)).toBeLessThan(0.6 * optimizerNodes(pt));
   });
 
-  it('AdamW without clipping: weights, moments and loss bit-identical to per-tensor over 8 steps', async () => {
-    const [pt, fl] = [await trainer('per-tensor', NO_CLIP), await trainer('flat', NO_CLIP)];
+  it('keeps tensors above flatMaxNumel on their own state, and the runner finds the rest in the flat buffer', () => {
+    const hy = build('hybrid', CLIP);
+    const own = hy.graph.inputs.filter((v) => v.name.startsWith('state:')).map((v) => v.name);
+    expect(own.filter((n) => n.endsWith('.m'))).toEqual(['state:h.0.attn.c_attn.weight.m', 'state:h.0.mlp.c_fc.weight.m', 'state:h.0.mlp.c_proj.weight.m', 'state:h.1.attn.c_attn.weight.m', 'state:h.1.mlp.c_fc.weight.m', 'state:h.1.mlp.c_proj.weight.m', 'state:@flat.m']);
+    expect(hy.state).toEqual(build('per-tensor', CLIP).state);
+  });
+
+  it.each(['flat', 'hybrid'] as const)('AdamW without clipping (%s): weights, moments and loss bit-identical to per-tensor over 8 steps', async (layout) => {
+    const [pt, fl] = [await trainer('per-tensor', NO_CLIP), await trainer(layout, NO_CLIP)];
     const gap = await runBoth(pt, fl, data);
     expect(gap.loss).toBe(0);
     // Observed 1.8e-6: one ReduceSum over the flat buffer vs a sum of per-tensor ReduceSums.
@@ -139,7 +150,7 @@ describe('flat optimizer layout', () => {
     expect(momentum.err).toBeLessThan(1e-5);
   });
 
-  it('a per-tensor checkpoint resumes in the flat layout, and a flat one in per-tensor, bit-identical', async () => {
+  it.each(['flat', 'hybrid'] as const)('a per-tensor checkpoint resumes in the %s layout, and back in per-tensor, bit-identical', async (layout) => {
     // The first half runs per-tensor, as a run started before the flat layout existed did, and
     // its state goes through real checkpoint files (per-tensor keys such as `wte.m`).
     const first = await trainer('per-tensor', NO_CLIP);
@@ -152,7 +163,7 @@ describe('flat optimizer layout', () => {
     const back = (m: Map<string, { data: unknown }>) => new Map([...m].map(([k, t]) => [k, t.data as Float32Array]));
     const start: Start = { step: ck.state.step, weights: back(ck.weights), state: back(ck.optimizer) };
 
-    const [pt, fl] = [await trainer('per-tensor', NO_CLIP, start), await trainer('flat', NO_CLIP, start)];
+    const [pt, fl] = [await trainer('per-tensor', NO_CLIP, start), await trainer(layout, NO_CLIP, start)];
     await runBoth(pt, fl, data.slice(4));
     expect(bitsDiffer(fl.params(), pt.params())).toEqual([]);
     expect(bitsDiffer(fl.optimizerState(), pt.optimizerState())).toEqual([]);

@@ -1,6 +1,6 @@
 // Optimizers, schedules and clipping as graph ops, checked against closed-form updates written
-// out in plain TS (torch.optim arithmetic) over several steps on small tensors, in both update
-// layouts (per-tensor, flat).
+// out in plain TS (torch.optim arithmetic) over several steps on small tensors, in every update
+// layout (per-tensor; flat; flat with one tensor over the size limit on its own chain).
 
 import '../../engine/runtime/host-realm';
 import '../../engine/autodiff/rules';
@@ -15,12 +15,16 @@ interface P {
   shape: number[];
 }
 
+/** Layouts under test; `hybrid` is flat with `w` (12 elements) above the flat size limit. */
+type Layout = OptimLayout | 'hybrid';
+const LAYOUTS: Layout[] = ['per-tensor', 'flat', 'hybrid'];
+
 /**
  * Runs `steps` optimizer steps in ORT, feeding the given gradients, and returns every output per
- * step. In the flat layout the state is fed as the `@flat.<slot>` buffers and each flat output is
- * cut back into per-tensor `state_out:<key>` entries, so checks read the same in both layouts.
+ * step. Flat state is fed as the `@flat.<slot>` buffers and each flat output is cut back into
+ * per-tensor `state_out:<key>` entries, so checks read the same in every layout.
  */
-async function runOptimizer(cfgIn: OptimConfigInput, params: P[], init: Map<string, Float32Array>, grads: Map<string, Float32Array>[], layout: OptimLayout = 'per-tensor') {
+async function runOptimizer(cfgIn: OptimConfigInput, params: P[], init: Map<string, Float32Array>, grads: Map<string, Float32Array>[], layout: Layout = 'per-tensor') {
   const cfg = OptimConfigSchema.parse(cfgIn);
   const g = new Graph('optim_test');
   const step = g.input('step', 'float32', []);
@@ -29,16 +33,17 @@ async function runOptimizer(cfgIn: OptimConfigInput, params: P[], init: Map<stri
     param: g.input(`param:${p.name}`, 'float32', p.shape),
     grad: g.input(`grad:${p.name}`, 'float32', p.shape),
   }));
-  const { state, flat } = appendOptimizer(g, cfg, entries, step, { layout });
+  const opts = layout === 'hybrid' ? { layout: 'flat' as const, flatMaxNumel: 8 } : { layout };
+  const { state, flat = [] } = appendOptimizer(g, cfg, entries, step, opts);
   const session = await ort.InferenceSession.create(serializeModel(g).model);
   const feeds: Record<string, ort.Tensor> = {};
   for (const p of params) feeds[`param:${p.name}`] = new ort.Tensor('float32', init.get(p.name)!.slice(), p.shape);
-  const stateNames = flat ? [...new Set(state.map((s) => flatStateKey(s.key.slice(s.key.lastIndexOf('.') + 1))))] : state.map((s) => s.key);
-  const total = flat ? flat.reduce((n, m) => n + m.size, 0) : 0;
-  for (const [i, k] of stateNames.entries()) {
-    const shape = flat ? [total] : state[i].shape;
-    feeds[`state:${k}`] = new ort.Tensor('float32', new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
-  }
+  const inFlat = new Set(flat.map((m) => m.name));
+  const total = flat.reduce((n, m) => n + m.size, 0);
+  const slotOf = (key: string) => key.slice(key.lastIndexOf('.') + 1);
+  const flatNames = [...new Set(state.filter((s) => inFlat.has(s.key.slice(0, s.key.lastIndexOf('.')))).map((s) => flatStateKey(slotOf(s.key))))];
+  const stateInputs = [...state.filter((s) => !inFlat.has(s.key.slice(0, s.key.lastIndexOf('.')))), ...flatNames.map((key) => ({ key, shape: [total] }))];
+  for (const s of stateInputs) feeds[`state:${s.key}`] = new ort.Tensor('float32', new Float32Array(s.shape.reduce((a, b) => a * b, 1)), s.shape);
   const history: Record<string, Float32Array>[] = [];
   for (let t = 0; t < grads.length; t++) {
     feeds.step = new ort.Tensor('float32', new Float32Array([t]), []);
@@ -46,15 +51,12 @@ async function runOptimizer(cfgIn: OptimConfigInput, params: P[], init: Map<stri
     const out = await session.run(feeds);
     const rec: Record<string, Float32Array> = {};
     for (const [k, v] of Object.entries(out)) rec[k] = v.data as Float32Array;
-    for (const k of flat ? stateNames : []) {
-      const slot = k.slice(k.indexOf('.') + 1);
-      for (const m of flat!) rec[`state_out:${m.name}.${slot}`] = rec[`state_out:${k}`].slice(m.offset, m.offset + m.size);
-    }
+    for (const k of flatNames) for (const m of flat) rec[`state_out:${m.name}.${slotOf(k)}`] = rec[`state_out:${k}`].slice(m.offset, m.offset + m.size);
     history.push(rec);
     for (const p of params) feeds[`param:${p.name}`] = out[`param_out:${p.name}`];
-    for (const k of stateNames) feeds[`state:${k}`] = out[`state_out:${k}`];
+    for (const s of stateInputs) feeds[`state:${s.key}`] = out[`state_out:${s.key}`];
   }
-  return { history, state };
+  return { history, state, stateInputs: stateInputs.map((s) => s.key) };
 }
 
 function randn(n: number, seed: number, scale = 1): Float32Array {
@@ -85,7 +87,7 @@ function expectClose(actual: Float32Array, expected: number[] | Float64Array, rt
   }
 }
 
-describe.each(['per-tensor', 'flat'] as const)('AdamW, %s layout', (layout) => {
+describe.each(LAYOUTS)('AdamW, %s layout', (layout) => {
   it('matches torch.optim.AdamW arithmetic over 6 steps, with bias correction and decay only on 2-D weights', async () => {
     const { init, grads } = fixtures();
     const [lr, b1, b2, eps, wd] = [0.05, 0.9, 0.95, 1e-8, 0.1];
@@ -124,12 +126,12 @@ describe.each(['per-tensor', 'flat'] as const)('AdamW, %s layout', (layout) => {
   });
 });
 
-describe.each(['per-tensor', 'flat'] as const)('SGD, %s layout', (layout) => {
+describe.each(LAYOUTS)('SGD, %s layout', (layout) => {
   for (const nesterov of [false, true]) {
     it(`matches torch.optim.SGD with momentum 0.9${nesterov ? ' and Nesterov' : ''} and L2 weight decay over 6 steps`, async () => {
       const { init, grads } = fixtures();
       const [lr, mu, wd] = [0.1, 0.9, 0.01];
-      const { history, state } = await runOptimizer(
+      const { history, state, stateInputs } = await runOptimizer(
         { optimizer: { kind: 'sgd', lr, momentum: mu, nesterov, weight_decay: wd } },
         PARAMS,
         init,
@@ -137,6 +139,7 @@ describe.each(['per-tensor', 'flat'] as const)('SGD, %s layout', (layout) => {
         layout,
       );
       expect(state.map((s) => s.key)).toEqual(['w.momentum', 'b.momentum', 'c.momentum']);
+      expect(stateInputs).toEqual({ 'per-tensor': state.map((s) => s.key), flat: ['@flat.momentum'], hybrid: ['w.momentum', '@flat.momentum'] }[layout]);
       for (const p of PARAMS) {
         const decayed = p.shape.length >= 2;
         const x = Float64Array.from(init.get(p.name)!);
@@ -213,7 +216,7 @@ describe('learning-rate schedules', () => {
   });
 });
 
-describe.each(['per-tensor', 'flat'] as const)('global-norm clipping, %s layout', (layout) => {
+describe.each(LAYOUTS)('global-norm clipping, %s layout', (layout) => {
   it('reports the pre-clip norm and scales the update by max_norm / norm when above it', async () => {
     const { init, grads } = fixtures(10);
     const maxNorm = 0.5;
