@@ -21,7 +21,7 @@ import { gptParams, gptTrainLoss } from '../engine/models/gpt';
 import { appendOptimizer, OptimConfigSchema } from '../engine/optim';
 import type { LayoutVariant } from './layouts';
 import { sessionOptions } from './ort';
-import { BENCH_OPTIM, SIZES } from './step';
+import { BENCH_OPTIM, pairedRatio, SIZES } from './step';
 
 export interface OptimBenchArgs {
   size: string;
@@ -92,8 +92,12 @@ export async function benchOptim(args: OptimBenchArgs): Promise<void> {
   const params = specs.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
   const q = (xs: number[], f: number) => [...xs].sort((a, b) => a - b)[Math.floor(f * (xs.length - 1))];
   console.log(`\noptimizer phase alone: ${args.size}${args.params === 'lora' ? ' LoRA adapters' : ''} (${specs.length} tensors, ${(params / 1e6).toFixed(3)} M params), ${args.threads} threads, ${args.reps} interleaved runs, load avg ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-  console.log(`${'layout'.padEnd(16)} ${'nodes'.padStart(6)} ${'min ms'.padStart(8)} ${'p25 ms'.padStart(8)} ${'median ms'.padStart(10)}`);
-  for (const c of cs) console.log(`${c.layout.padEnd(16)} ${String(c.nodes).padStart(6)} ${q(c.times, 0).toFixed(2).padStart(8)} ${q(c.times, 0.25).toFixed(2).padStart(8)} ${q(c.times, 0.5).toFixed(2).padStart(10)}`);
+  console.log(`${'layout'.padEnd(16)} ${'nodes'.padStart(6)} ${'min ms'.padStart(8)} ${'p25 ms'.padStart(8)} ${'median ms'.padStart(10)}   paired ratio vs ${cs[0].layout}: median (quartiles)`);
+  for (const c of cs) {
+    const r = pairedRatio(c.times, cs[0].times);
+    const ratio = c === cs[0] ? '' : `   ${r.median.toFixed(3)} (${r.p25.toFixed(3)}–${r.p75.toFixed(3)})`;
+    console.log(`${c.layout.padEnd(16)} ${String(c.nodes).padStart(6)} ${q(c.times, 0).toFixed(2).padStart(8)} ${q(c.times, 0.25).toFixed(2).padStart(8)} ${q(c.times, 0.5).toFixed(2).padStart(10)}${ratio}`);
+  }
   const outDir = path.join(__dirname, 'out');
   fs.mkdirSync(outDir, { recursive: true });
   const outFile = path.join(outDir, `optim-${args.size}-${args.params}-${Date.now()}.json`);

@@ -157,6 +157,9 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
     }),
   );
   const ours = layouts[DEFAULT_LAYOUT] ?? Object.values(layouts)[0];
+  // Steps ran interleaved, so step i of every layout saw about the same machine load: the median
+  // of the per-step time ratios against the first layout is the load-robust comparison.
+  const paired = Object.fromEntries(contenders.slice(1).map((c) => [c.layout, pairedRatio(c.times, contenders[0].times)]));
   const peak = rounds.map((r) => r.peak).reduce((a, b) => (b.gflops > a.gflops ? b : a));
   const bestTorch = (pick: (r: (typeof rounds)[number]) => TorchResult): TorchResult => {
     const ok = rounds.map(pick).filter((t): t is Exclude<TorchResult, { skipped: string }> => 'tokens_per_s' in t);
@@ -178,6 +181,7 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
     defaultLayout: DEFAULT_LAYOUT,
     ours,
     layouts,
+    pairedVs: { baseline: contenders[0].layout, ratios: paired },
     peak,
     torch,
     torchSdpa,
@@ -237,6 +241,13 @@ function machine() {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
+/** Quartiles of a[i] / b[i] over steps timed back to back. */
+export function pairedRatio(a: number[], b: number[]): { p25: number; median: number; p75: number } {
+  const r = a.map((x, i) => x / b[i]).sort((x, y) => x - y);
+  const q = (f: number) => r[Math.floor(f * (r.length - 1))];
+  return { p25: q(0.25), median: q(0.5), p75: q(0.75) };
+}
+
 function printTable(r0: { rounds: unknown[] } & Omit<Parameters<typeof printRows>[0], 'rounds'>) {
   printRows({ ...r0, rounds: r0.rounds.length });
 }
@@ -257,6 +268,7 @@ function printRows(r: {
   torch: TorchResult;
   torchSdpa: TorchResult;
   profiles: Record<string, ReturnType<typeof summarizeProfile>>;
+  pairedVs: { baseline: string; ratios: Record<string, { p25: number; median: number; p75: number }> };
 }) {
   const f = (x: number, d = 1) => x.toFixed(d);
   console.log(`\nstep bench: ${r.size}, batch ${r.batch}, ${r.threads} threads, ${(r.params / 1e6).toFixed(2)} M params, best of ${r.rounds} round(s), load avg ${r.loadavg.map((x) => x.toFixed(2)).join(' ')}`);
@@ -276,6 +288,9 @@ function printRows(r: {
   const best = [r.torch, r.torchSdpa].flatMap((t) => ('tokens_per_s' in t ? [t.tokens_per_s] : []));
   if (best.length) console.log(`speed-up vs the faster PyTorch eager: ${f(r.ours.tokensPerS / Math.max(...best), 2)}×`);
   else if ('skipped' in r.torch) console.log(`PyTorch comparison skipped: ${r.torch.skipped}`);
+  for (const [layout, q] of Object.entries(r.pairedVs.ratios)) {
+    console.log(`${layout} / ${r.pairedVs.baseline} step time, paired step by step: median ${f(q.median, 3)} (quartiles ${f(q.p25, 3)}–${f(q.p75, 3)})`);
+  }
   for (const [layout, o] of Object.entries(r.layouts)) console.log(`${layout}: loss ${f(o.firstLoss, 3)} → ${f(o.lastLoss, 3)} (sanity: it trains)`);
   for (const [layout, p] of Object.entries(r.profiles)) {
     const ph = Object.entries(p.byPhase).map(([k, v]) => `${k} ${f(v.ms / p.runs)} ms (${f(v.share * 100)} %, fastest run per node ${f(v.minMs)} ms)`).join(', ');

@@ -14,7 +14,7 @@
 // checkpoints and every caller still see per-tensor state (see engine/runtime/step-runner.ts).
 
 import type { Graph, Value } from '../graph/ir';
-import { FLAT_KEY_PREFIX, flatStateKey, paramIn, paramOut, stateIn, stateOut } from './names';
+import { flatStateKey, paramIn, paramOut, stateIn, stateOut } from './names';
 import type { OptimizerImpl, SharedScalars } from './types';
 
 export interface FlatMember {
@@ -46,7 +46,6 @@ const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 export function planFlat(g: Graph, impl: OptimizerImpl, members: FlatMember[]): FlatPlan {
   const position = new Map(g.inputs.map((v, i) => [v.name, i]));
   for (const m of members) {
-    if (m.name.startsWith(FLAT_KEY_PREFIX)) throw new Error(`optimizer (flat layout): parameter name "${m.name}" clashes with the flat state keys`);
     if (m.param.name !== paramIn(m.name) || !position.has(m.param.name)) {
       throw new Error(`optimizer (flat layout): parameter "${m.name}" must be the graph input "${paramIn(m.name)}" (got "${m.param.name}"); use layout 'per-tensor' otherwise`);
     }

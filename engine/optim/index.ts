@@ -10,7 +10,7 @@ import type { Graph, Value } from '../graph/ir';
 import { adamw, AdamWSchema } from './adamw';
 import { clipFactor, globalNorm } from './clip';
 import { planFlat } from './flat';
-import { paramOut, stateIn, stateKey, stateOut } from './names';
+import { FLAT_KEY_PREFIX, paramOut, stateIn, stateKey, stateOut } from './names';
 import { scheduledLr, ScheduleSchema } from './schedule';
 import { sgd, SgdSchema } from './sgd';
 import type { OptimizerImpl, SharedScalars } from './types';
@@ -128,6 +128,8 @@ export function appendOptimizer(g: Graph, cfg: OptimConfig, entries: OptimizerEn
   const state: StateSpec[] = [];
   const members: Member[] = entries.map((entry) => {
     const shape = knownShape(entry.param);
+    // The StepRunner reads any `state:@flat.…` input as a flat buffer, in either layout.
+    if (entry.name.startsWith(FLAT_KEY_PREFIX)) throw new Error(`optimizer: parameter name "${entry.name}" clashes with the flat state keys (${FLAT_KEY_PREFIX}<slot>)`);
     const flat = shape.reduce((a, b) => a * b, 1) <= maxNumel;
     const inputs: Record<string, Value> = {};
     const outs: Record<string, string> = {};

@@ -6,9 +6,9 @@
 //   outputs  param_out:<name>, state_out:<name>, `loss`, `grad_norm`, other scalars (e.g. `lr`)
 // A state input `state:@flat.<slot>` (engine/optim/flat.ts) is one 1-D buffer holding that slot
 // for every `param:` input without a `state:<param>.<slot>` input of its own, concatenated in
-// input order; the runner shows it as per-tensor views
-// `<param>.<slot>` in getState/setState, so checkpoints, resumes and callers never see the layout
-// (a per-tensor checkpoint loads into a flat graph and back).
+// input order; the runner shows it as per-tensor views `<param>.<slot>` in getState/setState, so
+// checkpoints, resumes and callers never see the layout (a per-tensor checkpoint loads into a
+// flat graph and back).
 // Params and optimizer state live in two pre-allocated buffer sets that swap roles every step
 // (outputs of step k are the inputs of step k+1). ORT-node 1.30 writes pre-allocated outputs in
 // place, so weights never need copying on our side; its binding nevertheless returns a fresh copy
@@ -283,8 +283,8 @@ export class StepRunner {
       // Param by param (`w.m`, `w.v`, `b.m`, ...), the order a per-tensor graph declares its state
       // in, so every layout lists its state alike. A state key is `<param>.<slot>`, slot dot-free.
       const param = new Map(this.params.map((p, i) => [p.name, i]));
-      const slots = [...new Set(views.map(({ v }) => v.name.slice(v.name.lastIndexOf('.') + 1)))];
-      const key = (name: string) => [param.get(name.slice(0, name.lastIndexOf('.'))) ?? Number.MAX_SAFE_INTEGER, slots.indexOf(name.slice(name.lastIndexOf('.') + 1))];
+      const slotOrder = [...new Set(views.map(({ v }) => v.name.slice(v.name.lastIndexOf('.') + 1)))];
+      const key = (name: string) => [param.get(name.slice(0, name.lastIndexOf('.'))) ?? Number.MAX_SAFE_INTEGER, slotOrder.indexOf(name.slice(name.lastIndexOf('.') + 1))];
       views.sort((a, b) => {
         const [x, y] = [key(a.v.name), key(b.v.name)];
         return x[0] - y[0] || x[1] - y[1];
