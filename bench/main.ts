@@ -4,7 +4,9 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Command } from 'commander';
+import { parseLayouts } from './layouts';
 import { measureMatmulPeak } from './matmul_peak';
+import { benchOptim } from './optim';
 import { benchStep } from './step';
 
 // Benchmarks that are standalone scripts with their own options: `npm run bench -- quant all`.
@@ -35,7 +37,8 @@ program
   .option('--no-torch', 'skip the PyTorch eager comparison')
   .option('--profile', 'ORT profiling: time per op type')
   .option('--repeat <n>', 'rounds of (ours, MatMul peak, PyTorch); the best of each is reported', '1')
-  .action(async (o: { size: string; threads: string; steps?: string; batch?: string; torch: boolean; profile?: boolean; repeat: string }) => {
+  .option('--layouts <list>', 'optimizer layouts timed side by side, comma-separated (per-tensor, flat, flat:<max elements>, flat:all)', 'per-tensor,flat')
+  .action(async (o: { size: string; threads: string; steps?: string; batch?: string; torch: boolean; profile?: boolean; repeat: string; layouts: string }) => {
     await benchStep({
       size: o.size,
       threads: Number(o.threads),
@@ -44,7 +47,21 @@ program
       torch: o.torch,
       profile: !!o.profile,
       repeat: Math.max(1, Number(o.repeat)),
+      layouts: parseLayouts(o.layouts),
     });
+  });
+
+program
+  .command('optim')
+  .description('the optimizer phase alone (AdamW + clip over the step bench GPT shapes), per-tensor vs flat layout')
+  .option('--size <size>', 'small | medium (the step bench sizes)', 'small')
+  .option('--threads <n>', 'intra-op threads', '2')
+  .option('--reps <n>', 'timed runs per layout', '100')
+  .option('--layouts <list>', 'comma-separated (per-tensor, flat, flat:<max elements>, flat:all)', 'per-tensor,flat')
+  .option('--params <which>', 'full (every GPT weight) | lora (rank-8 all-linear adapters)', 'full')
+  .action(async (o: { size: string; threads: string; reps: string; layouts: string; params: string }) => {
+    if (o.params !== 'full' && o.params !== 'lora') throw new Error(`--params: unknown "${o.params}" (full, lora)`);
+    await benchOptim({ size: o.size, threads: Number(o.threads), reps: Number(o.reps), layouts: parseLayouts(o.layouts), params: o.params });
   });
 
 program

@@ -1,6 +1,8 @@
 // `npm run bench -- step [--size small|medium]`: tokens/s and GFLOP/s of our one-session-per-step
 // GPT training graph (forward + backward + AdamW + clipping in one ORT run), the machine's ORT
 // MatMul peak on the same threads, and PyTorch eager on the same model, batch and threads.
+// Both optimizer layouts (per-tensor, flat: engine/optim/flat.ts) run side by side in one process,
+// their steps interleaved (alternating which goes first), so machine load hits both alike.
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -9,11 +11,12 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { tensor } from '../engine/graph/ir';
 import { serializeModel } from '../engine/graph/onnx';
-import { countParams, mulberry32 } from '../engine/models/blocks';
+import { countParams, initParams, mulberry32 } from '../engine/models/blocks';
 import { GptConfigSchema, gptParams, gptTrainFlopsPerToken, gptTrainLoss, type GptConfig } from '../engine/models/gpt';
-import { OptimConfigSchema } from '../engine/optim';
-import { buildTrainStep } from '../engine/train/step';
+import { DEFAULT_LAYOUT, OptimConfigSchema, type OptimConfigInput } from '../engine/optim';
+import { buildTrainStep, type TrainStep } from '../engine/train/step';
 import { Trainer, type Batch } from '../engine/train/trainer';
+import { parseLayouts, type LayoutVariant } from './layouts';
 import { measureMatmulPeak, type PeakResult } from './matmul_peak';
 import { sessionOptions } from './ort';
 import { summarizeProfile } from './profile';
@@ -27,12 +30,20 @@ interface Size {
 
 // small: nanoGPT's CPU config (README "I only have a macbook"); medium: shakespeare_char's model
 // (6L × 384, context 256) at a batch that keeps a step a few seconds on two cores.
-const SIZES: Record<string, Size> = {
+export const SIZES: Record<string, Size> = {
   small: { model: GptConfigSchema.parse({ vocab_size: 256, block_size: 64, n_layer: 4, n_head: 4, n_embd: 128 }), batch: 12, steps: 20, warmup: 3 },
   medium: { model: GptConfigSchema.parse({ vocab_size: 256, block_size: 256, n_layer: 6, n_head: 6, n_embd: 384 }), batch: 8, steps: 6, warmup: 2 },
 };
 
 const WARMUP_STEPS = 10;
+
+// nanoGPT shakespeare_char's optimizer; the warmup matters: without it this model spikes to
+// loss 10 around step 7 (PyTorch does the same from the same weights and batches).
+export const BENCH_OPTIM: OptimConfigInput = {
+  optimizer: { kind: 'adamw', lr: 1e-3, beta2: 0.99, weight_decay: 0.1 },
+  schedule: { kind: 'warmup_cosine', warmup_steps: WARMUP_STEPS, decay_steps: 5000, min_lr: 1e-4 },
+  grad_clip: 1,
+};
 
 /** Stable byte text shipped with the toolchain, so both engines see the same data. */
 const DATA_FILE = require.resolve('typescript/lib/lib.es5.d.ts');
@@ -46,6 +57,20 @@ export interface StepBenchArgs {
   profile: boolean;
   /** Rounds of (ours, MatMul peak, PyTorch ×2); the best of each is reported. */
   repeat: number;
+  /** Optimizer layouts to time side by side (default: per-tensor and flat). */
+  layouts?: LayoutVariant[];
+}
+
+interface Contender {
+  layout: string;
+  step: TrainStep;
+  trainer: Trainer;
+  profileDir: string;
+  buildS: number;
+  losses: number[];
+  times: number[];
+  /** Median step time of each round. */
+  roundS: number[];
 }
 
 export async function benchStep(args: StepBenchArgs): Promise<void> {
@@ -55,69 +80,86 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
   const B = args.batch ?? size.batch;
   const T = cfg.block_size;
   const steps = args.steps ?? size.steps;
-  // nanoGPT shakespeare_char's optimizer; the warmup matters: without it this model spikes to
-  // loss 10 around step 7 (PyTorch does the same from the same weights and batches).
-  const optim = OptimConfigSchema.parse({
-    optimizer: { kind: 'adamw', lr: 1e-3, beta2: 0.99, weight_decay: 0.1 },
-    schedule: { kind: 'warmup_cosine', warmup_steps: WARMUP_STEPS, decay_steps: 5000, min_lr: 1e-4 },
-    grad_clip: 1,
-  });
+  const optim = OptimConfigSchema.parse(BENCH_OPTIM);
 
-  const tBuild = Date.now();
   const specs = gptParams(cfg);
-  const step = buildTrainStep({ params: specs, loss: gptTrainLoss(cfg, B, T) }, optim);
-  const buildS = (Date.now() - tBuild) / 1000;
-  const profileDir = args.profile ? fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-prof-')) : '';
-  const session = await ort.InferenceSession.create(
-    serializeModel(step.graph).model,
-    sessionOptions(args.threads, args.profile ? { enableProfiling: true, profileFilePrefix: path.join(profileDir, 'step') } : {}),
-  );
-  const trainer = await Trainer.create(step, { seed: 0, session });
+  const weights = initParams(specs, 0);
+  const contenders: Contender[] = [];
+  for (const { name: layout, opts } of args.layouts ?? parseLayouts('per-tensor,flat')) {
+    const tBuild = Date.now();
+    const step = buildTrainStep({ params: specs, loss: gptTrainLoss(cfg, B, T) }, optim, { optimizer: opts });
+    const buildS = (Date.now() - tBuild) / 1000;
+    const profileDir = args.profile ? fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-prof-')) : '';
+    const session = await ort.InferenceSession.create(
+      serializeModel(step.graph).model,
+      sessionOptions(args.threads, args.profile ? { enableProfiling: true, profileFilePrefix: path.join(profileDir, 'step') } : {}),
+    );
+    const trainer = await Trainer.create(step, { weights, session });
+    contenders.push({ layout, step, trainer, profileDir, buildS, losses: [], times: [], roundS: [] });
+  }
   const data = fs.readFileSync(DATA_FILE);
   const batches = sampleBatches(data, B, T, 1);
 
-  const first = await trainer.run(batches.next().value);
-  const losses = [first.loss];
-  for (let i = 1; i < size.warmup; i++) losses.push((await trainer.run(batches.next().value)).loss);
+  for (let i = 0; i < size.warmup; i++) {
+    const batch = batches.next().value;
+    for (const c of contenders) c.losses.push((await c.trainer.run(batch)).loss);
+  }
   // On a shared machine load comes in bursts: each round times every contender back to back,
   // and the table reports each one's best round (all rounds are in the JSON).
-  const rounds: { oursS: number; peak: PeakResult; torch: TorchResult; torchSdpa: TorchResult; loadavg: number[] }[] = [];
-  const times: number[] = [];
-  let last = first;
+  const rounds: { oursS: Record<string, number>; peak: PeakResult; torch: TorchResult; torchSdpa: TorchResult; loadavg: number[] }[] = [];
   for (let r = 0; r < args.repeat; r++) {
-    const roundTimes: number[] = [];
+    const roundTimes = contenders.map(() => [] as number[]);
     for (let i = 0; i < steps; i++) {
       const batch = batches.next().value; // sampled outside the timed region
-      const t0 = process.hrtime.bigint();
-      last = await trainer.run(batch);
-      roundTimes.push(Number(process.hrtime.bigint() - t0) / 1e9);
-      losses.push(last.loss);
+      // Same batch for every layout; who goes first alternates, so neither always gets the warm cache.
+      const order = contenders.map((_, k) => k);
+      if (i % 2) order.reverse();
+      for (const k of order) {
+        const c = contenders[k];
+        const t0 = process.hrtime.bigint();
+        const m = await c.trainer.run(batch);
+        roundTimes[k].push(Number(process.hrtime.bigint() - t0) / 1e9);
+        c.losses.push(m.loss);
+      }
     }
-    times.push(...roundTimes);
+    contenders.forEach((c, k) => {
+      c.times.push(...roundTimes[k]);
+      c.roundS.push(median(roundTimes[k]));
+    });
     // Both PyTorch attention paths: the explicit (T, T) one our graph also uses, and fused SDPA
     // (what nanoGPT picks on torch ≥ 2). The speed-up is reported against the faster of the two.
     const skipped = { skipped: 'disabled with --no-torch' };
     rounds.push({
-      oursS: median(roundTimes),
+      oursS: Object.fromEntries(contenders.map((c) => [c.layout, c.roundS[r]])),
       peak: await measureMatmulPeak(args.threads),
       torch: args.torch ? runTorch(cfg, B, args.threads, steps, size.warmup, false) : skipped,
       torchSdpa: args.torch ? runTorch(cfg, B, args.threads, steps, size.warmup, true) : skipped,
       loadavg: os.loadavg(),
     });
   }
-  let profile: ReturnType<typeof summarizeProfile> | null = null;
-  if (args.profile) {
-    await trainer.release(); // flushes the profile file
-    const file = fs.readdirSync(profileDir).find((f) => f.endsWith('.json'));
+  const profiles: Record<string, ReturnType<typeof summarizeProfile>> = {};
+  for (const c of contenders) {
+    await c.trainer.release(); // flushes the profile file
+    const file = args.profile ? fs.readdirSync(c.profileDir).find((f) => f.endsWith('.json')) : undefined;
+    if (!file) continue;
+    const { step } = c;
     const phase = new Map<string, string>();
     step.graph.nodes.forEach((n, i) => phase.set(n.name, i < step.phases.forward ? 'forward' : i < step.phases.backward ? 'backward' : 'optimizer'));
-    if (file) profile = summarizeProfile(path.join(profileDir, file), (n) => phase.get(n));
-  } else await trainer.release();
+    profiles[c.layout] = summarizeProfile(path.join(c.profileDir, file), (n) => phase.get(n));
+  }
 
-  const medianS = Math.min(...rounds.map((r) => r.oursS));
   const tokens = B * T;
   const flopsPerToken = gptTrainFlopsPerToken(cfg, T);
-  const ours = { tokensPerS: tokens / medianS, stepS: medianS, gflops: (flopsPerToken * tokens) / medianS / 1e9 };
+  const layouts = Object.fromEntries(
+    contenders.map((c) => {
+      const stepS = Math.min(...c.roundS);
+      return [c.layout, { tokensPerS: tokens / stepS, stepS, gflops: (flopsPerToken * tokens) / stepS / 1e9, medianS: median(c.times), firstLoss: c.losses[0], lastLoss: c.losses[c.losses.length - 1], losses: c.losses, stepTimesS: c.times, nodes: c.step.graph.nodes.length, optimizerNodes: c.step.graph.nodes.length - c.step.phases.backward, buildS: c.buildS }];
+    }),
+  );
+  const ours = layouts[DEFAULT_LAYOUT] ?? Object.values(layouts)[0];
+  // Steps ran interleaved, so step i of every layout saw about the same machine load: the median
+  // of the per-step time ratios against the first layout is the load-robust comparison.
+  const paired = Object.fromEntries(contenders.slice(1).map((c) => [c.layout, pairedRatio(c.times, contenders[0].times)]));
   const peak = rounds.map((r) => r.peak).reduce((a, b) => (b.gflops > a.gflops ? b : a));
   const bestTorch = (pick: (r: (typeof rounds)[number]) => TorchResult): TorchResult => {
     const ok = rounds.map(pick).filter((t): t is Exclude<TorchResult, { skipped: string }> => 'tokens_per_s' in t);
@@ -135,14 +177,16 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
     batch: B,
     threads: args.threads,
     params: countParams(specs),
-    graph: { nodes: step.graph.nodes.length, buildS },
     flops: { perToken: flopsPerToken, formula: '6·N_matmul + 12·n_layer·T·C per token (N_matmul = 12·L·C² + V·C, tied head)' },
-    ours: { ...ours, firstLoss: first.loss, lastLoss: last.loss, losses, stepTimesS: times },
+    defaultLayout: DEFAULT_LAYOUT,
+    ours,
+    layouts,
+    pairedVs: { baseline: contenders[0].layout, ratios: paired },
     peak,
     torch,
     torchSdpa,
     rounds,
-    profile,
+    profiles,
   };
   printTable(result);
   const outDir = path.join(__dirname, 'out');
@@ -197,9 +241,18 @@ function machine() {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
+/** Quartiles of a[i] / b[i] over steps timed back to back. */
+export function pairedRatio(a: number[], b: number[]): { p25: number; median: number; p75: number } {
+  const r = a.map((x, i) => x / b[i]).sort((x, y) => x - y);
+  const q = (f: number) => r[Math.floor(f * (r.length - 1))];
+  return { p25: q(0.25), median: q(0.5), p75: q(0.75) };
+}
+
 function printTable(r0: { rounds: unknown[] } & Omit<Parameters<typeof printRows>[0], 'rounds'>) {
   printRows({ ...r0, rounds: r0.rounds.length });
 }
+
+type LayoutResult = { tokensPerS: number; stepS: number; gflops: number; medianS: number; firstLoss: number; lastLoss: number; nodes: number; optimizerNodes: number };
 
 function printRows(r: {
   rounds: number;
@@ -208,32 +261,41 @@ function printRows(r: {
   threads: number;
   params: number;
   loadavg: number[];
-  ours: { tokensPerS: number; stepS: number; gflops: number; firstLoss: number; lastLoss: number };
+  defaultLayout: string;
+  ours: LayoutResult;
+  layouts: Record<string, LayoutResult>;
   peak: { gflops: number };
   torch: TorchResult;
   torchSdpa: TorchResult;
-  profile: ReturnType<typeof summarizeProfile> | null;
+  profiles: Record<string, ReturnType<typeof summarizeProfile>>;
+  pairedVs: { baseline: string; ratios: Record<string, { p25: number; median: number; p75: number }> };
 }) {
   const f = (x: number, d = 1) => x.toFixed(d);
   console.log(`\nstep bench: ${r.size}, batch ${r.batch}, ${r.threads} threads, ${(r.params / 1e6).toFixed(2)} M params, best of ${r.rounds} round(s), load avg ${r.loadavg.map((x) => x.toFixed(2)).join(' ')}`);
-  const rows: string[][] = [['', 'tokens/s', 'step ms', 'GFLOP/s', '% MatMul peak']];
-  rows.push(['TruthGPT (ORT, one run/step)', f(r.ours.tokensPerS, 0), f(r.ours.stepS * 1000), f(r.ours.gflops), f((100 * r.ours.gflops) / r.peak.gflops)]);
+  const rows: string[][] = [['', 'tokens/s', 'step ms', 'median ms', 'GFLOP/s', '% MatMul peak', 'optimizer nodes']];
+  for (const [layout, o] of Object.entries(r.layouts)) {
+    const label = `TruthGPT, ${layout} optimizer${layout === r.defaultLayout ? ' (default)' : ''}`;
+    rows.push([label, f(o.tokensPerS, 0), f(o.stepS * 1000), f(o.medianS * 1000), f(o.gflops), f((100 * o.gflops) / r.peak.gflops), String(o.optimizerNodes)]);
+  }
   for (const [t, label] of [[r.torch, 'explicit attn'], [r.torchSdpa, 'SDPA']] as const) {
     if (!('tokens_per_s' in t)) continue;
     const tg = (r.ours.gflops * t.tokens_per_s) / r.ours.tokensPerS;
-    rows.push([`PyTorch ${t.torch} eager, ${label}`, f(t.tokens_per_s, 0), f(t.step_s_median * 1000), f(tg), f((100 * tg) / r.peak.gflops)]);
+    rows.push([`PyTorch ${t.torch} eager, ${label}`, f(t.tokens_per_s, 0), f(t.step_s_median * 1000), '', f(tg), f((100 * tg) / r.peak.gflops), '']);
   }
-  rows.push(['ORT MatMul peak (1024³ chain)', '', '', f(r.peak.gflops), '100.0']);
+  rows.push(['ORT MatMul peak (1024³ chain)', '', '', '', f(r.peak.gflops), '100.0', '']);
   const w = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
   for (const row of rows) console.log(row.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  '));
   const best = [r.torch, r.torchSdpa].flatMap((t) => ('tokens_per_s' in t ? [t.tokens_per_s] : []));
   if (best.length) console.log(`speed-up vs the faster PyTorch eager: ${f(r.ours.tokensPerS / Math.max(...best), 2)}×`);
   else if ('skipped' in r.torch) console.log(`PyTorch comparison skipped: ${r.torch.skipped}`);
-  console.log(`loss ${f(r.ours.firstLoss, 3)} → ${f(r.ours.lastLoss, 3)} (sanity: it trains)`);
-  if (r.profile) {
-    const ph = Object.entries(r.profile.byPhase).map(([k, v]) => `${k} ${f(v.share * 100)} %`).join(', ');
-    console.log(`\nwhere the time goes (ORT profile): ${ph} of kernel time ${f(r.profile.totalMs / r.profile.runs)} ms/run`);
+  for (const [layout, q] of Object.entries(r.pairedVs.ratios)) {
+    console.log(`${layout} / ${r.pairedVs.baseline} step time, paired step by step: median ${f(q.median, 3)} (quartiles ${f(q.p25, 3)}–${f(q.p75, 3)})`);
+  }
+  for (const [layout, o] of Object.entries(r.layouts)) console.log(`${layout}: loss ${f(o.firstLoss, 3)} → ${f(o.lastLoss, 3)} (sanity: it trains)`);
+  for (const [layout, p] of Object.entries(r.profiles)) {
+    const ph = Object.entries(p.byPhase).map(([k, v]) => `${k} ${f(v.ms / p.runs)} ms (${f(v.share * 100)} %, fastest run per node ${f(v.minMs)} ms)`).join(', ');
+    console.log(`\n${layout}: where the time goes (ORT profile, kernel time ${f(p.totalMs / p.runs)} ms/run): ${ph}`);
     console.log('by op type:');
-    for (const p of r.profile.byOp.slice(0, 12)) console.log(`  ${p.op.padEnd(28)} ${f(p.share * 100).padStart(5)} %  ${f(p.ms / r.profile.runs).padStart(8)} ms/step  ×${p.count / r.profile.runs}`);
+    for (const o of p.byOp.slice(0, 12)) console.log(`  ${o.op.padEnd(28)} ${f(o.share * 100).padStart(5)} %  ${f(o.ms / p.runs).padStart(8)} ms/step  ×${o.count / p.runs}`);
   }
 }

@@ -6,7 +6,7 @@
 
 import { z } from 'zod';
 import { add, div, mul, pow, sqrt, sub } from '../graph/ops';
-import type { OptimizerImpl, SharedScalars, UpdateTarget } from './types';
+import type { OptimizerImpl, SharedScalars, StepTarget } from './types';
 
 export const AdamWSchema = z.strictObject({
   kind: z.literal('adamw'),
@@ -21,6 +21,7 @@ export type AdamWConfig = z.infer<typeof AdamWSchema>;
 export function adamw(cfg: AdamWConfig): OptimizerImpl {
   return {
     slots: ['m', 'v'],
+    coupledDecay: false,
     prepare({ lr, step, gradScale }): SharedScalars {
       const g = step.graph;
       const c = (x: number) => g.scalar(x);
@@ -39,16 +40,18 @@ export function adamw(cfg: AdamWConfig): OptimizerImpl {
         decayFactor: sub(c(1), mul(lr, c(cfg.weight_decay))),
       };
     },
-    update(k: SharedScalars, u: UpdateTarget) {
-      const g = u.param.graph;
+    step(k: SharedScalars, u: StepTarget) {
+      const g = u.grad.graph;
       const c = (x: number) => g.scalar(x);
       const { m, v } = u.state;
       const m2 = g.op('Add', [mul(m, c(cfg.beta1)), mul(u.grad, k.c1)], {}, { outputNames: [u.stateOut.m] })[0];
       const v2 = g.op('Add', [mul(v, c(cfg.beta2)), mul(u.gradSquared, k.c2)], {}, { outputNames: [u.stateOut.v] })[0];
-      const delta = mul(div(m2, add(sqrt(v2), k.epsHat)), k.stepSize);
-      const decayed = u.decay && cfg.weight_decay > 0 ? mul(u.param, k.decayFactor) : u.param;
-      const p2 = g.op('Sub', [decayed, delta], {}, { outputNames: [u.paramOut] })[0];
-      return { param: p2, state: { m: m2, v: v2 } };
+      return { delta: mul(div(m2, add(sqrt(v2), k.epsHat)), k.stepSize), state: { m: m2, v: v2 } };
+    },
+    apply(k, param, delta, decay, outName) {
+      // Decoupled decay scales p itself, so it is applied here, per tensor, never to a flat buffer.
+      const decayed = decay && cfg.weight_decay > 0 ? mul(param, k.decayFactor) : param;
+      return param.graph.op('Sub', [decayed, delta], {}, { outputNames: [outName] })[0];
     },
   };
 }

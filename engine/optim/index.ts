@@ -1,12 +1,16 @@
 // Optimizer config (one zod schema) and the driver that appends a full update after the
-// backward pass: global grad norm → clip factor → scheduled LR → per-parameter update ops.
-// Inputs and outputs follow the StepRunner contract: `state:<param>.<slot>` → `state_out:…`,
-// `param_out:<param>`, plus scalar outputs `grad_norm` (before clipping) and `lr`.
+// backward pass: global grad norm → clip factor → scheduled LR → update ops, in one of two
+// layouts (flat.ts explains the flat one). Inputs and outputs follow the StepRunner contract:
+// `param_out:<param>`, state `state:<param>.<slot>` → `state_out:…` (per-tensor layout) or
+// `state:@flat.<slot>` (flat layout, seen per tensor through the StepRunner), plus scalar outputs
+// `grad_norm` (before clipping) and `lr`.
 
 import { z } from 'zod';
 import type { Graph, Value } from '../graph/ir';
 import { adamw, AdamWSchema } from './adamw';
 import { clipFactor, globalNorm } from './clip';
+import { planFlat } from './flat';
+import { FLAT_KEY_PREFIX, paramOut, stateIn, stateKey, stateOut } from './names';
 import { scheduledLr, ScheduleSchema } from './schedule';
 import { sgd, SgdSchema } from './sgd';
 import type { OptimizerImpl, SharedScalars } from './types';
@@ -34,11 +38,7 @@ export const OptimConfigSchema = z.strictObject({
 export type OptimConfig = z.infer<typeof OptimConfigSchema>;
 export type OptimConfigInput = z.input<typeof OptimConfigSchema>;
 
-export const paramIn = (name: string) => `param:${name}`;
-export const paramOut = (name: string) => `param_out:${name}`;
-export const stateIn = (key: string) => `state:${key}`;
-export const stateOut = (key: string) => `state_out:${key}`;
-export const stateKey = (param: string, slot: string) => `${param}.${slot}`;
+export { flatStateKey, paramIn, paramOut, stateIn, stateKey, stateOut } from './names';
 
 export function optimizerImpl(cfg: OptimConfig): OptimizerImpl {
   return cfg.optimizer.kind === 'adamw' ? adamw(cfg.optimizer) : sgd(cfg.optimizer);
@@ -57,22 +57,49 @@ export interface OptimizerEntry {
 }
 
 export interface StateSpec {
-  /** `<param>.<slot>`; graph input `state:<key>`, output `state_out:<key>`. */
+  /**
+   * `<param>.<slot>`: how the StepRunner, checkpoints and callers name this state tensor in both
+   * layouts. Per-tensor layout: graph input `state:<key>`, output `state_out:<key>`; flat layout:
+   * a view into `state:@flat.<slot>`.
+   */
   key: string;
   shape: number[];
 }
 
+/**
+ * `per-tensor`: every parameter tensor gets its own chain of elementwise ops and its own state
+ * inputs. `flat`: one chain over a flat buffer of the gradients and moments of every tensor of at
+ * most `flatMaxNumel` elements (flat.ts); larger tensors keep their own chain. The two agree to
+ * float32 rounding (test/engine/optim-flat.test.ts); bench/RESULTS.md has the timings.
+ */
+export type OptimLayout = 'per-tensor' | 'flat';
+export const DEFAULT_LAYOUT: OptimLayout = 'per-tensor';
+/**
+ * Tensors above this size keep their own op chain in the flat layout. Each op is then big enough
+ * that a kernel launch costs nothing next to it, and a chain over one tensor stays in cache while
+ * passes over one large flat buffer all go to memory (measured: bench/RESULTS.md).
+ */
+export const DEFAULT_FLAT_MAX_NUMEL = 2 ** 18;
+
 export interface AppendedOptimizer {
   gradNorm: Value;
   lr: Value;
+  /** Per-tensor state, whatever the layout (the StepRunner's view of it). */
   state: StateSpec[];
+  layout: OptimLayout;
+  /** Flat layout: each flat-updated parameter's offset and size in the `@flat.<slot>` buffers, in buffer order. */
+  flat?: { name: string; offset: number; size: number }[];
 }
 
 export interface AppendOptimizerOptions {
+  /** Update layout (default DEFAULT_LAYOUT). */
+  layout?: OptimLayout;
+  /** Flat layout only: tensors with more elements keep their own chain (default DEFAULT_FLAT_MAX_NUMEL). */
+  flatMaxNumel?: number;
   /**
-   * Update all 1-D parameters (biases, LayerNorm) of the same decay class as one concatenated
-   * vector: a handful of kernels instead of ~12 per parameter, which is most of the optimizer's
-   * launch overhead on small models. Numerically identical (default true).
+   * Per-tensor layout only: update all 1-D parameters (biases, LayerNorm) of the same decay
+   * class as one concatenated vector: a handful of kernels instead of ~12 per parameter, which is
+   * most of the optimizer's launch overhead on small models. Numerically identical (default true).
    */
   groupVectors?: boolean;
 }
@@ -80,95 +107,110 @@ export interface AppendOptimizerOptions {
 interface Member {
   entry: OptimizerEntry;
   shape: number[];
+  /** Updated in the flat buffer (flat layout, at most flatMaxNumel elements). */
+  flat: boolean;
   decay: boolean;
   inputs: Record<string, Value>;
   outs: Record<string, string>;
 }
 
+type Unit = { grad: Value; run: (shared: SharedScalars, gradSquared: Value) => void };
+
 /**
- * Appends the optimizer update for every entry and marks the outputs `param_out:<name>`,
- * `state_out:<key>`, `grad_norm` and `lr`. Declares the `state:<key>` inputs (zeros at step 0).
- * @example appendOptimizer(g, OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-3 } }), entries, step)
+ * Appends the optimizer update for every entry and marks the outputs `param_out:<name>`, the
+ * state outputs, `grad_norm` and `lr`. Declares the state inputs (zeros at step 0).
+ * @example appendOptimizer(g, OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-3 } }), entries, step, { layout: 'flat' })
  */
 export function appendOptimizer(g: Graph, cfg: OptimConfig, entries: OptimizerEntry[], step: Value, opts: AppendOptimizerOptions = {}): AppendedOptimizer {
   const impl = optimizerImpl(cfg);
+  const layout = opts.layout ?? DEFAULT_LAYOUT;
+  const maxNumel = layout === 'flat' ? (opts.flatMaxNumel ?? DEFAULT_FLAT_MAX_NUMEL) : -1;
   const state: StateSpec[] = [];
   const members: Member[] = entries.map((entry) => {
     const shape = knownShape(entry.param);
+    // The StepRunner reads any `state:@flat.…` input as a flat buffer, in either layout.
+    if (entry.name.startsWith(FLAT_KEY_PREFIX)) throw new Error(`optimizer: parameter name "${entry.name}" clashes with the flat state keys (${FLAT_KEY_PREFIX}<slot>)`);
+    const flat = shape.reduce((a, b) => a * b, 1) <= maxNumel;
     const inputs: Record<string, Value> = {};
     const outs: Record<string, string> = {};
     for (const slot of impl.slots) {
       const key = stateKey(entry.name, slot);
-      inputs[slot] = g.input(stateIn(key), 'float32', shape);
-      outs[slot] = stateOut(key);
+      // A tensor in the flat buffer has no state input of its own: that absence is how the
+      // StepRunner knows which tensors `@flat.<slot>` holds.
+      if (!flat) {
+        inputs[slot] = g.input(stateIn(key), 'float32', shape);
+        outs[slot] = stateOut(key);
+      }
       state.push({ key, shape });
     }
-    return { entry, shape, decay: decays(cfg.decay, entry.name, shape), inputs, outs };
+    return { entry, shape, flat, decay: decays(cfg.decay, entry.name, shape), inputs, outs };
   });
 
-  // Units of update: each grouped vector class becomes one flat pseudo-parameter.
-  const groups = new Map<string, Member[]>();
-  const single: Member[] = [];
-  for (const m of members) {
-    if (opts.groupVectors !== false && m.shape.length === 1) {
-      const k = m.decay ? 'decay' : 'no_decay';
-      groups.set(k, [...(groups.get(k) ?? []), m]);
-    } else single.push(m);
-  }
-  const units: { grad: Value; run: (grad: Value, squares: Value, shared: SharedScalars) => void }[] = [];
-  for (const m of single) units.push({ grad: m.entry.grad, run: (_, sq, shared) => updateOne(impl, shared, m, sq) });
-  for (const [k, ms] of groups) {
-    if (ms.length === 1) {
-      units.push({ grad: ms[0].entry.grad, run: (_, sq, shared) => updateOne(impl, shared, ms[0], sq) });
-      continue;
-    }
-    const cat = (xs: Value[]) => g.op('Concat', xs, { axis: 0 })[0]; // n × (dᵢ) → (Σdᵢ)
-    units.push({ grad: cat(ms.map((m) => m.entry.grad)), run: (grad, sq, shared) => updateGroup(g, impl, shared, ms, grad, sq, cat, k) });
+  const units = perTensorUnits(g, impl, members.filter((m) => !m.flat), opts.groupVectors !== false);
+  let flatOuts: string[] = [];
+  let flatMembers: AppendedOptimizer['flat'];
+  const inFlat = members.filter((m) => m.flat);
+  if (inFlat.length) {
+    const plan = planFlat(g, impl, inFlat.map((m) => ({ ...m.entry, shape: m.shape, decay: m.decay })));
+    units.push(plan);
+    flatOuts = plan.stateOut;
+    flatMembers = plan.members;
   }
 
   const { norm: gradNorm, squares } = globalNorm(units.map((u) => u.grad));
   const gradScale = cfg.grad_clip === null ? null : clipFactor(gradNorm, cfg.grad_clip);
   const lr = scheduledLr(step, cfg.optimizer.lr, cfg.schedule);
   const shared = impl.prepare({ lr, step, gradScale });
-  units.forEach((u, i) => u.run(u.grad, squares[i], shared));
+  units.forEach((u, i) => u.run(shared, squares[i]));
   // Outputs in entry order, so the graph's output list reads like its input list.
   for (const m of members) {
     g.output(g.value(paramOut(m.entry.name)));
-    for (const slot of impl.slots) g.output(g.value(m.outs[slot]));
+    for (const slot of impl.slots) if (!m.flat) g.output(g.value(m.outs[slot]));
   }
-  return { gradNorm: g.output(gradNorm, 'grad_norm'), lr: g.output(lr, 'lr'), state };
+  for (const name of flatOuts) g.output(g.value(name));
+  return { gradNorm: g.output(gradNorm, 'grad_norm'), lr: g.output(lr, 'lr'), state, layout, flat: flatMembers };
+}
+
+/** Units of the per-tensor layout: one per tensor, or one per grouped vector class. */
+function perTensorUnits(g: Graph, impl: OptimizerImpl, members: Member[], groupVectors: boolean): Unit[] {
+  const groups = new Map<string, Member[]>();
+  const single: Member[] = [];
+  for (const m of members) {
+    if (groupVectors && m.shape.length === 1) {
+      const k = m.decay ? 'decay' : 'no_decay';
+      groups.set(k, [...(groups.get(k) ?? []), m]);
+    } else single.push(m);
+  }
+  const units: Unit[] = [];
+  for (const m of single) units.push({ grad: m.entry.grad, run: (shared, sq) => updateOne(impl, shared, m, sq) });
+  for (const [k, ms] of groups) {
+    if (ms.length === 1) {
+      units.push({ grad: ms[0].entry.grad, run: (shared, sq) => updateOne(impl, shared, ms[0], sq) });
+      continue;
+    }
+    const cat = (xs: Value[]) => g.op('Concat', xs, { axis: 0 })[0]; // n × (dᵢ) → (Σdᵢ)
+    const grad = cat(ms.map((m) => m.entry.grad));
+    units.push({ grad, run: (shared, sq) => updateGroup(g, impl, shared, ms, grad, sq, cat, k) });
+  }
+  return units;
 }
 
 function updateOne(impl: OptimizerImpl, shared: SharedScalars, m: Member, gradSquared: Value): void {
-  impl.update(shared, {
-    name: m.entry.name,
-    param: m.entry.param,
-    grad: m.entry.grad,
-    gradSquared,
-    state: m.inputs,
-    decay: m.decay,
-    paramOut: paramOut(m.entry.name),
-    stateOut: m.outs,
-  });
+  const { param, grad } = m.entry;
+  const { delta } = impl.step(shared, { grad, gradSquared, state: m.inputs, decayed: m.decay ? param : null, stateOut: m.outs });
+  impl.apply(shared, param, delta, m.decay, paramOut(m.entry.name));
 }
 
 function updateGroup(g: Graph, impl: OptimizerImpl, shared: SharedScalars, ms: Member[], grad: Value, gradSquared: Value, cat: (xs: Value[]) => Value, tag: string): void {
   const name = g.uniqueName(`vectors_${tag}`);
   const tmp = (slot: string) => g.uniqueName(`${name}.${slot}_out`);
-  const stateOut = Object.fromEntries(impl.slots.map((s) => [s, tmp(s)]));
-  const r = impl.update(shared, {
-    name,
-    param: cat(ms.map((m) => m.entry.param)),
-    grad,
-    gradSquared,
-    state: Object.fromEntries(impl.slots.map((s) => [s, cat(ms.map((m) => m.inputs[s]))])),
-    decay: ms[0].decay,
-    paramOut: tmp('param'),
-    stateOut,
-  });
+  const param = cat(ms.map((m) => m.entry.param));
+  const state = Object.fromEntries(impl.slots.map((s) => [s, cat(ms.map((m) => m.inputs[s]))]));
+  const r = impl.step(shared, { grad, gradSquared, state, decayed: ms[0].decay ? param : null, stateOut: Object.fromEntries(impl.slots.map((s) => [s, tmp(s)])) });
+  const p2 = impl.apply(shared, param, r.delta, ms[0].decay, tmp('param'));
   const sizes = g.vector(ms.map((m) => m.shape[0]));
   const split = (flat: Value, names: string[]) => g.op('Split', [flat, sizes], { axis: 0 }, { outputs: names.length, outputNames: names }); // (Σdᵢ) → n × (dᵢ)
-  split(r.param, ms.map((m) => paramOut(m.entry.name)));
+  split(p2, ms.map((m) => paramOut(m.entry.name)));
   for (const slot of impl.slots) split(r.state[slot], ms.map((m) => m.outs[slot]));
 }
 

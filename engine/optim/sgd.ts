@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import type { Value } from '../graph/ir';
 import { add, mul } from '../graph/ops';
-import type { OptimizerImpl, SharedScalars, UpdateTarget } from './types';
+import type { OptimizerImpl, SharedScalars, StepTarget } from './types';
 
 export const SgdSchema = z
   .strictObject({
@@ -22,23 +22,25 @@ export type SgdConfig = z.infer<typeof SgdSchema>;
 export function sgd(cfg: SgdConfig): OptimizerImpl {
   return {
     slots: cfg.momentum > 0 ? ['momentum'] : [],
+    coupledDecay: cfg.weight_decay > 0,
     prepare({ lr, gradScale }): SharedScalars {
       return gradScale ? { lr, gradScale } : { lr };
     },
-    update(k: SharedScalars, u: UpdateTarget) {
-      const g = u.param.graph;
+    step(k: SharedScalars, u: StepTarget) {
+      const g = u.grad.graph;
       const c = (x: number) => g.scalar(x);
       let d = k.gradScale ? mul(u.grad, k.gradScale) : u.grad;
-      if (u.decay && cfg.weight_decay > 0) d = add(d, mul(u.param, c(cfg.weight_decay)));
+      if (u.decayed && cfg.weight_decay > 0) d = add(d, mul(u.decayed, c(cfg.weight_decay)));
       const state: Record<string, Value> = {};
       if (cfg.momentum > 0) {
         const b = g.op('Add', [mul(u.state.momentum, c(cfg.momentum)), d], {}, { outputNames: [u.stateOut.momentum] })[0];
         state.momentum = b;
         d = cfg.nesterov ? add(d, mul(b, c(cfg.momentum))) : b;
       }
-      const p2 = g.op('Sub', [u.param, mul(d, k.lr)], {}, { outputNames: [u.paramOut] })[0];
-      return { param: p2, state };
+      return { delta: mul(d, k.lr), state };
+    },
+    apply(_k, param, delta, _decay, outName) {
+      return param.graph.op('Sub', [param, delta], {}, { outputNames: [outName] })[0];
     },
   };
 }
-

@@ -4,6 +4,11 @@
 //   inputs   param:<name>, state:<name>, frozen:<name> (fixed weights, e.g. a LoRA base),
 //            free-form batch inputs, scalar `step` (float32 or int64)
 //   outputs  param_out:<name>, state_out:<name>, `loss`, `grad_norm`, other scalars (e.g. `lr`)
+// A state input `state:@flat.<slot>` (engine/optim/flat.ts) is one 1-D buffer holding that slot
+// for every `param:` input without a `state:<param>.<slot>` input of its own, concatenated in
+// input order; the runner shows it as per-tensor views `<param>.<slot>` in getState/setState, so
+// checkpoints, resumes and callers never see the layout (a per-tensor checkpoint loads into a
+// flat graph and back).
 // Params and optimizer state live in two pre-allocated buffer sets that swap roles every step
 // (outputs of step k are the inputs of step k+1). ORT-node 1.30 writes pre-allocated outputs in
 // place, so weights never need copying on our side; its binding nevertheless returns a fresh copy
@@ -52,11 +57,22 @@ interface Slot {
   /** Two buffers, one Tensor over each; `cur` indexes the one holding current values. */
   bufs: [Float32Array, Float32Array];
   tensors: [ort.Tensor, ort.Tensor];
+  /** What callers see: the whole buffer under `name`, or a flat buffer's per-parameter pieces. */
+  views: View[];
+}
+
+interface View {
+  name: string;
+  offset: number;
+  size: number;
+  dims: number[];
 }
 
 const PARAM = 'param:';
 const STATE = 'state:';
 const FROZEN = 'frozen:';
+/** Flat state keys (engine/optim/names.ts): `@flat.<slot>`. */
+const FLAT = '@flat.';
 
 /** ORT tensor types for the IR dtypes a batch may carry. */
 const ORT_TYPE: Partial<Record<TensorData['dtype'], ort.Tensor.Type>> = {
@@ -146,11 +162,27 @@ export class StepRunner {
         this.fetches[0][name] = this.fetches[1][name] = null;
       }
     }
+    for (const s of this.state) if (s.name.startsWith(FLAT)) s.views = this.flatViews(s);
     this.setParams(init.params);
     this.setFrozen(init.frozen ?? {});
     const state: Record<string, Float32Array> = {};
-    for (const s of this.state) state[s.name] = init.state?.[s.name] ?? new Float32Array(s.bufs[0].length);
+    for (const v of this.state.flatMap((s) => s.views)) state[v.name] = init.state?.[v.name] ?? new Float32Array(v.size);
     this.setState(state);
+  }
+
+  /** `@flat.<slot>` → `<param>.<slot>` for each param in input order that has no state input of its own, checked against its length. */
+  private flatViews(s: Slot): View[] {
+    const slot = s.name.slice(FLAT.length);
+    const own = new Set(this.state.map((x) => x.name));
+    let offset = 0;
+    const views = this.params.filter((p) => !own.has(`${p.name}.${slot}`)).map((p) => {
+      const size = p.bufs[0].length;
+      return { name: `${p.name}.${slot}`, offset: (offset += size) - size, size, dims: p.dims };
+    });
+    if (s.dims.length !== 1 || offset !== s.bufs[0].length) {
+      throw new Error(`training-step session: flat state "${s.input}" is [${s.dims}] but the ${views.length} param inputs it covers hold ${offset} values`);
+    }
+    return views;
   }
 
   private slot(name: string, input: string, output: string, dims: number[]): Slot {
@@ -162,7 +194,7 @@ export class StepRunner {
       this.feeds[p][input] = tensors[p];
       this.fetches[p][output] = tensors[1 - p];
     }
-    return { name, input, output, dims, bufs, tensors };
+    return { name, input, output, dims, bufs, tensors, views: [{ name, offset: 0, size: n, dims }] };
   }
 
   /** Names of the batch inputs each step() needs. */
@@ -246,21 +278,34 @@ export class StepRunner {
   }
 
   private read(slots: Slot[]): Record<string, Float32Array> {
+    const views = slots.flatMap((s) => s.views.map((v) => ({ s, v })));
+    if (slots === this.state) {
+      // Param by param (`w.m`, `w.v`, `b.m`, ...), the order a per-tensor graph declares its state
+      // in, so every layout lists its state alike. A state key is `<param>.<slot>`, slot dot-free.
+      const param = new Map(this.params.map((p, i) => [p.name, i]));
+      const slotOrder = [...new Set(views.map(({ v }) => v.name.slice(v.name.lastIndexOf('.') + 1)))];
+      const key = (name: string) => [param.get(name.slice(0, name.lastIndexOf('.'))) ?? Number.MAX_SAFE_INTEGER, slotOrder.indexOf(name.slice(name.lastIndexOf('.') + 1))];
+      views.sort((a, b) => {
+        const [x, y] = [key(a.v.name), key(b.v.name)];
+        return x[0] - y[0] || x[1] - y[1];
+      });
+    }
     const out: Record<string, Float32Array> = {};
-    for (const s of slots) out[s.name] = s.bufs[this.cur].slice();
+    for (const { s, v } of views) out[v.name] = s.bufs[this.cur].slice(v.offset, v.offset + v.size);
     return out;
   }
 
   private write(slots: Slot[], values: Record<string, Float32Array>, kind: string): void {
-    const known = new Set(slots.map((s) => s.name));
+    const views = slots.flatMap((s) => s.views.map((v) => ({ s, v })));
+    const known = new Set(views.map(({ v }) => v.name));
     for (const name of Object.keys(values)) {
-      if (!known.has(name)) throw new Error(`set ${kind} "${name}": the session has no input "${kind}:${name}"`);
+      if (!known.has(name)) throw new Error(`set ${kind} "${name}": the session has no input "${kind}:${name}"${kind === 'state' ? ' (nor a flat state holding it)' : ''}`);
     }
-    for (const s of slots) {
-      const v = values[s.name];
-      if (!v) throw new Error(`set ${kind}s: "${s.name}" is missing`);
-      if (v.length !== s.bufs[0].length) throw new Error(`set ${kind} "${s.name}": ${v.length} values for shape [${s.dims}] (${s.bufs[0].length})`);
-      s.bufs[this.cur].set(v);
+    for (const { s, v } of views) {
+      const x = values[v.name];
+      if (!x) throw new Error(`set ${kind}s: "${v.name}" is missing`);
+      if (x.length !== v.size) throw new Error(`set ${kind} "${v.name}": ${x.length} values for shape [${v.dims}] (${v.size})`);
+      s.bufs[this.cur].set(x, v.offset);
     }
   }
 }

@@ -19,7 +19,7 @@ export interface TrainStepOptions {
   /** Which parameters the optimizer updates (default: all). Frozen ones are inputs `frozen:<name>`. */
   trainable?: (name: string) => boolean;
   graphName?: string;
-  /** Passed to appendOptimizer (e.g. `{ groupVectors: false }`). */
+  /** Passed to appendOptimizer (e.g. `{ layout: 'flat' }`). */
   optimizer?: AppendOptimizerOptions;
 }
 
@@ -29,7 +29,10 @@ export interface TrainStep {
   trainable: ParamSpec[];
   /** Parameters fed as `frozen:<name>` and never updated. */
   frozen: ParamSpec[];
-  /** Optimizer state (zeros at step 0): `state:<key>` → `state_out:<key>`. */
+  /**
+   * Optimizer state per tensor (zeros at step 0), as the StepRunner and checkpoints name it:
+   * `state:<key>` → `state_out:<key>`, or views into `state:@flat.<slot>` in the flat layout.
+   */
   state: StateSpec[];
   /** Batch input names the model declared (e.g. tokens, targets). */
   batchInputs: string[];

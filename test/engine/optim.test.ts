@@ -1,5 +1,6 @@
 // Optimizers, schedules and clipping as graph ops, checked against closed-form updates written
-// out in plain TS (torch.optim arithmetic) over several steps on small tensors.
+// out in plain TS (torch.optim arithmetic) over several steps on small tensors, in every update
+// layout (per-tensor; flat; flat with one tensor over the size limit on its own chain).
 
 import '../../engine/runtime/host-realm';
 import '../../engine/autodiff/rules';
@@ -7,15 +8,23 @@ import * as ort from 'onnxruntime-node';
 import { Graph } from '../../engine/graph/ir';
 import { serializeModel } from '../../engine/graph/onnx';
 import { mulberry32 } from '../../engine/models/blocks';
-import { appendOptimizer, decays, OptimConfigSchema, type OptimConfigInput } from '../../engine/optim';
+import { appendOptimizer, decays, flatStateKey, OptimConfigSchema, type OptimConfigInput, type OptimLayout } from '../../engine/optim';
 
 interface P {
   name: string;
   shape: number[];
 }
 
-/** Runs `steps` optimizer steps in ORT, feeding the given gradients, and returns every output per step. */
-async function runOptimizer(cfgIn: OptimConfigInput, params: P[], init: Map<string, Float32Array>, grads: Map<string, Float32Array>[]) {
+/** Layouts under test; `hybrid` is flat with `w` (12 elements) above the flat size limit. */
+type Layout = OptimLayout | 'hybrid';
+const LAYOUTS: Layout[] = ['per-tensor', 'flat', 'hybrid'];
+
+/**
+ * Runs `steps` optimizer steps in ORT, feeding the given gradients, and returns every output per
+ * step. Flat state is fed as the `@flat.<slot>` buffers and each flat output is cut back into
+ * per-tensor `state_out:<key>` entries, so checks read the same in every layout.
+ */
+async function runOptimizer(cfgIn: OptimConfigInput, params: P[], init: Map<string, Float32Array>, grads: Map<string, Float32Array>[], layout: Layout = 'per-tensor') {
   const cfg = OptimConfigSchema.parse(cfgIn);
   const g = new Graph('optim_test');
   const step = g.input('step', 'float32', []);
@@ -24,11 +33,17 @@ async function runOptimizer(cfgIn: OptimConfigInput, params: P[], init: Map<stri
     param: g.input(`param:${p.name}`, 'float32', p.shape),
     grad: g.input(`grad:${p.name}`, 'float32', p.shape),
   }));
-  const { state } = appendOptimizer(g, cfg, entries, step);
+  const opts = layout === 'hybrid' ? { layout: 'flat' as const, flatMaxNumel: 8 } : { layout };
+  const { state, flat = [] } = appendOptimizer(g, cfg, entries, step, opts);
   const session = await ort.InferenceSession.create(serializeModel(g).model);
   const feeds: Record<string, ort.Tensor> = {};
   for (const p of params) feeds[`param:${p.name}`] = new ort.Tensor('float32', init.get(p.name)!.slice(), p.shape);
-  for (const s of state) feeds[`state:${s.key}`] = new ort.Tensor('float32', new Float32Array(s.shape.reduce((a, b) => a * b, 1)), s.shape);
+  const inFlat = new Set(flat.map((m) => m.name));
+  const total = flat.reduce((n, m) => n + m.size, 0);
+  const slotOf = (key: string) => key.slice(key.lastIndexOf('.') + 1);
+  const flatNames = [...new Set(state.filter((s) => inFlat.has(s.key.slice(0, s.key.lastIndexOf('.')))).map((s) => flatStateKey(slotOf(s.key))))];
+  const stateInputs = [...state.filter((s) => !inFlat.has(s.key.slice(0, s.key.lastIndexOf('.')))), ...flatNames.map((key) => ({ key, shape: [total] }))];
+  for (const s of stateInputs) feeds[`state:${s.key}`] = new ort.Tensor('float32', new Float32Array(s.shape.reduce((a, b) => a * b, 1)), s.shape);
   const history: Record<string, Float32Array>[] = [];
   for (let t = 0; t < grads.length; t++) {
     feeds.step = new ort.Tensor('float32', new Float32Array([t]), []);
@@ -36,11 +51,12 @@ async function runOptimizer(cfgIn: OptimConfigInput, params: P[], init: Map<stri
     const out = await session.run(feeds);
     const rec: Record<string, Float32Array> = {};
     for (const [k, v] of Object.entries(out)) rec[k] = v.data as Float32Array;
+    for (const k of flatNames) for (const m of flat) rec[`state_out:${m.name}.${slotOf(k)}`] = rec[`state_out:${k}`].slice(m.offset, m.offset + m.size);
     history.push(rec);
     for (const p of params) feeds[`param:${p.name}`] = out[`param_out:${p.name}`];
-    for (const s of state) feeds[`state:${s.key}`] = out[`state_out:${s.key}`];
+    for (const s of stateInputs) feeds[`state:${s.key}`] = out[`state_out:${s.key}`];
   }
-  return { history, state };
+  return { history, state, stateInputs: stateInputs.map((s) => s.key) };
 }
 
 function randn(n: number, seed: number, scale = 1): Float32Array {
@@ -71,7 +87,7 @@ function expectClose(actual: Float32Array, expected: number[] | Float64Array, rt
   }
 }
 
-describe('AdamW', () => {
+describe.each(LAYOUTS)('AdamW, %s layout', (layout) => {
   it('matches torch.optim.AdamW arithmetic over 6 steps, with bias correction and decay only on 2-D weights', async () => {
     const { init, grads } = fixtures();
     const [lr, b1, b2, eps, wd] = [0.05, 0.9, 0.95, 1e-8, 0.1];
@@ -80,6 +96,7 @@ describe('AdamW', () => {
       PARAMS,
       init,
       grads,
+      layout,
     );
     for (const p of PARAMS) {
       const decayed = p.shape.length >= 2;
@@ -109,18 +126,20 @@ describe('AdamW', () => {
   });
 });
 
-describe('SGD', () => {
+describe.each(LAYOUTS)('SGD, %s layout', (layout) => {
   for (const nesterov of [false, true]) {
     it(`matches torch.optim.SGD with momentum 0.9${nesterov ? ' and Nesterov' : ''} and L2 weight decay over 6 steps`, async () => {
       const { init, grads } = fixtures();
       const [lr, mu, wd] = [0.1, 0.9, 0.01];
-      const { history, state } = await runOptimizer(
+      const { history, state, stateInputs } = await runOptimizer(
         { optimizer: { kind: 'sgd', lr, momentum: mu, nesterov, weight_decay: wd } },
         PARAMS,
         init,
         grads,
+        layout,
       );
       expect(state.map((s) => s.key)).toEqual(['w.momentum', 'b.momentum', 'c.momentum']);
+      expect(stateInputs).toEqual({ 'per-tensor': state.map((s) => s.key), flat: ['@flat.momentum'], hybrid: ['w.momentum', '@flat.momentum'] }[layout]);
       for (const p of PARAMS) {
         const decayed = p.shape.length >= 2;
         const x = Float64Array.from(init.get(p.name)!);
@@ -134,6 +153,7 @@ describe('SGD', () => {
             x[i] -= lr * d;
           }
           expectClose(history[t][`param_out:${p.name}`], x, 1e-5, 1e-6, `${p.name} step ${t}`);
+          expectClose(history[t][`state_out:${p.name}.momentum`], buf, 1e-5, 1e-6, `${p.name}.momentum step ${t}`);
         }
       }
     });
@@ -141,7 +161,7 @@ describe('SGD', () => {
 
   it('without momentum keeps no state and takes plain steps p − lr·g', async () => {
     const { init, grads } = fixtures();
-    const { history, state } = await runOptimizer({ optimizer: { kind: 'sgd', lr: 0.5 } }, PARAMS, init, grads.slice(0, 1));
+    const { history, state } = await runOptimizer({ optimizer: { kind: 'sgd', lr: 0.5 } }, PARAMS, init, grads.slice(0, 1), layout);
     expect(state).toEqual([]);
     const g0 = grads[0].get('w')!;
     expectClose(history[0]['param_out:w'], Array.from(init.get('w')!, (x, i) => x - 0.5 * g0[i]), 1e-6, 1e-7, 'w');
@@ -196,11 +216,11 @@ describe('learning-rate schedules', () => {
   });
 });
 
-describe('global-norm clipping', () => {
+describe.each(LAYOUTS)('global-norm clipping, %s layout', (layout) => {
   it('reports the pre-clip norm and scales the update by max_norm / norm when above it', async () => {
     const { init, grads } = fixtures(10);
     const maxNorm = 0.5;
-    const { history } = await runOptimizer({ optimizer: { kind: 'sgd', lr: 1 }, grad_clip: maxNorm }, PARAMS, init, grads.slice(0, 1));
+    const { history } = await runOptimizer({ optimizer: { kind: 'sgd', lr: 1 }, grad_clip: maxNorm }, PARAMS, init, grads.slice(0, 1), layout);
     const all = PARAMS.flatMap((p) => Array.from(grads[0].get(p.name)!));
     const norm = Math.sqrt(all.reduce((s, x) => s + x * x, 0));
     expect(norm).toBeGreaterThan(5);
@@ -220,8 +240,8 @@ describe('global-norm clipping', () => {
   it('leaves gradients under max_norm untouched, also inside AdamW', async () => {
     const { init, grads } = fixtures(0.01);
     const base = { optimizer: { kind: 'adamw' as const, lr: 0.01, weight_decay: 0 } };
-    const clipped = await runOptimizer({ ...base, grad_clip: 100 }, PARAMS, init, grads.slice(0, 3));
-    const plain = await runOptimizer(base, PARAMS, init, grads.slice(0, 3));
+    const clipped = await runOptimizer({ ...base, grad_clip: 100 }, PARAMS, init, grads.slice(0, 3), layout);
+    const plain = await runOptimizer(base, PARAMS, init, grads.slice(0, 3), layout);
     expectClose(clipped.history[2]['param_out:w'], Array.from(plain.history[2]['param_out:w']), 1e-6, 1e-7, 'w');
   });
 });
