@@ -2,8 +2,9 @@
 // appendOptimizer (AdamW + clipping + warmup-cosine, as in `bench step`) over the GPT's parameter
 // shapes, with fixed random gradients fed as inputs, so its time is the update's wall time,
 // kernel launches included, without the forward and backward around it. Params and state
-// ping-pong between two pre-allocated buffer sets, as the StepRunner does. Both layouts run
-// interleaved in one process (alternating which goes first), so load hits them alike.
+// ping-pong between two pre-allocated buffer sets, as the StepRunner does. Both layouts run in
+// one process, in alternating blocks, so load hits them alike; the ratio column pairs the
+// blocks' medians.
 // `--params lora` updates the rank-8 all-linear LoRA adapters of that GPT instead (many small
 // 2-D tensors: where the per-tensor layout's kernel count hurts most).
 
@@ -79,22 +80,32 @@ export async function benchOptim(args: OptimBenchArgs): Promise<void> {
   const specs = paramSpecs(args.size, args.params);
   const cs: Contender[] = [];
   for (const layout of args.layouts) cs.push(await contender(layout, specs, args.threads));
-  for (let i = 0; i < args.reps + 3; i++) {
-    const order = i % 2 ? [...cs].reverse() : cs;
-    for (const c of order) {
-      const p = i % 2;
-      const t0 = process.hrtime.bigint();
-      await c.session.run(c.feeds[p], c.fetches[p]);
-      if (i >= 3) c.times.push(Number(process.hrtime.bigint() - t0) / 1e6); // 3 warmup runs
+  // Blocks of BLOCK runs per layout, alternating which layout goes first; the first run of each
+  // block is untimed, because the first run after switching sessions pays for cold caches and
+  // thread pools (tens of percent here), which one training session alone never does.
+  const BLOCK = 10;
+  const blocks = Math.max(1, Math.ceil(args.reps / BLOCK));
+  const blockMs = cs.map(() => [] as number[]);
+  for (let b = 0; b < blocks; b++) {
+    for (const k of b % 2 ? [...cs.keys()].reverse() : [...cs.keys()]) {
+      const c = cs[k];
+      const times: number[] = [];
+      for (let i = 0; i <= BLOCK; i++) {
+        const t0 = process.hrtime.bigint();
+        await c.session.run(c.feeds[i % 2], c.fetches[i % 2]);
+        if (i > 0) times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+      c.times.push(...times);
+      blockMs[k].push(times.sort((x, y) => x - y)[times.length >> 1]);
     }
   }
   for (const c of cs) await c.session.release();
   const params = specs.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
   const q = (xs: number[], f: number) => [...xs].sort((a, b) => a - b)[Math.floor(f * (xs.length - 1))];
-  console.log(`\noptimizer phase alone: ${args.size}${args.params === 'lora' ? ' LoRA adapters' : ''} (${specs.length} tensors, ${(params / 1e6).toFixed(3)} M params), ${args.threads} threads, ${args.reps} interleaved runs, load avg ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-  console.log(`${'layout'.padEnd(16)} ${'nodes'.padStart(6)} ${'min ms'.padStart(8)} ${'p25 ms'.padStart(8)} ${'median ms'.padStart(10)}   paired ratio vs ${cs[0].layout}: median (quartiles)`);
+  console.log(`\noptimizer phase alone: ${args.size}${args.params === 'lora' ? ' LoRA adapters' : ''} (${specs.length} tensors, ${(params / 1e6).toFixed(3)} M params), ${args.threads} threads, ${blocks * BLOCK} runs in blocks of ${BLOCK}, load avg ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  console.log(`${'layout'.padEnd(16)} ${'nodes'.padStart(6)} ${'min ms'.padStart(8)} ${'p25 ms'.padStart(8)} ${'median ms'.padStart(10)}   block-paired ratio vs ${cs[0].layout}: median (quartiles)`);
   for (const c of cs) {
-    const r = pairedRatio(c.times, cs[0].times);
+    const r = pairedRatio(blockMs[cs.indexOf(c)], blockMs[0]);
     const ratio = c === cs[0] ? '' : `   ${r.median.toFixed(3)} (${r.p25.toFixed(3)}–${r.p75.toFixed(3)})`;
     console.log(`${c.layout.padEnd(16)} ${String(c.nodes).padStart(6)} ${q(c.times, 0).toFixed(2).padStart(8)} ${q(c.times, 0.25).toFixed(2).padStart(8)} ${q(c.times, 0.5).toFixed(2).padStart(10)}${ratio}`);
   }

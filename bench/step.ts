@@ -2,7 +2,7 @@
 // GPT training graph (forward + backward + AdamW + clipping in one ORT run), the machine's ORT
 // MatMul peak on the same threads, and PyTorch eager on the same model, batch and threads.
 // Both optimizer layouts (per-tensor, flat: engine/optim/flat.ts) run side by side in one process,
-// their steps interleaved (alternating which goes first), so machine load hits both alike.
+// in alternating blocks per round on the same batches, so machine load hits both alike.
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -105,27 +105,25 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
     for (const c of contenders) c.losses.push((await c.trainer.run(batch)).loss);
   }
   // On a shared machine load comes in bursts: each round times every contender back to back,
-  // and the table reports each one's best round (all rounds are in the JSON).
+  // and the table reports each one's best round (all rounds are in the JSON). Within a round each
+  // layout runs its steps as one block, on the same batches, after one untimed step: the first
+  // step after switching sessions pays ~30 ms on small (measured with step-by-step alternation:
+  // caches and thread pools go cold), which one session alone never pays. Block order alternates.
   const rounds: { oursS: Record<string, number>; peak: PeakResult; torch: TorchResult; torchSdpa: TorchResult; loadavg: number[] }[] = [];
   for (let r = 0; r < args.repeat; r++) {
-    const roundTimes = contenders.map(() => [] as number[]);
-    for (let i = 0; i < steps; i++) {
-      const batch = batches.next().value; // sampled outside the timed region
-      // Same batch for every layout; who goes first alternates, so neither always gets the warm cache.
-      const order = contenders.map((_, k) => k);
-      if (i % 2) order.reverse();
-      for (const k of order) {
-        const c = contenders[k];
+    const roundBatches = Array.from({ length: steps + 1 }, () => batches.next().value); // sampled outside the timed region
+    const order = r % 2 ? [...contenders].reverse() : contenders;
+    for (const c of order) {
+      const blockTimes: number[] = [];
+      for (const [i, batch] of roundBatches.entries()) {
         const t0 = process.hrtime.bigint();
         const m = await c.trainer.run(batch);
-        roundTimes[k].push(Number(process.hrtime.bigint() - t0) / 1e9);
+        if (i > 0) blockTimes.push(Number(process.hrtime.bigint() - t0) / 1e9);
         c.losses.push(m.loss);
       }
+      c.times.push(...blockTimes);
+      c.roundS.push(median(blockTimes));
     }
-    contenders.forEach((c, k) => {
-      c.times.push(...roundTimes[k]);
-      c.roundS.push(median(roundTimes[k]));
-    });
     // Both PyTorch attention paths: the explicit (T, T) one our graph also uses, and fused SDPA
     // (what nanoGPT picks on torch ≥ 2). The speed-up is reported against the faster of the two.
     const skipped = { skipped: 'disabled with --no-torch' };
@@ -157,9 +155,9 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
     }),
   );
   const ours = layouts[DEFAULT_LAYOUT] ?? Object.values(layouts)[0];
-  // Steps ran interleaved, so step i of every layout saw about the same machine load: the median
-  // of the per-step time ratios against the first layout is the load-robust comparison.
-  const paired = Object.fromEntries(contenders.slice(1).map((c) => [c.layout, pairedRatio(c.times, contenders[0].times)]));
+  // The layouts' blocks of one round ran back to back, so they saw about the same machine load:
+  // the ratios of round medians against the first layout are the load-robust comparison.
+  const paired = Object.fromEntries(contenders.slice(1).map((c) => [c.layout, pairedRatio(c.roundS, contenders[0].roundS)]));
   const peak = rounds.map((r) => r.peak).reduce((a, b) => (b.gflops > a.gflops ? b : a));
   const bestTorch = (pick: (r: (typeof rounds)[number]) => TorchResult): TorchResult => {
     const ok = rounds.map(pick).filter((t): t is Exclude<TorchResult, { skipped: string }> => 'tokens_per_s' in t);
@@ -241,7 +239,7 @@ function machine() {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** Quartiles of a[i] / b[i] over steps timed back to back. */
+/** Quartiles of a[i] / b[i] over measurements taken back to back. */
 export function pairedRatio(a: number[], b: number[]): { p25: number; median: number; p75: number } {
   const r = a.map((x, i) => x / b[i]).sort((x, y) => x - y);
   const q = (f: number) => r[Math.floor(f * (r.length - 1))];
@@ -289,7 +287,7 @@ function printRows(r: {
   if (best.length) console.log(`speed-up vs the faster PyTorch eager: ${f(r.ours.tokensPerS / Math.max(...best), 2)}×`);
   else if ('skipped' in r.torch) console.log(`PyTorch comparison skipped: ${r.torch.skipped}`);
   for (const [layout, q] of Object.entries(r.pairedVs.ratios)) {
-    console.log(`${layout} / ${r.pairedVs.baseline} step time, paired step by step: median ${f(q.median, 3)} (quartiles ${f(q.p25, 3)}–${f(q.p75, 3)})`);
+    console.log(`${layout} / ${r.pairedVs.baseline} step time, paired round by round: median ${f(q.median, 3)} (quartiles ${f(q.p25, 3)}–${f(q.p75, 3)})`);
   }
   for (const [layout, o] of Object.entries(r.layouts)) console.log(`${layout}: loss ${f(o.firstLoss, 3)} → ${f(o.lastLoss, 3)} (sanity: it trains)`);
   for (const [layout, p] of Object.entries(r.profiles)) {

@@ -73,7 +73,8 @@ export interface StateSpec {
  * float32 rounding (test/engine/optim-flat.test.ts); bench/RESULTS.md has the timings.
  */
 export type OptimLayout = 'per-tensor' | 'flat';
-export const DEFAULT_LAYOUT: OptimLayout = 'per-tensor';
+/** Flat: never slower than per-tensor in the step and optimizer benchmarks, faster wherever tensors are small (small GPT, LoRA). */
+export const DEFAULT_LAYOUT: OptimLayout = 'flat';
 /**
  * Tensors above this size keep their own op chain in the flat layout. Each op is then big enough
  * that a kernel launch costs nothing next to it, and a chain over one tensor stays in cache while
