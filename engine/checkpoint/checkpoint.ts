@@ -35,7 +35,7 @@ export type CheckpointState = z.infer<typeof CheckpointStateSchema>;
 
 export interface Checkpoint {
   weights: Map<string, TensorData>;
-  /** Optimizer moments by name (`exp_avg:<param>`, ...); empty for a fresh model. */
+  /** Optimizer state by name (`<param>.m`, `<param>.v` for AdamW; per tensor whatever the update layout); empty for a fresh model. */
   optimizer: Map<string, TensorData>;
   state: Omit<CheckpointState, 'files' | 'format'>;
 }
