@@ -4,13 +4,13 @@
 
 import { Context } from '@temporalio/activity';
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { DATASET_MANIFEST_FILE, DatasetSpecSchema, prepareDataset as prepareDatasetFiles, TOKENIZER_FILE, type DatasetManifest, type DatasetSpec } from '../engine/data/dataset';
 import { EngineError } from '../engine/errors';
 import type { ArtifactStore } from '../infra/store';
+import { sha256OfFile } from '../infra/store-upload';
 import type { DatasetRef } from '../artifacts/datasets';
 import { failingAs } from '../artifacts/errors';
 import { keys } from '../artifacts/keys';
@@ -30,13 +30,6 @@ const contentHashOf = (files: { name: string; sha256: string }[]) =>
 /** The spec's JSON with the fields in the schema's order, whoever assembled it (a workflow adds `shards` last). */
 const specJson = (spec: DatasetSpec) => JSON.stringify(Object.fromEntries(Object.keys(DatasetSpecSchema.shape).map((k) => [k, spec[k as keyof DatasetSpec]])));
 
-/** sha256 of a file's bytes, streamed (a corpus can be larger than memory). */
-async function fileSha256(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
 /**
  * What the corpus is made of besides the spec: for a file corpus (text, jsonl) its size and the
  * sha256 of its bytes, so that a changed file at the same path is a new dataset; nothing for the
@@ -51,7 +44,7 @@ async function sourceOf(spec: DatasetSpec): Promise<string | null> {
       throw new EngineError('input', `dataset.corpus.path: cannot read ${corpus.path} (${err.code ?? err.message})`);
     },
   );
-  return `${corpus.path}\n${size}\n${await fileSha256(corpus.path)}`;
+  return `${corpus.path}\n${size}\n${await sha256OfFile(corpus.path)}`;
 }
 
 /**
@@ -73,7 +66,7 @@ async function committed(store: ArtifactStore, prefix: string, specHash: string)
 
 /** The ref of a dataset prepared in `dir`, with the content hash of its local files. */
 async function refOf(dir: string, names: string[], prefix: string, specHash: string, manifest: DatasetManifest): Promise<DatasetRef> {
-  const local = await Promise.all(names.map(async (name) => ({ name, sha256: sha256(await readFile(path.join(dir, name))) })));
+  const local = await Promise.all(names.map(async (name) => ({ name, sha256: await sha256OfFile(path.join(dir, name)) })));
   const split = (xs: typeof manifest.splits.train) => xs.map((x) => ({ file: x.file, tokens: x.tokens }));
   return {
     prefix,
