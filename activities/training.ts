@@ -1,7 +1,7 @@
 // Training activities (thin: resolve refs → one engine call → store → return refs and metrics).
 //
 //   prepareDataset   cpu  corpus → shards in S3; reused when spec and content are already there
-//   createModel      cpu  seeded init → global checkpoint r0
+//   createModel      cpu  seeded init, or the weights of model.from → global checkpoint r0
 //   trainShard       gpu  H inner steps on one shard; resumable snapshots every N steps / T s,
 //                         heartbeats { step, checkpointKey }, resumes after a crash
 //   aggregateRound   cpu  outer optimizer over the shard results → global checkpoint r+1
@@ -13,7 +13,8 @@
 
 import { Context } from '@temporalio/activity';
 import { DatasetSpecSchema, type DatasetSpec } from '../engine/data/dataset';
-import { initParams } from '../engine/models/blocks';
+import { WEIGHTS_FILE } from '../engine/checkpoint/checkpoint';
+import { initParams, type ParamSpec } from '../engine/models/blocks';
 import { gptParams } from '../engine/models/gpt';
 import type { SessionConfig } from '../engine/runtime';
 import { LmEvaluator } from '../engine/train/evaluate';
@@ -28,6 +29,7 @@ import { type CheckpointRef, commitCheckpoint, fromTensors, readCheckpoint, refO
 import { type DatasetRef, ShardCache } from '../artifacts/datasets';
 import { failingAs } from '../artifacts/errors';
 import { keys } from '../artifacts/keys';
+import { failure } from '../spec/errors';
 
 
 export interface TrainingDeps {
@@ -147,19 +149,52 @@ export function createTrainingActivities(deps: TrainingDeps) {
   };
 }
 
-/** Seeded initial weights as global checkpoint r0. */
+/**
+ * Global checkpoint r0: seeded initial weights, or the weights of `spec.model.from` (an imported
+ * model or another run's checkpoint) with a fresh optimizer — its files must still be the ones the
+ * run was started with (`fromFiles`), and every tensor must have the shape the config gives it.
+ */
 async function createModel({ store }: TrainingContext, input: RunRef): Promise<CheckpointRef> {
   const { spec } = input;
   const prefix = keys.global(input.runId, 0);
   const done = await store.readManifest(prefix);
   if (done) return refOf(done);
   const specs = gptParams(spec.model.config);
-  const weights = initParams(specs, spec.seed);
+  const shapes = new Map(specs.map((s) => [s.name, s.shape]));
+  const weights = spec.model.from ? await weightsFrom(store, spec.model.from, spec.model.fromFiles ?? {}, specs) : initParams(specs, spec.seed);
   return commitCheckpoint(store, prefix, {
-    weights: toTensors(weights, new Map(specs.map((s) => [s.name, s.shape]))),
+    weights: toTensors(weights, shapes),
     optimizer: new Map(),
-    state: { modelConfig: spec.model.config, runConfig: { name: spec.name, seed: spec.seed }, step: 0, round: 0, bestValLoss: null, dataCursor: null, rng: [] },
+    state: {
+      modelConfig: spec.model.config,
+      runConfig: { name: spec.name, seed: spec.seed, ...(spec.model.from ? { from: spec.model.from } : {}) },
+      step: 0,
+      round: 0,
+      bestValLoss: null,
+      dataCursor: null,
+      rng: [],
+    },
   });
+}
+
+/** The weights of a stored model, pinned by the sha256s the run was started with. */
+async function weightsFrom(store: ArtifactStore, from: string, pins: Record<string, string>, specs: ParamSpec[]): Promise<Map<string, Float32Array>> {
+  const manifest = await store.readManifest(from);
+  if (!manifest) throw failure('MissingArtifact', `model.from ${from}: nothing is committed there any more`);
+  for (const [name, sha] of Object.entries(pins)) {
+    const now = manifest.files.find((f) => f.name === name)?.sha256;
+    if (now !== sha) throw failure('InvalidInput', `model.from ${from}: ${name} has sha256 ${now ?? '(gone)'}, but the run was started with ${sha}; start a new run to use the new files`);
+  }
+  const ck = await readCheckpoint(store, from);
+  const all = fromTensors(ck.weights, from);
+  const out = new Map<string, Float32Array>();
+  for (const s of specs) {
+    const t = ck.weights.get(s.name);
+    if (!t) throw failure('InvalidInput', `model.from ${from}: tensor "${s.name}" is missing from ${WEIGHTS_FILE}`);
+    if (t.dims.join() !== s.shape.join()) throw failure('InvalidInput', `model.from ${from}: tensor "${s.name}" is [${t.dims.join(', ')}], the config needs [${s.shape.join(', ')}]`);
+    out.set(s.name, all.get(s.name)!);
+  }
+  return out;
 }
 
 /** H inner steps of shard `shard` in round `round`, resumable from its last snapshot. */

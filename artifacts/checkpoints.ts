@@ -4,7 +4,7 @@
 // once, naming the file, instead of retrying forever.
 
 import type { TensorData } from '../engine/graph/ir';
-import { packCheckpoint, sha256, unpackCheckpoint, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, type Checkpoint, type CheckpointState } from '../engine/checkpoint/checkpoint';
+import { packCheckpoint, parseCheckpointState, sha256, unpackCheckpoint, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, type Checkpoint, type CheckpointState } from '../engine/checkpoint/checkpoint';
 import { StoredGptConfigSchema, type GptConfig } from '../engine/models/gpt';
 import type { ArtifactStore, Manifest } from '../infra/store';
 import { failure } from '../spec/errors';
@@ -29,6 +29,21 @@ export async function readCheckpoint(store: ArtifactStore, prefix: string): Prom
     const files = new Map<string, Uint8Array>();
     for (const name of CHECKPOINT_FILES) files.set(name, await store.getVerified(prefix, name));
     return unpackCheckpoint(files, prefix);
+  } catch (err) {
+    throw asFailure(err, `checkpoint ${prefix}`);
+  }
+}
+
+/**
+ * The checkpoint document alone (config, step, pins), verified against the manifest, without
+ * reading the tensor files; null when nothing is committed under `prefix`.
+ */
+export async function readCheckpointState(store: ArtifactStore, prefix: string): Promise<{ manifest: Manifest; state: CheckpointState } | null> {
+  try {
+    const manifest = await store.readManifest(prefix);
+    if (!manifest) return null;
+    if (!manifest.files.some((f) => f.name === STATE_FILE)) throw failure('InvalidInput', `${prefix} is not a checkpoint: its manifest lists no ${STATE_FILE}`);
+    return { manifest, state: parseCheckpointState(await store.getVerified(prefix, STATE_FILE), prefix) };
   } catch (err) {
     throw asFailure(err, `checkpoint ${prefix}`);
   }

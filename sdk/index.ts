@@ -15,6 +15,8 @@ import { loadConfig, workflowUiUrl, type Config } from '../infra/config';
 import type { PipelineProgress, PipelineResult, pipelineWorkflow, StageOutcome } from '../workflows/pipeline';
 import type { TrainingProgress } from '../workflows/controls';
 import { connectTemporal } from './client';
+import { needsModelFrom, resolveModelFrom } from './model-from';
+import { withStore } from './store';
 import { errorTypeOf } from '../spec/errors';
 import { specLimits } from '../spec/limits';
 import { payloadProblem } from '../spec/payloads';
@@ -24,6 +26,7 @@ import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline
 export { InvalidSpecError, parsePipelineSpec, PipelineLoraSchema, PipelineSpecSchema, type PipelineLora, type PipelineLoraInput, type PipelineSpec, type PipelineSpecInput } from '../spec/pipeline';
 export { ERROR_TYPES, errorTypeOf, type ErrorType } from '../spec/errors';
 export * from './schedules';
+export { needsModelFrom, resolveModelFrom } from './model-from';
 export type { LoraOutcome, PipelineProgress, PipelineResult, StageOutcome } from '../workflows/pipeline';
 export type { FineTuneCompleted, FineTuneResult, FineTuneSkipped } from '../workflows/fine-tune';
 export type { TrainingProgress } from '../workflows/controls';
@@ -249,7 +252,8 @@ export class TruthGPT {
    * @example const run = await tg.startPipeline(YAML.parse(fs.readFileSync('examples/gpt-brown.yaml', 'utf8')))
    */
   async startPipeline(specInput: PipelineSpecInput | PipelineSpec, opts: { workflowId?: string; continues?: string[] } = {}): Promise<PipelineRun> {
-    const spec = isParsed(specInput) ? specInput : parsePipelineSpec(specInput, specLimits(this.config.runtime.workerMemoryGb));
+    const resolved = !isParsed(specInput) && needsModelFrom(specInput) ? await withStore(this.config, (s) => resolveModelFrom(s, specInput)) : specInput;
+    const spec = isParsed(resolved) ? resolved : parsePipelineSpec(resolved, specLimits(this.config.runtime.workerMemoryGb));
     if (opts.workflowId !== undefined) checkRunId(opts.workflowId);
     // The spec travels twice: as the workflow's input and, as the user wrote it, in its memo.
     checkPayload('the pipeline spec', { args: spec, memo: specInput });

@@ -18,8 +18,9 @@ import { OptimConfigSchema } from '../engine/optim';
 import { CheckpointPolicySchema } from '../engine/train/shard';
 import { formatIssues } from './issues';
 import { checkTokensPerStep, LOOP_LIMITS } from './limits';
+import { StoreKeySchema } from './store-key';
 
-const Key = z.string().regex(/^[A-Za-z0-9._\-/=+]+$/, 'a store key: letters, digits and . _ - / = +');
+const Key = StoreKeySchema;
 
 export const BaseModelSchema = z.discriminatedUnion('kind', [
   /** A checkpoint committed by trainingWorkflow (or a merged fine-tune): its prefix in the store. */

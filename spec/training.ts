@@ -15,6 +15,7 @@ import { OptimConfigSchema } from '../engine/optim';
 import { DEFAULT_OUTER, OuterOptimSchema } from '../engine/train/outer';
 import { CheckpointPolicySchema } from '../engine/train/shard';
 import { formatIssues, relocateIssues } from './issues';
+import { StoreKeySchema } from './store-key';
 import { checkTokensPerStep, DEFAULT_SPEC_LIMITS, LOOP_LIMITS, trainingMemoryIssue, type SpecLimits } from './limits';
 
 export { formatIssues } from './issues';
@@ -31,14 +32,46 @@ const GptFields = z.strictObject({
   ...gptOptionFields,
 });
 
-/** A preset, a full config, or a preset with some fields overridden. Only GPT trains here so far. */
+/**
+ * What a run started from a stored model (`model.from`) may set beyond its stored config: training
+ * settings that change no weight and no shape.
+ */
+export const FROM_OVERRIDABLE = ['dropout', 'dropout_seed'] as const;
+
+/**
+ * A preset, a full config, a preset with some fields overridden, or a committed checkpoint to start
+ * from (`from`). Only GPT trains here so far.
+ */
 const ModelSpecSchema = z
   .strictObject({
     family: z.literal('gpt').default('gpt'),
     preset: z.string().nullish(),
+    /**
+     * Start from a committed checkpoint instead of a seeded init: an imported model
+     * (`models/<name>`) or any run's checkpoint (`runs/<id>/global/r000004`). Its config lives in
+     * the store, so the SDK and the CLI read it when the run starts (sdk/model-from.ts) and fill
+     * `config` and `fromFiles` before the spec is parsed.
+     */
+    from: StoreKeySchema.nullish(),
+    /** sha256 of each file of `from` when the run was started: the run refuses a checkpoint that changed since. */
+    fromFiles: z.record(z.string(), z.string().regex(/^[0-9a-f]{64}$/, 'a sha256 (64 hex digits)')).nullish(),
     config: GptFields.partial().default({}),
   })
   .transform((m, ctx) => {
+    const from = m.from ?? null;
+    if (from !== null && m.preset != null) {
+      ctx.addIssue({ code: 'custom', path: ['preset'], message: `cannot be combined with from: the model's config is ${from}'s` });
+      return z.NEVER;
+    }
+    if (from !== null && m.fromFiles == null) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['from'],
+        message: `the config of ${from} is read from the store when the run starts: start it with TruthGPT.startPipeline or \`truthgpt run\` (or resolve it with resolveModelFrom) rather than parsing the spec alone`,
+      });
+      return z.NEVER;
+    }
+    const source = { from, fromFiles: m.fromFiles ?? null };
     let base: Record<string, unknown> = {};
     if (m.preset != null) {
       try {
@@ -57,9 +90,9 @@ const ModelSpecSchema = z
       // whole spec (context vs block_size, the memory estimate) still report on the merged config.
       const tooBig = parsed.error.issues.every((i) => i.code === 'too_big');
       relocateIssues(ctx, parsed.error, GptConfigSchema, merged, (path) => ['config', ...path], { continue: tooBig });
-      return tooBig ? { family: m.family, preset: m.preset ?? null, config: merged as GptConfig } : z.NEVER;
+      return tooBig ? { family: m.family, preset: m.preset ?? null, ...source, config: merged as GptConfig } : z.NEVER;
     }
-    return { family: m.family, preset: m.preset ?? null, config: parsed.data };
+    return { family: m.family, preset: m.preset ?? null, ...source, config: parsed.data };
   });
 
 const TrainingFields = z.strictObject({
@@ -70,7 +103,8 @@ const TrainingFields = z.strictObject({
   dataset: DatasetSpecSchema.omit({ shards: true }),
   /** W: parallel trainShard activities per round, each on its own data shard. */
   workers: z.number().int().min(1).max(256).default(1),
-  rounds: z.number().int().min(1).max(LOOP_LIMITS.rounds),
+  /** DiLoCo rounds; 0 (only with `model.from`) trains nothing: the stored model is evaluated as it is, for a LoRA or post-training stage. */
+  rounds: z.number().int().min(0).max(LOOP_LIMITS.rounds),
   /** H: inner AdamW steps per worker per round. */
   innerSteps: z.number().int().min(1).max(LOOP_LIMITS.innerSteps),
   batchSize: z.number().int().min(1).max(LOOP_LIMITS.batchSize),
@@ -101,6 +135,9 @@ export function trainingSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
   return TrainingFields.superRefine((s, ctx) => {
     if (s.contextLength > s.model.config.block_size) {
       ctx.addIssue({ code: 'custom', path: ['contextLength'], message: `must not exceed model block_size (${s.contextLength} > ${s.model.config.block_size})` });
+    }
+    if (s.rounds === 0 && s.model.from === null) {
+      ctx.addIssue({ code: 'custom', path: ['rounds'], message: 'must be at least 1 for a new model (0 rounds trains nothing; start from a stored model with model.from to evaluate or fine-tune it without pretraining)' });
     }
     checkTokensPerStep(s, ctx);
     const memory = trainingMemoryIssue(s.model.config, s.batchSize, s.contextLength, s.optimizer.optimizer, limits);

@@ -244,7 +244,8 @@ async function locateStage(st: PipelineState): Promise<ResumePoint | null> {
 async function trainStage(st: PipelineState, resume: ResumePoint | null): Promise<TrainingResult> {
   const t = st.spec.training;
   const id = trainingChildId(st.id);
-  st.running = st.begin('train', id, resume ? `resuming ${resume.runId} at round ${resume.round}` : `${t.workers} worker(s) × ${t.rounds} rounds × ${t.innerSteps} steps`);
+  const plan = t.rounds === 0 ? `no pretraining: evaluate ${t.model.from}` : `${t.workers} worker(s) × ${t.rounds} rounds × ${t.innerSteps} steps${t.model.from ? ` from ${t.model.from}` : ''}`;
+  st.running = st.begin('train', id, resume ? `resuming ${resume.runId} at round ${resume.round}` : plan);
   st.trainChild = await startChild(trainingWorkflow, {
     workflowId: id,
     taskQueue: TASK_QUEUES.cpu,

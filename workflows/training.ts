@@ -168,7 +168,8 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
     if (resume) global = resume.global;
     else {
       controls.setStage('createModel');
-      global = await cpu.createModel.executeWithOptions({ summary: `${spec.model.family} ${spec.model.config.n_layer}L×${spec.model.config.n_embd}: seeded init, checkpoint r0` }, [ref]);
+      const init = spec.model.from ? `weights of ${spec.model.from}` : 'seeded init';
+      global = await cpu.createModel.executeWithOptions({ summary: `${spec.model.family} ${spec.model.config.n_layer}L×${spec.model.config.n_embd}: ${init}, checkpoint r0` }, [ref]);
     }
     carry = {
       dataset,

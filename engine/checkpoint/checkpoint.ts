@@ -65,10 +65,8 @@ export function packCheckpoint(ckpt: Checkpoint): Map<string, Buffer> {
   ]);
 }
 
-/** Reads files produced by packCheckpoint, verifying each tensor file against the document. */
-export function unpackCheckpoint(files: Map<string, Uint8Array>, where = 'checkpoint'): Checkpoint {
-  const doc = files.get(STATE_FILE);
-  if (!doc) throw new EngineError('corrupt', `${where}: ${STATE_FILE} is missing`);
+/** The checkpoint document (checkpoint.json) alone: config, step, cursors and the files' pins. */
+export function parseCheckpointState(doc: Uint8Array, where = 'checkpoint'): CheckpointState {
   let json: unknown;
   try {
     json = JSON.parse(Buffer.from(doc).toString('utf8'));
@@ -80,7 +78,14 @@ export function unpackCheckpoint(files: Map<string, Uint8Array>, where = 'checkp
     const issue = parsed.error.issues[0];
     throw new EngineError('corrupt', `${where}/${STATE_FILE}: ${issue.path.join('.')}: ${issue.message}`);
   }
-  const { files: pins, format: _format, ...state } = parsed.data;
+  return parsed.data;
+}
+
+/** Reads files produced by packCheckpoint, verifying each tensor file against the document. */
+export function unpackCheckpoint(files: Map<string, Uint8Array>, where = 'checkpoint'): Checkpoint {
+  const doc = files.get(STATE_FILE);
+  if (!doc) throw new EngineError('corrupt', `${where}: ${STATE_FILE} is missing`);
+  const { files: pins, format: _format, ...state } = parseCheckpointState(doc, where);
   const load = (name: string) => {
     const bytes = files.get(name);
     if (!bytes) throw new EngineError('corrupt', `${where}: ${name} is missing`);

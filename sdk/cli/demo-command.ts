@@ -68,7 +68,7 @@ function printResult(config: Config, r: DemoResult): void {
 
 /** Runs the demo pipeline to the end; returns the local path of its HTML report (null if it failed). */
 export async function runDemoPipeline(config: Config, specFile = DEMO_SPEC): Promise<{ workflowId: string; reportFile: string } | null> {
-  const parsed = readSpecFile(specFile, specLimits(config.runtime.workerMemoryGb));
+  const parsed = await readSpecFile(specFile, specLimits(config.runtime.workerMemoryGb), config);
   if (parsed.kind !== 'pipeline') throw new UsageError(`${specFile}: the demo needs a PipelineSpec (with a training section)`);
   return withTruthGPT(config, async (tg) => {
     const run = await tg.startPipeline(parsed.spec);

@@ -11,19 +11,10 @@ import { Decoder } from '../../engine/eval';
 import { EngineError } from '../../engine/errors';
 import { decoderInfo } from '../../engine/models/export';
 import { renderReportText, type RunReport } from '../../engine/report';
-import { s3Settings, type Config } from '../../infra/config';
-import { ArtifactStore, NotFoundError } from '../../infra/store';
+import { NotFoundError, type ArtifactStore } from '../../infra/store';
+import { withStore } from '../store';
 import { configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
 import { UsageError } from './usage-error';
-
-async function withStore<T>(config: Config, fn: (s: ArtifactStore) => Promise<T>): Promise<T> {
-  const store = new ArtifactStore(s3Settings(config));
-  try {
-    return await fn(store);
-  } finally {
-    store.close();
-  }
-}
 
 /** A failure with a vocabulary type (MissingArtifact, InvalidInput, ...) is a user's mistake here: one line. */
 function asUsage(err: unknown): unknown {

@@ -16,6 +16,8 @@ import { InvalidSpecError, isPipelineSpecInput, parsePipelineSpec, type Pipeline
 import { DEFAULT_SPEC_LIMITS, specLimits, type SpecLimits } from '../../spec/limits';
 import { parseTrainingSpec, type TrainingSpec, type TrainingSpecInput } from '../../spec/training';
 import { TASK_QUEUES } from '../../spec/temporal-names';
+import { needsModelFrom, resolveModelFrom } from '../model-from';
+import { withStore } from '../store';
 import { resultOrExit, summarize, watchRun } from './progress';
 import { configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
 import { UsageError } from './usage-error';
@@ -44,14 +46,23 @@ export function readSpecDocument(file: string): unknown {
   }
 }
 
-/** A spec file, validated (against `limits`: the worker memory, from the config): a PipelineSpec when it has a `training` section, else a TrainingSpec. */
-export function readSpecFile(file: string, limits: SpecLimits = DEFAULT_SPEC_LIMITS): { kind: 'pipeline'; spec: PipelineSpec } | { kind: 'training'; spec: TrainingSpec } {
-  const raw = readSpecDocument(file);
+/**
+ * A spec file, validated (against `limits`: the worker memory, from the config): a PipelineSpec when
+ * it has a `training` section, else a TrainingSpec. A `model.from` is read from the store of `config`
+ * first (sdk/model-from.ts), so a missing model is named before anything starts.
+ */
+export async function readSpecFile(
+  file: string,
+  limits: SpecLimits = DEFAULT_SPEC_LIMITS,
+  config?: Config,
+): Promise<{ kind: 'pipeline'; spec: PipelineSpec } | { kind: 'training'; spec: TrainingSpec }> {
+  const invalid = (lines: string[]) => new UsageError(`spec file ${file} is invalid, fix these fields and run again:\n  ${lines.join('\n  ')}`);
+  let raw = readSpecDocument(file);
   try {
+    if (config && needsModelFrom(raw)) raw = await withStore(config, (s) => resolveModelFrom(s, raw));
     return isPipelineSpecInput(raw) ? { kind: 'pipeline', spec: parsePipelineSpec(raw, limits) } : { kind: 'training', spec: parseTrainingSpec(raw, limits) };
   } catch (err) {
-    const lines = err instanceof InvalidSpecError ? err.issues : [(err as Error).message];
-    throw new UsageError(`spec file ${file} is invalid, fix these fields and run again:\n  ${lines.join('\n  ')}`);
+    throw invalid(err instanceof InvalidSpecError ? err.issues : [(err as Error).message]);
   }
 }
 
@@ -154,7 +165,7 @@ export function registerRunCommands(program: Command): void {
       // Everything that can be checked here is, before connecting anywhere.
       if (flags.id !== undefined) checkRunId(flags.id, '--id');
       const config = configFromFlags(flags);
-      const parsed = readSpecFile(file, specLimits(config.runtime.workerMemoryGb));
+      const parsed = await readSpecFile(file, specLimits(config.runtime.workerMemoryGb), config);
       if (parsed.kind === 'pipeline') return runPipeline(config, parsed.spec, flags);
       await withClient(config, async (client) => {
         const id = await startParsedTraining(client, parsed.spec, { workflowId: flags.id });

@@ -106,6 +106,43 @@ test('a pipeline trains, quantizes and reports; memo, search attributes and list
   await expect(tg.startPipeline(spec(), { workflowId: run.workflowId })).rejects.toThrow(`run id ${run.workflowId} is already used`);
 }, 300_000);
 
+test('model.from: a pipeline starts from a stored checkpoint (continued pretraining, or 0 rounds: evaluate and post-train it as it is)', async () => {
+  const from = first.training.checkpoint.prefix;
+  const fromSpec = (training: Partial<PipelineSpecInput['training']>, over: Partial<PipelineSpecInput> = {}) =>
+    spec({ model: { from }, training: { ...spec().training, ...training }, quantization: [], ...over });
+
+  // Refused before anything starts: an architecture field that differs, a preset beside it, a missing model.
+  const bad = (s: PipelineSpecInput) => tg.startPipeline(s).then(() => 'started', (e: unknown) => e);
+  const arch = await bad(fromSpec({}, { model: { from, config: { n_layer: 4, dropout: 0.1 } } }));
+  expect(arch).toBeInstanceOf(InvalidSpecError);
+  expect((arch as InvalidSpecError).issues).toEqual([`spec.model.config.n_layer: 4 differs from ${from}, which has 2; a stored model keeps its architecture (only dropout, dropout_seed may be set)`]);
+  expect(((await bad(fromSpec({}, { model: { from, preset: 'tiny-gpt' } }))) as InvalidSpecError).issues).toEqual([`spec.model.preset: cannot be combined with from: the model's config is ${from}'s`]);
+  expect(((await bad(fromSpec({}, { model: { from: 'models/nobody' } }))) as InvalidSpecError).issues[0]).toBe(
+    'spec.model.from: nothing is committed under s3://truthgpt-pipeline/models/nobody (expected an imported model such as models/<name>, or a checkpoint such as runs/<id>/global/r000004)',
+  );
+  // 0 rounds without a stored model trains nothing, so it is refused.
+  expect(((await bad(spec({ training: { ...spec().training, rounds: 0 } }))) as InvalidSpecError).issues[0]).toMatch(/^spec\.training\.rounds: must be at least 1 for a new model/);
+
+  // Continued pretraining: r0 holds exactly the stored weights (same val loss as where the first
+  // run ended, on the same dataset and batches), and one more round lowers it.
+  const more = await (await tg.startPipeline(fromSpec({ rounds: 1 }))).result();
+  const firstEnd = first.training.valHistory[first.training.valHistory.length - 1].loss;
+  expect(more.training.valHistory[0].loss).toBe(firstEnd);
+  expect(more.training.valHistory[1].loss).toBeLessThan(firstEnd);
+  expect(more.stages[0].summary).toMatch(/^1 rounds, 7680 tokens/);
+
+  // 0 rounds: the stored model itself is evaluated and post-trained; nothing trains.
+  const asIs = await (await tg.startPipeline(fromSpec({ rounds: 0 }))).result();
+  expect(asIs.training.rounds).toBe(0);
+  expect(asIs.training.tokensSeen).toBe(0);
+  expect(asIs.training.valHistory.map((v) => v.loss)).toEqual([firstEnd]);
+  const r0 = asIs.training.checkpoint;
+  expect(r0.prefix).toBe(`runs/${asIs.workflowId}/global/r000000`);
+  expect(r0.files['model.safetensors'].sha256).toBe(first.training.checkpoint.files['model.safetensors'].sha256);
+  expect(asIs.variants.map((v) => v.name)).toEqual(['fp32']);
+  expect(asIs.variants[0].ppl).toBeCloseTo(first.variants.find((v) => v.name === 'fp32')!.ppl, 10);
+}, 300_000);
+
 test('LoRA stage: non-fiction pretraining, adapters on fiction lower its val loss, base untouched, post-training quantizes the merged model', async () => {
   const run = await tg.startPipeline(
     spec({

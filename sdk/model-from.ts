@@ -1,0 +1,63 @@
+// `model.from`: a run that starts from a stored model (an imported Hugging Face model under
+// models/<name>, or any run's committed checkpoint) instead of a seeded init.
+//
+// The model's config lives in the store, and a spec is parsed without one (spec/ reads no store).
+// So the SDK and the CLI call resolveModelFrom before parsing: it reads the checkpoint's document
+// (checkpoint.json, verified against its manifest), fills `model.config` with the stored config and
+// `model.fromFiles` with the sha256 of every file, and refuses a config field the user set to
+// anything else (a stored model keeps its architecture; only FROM_OVERRIDABLE may change). The
+// parsed spec then carries a complete config, so every check that needs one (context vs
+// block_size, the worker-memory estimate) runs before anything starts, and the run refuses a
+// checkpoint whose files changed since (activities/training.ts createModel).
+
+import { readCheckpointState } from '../artifacts/checkpoints';
+import { StoredGptConfigSchema } from '../engine/models/gpt';
+import type { ArtifactStore } from '../infra/store';
+import { InvalidSpecError } from '../spec/pipeline';
+import { FROM_OVERRIDABLE } from '../spec/training';
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** True when `input` names a `model.from` that resolveModelFrom has not resolved yet. */
+export function needsModelFrom(input: unknown): boolean {
+  return isObject(input) && isObject(input.model) && input.model.from != null && input.model.fromFiles == null;
+}
+
+/**
+ * `input` (a PipelineSpec or TrainingSpec as a user wrote it) with `model.from` resolved against
+ * the store; `input` itself when it has no `model.from` or has it resolved already. Errors are
+ * InvalidSpecError lines naming `spec.model.*`.
+ * @example const spec = parsePipelineSpec(await resolveModelFrom(store, YAML.parse(text)))
+ */
+export async function resolveModelFrom<T>(store: ArtifactStore, input: T): Promise<T> {
+  if (!isObject(input) || !isObject(input.model)) return input;
+  if (!needsModelFrom(input) || typeof input.model.from !== 'string') return input; // the schema names a type error
+  const model = input.model;
+  const from = model.from as string;
+  let found: Awaited<ReturnType<typeof readCheckpointState>>;
+  try {
+    found = await readCheckpointState(store, from);
+  } catch (err) {
+    throw new InvalidSpecError([`spec.model.from: ${(err as Error).message}`]);
+  }
+  if (!found) {
+    throw new InvalidSpecError([`spec.model.from: nothing is committed under s3://${store.bucket}/${from} (expected an imported model such as models/<name>, or a checkpoint such as runs/<id>/global/r000004)`]);
+  }
+  const stored = StoredGptConfigSchema.safeParse(found.state.modelConfig);
+  if (!stored.success) {
+    const i = stored.error.issues[0];
+    throw new InvalidSpecError([`spec.model.from: ${from} does not hold a GPT-family model (its checkpoint.json modelConfig.${i.path.join('.')}: ${i.message}); only GPT-family models train in pipelines so far`]);
+  }
+  const config: Record<string, unknown> = { ...stored.data };
+  const issues: string[] = [];
+  const given = isObject(model.config) ? model.config : {};
+  for (const [k, v] of Object.entries(given)) {
+    if ((FROM_OVERRIDABLE as readonly string[]).includes(k)) config[k] = v;
+    else if (JSON.stringify(config[k]) !== JSON.stringify(v)) {
+      issues.push(`spec.model.config.${k}: ${JSON.stringify(v)} differs from ${from}, which has ${JSON.stringify(config[k] ?? null)}; a stored model keeps its architecture (only ${FROM_OVERRIDABLE.join(', ')} may be set)`);
+    }
+  }
+  if (issues.length) throw new InvalidSpecError(issues);
+  const fromFiles = Object.fromEntries(found.manifest.files.map((f) => [f.name, f.sha256]));
+  return { ...input, model: { ...model, config, fromFiles } };
+}
