@@ -103,6 +103,7 @@ export function runIdProblem(id: string): string | null {
     return `it contains ${shown}; a run id is one name of A-Z a-z 0-9 . _ - = + (it names the run's folder in the store)`;
   }
   if (id === '.' || id === '..') return `'${id}' is not a name`;
+  if (id.startsWith('-')) return "it starts with '-', which a command line reads as an option";
   return null;
 }
 

@@ -5,6 +5,7 @@
 // the lineage's last adapter.
 
 import { ScheduleNotFoundError, type Client, type ScheduleOverlapPolicy } from '@temporalio/client';
+import { msToNumber } from '@temporalio/common';
 import { z } from 'zod';
 import { DatasetSpecSchema } from '../engine/data/dataset';
 import type { DatasetRef } from '../artifacts/datasets';
@@ -44,20 +45,33 @@ export interface ScheduleFineTuneOptions {
  * The keys a schedule (a schedule file, ScheduleFineTuneOptions) may have; what base, lora and
  * train hold is the FineTuneSpec's to check. Strict, so a misspelt option is an error.
  */
+/** A Temporal duration: milliseconds, or a string such as `6h`, `30 minutes`, `5s` (checked with Temporal's own parser). */
+const Duration = z.union([z.number().int().positive(), z.string()]).superRefine((v, ctx) => {
+  if (typeof v !== 'string') return;
+  let ms: number;
+  try {
+    ms = msToNumber(v as Parameters<typeof msToNumber>[0]);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration (e.g. 6h, 30 minutes, 5s, or milliseconds)` });
+    return;
+  }
+  if (!(ms > 0)) ctx.addIssue({ code: 'custom', message: `must be a positive duration, got "${v}"` });
+});
+
 const ScheduleOptionsSchema = z.strictObject({
-  id: z.unknown().optional(),
-  cron: z.unknown().optional(),
-  every: z.unknown().optional(),
+  id: z.string().optional(),
+  cron: z.string().optional(),
+  every: Duration.optional(),
   base: z.unknown().optional(),
-  datasetPrefix: z.unknown().optional(),
+  datasetPrefix: z.string().optional(),
   lora: z.unknown().optional(),
   train: z.unknown().optional(),
-  name: z.unknown().optional(),
+  name: z.string().optional(),
   continueFromAdapter: z.unknown().optional(),
-  overlap: z.unknown().optional(),
-  catchupWindow: z.unknown().optional(),
-  paused: z.unknown().optional(),
-  note: z.unknown().optional(),
+  overlap: z.enum(OVERLAP_POLICIES).optional(),
+  catchupWindow: Duration.optional(),
+  paused: z.boolean().optional(),
+  note: z.string().optional(),
 } satisfies Record<keyof ScheduleFineTuneOptions, z.ZodType>);
 
 /**

@@ -266,6 +266,10 @@ export function loadModel(src: Uint8Array | string, opts: LoadOptions = {}): Gra
   for (const o of proto.opsetImport ?? []) g.opsets.set(o.domain === 'ai.onnx' ? '' : (o.domain ?? ''), toNumber(o.version));
   try {
     return graphFromProto(proto.graph, g, [], ctx);
+  } catch (e) {
+    // Every error names the model it came from (a tensor's own errors know only the tensor).
+    if (e instanceof Error && !e.message.startsWith(source)) e.message = `${source}: ${e.message}`;
+    throw e;
   } finally {
     for (const fd of ctx.fds.values()) fs.closeSync(fd);
   }

@@ -13,8 +13,12 @@ export const DEFAULT_EXCLUDE = ['^wte$', '^wpe$', '^lm_head', 'lm_head$', 'embed
 const common = {
   /** Regexes over weight and node names that stay float. */
   exclude: z.array(z.string()).default(DEFAULT_EXCLUDE),
-  /** Largest accepted relative rise of validation perplexity, (ppl_q − ppl_fp32) / ppl_fp32. */
-  maxPplIncrease: z.number().positive().default(0.02),
+  /**
+   * Largest accepted relative rise of validation perplexity, (ppl_q − ppl_fp32) / ppl_fp32: a
+   * fraction, at most 1 (a doubled perplexity), so that a percentage written by mistake (5 for 5%)
+   * is refused instead of disabling the gate.
+   */
+  maxPplIncrease: z.number().positive().max(1, 'a fraction of fp32 perplexity, at most 1 (0.05 is 5%)').default(0.02),
 };
 
 export const Int8DynamicSchema = z.strictObject({

@@ -14,10 +14,19 @@ import { registerStackCommands } from './stack-commands';
 // 2027 need Node 22; we support Node >= 20.19 until we take such a release (README, "Node version").
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-export function buildProgram(): Command {
+export interface ProgramOptions {
+  /** Throw CommanderError instead of exiting (every subcommand inherits it): for running the CLI in-process. */
+  exitOverride?: boolean;
+  output?: { writeOut: (s: string) => void; writeErr: (s: string) => void };
+}
+
+export function buildProgram(opts: ProgramOptions = {}): Command {
   const program = new Command('truthgpt')
     .description('Create, train, fine-tune, quantize and evaluate transformer models as durable Temporal workflows')
     .showHelpAfterError();
+  // Set before the commands are added, so that each inherits them.
+  if (opts.exitOverride) program.exitOverride();
+  if (opts.output) program.configureOutput(opts.output);
   registerStackCommands(program);
   registerDemoCommands(program);
   registerRunCommands(program);

@@ -14,6 +14,7 @@ import { renderReportText, type RunReport } from '../../engine/report';
 import { NotFoundError, type ArtifactStore } from '../../infra/store';
 import { withStore } from '../store';
 import { configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
+import { runIdArgument } from './arguments';
 import { UsageError } from './usage-error';
 
 /** A failure with a vocabulary type (MissingArtifact, InvalidInput, ...) is a user's mistake here: one line. */
@@ -84,7 +85,7 @@ function num(name: string, min: number, max: number, integer: boolean) {
 export function registerReportCommands(program: Command): void {
   withStackFlags(program.command('report'))
     .description('fetch the run report (loss curves, fp32 vs quantized table, samples, config) from S3 by run id')
-    .argument('<id>', 'run id (the pipeline or postTrainingWorkflow runId)')
+    .argument('<id>', 'run id (the pipeline or postTrainingWorkflow runId)', runIdArgument('run id'))
     .option('--out <file>', 'write the self-contained HTML report to this file')
     .option('--json', 'print the report data as JSON')
     .action(async (id: string, flags: StackFlags & { out?: string; json?: boolean }) => {

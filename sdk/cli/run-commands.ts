@@ -20,6 +20,7 @@ import { needsModelFrom, resolveModelFrom } from '../model-from';
 import { withStore } from '../store';
 import { resultOrExit, summarize, watchRun } from './progress';
 import { configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
+import { runIdArgument } from './arguments';
 import { UsageError } from './usage-error';
 
 /** The largest spec file read (specs are a few KiB; Temporal keeps at most 256 KiB of one). */
@@ -155,7 +156,7 @@ export function registerRunCommands(program: Command): void {
   withStackFlags(run)
     .argument('[spec]', 'PipelineSpec or TrainingSpec file (YAML or JSON)')
     .option('--detach', 'print the run id and return instead of waiting')
-    .option('--id <workflowId>', 'workflow id (default: <spec name>-<timestamp>)')
+    .option('--id <workflowId>', 'workflow id (default: <spec name>-<timestamp>)', runIdArgument('--id'))
     .option('--json', 'print the result as JSON')
     .action(async (file: string | undefined, flags: StackFlags & { detach?: boolean; id?: string; json?: boolean }) => {
       if (!file) {
@@ -182,7 +183,7 @@ export function registerRunCommands(program: Command): void {
 
   withStackFlags(program.command('wait'))
     .description('wait for a run and print its result (pipeline: stages, variants, report; training: checkpoint sha256s, val losses)')
-    .argument('<id>', 'workflow id printed by `truthgpt run --detach`')
+    .argument('<id>', 'workflow id printed by `truthgpt run --detach`', runIdArgument('run id'))
     .option('--json', 'print the result as JSON')
     .action(async (id: string, flags: StackFlags & { json?: boolean }) => {
       const config = configFromFlags(flags);

@@ -5,16 +5,21 @@ import type { Command } from 'commander';
 import type { WorkflowExecutionStatusName } from '@temporalio/client';
 import { resultOrExit, summarize, table, watchRun } from './progress';
 import { checkRunId } from '../index';
+import { choiceArgument, numberArgument, runIdArgument } from './arguments';
 import { withTruthGPT } from './run-commands';
 import { configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
+
+/** What the TruthgptStage search attribute of a pipeline run can hold (workflows/pipeline.ts). */
+const RUN_STAGES = ['queued', 'locateCheckpoint', 'train', 'lora', 'postTraining', 'done', 'failed', 'cancelled'] as const;
+const RUN_STATUSES = ['RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED', 'TERMINATED', 'CONTINUED_AS_NEW', 'TIMED_OUT'] as const satisfies readonly WorkflowExecutionStatusName[];
 
 interface RunsFlags extends StackFlags {
   json?: boolean;
   pipeline?: string;
   stage?: string;
   family?: string;
-  status?: string;
-  limit: string;
+  status?: WorkflowExecutionStatusName;
+  limit: number;
 }
 
 export function registerRunsCommands(program: Command): void {
@@ -22,18 +27,18 @@ export function registerRunsCommands(program: Command): void {
     .description('list pipeline runs, newest first (from Temporal visibility, with our search attributes)')
     .option('--json', 'print JSON')
     .option('--pipeline <name>', 'only runs of this PipelineSpec name')
-    .option('--stage <stage>', 'only runs in this stage (train, postTraining, done, failed, cancelled, ...)')
-    .option('--family <family>', 'only this model family (gpt, bert, t5)')
-    .option('--status <status>', 'only this Temporal status (RUNNING, COMPLETED, FAILED, CANCELLED, TERMINATED)')
-    .option('--limit <n>', 'at most this many runs', '50')
+    .option('--stage <stage>', `only runs in this stage (${RUN_STAGES.join(', ')})`, choiceArgument('--stage', RUN_STAGES))
+    .option('--family <family>', 'only this model family (gpt, bert, t5)', choiceArgument('--family', ['gpt', 'bert', 't5'] as const))
+    .option('--status <status>', `only this Temporal status (${RUN_STATUSES.join(', ')})`, choiceArgument('--status', RUN_STATUSES))
+    .option('--limit <n>', 'at most this many runs', numberArgument('--limit', 1, 10_000, true), 50)
     .action(async (flags: RunsFlags) => {
       await withTruthGPT(configFromFlags(flags), async (tg) => {
         const runs = await tg.listRuns({
           pipeline: flags.pipeline,
           stage: flags.stage,
           family: flags.family,
-          status: flags.status?.toUpperCase() as WorkflowExecutionStatusName | undefined,
-          limit: Number(flags.limit),
+          status: flags.status,
+          limit: flags.limit,
         });
         if (flags.json) {
           console.log(JSON.stringify(runs, null, 2));
@@ -54,7 +59,7 @@ export function registerRunsCommands(program: Command): void {
 
   withStackFlags(program.command('watch'))
     .description('live progress of a pipeline run (stage, round/step, tokens/s, losses), then its summary')
-    .argument('<id>', 'pipeline run id (see `truthgpt runs`)')
+    .argument('<id>', 'pipeline run id (see `truthgpt runs`)', runIdArgument('run id'))
     .option('--json', 'print the final result as JSON')
     .action(async (id: string, flags: StackFlags & { json?: boolean }) => {
       const config = configFromFlags(flags);
@@ -69,7 +74,7 @@ export function registerRunsCommands(program: Command): void {
 
   withStackFlags(program.command('cancel'))
     .description('cancel a pipeline run; committed checkpoints stay, so `truthgpt retry ID` can continue it')
-    .argument('<id>', 'pipeline run id')
+    .argument('<id>', 'pipeline run id', runIdArgument('run id'))
     .action(async (id: string, flags: StackFlags) => {
       await withTruthGPT(configFromFlags(flags), async (tg) => {
         const run = await tg.getPipeline(id);
@@ -80,9 +85,9 @@ export function registerRunsCommands(program: Command): void {
 
   withStackFlags(program.command('retry'))
     .description("start a new run that resumes a failed, cancelled or terminated pipeline from its last committed checkpoint")
-    .argument('<id>', 'pipeline run id')
+    .argument('<id>', 'pipeline run id', runIdArgument('run id'))
     .option('--detach', 'print the new run id and return instead of watching')
-    .option('--id <workflowId>', 'id of the new run (default: pipeline-<name>-<time>)')
+    .option('--id <workflowId>', 'id of the new run (default: pipeline-<name>-<time>)', runIdArgument('--id'))
     .option('--json', 'print the final result as JSON')
     .action(async (id: string, flags: StackFlags & { detach?: boolean; id?: string; json?: boolean }) => {
       if (flags.id !== undefined) checkRunId(flags.id, '--id');

@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import fs from 'node:fs';
 import YAML from 'yaml';
 import type { Config } from '../../infra/config';
-import { connectTemporal } from '../client';
+import { TruthGPT } from '../index';
 import { checkScheduleOptions, deleteSchedule, listSchedules, OVERLAP_POLICIES, pauseSchedule, scheduledFineTuneSpec, scheduleFineTune, triggerSchedule, UnknownScheduleError, unpauseSchedule, type ScheduleFineTuneOptions } from '../schedules';
 import { configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
 import { UsageError } from './usage-error';
@@ -59,15 +59,16 @@ export function readScheduleFile(file: string, flags: CreateFlags): ScheduleFine
 }
 
 async function withClient<T>(config: Config, fn: (c: Client) => Promise<T>): Promise<T> {
-  const client = await connectTemporal(config);
+  // TruthGPT.connect: an unreachable server is the one-line "Temporal is not reachable at …" error.
+  const tg = await TruthGPT.connect({ config });
   try {
-    return await fn(client);
+    return await fn(tg.client);
   } catch (err) {
     // An unknown schedule id is the user's to fix, not a crash.
     if (err instanceof UnknownScheduleError) throw new UsageError(err.message);
     throw err;
   } finally {
-    await client.connection.close();
+    await tg.close();
   }
 }
 
