@@ -103,7 +103,31 @@ export function deviceCheck(d: DeviceInfo, deviceId: number): DoctorCheck {
       details,
     };
   }
+  const driver = d.gpus[0]?.driver;
+  if (driver && compareVersions(driver, MIN_CUDA12_DRIVER) < 0) {
+    return {
+      id: 'device',
+      status: 'fail',
+      line: `NVIDIA driver ${driver} is older than CUDA 12 needs (>= ${MIN_CUDA12_DRIVER}): ${describeGpus(d)}`,
+      fix: `update the NVIDIA driver to ${MIN_CUDA12_DRIVER} or newer (e.g. \`apt-get install nvidia-driver-550\`), then reboot or reload the module`,
+      details,
+    };
+  }
   return { id: 'device', status: 'ok', line: `${describeGpus(d)}; TRUTHGPT_DEVICE_ID=${deviceId} is one of them`, details };
+}
+
+/** The oldest Linux driver that runs CUDA 12.x through minor-version compatibility (NVIDIA's CUDA compatibility table). */
+export const MIN_CUDA12_DRIVER = '525.60.13';
+
+/** Compares dotted numeric versions: '550.54' vs '525.60.13' → 1. */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return Math.sign(d);
+  }
+  return 0;
 }
 
 const shortPath = (p: string) => {
@@ -186,7 +210,7 @@ function libraryChecks(inst: ProviderInstall, env: NodeJS.ProcessEnv): DoctorChe
 const ms = (x: number) => (x >= 1000 ? `${(x / 1000).toFixed(1)} s` : `${Math.round(x)} ms`);
 
 function stepLine(r: TinyStepResult): string {
-  const where = r.ep === 'cuda' ? `CUDA device ${r.deviceId}` : 'CPU (no GPU used)';
+  const where = r.ep === 'cuda' ? `CUDA device ${r.deviceId}` : 'CPU';
   const { preset, batch, seq, steps } = TINY_STEP;
   return (
     `tiny training step on ${where}: ${steps} steps of ${preset} (batch ${batch}x${seq}), compile ${ms(r.compileMs)}, ` +

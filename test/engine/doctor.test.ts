@@ -135,6 +135,11 @@ describe('doctor pieces', () => {
     expect(visibleCount(2, '0,5,1')).toBe(1);
     expect(visibleCount(2, '')).toBe(0);
     expect(deviceCheck({ ...two, visible: visibleCount(2, ''), cudaVisibleDevices: '' }, 0).fix).toBe('unset CUDA_VISIBLE_DEVICES or list existing GPUs in it');
+    // CUDA 12 needs driver 525.60.13 or newer.
+    const old = deviceCheck({ ...two, gpus: two.gpus.map((g) => ({ ...g, driver: '470.256.02' })) }, 0);
+    expect(old.status).toBe('fail');
+    expect(old.line).toMatch(/^NVIDIA driver 470\.256\.02 is older than CUDA 12 needs \(>= 525\.60\.13\)/);
+    expect(deviceCheck({ ...two, gpus: two.gpus.map((g) => ({ ...g, driver: '525.60.13' })) }, 0).status).toBe('ok');
   });
 
   it('counts GPUs from /dev/nvidia<N> when neither nvidia-smi nor /proc/driver/nvidia is there', () => {
