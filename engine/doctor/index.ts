@@ -278,7 +278,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
     bindingDir: inst.bindingDir,
     checks,
     ok,
-    verdict: ok ? `ok: this machine can run ${target}` : `cannot run ${target}: ${problems} problem${problems === 1 ? '' : 's'}, each with its fix`,
+    verdict: ok ? `ok: this machine can run ${target}` : `cannot run ${target}: ${problems === 1 ? '1 problem, with its fix' : `${problems} problems, each with its fix`}`,
   };
 }
 
