@@ -4,6 +4,7 @@
 // gracefully (the SDK stops polling and lets running activities finish within the grace time).
 
 import { parseArgs } from 'node:util';
+import { GpuSetupError } from '../engine/doctor';
 import { loadConfig } from '../infra/config';
 import { startLivenessBeacon } from '../infra/liveness';
 import { TASK_QUEUES, type Pool } from '../spec/temporal-names';
@@ -19,7 +20,9 @@ async function main(): Promise<void> {
   const pool = values.pool as Pool | undefined;
   if (!pool || !(pool in TASK_QUEUES)) throw new Error(`--pool: expected gpu or cpu, got ${JSON.stringify(values.pool ?? null)}`);
   const config = loadConfig();
-  const { worker, run } = await createPoolWorker(config, pool);
+  const { worker, run, gpuCheck } = await createPoolWorker(config, pool);
+  const step = gpuCheck?.checks.find((c) => c.id === 'step');
+  if (step) console.log(`worker: GPU check passed: ${step.line}`);
   // Under the stack's supervisor: a supervisor that was killed outright must not leave workers behind.
   if (process.env.TRUTHGPT_SUPERVISED === '1') {
     const parent = process.ppid;
@@ -37,6 +40,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: Error) => {
-  console.error(`worker: ${err.stack ?? err.message}`);
+  // The GPU check's message is the doctor's report, written for people: no stack under it.
+  console.error(`worker: ${err instanceof GpuSetupError ? err.message : (err.stack ?? err.message)}`);
   process.exit(1);
 });

@@ -4,6 +4,7 @@
 import os from 'node:os';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
+import { assertGpuReady, type DoctorReport } from '../engine/doctor';
 import { s3Settings, temporalConnectionOptions, type Config } from '../infra/config';
 import { workerIdentity } from '../infra/stack-state';
 import { ArtifactStore } from '../infra/store';
@@ -11,6 +12,8 @@ import { TASK_QUEUES, type Pool } from '../spec/temporal-names';
 
 export interface PoolWorker {
   worker: Worker;
+  /** The doctor's report of a CUDA worker's startup check (null for a CPU worker, which runs none). */
+  gpuCheck: DoctorReport | null;
   /** Stops polling, waits for running activities (up to the grace time), closes connections. */
   run(): Promise<void>;
 }
@@ -20,6 +23,9 @@ export interface PoolWorker {
  * @example const { run } = await createPoolWorker(loadConfig(), 'cpu'); await run();
  */
 export async function createPoolWorker(config: Config, pool: Pool, overrides: Partial<WorkerOptions> = {}): Promise<PoolWorker> {
+  // A CUDA worker checks its GPU setup before it takes any task: a missing library fails here with
+  // the doctor's lines and fixes, not as an ORT error inside the first activity. CPU workers skip it.
+  const gpuCheck = config.runtime.ep === 'cuda' ? await assertGpuReady(config.runtime.deviceId) : null;
   const store = new ArtifactStore(s3Settings(config));
   const connection = await NativeConnection.connect(temporalConnectionOptions(config));
   try {
@@ -36,6 +42,7 @@ export async function createPoolWorker(config: Config, pool: Pool, overrides: Pa
     });
     return {
       worker,
+      gpuCheck,
       async run() {
         try {
           await worker.run();

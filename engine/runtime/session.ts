@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { EngineError } from '../errors';
+import { fixForLibrary, missingLibraryIn, providerCudnnMajor } from './cuda-libs';
 
 export type ExecutionProvider = 'cpu' | 'cuda';
 export type LogSeverity = 'verbose' | 'info' | 'warning' | 'error' | 'fatal';
@@ -31,21 +32,29 @@ export const CUDA_INSTALL_STEP = 'ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modu
 const SEVERITY: Record<LogSeverity, 0 | 1 | 2 | 3 | 4> = { verbose: 0, info: 1, warning: 2, error: 3, fatal: 4 };
 
 export class CudaUnavailableError extends EngineError {
-  constructor(detail: string) {
+  /** @param fix the one step that cures `detail` when it is known (a named missing library); else the README's GPU setup. */
+  constructor(detail: string, fix?: string) {
     super(
       'cuda-unavailable',
       `ep 'cuda' requested but the CUDA execution provider cannot be used: ${detail}. ` +
-        `README "GPU setup": install CUDA 12 and cuDNN 9, then run \`${CUDA_INSTALL_STEP}\` ` +
-        `(it downloads ORT's GPU package for this exact version and copies libonnxruntime_providers_cuda.so, ` +
-        `_shared.so and _tensorrt.so into node_modules/onnxruntime-node/bin/napi-v6/linux/x64/), or use ep 'cpu'.`,
+        (fix
+          ? `Fix: ${fix}; \`truthgpt doctor --pool gpu\` checks the whole setup.`
+          : `README "GPU setup": install CUDA 12 and cuDNN 9, then run \`${CUDA_INSTALL_STEP}\` ` +
+            `(it downloads ORT's GPU package for this exact version and copies libonnxruntime_providers_cuda.so, ` +
+            `_shared.so and _tensorrt.so into node_modules/onnxruntime-node/bin/napi-v6/linux/x64/), or use ep 'cpu'.`),
     );
   }
 }
 
+/** The installed onnxruntime-node's package folder and version. */
+export function ortPackage(): { dir: string; version: string } {
+  const file = require.resolve('onnxruntime-node/package.json');
+  return { dir: path.dirname(file), version: (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version };
+}
+
 /** Folder of the native ORT binding, where provider libraries must live. */
-function bindingDir(): string {
-  const pkg = path.dirname(require.resolve('onnxruntime-node/package.json'));
-  return path.join(pkg, 'bin', 'napi-v6', process.platform, process.arch);
+export function ortBindingDir(): string {
+  return path.join(ortPackage().dir, 'bin', 'napi-v6', process.platform, process.arch);
 }
 
 /** Throws CudaUnavailableError unless this install can load the CUDA provider at all. */
@@ -53,7 +62,7 @@ export function checkCudaInstalled(): void {
   if (process.platform !== 'linux' || process.arch !== 'x64') {
     throw new CudaUnavailableError(`onnxruntime-node ships the CUDA provider for linux/x64 only, this is ${process.platform}/${process.arch}`);
   }
-  const dir = bindingDir();
+  const dir = ortBindingDir();
   const missing = ['libonnxruntime_providers_shared.so', 'libonnxruntime_providers_cuda.so'].filter((f) => !fs.existsSync(path.join(dir, f)));
   if (missing.length > 0) throw new CudaUnavailableError(`${missing.join(' and ')} not found in ${dir}`);
 }
@@ -88,7 +97,11 @@ export async function createSession(model: Uint8Array | string, cfg: SessionConf
   } catch (e) {
     const msg = (e as Error).message;
     // The provider .so files exist but their CUDA/cuDNN dependencies do not load.
-    if (ep === 'cuda' && /cuda|cudnn|cublas|providers_/i.test(msg)) throw new CudaUnavailableError(msg.split('\n')[0]);
+    if (ep === 'cuda' && /cuda|cudnn|cublas|providers_/i.test(msg)) {
+      const lib = missingLibraryIn(msg);
+      if (lib) throw new CudaUnavailableError(`${lib} not found by the dynamic loader (${msg.split('\n')[0]})`, fixForLibrary(lib, providerCudnnMajor(ortPackage().version)));
+      throw new CudaUnavailableError(msg.split('\n')[0]!);
+    }
     throw new Error(`createSession(${what}): ${msg}`);
   }
 }

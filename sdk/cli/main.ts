@@ -2,6 +2,7 @@
 
 import { Command } from 'commander';
 import { registerDemoCommands } from './demo-command';
+import { registerDoctorCommand } from './doctor-command';
 import { describeCliError } from './errors';
 import { registerModelCommands } from './model-commands';
 import { registerReportCommands } from './report-commands';
@@ -34,6 +35,7 @@ export function buildProgram(opts: ProgramOptions = {}): Command {
   registerModelCommands(program);
   registerScheduleCommands(program);
   registerReportCommands(program);
+  registerDoctorCommand(program);
   return program;
 }
 
