@@ -97,7 +97,19 @@ export interface RunProgress {
   training: TrainingProgress | null;
   /** The LoRA child's progress (chunks as rounds, steps, losses) once the lora stage started. */
   lora: TrainingProgress | null;
+  /** Activities of the run and its running stages that failed and wait for another attempt. */
+  retrying: RetryingActivity[];
   uiUrl: string;
+}
+
+/** A pending activity past its first attempt: what failed last and how often it has been tried. */
+export interface RetryingActivity {
+  /** The workflow that scheduled it (the pipeline or one of its stage children). */
+  workflowId: string;
+  activity: string;
+  /** The attempt running or scheduled now (2 = one failure so far). */
+  attempt: number;
+  lastFailure: string;
 }
 
 export interface RunSummary {
@@ -170,8 +182,13 @@ export class PipelineRun {
     const childProgress = (workflowId: string | null | undefined) =>
       workflowId ? this.tg.client.workflow.getHandle(workflowId).query<TrainingProgress>('progress').catch(() => null) : Promise.resolve(null);
     const started = (stage: string) => pipeline?.stages.find((s) => s.stage === stage && s.workflowId)?.workflowId;
-    const [training, lora] = await Promise.all([childProgress(started('train') && pipeline?.trainingWorkflowId), childProgress(started('lora'))]);
-    return { workflowId: this.workflowId, status: desc.status.name, pipeline, training, lora, uiUrl: this.uiUrl };
+    const running = desc.status.name === 'RUNNING' ? [this.workflowId, ...(pipeline?.stages.filter((s) => s.status === 'running' && s.workflowId).map((s) => s.workflowId!) ?? [])] : [];
+    const [training, lora, retrying] = await Promise.all([
+      childProgress(started('train') && pipeline?.trainingWorkflowId),
+      childProgress(started('lora')),
+      Promise.all(running.map((id) => retryingActivities(this.tg.client, id))).then((xs) => xs.flat()),
+    ]);
+    return { workflowId: this.workflowId, status: desc.status.name, pipeline, training, lora, retrying, uiUrl: this.uiUrl };
   }
 
   /** Waits for the run; throws RunFailedError (with the vocabulary `type` and the stage) if it did not complete. */
@@ -359,6 +376,25 @@ export class TruthGPT {
     });
     return (res.pollers?.length ?? 0) > 0;
   }
+}
+
+/** The pending activities of `workflowId` that have failed at least once (none when it cannot be described). */
+async function retryingActivities(client: Client, workflowId: string): Promise<RetryingActivity[]> {
+  const d = await client.workflow
+    .getHandle(workflowId)
+    .describe()
+    .catch(() => null);
+  return (d?.raw.pendingActivities ?? [])
+    .filter((a) => (a.attempt ?? 1) > 1 && a.lastFailure)
+    .map((a) => ({ workflowId, activity: a.activityType?.name ?? 'activity', attempt: a.attempt ?? 2, lastFailure: innermostFailure(a.lastFailure!) }));
+}
+
+/** The deepest message of a failure proto (an activity's ApplicationFailure wraps the cause). */
+function innermostFailure(f: { message?: string | null; cause?: unknown }): string {
+  let cur: { message?: string | null; cause?: unknown } | null | undefined = f;
+  let message = f.message ?? '';
+  for (let d = 0; cur && d < 8; cur = cur.cause as typeof cur, d++) if (cur.message) message = cur.message;
+  return message;
 }
 
 /** A spec parsed already (its training holds a resolved model config) versus user input, which is parsed here. */

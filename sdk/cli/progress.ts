@@ -19,6 +19,8 @@ export interface ProgressLine {
   tokensPerSec: string;
   train: string;
   val: string;
+  /** The activity that failed last and waits to be retried, with its attempt and error; '' when none. */
+  retry: string;
 }
 
 /** What the bar shows, from one progress snapshot; tokens/s from tokens seen over the watch's time. */
@@ -35,7 +37,16 @@ export function progressLine(p: RunProgress, tokensPerSec: number | null): Progr
     tokensPerSec: tokensPerSec === null ? '-' : tokensPerSec.toFixed(0),
     train: t ? fmtLoss(t.recentTrainLoss) : '-',
     val: t ? fmtLoss(t.recentValLoss) : '-',
+    retry: retryText(p),
   };
+}
+
+/** `retrying trainShard (attempt 3): <its last error>` for the most-tried retrying activity, or ''. */
+function retryText(p: RunProgress): string {
+  const worst = [...(p.retrying ?? [])].sort((a, b) => b.attempt - a.attempt)[0];
+  if (!worst) return '';
+  const msg = worst.lastFailure.split('\n')[0];
+  return `retrying ${worst.activity} (attempt ${worst.attempt}): ${msg.length > 160 ? `${msg.slice(0, 160)}…` : msg}`;
 }
 
 /** Polls `run.progress()` until the run closes, drawing the bar on stderr; returns the last snapshot. */
@@ -44,7 +55,7 @@ export async function watchRun(run: PipelineRun, opts: { intervalMs?: number; st
   const tty = Boolean(stream.isTTY);
   const bar = new SingleBar({
     stream,
-    format: '{stage} |{bar}| round {round} step {value}/{total} | {tps} tok/s | train {train} val {val}',
+    format: '{stage} |{bar}| round {round} step {value}/{total} | {tps} tok/s | train {train} val {val}{retry}',
     barsize: 24,
     hideCursor: tty,
     noTTYOutput: false,
@@ -60,15 +71,17 @@ export async function watchRun(run: PipelineRun, opts: { intervalMs?: number; st
     // tokens/s over the rounds this watch has seen (tokens only move when a round commits).
     const tps = t && first && Date.now() > first.at && t.tokensSeen > first.tokens ? ((t.tokensSeen - first.tokens) * 1000) / (Date.now() - first.at) : null;
     const line = progressLine(p, tps);
-    const payload = { stage: line.stage, round: line.round, tps: line.tokensPerSec, train: line.train, val: line.val };
+    const payload = { stage: line.stage, round: line.round, tps: line.tokensPerSec, train: line.train, val: line.val, retry: line.retry ? ` | ${line.retry}` : '' };
     if (tty) {
       if (!started) bar.start(line.steps, line.step, payload);
       started = true;
       bar.setTotal(line.steps);
       bar.update(line.step, payload);
     } else {
-      const key = `${line.stage} ${line.round}`;
-      if (key !== lastKey) stream.write(`[${new Date().toISOString().slice(11, 19)}] ${line.stage}  round ${line.round}  step ${line.step}/${line.steps}  train ${line.train}  val ${line.val}  ${line.tokensPerSec} tok/s\n`);
+      const key = `${line.stage} ${line.round} ${line.retry.replace(/\):.*/, ')')}`;
+      if (key !== lastKey) {
+        stream.write(`[${new Date().toISOString().slice(11, 19)}] ${line.stage}  round ${line.round}  step ${line.step}/${line.steps}  train ${line.train}  val ${line.val}  ${line.tokensPerSec} tok/s${line.retry ? `\n  ${line.retry}` : ''}\n`);
+      }
       lastKey = key;
     }
     if (p.status !== 'RUNNING') break;

@@ -6,7 +6,8 @@
 // with the very same weights.
 
 import { defaultPayloadConverter } from '@temporalio/common';
-import { InvalidSpecError, RunFailedError, RunIdTakenError, TruthGPT, UnknownRunError, type PipelineResult, type PipelineSpecInput } from '../../sdk';
+import { startS3Server, type S3Server } from '../../infra/s3server';
+import { InvalidSpecError, RunFailedError, RunIdTakenError, TruthGPT, UnknownRunError, type PipelineResult, type PipelineSpecInput, type RetryingActivity } from '../../sdk';
 import { TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../../spec/temporal-names';
 import type { StageOutcome } from '../../workflows/pipeline';
 import type { S3Fixture } from '../helpers/s3';
@@ -18,6 +19,8 @@ let temporal: TemporalFixture;
 let s3: S3Fixture;
 let tg: TruthGPT;
 let first: PipelineResult;
+/** The S3 server the outage test starts again on the same port (the fixture closes only its own). */
+let restartedS3: S3Server | null = null;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -30,6 +33,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await tg?.close();
   await stack?.close();
+  await restartedS3?.close();
 });
 
 // Byte vocabulary, 2 layers × 32 wide, context 32: each round takes a second or two on one core.
@@ -143,6 +147,28 @@ test('model.from: a pipeline starts from a stored checkpoint (continued pretrain
   expect(asIs.variants[0].ppl).toBeCloseTo(first.variants.find((v) => v.name === 'fp32')!.ppl, 10);
 }, 300_000);
 
+test('an S3 outage mid-training: progress shows the retrying activity, its attempt and its error; the run ends with the same weights', async () => {
+  const run = await tg.startPipeline(spec({ quantization: [] }));
+  for (let p = await run.progress(); (p.training?.round ?? 0) < 1; p = await run.progress()) {
+    if (p.status !== 'RUNNING') throw new Error(`the run ended before its first round: ${p.status}`);
+    await sleep(50);
+  }
+  const { port, dir } = s3.server;
+  await s3.server.close();
+  let seen: RetryingActivity | undefined;
+  try {
+    for (const deadline = Date.now() + 120_000; !seen && Date.now() < deadline; await sleep(250)) {
+      seen = (await run.progress()).retrying.find((r) => r.attempt >= 2);
+    }
+  } finally {
+    restartedS3 = await startS3Server({ dir, port, bucket: 'truthgpt-pipeline' });
+  }
+  expect(seen).toMatchObject({ workflowId: `${run.workflowId}-train` });
+  expect(seen!.lastFailure).toMatch(/ECONNREFUSED|connect/);
+  const r = await run.result();
+  expect(r.training.checkpoint.files['model.safetensors'].sha256).toBe(first.training.checkpoint.files['model.safetensors'].sha256);
+}, 300_000);
+
 test('LoRA stage: non-fiction pretraining, adapters on fiction lower its val loss, base untouched, post-training quantizes the merged model', async () => {
   const run = await tg.startPipeline(
     spec({
@@ -235,8 +261,8 @@ test('a bad spec is refused before anything starts, every bad field named', asyn
   const err = await tg.startPipeline(bad).catch((e: unknown) => e);
   expect(err).toBeInstanceOf(InvalidSpecError);
   expect((err as InvalidSpecError).issues).toEqual([
-    'spec.training.rounds: Too small: expected number to be >=1',
     'spec.training.contextLength: must not exceed model block_size (64 > 32)',
+    'spec.training.rounds: must be at least 1 for a new model (0 rounds trains nothing; start from a stored model with model.from to evaluate or fine-tune it without pretraining)',
     expect.stringMatching(/^spec\.quantization\.0\.method: /),
   ]);
   await expect(tg.startPipeline(spec({ lora: { lora: { r: 0 }, train: { steps: 10, batchSize: 4, contextLength: 64 } } }))).rejects.toThrow(
