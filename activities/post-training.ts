@@ -136,7 +136,7 @@ async function exportModel(p: PostTrainingContext, input: ExportInput): Promise<
   const { config, weights } = await checkpointWeights(p.store, input.checkpoint.prefix);
   const bytes = serializeModel(exportGpt(config, weights, { kvCache: true })).model;
   const val = await valBatches(p, input.dataset, spec, config);
-  const { ppl, tokens } = await lmPerplexity(loadModel(bytes), val, p.session(spec));
+  const { ppl, tokens } = await lmPerplexity(loadModel(bytes), val.batches, p.session(spec));
   const ref = await commitModel(p.store, prefix, bytes, await modelMeta(p, input, 'fp32', 'fp32', config, true), {});
   return commitResult(p.store, prefix, { ...ref, ppl, tokens, modelConfig: config });
 }
@@ -153,7 +153,7 @@ async function quantizeModel(p: PostTrainingContext, input: QuantizeInput): Prom
   const quantized = await failingAs(`quant ${q.name}`, async () => quantizeGraph(fp32, quantConfigOf(q), { calibration: await calibration(p, input, fp32, config), sessionConfig: p.session(spec) }));
   Context.current().heartbeat(`${q.name}: quantized ${quantized.report.quantized.length} Linears`);
   const bytes = serializeModel(quantized.graph).model;
-  const { ppl, increase, rejectedReason } = await gate(p, input, bytes, await valBatches(p, input.dataset, spec, config));
+  const { ppl, increase, rejectedReason } = await gate(p, input, bytes, (await valBatches(p, input.dataset, spec, config)).batches);
   const published = rejectedReason === undefined;
   const r = quantized.report;
   const summary = { method: r.method, weightBytesBefore: r.weightBytesBefore, weightBytesAfter: r.weightBytesAfter, compression: r.compression, quantized: r.quantized.length, skipped: r.skipped.length };

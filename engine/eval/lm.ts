@@ -51,22 +51,36 @@ export function withNllHead(src: Graph): Graph {
 }
 
 /**
- * The first `batches` evaluation batches of `ids`, in windows of `contextLength` tokens, or of the
- * model's block_size (the longest it takes) when that is null. An exported decoder takes any
- * length, so this is where a window too long for its positions is refused.
- * @example const val = lmEvalWindows(valIds, cfg.block_size, { batchSize: 8, contextLength: null, batches: 4 })
+ * Evaluation batches of `ids` in non-overlapping windows of `contextLength` tokens, or of the
+ * model's block_size (the longest it takes) when that is null. With `batches: null` they cover
+ * the whole split: every token after the first is a target exactly once, the last, shorter window
+ * included as a batch of its own (an exported decoder takes any length), so the tokens scored are
+ * ids.length - 1. A number keeps only that many first batches. This is where a window too long
+ * for the model's positions is refused.
+ * @example const val = lmEvalWindows(valIds, cfg.block_size, { batchSize: 8, contextLength: null, batches: null })
  */
-export function lmEvalWindows(ids: Uint16Array | Uint32Array, blockSize: number, o: { batchSize: number; contextLength: number | null; batches: number }): LmBatch[] {
+export function lmEvalWindows(ids: Uint16Array | Uint32Array, blockSize: number, o: { batchSize: number; contextLength: number | null; batches: number | null }): LmBatch[] {
   const T = o.contextLength ?? blockSize;
   if (T > blockSize) throw new EngineError('config', `contextLength ${T} exceeds the model's block_size ${blockSize}`);
+  if (ids.length < 2) throw new EngineError('config', `${ids.length} tokens are too few to score: a window needs at least 2`);
+  const cap = o.batches ?? Infinity;
   const out: LmBatch[] = [];
   for (const b of evalLmBatches(ids, o.batchSize, T)) {
-    if (out.length >= o.batches) break;
+    if (out.length >= cap) return out;
     out.push(b);
   }
-  if (out.length === 0) throw new EngineError('config', `${ids.length} tokens are too few for one ${T}-token window`);
+  const rest = (ids.length - 1) % T; // targets after the last full window
+  if (rest > 0 && out.length < cap) {
+    const start = ids.length - 1 - rest;
+    const tokens = BigInt64Array.from(ids.subarray(start, start + rest), BigInt);
+    const targets = BigInt64Array.from(ids.subarray(start + 1, start + rest + 1), BigInt);
+    out.push({ tokens, targets, dims: [1, rest] });
+  }
   return out;
 }
+
+/** Target tokens in some evaluation batches. */
+export const lmBatchTokens = (batches: LmBatch[]) => batches.reduce((n, b) => n + b.dims[0] * b.dims[1], 0);
 
 export interface PerplexityResult {
   /** exp(total NLL / total tokens). */
