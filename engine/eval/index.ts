@@ -4,3 +4,4 @@ export { lmBatchTokens, lmEvalWindows, lmFeeds, lmPerplexity, withNllHead, type 
 export { classificationMetrics, evaluateClassifier, type ClassificationMetrics, type ClassifierBatch } from './classify';
 export { measureSpeed, modelFileBytes, percentile, type SpeedResult } from './speed';
 export { Decoder, pickToken, windowKeep, type Generation, type SamplingOptions } from './generate';
+export { T5Generator } from './generate-t5';
