@@ -102,7 +102,7 @@ async function evaluateModel(p: PostTrainingContext, m: ModelRef, input: Evaluat
     throw asFailure(err, `model ${m.prefix}`);
   }
   const graph = loadModel(bytes);
-  const { ppl, tokens } = await lmPerplexity(graph, val, p.session(spec));
+  const { ppl, tokens } = await lmPerplexity(graph, val, p.session(spec), (done, of) => ctx.heartbeat(`${m.name}: val ppl batch ${done} of ${of}`));
   ctx.heartbeat(`${m.name}: ppl ${ppl}`);
   const speed = await speedOf(p, bytes, graph, val, spec);
   ctx.heartbeat(`${m.name}: p50 ${speed.p50Ms} ms`);
@@ -133,6 +133,7 @@ async function samplesOf(p: PostTrainingContext, bytes: Uint8Array, cfg: GptConf
         const r = await failingAs(`eval.samples.prompts: "${prompt.slice(0, 40)}"`, () => d.decode(ids, { ...setting, maxNewTokens, stopToken: tok.eot }));
         const cropped = r.promptCropped ? `; prompt cropped to its last ${cfg.block_size} of ${ids.length} tokens` : '';
         samples.push({ prompt, text: tok.decode(r.tokens.filter((t) => t !== tok.eot)), settings: samplingWords(setting, maxNewTokens) + cropped });
+        Context.current().heartbeat(`sample ${samples.length}: ${r.tokens.length} tokens`);
       }
     }
   } finally {

@@ -127,6 +127,9 @@ const modelMeta = async (p: PostTrainingContext, input: ExportInput, name: strin
   published,
 });
 
+/** Heartbeats while perplexity runs over the validation split (Temporal throttles the calls). */
+const heartbeatPpl = (name: string) => (done: number, of: number) => Context.current().heartbeat(`${name}: val ppl batch ${done} of ${of}`);
+
 /** fp32 inference model (KV cache) of the checkpoint, published as models/fp32, and its val perplexity. */
 async function exportModel(p: PostTrainingContext, input: ExportInput): Promise<ExportResult> {
   const spec = input.eval;
@@ -136,7 +139,7 @@ async function exportModel(p: PostTrainingContext, input: ExportInput): Promise<
   const { config, weights } = await checkpointWeights(p.store, input.checkpoint.prefix);
   const bytes = serializeModel(exportGpt(config, weights, { kvCache: true })).model;
   const val = await valBatches(p, input.dataset, spec, config);
-  const { ppl, tokens } = await lmPerplexity(loadModel(bytes), val.batches, p.session(spec));
+  const { ppl, tokens } = await lmPerplexity(loadModel(bytes), val.batches, p.session(spec), heartbeatPpl('fp32'));
   const ref = await commitModel(p.store, prefix, bytes, await modelMeta(p, input, 'fp32', 'fp32', config, true), {});
   return commitResult(p.store, prefix, { ...ref, ppl, tokens, modelConfig: config });
 }
@@ -176,7 +179,7 @@ async function calibration(p: PostTrainingContext, input: QuantizeInput, fp32: G
 async function gate(p: PostTrainingContext, input: QuantizeInput, bytes: Uint8Array, val: LmBatch[]): Promise<{ ppl: number; increase: number; rejectedReason?: string }> {
   const q = input.quant;
   try {
-    const v = await validateQuantized(bytes, input.fp32.ppl, val, { method: q.method, maxPplIncrease: q.maxPplIncrease, sessionConfig: p.session(input.eval) });
+    const v = await validateQuantized(bytes, input.fp32.ppl, val, { method: q.method, maxPplIncrease: q.maxPplIncrease, sessionConfig: p.session(input.eval), onBatch: heartbeatPpl(q.name) });
     return { ppl: v.ppl, increase: v.increase };
   } catch (err) {
     if (!(err instanceof QuantRejectedError)) throw err;

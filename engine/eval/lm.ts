@@ -94,9 +94,11 @@ export interface PerplexityResult {
 /**
  * Token-weighted perplexity of an LM graph over evaluation batches (e.g. `evalLmBatches` on the
  * validation shards): every target token counts once, so a short last batch weighs less.
+ * `onBatch(done, of)` runs after each batch (`of` is NaN for a non-array iterable), for heartbeats.
  * @example const { ppl } = await lmPerplexity(exportGpt(cfg, weights), evalLmBatches(val, 8, 64))
  */
-export async function lmPerplexity(graph: Graph, batches: Iterable<LmBatch>, cfg: SessionConfig = {}): Promise<PerplexityResult> {
+export async function lmPerplexity(graph: Graph, batches: Iterable<LmBatch>, cfg: SessionConfig = {}, onBatch?: (done: number, of: number) => void): Promise<PerplexityResult> {
+  const count = Array.isArray(batches) ? batches.length : NaN;
   const head = withNllHead(graph);
   const session = await createSession(serializeModel(head).model, { graphOptimizationLevel: 'all', ...cfg });
   let total = 0;
@@ -112,6 +114,7 @@ export async function lmPerplexity(graph: Graph, batches: Iterable<LmBatch>, cfg
       total += s;
       tokens += b.dims[0] * b.dims[1];
       n++;
+      onBatch?.(n, count);
     }
   } finally {
     await session.release();

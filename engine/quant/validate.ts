@@ -42,6 +42,8 @@ export interface ValidateOptions {
   sessionConfig?: SessionConfig;
   /** In-memory external-data side files, when the model bytes reference one. */
   external?: Record<string, Uint8Array>;
+  /** Called after each scored batch (an activity heartbeats: a whole validation split can take a while). */
+  onBatch?: (done: number, of: number) => void;
 }
 
 /**
@@ -66,7 +68,7 @@ export async function validateQuantized(model: Uint8Array | string, fp32Ppl: num
   } finally {
     await session.release();
   }
-  const { ppl, tokens } = await lmPerplexity(graph, batches, opts.sessionConfig);
+  const { ppl, tokens } = await lmPerplexity(graph, batches, opts.sessionConfig, opts.onBatch);
   const increase = (ppl - fp32Ppl) / fp32Ppl;
   if (increase > opts.maxPplIncrease) throw new QuantRejectedError(opts.method, fp32Ppl, ppl, increase, opts.maxPplIncrease);
   return { ppl, fp32Ppl, increase, bound: opts.maxPplIncrease, tokens };
