@@ -12,7 +12,7 @@ import { evalLmBatches, sampleLmBatch, type LmBatch } from '../../engine/data/sa
 import { ByteTokenizer } from '../../engine/data/tokenizer';
 import { Graph, type Value } from '../../engine/graph/ir';
 import { saveModel, serializeModel } from '../../engine/graph/onnx';
-import { classificationMetrics, Decoder, lmFeeds, lmPerplexity, measureSpeed, modelFileBytes, percentile, pickToken } from '../../engine/eval';
+import { classificationMetrics, Decoder, lmBatchTokens, lmEvalWindows, lmFeeds, lmPerplexity, measureSpeed, modelFileBytes, percentile, pickToken } from '../../engine/eval';
 import { initParams } from '../../engine/models/blocks';
 import { decoderInfo, exportGpt } from '../../engine/models/export';
 import { GptConfigSchema, gptLogits, gptParams, gptTrainLoss } from '../../engine/models/gpt';
@@ -54,6 +54,29 @@ describe('GPT inference export', () => {
     const partial = new Map(weights);
     partial.delete('h.1.mlp.c_fc.bias');
     expect(() => exportGpt(cfg, partial)).toThrow('exportGpt: weight "h.1.mlp.c_fc.bias" is missing');
+  });
+});
+
+describe('validation windows', () => {
+  const ids = Uint16Array.from({ length: 1000 }, (_, i) => (i * 31 + 7) % 259);
+
+  test('by default they cover the whole split: every token after the first is a target exactly once, the last window shorter', () => {
+    const w = lmEvalWindows(ids, 64, { batchSize: 4, contextLength: 32, batches: null });
+    // 999 targets = 31 windows of 32 (8 batches: 7 of 4, 1 of 3) + one of 7.
+    expect(w.map((b) => b.dims)).toEqual([...new Array(7).fill([4, 32]), [3, 32], [1, 7]]);
+    expect(lmBatchTokens(w)).toBe(ids.length - 1);
+    const targets = w.flatMap((b) => Array.from(b.targets, Number));
+    expect(targets).toEqual(Array.from(ids.subarray(1)));
+    const inputs = w.flatMap((b) => Array.from(b.tokens, Number));
+    expect(inputs).toEqual(Array.from(ids.subarray(0, ids.length - 1)));
+  });
+
+  test('a cap keeps the first batches; an exact fit has no short window; a window longer than block_size is refused', () => {
+    expect(lmEvalWindows(ids, 64, { batchSize: 4, contextLength: 32, batches: 2 }).map((b) => b.dims)).toEqual([[4, 32], [4, 32]]);
+    expect(lmEvalWindows(ids.subarray(0, 97), 64, { batchSize: 2, contextLength: 32, batches: null }).map((b) => b.dims)).toEqual([[2, 32], [1, 32]]);
+    expect(lmEvalWindows(ids.subarray(0, 10), 64, { batchSize: 2, contextLength: null, batches: null }).map((b) => b.dims)).toEqual([[1, 9]]);
+    expect(() => lmEvalWindows(ids, 64, { batchSize: 2, contextLength: 65, batches: null })).toThrow("contextLength 65 exceeds the model's block_size 64");
+    expect(() => lmEvalWindows(ids.subarray(0, 1), 64, { batchSize: 2, contextLength: null, batches: null })).toThrow('1 tokens are too few to score');
   });
 });
 
