@@ -5,9 +5,8 @@
 
 import { Context } from '@temporalio/activity';
 import os from 'node:os';
-import type { LmBatch } from '../engine/data/sampler';
 import { loadTokenizer, type Tokenizer } from '../engine/data/tokenizer';
-import { Decoder, lmFeeds, lmPerplexity, measureSpeed, type SpeedResult } from '../engine/eval';
+import { Decoder, lmFeeds, lmPerplexity, measureSpeed, type EvalWindows, type Feeds, type SpeedResult } from '../engine/eval';
 import type { Graph } from '../engine/graph/ir';
 import { loadModel } from '../engine/graph/onnx';
 import { decoderInfo } from '../engine/models/export';
@@ -83,16 +82,16 @@ export async function evaluateModels(p: PostTrainingContext, input: EvaluateMode
     evaluations,
     device: p.deps.ep === 'cuda' ? `CUDA device ${p.deps.deviceId}` : `${cpu}, ${spec.threads} ORT thread${spec.threads > 1 ? 's' : ''}`,
     sampling: sampleSettings(spec.samples).map((s) => samplingWords(s, spec.samples.maxNewTokens)).join('; '),
-    batches: val.batches.length,
-    batchSize: val.batches[0].dims[0],
-    contextLength: val.batches[0].dims[1],
+    batches: val.batches.batches,
+    batchSize: val.batches.batchSize,
+    contextLength: val.batches.contextLength,
     tokens: val.tokens,
     splitTokens: val.splitTokens,
     batchCap: spec.batches,
   };
 }
 
-async function evaluateModel(p: PostTrainingContext, m: ModelRef, input: EvaluateModelsInput, val: LmBatch[], tok: Tokenizer): Promise<ModelEvaluation> {
+async function evaluateModel(p: PostTrainingContext, m: ModelRef, input: EvaluateModelsInput, val: EvalWindows, tok: Tokenizer): Promise<ModelEvaluation> {
   const ctx = Context.current();
   const spec = input.eval;
   let bytes: Buffer;
@@ -110,12 +109,17 @@ async function evaluateModel(p: PostTrainingContext, m: ModelRef, input: Evaluat
   return { name: m.name, ppl, tokens, p50Ms: speed.p50Ms, p95Ms: speed.p95Ms, tokensPerSec: speed.tokensPerSec, peakRssBytes: speed.peakRssBytes, sizeBytes: bytes.length, samples };
 }
 
-async function speedOf(p: PostTrainingContext, bytes: Uint8Array, graph: Graph, val: LmBatch[], spec: EvalSpec): Promise<SpeedResult> {
+async function speedOf(p: PostTrainingContext, bytes: Uint8Array, graph: Graph, val: EvalWindows, spec: EvalSpec): Promise<SpeedResult> {
   const s = await createSession(bytes, { graphOptimizationLevel: 'all', ...p.session(spec) });
   try {
-    // Full batches only: a short last batch (or the last, shorter window) would flatter tokens/s.
-    const full = val.filter((b) => b.dims[0] === val[0].dims[0] && b.dims[1] === val[0].dims[1]);
-    return await measureSpeed(s, full.map((b) => lmFeeds(graph, b.tokens, b.dims)), val[0].dims[0] * val[0].dims[1], { runs: spec.speedRuns, warmup: spec.warmup });
+    // The first speedRuns batches of the first one's shape (measureSpeed cycles through them): a
+    // short last batch, or the last, shorter window, would flatter tokens/s.
+    const feeds: Feeds[] = [];
+    for (const b of val) {
+      if (feeds.length >= spec.speedRuns) break;
+      if (b.dims[0] === val.batchSize && b.dims[1] === val.contextLength) feeds.push(lmFeeds(graph, b.tokens, b.dims));
+    }
+    return await measureSpeed(s, feeds, val.batchSize * val.contextLength, { runs: spec.speedRuns, warmup: spec.warmup });
   } finally {
     await s.release();
   }

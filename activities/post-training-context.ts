@@ -1,8 +1,7 @@
 // What every post-training activity (post-training.ts, evaluate-models.ts) works with: the store,
 // cached shards, this worker's device, and the validation batches they all score.
 
-import type { LmBatch } from '../engine/data/sampler';
-import { lmBatchTokens, lmEvalWindows } from '../engine/eval';
+import { lmEvalWindows, type EvalWindows } from '../engine/eval';
 import type { GptConfig } from '../engine/models/gpt';
 import type { SessionConfig } from '../engine/runtime';
 import type { ArtifactStore } from '../infra/store';
@@ -25,7 +24,8 @@ export interface PostTrainingContext {
 
 /** What perplexity is computed on: the validation batches and how much of the split they cover. */
 export interface ValWindows {
-  batches: LmBatch[];
+  /** Made on demand at each iteration: a whole split is never held as batches at once. */
+  batches: EvalWindows;
   /** Target tokens in `batches`. */
   tokens: number;
   /** Target tokens in the whole split (its tokens minus the first): `tokens` equals it unless `eval.batches` caps it. */
@@ -36,5 +36,5 @@ export interface ValWindows {
 export async function valBatches(p: PostTrainingContext, ds: DatasetRef, spec: EvalSpec, cfg: GptConfig): Promise<ValWindows> {
   const ids = await p.shards.split(p.store, ds, 'val');
   const batches = await failingAs(`eval.contextLength (validation split of ${ds.prefix})`, () => lmEvalWindows(ids, cfg.block_size, spec));
-  return { batches, tokens: lmBatchTokens(batches), splitTokens: ids.length - 1 };
+  return { batches, tokens: batches.tokens, splitTokens: ids.length - 1 };
 }

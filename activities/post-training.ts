@@ -172,11 +172,11 @@ async function calibration(p: PostTrainingContext, input: QuantizeInput, fp32: G
   if (q.method !== 'int8-static') return undefined;
   const train = await p.shards.split(p.store, input.dataset, 'train');
   const batches = lmEvalWindows(train, config.block_size, { ...spec, batches: Math.min(spec.calibrationBatches, q.calibration.batches) });
-  return batches.map((b) => lmFeeds(fp32, b.tokens, b.dims));
+  return [...batches].map((b) => lmFeeds(fp32, b.tokens, b.dims));
 }
 
 /** The publish gate: the re-loaded bytes' perplexity against fp32's, refused above the bound. */
-async function gate(p: PostTrainingContext, input: QuantizeInput, bytes: Uint8Array, val: LmBatch[]): Promise<{ ppl: number; increase: number; rejectedReason?: string }> {
+async function gate(p: PostTrainingContext, input: QuantizeInput, bytes: Uint8Array, val: Iterable<LmBatch>): Promise<{ ppl: number; increase: number; rejectedReason?: string }> {
   const q = input.quant;
   try {
     const v = await validateQuantized(bytes, input.fp32.ppl, val, { method: q.method, maxPplIncrease: q.maxPplIncrease, sessionConfig: p.session(input.eval), onBatch: heartbeatPpl(q.name) });

@@ -51,6 +51,20 @@ export function withNllHead(src: Graph): Graph {
 }
 
 /**
+ * The evaluation batches of a split, made on demand each time they are iterated (a whole
+ * validation split is never held as int64 batches at once), with their counts known up front.
+ */
+export interface EvalWindows extends Iterable<LmBatch> {
+  /** Batches one iteration yields. */
+  readonly batches: number;
+  /** Target tokens over all of them. */
+  readonly tokens: number;
+  /** Rows of a full batch and tokens of a full window. */
+  readonly batchSize: number;
+  readonly contextLength: number;
+}
+
+/**
  * Evaluation batches of `ids` in non-overlapping windows of `contextLength` tokens, or of the
  * model's block_size (the longest it takes) when that is null. With `batches: null` they cover
  * the whole split: every token after the first is a target exactly once, the last, shorter window
@@ -59,28 +73,34 @@ export function withNllHead(src: Graph): Graph {
  * for the model's positions is refused.
  * @example const val = lmEvalWindows(valIds, cfg.block_size, { batchSize: 8, contextLength: null, batches: null })
  */
-export function lmEvalWindows(ids: Uint16Array | Uint32Array, blockSize: number, o: { batchSize: number; contextLength: number | null; batches: number | null }): LmBatch[] {
+export function lmEvalWindows(ids: Uint16Array | Uint32Array, blockSize: number, o: { batchSize: number; contextLength: number | null; batches: number | null }): EvalWindows {
   const T = o.contextLength ?? blockSize;
   if (T > blockSize) throw new EngineError('config', `contextLength ${T} exceeds the model's block_size ${blockSize}`);
   if (ids.length < 2) throw new EngineError('config', `${ids.length} tokens are too few to score: a window needs at least 2`);
-  const cap = o.batches ?? Infinity;
-  const out: LmBatch[] = [];
-  for (const b of evalLmBatches(ids, o.batchSize, T)) {
-    if (out.length >= cap) return out;
-    out.push(b);
-  }
+  const B = o.batchSize;
+  const windows = Math.floor((ids.length - 1) / T);
   const rest = (ids.length - 1) % T; // targets after the last full window
-  if (rest > 0 && out.length < cap) {
-    const start = ids.length - 1 - rest;
-    const tokens = BigInt64Array.from(ids.subarray(start, start + rest), BigInt);
-    const targets = BigInt64Array.from(ids.subarray(start + 1, start + rest + 1), BigInt);
-    out.push({ tokens, targets, dims: [1, rest] });
-  }
-  return out;
+  const full = Math.min(Math.ceil(windows / B), o.batches ?? Infinity);
+  const tail = rest > 0 && full < (o.batches ?? Infinity);
+  const fullWindows = Math.min(windows, full * B);
+  return {
+    batches: full + (tail ? 1 : 0),
+    tokens: fullWindows * T + (tail ? rest : 0),
+    batchSize: Math.min(B, Math.max(windows, 1)),
+    contextLength: windows > 0 ? T : rest,
+    *[Symbol.iterator]() {
+      let n = 0;
+      for (const b of evalLmBatches(ids, B, T)) {
+        if (n++ >= full) return;
+        yield b;
+      }
+      if (tail) {
+        const start = ids.length - 1 - rest;
+        yield { tokens: BigInt64Array.from(ids.subarray(start, start + rest), BigInt), targets: BigInt64Array.from(ids.subarray(start + 1, start + rest + 1), BigInt), dims: [1, rest] };
+      }
+    },
+  };
 }
-
-/** Target tokens in some evaluation batches. */
-export const lmBatchTokens = (batches: LmBatch[]) => batches.reduce((n, b) => n + b.dims[0] * b.dims[1], 0);
 
 export interface PerplexityResult {
   /** exp(total NLL / total tokens). */
@@ -94,11 +114,11 @@ export interface PerplexityResult {
 /**
  * Token-weighted perplexity of an LM graph over evaluation batches (e.g. `evalLmBatches` on the
  * validation shards): every target token counts once, so a short last batch weighs less.
- * `onBatch(done, of)` runs after each batch (`of` is NaN for a non-array iterable), for heartbeats.
+ * `onBatch(done, of)` runs after each batch (`of` is NaN when the iterable does not say), for heartbeats.
  * @example const { ppl } = await lmPerplexity(exportGpt(cfg, weights), evalLmBatches(val, 8, 64))
  */
 export async function lmPerplexity(graph: Graph, batches: Iterable<LmBatch>, cfg: SessionConfig = {}, onBatch?: (done: number, of: number) => void): Promise<PerplexityResult> {
-  const count = Array.isArray(batches) ? batches.length : NaN;
+  const count = Array.isArray(batches) ? batches.length : typeof (batches as Partial<EvalWindows>).batches === 'number' ? (batches as EvalWindows).batches : NaN;
   const head = withNllHead(graph);
   const session = await createSession(serializeModel(head).model, { graphOptimizationLevel: 'all', ...cfg });
   let total = 0;
