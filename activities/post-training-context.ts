@@ -1,8 +1,7 @@
 // What every post-training activity (post-training.ts, evaluate-models.ts) works with: the store,
 // cached shards, this worker's device, and the validation batches they all score.
 
-import type { LmBatch } from '../engine/data/sampler';
-import { lmEvalWindows } from '../engine/eval';
+import { lmEvalWindows, type EvalWindows } from '../engine/eval';
 import type { GptConfig } from '../engine/models/gpt';
 import type { SessionConfig } from '../engine/runtime';
 import type { ArtifactStore } from '../infra/store';
@@ -23,8 +22,19 @@ export interface PostTrainingContext {
   session(spec: EvalSpec): SessionConfig;
 }
 
-/** The first `eval.batches` validation batches: every variant and the gate score exactly these. */
-export async function valBatches(p: PostTrainingContext, ds: DatasetRef, spec: EvalSpec, cfg: GptConfig): Promise<LmBatch[]> {
+/** What perplexity is computed on: the validation batches and how much of the split they cover. */
+export interface ValWindows {
+  /** Made on demand at each iteration: a whole split is never held as batches at once. */
+  batches: EvalWindows;
+  /** Target tokens in `batches`. */
+  tokens: number;
+  /** Target tokens in the whole split (its tokens minus the first): `tokens` equals it unless `eval.batches` caps it. */
+  splitTokens: number;
+}
+
+/** The validation windows of `eval` (the whole split by default): every variant and the gate score exactly these. */
+export async function valBatches(p: PostTrainingContext, ds: DatasetRef, spec: EvalSpec, cfg: GptConfig): Promise<ValWindows> {
   const ids = await p.shards.split(p.store, ds, 'val');
-  return failingAs(`eval.contextLength (validation split of ${ds.prefix})`, () => lmEvalWindows(ids, cfg.block_size, spec));
+  const batches = await failingAs(`eval.contextLength (validation split of ${ds.prefix})`, () => lmEvalWindows(ids, cfg.block_size, spec));
+  return { batches, tokens: batches.tokens, splitTokens: ids.length - 1 };
 }

@@ -127,6 +127,9 @@ const modelMeta = async (p: PostTrainingContext, input: ExportInput, name: strin
   published,
 });
 
+/** Heartbeats while perplexity runs over the validation split (Temporal throttles the calls). */
+const heartbeatPpl = (name: string) => (done: number, of: number) => Context.current().heartbeat(`${name}: val ppl batch ${done} of ${of}`);
+
 /** fp32 inference model (KV cache) of the checkpoint, published as models/fp32, and its val perplexity. */
 async function exportModel(p: PostTrainingContext, input: ExportInput): Promise<ExportResult> {
   const spec = input.eval;
@@ -136,7 +139,7 @@ async function exportModel(p: PostTrainingContext, input: ExportInput): Promise<
   const { config, weights } = await checkpointWeights(p.store, input.checkpoint.prefix);
   const bytes = serializeModel(exportGpt(config, weights, { kvCache: true })).model;
   const val = await valBatches(p, input.dataset, spec, config);
-  const { ppl, tokens } = await lmPerplexity(loadModel(bytes), val, p.session(spec));
+  const { ppl, tokens } = await lmPerplexity(loadModel(bytes), val.batches, p.session(spec), heartbeatPpl('fp32'));
   const ref = await commitModel(p.store, prefix, bytes, await modelMeta(p, input, 'fp32', 'fp32', config, true), {});
   return commitResult(p.store, prefix, { ...ref, ppl, tokens, modelConfig: config });
 }
@@ -153,7 +156,7 @@ async function quantizeModel(p: PostTrainingContext, input: QuantizeInput): Prom
   const quantized = await failingAs(`quant ${q.name}`, async () => quantizeGraph(fp32, quantConfigOf(q), { calibration: await calibration(p, input, fp32, config), sessionConfig: p.session(spec) }));
   Context.current().heartbeat(`${q.name}: quantized ${quantized.report.quantized.length} Linears`);
   const bytes = serializeModel(quantized.graph).model;
-  const { ppl, increase, rejectedReason } = await gate(p, input, bytes, await valBatches(p, input.dataset, spec, config));
+  const { ppl, increase, rejectedReason } = await gate(p, input, bytes, (await valBatches(p, input.dataset, spec, config)).batches);
   const published = rejectedReason === undefined;
   const r = quantized.report;
   const summary = { method: r.method, weightBytesBefore: r.weightBytesBefore, weightBytesAfter: r.weightBytesAfter, compression: r.compression, quantized: r.quantized.length, skipped: r.skipped.length };
@@ -169,14 +172,14 @@ async function calibration(p: PostTrainingContext, input: QuantizeInput, fp32: G
   if (q.method !== 'int8-static') return undefined;
   const train = await p.shards.split(p.store, input.dataset, 'train');
   const batches = lmEvalWindows(train, config.block_size, { ...spec, batches: Math.min(spec.calibrationBatches, q.calibration.batches) });
-  return batches.map((b) => lmFeeds(fp32, b.tokens, b.dims));
+  return [...batches].map((b) => lmFeeds(fp32, b.tokens, b.dims));
 }
 
 /** The publish gate: the re-loaded bytes' perplexity against fp32's, refused above the bound. */
-async function gate(p: PostTrainingContext, input: QuantizeInput, bytes: Uint8Array, val: LmBatch[]): Promise<{ ppl: number; increase: number; rejectedReason?: string }> {
+async function gate(p: PostTrainingContext, input: QuantizeInput, bytes: Uint8Array, val: Iterable<LmBatch>): Promise<{ ppl: number; increase: number; rejectedReason?: string }> {
   const q = input.quant;
   try {
-    const v = await validateQuantized(bytes, input.fp32.ppl, val, { method: q.method, maxPplIncrease: q.maxPplIncrease, sessionConfig: p.session(input.eval) });
+    const v = await validateQuantized(bytes, input.fp32.ppl, val, { method: q.method, maxPplIncrease: q.maxPplIncrease, sessionConfig: p.session(input.eval), onBatch: heartbeatPpl(q.name) });
     return { ppl: v.ppl, increase: v.increase };
   } catch (err) {
     if (!(err instanceof QuantRejectedError)) throw err;

@@ -16,6 +16,7 @@ const SCRIPTS: Record<string, string> = {
   quant: 'int8 / int4 vs fp32: kernels, end to end, decode with KV cache (kernels|e2e|decode|all)',
   dataset: 'prepareDataset on a GiB-scale corpus: throughput and peak RSS',
   memory: 'one GPT training step: peak RSS against the memory estimate specs are checked with',
+  generate: 'generation past block_size (window restarts) with and without the KV cache; T5 encoder once + cached decoder',
 };
 const script = process.argv[2];
 if (script && script in SCRIPTS) {

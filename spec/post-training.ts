@@ -39,19 +39,33 @@ export const DEFAULT_QUANT: QuantSpecInput[] = [
   { method: 'int4', blockSize: 32, maxPplIncrease: 0.05 },
 ];
 
+/**
+ * The report's generation samples: for every prompt, a greedy continuation (unless `greedy` is
+ * false) and a seeded sample with the settings a user would pick (temperature 0.8, top-k 40,
+ * top-p 0.95), the same seed for every model, so a rerun writes the same text. `temperature: 0`
+ * leaves only the greedy one.
+ */
 export const SamplesSchema = z.strictObject({
   prompts: z.array(z.string().min(1, 'a prompt must hold at least one character')).default(['The ']),
+  /** New tokens per sample; past block_size the context slides (engine/eval/generate.ts). */
   maxNewTokens: z.number().int().min(1).max(4096).default(48),
-  /** 0 is greedy. */
-  temperature: z.number().min(0).default(0),
-  topK: z.number().int().min(0).default(0),
-  topP: z.number().gt(0).max(1).default(1),
+  /** Also decode greedily (argmax), beside the seeded sample. */
+  greedy: z.boolean().default(true),
+  /** Of the seeded sample; 0: no seeded sample, greedy only. */
+  temperature: z.number().min(0).default(0.8),
+  /** 0: every token. */
+  topK: z.number().int().min(0).default(40),
+  topP: z.number().gt(0).max(1).default(0.95),
   seed: z.number().int().default(0),
 });
 
 export const EvalSpecSchema = z.strictObject({
-  /** Validation batches scored for perplexity (the same first ones for every variant and for the gate). */
-  batches: z.number().int().min(1).default(8),
+  /**
+   * Validation batches scored for perplexity (the same ones for every variant and for the gate).
+   * null (default): the whole split, in non-overlapping windows, the last shorter one included; a
+   * number caps it at that many first batches, and every figure then says how many tokens it covers.
+   */
+  batches: z.number().int().min(1).nullable().default(null),
   batchSize: z.number().int().min(1).default(8),
   /** Tokens per row; null: the model's block_size. */
   contextLength: z.number().int().min(2).nullable().default(null),
@@ -73,6 +87,9 @@ export const PostTrainingSpecSchema = z
     eval: EvalSpecSchema.default(() => EvalSpecSchema.parse({})),
   })
   .superRefine((s, ctx) => {
+    if (!s.eval.samples.greedy && s.eval.samples.temperature === 0) {
+      ctx.addIssue({ code: 'custom', path: ['eval', 'samples', 'greedy'], message: 'greedy: false with temperature: 0 leaves no sample to write; set a temperature above 0 or leave greedy on' });
+    }
     const seen = new Set<string>();
     s.quant.forEach((q, i) => {
       if (seen.has(q.name)) ctx.addIssue({ code: 'custom', path: ['quant', i, 'name'], message: `"${q.name}" names two variants; give each a distinct name` });

@@ -34,7 +34,7 @@ import type { FineTuneSpec } from '../spec/lora';
 import type { PipelineSpec } from '../spec/pipeline';
 import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
 import { loraMetrics, type FineTuneCompleted, type fineTuneWorkflow } from './fine-tune';
-import type { postTrainingWorkflow, PostTrainingResult, VariantResult } from './post-training';
+import type { EvaluationCoverage, postTrainingWorkflow, PostTrainingResult, VariantResult } from './post-training';
 import { pauseSignal, resumeSignal } from './controls';
 import { trainingWorkflow, type TrainingResult, type ValPoint } from './training';
 
@@ -89,6 +89,8 @@ export interface PipelineResult {
   /** The LoRA stage's outcome, null without `spec.lora`. */
   lora: LoraOutcome | null;
   variants: VariantResult[];
+  /** What the variants' perplexity covers (absent for runs from before it was recorded). */
+  evaluation?: EvaluationCoverage;
   reportKey: string;
   stages: StageOutcome[];
   wallMs: number;
@@ -323,10 +325,15 @@ async function postTrainingStage(st: PipelineState, trained: TrainingResult, tun
     staticSummary: `quantize (${spec.quantization.map((q) => q.method).join(', ') || 'none'}), evaluate, report`,
   });
   const told = post.variants.map((v) => `${v.name} ppl ${v.ppl.toFixed(3)}${v.published ? '' : ' (refused)'}`);
-  st.end(st.running, 'done', `${told.join(', ')}; report ${post.reportKey}`);
+  st.end(st.running, 'done', `${told.join(', ')}${post.evaluation ? ` on ${coverageWords(post.evaluation)}` : ''}; report ${post.reportKey}`);
   st.running = null;
   st.setStage('done');
   return post;
+}
+
+/** "the whole val split (88890 tokens)" or "4096 val tokens, 4.61% of the split": what a ppl figure covers (engine/report coverageText, short). */
+export function coverageWords(e: EvaluationCoverage): string {
+  return e.tokens >= e.splitTokens ? `the whole val split (${e.tokens} tokens)` : `${e.tokens} val tokens, ${((100 * e.tokens) / e.splitTokens).toFixed(2)}% of the split`;
 }
 
 function resultOf(st: PipelineState, trained: TrainingResult, post: PostTrainingResult, wallMs: number): PipelineResult {
@@ -347,6 +354,7 @@ function resultOf(st: PipelineState, trained: TrainingResult, post: PostTraining
     },
     lora: st.lora,
     variants: post.variants,
+    ...(post.evaluation ? { evaluation: post.evaluation } : {}),
     reportKey: post.reportKey,
     stages: st.stages,
     wallMs,

@@ -40,9 +40,21 @@ export interface PostTrainingWorkflowInput {
 /** One model of the run (fp32 or a variant): the report's row without how it was gated and built. */
 export type VariantResult = VariantSummary;
 
+/** What every variant's perplexity was computed on. */
+export interface EvaluationCoverage {
+  /** Target tokens scored. */
+  tokens: number;
+  /** Target tokens of the whole validation split; `tokens` equals it unless `batchCap` is set. */
+  splitTokens: number;
+  /** evaluation.batches as given (null: the whole split). */
+  batchCap: number | null;
+}
+
 export interface PostTrainingResult {
   /** fp32 first, then the variants in spec order. */
   variants: VariantResult[];
+  /** Absent in results of runs from before it was recorded. */
+  evaluation?: EvaluationCoverage;
   reportKey: string;
   reportJsonKey: string;
 }
@@ -70,7 +82,7 @@ export async function postTrainingWorkflow(input: PostTrainingWorkflowInput): Pr
 
   stage('evaluate');
   const models: ModelRef[] = [fp32, ...quantized].map(({ name, method, prefix, key, sha256, sizeBytes, published }) => ({ name, method, prefix, key, sha256, sizeBytes, published }));
-  const ev = await gpu.evaluateModels.executeWithOptions({ summary: `evaluate ${models.map((m) => m.name).join(', ')}: ppl on ${input.eval.batches} val batches of ${input.dataset.prefix}, latency, samples` }, [
+  const ev = await gpu.evaluateModels.executeWithOptions({ summary: `evaluate ${models.map((m) => m.name).join(', ')}: ppl on ${input.eval.batches === null ? 'the whole val split' : `${input.eval.batches} val batches`} of ${input.dataset.prefix}, latency, samples` }, [
     { runId: input.runId, dataset: input.dataset, modelConfig: fp32.modelConfig, models, eval: input.eval },
   ]);
   const variants = reportVariants(models, quantized, ev);
@@ -84,8 +96,8 @@ export async function postTrainingWorkflow(input: PostTrainingWorkflowInput): Pr
     trainHistory: input.trainHistory,
     valHistory: input.valHistory,
     variants,
-    samples: ev.evaluations.flatMap((e) => e.samples.map((s) => ({ variant: e.name, prompt: s.prompt, text: s.text, settings: ev.sampling }))),
-    evaluation: { batches: ev.batches, batchSize: ev.batchSize, contextLength: ev.contextLength, tokens: ev.tokens, speedRuns: input.eval.speedRuns, device: ev.device },
+    samples: ev.evaluations.flatMap((e) => e.samples.map((s) => ({ variant: e.name, prompt: s.prompt, text: s.text, settings: s.settings ?? ev.sampling }))),
+    evaluation: { batches: ev.batches, batchSize: ev.batchSize, contextLength: ev.contextLength, tokens: ev.tokens, splitTokens: ev.splitTokens, batchCap: ev.batchCap, speedRuns: input.eval.speedRuns, device: ev.device },
     config: input.config,
     ...(input.lora ? { lora: input.lora } : {}),
   }]);
@@ -101,6 +113,7 @@ export async function postTrainingWorkflow(input: PostTrainingWorkflowInput): Pr
   stage('done');
   return {
     variants: variants.map(summaryOf),
+    evaluation: { tokens: ev.tokens, splitTokens: ev.splitTokens, batchCap: ev.batchCap },
     reportKey: report.reportKey,
     reportJsonKey: report.jsonKey,
   };

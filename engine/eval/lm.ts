@@ -51,21 +51,55 @@ export function withNllHead(src: Graph): Graph {
 }
 
 /**
- * The first `batches` evaluation batches of `ids`, in windows of `contextLength` tokens, or of the
- * model's block_size (the longest it takes) when that is null. An exported decoder takes any
- * length, so this is where a window too long for its positions is refused.
- * @example const val = lmEvalWindows(valIds, cfg.block_size, { batchSize: 8, contextLength: null, batches: 4 })
+ * The evaluation batches of a split, made on demand each time they are iterated (a whole
+ * validation split is never held as int64 batches at once), with their counts known up front.
  */
-export function lmEvalWindows(ids: Uint16Array | Uint32Array, blockSize: number, o: { batchSize: number; contextLength: number | null; batches: number }): LmBatch[] {
+export interface EvalWindows extends Iterable<LmBatch> {
+  /** Batches one iteration yields. */
+  readonly batches: number;
+  /** Target tokens over all of them. */
+  readonly tokens: number;
+  /** Rows of a full batch and tokens of a full window. */
+  readonly batchSize: number;
+  readonly contextLength: number;
+}
+
+/**
+ * Evaluation batches of `ids` in non-overlapping windows of `contextLength` tokens, or of the
+ * model's block_size (the longest it takes) when that is null. With `batches: null` they cover
+ * the whole split: every token after the first is a target exactly once, the last, shorter window
+ * included as a batch of its own (an exported decoder takes any length), so the tokens scored are
+ * ids.length - 1. A number keeps only that many first batches. This is where a window too long
+ * for the model's positions is refused.
+ * @example const val = lmEvalWindows(valIds, cfg.block_size, { batchSize: 8, contextLength: null, batches: null })
+ */
+export function lmEvalWindows(ids: Uint16Array | Uint32Array, blockSize: number, o: { batchSize: number; contextLength: number | null; batches: number | null }): EvalWindows {
   const T = o.contextLength ?? blockSize;
   if (T > blockSize) throw new EngineError('config', `contextLength ${T} exceeds the model's block_size ${blockSize}`);
-  const out: LmBatch[] = [];
-  for (const b of evalLmBatches(ids, o.batchSize, T)) {
-    if (out.length >= o.batches) break;
-    out.push(b);
-  }
-  if (out.length === 0) throw new EngineError('config', `${ids.length} tokens are too few for one ${T}-token window`);
-  return out;
+  if (ids.length < 2) throw new EngineError('config', `${ids.length} tokens are too few to score: a window needs at least 2`);
+  const B = o.batchSize;
+  const windows = Math.floor((ids.length - 1) / T);
+  const rest = (ids.length - 1) % T; // targets after the last full window
+  const full = Math.min(Math.ceil(windows / B), o.batches ?? Infinity);
+  const tail = rest > 0 && full < (o.batches ?? Infinity);
+  const fullWindows = Math.min(windows, full * B);
+  return {
+    batches: full + (tail ? 1 : 0),
+    tokens: fullWindows * T + (tail ? rest : 0),
+    batchSize: Math.min(B, Math.max(windows, 1)),
+    contextLength: windows > 0 ? T : rest,
+    *[Symbol.iterator]() {
+      let n = 0;
+      for (const b of evalLmBatches(ids, B, T)) {
+        if (n++ >= full) return;
+        yield b;
+      }
+      if (tail) {
+        const start = ids.length - 1 - rest;
+        yield { tokens: BigInt64Array.from(ids.subarray(start, start + rest), BigInt), targets: BigInt64Array.from(ids.subarray(start + 1, start + rest + 1), BigInt), dims: [1, rest] };
+      }
+    },
+  };
 }
 
 export interface PerplexityResult {
@@ -80,9 +114,11 @@ export interface PerplexityResult {
 /**
  * Token-weighted perplexity of an LM graph over evaluation batches (e.g. `evalLmBatches` on the
  * validation shards): every target token counts once, so a short last batch weighs less.
+ * `onBatch(done, of)` runs after each batch (`of` is NaN when the iterable does not say), for heartbeats.
  * @example const { ppl } = await lmPerplexity(exportGpt(cfg, weights), evalLmBatches(val, 8, 64))
  */
-export async function lmPerplexity(graph: Graph, batches: Iterable<LmBatch>, cfg: SessionConfig = {}): Promise<PerplexityResult> {
+export async function lmPerplexity(graph: Graph, batches: Iterable<LmBatch>, cfg: SessionConfig = {}, onBatch?: (done: number, of: number) => void): Promise<PerplexityResult> {
+  const count = Array.isArray(batches) ? batches.length : typeof (batches as Partial<EvalWindows>).batches === 'number' ? (batches as EvalWindows).batches : NaN;
   const head = withNllHead(graph);
   const session = await createSession(serializeModel(head).model, { graphOptimizationLevel: 'all', ...cfg });
   let total = 0;
@@ -98,6 +134,7 @@ export async function lmPerplexity(graph: Graph, batches: Iterable<LmBatch>, cfg
       total += s;
       tokens += b.dims[0] * b.dims[1];
       n++;
+      onBatch?.(n, count);
     }
   } finally {
     await session.release();

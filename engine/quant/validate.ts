@@ -42,23 +42,27 @@ export interface ValidateOptions {
   sessionConfig?: SessionConfig;
   /** In-memory external-data side files, when the model bytes reference one. */
   external?: Record<string, Uint8Array>;
+  /** Called after each scored batch (an activity heartbeats: a whole validation split can take a while). */
+  onBatch?: (done: number, of: number) => void;
 }
 
 /**
  * Re-loads `model` (bytes or file path), checks it runs in ORT and gives finite logits, and
- * scores it on `batches` (materialized: iterated once here). Throws QuantRejectedError naming the
+ * scores it on `batches` (an array or lmEvalWindows: iterated twice, for the first batch and the score). Throws QuantRejectedError naming the
  * bound and the figure when the rise exceeds `maxPplIncrease`.
  */
-export async function validateQuantized(model: Uint8Array | string, fp32Ppl: number, batches: LmBatch[], opts: ValidateOptions): Promise<ValidationResult> {
-  if (batches.length === 0) throw new Error(`validate ${opts.method}: no validation batches`);
+export async function validateQuantized(model: Uint8Array | string, fp32Ppl: number, batches: Iterable<LmBatch>, opts: ValidateOptions): Promise<ValidationResult> {
+  const first = batches[Symbol.iterator]().next();
+  if (first.done) throw new Error(`validate ${opts.method}: no validation batches`);
+  const b0 = first.value;
   const graph = loadModel(model, { external: opts.external });
   const session = await createSession(model, opts.sessionConfig);
   try {
-    const r = await session.run(lmFeeds(graph, batches[0].tokens, batches[0].dims));
+    const r = await session.run(lmFeeds(graph, b0.tokens, b0.dims));
     const logits = r.logits;
     if (!logits) throw new Error(`validate ${opts.method}: the re-loaded model has no logits output`);
     const data = logits.data as Float32Array;
-    const [B, T] = batches[0].dims;
+    const [B, T] = b0.dims;
     if (logits.dims[0] !== B || logits.dims[1] !== T) throw new Error(`validate ${opts.method}: logits have dims [${logits.dims.join(', ')}], expected [${B}, ${T}, V]`);
     for (let i = 0; i < data.length; i++) {
       if (!Number.isFinite(data[i])) throw new Error(`validate ${opts.method}: the re-loaded model gives a non-finite logit at index ${i}`);
@@ -66,7 +70,7 @@ export async function validateQuantized(model: Uint8Array | string, fp32Ppl: num
   } finally {
     await session.release();
   }
-  const { ppl, tokens } = await lmPerplexity(graph, batches, opts.sessionConfig);
+  const { ppl, tokens } = await lmPerplexity(graph, batches, opts.sessionConfig, opts.onBatch);
   const increase = (ppl - fp32Ppl) / fp32Ppl;
   if (increase > opts.maxPplIncrease) throw new QuantRejectedError(opts.method, fp32Ppl, ppl, increase, opts.maxPplIncrease);
   return { ppl, fp32Ppl, increase, bound: opts.maxPplIncrease, tokens };

@@ -69,14 +69,30 @@ export interface RunReport {
   checkpoint: string;
   trainHistory: { round: number; loss: number }[];
   valHistory: { round: number; step: number; loss: number; perplexity: number }[];
-  /** How evaluation was done, in words a reader needs to trust the table. */
-  evaluation: { batches: number; batchSize: number; contextLength: number; tokens: number; speedRuns: number; device: string };
+  /**
+   * How evaluation was done, in words a reader needs to trust the table. `splitTokens` (target
+   * tokens of the whole validation split) and `batchCap` (evaluation.batches, null for the whole
+   * split) are absent in reports written before they were recorded.
+   */
+  evaluation: { batches: number; batchSize: number; contextLength: number; tokens: number; splitTokens?: number; batchCap?: number | null; speedRuns: number; device: string };
   variants: ReportVariant[];
   samples: ReportSample[];
   /** The run's configuration as given (training spec, post-training spec). */
   config: Record<string, unknown>;
   /** Absent when no LoRA stage ran (reports written before LoRA existed have none either). */
   lora?: ReportLora;
+}
+
+/**
+ * What the perplexity figures cover, in words: "all 88,890 target tokens of the validation split"
+ * or, under a cap, "4,096 of the validation split's 88,890 target tokens (4.61%, evaluation.batches 8)".
+ */
+export function coverageText(e: Pick<RunReport['evaluation'], 'tokens' | 'splitTokens' | 'batchCap'>): string {
+  const n = (x: number) => x.toLocaleString('en-US');
+  if (e.splitTokens === undefined) return `${n(e.tokens)} validation tokens (share of the split not recorded)`;
+  if (e.tokens >= e.splitTokens) return `all ${n(e.tokens)} target tokens of the validation split`;
+  const cap = e.batchCap ? `, evaluation.batches ${e.batchCap}` : '';
+  return `${n(e.tokens)} of the validation split's ${n(e.splitTokens)} target tokens (${((100 * e.tokens) / e.splitTokens).toFixed(2)}%${cap})`;
 }
 
 const bytes = (n: number) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(2)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);
@@ -153,7 +169,7 @@ function variantTable(r: RunReport): string {
   const e = r.evaluation;
   return (
     `<table class="grid"><thead><tr>${head.map((h) => `<th>${h}</th>`).join('')}</tr></thead><tbody>${rows.join('')}</tbody></table>` +
-    `<p class="dim">Perplexity is token-weighted over ${e.tokens.toLocaleString('en-US')} validation tokens (${e.batches} batches of ${e.batchSize} × ${e.contextLength}). ` +
+    `<p class="dim">Perplexity is token-weighted over ${esc(coverageText(e))}: ${e.batches} batches of up to ${e.batchSize} non-overlapping windows of ${e.contextLength} tokens${e.splitTokens !== undefined && e.tokens >= e.splitTokens ? ' (the last one as long as the tokens left)' : ''}, every variant on the same ones. ` +
     `Latency is one forward pass over a ${e.batchSize} × ${e.contextLength} batch, ${e.speedRuns} timed runs after warm-up, on ${esc(e.device)}; ` +
     `tokens/s = batch tokens / mean latency. Size is the ONNX file as stored. A variant is published only when its perplexity rise stays within its bound.</p>`
   );
@@ -164,15 +180,18 @@ function artifacts(r: RunReport): string {
   return `<table class="grid"><thead><tr><th>variant</th><th>key</th><th>sha256</th></tr></thead><tbody>${rows.join('')}</tbody></table>`;
 }
 
+/** Samples side by side: one row per variant and prompt, one column per setting (greedy, seeded). */
 function samples(r: RunReport): string {
   if (!r.samples.length) return '<p class="dim">No samples were generated.</p>';
-  return r.samples
-    .map(
-      (s) =>
-        `<div class="sample" data-variant="${esc(s.variant)}"><div class="dim">${esc(s.variant)} · ${esc(s.settings)}</div>` +
-        `<pre><span class="prompt">${esc(s.prompt)}</span>${esc(s.text)}</pre></div>`,
-    )
-    .join('');
+  const rows = new Map<string, ReportSample[]>();
+  for (const s of r.samples) {
+    const key = JSON.stringify([s.variant, s.prompt]);
+    rows.set(key, [...(rows.get(key) ?? []), s]);
+  }
+  const cell = (s: ReportSample) =>
+    `<div class="sample" data-variant="${esc(s.variant)}"><div class="dim">${esc(s.variant)} · ${esc(s.settings)}</div>` +
+    `<pre><span class="prompt">${esc(s.prompt)}</span>${esc(s.text)}</pre></div>`;
+  return [...rows.values()].map((row) => `<div class="samples-row">${row.map(cell).join('')}</div>`).join('');
 }
 
 /** What the adapters did, and which model the rest of the page measures. */
@@ -211,6 +230,7 @@ table.grid th{background:#f5f5f5}table.grid td:first-child,table.grid td:nth-chi
 tr.rejected td{background:#fdecee}table.kv th{text-align:left;padding:2px 12px 2px 0;font-weight:normal;color:#555}
 table.kv td{font-family:Menlo,Consolas,monospace}pre{background:#f7f7f7;padding:8px;white-space:pre-wrap;border-radius:4px}
 .prompt{background:#fff3b0}code{font-size:12px}
+.samples-row{display:flex;gap:12px}.samples-row .sample{flex:1;min-width:0}
 `;
 
 /** The whole report page. Pure: same report in, same bytes out. */
@@ -238,6 +258,7 @@ ${kvTable([
 ${lossCurvesSvg({ train: r.trainHistory, val: r.valHistory })}
 ${historyTable(r)}
 ${r.lora ? `<h2>LoRA fine-tune</h2>\n${loraSection(r.lora)}\n` : ''}<h2>Evaluation: fp32 and quantized variants side by side</h2>
+<p class="coverage">Validation perplexity over ${esc(coverageText(r.evaluation))}.</p>
 ${variantTable(r)}
 <h2>Generation samples</h2>
 ${samples(r)}

@@ -1,7 +1,7 @@
 // The run report for a terminal: the same story as the HTML page in plain text (headline numbers,
 // loss per round, the eval table, samples), for `truthgpt report ID`.
 
-import { trainedShare, type RunReport } from './html';
+import { coverageText, trainedShare, type RunReport } from './html';
 import { fmt } from './svg';
 
 const pad = (s: string, n: number, right = false) => (right ? s.padStart(n) : s.padEnd(n));
@@ -59,7 +59,7 @@ export function renderReportText(r: RunReport): string {
     );
   }
   const e = r.evaluation;
-  out.push('', `Variants (ppl over ${e.tokens} val tokens; latency per ${e.batchSize}×${e.contextLength} batch on ${e.device})`);
+  out.push('', `Variants (ppl over ${coverageText(e)}; latency per ${e.batchSize}×${e.contextLength} batch on ${e.device})`);
   out.push(
     table(
       ['variant', 'method', 'bytes', 'val ppl', 'Δ ppl', 'bound', 'p50 ms', 'p95 ms', 'tokens/s', 'published'],

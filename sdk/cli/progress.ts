@@ -5,6 +5,7 @@
 // first-time Temporal CLI build during `up` / `demo`.
 
 import { SingleBar } from 'cli-progress';
+import { coverageText } from '../../engine/report';
 import { formatBuildProgress, type CliBuildProgress } from '../../infra/temporal';
 import { RunFailedError, type PipelineResult, type PipelineRun, type RunProgress } from '../index';
 
@@ -136,6 +137,7 @@ export function summarize(r: PipelineResult, uiUrl: string, bucket: string, opts
     stages,
     '',
     variants,
+    ...(r.evaluation ? [`val ppl over ${coverageText(r.evaluation)}`] : []),
     ...(opts.links === false ? [] : ['', `report    s3://${bucket}/${r.reportKey}`, `Web UI    ${uiUrl}`]),
   ].join('\n');
 }

@@ -8,7 +8,6 @@ import fs from 'node:fs';
 import { postKeys } from '../../artifacts/keys';
 import { REPORT_HTML, REPORT_JSON, resolveModel, tokenizerFor } from '../../artifacts/models';
 import { Decoder } from '../../engine/eval';
-import { EngineError } from '../../engine/errors';
 import { decoderInfo } from '../../engine/models/export';
 import { renderReportText, type RunReport } from '../../engine/report';
 import { NotFoundError, type ArtifactStore } from '../../infra/store';
@@ -50,7 +49,10 @@ export interface GenerateOptions {
 }
 
 /**
- * Continues `prompt` with the model at `ref`; returns the new text and the decoding speed.
+ * Continues `prompt` with the model at `ref` for `maxNewTokens` tokens (fewer only at the
+ * tokenizer's end-of-text): past the model's block_size the context slides (engine/eval/generate.ts),
+ * and a prompt longer than block_size is cropped to its last block_size tokens (`promptCropped`
+ * counts the dropped ones). Returns the new text and the decoding speed.
  * @example const { text } = await generateText(store, 'runs/brown-1/models/int8', 'The ', { maxNewTokens: 32, temperature: 0, topK: 0, topP: 1, seed: 0, threads: 1 })
  */
 export async function generateText(store: ArtifactStore, ref: string, prompt: string, o: GenerateOptions) {
@@ -61,12 +63,21 @@ export async function generateText(store: ArtifactStore, ref: string, prompt: st
   const d = await Decoder.create(model.bytes, decoderInfo(model.config, model.kvCache), { intraOpThreads: o.threads });
   try {
     const t0 = performance.now();
-    const out = await d.generate(ids, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed, stopToken: tok.eot }).catch((err: unknown) => {
-      // The decoder knows how many positions the model has; a prompt or --max-new-tokens past them is the user's to fix.
-      throw err instanceof EngineError && err.kind === 'config' ? new UsageError(`${err.message}; shorten the prompt or lower --max-new-tokens`) : err;
-    });
+    const r = await d.decode(ids, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed, stopToken: tok.eot });
     const ms = performance.now() - t0;
-    return { model: model.source, method: model.method, prompt, text: tok.decode(out.filter((t) => t !== tok.eot)), tokens: out.length, tokensPerSec: out.length / (ms / 1000) };
+    const out = r.tokens;
+    return {
+      model: model.source,
+      method: model.method,
+      prompt,
+      text: tok.decode(out.filter((t) => t !== tok.eot)),
+      tokens: out.length,
+      tokensPerSec: out.length / (ms / 1000),
+      blockSize: model.config.block_size,
+      promptTokens: ids.length,
+      promptCropped: r.promptCropped,
+      slides: r.slides,
+    };
   } finally {
     await d.release();
   }
@@ -103,14 +114,14 @@ export function registerReportCommands(program: Command): void {
     .description('continue a prompt with a stored model (exported, quantized, or a training checkpoint) and print the text')
     .argument('<prompt>', 'text to continue')
     .requiredOption('--model <ref>', 'S3 key or prefix: runs/<id>/models/<name>, its model.onnx, or a checkpoint such as runs/<id>/global/r000003')
-    .option('--max-new-tokens <n>', 'tokens to generate', num('--max-new-tokens', 1, 1 << 20, true), 64)
+    .option('--max-new-tokens <n>', 'tokens to generate (past block_size the context slides)', num('--max-new-tokens', 1, 1 << 20, true), 64)
     .option('--temperature <t>', '0 = greedy', num('--temperature', 0, 100, false), 0)
     .option('--top-k <k>', 'keep the k most likely tokens (0 = all)', num('--top-k', 0, 1 << 30, true), 0)
     .option('--top-p <p>', 'nucleus sampling mass', num('--top-p', Number.MIN_VALUE, 1, false), 1)
     .option('--seed <s>', 'sampling seed', num('--seed', -(2 ** 31), 2 ** 31 - 1, true), 0)
     .option('--tokenizer <t>', "byte | gpt2 | S3 key of a dataset's tokenizer.json (default: the model's own)")
     .option('--threads <n>', 'ORT intra-op threads', num('--threads', 1, 256, true), 1)
-    .option('--json', 'print {model, prompt, text, tokens, tokensPerSec} as JSON')
+    .option('--json', 'print {model, prompt, text, tokens, tokensPerSec, blockSize, promptTokens, promptCropped, slides} as JSON')
     .action(async (prompt: string, flags: StackFlags & GenerateOptions & { model: string; json?: boolean }) => {
       const config = configFromFlags(flags);
       const r = await withStore(config, (s) => generateText(s, flags.model, prompt, flags)).catch((err: unknown) => {
@@ -119,7 +130,9 @@ export function registerReportCommands(program: Command): void {
       if (flags.json) console.log(JSON.stringify(r, null, 2));
       else {
         console.log(r.prompt + r.text);
-        console.error(`(${r.model}, ${r.method}: ${r.tokens} tokens at ${r.tokensPerSec.toFixed(1)} tokens/s)`);
+        if (r.promptCropped) console.error(`(the prompt is ${r.promptTokens} tokens, longer than the model's block_size ${r.blockSize}: it saw only the last ${r.blockSize})`);
+        const slid = r.slides ? `; the context slid ${r.slides} time${r.slides > 1 ? 's' : ''} past block_size ${r.blockSize}` : '';
+        console.error(`(${r.model}, ${r.method}: ${r.tokens} tokens at ${r.tokensPerSec.toFixed(1)} tokens/s${slid})`);
       }
     });
 }

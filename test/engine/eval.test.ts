@@ -12,7 +12,7 @@ import { evalLmBatches, sampleLmBatch, type LmBatch } from '../../engine/data/sa
 import { ByteTokenizer } from '../../engine/data/tokenizer';
 import { Graph, type Value } from '../../engine/graph/ir';
 import { saveModel, serializeModel } from '../../engine/graph/onnx';
-import { classificationMetrics, Decoder, lmFeeds, lmPerplexity, measureSpeed, modelFileBytes, percentile, pickToken } from '../../engine/eval';
+import { classificationMetrics, Decoder, lmEvalWindows, lmFeeds, lmPerplexity, measureSpeed, modelFileBytes, percentile, pickToken } from '../../engine/eval';
 import { initParams } from '../../engine/models/blocks';
 import { decoderInfo, exportGpt } from '../../engine/models/export';
 import { GptConfigSchema, gptLogits, gptParams, gptTrainLoss } from '../../engine/models/gpt';
@@ -57,6 +57,39 @@ describe('GPT inference export', () => {
   });
 });
 
+describe('validation windows', () => {
+  const ids = Uint16Array.from({ length: 1000 }, (_, i) => (i * 31 + 7) % 259);
+
+  test('by default they cover the whole split: every token after the first is a target exactly once, the last window shorter', () => {
+    const windows = lmEvalWindows(ids, 64, { batchSize: 4, contextLength: 32, batches: null });
+    const w = [...windows];
+    // 999 targets = 31 windows of 32 (8 batches: 7 of 4, 1 of 3) + one of 7.
+    expect(w.map((b) => b.dims)).toEqual([...new Array(7).fill([4, 32]), [3, 32], [1, 7]]);
+    expect(windows).toMatchObject({ batches: 9, tokens: ids.length - 1, batchSize: 4, contextLength: 32 });
+    expect([...windows].map((b) => b.dims)).toEqual(w.map((b) => b.dims)); // made again on each iteration
+    const targets = w.flatMap((b) => Array.from(b.targets, Number));
+    expect(targets).toEqual(Array.from(ids.subarray(1)));
+    const inputs = w.flatMap((b) => Array.from(b.tokens, Number));
+    expect(inputs).toEqual(Array.from(ids.subarray(0, ids.length - 1)));
+  });
+
+  test('a cap keeps the first batches; an exact fit has no short window; a window longer than block_size is refused', () => {
+    const dims = (o: Parameters<typeof lmEvalWindows>[2], n = ids.length) => {
+      const w = lmEvalWindows(ids.subarray(0, n), 64, o);
+      const list = [...w];
+      expect([w.batches, w.tokens]).toEqual([list.length, list.reduce((t, b) => t + b.dims[0] * b.dims[1], 0)]); // the counts say what iterating gives
+      return list.map((b) => b.dims);
+    };
+    expect(dims({ batchSize: 4, contextLength: 32, batches: 2 })).toEqual([[4, 32], [4, 32]]);
+    expect(dims({ batchSize: 4, contextLength: 32, batches: 8 })).toEqual([...new Array(7).fill([4, 32]), [3, 32]]); // the cap stops before the short window
+    expect(dims({ batchSize: 4, contextLength: 32, batches: 9 })).toEqual([...new Array(7).fill([4, 32]), [3, 32], [1, 7]]);
+    expect(dims({ batchSize: 2, contextLength: 32, batches: null }, 97)).toEqual([[2, 32], [1, 32]]);
+    expect(dims({ batchSize: 2, contextLength: null, batches: null }, 10)).toEqual([[1, 9]]);
+    expect(() => lmEvalWindows(ids, 64, { batchSize: 2, contextLength: 65, batches: null })).toThrow("contextLength 65 exceeds the model's block_size 64");
+    expect(() => lmEvalWindows(ids.subarray(0, 1), 64, { batchSize: 2, contextLength: null, batches: null })).toThrow('1 tokens are too few to score');
+  });
+});
+
 describe('generation and perplexity on a GPT trained briefly on Brown', () => {
   let dir: string;
   let weights: Map<string, Float32Array>;
@@ -96,7 +129,8 @@ describe('generation and perplexity on a GPT trained briefly on Brown', () => {
     const c = await plain.generate(prompt, sampled);
     expect(await cached.generate(prompt, sampled)).toEqual(c);
     expect(new Set(c).size).toBeGreaterThan(8);
-    await expect(cached.generate(prompt, { maxNewTokens: n + 1 })).rejects.toThrow(/block_size is 64/);
+    // Past block_size the context slides (test/engine/generate-window.test.ts covers the policy): no refusal.
+    expect(await cached.generate(prompt, { maxNewTokens: n + 40 })).toEqual(await plain.generate(prompt, { maxNewTokens: n + 40 }));
     await expect(Decoder.create(exportGpt(cfg, weights), decoderInfo(cfg, true))).rejects.toThrow(/info.kvCache is true but the model has no past_key_values.0.key input/);
     await plain.release();
     await cached.release();

@@ -2,7 +2,7 @@
 // one table row per variant with the refusal reason naming bound and figure, samples and config,
 // all escaped and self-contained (no scripts, no external files).
 
-import { lineChartSvg, lossCurvesSvg, niceTicks, renderReportHtml, renderReportText, type RunReport } from '../../engine/report';
+import { coverageText, lineChartSvg, lossCurvesSvg, niceTicks, renderReportHtml, renderReportText, type RunReport } from '../../engine/report';
 
 const train = [1, 2, 3, 4].map((round) => ({ round, loss: 5 - round * 0.7 }));
 const val = [0, 1, 2, 3, 4].map((round) => ({ round, step: round * 40, loss: 5.6 - round * 0.75, perplexity: Math.exp(5.6 - round * 0.75) }));
@@ -78,7 +78,7 @@ describe('HTML run report', () => {
     checkpoint: 'runs/brown/global/r000004',
     trainHistory: train,
     valHistory: val,
-    evaluation: { batches: 4, batchSize: 8, contextLength: 32, tokens: 1024, speedRuns: 10, device: 'cpu (1 thread)' },
+    evaluation: { batches: 4, batchSize: 8, contextLength: 32, tokens: 1024, splitTokens: 39999, batchCap: 4, speedRuns: 10, device: 'cpu (1 thread)' },
     variants: [
       { name: 'fp32', method: 'fp32', key: 'runs/brown/models/fp32/model.onnx', sha256: 'a'.repeat(64), sizeBytes: 240000, ppl: 10.5, pplDeltaPct: 0, maxPplIncrease: null, p50Ms: 4, p95Ms: 5, tokensPerSec: 64000, published: true },
       { name: 'int8', method: 'int8-dynamic', key: 'runs/brown/models/int8/model.onnx', sha256: 'b'.repeat(64), sizeBytes: 100000, ppl: 10.52, pplDeltaPct: 0.19, maxPplIncrease: 0.02, p50Ms: 3, p95Ms: 4, tokensPerSec: 85000, published: true, compression: 3.1, quantizedNodes: 8, skippedNodes: 1 },
@@ -98,7 +98,10 @@ describe('HTML run report', () => {
         rejectedReason: 'validation perplexity 10.6000 vs fp32 10.5000 is 0.95% higher, above the bound maxPplIncrease = 0.10%',
       },
     ],
-    samples: [{ variant: 'int8', prompt: 'The <b>jury</b> ', text: 'said & did "it"', settings: 'greedy, 32 new tokens' }],
+    samples: [
+      { variant: 'int8', prompt: 'The <b>jury</b> ', text: 'said & did "it"', settings: 'greedy, 32 new tokens' },
+      { variant: 'int8', prompt: 'The <b>jury</b> ', text: 'was out', settings: 'temperature 0.8, top-k 40, top-p 0.95, seed 0, 32 new tokens' },
+    ],
     config: { training: { rounds: 4, optimizer: { lr: 0.003 } }, postTraining: { quant: [{ method: 'int8-dynamic' }] } },
   };
   const html = renderReportHtml(report);
@@ -140,6 +143,26 @@ describe('HTML run report', () => {
     expect(html).toContain('b'.repeat(64));
     expect(html).not.toMatch(/<script|<link|src="http/);
     expect(renderReportHtml(report)).toBe(html); // deterministic
+  });
+
+  test('the perplexity says what it covers: the whole split, or the capped share of it', () => {
+    expect(html).toContain('<p class="coverage">Validation perplexity over 1,024 of the validation split&#39;s 39,999 target tokens (2.56%, evaluation.batches 4).</p>');
+    expect(renderReportText(report)).toContain('Variants (ppl over 1,024 of the validation split\'s 39,999 target tokens (2.56%, evaluation.batches 4); latency');
+    const whole = { ...report.evaluation, batches: 5000, tokens: 39999, batchCap: null };
+    const page = renderReportHtml({ ...report, evaluation: whole });
+    expect(page).toContain('<p class="coverage">Validation perplexity over all 39,999 target tokens of the validation split.</p>');
+    expect(page).toContain('5000 batches of up to 8 non-overlapping windows of 32 tokens (the last one as long as the tokens left)');
+    expect(coverageText(whole)).toBe('all 39,999 target tokens of the validation split');
+    // A report stored before coverage was recorded still renders, and says what it does not know.
+    expect(coverageText({ tokens: 4096 })).toBe('4,096 validation tokens (share of the split not recorded)');
+  });
+
+  test('greedy and seeded samples of the same variant and prompt sit side by side', () => {
+    const row = /<div class="samples-row">([\s\S]*?)<\/div><\/div>(?=<div class="samples-row">|\n)/.exec(html)![1];
+    expect(row).toContain('int8 · greedy, 32 new tokens');
+    expect(row).toContain('int8 · temperature 0.8, top-k 40, top-p 0.95, seed 0, 32 new tokens');
+    expect(row.indexOf('greedy')).toBeLessThan(row.indexOf('temperature'));
+    expect(html.match(/class="samples-row"/g)).toHaveLength(1);
   });
 
   test('the terminal form tells the same story: losses per round, one aligned row per variant, the refusal', () => {

@@ -143,6 +143,9 @@ test('the demo (`npm start` without bringing a stack up) runs examples/demo.yaml
   expect(stdout).toMatch(/parameters trained \(\d+\.\d\d%\), base weights unchanged; adapter s3:\/\/truthgpt-examples\/finetunes\/pipeline-demo-\S+-lora\/adapter\/adapter_model\.safetensors$/m);
   expect(stdout).toMatch(/^fp32 +fp32 +\d+\.\d{3}/m);
   expect(stdout).toMatch(/^int8 +int8-dynamic +\d+\.\d{3}/m);
+  // The demo scores the whole validation split, and the summary says so.
+  expect(stdout).toMatch(/^val ppl over all [\d,]+ target tokens of the validation split$/m);
+  expect(stdout).toMatch(/^postTraining +done +fp32 ppl [\d.]+, int8 ppl [\d.]+ on the whole val split \(\d+ tokens\); report /m);
   const file = /^report +(\S+\.html)/m.exec(stdout)![1];
   expect(fs.readFileSync(file, 'utf8')).toContain('<svg');
   expect(stdout).toMatch(new RegExp(`^Web UI +http://127\\.0\\.0\\.1:${temporal.uiPort}/namespaces/default/workflows/pipeline-demo-`, 'm'));

@@ -63,8 +63,9 @@ const cli = (args: string[]) =>
     timeout: 120_000,
   });
 
-function postInput(runId: string, quant: unknown[]) {
-  const post = parsePostTrainingSpec({ quant, eval: { batches: 4, batchSize: 8, speedRuns: 5, samples: { prompts: ['The man ', 'It was '], maxNewTokens: 24 } } });
+// 80 new tokens after an 8-byte prompt run past block_size 64: the context slides.
+function postInput(runId: string, quant: unknown[], evalSpec: Record<string, unknown> = {}) {
+  const post = parsePostTrainingSpec({ quant, eval: { batchSize: 8, speedRuns: 5, samples: { prompts: ['The man ', 'It was '], maxNewTokens: 80 }, ...evalSpec } });
   return {
     runId,
     checkpoint: trained.checkpoint,
@@ -124,24 +125,41 @@ test('int8 within 2% and int4 within 5% of fp32 perplexity are published; a vari
   expect(html).toContain(`<b>no</b>: ${clipped.rejectedReason}`);
   expect(html).toContain('<th>training.optimizer.optimizer.lr</th><td>0.003</td>');
   const json = JSON.parse((await s3.store.get(r.reportJsonKey)).toString('utf8')) as RunReport;
-  expect(json.samples.map((s) => [s.variant, s.prompt])).toEqual(['fp32', 'int8', 'int4', 'clipped'].flatMap((v) => [[v, 'The man '], [v, 'It was ']]));
-  // Greedy text from a model that learned English bytes: mostly letters and spaces.
-  const fp32Text = json.samples.filter((s) => s.variant === 'fp32').map((s) => s.text).join('');
-  expect(fp32Text.length).toBeGreaterThan(20);
-  expect((fp32Text.match(/[a-z ]/gi) ?? []).length / fp32Text.length).toBeGreaterThan(0.7);
+  // Perplexity covers the whole validation split by default: every token after the first, in the result and the report.
+  const valTokens = trained.dataset.val.reduce((n, sh) => n + sh.tokens, 0);
+  expect(r.evaluation).toEqual({ tokens: valTokens - 1, splitTokens: valTokens - 1, batchCap: null });
+  expect(json.evaluation).toMatchObject({ tokens: valTokens - 1, splitTokens: valTokens - 1, batchCap: null });
+  expect(html).toContain(`Validation perplexity over all ${(valTokens - 1).toLocaleString('en-US')} target tokens of the validation split.`);
+  // Per variant and prompt: greedy, then the seeded sample with the settings a user would pick.
+  const settings = ['greedy, 80 new tokens', 'temperature 0.8, top-k 40, top-p 0.95, seed 0, 80 new tokens'];
+  expect(json.samples.map((s) => [s.variant, s.prompt, s.settings])).toEqual(
+    ['fp32', 'int8', 'int4', 'clipped'].flatMap((v) => ['The man ', 'It was '].flatMap((p) => settings.map((st) => [v, p, st]))),
+  );
+  const sample = (variant: string, setting: number) => json.samples.find((s) => s.variant === variant && s.prompt === 'The man ' && s.settings === settings[setting])!.text;
+  // Text from a model that learned English bytes: mostly letters and spaces, greedy and sampled.
+  for (const setting of [0, 1]) {
+    const text = json.samples.filter((s) => s.variant === 'fp32' && s.settings === settings[setting]).map((s) => s.text).join('');
+    expect(text.length).toBeGreaterThan(100); // 2 prompts × 80 bytes, past block_size, minus any end-of-text stop
+    expect((text.match(/[a-z ]/gi) ?? []).length / text.length).toBeGreaterThan(0.7);
+  }
+  expect(sample('fp32', 1)).not.toBe(sample('fp32', 0));
 
   // The real CLI: `truthgpt report ID` prints the story, `generate` decodes with the int8 model.
   const out = path.join(os.tmpdir(), `truthgpt-report-${process.pid}.html`);
-  const [rep, gen, fromCkpt, missing] = await Promise.all([
+  const longPrompt = 'The jury further said in term-end presentments that the City Executive Committee, which had over-all charge';
+  const [rep, gen, fromCkpt, missing, cropped] = await Promise.all([
     cli(['report', 'brown-post']).then(async (r) => ({ ...r, saved: await cli(['report', 'brown-post', '--out', out]) })),
-    cli(['generate', '--model', 'runs/brown-post/models/int8', '--max-new-tokens', '24', '--json', 'The man ']),
+    cli(['generate', '--model', 'runs/brown-post/models/int8', '--max-new-tokens', '80', '--json', 'The man ']),
     // A training checkpoint is exported on the fly; its byte vocabulary picks the byte tokenizer.
-    cli(['generate', '--model', `s3://truthgpt-post/${trained.checkpoint.prefix}`, '--max-new-tokens', '24', 'The man ']),
+    cli(['generate', '--model', `s3://truthgpt-post/${trained.checkpoint.prefix}`, '--max-new-tokens', '150', 'The man ']),
     cli(['generate', '--model', 'runs/nope/models/int8', 'The man ']).catch((e: { code: number; stderr: string }) => e),
+    cli(['generate', '--model', 'runs/brown-post/models/fp32', '--max-new-tokens', '4', longPrompt]),
   ]);
-  // Same weights, same greedy decoding: the checkpoint continues the prompt like the fp32 model did.
-  expect(fromCkpt.stdout).toBe(`The man ${json.samples.find((s) => s.variant === 'fp32' && s.prompt === 'The man ')!.text}\n`);
-  expect(fromCkpt.stderr).toContain(`${trained.checkpoint.prefix}, fp32: 24 tokens`);
+  // Same weights, same greedy decoding: the checkpoint continues the prompt like the fp32 model did,
+  // for 150 new tokens in a 64-token context (the report's 80 are their start).
+  expect(fromCkpt.stdout.startsWith(`The man ${sample('fp32', 0)}`)).toBe(true);
+  expect(fromCkpt.stderr).toMatch(new RegExp(`${trained.checkpoint.prefix}, fp32: 150 tokens at [\\d.]+ tokens/s; the context slid \\d+ times past block_size 64`));
+  expect(cropped.stderr).toContain(`(the prompt is ${longPrompt.length} tokens, longer than the model's block_size 64: it saw only the last 64)`);
   expect((missing as { code: number }).code).toBe(1);
   expect((missing as { stderr: string }).stderr).toMatch(/^truthgpt: model runs\/nope\/models\/int8: nothing is committed under s3:\/\/truthgpt-post\/runs\/nope\/models\/int8 \(expected a model prefix/);
   expect(fs.readFileSync(out, 'utf8')).toBe(html); // --out saves the stored page as is
@@ -150,10 +168,12 @@ test('int8 within 2% and int4 within 5% of fp32 perplexity are published; a vari
   expect(rep.stdout).toContain('TruthGPT run brown-post');
   expect(rep.stdout).toMatch(/clipped\s+int8-static\s+\d+\s+[\d.]+\s+\+[\d.]+%\s+0\.01%.*NO/);
   expect(rep.stdout).toContain(`clipped not published: ${clipped.rejectedReason}`);
-  const g = JSON.parse(gen.stdout) as { text: string; tokens: number; method: string };
+  const g = JSON.parse(gen.stdout) as { text: string; tokens: number; method: string; blockSize: number; promptCropped: number; slides: number };
   expect(g.method).toBe('int8-dynamic');
+  expect(g).toMatchObject({ blockSize: 64, promptCropped: 0 });
+  expect(g.slides).toBeGreaterThan(0);
   // The CLI decodes the same bytes greedily with the same prompt: the same text as the report's sample.
-  expect(g.text).toBe(json.samples.find((s) => s.variant === 'int8' && s.prompt === 'The man ')!.text);
+  expect(g.text).toBe(sample('int8', 0));
 }, 400_000);
 
 test('a required variant that is refused fails the workflow with QuantRejected after writing the report', async () => {
@@ -161,11 +181,23 @@ test('a required variant that is refused fails the workflow with QuantRejected a
     .execute<typeof postTrainingWorkflow>('postTrainingWorkflow', {
       taskQueue: 'truthgpt-cpu',
       workflowId: 'brown-post-required',
-      args: [postInput('brown-post-required', [{ name: 'strict', ...CLIPPED, maxPplIncrease: 0.0001, required: true }])],
+      args: [postInput('brown-post-required', [{ name: 'strict', ...CLIPPED, maxPplIncrease: 0.0001, required: true }], { batches: 4 })],
     })
     .catch((e: unknown) => e);
   expect(err).toBeInstanceOf(WorkflowFailedError);
   expect(errorTypeOf(err)).toBe('QuantRejected');
   expect(((err as WorkflowFailedError).cause as Error).message).toMatch(/required variant strict \(int8-static\) was refused: .*above the bound maxPplIncrease = 0\.01% \(report: runs\/brown-post-required\/report\/report\.html\)/);
   expect(await s3.store.exists('runs/brown-post-required/report/report.html')).toBe(true);
+  // evaluation.batches caps perplexity at 4 batches of 8 × 64: the report says how much of the split that is.
+  const report = JSON.parse((await s3.store.get('runs/brown-post-required/report/report.json')).toString('utf8')) as RunReport;
+  const split = trained.dataset.val.reduce((n, sh) => n + sh.tokens, 0) - 1;
+  expect(report.evaluation).toMatchObject({ tokens: 4 * 8 * 64, splitTokens: split, batchCap: 4 });
+  const html = (await s3.store.get('runs/brown-post-required/report/report.html')).toString('utf8');
+  expect(html).toContain(`over 2,048 of the validation split&#39;s ${split.toLocaleString('en-US')} target tokens (${((100 * 2048) / split).toFixed(2)}%, evaluation.batches 4)`);
+  // Seeded samples: this run writes the same text as the first test's run of the same model did.
+  const first = await s3.store.get('runs/brown-post/report/report.json').catch(() => null);
+  if (first) {
+    const fp32 = (r: RunReport) => r.samples.filter((s) => s.variant === 'fp32');
+    expect(fp32(report)).toEqual(fp32(JSON.parse(first.toString('utf8')) as RunReport));
+  }
 }, 300_000);
