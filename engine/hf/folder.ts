@@ -126,7 +126,7 @@ export class HfFolder {
     else if (fs.existsSync(indexFile)) {
       const map = readJson(indexFile).weight_map;
       if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new EngineError('input', `${indexFile}: weight_map is missing or not an object`);
-      files = [...new Set(Object.values(map as Record<string, unknown>).map((v) => String(v)))];
+      files = [...new Set(Object.values(map as Record<string, unknown>).map((v) => String(v)))].sort();
       for (const f of files) {
         if (f.includes('/') || f.includes('\\') || f.startsWith('.')) throw new EngineError('input', `${indexFile}: weight_map names "${f}", which is not a file in the folder`);
       }

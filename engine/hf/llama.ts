@@ -64,6 +64,12 @@ function splitFlat(v: Float32Array, sizes: number[]): Float32Array[] {
 
 /** The rope base θ of a config, from v5's rope_parameters or v4's rope_theta / rope_scaling. */
 function ropeTheta(r: HfConfigReader): number {
+  // transformers v4 writes rope_scaling (null when unscaled); v5 reads it too, so it is checked whatever else is there.
+  const scaling = r.json.rope_scaling;
+  if (scaling !== undefined && scaling !== null) {
+    const type = (scaling as Record<string, unknown>).rope_type ?? (scaling as Record<string, unknown>).type;
+    if (type !== 'default') r.refuse('rope_scaling', 'scaled rotary embeddings (linear, dynamic, yarn, llama3, ...) are not supported; our RoPE is unscaled');
+  }
   const params = r.json.rope_parameters;
   if (params !== undefined && params !== null) {
     if (typeof params !== 'object' || Array.isArray(params)) r.refuse('rope_parameters', 'expected an object');
@@ -77,11 +83,6 @@ function ropeTheta(r: HfConfigReader): number {
     const theta = p.rope_theta ?? r.json.rope_theta ?? 10000;
     if (typeof theta !== 'number' || !(theta > 0)) r.refuse('rope_parameters', 'rope_theta must be a positive number');
     return theta;
-  }
-  const scaling = r.json.rope_scaling;
-  if (scaling !== undefined && scaling !== null) {
-    const type = (scaling as Record<string, unknown>).rope_type ?? (scaling as Record<string, unknown>).type;
-    if (type !== 'default') r.refuse('rope_scaling', 'scaled rotary embeddings (linear, dynamic, yarn, llama3, ...) are not supported; our RoPE is unscaled');
   }
   return r.num('rope_theta', 10000);
 }

@@ -1,0 +1,172 @@
+// Hugging Face folders in and out (engine/hf): the save_pretrained fixtures of
+// test/fixtures/hf-io (GPT-2 float32 with a tokenizer, Llama GQA untied bfloat16 sharded, Mistral
+// float16 tied) import into our GPT and reproduce transformers' logits; an export re-imports to
+// the same weights; configs whose math we cannot reproduce are refused naming the key.
+
+import '../../engine/runtime/host-realm';
+import '../../engine/autodiff/rules';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { serializeModel } from '../../engine/graph/onnx';
+import { readHfFolder, toFloat32, writeHfFolder, HfFolder } from '../../engine/hf';
+import { exportGpt } from '../../engine/models/export';
+import { gptParams, type GptConfig } from '../../engine/models/gpt';
+import { SafetensorsError } from '../../engine/checkpoint/safetensors';
+
+const FIX = path.join(__dirname, '..', 'fixtures', 'hf-io');
+const FIXTURES = ['gpt2', 'llama', 'mistral'] as const;
+
+interface Golden {
+  input_ids: number[][];
+  logits_shape: number[];
+  logits: number[];
+}
+const golden = (name: string) => JSON.parse(fs.readFileSync(path.join(FIX, name, 'golden.json'), 'utf8')) as Golden;
+
+async function logits(config: GptConfig, weights: Map<string, Float32Array>, ids: number[][]): Promise<Float32Array> {
+  const session = await ort.InferenceSession.create(serializeModel(exportGpt(config, weights)).model);
+  const feeds = { input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.flat(), BigInt), [ids.length, ids[0]!.length]) };
+  const out = await session.run(feeds);
+  await session.release();
+  return out.logits!.data as Float32Array;
+}
+
+const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+};
+
+let tmp: string;
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hf-io-'));
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+/** A copy of a fixture folder with config.json edited. */
+function withConfig(name: string, edit: (c: Record<string, unknown>) => void): string {
+  const dir = fs.mkdtempSync(path.join(tmp, `${name}-`));
+  for (const f of fs.readdirSync(path.join(FIX, name))) fs.copyFileSync(path.join(FIX, name, f), path.join(dir, f));
+  const c = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  edit(c);
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(c));
+  return dir;
+}
+
+/**
+ * Largest |ours - HF float64| over the logits; observed on AMD EPYC (AVX2): gpt2 3.5e-7,
+ * llama 1.1e-6, mistral 1.4e-6. Tolerance ~10x for kernel and sum-order differences.
+ */
+const LOGIT_ATOL = 1e-5;
+
+describe('HF folder import', () => {
+  test.each(FIXTURES)('%s: our logits equal transformers\' (float64 reference)', async (name) => {
+    const m = readHfFolder(path.join(FIX, name));
+    const g = golden(name);
+    const ours = await logits(m.config, m.weights, g.input_ids);
+    expect(maxAbsDiff(ours, g.logits)).toBeLessThan(LOGIT_ATOL);
+  });
+
+  test('records the architecture, the source dtype, every file\'s sha256 and an explicit config', () => {
+    const gpt2 = readHfFolder(path.join(FIX, 'gpt2'));
+    expect(gpt2.architecture).toBe('GPT2LMHeadModel');
+    expect(gpt2.sourceDtypes).toEqual(['float32']);
+    expect(gpt2.files.map((f) => f.name)).toEqual(['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+    expect(gpt2.tokenizerFiles.has('tokenizer.json')).toBe(true);
+    // GPT2Config's dropouts (0.1) and the tanh GELU are honoured; nothing is left to a default.
+    expect(gpt2.config).toMatchObject({ pos: 'learned', norm: 'layernorm', norm_eps: 1e-5, mlp: 'gelu', n_inner: 64, dropout: 0.1, tie_embeddings: true });
+
+    const llama = readHfFolder(path.join(FIX, 'llama'));
+    expect(llama.sourceDtypes).toEqual(['bfloat16']);
+    expect(llama.files.map((f) => f.name)).toEqual(['config.json', 'model.safetensors.index.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
+    expect(llama.config).toMatchObject({ pos: 'rope', rope_theta: 5000, norm: 'rmsnorm', norm_eps: 1e-6, mlp: 'swiglu', n_inner: 48, n_kv_head: 2, tie_embeddings: false, bias: false });
+    expect(llama.params).toBe(19616); // LlamaForCausalLM.num_parameters() of the fixture
+
+    const mistral = readHfFolder(path.join(FIX, 'mistral'));
+    expect(mistral.sourceDtypes).toEqual(['float16']);
+    expect(mistral.config).toMatchObject({ n_kv_head: 1, tie_embeddings: true });
+  });
+
+  test('float16 and bfloat16 widen exactly', () => {
+    // 1.5 = 0x3e00 (f16) = 0x3fc0 (bf16); -2^-24 is the smallest f16 subnormal; f16 0x7c00 is +inf.
+    expect(Array.from(toFloat32('float16', new Uint8Array(new Uint16Array([0x3e00, 0x8001, 0x7c00]).buffer)))).toEqual([1.5, -(2 ** -24), Infinity]);
+    expect(Array.from(toFloat32('bfloat16', new Uint8Array(new Uint16Array([0x3fc0, 0xc000]).buffer)))).toEqual([1.5, -2]);
+  });
+});
+
+describe('HF folder export', () => {
+  test.each(FIXTURES)('%s: export → re-import gives the same weights and logits', async (name) => {
+    const m = readHfFolder(path.join(FIX, name));
+    const out = path.join(tmp, `export-${name}`);
+    const w = writeHfFolder(out, { config: m.config, weights: m.weights, specialTokens: m.specialTokens, tokenizerFiles: m.tokenizerFiles });
+    expect(w.architecture).toBe(name === 'gpt2' ? 'GPT2LMHeadModel' : 'LlamaForCausalLM');
+    const back = readHfFolder(out);
+    expect(back.config).toEqual(m.config);
+    for (const s of gptParams(m.config)) expect(back.weights.get(s.name)).toEqual(m.weights.get(s.name));
+    const cfg = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
+    expect(cfg.architectures).toEqual([w.architecture]);
+    expect(fs.existsSync(path.join(out, 'generation_config.json'))).toBe(true);
+    expect(fs.existsSync(path.join(out, 'tokenizer.json'))).toBe(name === 'gpt2');
+    // An untied head is written only when untied (HF strict loading: no unexpected key).
+    expect(HfFolder.open(out).has('lm_head.weight')).toBe(!m.config.tie_embeddings);
+    const g = golden(name);
+    expect(maxAbsDiff(await logits(back.config, back.weights, g.input_ids), await logits(m.config, m.weights, g.input_ids))).toBe(0);
+  });
+
+  test('a GPT trained without biases exports as GPT-2 with zero biases, and an options mix HF has no class for is refused', async () => {
+    const m = readHfFolder(path.join(FIX, 'gpt2'));
+    const config = { ...m.config, bias: false };
+    const weights = new Map([...m.weights].filter(([k]) => !k.endsWith('.bias')));
+    const out = path.join(tmp, 'export-nobias');
+    writeHfFolder(out, { config, weights });
+    const back = readHfFolder(out);
+    const g = golden('gpt2');
+    expect(maxAbsDiff(await logits(back.config, back.weights, g.input_ids), await logits(config, weights, g.input_ids))).toBe(0);
+    expect(() => writeHfFolder(path.join(tmp, 'export-mix'), { config: { ...m.config, norm: 'rmsnorm' }, weights })).toThrow(/GPT2LMHeadModel needs pos 'learned', norm 'layernorm', mlp 'gelu'; this model has pos 'learned', norm 'rmsnorm'/);
+    expect(() => writeHfFolder(out, { config, weights })).toThrow(/export folder is not empty/);
+  });
+});
+
+describe('HF configs we cannot reproduce are refused, naming the key', () => {
+  const cases: [string, string, (c: Record<string, unknown>) => void, RegExp][] = [
+    ['gpt2', 'erf GELU', (c) => (c.activation_function = 'gelu'), /activation_function = "gelu": our GPT-2 MLP is GELU with the tanh approximation/],
+    ['gpt2', 'inverse layer scaling', (c) => (c.scale_attn_by_inverse_layer_idx = true), /scale_attn_by_inverse_layer_idx = true/],
+    ['gpt2', 'unequal dropouts', (c) => (c.attn_pdrop = 0.2), /attn_pdrop = 0.2: our GPT has one dropout ratio/],
+    ['gpt2', 'cross-attention', (c) => (c.add_cross_attention = true), /add_cross_attention = true/],
+    ['llama', 'rope scaling (v4 key)', (c) => (c.rope_scaling = { rope_type: 'linear', factor: 2 }), /rope_scaling = \{"rope_type":"linear","factor":2\}: scaled rotary/],
+    ['llama', 'rope scaling (v5 key)', (c) => (c.rope_parameters = { rope_type: 'llama3', rope_theta: 5e5, factor: 8 }), /rope_parameters = .*rope_type "llama3"/],
+    ['llama', 'gelu MLP', (c) => (c.hidden_act = 'gelu'), /hidden_act = "gelu": our SwiGLU MLP gates with silu/],
+    ['llama', 'attention bias only', (c) => (c.attention_bias = true), /attention_bias = true: our GPT has biases on every linear layer or on none/],
+    ['llama', 'head_dim', (c) => (c.head_dim = 16), /head_dim = 16: our attention's head size is hidden_size \/ num_attention_heads = 8/],
+    ['mistral', 'short sliding window', (c) => (c.sliding_window = 8), /sliding_window = 8: a sliding window shorter than max_position_embeddings \(16\)/],
+    ['llama', 'Qwen2', (c) => (c.architectures = ['Qwen2ForCausalLM']), /architectures \["Qwen2ForCausalLM"\] is not supported: Qwen2 has biases on the q\/k\/v projections only/],
+    ['llama', 'unknown architecture', (c) => (c.architectures = ['FalconForCausalLM']), /architectures \["FalconForCausalLM"\] is not supported; supported: GPT2LMHeadModel/],
+  ];
+  test.each(cases)('%s: %s', (fixture, _what, edit, message) => {
+    const dir = withConfig(fixture, edit);
+    expect(() => readHfFolder(dir)).toThrow(message);
+    expect(() => readHfFolder(dir)).toThrow(path.join(dir, 'config.json'));
+  });
+
+  test('a config the weights do not fit names the file and the tensor', () => {
+    const dir = withConfig('gpt2', (c) => (c.n_inner = 32));
+    expect(() => readHfFolder(dir)).toThrow(SafetensorsError);
+    expect(() => readHfFolder(dir)).toThrow(`${path.join(dir, 'model.safetensors')}: tensor "transformer.h.0.mlp.c_fc.weight": shape [16, 64], the config needs [16, 32]`);
+  });
+
+  test('tensors the architecture does not have are refused, not dropped', () => {
+    const dir = withConfig('llama', (c) => (c.num_hidden_layers = 1));
+    expect(() => readHfFolder(dir)).toThrow(/tensors that LlamaForCausalLM with this config.json does not have: "model.layers.1.input_layernorm.weight"/);
+  });
+
+  test('a folder without weights or config says what it expected', () => {
+    const empty = fs.mkdtempSync(path.join(tmp, 'empty-'));
+    expect(() => readHfFolder(empty)).toThrow(`${empty}: has no config.json`);
+    fs.copyFileSync(path.join(FIX, 'gpt2', 'config.json'), path.join(empty, 'config.json'));
+    fs.writeFileSync(path.join(empty, 'pytorch_model.bin'), '');
+    expect(() => readHfFolder(empty)).toThrow(/has neither model.safetensors nor model.safetensors.index.json \(it has pytorch_model.bin: re-save with save_pretrained\(dir, safe_serialization=True\)\)/);
+  });
+});
