@@ -15,6 +15,7 @@ import { Context } from '@temporalio/activity';
 import type { DatasetSpec } from '../engine/data/dataset';
 import { GptBase, OnnxBase, type CompiledLoraStep, type EvalOpts, type EvalOut, type LoraBase } from '../engine/finetune';
 import { initAdapters, saveAdapter, trainableReport } from '../engine/lora';
+import { explicitGptConfig } from '../engine/models/gpt';
 import { zeroState } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
@@ -243,7 +244,7 @@ async function exportFineTune(f: FineTuneContext, input: FineTuneRunRef & { trai
   const merged = await commitCheckpoint(f.store, mergedPrefix, {
     weights: toTensors(gpt.merge(adapters), gpt.shapes),
     optimizer: new Map(),
-    state: { modelConfig: gpt.cfg, runConfig: { name: spec.name, runId, mergedFrom: { base: ref.location, adapter: adapterPrefix } }, step: 0, round: 0, bestValLoss: null, dataCursor: null, rng: [] },
+    state: { family: 'gpt', modelConfig: explicitGptConfig(gpt.cfg), runConfig: { name: spec.name, runId, mergedFrom: { base: ref.location, adapter: adapterPrefix } }, step: 0, round: 0, bestValLoss: null, dataCursor: null, rng: [] },
   });
   return { adapter, merged };
 }

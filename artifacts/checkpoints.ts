@@ -4,7 +4,7 @@
 // once, naming the file, instead of retrying forever.
 
 import type { TensorData } from '../engine/graph/ir';
-import { packCheckpoint, sha256, unpackCheckpoint, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, type Checkpoint, type CheckpointState } from '../engine/checkpoint/checkpoint';
+import { packCheckpoint, sha256, unpackCheckpoint, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, type Checkpoint } from '../engine/checkpoint/checkpoint';
 import { StoredGptConfigSchema, type GptConfig } from '../engine/models/gpt';
 import type { ArtifactStore, Manifest } from '../infra/store';
 import { failure } from '../spec/errors';
@@ -59,7 +59,7 @@ export function fromTensors(tensors: Map<string, TensorData>, where: string): Ma
 export interface WriteCheckpoint {
   weights: Map<string, TensorData>;
   optimizer: Map<string, TensorData>;
-  state: Omit<CheckpointState, 'files' | 'format'>;
+  state: Checkpoint['state'];
 }
 
 /**
