@@ -64,15 +64,21 @@ export interface WriteCheckpoint {
 
 /**
  * Packs and commits a checkpoint (manifest last). `meta(ref)` lands in the manifest, so an
- * activity can record its own result (which holds the ref) in the same atomic commit.
+ * activity can record its own result (which holds the ref) in the same atomic commit. `extra`
+ * files (an imported model's tokenizer.json) are committed beside the checkpoint's own.
  */
 export async function commitCheckpoint(
   store: ArtifactStore,
   prefix: string,
   ckpt: WriteCheckpoint,
   meta: (ref: CheckpointRef) => Record<string, unknown> = () => ({}),
+  extra: Map<string, Uint8Array> = new Map(),
 ): Promise<CheckpointRef> {
   const files = packCheckpoint(ckpt);
+  for (const [name, bytes] of extra) {
+    if (files.has(name)) throw new Error(`commit ${prefix}: extra file ${name} would replace the checkpoint's own`);
+    files.set(name, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  }
   const expected: CheckpointRef = { prefix, files: Object.fromEntries([...files].map(([n, b]) => [n, { sha256: sha256(b), size: b.length }])) };
   const ref = refOf(await store.commit(prefix, Object.fromEntries(files), meta(expected)));
   for (const [n, f] of Object.entries(expected.files)) {

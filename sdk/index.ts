@@ -24,6 +24,7 @@ import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline
 export { InvalidSpecError, parsePipelineSpec, PipelineLoraSchema, PipelineSpecSchema, type PipelineLora, type PipelineLoraInput, type PipelineSpec, type PipelineSpecInput } from '../spec/pipeline';
 export { ERROR_TYPES, errorTypeOf, type ErrorType } from '../spec/errors';
 export * from './schedules';
+export * from './models';
 export type { LoraOutcome, PipelineProgress, PipelineResult, StageOutcome } from '../workflows/pipeline';
 export type { FineTuneCompleted, FineTuneResult, FineTuneSkipped } from '../workflows/fine-tune';
 export type { TrainingProgress } from '../workflows/controls';

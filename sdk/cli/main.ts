@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { registerDemoCommands } from './demo-command';
 import { describeCliError } from './errors';
+import { registerHfCommands } from './hf-commands';
 import { registerModelCommands } from './model-commands';
 import { registerReportCommands } from './report-commands';
 import { registerRunCommands } from './run-commands';
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerRunCommands(program);
   registerRunsCommands(program);
   registerModelCommands(program);
+  registerHfCommands(program);
   registerScheduleCommands(program);
   registerReportCommands(program);
   return program;

@@ -26,7 +26,7 @@ async function withStore<T>(config: Config, fn: (s: ArtifactStore) => Promise<T>
 }
 
 /** A failure with a vocabulary type (MissingArtifact, InvalidInput, ...) is a user's mistake here: one line. */
-function asUsage(err: unknown): unknown {
+export function asUsage(err: unknown): unknown {
   const e = err as { type?: string; message?: string };
   if (err instanceof NotFoundError || (typeof e?.type === 'string' && ['MissingArtifact', 'InvalidInput', 'CorruptCheckpoint', 'InvalidConfig'].includes(e.type))) {
     return new UsageError(e.message ?? String(err));
