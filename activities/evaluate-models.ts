@@ -5,7 +5,7 @@
 import { Context } from '@temporalio/activity';
 import os from 'node:os';
 import type { LmBatch } from '../engine/data/sampler';
-import { loadTokenizer, type Tokenizer } from '../engine/data/tokenizer';
+import type { Tokenizer } from '../engine/data/tokenizer';
 import { Decoder, lmFeeds, lmPerplexity, measureSpeed, type SpeedResult } from '../engine/eval';
 import type { Graph } from '../engine/graph/ir';
 import { loadModel } from '../engine/graph/onnx';
@@ -16,6 +16,7 @@ import type { EvalSpec } from '../spec/post-training';
 import { type DatasetRef, readTokenizer } from '../artifacts/datasets';
 import { asFailure, failingAs } from '../artifacts/errors';
 import { MODEL_FILE, type ModelRef } from '../artifacts/models';
+import { loadStoredTokenizer } from '../artifacts/tokenizers';
 import { valBatches, type PostTrainingContext } from './post-training-context';
 
 export interface EvaluateModelsInput {
@@ -58,7 +59,7 @@ const samplingWords = (s: EvalSpec['samples']) =>
 export async function evaluateModels(p: PostTrainingContext, input: EvaluateModelsInput): Promise<EvaluateModelsResult> {
   const spec = input.eval;
   const val = await valBatches(p, input.dataset, spec, input.modelConfig);
-  const tok = loadTokenizer(await readTokenizer(p.store, input.dataset));
+  const tok = await loadStoredTokenizer(p.store, await readTokenizer(p.store, input.dataset));
   const evaluations: ModelEvaluation[] = [];
   for (const m of input.models) evaluations.push(await evaluateModel(p, m, input, val, tok));
   const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown CPU';
@@ -109,10 +110,10 @@ async function samplesOf(p: PostTrainingContext, bytes: Uint8Array, cfg: GptConf
   try {
     const { maxNewTokens, temperature, topK, topP, seed } = spec.samples;
     for (const prompt of spec.samples.prompts) {
-      const ids = tok.encode(prompt);
+      const ids = await tok.encode(prompt);
       const sampling = { maxNewTokens: Math.min(maxNewTokens, d.room(ids.length)), temperature, topK, topP, seed, stopToken: tok.eot };
       const out = await failingAs(`eval.samples.prompts: "${prompt.slice(0, 40)}"`, () => d.generate(ids, sampling));
-      samples.push({ prompt, text: tok.decode(out.filter((t) => t !== tok.eot)) });
+      samples.push({ prompt, text: await tok.decode(out.filter((t) => t !== tok.eot)) });
     }
   } finally {
     await d.release();

@@ -64,7 +64,7 @@ export interface GenerateOptions {
 export async function generateText(store: ArtifactStore, ref: string, prompt: string, o: GenerateOptions) {
   const model = await resolveModel(store, ref);
   const tok = await tokenizerFor(store, model, o.tokenizer);
-  const ids = tok.encode(prompt);
+  const ids = await tok.encode(prompt);
   if (ids.length === 0) throw new UsageError('generate: the prompt is empty');
   const d = await Decoder.create(model.bytes, decoderInfo(model.config, model.kvCache), { intraOpThreads: o.threads });
   try {
@@ -74,7 +74,7 @@ export async function generateText(store: ArtifactStore, ref: string, prompt: st
       throw err instanceof EngineError && err.kind === 'config' ? new UsageError(`${err.message}; shorten the prompt or lower --max-new-tokens`) : err;
     });
     const ms = performance.now() - t0;
-    return { model: model.source, method: model.method, prompt, text: tok.decode(out.filter((t) => t !== tok.eot)), tokens: out.length, tokensPerSec: out.length / (ms / 1000) };
+    return { model: model.source, method: model.method, prompt, text: await tok.decode(out.filter((t) => t !== tok.eot)), tokens: out.length, tokensPerSec: out.length / (ms / 1000) };
   } finally {
     await d.release();
   }

@@ -14,6 +14,9 @@ import { readHfFolder, toFloat32, writeHfFolder, HfFolder } from '../../engine/h
 import { exportGpt } from '../../engine/models/export';
 import { gptParams, type GptConfig } from '../../engine/models/gpt';
 import { SafetensorsError } from '../../engine/checkpoint/safetensors';
+import { sha256 } from '../../engine/checkpoint/checkpoint';
+import { prepareDataset, shardTokens } from '../../engine/data/dataset';
+import { HfTokenizer, loadTokenizer } from '../../engine/data/tokenizer';
 
 const FIX = path.join(__dirname, '..', 'fixtures', 'hf-io');
 const FIXTURES = ['gpt2', 'llama', 'mistral'] as const;
@@ -168,5 +171,38 @@ describe('HF configs we cannot reproduce are refused, naming the key', () => {
     fs.copyFileSync(path.join(FIX, 'gpt2', 'config.json'), path.join(empty, 'config.json'));
     fs.writeFileSync(path.join(empty, 'pytorch_model.bin'), '');
     expect(() => readHfFolder(empty)).toThrow(/has neither model.safetensors nor model.safetensors.index.json \(it has pytorch_model.bin: re-save with save_pretrained\(dir, safe_serialization=True\)\)/);
+  });
+});
+
+describe('an imported tokenizer.json (hf tokenizer kind)', () => {
+  const json = fs.readFileSync(path.join(FIX, 'gpt2', 'tokenizer.json'), 'utf8');
+  const ref = { key: 'models/tiny-gpt2/tokenizer.json', sha256: sha256(Buffer.from(json)) };
+  const g = JSON.parse(fs.readFileSync(path.join(FIX, 'gpt2', 'golden.json'), 'utf8')) as { sample_text: string; sample_ids: number[]; vocab_size: number; eot: number };
+
+  test('encodes exactly as Python tokenizers did, decodes back, and saves only a reference', async () => {
+    const tok = HfTokenizer.fromJson(json, ref);
+    expect(await tok.encode(g.sample_text)).toEqual(g.sample_ids);
+    expect(await tok.decode(g.sample_ids)).toBe(g.sample_text);
+    expect([tok.vocabSize, tok.eot]).toEqual([g.vocab_size, g.eot]);
+    expect(tok.toJSON()).toEqual({ kind: 'hf', ...ref, eot: g.eot });
+    expect(() => loadTokenizer(tok.toJSON())).toThrow(/an hf tokenizer is loaded with the text of its tokenizer.json/);
+    expect(await loadTokenizer(tok.toJSON(), json).encode(g.sample_text)).toEqual(g.sample_ids);
+  });
+
+  test('tokenizes a dataset, with the reference saved beside the shards', async () => {
+    const dir = fs.mkdtempSync(path.join(tmp, 'ds-'));
+    const corpus = path.join(dir, 'corpus.txt');
+    fs.writeFileSync(corpus, g.sample_text);
+    const out = path.join(dir, 'out');
+    const m = await prepareDataset({ name: 'hf-tok', corpus: { kind: 'text', path: corpus }, tokenizer: { kind: 'hf', ...ref }, valFraction: 0 }, out, undefined, json);
+    expect(m.tokenizer).toMatchObject({ vocabSize: g.vocab_size, eot: g.eot });
+    const ids = Array.from(shardTokens(fs.readFileSync(path.join(out, m.splits.train[0]!.file)), m.dtype));
+    expect(ids).toEqual([...g.sample_ids, g.eot]); // the document, then end-of-text
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'tokenizer.json'), 'utf8'))).toEqual({ kind: 'hf', ...ref, eot: g.eot });
+  });
+
+  test('a spec without the tokenizer text, or a file that is not a tokenizer, is named', async () => {
+    await expect(prepareDataset({ name: 'x', corpus: { kind: 'text', path: 'unused' }, tokenizer: { kind: 'hf', ...ref } }, path.join(tmp, 'x'))).rejects.toThrow(`tokenizer ${ref.key}: prepareDataset needs the text`);
+    expect(() => HfTokenizer.fromJson('{"version": 1}', ref)).toThrow(`${ref.key}: not a tokenizer.json the tokenizers library loads`);
   });
 });

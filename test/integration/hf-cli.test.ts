@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { checkpointWeights, commitCheckpoint, readCheckpoint, toTensors } from '../../artifacts/checkpoints';
 import { serializeModel } from '../../engine/graph/onnx';
+import { HfTokenizer } from '../../engine/data/tokenizer';
 import { readHfFolder } from '../../engine/hf';
 import { exportGpt } from '../../engine/models/export';
 import { initParams } from '../../engine/models/blocks';
@@ -83,6 +84,13 @@ test('import GPT-2 → a checkpoint with the tokenizer beside it → export as H
   const golden = JSON.parse(fs.readFileSync(path.join(src, 'golden.json'), 'utf8')) as { input_ids: number[][]; logits: number[]; eot: number };
   // Observed 3.5e-7 against transformers' float64 logits (test/engine/hf-io.test.ts).
   expect(maxAbsDiff(await logits(config, weights, golden.input_ids), golden.logits)).toBeLessThan(1e-5);
+
+  // `generate` decodes with the tokenizer.json stored beside the model (vocab 300 matches no built-in tokenizer).
+  const gen = await cli('generate', '--model', r.ref, '--max-new-tokens', '3', '--json', 'The lazy fox');
+  expect(gen.code).toBe(0);
+  const text = (JSON.parse(gen.stdout) as { text: string; tokens: number }).text;
+  const tok = HfTokenizer.fromJson(fs.readFileSync(path.join(src, 'tokenizer.json'), 'utf8'), r.tokenizer);
+  expect((await tok.encode(text)).length).toBeGreaterThan(0);
 
   // The same folder again under the same name is a no-op; another folder under it is refused.
   const again = await cli('import', src, '--name', 'tiny-gpt2');
