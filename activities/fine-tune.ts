@@ -28,6 +28,7 @@ import { failingAs } from '../artifacts/errors';
 import { ftKeys } from '../artifacts/keys';
 import { lastSuccessful, type LineageRecord, recordSuccess } from '../artifacts/lineages';
 import { type BaseRef, loadBase, readAdapter } from '../artifacts/models';
+import { peftBaseName } from '../artifacts/hf-models';
 import { runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
 
 
@@ -234,7 +235,7 @@ async function exportFineTune(f: FineTuneContext, input: FineTuneRunRef & { trai
   const adapterPrefix = ftKeys.adapter(runId);
   const mergedPrefix = ftKeys.merged(runId);
   const doneA = await f.store.readManifest(adapterPrefix);
-  const adapter = doneA ? refOf(doneA) : refOf(await f.store.commit(adapterPrefix, Object.fromEntries(saveAdapter(lb.plan, adapters, { baseModelNameOrPath: ref.location })), { base: ref }));
+  const adapter = doneA ? refOf(doneA) : refOf(await f.store.commit(adapterPrefix, Object.fromEntries(saveAdapter(lb.plan, adapters, { baseModelNameOrPath: await peftBaseName(f.store, ref.location) })), { base: ref }));
   const doneM = await f.store.readManifest(mergedPrefix);
   if (doneM) return { adapter, merged: refOf(doneM) };
   if (lb instanceof OnnxBase) {

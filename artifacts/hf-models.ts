@@ -158,3 +158,16 @@ export async function exportHfModel(store: ArtifactStore, ref: string, outDir: s
     throw asFailure(err, `export ${ref}`);
   }
 }
+
+/**
+ * What a PEFT adapter_config.json should name as its base (`base_model_name_or_path`) for the base
+ * at `location`: for a GPT-2 imported from Hugging Face, the HF id or folder recorded at import
+ * (`_name_or_path`, else the folder's name), which PEFT resolves; otherwise the store location.
+ * Llama-family imports keep the location: our adapters there sit on fused q/k/v and gate/up layers
+ * that PEFT's LlamaForCausalLM modules do not have (docs/hf.md).
+ */
+export async function peftBaseName(store: ArtifactStore, location: string): Promise<string> {
+  const record = importOf(await store.readManifest(location));
+  if (!record || !record.architecture.startsWith('GPT2')) return location;
+  return record.source.nameOrPath ?? record.source.folder;
+}

@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { checkpointWeights, commitCheckpoint, readCheckpoint, toTensors } from '../../artifacts/checkpoints';
+import { peftBaseName } from '../../artifacts/hf-models';
 import { serializeModel } from '../../engine/graph/onnx';
 import { HfTokenizer } from '../../engine/data/tokenizer';
 import { readHfFolder } from '../../engine/hf';
@@ -145,6 +146,12 @@ test('a bfloat16 sharded Llama imports and exports; trained and merged checkpoin
   expect(merged.code).toBe(0);
   expect(JSON.parse(merged.stdout)).toMatchObject({ prefix: 'finetunes/ft-1/merged', architecture: 'GPT2LMHeadModel', importedFrom: 'models/tiny-gpt2' });
   expect(fs.existsSync(path.join(mergedOut, 'tokenizer.json'))).toBe(true);
+
+  // PEFT adapters name a base PEFT can resolve: the imported GPT-2's source (no _name_or_path in
+  // this folder's config, so its folder name); other bases keep their store location.
+  expect(await peftBaseName(s3.store, 'models/tiny-gpt2')).toBe('gpt2');
+  expect(await peftBaseName(s3.store, 'models/llama')).toBe('models/llama');
+  expect(await peftBaseName(s3.store, 'runs/old-run/global/r000000')).toBe('runs/old-run/global/r000000');
 });
 
 test('mistakes get one line naming what to fix', async () => {
