@@ -110,6 +110,7 @@ export async function committedRounds(store: ArtifactStore, runId: string): Prom
 /** The GPT config and float weights of a committed training checkpoint. */
 export async function checkpointWeights(store: ArtifactStore, prefix: string): Promise<{ config: GptConfig; weights: Map<string, Float32Array> }> {
   const ck = await readCheckpoint(store, prefix);
+  if (ck.state.family && ck.state.family !== 'gpt') throw failure('InvalidInput', `checkpoint ${prefix}: a ${ck.state.family} model, not a GPT (only GPT has an inference exporter and a LoRA base here)`);
   const parsed = StoredGptConfigSchema.safeParse(ck.state.modelConfig);
   if (!parsed.success) {
     throw failure('InvalidInput', `checkpoint ${prefix}: modelConfig is not a GPT config (only GPT has an inference exporter): ${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`);

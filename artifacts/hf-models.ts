@@ -7,8 +7,8 @@
 
 import * as path from 'node:path';
 import { STATE_FILE, WEIGHTS_FILE } from '../engine/checkpoint/checkpoint';
-import { HF_TOKENIZER_FILE, HF_TOKENIZER_SIDE_FILES, readHfFolder, writeHfFolder, type HfSourceFile, type SpecialTokenIds } from '../engine/hf';
-import { gptParams, StoredGptConfigSchema } from '../engine/models/gpt';
+import { BertModelConfigSchema, HF_TOKENIZER_FILE, HF_TOKENIZER_SIDE_FILES, readHfFolder, writeHfFolder, type HfFamily, type HfModelConfig, type HfSourceFile, type SpecialTokenIds } from '../engine/hf';
+import { StoredGptConfigSchema } from '../engine/models/gpt';
 import type { ArtifactStore, Manifest } from '../infra/store';
 import { failure } from '../spec/errors';
 import { commitCheckpoint, fromTensors, readCheckpoint, toTensors, type CheckpointRef } from './checkpoints';
@@ -20,7 +20,7 @@ export const IMPORT_FORMAT = 'truthgpt-import/1';
 /** What a model's manifest records about its import (meta.import). */
 export interface ImportRecord {
   format: typeof IMPORT_FORMAT;
-  family: 'gpt';
+  family: HfFamily;
   /** The HF class it was saved from (config.json architectures[0]). */
   architecture: string;
   /** The folder's basename and config.json `_name_or_path` (an HF id or a path) when present. */
@@ -90,7 +90,7 @@ export async function importHfModel(store: ArtifactStore, dir: string, opts: { n
     specialTokens: m.specialTokens,
     tokenizer: tokenizerSha ? { key: `${prefix}/${HF_TOKENIZER_FILE}`, sha256: tokenizerSha } : null,
   };
-  const shapes = new Map(gptParams(m.config).map((s) => [s.name, s.shape]));
+  const shapes = new Map(m.specs.map((s) => [s.name, s.shape]));
   const checkpoint = await commitCheckpoint(
     store,
     prefix,
@@ -130,12 +130,14 @@ export async function exportHfModel(store: ArtifactStore, ref: string, outDir: s
     throw failure('InvalidInput', `export ${ref}: ${prefix} holds ${names.join(', ')}; expected a checkpoint (${WEIGHTS_FILE} + ${STATE_FILE})`);
   }
   const ck = await readCheckpoint(store, prefix);
-  if (ck.state.family !== 'gpt') throw failure('InvalidInput', `export ${ref}: a ${ck.state.family} checkpoint has no Hugging Face export yet (GPT-2 and Llama-family GPTs do)`);
-  const cfg = StoredGptConfigSchema.safeParse(ck.state.modelConfig);
+  const family = ck.state.family ?? 'gpt';
+  if (family === 't5') throw failure('InvalidInput', `export ${ref}: a t5 checkpoint has no Hugging Face export yet (GPT-2, Llama-family GPTs and BERT do)`);
+  const cfg = family === 'gpt' ? StoredGptConfigSchema.safeParse(ck.state.modelConfig) : BertModelConfigSchema.safeParse(ck.state.modelConfig);
   if (!cfg.success) {
     const issue = cfg.error.issues[0]!;
-    throw failure('InvalidInput', `export ${ref}: ${prefix}/${STATE_FILE} modelConfig is not a GPT config (an adapter chunk? export its merged model): ${issue.path.join('.')}: ${issue.message}`);
+    throw failure('InvalidInput', `export ${ref}: ${prefix}/${STATE_FILE} modelConfig is not a ${family} config (an adapter chunk? export its merged model): ${issue.path.join('.')}: ${issue.message}`);
   }
+  const model = { family, config: cfg.data } as HfModelConfig;
   // The import that holds the tokenizer: this prefix, or the base a merged fine-tune came from.
   let source: { prefix: string; manifest: Manifest; record: ImportRecord } | null = importOf(manifest) ? { prefix, manifest, record: importOf(manifest)! } : null;
   const base = (ck.state.runConfig.mergedFrom as { base?: unknown } | undefined)?.base;
@@ -152,7 +154,7 @@ export async function exportHfModel(store: ArtifactStore, ref: string, outDir: s
     }
   }
   try {
-    const w = writeHfFolder(outDir, { config: cfg.data, weights: fromTensors(ck.weights, prefix), specialTokens: source?.record.specialTokens, tokenizerFiles });
+    const w = writeHfFolder(outDir, { ...model, weights: fromTensors(ck.weights, prefix), specialTokens: source?.record.specialTokens, tokenizerFiles });
     return { prefix, dir: outDir, architecture: w.architecture, files: w.files, importedFrom: source?.prefix ?? null };
   } catch (err) {
     throw asFailure(err, `export ${ref}`);

@@ -15,7 +15,6 @@ import { Command } from 'commander';
 import { importHfModel } from '../artifacts/hf-models';
 import { packCheckpoint } from '../engine/checkpoint/checkpoint';
 import { readHfFolder } from '../engine/hf';
-import { gptParams } from '../engine/models/gpt';
 import { LOCAL_S3_CREDENTIALS, startS3Server } from '../infra/s3server';
 import { ArtifactStore } from '../infra/store';
 
@@ -31,7 +30,7 @@ async function child(dir: string, phase: string): Promise<void> {
     const m = readHfFolder(dir);
     params = m.params;
     dtypes = m.sourceDtypes;
-    const shapes = new Map(gptParams(m.config).map((s) => [s.name, s.shape]));
+    const shapes = new Map(m.specs.map((s) => [s.name, s.shape]));
     const weights = new Map([...m.weights].map(([n, data]) => [n, { dtype: 'float32' as const, dims: shapes.get(n)!, data }]));
     const files = packCheckpoint({ weights, optimizer: new Map(), state: { modelConfig: m.config, runConfig: {}, step: 0, round: 0, bestValLoss: null, dataCursor: null, rng: [] } });
     if (files.size !== 3) throw new Error('packCheckpoint: expected 3 files');

@@ -7,9 +7,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeSafetensors } from '../checkpoint/safetensors';
+import type { TensorData } from '../graph/ir';
 import { EngineError } from '../errors';
-import { countParams } from '../models/blocks';
+import { countParams, type ParamSpec } from '../models/blocks';
 import { gptParams, type GptConfig } from '../models/gpt';
+import { BERT_ARCHITECTURES, bertConfigFromHf, bertConfigToHf, bertModelParams, bertWeightsToHf, readBertWeights, type BertModelConfig } from './bert';
 import { HfConfigReader, leftoverTensors, type HfGptArch, type SpecialTokenIds } from './config-keys';
 import { HF_CONFIG_FILE, HF_GENERATION_CONFIG_FILE, HF_INDEX_FILE, HF_TOKENIZER_FILE, HF_TOKENIZER_SIDE_FILES, HF_WEIGHTS_FILE, HfFolder, sha256OfFileSync } from './folder';
 import { gpt2 } from './gpt2';
@@ -17,9 +19,16 @@ import { llama } from './llama';
 
 export { HfFolder, toFloat32, HF_CONFIG_FILE, HF_TOKENIZER_FILE, HF_TOKENIZER_SIDE_FILES, HF_WEIGHTS_FILE } from './folder';
 export type { SpecialTokenIds } from './config-keys';
+export { BertModelConfigSchema, bertModelParams, type BertModelConfig } from './bert';
 
-/** Model families an HF folder can import into. */
-export type HfFamily = 'gpt';
+/** Model families an HF folder can import into, with their config. */
+export type HfModelConfig = { family: 'gpt'; config: GptConfig } | { family: 'bert'; config: BertModelConfig };
+export type HfFamily = HfModelConfig['family'];
+
+/** Parameter specs of an imported model (our names and shapes). */
+export function hfModelParams(m: HfModelConfig): ParamSpec[] {
+  return m.family === 'gpt' ? gptParams(m.config) : bertModelParams(m.config);
+}
 
 const SUPPORTED: Record<string, HfGptArch> = {
   GPT2LMHeadModel: gpt2,
@@ -27,31 +36,34 @@ const SUPPORTED: Record<string, HfGptArch> = {
   LlamaForCausalLM: llama,
   MistralForCausalLM: llama,
 };
-const BY_MODEL_TYPE: Record<string, string> = { gpt2: 'GPT2LMHeadModel', llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM' };
+const BY_MODEL_TYPE: Record<string, string> = { gpt2: 'GPT2LMHeadModel', llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', bert: 'BertModel' };
 
 /** Architectures refused on purpose, and why. */
 const REFUSED: Record<string, string> = {
   Qwen2ForCausalLM: 'Qwen2 has biases on the q/k/v projections only, and our GPT has biases on every linear layer or on none',
   qwen2: 'Qwen2 has biases on the q/k/v projections only, and our GPT has biases on every linear layer or on none',
+  T5ForConditionalGeneration: 'T5 import is not built yet (engine/models/t5.ts has the model and its HF names)',
+  t5: 'T5 import is not built yet (engine/models/t5.ts has the model and its HF names)',
 };
 
 /** Buffers HF writers save that hold no weights (causal masks, rotary frequency caches). */
 const BUFFERS = /(\.attn\.(bias|masked_bias)|\.rotary_emb\.inv_freq)$/;
 
 /** Which mapping a config.json asks for; unknown and refused architectures are errors naming them. */
-export function hfArchitecture(json: Record<string, unknown>, where: string): { architecture: string; arch: HfGptArch } {
+export function hfArchitecture(json: Record<string, unknown>, where: string): { architecture: string; family: 'gpt'; arch: HfGptArch } | { architecture: string; family: 'bert' } {
   const archs = json.architectures;
   const named = Array.isArray(archs) && typeof archs[0] === 'string' ? (archs[0] as string) : null;
   const modelType = typeof json.model_type === 'string' ? json.model_type : null;
   const architecture = named ?? (modelType ? BY_MODEL_TYPE[modelType] : undefined) ?? null;
   const refused = (named && REFUSED[named]) || (modelType && REFUSED[modelType]);
   if (refused) throw new EngineError('config', `${where}: ${named ? `architectures ${JSON.stringify(archs)}` : `model_type "${modelType}"`} is not supported: ${refused}`);
+  if (architecture && BERT_ARCHITECTURES.includes(architecture)) return { architecture, family: 'bert' };
   const arch = architecture ? SUPPORTED[architecture] : undefined;
   if (!arch || !architecture) {
     const what = named ? `architectures ${JSON.stringify(archs)}` : `model_type ${JSON.stringify(json.model_type ?? null)}`;
-    throw new EngineError('config', `${where}: ${what} is not supported; supported: ${Object.keys(SUPPORTED).join(', ')}`);
+    throw new EngineError('config', `${where}: ${what} is not supported; supported: ${[...Object.keys(SUPPORTED), ...BERT_ARCHITECTURES].join(', ')}`);
   }
-  return { architecture, arch };
+  return { architecture, family: 'gpt', arch };
 }
 
 export interface HfSourceFile {
@@ -60,12 +72,12 @@ export interface HfSourceFile {
   bytes: number;
 }
 
-export interface HfImport {
-  family: HfFamily;
+export type HfImport = HfModelConfig & HfImportRest;
+interface HfImportRest {
   /** The HF class the folder was saved from (config.json architectures[0]). */
   architecture: string;
-  /** Our config, every option explicit. */
-  config: GptConfig;
+  /** Our parameter names and shapes. */
+  specs: ParamSpec[];
   /** float32 weights by our parameter name. */
   weights: Map<string, Float32Array>;
   params: number;
@@ -88,11 +100,14 @@ export interface HfImport {
 export function readHfFolder(dir: string, onTensor?: (done: number, total: number) => void): HfImport {
   const folder = HfFolder.open(dir);
   const where = path.join(dir, HF_CONFIG_FILE);
-  const { architecture, arch } = hfArchitecture(folder.config, where);
-  const config = arch.configFromHf(folder.config, where);
-  const total = gptParams(config).length;
+  const found = hfArchitecture(folder.config, where);
+  const { architecture } = found;
+  const model: HfModelConfig = found.family === 'gpt' ? { family: 'gpt', config: found.arch.configFromHf(folder.config, where) } : { family: 'bert', config: bertConfigFromHf(folder.config, where, architecture) };
+  const total = hfModelParams(model).length;
   let done = 0;
-  const { weights, used } = arch.readWeights(config, folder, () => onTensor?.(++done, total));
+  const tick = () => onTensor?.(++done, total);
+  const { weights, used } = found.family === 'gpt' ? found.arch.readWeights(model.config as GptConfig, folder, tick) : readBertWeights(model.config as BertModelConfig, folder, tick);
+  const specs = hfModelParams(model).filter((s) => weights.has(s.name));
   const left = leftoverTensors(folder, used, BUFFERS);
   if (left.length > 0) {
     const shown = left.slice(0, 5).map((n) => `"${n}"`).join(', ');
@@ -115,11 +130,11 @@ export function readHfFolder(dir: string, onTensor?: (done: number, total: numbe
   });
   const r = new HfConfigReader(folder.config, where);
   return {
-    family: 'gpt',
+    ...model,
     architecture,
-    config,
+    specs,
     weights,
-    params: countParams(gptParams(config)),
+    params: countParams(specs),
     sourceDtypes: folder.dtypes(),
     files,
     nameOrPath: typeof folder.config._name_or_path === 'string' && folder.config._name_or_path ? folder.config._name_or_path : null,
@@ -133,8 +148,8 @@ export function exportArchitecture(config: GptConfig): HfGptArch {
   return (config.pos ?? 'learned') === 'learned' ? gpt2 : llama;
 }
 
-export interface HfExport {
-  config: GptConfig;
+export type HfExport = HfModelConfig & HfExportRest;
+interface HfExportRest {
   weights: Map<string, Float32Array>;
   specialTokens?: SpecialTokenIds;
   tokenizerFiles?: Map<string, Uint8Array>;
@@ -149,11 +164,19 @@ export interface HfExport {
  */
 export function writeHfFolder(dir: string, m: HfExport): { architecture: string; files: string[] } {
   if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) throw new EngineError('input', `${dir}: the export folder is not empty`);
-  const arch = exportArchitecture(m.config);
   const tokens = m.specialTokens ?? { bos: null, eos: null };
-  const config = arch.configToHf(m.config, tokens);
+  let config: Record<string, unknown>;
+  let tensors: Map<string, TensorData>;
+  if (m.family === 'gpt') {
+    const arch = exportArchitecture(m.config);
+    config = arch.configToHf(m.config, tokens);
+    tensors = arch.weightsToHf(m.config, m.weights);
+  } else {
+    config = bertConfigToHf(m.config, tokens);
+    tensors = bertWeightsToHf(m.config, m.weights);
+  }
   if (m.nameOrPath) config._name_or_path = m.nameOrPath;
-  const tensors = arch.weightsToHf(m.config, m.weights);
+  const architecture = (config.architectures as string[])[0]!;
   fs.mkdirSync(dir, { recursive: true });
   const written = new Map<string, Uint8Array>([
     [HF_CONFIG_FILE, Buffer.from(JSON.stringify(config, null, 2) + '\n')],
@@ -162,5 +185,5 @@ export function writeHfFolder(dir: string, m: HfExport): { architecture: string;
     ...(m.tokenizerFiles ?? new Map()),
   ]);
   for (const [name, bytes] of written) fs.writeFileSync(path.join(dir, name), bytes);
-  return { architecture: arch.architecture, files: [...written.keys()] };
+  return { architecture, files: [...written.keys()] };
 }

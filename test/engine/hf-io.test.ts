@@ -10,8 +10,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { serializeModel } from '../../engine/graph/onnx';
-import { readHfFolder, toFloat32, writeHfFolder, HfFolder } from '../../engine/hf';
+import { readHfFolder as readAny, toFloat32, writeHfFolder, HfFolder } from '../../engine/hf';
 import { exportGpt } from '../../engine/models/export';
+import { Graph } from '../../engine/graph/ir';
+import { bertClassifierLogits, bertEncoder, bertMlmLogits, BertConfigSchema } from '../../engine/models/bert';
+import type { BertModelConfig } from '../../engine/hf';
 import { gptParams, type GptConfig } from '../../engine/models/gpt';
 import { SafetensorsError } from '../../engine/checkpoint/safetensors';
 import { sha256 } from '../../engine/checkpoint/checkpoint';
@@ -42,6 +45,13 @@ const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
   return m;
 };
+
+/** A GPT folder's import (the GPT fixtures). */
+function readHfFolder(dir: string) {
+  const m = readAny(dir);
+  if (m.family !== 'gpt') throw new Error(`${dir}: expected a GPT folder, got ${m.family}`);
+  return m;
+}
 
 let tmp: string;
 beforeAll(() => {
@@ -104,7 +114,7 @@ describe('HF folder export', () => {
   test.each(FIXTURES)('%s: export → re-import gives the same weights and logits', async (name) => {
     const m = readHfFolder(path.join(FIX, name));
     const out = path.join(tmp, `export-${name}`);
-    const w = writeHfFolder(out, { config: m.config, weights: m.weights, specialTokens: m.specialTokens, tokenizerFiles: m.tokenizerFiles });
+    const w = writeHfFolder(out, { family: 'gpt', config: m.config, weights: m.weights, specialTokens: m.specialTokens, tokenizerFiles: m.tokenizerFiles });
     expect(w.architecture).toBe(name === 'gpt2' ? 'GPT2LMHeadModel' : 'LlamaForCausalLM');
     const back = readHfFolder(out);
     expect(back.config).toEqual(m.config);
@@ -124,12 +134,12 @@ describe('HF folder export', () => {
     const config = { ...m.config, bias: false };
     const weights = new Map([...m.weights].filter(([k]) => !k.endsWith('.bias')));
     const out = path.join(tmp, 'export-nobias');
-    writeHfFolder(out, { config, weights });
+    writeHfFolder(out, { family: 'gpt', config, weights });
     const back = readHfFolder(out);
     const g = golden('gpt2');
     expect(maxAbsDiff(await logits(back.config, back.weights, g.input_ids), await logits(config, weights, g.input_ids))).toBe(0);
-    expect(() => writeHfFolder(path.join(tmp, 'export-mix'), { config: { ...m.config, norm: 'rmsnorm' }, weights })).toThrow(/GPT2LMHeadModel needs pos 'learned', norm 'layernorm', mlp 'gelu'; this model has pos 'learned', norm 'rmsnorm'/);
-    expect(() => writeHfFolder(out, { config, weights })).toThrow(/export folder is not empty/);
+    expect(() => writeHfFolder(path.join(tmp, 'export-mix'), { family: 'gpt', config: { ...m.config, norm: 'rmsnorm' }, weights })).toThrow(/GPT2LMHeadModel needs pos 'learned', norm 'layernorm', mlp 'gelu'; this model has pos 'learned', norm 'rmsnorm'/);
+    expect(() => writeHfFolder(out, { family: 'gpt', config, weights })).toThrow(/export folder is not empty/);
   });
 });
 
@@ -204,5 +214,56 @@ describe('an imported tokenizer.json (hf tokenizer kind)', () => {
   test('a spec without the tokenizer text, or a file that is not a tokenizer, is named', async () => {
     await expect(prepareDataset({ name: 'x', corpus: { kind: 'text', path: 'unused' }, tokenizer: { kind: 'hf', ...ref } }, path.join(tmp, 'x'))).rejects.toThrow(`tokenizer ${ref.key}: prepareDataset needs the text`);
     expect(() => HfTokenizer.fromJson('{"version": 1}', ref)).toThrow(`${ref.key}: not a tokenizer.json the tokenizers library loads`);
+  });
+});
+
+/** BERT logits with the imported weights as initializers: MLM (B·T, V) or classification (B, L). */
+async function bertLogits(cfg: BertModelConfig, weights: Map<string, Float32Array>, specs: { name: string; shape: number[] }[], ids: number[][]): Promise<Float32Array> {
+  const g = new Graph('bert');
+  const shapes = new Map(specs.map((s) => [s.name, s.shape]));
+  const p = (name: string) => (g.values.has(name) ? g.value(name) : g.initializer(name, { dtype: 'float32', dims: shapes.get(name)!, data: weights.get(name)! }));
+  const enc = BertConfigSchema.parse(Object.fromEntries(Object.entries(cfg).filter(([k]) => k !== 'head')));
+  const inputIds = g.input('input_ids', 'int64', [ids.length, ids[0]!.length]);
+  const out = cfg.head.kind === 'mlm' ? bertMlmLogits(enc, bertEncoder(enc, { inputIds }, p), p) : bertClassifierLogits(enc, { inputIds }, p);
+  g.output(out, 'logits');
+  const session = await ort.InferenceSession.create(serializeModel(g).model);
+  const r = await session.run({ input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.flat(), BigInt), [ids.length, ids[0]!.length]) });
+  await session.release();
+  return r.logits!.data as Float32Array;
+}
+
+describe('BERT folders', () => {
+  /** Observed on AMD EPYC: bert_mlm 7.2e-8, bert_cls 1.5e-8; tolerance ~10x. */
+  const BERT_ATOL = 1e-6;
+
+  test.each(['bert_mlm', 'bert_cls'])('%s: our logits equal transformers\' (float64 reference), and export → re-import is identical', async (name) => {
+    const m = readAny(path.join(FIX, name));
+    if (m.family !== 'bert') throw new Error('expected BERT');
+    const g = golden(name);
+    const ours = await bertLogits(m.config, m.weights, m.specs, g.input_ids);
+    expect(maxAbsDiff(ours, g.logits)).toBeLessThan(BERT_ATOL);
+    const out = path.join(tmp, `export-${name}`);
+    const w = writeHfFolder(out, { family: 'bert', config: m.config, weights: m.weights });
+    expect(w.architecture).toBe(name === 'bert_mlm' ? 'BertForMaskedLM' : 'BertForSequenceClassification');
+    const back = readAny(out);
+    expect(back.config).toEqual(m.config);
+    for (const s of m.specs) expect(back.weights.get(s.name)).toEqual(m.weights.get(s.name));
+  });
+
+  test('records the head: masked LM without a pooler; a classifier with its labels', () => {
+    const mlm = readAny(path.join(FIX, 'bert_mlm'));
+    expect(mlm).toMatchObject({ family: 'bert', architecture: 'BertForMaskedLM', config: { add_pooling_layer: false, layer_norm_eps: 1e-12, head: { kind: 'mlm' } } });
+    const cls = readAny(path.join(FIX, 'bert_cls'));
+    expect(cls).toMatchObject({ family: 'bert', sourceDtypes: ['float16'], config: { add_pooling_layer: true, head: { kind: 'classification', num_labels: 3, id2label: { 0: 'ham', 1: 'spam', 2: 'unsure' } } } });
+  });
+
+  test.each([
+    ['hidden_act', 'gelu_new', /hidden_act = "gelu_new": our BERT uses the exact \(erf\) GELU/],
+    ['position_embedding_type', 'relative_key', /position_embedding_type = "relative_key": our BERT has learned absolute positions only/],
+    ['is_decoder', true, /is_decoder = true/],
+    ['problem_type', 'multi_label_classification', /problem_type = "multi_label_classification": our classifier is trained with softmax cross-entropy/],
+  ])('refuses %s = %p naming it', (key, value, message) => {
+    const dir = withConfig('bert_cls', (c) => (c[key] = value));
+    expect(() => readAny(dir)).toThrow(message);
   });
 });

@@ -119,6 +119,7 @@ test('a bfloat16 sharded Llama imports and exports; trained and merged checkpoin
   const golden = JSON.parse(fs.readFileSync(path.join(FIX, 'llama', 'golden.json'), 'utf8')) as { input_ids: number[][]; logits: number[] };
   const back = readHfFolder(out);
   expect(back.architecture).toBe('LlamaForCausalLM');
+  if (back.family !== 'gpt') throw new Error('expected a GPT');
   // Observed 1.1e-6 (test/engine/hf-io.test.ts).
   expect(maxAbsDiff(await logits(back.config, back.weights, golden.input_ids), golden.logits)).toBeLessThan(1e-5);
 
@@ -152,6 +153,21 @@ test('a bfloat16 sharded Llama imports and exports; trained and merged checkpoin
   expect(await peftBaseName(s3.store, 'models/tiny-gpt2')).toBe('gpt2');
   expect(await peftBaseName(s3.store, 'models/llama')).toBe('models/llama');
   expect(await peftBaseName(s3.store, 'runs/old-run/global/r000000')).toBe('runs/old-run/global/r000000');
+});
+
+test('a BERT classifier imports as a bert checkpoint and exports back; GPT-only commands say so', async () => {
+  const imp = await cli('import', path.join(FIX, 'bert_cls'), '--json');
+  expect(imp.code).toBe(0);
+  expect(JSON.parse(imp.stdout)).toMatchObject({ ref: 'models/bert_cls', family: 'bert', architecture: 'BertForSequenceClassification', params: 18851, sourceDtypes: ['float16'] });
+  expect((await readCheckpoint(s3.store, 'models/bert_cls')).state.family).toBe('bert');
+  const out = path.join(tmp, 'bert-out');
+  expect((await cli('export', 'models/bert_cls', '--format', 'hf', '--out', out)).code).toBe(0);
+  const src = readHfFolder(path.join(FIX, 'bert_cls'));
+  const back = readHfFolder(out);
+  expect([back.family, back.architecture, back.config]).toEqual(['bert', 'BertForSequenceClassification', src.config]);
+  for (const s of src.specs) expect(back.weights.get(s.name)).toEqual(src.weights.get(s.name));
+  const gen = await cli('generate', '--model', 'models/bert_cls', 'hello');
+  expect(gen.stderr.trim()).toBe('truthgpt: checkpoint models/bert_cls: a bert model, not a GPT (only GPT has an inference exporter and a LoRA base here)');
 });
 
 test('mistakes get one line naming what to fix', async () => {
