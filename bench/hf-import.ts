@@ -5,7 +5,8 @@
 //   store   importHfModel into an s3rver started in the same process (the whole `truthgpt import`)
 // Make a gpt2-small-sized folder with random weights (124M parameters, not committed) with:
 //   python -c "from transformers import GPT2Config, GPT2LMHeadModel as M; m = M(GPT2Config()); \
-//     m.save_pretrained('/tmp/hf-bench/gpt2-small-fp32'); m.bfloat16().save_pretrained('/tmp/hf-bench/gpt2-small-bf16')"
+//     m.save_pretrained('bench/out/hf/gpt2-small-fp32'); m.bfloat16().save_pretrained('bench/out/hf/gpt2-small-bf16')"
+//   npm run bench -- hf-import bench/out/hf/gpt2-small-fp32 bench/out/hf/gpt2-small-bf16
 
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
