@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { STATE_FILE, WEIGHTS_FILE } from '../engine/checkpoint/checkpoint';
 import { BertModelConfigSchema, HF_TOKENIZER_FILE, HF_TOKENIZER_SIDE_FILES, readHfFolder, writeHfFolder, type HfFamily, type HfModelConfig, type HfSourceFile, type SpecialTokenIds } from '../engine/hf';
 import { StoredGptConfigSchema } from '../engine/models/gpt';
+import { T5ConfigSchema } from '../engine/models/t5';
 import type { ArtifactStore, Manifest } from '../infra/store';
 import { failure } from '../spec/errors';
 import { commitCheckpoint, fromTensors, readCheckpoint, toTensors, type CheckpointRef } from './checkpoints';
@@ -131,8 +132,7 @@ export async function exportHfModel(store: ArtifactStore, ref: string, outDir: s
   }
   const ck = await readCheckpoint(store, prefix);
   const family = ck.state.family ?? 'gpt';
-  if (family === 't5') throw failure('InvalidInput', `export ${ref}: a t5 checkpoint has no Hugging Face export yet (GPT-2, Llama-family GPTs and BERT do)`);
-  const cfg = family === 'gpt' ? StoredGptConfigSchema.safeParse(ck.state.modelConfig) : BertModelConfigSchema.safeParse(ck.state.modelConfig);
+  const cfg = (family === 'gpt' ? StoredGptConfigSchema : family === 'bert' ? BertModelConfigSchema : T5ConfigSchema.strip()).safeParse(ck.state.modelConfig);
   if (!cfg.success) {
     const issue = cfg.error.issues[0]!;
     throw failure('InvalidInput', `export ${ref}: ${prefix}/${STATE_FILE} modelConfig is not a ${family} config (an adapter chunk? export its merged model): ${issue.path.join('.')}: ${issue.message}`);

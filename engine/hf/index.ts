@@ -12,6 +12,8 @@ import { EngineError } from '../errors';
 import { countParams, type ParamSpec } from '../models/blocks';
 import { gptParams, type GptConfig } from '../models/gpt';
 import { BERT_ARCHITECTURES, bertConfigFromHf, bertConfigToHf, bertModelParams, bertWeightsToHf, readBertWeights, type BertModelConfig } from './bert';
+import { readT5Weights, t5ConfigFromHf, t5ConfigToHf, t5WeightsToHf } from './t5';
+import { t5Params, type T5Config } from '../models/t5';
 import { HfConfigReader, leftoverTensors, type HfGptArch, type SpecialTokenIds } from './config-keys';
 import { HF_CONFIG_FILE, HF_GENERATION_CONFIG_FILE, HF_INDEX_FILE, HF_TOKENIZER_FILE, HF_TOKENIZER_SIDE_FILES, HF_WEIGHTS_FILE, HfFolder, sha256OfFileSync } from './folder';
 import { gpt2 } from './gpt2';
@@ -22,12 +24,12 @@ export type { SpecialTokenIds } from './config-keys';
 export { BertModelConfigSchema, bertModelParams, type BertModelConfig } from './bert';
 
 /** Model families an HF folder can import into, with their config. */
-export type HfModelConfig = { family: 'gpt'; config: GptConfig } | { family: 'bert'; config: BertModelConfig };
+export type HfModelConfig = { family: 'gpt'; config: GptConfig } | { family: 'bert'; config: BertModelConfig } | { family: 't5'; config: T5Config };
 export type HfFamily = HfModelConfig['family'];
 
 /** Parameter specs of an imported model (our names and shapes). */
 export function hfModelParams(m: HfModelConfig): ParamSpec[] {
-  return m.family === 'gpt' ? gptParams(m.config) : bertModelParams(m.config);
+  return m.family === 'gpt' ? gptParams(m.config) : m.family === 'bert' ? bertModelParams(m.config) : t5Params(m.config);
 }
 
 const SUPPORTED: Record<string, HfGptArch> = {
@@ -36,21 +38,19 @@ const SUPPORTED: Record<string, HfGptArch> = {
   LlamaForCausalLM: llama,
   MistralForCausalLM: llama,
 };
-const BY_MODEL_TYPE: Record<string, string> = { gpt2: 'GPT2LMHeadModel', llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', bert: 'BertModel' };
+const BY_MODEL_TYPE: Record<string, string> = { gpt2: 'GPT2LMHeadModel', llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', bert: 'BertModel', t5: 'T5ForConditionalGeneration' };
 
 /** Architectures refused on purpose, and why. */
 const REFUSED: Record<string, string> = {
   Qwen2ForCausalLM: 'Qwen2 has biases on the q/k/v projections only, and our GPT has biases on every linear layer or on none',
   qwen2: 'Qwen2 has biases on the q/k/v projections only, and our GPT has biases on every linear layer or on none',
-  T5ForConditionalGeneration: 'T5 import is not built yet (engine/models/t5.ts has the model and its HF names)',
-  t5: 'T5 import is not built yet (engine/models/t5.ts has the model and its HF names)',
 };
 
 /** Buffers HF writers save that hold no weights (causal masks, rotary frequency caches). */
 const BUFFERS = /(\.attn\.(bias|masked_bias)|\.rotary_emb\.inv_freq)$/;
 
 /** Which mapping a config.json asks for; unknown and refused architectures are errors naming them. */
-export function hfArchitecture(json: Record<string, unknown>, where: string): { architecture: string; family: 'gpt'; arch: HfGptArch } | { architecture: string; family: 'bert' } {
+export function hfArchitecture(json: Record<string, unknown>, where: string): { architecture: string; family: 'gpt'; arch: HfGptArch } | { architecture: string; family: 'bert' | 't5' } {
   const archs = json.architectures;
   const named = Array.isArray(archs) && typeof archs[0] === 'string' ? (archs[0] as string) : null;
   const modelType = typeof json.model_type === 'string' ? json.model_type : null;
@@ -58,10 +58,11 @@ export function hfArchitecture(json: Record<string, unknown>, where: string): { 
   const refused = (named && REFUSED[named]) || (modelType && REFUSED[modelType]);
   if (refused) throw new EngineError('config', `${where}: ${named ? `architectures ${JSON.stringify(archs)}` : `model_type "${modelType}"`} is not supported: ${refused}`);
   if (architecture && BERT_ARCHITECTURES.includes(architecture)) return { architecture, family: 'bert' };
+  if (architecture === 'T5ForConditionalGeneration') return { architecture, family: 't5' };
   const arch = architecture ? SUPPORTED[architecture] : undefined;
   if (!arch || !architecture) {
     const what = named ? `architectures ${JSON.stringify(archs)}` : `model_type ${JSON.stringify(json.model_type ?? null)}`;
-    throw new EngineError('config', `${where}: ${what} is not supported; supported: ${[...Object.keys(SUPPORTED), ...BERT_ARCHITECTURES].join(', ')}`);
+    throw new EngineError('config', `${where}: ${what} is not supported; supported: ${[...Object.keys(SUPPORTED), ...BERT_ARCHITECTURES, 'T5ForConditionalGeneration'].join(', ')}`);
   }
   return { architecture, family: 'gpt', arch };
 }
@@ -102,11 +103,21 @@ export function readHfFolder(dir: string, onTensor?: (done: number, total: numbe
   const where = path.join(dir, HF_CONFIG_FILE);
   const found = hfArchitecture(folder.config, where);
   const { architecture } = found;
-  const model: HfModelConfig = found.family === 'gpt' ? { family: 'gpt', config: found.arch.configFromHf(folder.config, where) } : { family: 'bert', config: bertConfigFromHf(folder.config, where, architecture) };
+  const model: HfModelConfig =
+    found.family === 'gpt'
+      ? { family: 'gpt', config: found.arch.configFromHf(folder.config, where) }
+      : found.family === 'bert'
+        ? { family: 'bert', config: bertConfigFromHf(folder.config, where, architecture) }
+        : { family: 't5', config: t5ConfigFromHf(folder.config, where) };
   const total = hfModelParams(model).length;
   let done = 0;
   const tick = () => onTensor?.(++done, total);
-  const { weights, used } = found.family === 'gpt' ? found.arch.readWeights(model.config as GptConfig, folder, tick) : readBertWeights(model.config as BertModelConfig, folder, tick);
+  const { weights, used } =
+    found.family === 'gpt'
+      ? found.arch.readWeights(model.config as GptConfig, folder, tick)
+      : model.family === 'bert'
+        ? readBertWeights(model.config, folder, tick)
+        : readT5Weights(model.config as T5Config, folder, tick);
   const specs = hfModelParams(model).filter((s) => weights.has(s.name));
   const left = leftoverTensors(folder, used, BUFFERS);
   if (left.length > 0) {
@@ -143,6 +154,21 @@ export function readHfFolder(dir: string, onTensor?: (done: number, total: numbe
   };
 }
 
+/**
+ * Config keys transformers 5 validates as floats (its strict config dataclasses refuse `1` for
+ * `initializer_factor`): written with a decimal point even when whole.
+ */
+const FLOAT_KEYS = [
+  'initializer_factor', 'initializer_range', 'dropout_rate', 'classifier_dropout', 'layer_norm_epsilon', 'layer_norm_eps', 'rms_norm_eps', 'rope_theta',
+  'attention_dropout', 'resid_pdrop', 'embd_pdrop', 'attn_pdrop', 'hidden_dropout_prob', 'attention_probs_dropout_prob',
+];
+
+/** config.json text: 2-space JSON with the float keys' whole numbers written as `1.0`. */
+export function hfConfigJson(config: Record<string, unknown>): string {
+  const text = JSON.stringify(config, null, 2);
+  return text.replace(new RegExp(`("(?:${FLOAT_KEYS.join('|')})": )(-?\\d+)(,?)$`, 'gm'), '$1$2.0$3') + '\n';
+}
+
 /** The HF class our GPT config exports as: GPT-2 for learned positions, Llama for RoPE. */
 export function exportArchitecture(config: GptConfig): HfGptArch {
   return (config.pos ?? 'learned') === 'learned' ? gpt2 : llama;
@@ -171,15 +197,18 @@ export function writeHfFolder(dir: string, m: HfExport): { architecture: string;
     const arch = exportArchitecture(m.config);
     config = arch.configToHf(m.config, tokens);
     tensors = arch.weightsToHf(m.config, m.weights);
-  } else {
+  } else if (m.family === 'bert') {
     config = bertConfigToHf(m.config, tokens);
     tensors = bertWeightsToHf(m.config, m.weights);
+  } else {
+    config = t5ConfigToHf(m.config, tokens);
+    tensors = t5WeightsToHf(m.config, m.weights);
   }
   if (m.nameOrPath) config._name_or_path = m.nameOrPath;
   const architecture = (config.architectures as string[])[0]!;
   fs.mkdirSync(dir, { recursive: true });
   const written = new Map<string, Uint8Array>([
-    [HF_CONFIG_FILE, Buffer.from(JSON.stringify(config, null, 2) + '\n')],
+    [HF_CONFIG_FILE, Buffer.from(hfConfigJson(config))],
     [HF_WEIGHTS_FILE, writeSafetensors(tensors, { format: 'pt' })],
     [HF_GENERATION_CONFIG_FILE, Buffer.from(JSON.stringify({ bos_token_id: tokens.bos, eos_token_id: tokens.eos, ...(tokens.pad != null ? { pad_token_id: tokens.pad } : {}) }, null, 2) + '\n')],
     ...(m.tokenizerFiles ?? new Map()),

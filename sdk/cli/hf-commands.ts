@@ -40,7 +40,7 @@ async function withStore<T>(flags: StackFlags, fn: (s: ArtifactStore) => Promise
 
 export function registerHfCommands(program: Command): void {
   withStackFlags(program.command('import'))
-    .description('store a Hugging Face model folder (GPT-2, Llama, Mistral, BERT; config.json + safetensors) as models/<name>; prints the model ref')
+    .description('store a Hugging Face model folder (GPT-2, Llama, Mistral, BERT, T5; config.json + safetensors) as models/<name>; prints the model ref')
     .argument('<dir>', 'the folder save_pretrained wrote')
     .option('--name <name>', "the model's name in the store (default: the folder's name)")
     .option('--json', 'print the ref, family, architecture, parameter count and each source file\'s sha256 as JSON')

@@ -15,6 +15,7 @@ import { exportGpt } from '../../engine/models/export';
 import { Graph } from '../../engine/graph/ir';
 import { bertClassifierLogits, bertEncoder, bertMlmLogits, BertConfigSchema } from '../../engine/models/bert';
 import type { BertModelConfig } from '../../engine/hf';
+import { t5Logits, type T5Config } from '../../engine/models/t5';
 import { gptParams, type GptConfig } from '../../engine/models/gpt';
 import { SafetensorsError } from '../../engine/checkpoint/safetensors';
 import { sha256 } from '../../engine/checkpoint/checkpoint';
@@ -264,6 +265,58 @@ describe('BERT folders', () => {
     ['problem_type', 'multi_label_classification', /problem_type = "multi_label_classification": our classifier is trained with softmax cross-entropy/],
   ])('refuses %s = %p naming it', (key, value, message) => {
     const dir = withConfig('bert_cls', (c) => (c[key] = value));
+    expect(() => readAny(dir)).toThrow(message);
+  });
+});
+
+/** T5 LM logits (B·Tt, V) with the imported weights as initializers. */
+async function t5LogitsOf(cfg: T5Config, weights: Map<string, Float32Array>, specs: { name: string; shape: number[] }[], ids: number[][], dec: number[][]): Promise<Float32Array> {
+  const g = new Graph('t5');
+  const shapes = new Map(specs.map((s) => [s.name, s.shape]));
+  const p = (name: string) => (g.values.has(name) ? g.value(name) : g.initializer(name, { dtype: 'float32', dims: shapes.get(name)!, data: weights.get(name)! }));
+  const inputIds = g.input('input_ids', 'int64', [ids.length, ids[0]!.length]);
+  const decoderInputIds = g.input('decoder_input_ids', 'int64', [dec.length, dec[0]!.length]);
+  g.output(t5Logits(cfg, { inputIds, decoderInputIds }, p), 'logits');
+  const session = await ort.InferenceSession.create(serializeModel(g).model);
+  const feed = (rows: number[][]) => new ort.Tensor('int64', BigInt64Array.from(rows.flat(), BigInt), [rows.length, rows[0]!.length]);
+  const r = await session.run({ input_ids: feed(ids), decoder_input_ids: feed(dec) });
+  await session.release();
+  return r.logits!.data as Float32Array;
+}
+
+describe('T5 folders', () => {
+  /** Observed on AMD EPYC: t5 (v1.0, ReLU, tied) 8.5e-8, t5_gated (v1.1, gated-GELU) 1.1e-6; tolerance ~10x. */
+  const T5_ATOL = 1e-5;
+
+  test.each(['t5', 't5_gated'])('%s: our logits equal transformers\' (float64 reference), and export → re-import is identical', async (name) => {
+    const m = readAny(path.join(FIX, name));
+    if (m.family !== 't5') throw new Error('expected T5');
+    const g = JSON.parse(fs.readFileSync(path.join(FIX, name, 'golden.json'), 'utf8')) as Golden & { decoder_input_ids: number[][] };
+    const ours = await t5LogitsOf(m.config, m.weights, m.specs, g.input_ids, g.decoder_input_ids);
+    expect(maxAbsDiff(ours, g.logits)).toBeLessThan(T5_ATOL);
+    const out = path.join(tmp, `export-${name}`);
+    expect(writeHfFolder(out, { family: 't5', config: m.config, weights: m.weights }).architecture).toBe('T5ForConditionalGeneration');
+    const back = readAny(out);
+    expect(back.config).toEqual(m.config);
+    for (const s of m.specs) expect(back.weights.get(s.name)).toEqual(m.weights.get(s.name));
+  });
+
+  test('v1.0 is ReLU with a tied, scaled head; a transformers-5 v1.1 folder (tied, unscaled) becomes our untied head', () => {
+    expect(readAny(path.join(FIX, 't5')).config).toMatchObject({ feed_forward_proj: 'relu', tie_word_embeddings: true });
+    const gated = readAny(path.join(FIX, 't5_gated'));
+    expect(gated).toMatchObject({ sourceDtypes: ['bfloat16'], config: { feed_forward_proj: 'gated-gelu', tie_word_embeddings: false } });
+    expect(gated.weights.get('lm_head.weight')).toEqual(gated.weights.get('shared.weight'));
+  });
+
+  test.each([
+    ['feed_forward_proj', 'gated-relu', /feed_forward_proj = "gated-relu": our T5 feed-forward is 'relu' \(v1.0\) or 'gated-gelu' \(v1.1\)/],
+    ['dense_act_fn', 'gelu', /dense_act_fn = "gelu": feed_forward_proj "relu" computes with relu/],
+    ['scale_decoder_outputs', true, /scale_decoder_outputs = true: scaling the decoder output with an untied head/],
+  ])('refuses %s = %p naming it', (key, value, message) => {
+    const dir = withConfig('t5', (c) => {
+      c[key] = value;
+      if (key === 'scale_decoder_outputs') c.tie_word_embeddings = false;
+    });
     expect(() => readAny(dir)).toThrow(message);
   });
 });

@@ -155,7 +155,7 @@ test('a bfloat16 sharded Llama imports and exports; trained and merged checkpoin
   expect(await peftBaseName(s3.store, 'runs/old-run/global/r000000')).toBe('runs/old-run/global/r000000');
 });
 
-test('a BERT classifier imports as a bert checkpoint and exports back; GPT-only commands say so', async () => {
+test('a BERT classifier and a T5 v1.1 import as bert/t5 checkpoints and export back; GPT-only commands say so', async () => {
   const imp = await cli('import', path.join(FIX, 'bert_cls'), '--json');
   expect(imp.code).toBe(0);
   expect(JSON.parse(imp.stdout)).toMatchObject({ ref: 'models/bert_cls', family: 'bert', architecture: 'BertForSequenceClassification', params: 18851, sourceDtypes: ['float16'] });
@@ -168,6 +168,15 @@ test('a BERT classifier imports as a bert checkpoint and exports back; GPT-only 
   for (const s of src.specs) expect(back.weights.get(s.name)).toEqual(src.weights.get(s.name));
   const gen = await cli('generate', '--model', 'models/bert_cls', 'hello');
   expect(gen.stderr.trim()).toBe('truthgpt: checkpoint models/bert_cls: a bert model, not a GPT (only GPT has an inference exporter and a LoRA base here)');
+
+  // T5 v1.1 (gated-GELU, untied head) the same way.
+  expect((await cli('import', path.join(FIX, 't5_gated'))).code).toBe(0);
+  const t5Out = path.join(tmp, 't5-out');
+  expect((await cli('export', 'models/t5_gated', '--format', 'hf', '--out', t5Out)).code).toBe(0);
+  const t5 = readHfFolder(path.join(FIX, 't5_gated'));
+  const t5Back = readHfFolder(t5Out);
+  expect([t5Back.family, t5Back.config]).toEqual(['t5', t5.config]);
+  for (const s of t5.specs) expect(t5Back.weights.get(s.name)).toEqual(t5.weights.get(s.name));
 });
 
 test('mistakes get one line naming what to fix', async () => {
