@@ -132,6 +132,7 @@ export async function loadBase(store: ArtifactStore, base: BaseModel): Promise<L
     const m = await store.readManifest(base.prefix);
     if (!m) throw failure('MissingArtifact', `spec.base.prefix: no committed checkpoint at ${base.prefix}`, { key: base.prefix });
     const ck = await readCheckpoint(store, base.prefix);
+    if (ck.state.family && ck.state.family !== 'gpt') throw failure('InvalidInput', `spec.base.prefix: checkpoint ${base.prefix} holds a ${ck.state.family} model; LoRA fine-tunes of checkpoints take GPT models`);
     const cfg = StoredGptConfigSchema.safeParse(ck.state.modelConfig);
     if (!cfg.success) throw failure('InvalidInput', `spec.base.prefix: checkpoint ${base.prefix} does not hold a GPT model config (${cfg.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`);
     return { kind: 'checkpoint', ref: { kind: 'checkpoint', location: base.prefix, files: refOf(m).files }, config: cfg.data, weights: fromTensors(ck.weights, base.prefix) };

@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { checkpointWeights, commitCheckpoint, readCheckpoint, toTensors } from '../../artifacts/checkpoints';
 import { peftBaseName } from '../../artifacts/hf-models';
+import { loadBase } from '../../artifacts/models';
 import { serializeModel } from '../../engine/graph/onnx';
 import { HfTokenizer } from '../../engine/data/tokenizer';
 import { readHfFolder } from '../../engine/hf';
@@ -85,6 +86,12 @@ test('import GPT-2 → a checkpoint with the tokenizer beside it → export as H
   const golden = JSON.parse(fs.readFileSync(path.join(src, 'golden.json'), 'utf8')) as { input_ids: number[][]; logits: number[]; eot: number };
   // Observed 3.5e-7 against transformers' float64 logits (test/engine/hf-io.test.ts).
   expect(maxAbsDiff(await logits(config, weights, golden.input_ids), golden.logits)).toBeLessThan(1e-5);
+
+  // A LoRA fine-tune takes it as its base unchanged.
+  const base = await loadBase(s3.store, { kind: 'checkpoint', prefix: r.ref });
+  if (base.kind !== 'checkpoint') throw new Error('expected a checkpoint base');
+  expect(base.config).toEqual(config);
+  expect(base.weights.get('wte')).toEqual(weights.get('wte'));
 
   // `generate` decodes with the tokenizer.json stored beside the model (vocab 300 matches no built-in tokenizer).
   const gen = await cli('generate', '--model', r.ref, '--max-new-tokens', '3', '--json', 'The lazy fox');
@@ -166,6 +173,7 @@ test('a BERT classifier and a T5 v1.1 import as bert/t5 checkpoints and export b
   const back = readHfFolder(out);
   expect([back.family, back.architecture, back.config]).toEqual(['bert', 'BertForSequenceClassification', src.config]);
   for (const s of src.specs) expect(back.weights.get(s.name)).toEqual(src.weights.get(s.name));
+  await expect(loadBase(s3.store, { kind: 'checkpoint', prefix: 'models/bert_cls' })).rejects.toThrow('spec.base.prefix: checkpoint models/bert_cls holds a bert model; LoRA fine-tunes of checkpoints take GPT models');
   const gen = await cli('generate', '--model', 'models/bert_cls', 'hello');
   expect(gen.stderr.trim()).toBe('truthgpt: checkpoint models/bert_cls: a bert model, not a GPT (only GPT has an inference exporter and a LoRA base here)');
 
