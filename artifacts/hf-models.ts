@@ -5,14 +5,17 @@
 // where it came from. An export turns any GPT checkpoint (trained, imported or LoRA-merged) back
 // into a folder that transformers strict-loads.
 
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { STATE_FILE, WEIGHTS_FILE } from '../engine/checkpoint/checkpoint';
-import { BertModelConfigSchema, HF_TOKENIZER_FILE, HF_TOKENIZER_SIDE_FILES, readHfFolder, writeHfFolder, type HfFamily, type HfModelConfig, type HfSourceFile, type SpecialTokenIds } from '../engine/hf';
+import { BertModelConfigSchema, exportArchitecture, HF_TOKENIZER_FILE, HF_TOKENIZER_SIDE_FILES, readHfFolder, writeHfFolder, type HfFamily, type HfModelConfig, type HfSourceFile, type SpecialTokenIds } from '../engine/hf';
 import { StoredGptConfigSchema } from '../engine/models/gpt';
 import { T5ConfigSchema } from '../engine/models/t5';
 import type { ArtifactStore, Manifest } from '../infra/store';
 import { failure } from '../spec/errors';
-import { commitCheckpoint, fromTensors, readCheckpoint, toTensors, type CheckpointRef } from './checkpoints';
+import { hfAdapterFiles } from '../engine/hf/peft';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../engine/lora/peft';
+import { checkpointWeights, commitCheckpoint, fromTensors, readCheckpoint, toTensors, type CheckpointRef } from './checkpoints';
 import { asFailure } from './errors';
 import { keySafe, modelKeys, modelNameProblem } from './keys';
 
@@ -122,11 +125,12 @@ export interface HfExportResult {
  * imported model carries the import's tokenizer files and special tokens.
  * @example await exportHfModel(store, 'models/gpt2', 'out/gpt2')
  */
-export async function exportHfModel(store: ArtifactStore, ref: string, outDir: string): Promise<HfExportResult> {
+export async function exportHfModel(store: ArtifactStore, ref: string, outDir: string, opts: { baseNameOrPath?: string } = {}): Promise<HfExportResult> {
   const prefix = stripRef(ref, store.bucket);
   const manifest = await store.readManifest(prefix);
-  if (!manifest) throw failure('MissingArtifact', `export ${ref}: nothing is committed under s3://${store.bucket}/${prefix} (expected a checkpoint prefix: models/<name>, runs/<id>/global/rNNNNNN or finetunes/<id>/merged)`);
+  if (!manifest) throw failure('MissingArtifact', `export ${ref}: nothing is committed under s3://${store.bucket}/${prefix} (expected a checkpoint prefix: models/<name>, runs/<id>/global/rNNNNNN or finetunes/<id>/merged, or an adapter: finetunes/<id>/adapter)`);
   const names = manifest.files.map((f) => f.name);
+  if (names.includes(ADAPTER_CONFIG_FILE) && names.includes(ADAPTER_WEIGHTS_FILE)) return exportAdapter(store, ref, prefix, manifest, outDir, opts.baseNameOrPath);
   if (!names.includes(WEIGHTS_FILE) || !names.includes(STATE_FILE)) {
     throw failure('InvalidInput', `export ${ref}: ${prefix} holds ${names.join(', ')}; expected a checkpoint (${WEIGHTS_FILE} + ${STATE_FILE})`);
   }
@@ -162,11 +166,36 @@ export async function exportHfModel(store: ArtifactStore, ref: string, outDir: s
 }
 
 /**
+ * A fine-tune's adapter as PEFT files for the HF class its base exports as (engine/hf/peft.ts),
+ * naming `baseNameOrPath` (the exported base folder) or what peftBaseName finds as the base.
+ */
+async function exportAdapter(store: ArtifactStore, ref: string, prefix: string, manifest: Manifest, outDir: string, baseNameOrPath?: string): Promise<HfExportResult> {
+  const base = manifest.meta.base as { kind?: string; location?: string } | undefined;
+  if (base?.kind !== 'checkpoint' || typeof base.location !== 'string') {
+    throw failure('InvalidInput', `export ${ref}: the adapter's base is ${base?.location ?? 'not recorded'}; only adapters of GPT checkpoints export as Hugging Face PEFT files`);
+  }
+  const { config } = await checkpointWeights(store, base.location);
+  const files = new Map<string, Uint8Array>();
+  for (const f of [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE]) files.set(f, await store.getVerified(prefix, f).catch((err: unknown) => Promise.reject(asFailure(err, `export ${ref}`))));
+  if (fs.existsSync(outDir) && fs.readdirSync(outDir).length > 0) throw failure('InvalidInput', `export ${ref}: ${outDir}: the export folder is not empty`);
+  try {
+    const record = importOf(await store.readManifest(base.location));
+    const name = baseNameOrPath ?? (record ? (record.source.nameOrPath ?? record.source.folder) : base.location);
+    const out = hfAdapterFiles(config, files, name, prefix);
+    fs.mkdirSync(outDir, { recursive: true });
+    for (const [name, bytes] of out) fs.writeFileSync(path.join(outDir, name), bytes);
+    return { prefix, dir: outDir, architecture: `PEFT LoRA for ${exportArchitecture(config).architecture}`, files: [...out.keys()], importedFrom: null };
+  } catch (err) {
+    throw asFailure(err, `export ${ref}`);
+  }
+}
+
+/**
  * What a PEFT adapter_config.json should name as its base (`base_model_name_or_path`) for the base
  * at `location`: for a GPT-2 imported from Hugging Face, the HF id or folder recorded at import
  * (`_name_or_path`, else the folder's name), which PEFT resolves; otherwise the store location.
- * Llama-family imports keep the location: our adapters there sit on fused q/k/v and gate/up layers
- * that PEFT's LlamaForCausalLM modules do not have (docs/hf.md).
+ * A Llama-family adapter is stored on our fused layers and loads in PEFT once exported
+ * (`truthgpt export finetunes/<id>/adapter --format hf`, exportAdapter above).
  */
 export async function peftBaseName(store: ArtifactStore, location: string): Promise<string> {
   const record = importOf(await store.readManifest(location));

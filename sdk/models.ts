@@ -27,9 +27,10 @@ export async function importModel(dir: string, opts: { name?: string; config?: C
 
 /**
  * Writes the checkpoint `ref` (models/<name>, runs/<id>/global/rNNNNNN, finetunes/<id>/merged) as a
- * Hugging Face folder in `outDir` that `from_pretrained` strict-loads.
+ * Hugging Face folder in `outDir` that `from_pretrained` strict-loads, or a fine-tune's adapter
+ * (finetunes/<id>/adapter) as PEFT files naming `baseNameOrPath` as their base.
  * @example await exportModel('models/tiny-llama', './tiny-llama-out')
  */
-export async function exportModel(ref: string, outDir: string, opts: { config?: Config } = {}): Promise<HfExportResult> {
-  return withStore(opts.config ?? loadConfig(), (store) => exportHfModel(store, ref, outDir));
+export async function exportModel(ref: string, outDir: string, opts: { config?: Config; baseNameOrPath?: string } = {}): Promise<HfExportResult> {
+  return withStore(opts.config ?? loadConfig(), (store) => exportHfModel(store, ref, outDir, opts));
 }

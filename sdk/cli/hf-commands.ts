@@ -57,14 +57,15 @@ export function registerHfCommands(program: Command): void {
     });
 
   withStackFlags(program.command('export'))
-    .description('write a checkpoint (models/<name>, runs/<id>/global/rNNNNNN, finetunes/<id>/merged) as a Hugging Face folder')
-    .argument('<ref>', 'checkpoint prefix in the store')
+    .description('write a checkpoint (models/<name>, runs/<id>/global/rNNNNNN, finetunes/<id>/merged) as a Hugging Face folder, or a fine-tune adapter (finetunes/<id>/adapter) as PEFT files')
+    .argument('<ref>', 'checkpoint or adapter prefix in the store')
     .requiredOption('--format <format>', 'output format: hf')
     .requiredOption('--out <dir>', 'folder to write (missing or empty)')
+    .option('--base <path>', "an adapter's base_model_name_or_path (e.g. the folder its base was exported to; default: the HF source recorded at import)")
     .option('--json', 'print {prefix, dir, architecture, files} as JSON')
-    .action(async (ref: string, flags: StackFlags & { format: string; out: string; json?: boolean }) => {
+    .action(async (ref: string, flags: StackFlags & { format: string; out: string; base?: string; json?: boolean }) => {
       if (flags.format !== 'hf') throw new UsageError(`export --format: "${flags.format}" is not a format; known formats: hf`);
-      const r = await withStore(flags, (s) => exportHfModel(s, ref, flags.out));
+      const r = await withStore(flags, (s) => exportHfModel(s, ref, flags.out, { baseNameOrPath: flags.base }));
       if (flags.json) console.log(JSON.stringify(r, null, 2));
       else console.log(`${r.dir} (${r.architecture}: ${r.files.join(', ')})`);
     });

@@ -18,6 +18,9 @@ import { peftBaseName } from '../../artifacts/hf-models';
 import { loadBase } from '../../artifacts/models';
 import { serializeModel } from '../../engine/graph/onnx';
 import { HfTokenizer } from '../../engine/data/tokenizer';
+import { readSafetensors } from '../../engine/checkpoint/safetensors';
+import { saveAdapter } from '../../engine/lora';
+import { seededAdapter } from '../fixtures/hf-io/lora-adapter';
 import { readHfFolder } from '../../engine/hf';
 import { exportGpt } from '../../engine/models/export';
 import { initParams } from '../../engine/models/blocks';
@@ -154,6 +157,19 @@ test('a bfloat16 sharded Llama imports and exports; trained and merged checkpoin
   expect(merged.code).toBe(0);
   expect(JSON.parse(merged.stdout)).toMatchObject({ prefix: 'finetunes/ft-1/merged', architecture: 'GPT2LMHeadModel', importedFrom: 'models/tiny-gpt2' });
   expect(fs.existsSync(path.join(mergedOut, 'tokenizer.json'))).toBe(true);
+
+  // A Llama fine-tune's adapter exports as PEFT files for LlamaForCausalLM, beside the exported base
+  // (make_hf_io_fixtures.py checks PeftModel on such files against our merge).
+  const llama = readHfFolder(path.join(FIX, 'llama'));
+  if (llama.family !== 'gpt') throw new Error('expected a GPT');
+  const { plan, adapters } = seededAdapter(llama.config, llama.weights);
+  await s3.store.commit('finetunes/ft-2/adapter', Object.fromEntries(saveAdapter(plan, adapters, { baseModelNameOrPath: 'models/llama' })), { base: { kind: 'checkpoint', location: 'models/llama', files: {} } });
+  const adapterOut = path.join(tmp, 'llama-adapter');
+  const ad = await cli('export', 'finetunes/ft-2/adapter', '--format', 'hf', '--out', adapterOut, '--base', out);
+  expect([ad.code, ad.stdout.trim()]).toEqual([0, `${adapterOut} (PEFT LoRA for LlamaForCausalLM: adapter_model.safetensors, adapter_config.json)`]);
+  const adCfg = JSON.parse(fs.readFileSync(path.join(adapterOut, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+  expect(adCfg).toMatchObject({ base_model_name_or_path: out, fan_in_fan_out: false, target_modules: ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj'] });
+  expect([...readSafetensors(fs.readFileSync(path.join(adapterOut, 'adapter_model.safetensors'))).tensors.keys()]).toContain('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight');
 
   // PEFT adapters name a base PEFT can resolve: the imported GPT-2's source (no _name_or_path in
   // this folder's config, so its folder name); other bases keep their store location.
