@@ -14,6 +14,7 @@ import { sha256OfFile } from '../infra/store-upload';
 import type { DatasetRef } from '../artifacts/datasets';
 import { failingAs } from '../artifacts/errors';
 import { keys } from '../artifacts/keys';
+import { fetchHfTokenizerJson } from '../artifacts/tokenizers';
 
 const sha256 = (s: string | Uint8Array) => createHash('sha256').update(s).digest('hex');
 
@@ -90,7 +91,9 @@ export async function prepareDataset(store: ArtifactStore, spec: DatasetSpec): P
   if (reused) return reused;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'truthgpt-dataset-'));
   try {
-    const manifest = await failingAs(`dataset ${spec.name}`, () => prepareDatasetFiles(spec, dir, (p) => Context.current().heartbeat(p)));
+    // An imported model's tokenizer is referenced by key and sha256; its tokenizer.json comes from the store.
+    const hfJson = spec.tokenizer.kind === 'hf' ? await fetchHfTokenizerJson(store, spec.tokenizer) : undefined;
+    const manifest = await failingAs(`dataset ${spec.name}`, () => prepareDatasetFiles(spec, dir, (p) => Context.current().heartbeat(p), hfJson));
     const names = [...manifest.splits.train, ...manifest.splits.val].map((f) => f.file).concat(TOKENIZER_FILE, DATASET_MANIFEST_FILE);
     const ref = await refOf(dir, names, prefix, specHash, manifest);
     const stored = await store.commit(prefix, Object.fromEntries(names.map((n) => [n, { path: path.join(dir, n) }])), { specHash, ref });

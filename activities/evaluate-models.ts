@@ -5,7 +5,7 @@
 
 import { Context } from '@temporalio/activity';
 import os from 'node:os';
-import { loadTokenizer, type Tokenizer } from '../engine/data/tokenizer';
+import type { Tokenizer } from '../engine/data/tokenizer';
 import { Decoder, lmFeeds, lmPerplexity, measureSpeed, type EvalWindows, type Feeds, type SpeedResult } from '../engine/eval';
 import type { Graph } from '../engine/graph/ir';
 import { loadModel } from '../engine/graph/onnx';
@@ -16,6 +16,7 @@ import type { EvalSpec } from '../spec/post-training';
 import { type DatasetRef, readTokenizer } from '../artifacts/datasets';
 import { asFailure, failingAs } from '../artifacts/errors';
 import { MODEL_FILE, type ModelRef } from '../artifacts/models';
+import { loadStoredTokenizer } from '../artifacts/tokenizers';
 import { valBatches, type PostTrainingContext } from './post-training-context';
 
 export interface EvaluateModelsInput {
@@ -74,7 +75,7 @@ export const samplingWords = (s: Setting, maxNewTokens: number) =>
 export async function evaluateModels(p: PostTrainingContext, input: EvaluateModelsInput): Promise<EvaluateModelsResult> {
   const spec = input.eval;
   const val = await valBatches(p, input.dataset, spec, input.modelConfig);
-  const tok = loadTokenizer(await readTokenizer(p.store, input.dataset));
+  const tok = await loadStoredTokenizer(p.store, await readTokenizer(p.store, input.dataset));
   const evaluations: ModelEvaluation[] = [];
   for (const m of input.models) evaluations.push(await evaluateModel(p, m, input, val.batches, tok));
   const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown CPU';
@@ -132,11 +133,11 @@ async function samplesOf(p: PostTrainingContext, bytes: Uint8Array, cfg: GptConf
   try {
     const { maxNewTokens } = spec.samples;
     for (const prompt of spec.samples.prompts) {
-      const ids = tok.encode(prompt);
+      const ids = await tok.encode(prompt);
       for (const setting of sampleSettings(spec.samples)) {
         const r = await failingAs(`eval.samples.prompts: "${prompt.slice(0, 40)}"`, () => d.decode(ids, { ...setting, maxNewTokens, stopToken: tok.eot }));
         const cropped = r.promptCropped ? `; prompt cropped to its last ${cfg.block_size} of ${ids.length} tokens` : '';
-        samples.push({ prompt, text: tok.decode(r.tokens.filter((t) => t !== tok.eot)), settings: samplingWords(setting, maxNewTokens) + cropped });
+        samples.push({ prompt, text: await tok.decode(r.tokens.filter((t) => t !== tok.eot)), settings: samplingWords(setting, maxNewTokens) + cropped });
         Context.current().heartbeat(`sample ${samples.length}: ${r.tokens.length} tokens`);
       }
     }

@@ -15,6 +15,7 @@ import { Context } from '@temporalio/activity';
 import type { DatasetSpec } from '../engine/data/dataset';
 import { GptBase, OnnxBase, type CompiledLoraStep, type EvalOpts, type EvalOut, type LoraBase } from '../engine/finetune';
 import { initAdapters, saveAdapter, trainableReport } from '../engine/lora';
+import { explicitGptConfig } from '../engine/models/gpt';
 import { zeroState } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
@@ -27,6 +28,7 @@ import { failingAs } from '../artifacts/errors';
 import { ftKeys } from '../artifacts/keys';
 import { lastSuccessful, type LineageRecord, recordSuccess } from '../artifacts/lineages';
 import { type BaseRef, loadBase, readAdapter } from '../artifacts/models';
+import { peftBaseName } from '../artifacts/hf-models';
 import { runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
 
 
@@ -233,7 +235,7 @@ async function exportFineTune(f: FineTuneContext, input: FineTuneRunRef & { trai
   const adapterPrefix = ftKeys.adapter(runId);
   const mergedPrefix = ftKeys.merged(runId);
   const doneA = await f.store.readManifest(adapterPrefix);
-  const adapter = doneA ? refOf(doneA) : refOf(await f.store.commit(adapterPrefix, Object.fromEntries(saveAdapter(lb.plan, adapters, { baseModelNameOrPath: ref.location })), { base: ref }));
+  const adapter = doneA ? refOf(doneA) : refOf(await f.store.commit(adapterPrefix, Object.fromEntries(saveAdapter(lb.plan, adapters, { baseModelNameOrPath: await peftBaseName(f.store, ref.location) })), { base: ref }));
   const doneM = await f.store.readManifest(mergedPrefix);
   if (doneM) return { adapter, merged: refOf(doneM) };
   if (lb instanceof OnnxBase) {
@@ -243,7 +245,7 @@ async function exportFineTune(f: FineTuneContext, input: FineTuneRunRef & { trai
   const merged = await commitCheckpoint(f.store, mergedPrefix, {
     weights: toTensors(gpt.merge(adapters), gpt.shapes),
     optimizer: new Map(),
-    state: { modelConfig: gpt.cfg, runConfig: { name: spec.name, runId, mergedFrom: { base: ref.location, adapter: adapterPrefix } }, step: 0, round: 0, bestValLoss: null, dataCursor: null, rng: [] },
+    state: { family: 'gpt', modelConfig: explicitGptConfig(gpt.cfg), runConfig: { name: spec.name, runId, mergedFrom: { base: ref.location, adapter: adapterPrefix } }, step: 0, round: 0, bestValLoss: null, dataCursor: null, rng: [] },
   });
   return { adapter, merged };
 }

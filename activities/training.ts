@@ -15,7 +15,7 @@ import { Context } from '@temporalio/activity';
 import { DatasetSpecSchema, type DatasetSpec } from '../engine/data/dataset';
 import { WEIGHTS_FILE } from '../engine/checkpoint/checkpoint';
 import { initParams, type ParamSpec } from '../engine/models/blocks';
-import { gptParams } from '../engine/models/gpt';
+import { explicitGptConfig, gptParams } from '../engine/models/gpt';
 import type { SessionConfig } from '../engine/runtime';
 import { LmEvaluator } from '../engine/train/evaluate';
 import { OuterAggregator } from '../engine/train/outer';
@@ -166,7 +166,8 @@ async function createModel({ store }: TrainingContext, input: RunRef): Promise<C
     weights: toTensors(weights, shapes),
     optimizer: new Map(),
     state: {
-      modelConfig: spec.model.config,
+      family: 'gpt',
+      modelConfig: explicitGptConfig(spec.model.config),
       runConfig: { name: spec.name, seed: spec.seed, ...(spec.model.from ? { from: spec.model.from } : {}) },
       step: 0,
       round: 0,
@@ -230,7 +231,7 @@ async function trainShard(t: TrainingContext, input: TrainShardInput): Promise<T
     ids: () => t.shards.get(t.store, input.dataset, input.dataset.train[shard].file),
     batches: { seed: spec.seed, shard, batchSize: spec.batchSize, contextLength: spec.contextLength },
     policy: spec.checkpoint,
-    ckptState: (step) => ({ modelConfig: spec.model.config, runConfig: { name: spec.name, runId, shard }, step, round, bestValLoss: null, dataCursor: { shard, step, seed: spec.seed }, rng: [] }),
+    ckptState: (step) => ({ family: 'gpt', modelConfig: explicitGptConfig(spec.model.config), runConfig: { name: spec.name, runId, shard }, step, round, bestValLoss: null, dataCursor: { shard, step, seed: spec.seed }, rng: [] }),
     nonFinite: { what: 'weights', initial: input.global.prefix, details: { shard, round } },
     result: (run) => {
       const losses = run.history.map((m) => m.loss);
@@ -266,7 +267,8 @@ async function aggregateRound({ store }: TrainingContext, input: AggregateInput)
   const out = agg.apply(spec.outer, momentum.size ? momentum : undefined);
   const shapes = new Map([...g.weights].map(([n, t]) => [n, t.dims]));
   const state = {
-    modelConfig: spec.model.config,
+    family: 'gpt' as const,
+    modelConfig: explicitGptConfig(spec.model.config),
     runConfig: { name: spec.name, seed: spec.seed, outer: spec.outer },
     step: (input.round + 1) * spec.innerSteps,
     round: input.round + 1,

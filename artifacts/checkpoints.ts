@@ -74,20 +74,26 @@ export function fromTensors(tensors: Map<string, TensorData>, where: string): Ma
 export interface WriteCheckpoint {
   weights: Map<string, TensorData>;
   optimizer: Map<string, TensorData>;
-  state: Omit<CheckpointState, 'files' | 'format'>;
+  state: Checkpoint['state'];
 }
 
 /**
  * Packs and commits a checkpoint (manifest last). `meta(ref)` lands in the manifest, so an
- * activity can record its own result (which holds the ref) in the same atomic commit.
+ * activity can record its own result (which holds the ref) in the same atomic commit. `extra`
+ * files (an imported model's tokenizer.json) are committed beside the checkpoint's own.
  */
 export async function commitCheckpoint(
   store: ArtifactStore,
   prefix: string,
   ckpt: WriteCheckpoint,
   meta: (ref: CheckpointRef) => Record<string, unknown> = () => ({}),
+  extra: Map<string, Uint8Array> = new Map(),
 ): Promise<CheckpointRef> {
   const files = packCheckpoint(ckpt);
+  for (const [name, bytes] of extra) {
+    if (files.has(name)) throw new Error(`commit ${prefix}: extra file ${name} would replace the checkpoint's own`);
+    files.set(name, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  }
   const expected: CheckpointRef = { prefix, files: Object.fromEntries([...files].map(([n, b]) => [n, { sha256: sha256(b), size: b.length }])) };
   const ref = refOf(await store.commit(prefix, Object.fromEntries(files), meta(expected)));
   for (const [n, f] of Object.entries(expected.files)) {
@@ -119,6 +125,7 @@ export async function committedRounds(store: ArtifactStore, runId: string): Prom
 /** The GPT config and float weights of a committed training checkpoint. */
 export async function checkpointWeights(store: ArtifactStore, prefix: string): Promise<{ config: GptConfig; weights: Map<string, Float32Array> }> {
   const ck = await readCheckpoint(store, prefix);
+  if (ck.state.family && ck.state.family !== 'gpt') throw failure('InvalidInput', `checkpoint ${prefix}: a ${ck.state.family} model, not a GPT (only GPT has an inference exporter and a LoRA base here)`);
   const parsed = StoredGptConfigSchema.safeParse(ck.state.modelConfig);
   if (!parsed.success) {
     throw failure('InvalidInput', `checkpoint ${prefix}: modelConfig is not a GPT config (only GPT has an inference exporter): ${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`);

@@ -13,6 +13,7 @@
 //   finetunes/<runId>/adapter/                   PEFT adapter_model.safetensors + adapter_config.json
 //   finetunes/<runId>/merged/                    the base with the adapters folded in
 //   lineages/<lineage>/<runId>/                  one record per successful fine-tune of a lineage
+//   models/<name>/                               an imported model: a checkpoint (+ tokenizer.json)
 //
 // A prefix counts as written once its MANIFEST.json exists (infra/store-manifest.ts).
 
@@ -60,6 +61,21 @@ export const postKeys = {
   report: (runId: string) => `runs/${runId}/report`,
 };
 
+/** Imported models (`truthgpt import`): each a checkpoint our readers load unchanged. */
+export const modelKeys = {
+  root: 'models/',
+  model: (name: string) => `models/${name}`,
+};
+
+/**
+ * Why `name` cannot name an imported model (`models/<name>`), or null when it can: the rules of a
+ * run id (one key segment of A-Z a-z 0-9 . _ - = +).
+ */
+export function modelNameProblem(name: string): string | null {
+  const p = runIdProblem(name);
+  return p && p.replace('a run id is one name', 'a model name is one name').replace("the run's folder", "the model's folder");
+}
+
 const SNAPSHOT = 'step-';
 const snapshotFolder = (step: number) => `${SNAPSHOT}${pad(step)}`;
 /** Listing prefix of the snapshots under a shard/chunk base (`<base>/step-`). */
@@ -69,6 +85,13 @@ const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const MANIFEST_SUFFIX = `/${escape(MANIFEST_NAME)}$`;
 const GLOBAL_MANIFEST = new RegExp(`^(runs/([^/]+)/global/r(\\d+))${MANIFEST_SUFFIX}`);
 const SNAPSHOT_MANIFEST = new RegExp(`^(.+/${SNAPSHOT}(\\d+))${MANIFEST_SUFFIX}`);
+const IMPORTED_MANIFEST = new RegExp(`^(models/([^/]+))${MANIFEST_SUFFIX}`);
+
+/** `models/<name>/MANIFEST.json` → the model's name and prefix; null for any other key. */
+export function parseImportedManifestKey(key: string): { name: string; prefix: string } | null {
+  const m = IMPORTED_MANIFEST.exec(key);
+  return m ? { prefix: m[1]!, name: m[2]! } : null;
+}
 
 /** `runs/<runId>/global/rNNNNNN/MANIFEST.json` → its run, round and prefix; null for any other key. */
 export function parseGlobalManifestKey(key: string): { runId: string; round: number; prefix: string } | null {

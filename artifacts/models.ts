@@ -14,6 +14,8 @@ import { failure } from '../spec/errors';
 import type { BaseModel } from '../spec/lora';
 import { checkpointWeights, fromTensors, readCheckpoint, refOf } from './checkpoints';
 import { asFailure } from './errors';
+import type { ImportRecord } from './hf-models';
+import { loadStoredTokenizer } from './tokenizers';
 
 export const MODEL_FILE = 'model.onnx';
 export const QUANT_REPORT_FILE = 'quant-report.json';
@@ -84,7 +86,11 @@ export async function resolveModel(store: ArtifactStore, refIn: string): Promise
   }
   if (names.includes('model.safetensors') && names.includes('checkpoint.json')) {
     const { config, weights } = await checkpointWeights(store, prefix);
-    return { source: prefix, bytes: serializeModel(exportGpt(config, weights, { kvCache: true })).model, config, kvCache: true, tokenizer: null, method: 'fp32' };
+    // An imported model decodes with the tokenizer.json stored beside it.
+    const imported = (manifest.meta.import as ImportRecord | undefined)?.tokenizer;
+    const eos = (manifest.meta.import as ImportRecord | undefined)?.specialTokens.eos;
+    const tokenizer: SavedTokenizer | null = imported ? { kind: 'hf', ...imported, ...(eos != null ? { eot: eos } : {}) } : null;
+    return { source: prefix, bytes: serializeModel(exportGpt(config, weights, { kvCache: true })).model, config, kvCache: true, tokenizer, method: 'fp32' };
   }
   throw failure('InvalidInput', `model ${refIn}: ${prefix} holds ${names.join(', ')}; expected ${MODEL_FILE} or a checkpoint (model.safetensors + checkpoint.json)`);
 }
@@ -102,7 +108,7 @@ export async function tokenizerFor(store: ArtifactStore, model: ResolvedModel, f
       throw asFailure(err, `tokenizer ${flag}`);
     }
   }
-  if (model.tokenizer) return loadTokenizer(model.tokenizer);
+  if (model.tokenizer) return loadStoredTokenizer(store, model.tokenizer);
   if (model.config.vocab_size === 259) return loadTokenizer({ kind: 'byte' });
   if (model.config.vocab_size === 50257) return loadTokenizer({ kind: 'gpt2' });
   throw failure('InvalidInput', `model ${model.source}: a checkpoint does not record its tokenizer and vocab_size ${model.config.vocab_size} matches neither byte (259) nor gpt2 (50257); pass --tokenizer <key of the dataset's ${TOKENIZER_FILE}>`);
@@ -126,6 +132,7 @@ export async function loadBase(store: ArtifactStore, base: BaseModel): Promise<L
     const m = await store.readManifest(base.prefix);
     if (!m) throw failure('MissingArtifact', `spec.base.prefix: no committed checkpoint at ${base.prefix}`, { key: base.prefix });
     const ck = await readCheckpoint(store, base.prefix);
+    if (ck.state.family && ck.state.family !== 'gpt') throw failure('InvalidInput', `spec.base.prefix: checkpoint ${base.prefix} holds a ${ck.state.family} model; LoRA fine-tunes of checkpoints take GPT models`);
     const cfg = StoredGptConfigSchema.safeParse(ck.state.modelConfig);
     if (!cfg.success) throw failure('InvalidInput', `spec.base.prefix: checkpoint ${base.prefix} does not hold a GPT model config (${cfg.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`);
     return { kind: 'checkpoint', ref: { kind: 'checkpoint', location: base.prefix, files: refOf(m).files }, config: cfg.data, weights: fromTensors(ck.weights, base.prefix) };

@@ -17,6 +17,7 @@ const SCRIPTS: Record<string, string> = {
   dataset: 'prepareDataset on a GiB-scale corpus: throughput and peak RSS',
   memory: 'one GPT training step: peak RSS against the memory estimate specs are checked with',
   generate: 'generation past block_size (window restarts) with and without the KV cache; T5 encoder once + cached decoder',
+  'hf-import': 'importing a Hugging Face folder: peak RSS against the model\'s float32 bytes',
 };
 const script = process.argv[2];
 if (script && script in SCRIPTS) {

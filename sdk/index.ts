@@ -27,6 +27,7 @@ export { InvalidSpecError, parsePipelineSpec, PipelineLoraSchema, PipelineSpecSc
 export { ERROR_TYPES, errorTypeOf, type ErrorType } from '../spec/errors';
 export * from './schedules';
 export { needsModelFrom, resolveModelFrom } from './model-from';
+export * from './models';
 export type { LoraOutcome, PipelineProgress, PipelineResult, StageOutcome } from '../workflows/pipeline';
 export type { FineTuneCompleted, FineTuneResult, FineTuneSkipped } from '../workflows/fine-tune';
 export type { TrainingProgress } from '../workflows/controls';

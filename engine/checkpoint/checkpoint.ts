@@ -18,8 +18,15 @@ export const DataCursorSchema = z.object({
   seed: z.number().int(),
 });
 
+/** Model families a checkpoint's modelConfig can describe. */
+export const CheckpointFamilySchema = z.enum(['gpt', 'bert', 't5']);
+export type CheckpointFamily = z.infer<typeof CheckpointFamilySchema>;
+
 export const CheckpointStateSchema = z.object({
   format: z.literal(CHECKPOINT_FORMAT),
+  /** Which builder modelConfig is for; checkpoints written before this field existed are GPT's. */
+  family: CheckpointFamilySchema.default('gpt'),
+  /** The model's config with every option explicit (explicitGptConfig), so no reader depends on a default. */
   modelConfig: z.record(z.string(), z.unknown()),
   runConfig: z.record(z.string(), z.unknown()).default({}),
   step: z.number().int().nonnegative(),
@@ -37,7 +44,8 @@ export interface Checkpoint {
   weights: Map<string, TensorData>;
   /** Optimizer state by name (`<param>.m`, `<param>.v` for AdamW; per tensor whatever the update layout); empty for a fresh model. */
   optimizer: Map<string, TensorData>;
-  state: Omit<CheckpointState, 'files' | 'format'>;
+  /** `family` is always set on a checkpoint read back ('gpt' when the file predates it); writers may leave it to that default. */
+  state: Omit<CheckpointState, 'files' | 'format' | 'family'> & { family?: CheckpointFamily };
 }
 
 export const WEIGHTS_FILE = 'model.safetensors';
@@ -52,6 +60,7 @@ export function packCheckpoint(ckpt: Checkpoint): Map<string, Buffer> {
   const optimizer = writeSafetensors(ckpt.optimizer);
   const state: CheckpointState = {
     format: CHECKPOINT_FORMAT,
+    family: 'gpt',
     ...ckpt.state,
     files: {
       [WEIGHTS_FILE]: { sha256: sha256(weights), bytes: weights.length },

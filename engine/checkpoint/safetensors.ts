@@ -33,7 +33,7 @@ export class SafetensorsError extends EngineError {
   }
 }
 
-interface HeaderEntry {
+export interface HeaderEntry {
   dtype: string;
   shape: number[];
   data_offsets: [number, number];
@@ -97,21 +97,51 @@ const show = (x: unknown): string => (x === undefined ? 'missing' : JSON.stringi
  * offset: starting at 0, no overlap, no gap, nothing after the last one).
  */
 export function readSafetensors(buf: Uint8Array, file = '<buffer>'): SafetensorsFile {
-  if (buf.byteLength < 8) throw new SafetensorsError(file, null, `truncated: ${buf.byteLength} bytes, no header length`);
   const view = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  const n64 = view.readBigUInt64LE(0);
+  const n = headerLength(view.subarray(0, 8), buf.byteLength, file);
+  const { entries, metadata } = parseSafetensorsHeader(view.subarray(8, 8 + n), buf.byteLength - 8 - n, file);
+  const dataStart = 8 + n;
+  const tensors = new Map<string, TensorData>();
+  for (const [name, { dtype, shape, data_offsets: [begin, end] }] of entries) {
+    // typedFromBytes copies, so the tensor is aligned and owns its memory.
+    tensors.set(name, { dtype: ST_TO_DTYPE[dtype], dims: shape, data: typedFromBytes(ST_TO_DTYPE[dtype], buf.subarray(dataStart + begin, dataStart + end)) });
+  }
+  return { tensors, metadata };
+}
+
+/** One tensor as a header describes it: its dtype (ours), shape and byte range in the data buffer. */
+export interface SafetensorsEntry {
+  dtype: DType;
+  shape: number[];
+  /** [begin, end) relative to the first byte after the header. */
+  offsets: [number, number];
+}
+
+/**
+ * The JSON header length from a file's first 8 bytes, checked against the reference reader's
+ * bound and the file size (`fileBytes`).
+ */
+export function headerLength(first8: Uint8Array, fileBytes: number, file: string): number {
+  if (first8.byteLength < 8 || fileBytes < 8) throw new SafetensorsError(file, null, `truncated: ${fileBytes} bytes, no header length`);
+  const n64 = Buffer.from(first8.buffer, first8.byteOffset, 8).readBigUInt64LE(0);
   if (n64 > BigInt(MAX_HEADER_BYTES)) throw new SafetensorsError(file, null, `header length ${n64} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
   const n = Number(n64);
-  if (8 + n > buf.byteLength) throw new SafetensorsError(file, null, `truncated: header says ${n} bytes, file has ${buf.byteLength - 8}`);
+  if (8 + n > fileBytes) throw new SafetensorsError(file, null, `truncated: header says ${n} bytes, file has ${fileBytes - 8}`);
+  return n;
+}
+
+/**
+ * Validates a header (the JSON bytes after the length) against a data buffer of `dataLen` bytes,
+ * so a reader that streams tensors from disk checks exactly what readSafetensors checks.
+ */
+export function parseSafetensorsHeader(json: Uint8Array, dataLen: number, file: string): { entries: [string, HeaderEntry][]; metadata: Record<string, string>; tensors: Map<string, SafetensorsEntry> } {
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(view.subarray(8, 8 + n)));
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(json));
   } catch (e) {
     throw new SafetensorsError(file, null, `header is not valid UTF-8 JSON (${(e as Error).message})`);
   }
   if (!isObject(header)) throw new SafetensorsError(file, null, `header is ${Array.isArray(header) ? 'an array' : show(header)}, not a JSON object`);
-  const dataStart = 8 + n;
-  const dataLen = buf.byteLength - dataStart;
   const entries: [string, HeaderEntry][] = [];
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(header)) {
@@ -119,12 +149,8 @@ export function readSafetensors(buf: Uint8Array, file = '<buffer>'): Safetensors
     else entries.push([name, checkEntry(file, name, raw, dataLen)]);
   }
   checkTiling(file, entries, dataLen);
-  const tensors = new Map<string, TensorData>();
-  for (const [name, { dtype, shape, data_offsets: [begin, end] }] of entries) {
-    // typedFromBytes copies, so the tensor is aligned and owns its memory.
-    tensors.set(name, { dtype: ST_TO_DTYPE[dtype], dims: shape, data: typedFromBytes(ST_TO_DTYPE[dtype], buf.subarray(dataStart + begin, dataStart + end)) });
-  }
-  return { tensors, metadata };
+  const tensors = new Map(entries.map(([name, e]) => [name, { dtype: ST_TO_DTYPE[e.dtype], shape: e.shape, offsets: e.data_offsets }]));
+  return { entries, metadata, tensors };
 }
 
 /** `__metadata__` is a string→string map (null, as the reference reader allows, means none). */

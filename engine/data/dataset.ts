@@ -13,7 +13,7 @@ import { EngineError } from '../errors';
 import { CorpusError, CorpusSpecSchema, readCorpus, type Document } from './corpus';
 import { hashString, mix } from './random';
 import { trainBpe } from './bpe-train';
-import { BpeTokenizer, ByteTokenizer, Gpt2Tokenizer, TokenizerSpecSchema, type Tokenizer } from './tokenizer';
+import { BpeTokenizer, ByteTokenizer, Gpt2Tokenizer, HfTokenizer, TokenizerSpecSchema, type Tokenizer } from './tokenizer';
 
 export const DatasetSpecSchema = z.strictObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'dataset name: lowercase letters, digits and dashes'),
@@ -76,10 +76,14 @@ class ShardWriter {
   }
 }
 
-async function buildTokenizer(spec: DatasetSpec): Promise<Tokenizer> {
+async function buildTokenizer(spec: DatasetSpec, hfTokenizerJson?: string): Promise<Tokenizer> {
   const t = spec.tokenizer;
   if (t.kind === 'byte') return new ByteTokenizer();
   if (t.kind === 'gpt2') return new Gpt2Tokenizer();
+  if (t.kind === 'hf') {
+    if (hfTokenizerJson === undefined) throw new EngineError('input', `tokenizer ${t.key}: prepareDataset needs the text of this tokenizer.json (the activity fetches it from the store)`);
+    return HfTokenizer.fromJson(hfTokenizerJson, t);
+  }
   const texts: string[] = [];
   let chars = 0;
   for await (const doc of readCorpus(spec.corpus)) {
@@ -100,10 +104,12 @@ export async function prepareDataset(
   specInput: z.input<typeof DatasetSpecSchema>,
   outDir: string,
   onProgress?: (p: { documents: number; tokens: number }) => void,
+  /** The text of the tokenizer.json an `hf` tokenizer spec references. */
+  hfTokenizerJson?: string,
 ): Promise<DatasetManifest> {
   const spec = DatasetSpecSchema.parse(specInput);
   mkdirSync(outDir, { recursive: true });
-  const tokenizer = await buildTokenizer(spec);
+  const tokenizer = await buildTokenizer(spec, hfTokenizerJson);
   const wide = tokenizer.vocabSize > 65536;
   const writers = {
     train: Array.from({ length: spec.shards }, (_, i) => new ShardWriter(`train-${i}.bin`, join(outDir, `train-${i}.bin`), wide)),
@@ -117,7 +123,7 @@ export async function prepareDataset(
     const h = mix(spec.seed, hashString(doc.source));
     const split = (h % 10_000) / 10_000 < spec.valFraction ? 'val' : 'train';
     const shard = Math.floor(h / 10_000) % spec.shards;
-    const ids = tokenizer.encode(doc.text);
+    const ids = await tokenizer.encode(doc.text);
     ids.push(tokenizer.eot);
     await writers[split][shard].write(ids);
     if (doc.label !== undefined) labels[doc.label] = (labels[doc.label] ?? 0) + 1;

@@ -2,9 +2,15 @@
 //   byte     — 256 byte values + specials (no training, never fails on any input)
 //   gpt2     — GPT-2's BPE (50257 ids) through the maintained `gpt-tokenizer` package
 //   bpe      — a byte-level BPE trained on the corpus to a chosen vocabulary size (bpe-train.ts)
+//   hf       — an imported model's tokenizer.json (HF fast tokenizer) through Hugging Face's own
+//              `tokenizers` package. The JSON can be megabytes, so what is saved is a reference (the
+//              store key of the tokenizer.json beside the model, and its sha256); the artifacts layer
+//              fetches and verifies the file and hands its text to loadTokenizer.
 
 import { z } from 'zod';
 import * as gpt2 from 'gpt-tokenizer/cjs/encoding/r50k_base';
+import { Tokenizer as HfFastTokenizer } from 'tokenizers';
+import { EngineError } from '../errors';
 import { BpeModel } from './bpe-train';
 
 export const TokenizerSpecSchema = z.discriminatedUnion('kind', [
@@ -13,6 +19,14 @@ export const TokenizerSpecSchema = z.discriminatedUnion('kind', [
   z.strictObject({
     kind: z.literal('bpe'),
     vocabSize: z.number().int().min(257, 'bpe vocabSize must exceed the 256 byte tokens').max(65536),
+  }),
+  z.strictObject({
+    kind: z.literal('hf'),
+    /** Store key of the tokenizer.json (an imported model's: models/<name>/tokenizer.json). */
+    key: z.string().min(1),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits'),
+    /** End-of-text id appended between documents; default the tokenizer's own end-of-text token. */
+    eot: z.number().int().nonnegative().optional(),
   }),
 ]);
 export type TokenizerSpec = z.infer<typeof TokenizerSpecSchema>;
@@ -25,8 +39,9 @@ export interface Tokenizer {
   readonly eot: number;
   /** Ids of other special tokens (pad, mask) when the tokenizer has them. */
   readonly specials: Record<string, number>;
-  encode(text: string): number[];
-  decode(ids: ArrayLike<number>): string;
+  /** Ids of `text` (no special tokens added: text is data). Asynchronous for `hf` tokenizers, whose library only encodes so. */
+  encode(text: string): number[] | Promise<number[]>;
+  decode(ids: ArrayLike<number>): string | Promise<string>;
   /** JSON that `loadTokenizer` turns back into an identical tokenizer. */
   toJSON(): SavedTokenizer;
 }
@@ -34,7 +49,8 @@ export interface Tokenizer {
 export type SavedTokenizer =
   | { kind: 'byte' }
   | { kind: 'gpt2' }
-  | { kind: 'bpe'; id: string; merges: [number, number][] };
+  | { kind: 'bpe'; id: string; merges: [number, number][] }
+  | { kind: 'hf'; key: string; sha256: string; eot?: number };
 
 const BYTE_SPECIALS = ['<|endoftext|>', '<|pad|>', '<|mask|>'] as const;
 
@@ -97,8 +113,69 @@ export class BpeTokenizer implements Tokenizer {
   }
 }
 
-/** Rebuilds a tokenizer from its saved JSON (as stored next to a dataset). */
-export function loadTokenizer(saved: SavedTokenizer): Tokenizer {
+/** End-of-text tokens by convention (GPT-2, Llama/Mistral, T5, Gemma), tried in order when the reference names none. */
+const EOT_NAMES = ['<|endoftext|>', '</s>', '<|end_of_text|>', '<eos>'];
+
+/**
+ * A Hugging Face fast tokenizer (tokenizer.json) through the `tokenizers` package: encodings are
+ * the library's own, so identical to Python `tokenizers` on the same file.
+ * @example const tok = HfTokenizer.fromJson(json, { key: 'models/gpt2/tokenizer.json', sha256 }); await tok.encode('Hello')
+ */
+export class HfTokenizer implements Tokenizer {
+  readonly id: string;
+  readonly vocabSize: number;
+  readonly eot: number;
+  readonly specials: Record<string, number>;
+  private constructor(
+    private readonly tok: HfFastTokenizer,
+    private readonly ref: { key: string; sha256: string },
+    eot: number,
+  ) {
+    this.id = `hf-${ref.sha256.slice(0, 12)}`;
+    this.vocabSize = tok.getVocabSize(true);
+    this.eot = eot;
+    this.specials = { eot };
+  }
+
+  /** `json` is the tokenizer.json text; `ref` is where it is stored (saved instead of the text). */
+  static fromJson(json: string, ref: { key: string; sha256: string; eot?: number }): HfTokenizer {
+    let tok: HfFastTokenizer;
+    try {
+      tok = HfFastTokenizer.fromString(json);
+    } catch (e) {
+      throw new EngineError('input', `${ref.key}: not a tokenizer.json the tokenizers library loads (${(e as Error).message})`);
+    }
+    let eot = ref.eot;
+    if (eot === undefined) {
+      for (const name of EOT_NAMES) {
+        const id = tok.tokenToId(name);
+        if (id !== null && id !== undefined) {
+          eot = id;
+          break;
+        }
+      }
+    }
+    if (eot === undefined) throw new EngineError('config', `${ref.key}: has none of the end-of-text tokens ${EOT_NAMES.join(', ')}; give the tokenizer's eot id`);
+    return new HfTokenizer(tok, ref, eot);
+  }
+
+  async encode(text: string): Promise<number[]> {
+    return (await this.tok.encode(text, null, { addSpecialTokens: false })).getIds();
+  }
+  async decode(ids: ArrayLike<number>): Promise<string> {
+    return this.tok.decode(Array.from(ids), true);
+  }
+  toJSON(): SavedTokenizer {
+    return { kind: 'hf', key: this.ref.key, sha256: this.ref.sha256, eot: this.eot };
+  }
+}
+
+/**
+ * Rebuilds a tokenizer from its saved JSON (as stored next to a dataset). An `hf` tokenizer also
+ * needs the text of the tokenizer.json it references (`hfJson`), which the artifacts layer fetches
+ * and verifies against the saved sha256.
+ */
+export function loadTokenizer(saved: SavedTokenizer, hfJson?: string): Tokenizer {
   switch (saved.kind) {
     case 'byte':
       return new ByteTokenizer();
@@ -106,5 +183,8 @@ export function loadTokenizer(saved: SavedTokenizer): Tokenizer {
       return new Gpt2Tokenizer();
     case 'bpe':
       return new BpeTokenizer(saved.id, new BpeModel(saved.merges));
+    case 'hf':
+      if (hfJson === undefined) throw new EngineError('input', `tokenizer ${saved.key}: an hf tokenizer is loaded with the text of its tokenizer.json (artifacts/tokenizers.ts loadStoredTokenizer)`);
+      return HfTokenizer.fromJson(hfJson, saved);
   }
 }

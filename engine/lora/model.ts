@@ -67,6 +67,8 @@ const paramNamer =
 export function planLora(base: TrainableModel, input: LoraConfigInput | LoraConfig): LoraPlan {
   const config = parseLoraConfig(input);
   const g = new Graph('lora_probe');
+  // The training step's `step` input (buildTrainStep declares it), which a base with dropout reads for its masks.
+  g.input('step', 'float32', []);
   const specs = new Map(base.params.map((s) => [s.name, s]));
   const lookup: ParamLookup = (name) => {
     if (g.values.has(name)) return g.value(name);

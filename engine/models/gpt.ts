@@ -121,6 +121,27 @@ export function gptOptions(cfg: GptConfig): GptOptions {
   };
 }
 
+/**
+ * Every option spelled out (gptOptions' defaults), so a stored config (a checkpoint's modelConfig)
+ * records everything the math depends on and never depends on a default that may change.
+ */
+export function explicitGptConfig(cfg: GptConfig): GptConfig {
+  const o = gptOptions(cfg);
+  return {
+    ...cfg,
+    pos: o.pos,
+    ...(o.pos === 'rope' ? { rope_theta: o.ropeTheta } : {}),
+    norm: o.norm,
+    norm_eps: o.normEps,
+    mlp: o.mlp,
+    n_inner: o.nInner,
+    n_kv_head: o.nKvHead,
+    dropout: o.dropout,
+    dropout_seed: o.dropoutSeed,
+    tie_embeddings: o.tie,
+  };
+}
+
 // ---------------------------------------------------------------- positions and dropout
 
 /** Rotary constants: cos (T, hs) and sin with its first half negated (HF layout: the hs/2 frequencies repeated twice). */

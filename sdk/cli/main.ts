@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { registerDemoCommands } from './demo-command';
 import { registerDoctorCommand } from './doctor-command';
 import { describeCliError } from './errors';
+import { registerHfCommands } from './hf-commands';
 import { registerModelCommands } from './model-commands';
 import { registerReportCommands } from './report-commands';
 import { registerRunCommands } from './run-commands';
@@ -33,6 +34,7 @@ export function buildProgram(opts: ProgramOptions = {}): Command {
   registerRunCommands(program);
   registerRunsCommands(program);
   registerModelCommands(program);
+  registerHfCommands(program);
   registerScheduleCommands(program);
   registerReportCommands(program);
   registerDoctorCommand(program);

@@ -17,7 +17,7 @@ import { runIdArgument } from './arguments';
 import { UsageError } from './usage-error';
 
 /** A failure with a vocabulary type (MissingArtifact, InvalidInput, ...) is a user's mistake here: one line. */
-function asUsage(err: unknown): unknown {
+export function asUsage(err: unknown): unknown {
   const e = err as { type?: string; message?: string };
   if (err instanceof NotFoundError || (typeof e?.type === 'string' && ['MissingArtifact', 'InvalidInput', 'CorruptCheckpoint', 'InvalidConfig'].includes(e.type))) {
     return new UsageError(e.message ?? String(err));
@@ -58,7 +58,7 @@ export interface GenerateOptions {
 export async function generateText(store: ArtifactStore, ref: string, prompt: string, o: GenerateOptions) {
   const model = await resolveModel(store, ref);
   const tok = await tokenizerFor(store, model, o.tokenizer);
-  const ids = tok.encode(prompt);
+  const ids = await tok.encode(prompt);
   if (ids.length === 0) throw new UsageError('generate: the prompt is empty');
   const d = await Decoder.create(model.bytes, decoderInfo(model.config, model.kvCache), { intraOpThreads: o.threads });
   try {
@@ -70,7 +70,7 @@ export async function generateText(store: ArtifactStore, ref: string, prompt: st
       model: model.source,
       method: model.method,
       prompt,
-      text: tok.decode(out.filter((t) => t !== tok.eot)),
+      text: await tok.decode(out.filter((t) => t !== tok.eot)),
       tokens: out.length,
       tokensPerSec: out.length / (ms / 1000),
       blockSize: model.config.block_size,

@@ -1,7 +1,7 @@
 // The store layout: every key that is listed and parsed back comes out as it was built, and keys
 // that merely look similar are not taken for it.
 
-import { ftKeys, keys, manifestPrefix, parseGlobalManifestKey, parseSnapshotManifestKey, snapshotsUnder } from '../../artifacts/keys';
+import { ftKeys, keys, manifestPrefix, modelKeys, modelNameProblem, parseGlobalManifestKey, parseImportedManifestKey, parseSnapshotManifestKey, snapshotsUnder } from '../../artifacts/keys';
 import { MANIFEST_NAME } from '../../infra/store';
 
 const manifestOf = (prefix: string) => `${prefix}/${MANIFEST_NAME}`;
@@ -35,4 +35,15 @@ test('shard and fine-tune snapshots parse back to their step under the listing p
 test('manifestPrefix gives the committed prefix of a manifest key and nothing for other keys', () => {
   expect(manifestPrefix('datasets/fiction-0123/MANIFEST.json')).toBe('datasets/fiction-0123');
   expect(manifestPrefix('datasets/fiction-0123/train-000.bin')).toBeNull();
+});
+
+test('an imported model key parses back to its name; names follow the run-id rules', () => {
+  const prefix = modelKeys.model('tiny-gpt2');
+  expect(prefix).toBe('models/tiny-gpt2');
+  expect(parseImportedManifestKey(`${prefix}/MANIFEST.json`)).toEqual({ name: 'tiny-gpt2', prefix });
+  expect(parseImportedManifestKey(`${prefix}/model.safetensors`)).toBeNull();
+  expect(parseImportedManifestKey('models/a/b/MANIFEST.json')).toBeNull();
+  expect(modelNameProblem('tiny-gpt2')).toBeNull();
+  expect(modelNameProblem('my model')).toMatch(/a model name is one name of A-Z a-z 0-9/);
+  expect(modelNameProblem('..')).toBe("'..' is not a name");
 });

@@ -19,9 +19,19 @@ describe('checkpoint object', () => {
     const files = packCheckpoint(ckpt());
     expect([...files.keys()].sort()).toEqual([STATE_FILE, 'model.safetensors', 'optimizer.safetensors'].sort());
     const back = unpackCheckpoint(files);
-    expect(back.state).toEqual(ckpt().state);
+    expect(back.state).toEqual({ family: 'gpt', ...ckpt().state });
     expect(Array.from(back.weights.get('wte')!.data as Float32Array)).toEqual([0.5, -1, 2, 3]);
     expect(Array.from(back.optimizer.get('exp_avg:wte')!.data as Float32Array)).toEqual([0, 0, 0.25, 0]);
+  });
+
+  test('the state records the model family; a checkpoint.json written before the field reads as GPT', () => {
+    const t5 = packCheckpoint({ ...ckpt(), state: { ...ckpt().state, family: 't5' } });
+    expect(unpackCheckpoint(t5).state.family).toBe('t5');
+    const files = packCheckpoint(ckpt());
+    const doc = JSON.parse(files.get(STATE_FILE)!.toString());
+    delete doc.family;
+    files.set(STATE_FILE, Buffer.from(JSON.stringify(doc)));
+    expect(unpackCheckpoint(files).state.family).toBe('gpt');
   });
 
   test('a corrupted weights file is named', () => {

@@ -128,7 +128,7 @@ describe('prepareDataset', () => {
     expect(m.tokenizer.id).toMatch(/^bpe-512-[0-9a-f]{12}$/);
     const tok = loadTokenizer(JSON.parse(readFileSync(join(out, TOKENIZER_FILE), 'utf8')));
     const ids = shardTokens(readFileSync(join(out, m.splits.train[0].file)), m.dtype);
-    const text = tok.decode(ids.subarray(0, 200));
+    const text = await tok.decode(ids.subarray(0, 200));
     expect(text.length).toBeGreaterThan(200); // compresses: more than one char per token
   });
 });
