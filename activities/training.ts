@@ -269,7 +269,7 @@ async function aggregateRound({ store }: TrainingContext, input: AggregateInput)
   const state = {
     family: 'gpt' as const,
     modelConfig: explicitGptConfig(spec.model.config),
-    runConfig: { name: spec.name, seed: spec.seed, outer: spec.outer },
+    runConfig: { name: spec.name, seed: spec.seed, outer: spec.outer, ...(spec.model.from ? { from: spec.model.from } : {}) },
     step: (input.round + 1) * spec.innerSteps,
     round: input.round + 1,
     bestValLoss: input.bestValLoss,

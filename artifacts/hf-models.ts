@@ -15,7 +15,7 @@ import type { ArtifactStore, Manifest } from '../infra/store';
 import { failure } from '../spec/errors';
 import { hfAdapterFiles } from '../engine/hf/peft';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../engine/lora/peft';
-import { checkpointWeights, commitCheckpoint, fromTensors, readCheckpoint, toTensors, type CheckpointRef } from './checkpoints';
+import { checkpointWeights, commitCheckpoint, fromTensors, readCheckpoint, readCheckpointState, toTensors, type CheckpointRef } from './checkpoints';
 import { asFailure } from './errors';
 import { keySafe, modelKeys, modelNameProblem } from './keys';
 
@@ -143,13 +143,7 @@ export async function exportHfModel(store: ArtifactStore, ref: string, outDir: s
   }
   const model = { family, config: cfg.data } as HfModelConfig;
   // The import that holds the tokenizer: this prefix, or the base a merged fine-tune came from.
-  let source: { prefix: string; manifest: Manifest; record: ImportRecord } | null = importOf(manifest) ? { prefix, manifest, record: importOf(manifest)! } : null;
-  const base = (ck.state.runConfig.mergedFrom as { base?: unknown } | undefined)?.base;
-  if (!source && typeof base === 'string') {
-    const bm = await store.readManifest(base);
-    const record = importOf(bm);
-    if (bm && record) source = { prefix: base, manifest: bm, record };
-  }
+  const source = await importBehind(store, prefix, manifest, ck.state.runConfig);
   const tokenizerFiles = new Map<string, Uint8Array>();
   if (source) {
     const stored = new Set(source.manifest.files.map((f) => f.name));
@@ -163,6 +157,32 @@ export async function exportHfModel(store: ArtifactStore, ref: string, outDir: s
   } catch (err) {
     throw asFailure(err, `export ${ref}`);
   }
+}
+
+/** Where a checkpoint came from, as its writers record it: a merged fine-tune's base, or a run's `model.from`. */
+function parentOf(runConfig: Record<string, unknown>): string | null {
+  const base = (runConfig.mergedFrom as { base?: unknown } | undefined)?.base;
+  if (typeof base === 'string') return base;
+  return typeof runConfig.from === 'string' ? runConfig.from : null;
+}
+
+/**
+ * The import a checkpoint descends from (itself, the base of a merged fine-tune, the model a run
+ * started from, and so on up to 8 steps), which holds its tokenizer and special tokens; null for a
+ * model trained from scratch.
+ */
+async function importBehind(store: ArtifactStore, prefix: string, manifest: Manifest, runConfig: Record<string, unknown>): Promise<{ prefix: string; manifest: Manifest; record: ImportRecord } | null> {
+  let at = { prefix, manifest, runConfig };
+  for (let hop = 0; hop < 8; hop++) {
+    const record = importOf(at.manifest);
+    if (record) return { prefix: at.prefix, manifest: at.manifest, record };
+    const parent = parentOf(at.runConfig);
+    if (!parent) return null;
+    const found = await readCheckpointState(store, parent).catch(() => null);
+    if (!found) return null;
+    at = { prefix: parent, manifest: found.manifest, runConfig: found.state.runConfig };
+  }
+  return null;
 }
 
 /**

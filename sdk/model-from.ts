@@ -8,9 +8,13 @@
 // anything else (a stored model keeps its architecture; only FROM_OVERRIDABLE may change). The
 // parsed spec then carries a complete config, so every check that needs one (context vs
 // block_size, the worker-memory estimate) runs before anything starts, and the run refuses a
-// checkpoint whose files changed since (activities/training.ts createModel).
+// checkpoint whose files changed since (activities/training.ts createModel). A model imported with
+// its own tokenizer (models/<name>/tokenizer.json) tokenizes the run's datasets: a dataset without
+// a tokenizer gets it, and one naming another tokenizer is refused (its ids would mean nothing to
+// the model's embeddings).
 
 import { readCheckpointState } from '../artifacts/checkpoints';
+import { HF_TOKENIZER_FILE } from '../engine/hf/folder';
 import { StoredGptConfigSchema } from '../engine/models/gpt';
 import type { ArtifactStore } from '../infra/store';
 import { InvalidSpecError } from '../spec/pipeline';
@@ -57,7 +61,19 @@ export async function resolveModelFrom<T>(store: ArtifactStore, input: T): Promi
       issues.push(`spec.model.config.${k}: ${JSON.stringify(v)} differs from ${from}, which has ${JSON.stringify(config[k] ?? null)}; a stored model keeps its architecture (only ${FROM_OVERRIDABLE.join(', ')} may be set)`);
     }
   }
+  const tokenizerFile = found.manifest.files.find((f) => f.name === HF_TOKENIZER_FILE);
+  const withTokenizer = (path: string, dataset: unknown): unknown => {
+    if (!tokenizerFile || !isObject(dataset)) return dataset;
+    if (dataset.tokenizer === undefined) return { ...dataset, tokenizer: { kind: 'hf', key: `${from}/${HF_TOKENIZER_FILE}`, sha256: tokenizerFile.sha256 } };
+    const t = dataset.tokenizer;
+    if (!isObject(t) || t.kind !== 'hf' || t.key !== `${from}/${HF_TOKENIZER_FILE}`) {
+      issues.push(`${path}.tokenizer: ${from} has its own tokenizer (${HF_TOKENIZER_FILE}), whose ids its embeddings were trained on; leave tokenizer out to use it`);
+    }
+    return dataset;
+  };
+  const next: Record<string, unknown> = { ...input, dataset: withTokenizer('spec.dataset', input.dataset) };
+  if (isObject(input.lora) && isObject(input.lora.dataset)) next.lora = { ...input.lora, dataset: withTokenizer('spec.lora.dataset', input.lora.dataset) };
   if (issues.length) throw new InvalidSpecError(issues);
   const fromFiles = Object.fromEntries(found.manifest.files.map((f) => [f.name, f.sha256]));
-  return { ...input, model: { ...model, config, fromFiles } };
+  return { ...next, model: { ...model, config, fromFiles } } as T;
 }

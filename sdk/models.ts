@@ -2,19 +2,10 @@
 // `truthgpt import` and `truthgpt export --format hf`, with the store from the environment's config.
 
 import { exportHfModel, importHfModel, type HfExportResult, type ImportedModel } from '../artifacts/hf-models';
-import { loadConfig, s3Settings, type Config } from '../infra/config';
-import { ArtifactStore } from '../infra/store';
+import { loadConfig, type Config } from '../infra/config';
+import { withStore } from './store';
 
 export { exportHfModel, importHfModel, IMPORT_FORMAT, type HfExportResult, type ImportedModel, type ImportRecord } from '../artifacts/hf-models';
-
-async function withStore<T>(config: Config, fn: (s: ArtifactStore) => Promise<T>): Promise<T> {
-  const store = new ArtifactStore(s3Settings(config));
-  try {
-    return await fn(store);
-  } finally {
-    store.close();
-  }
-}
 
 /**
  * Stores the Hugging Face model folder `dir` (GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM)

@@ -138,7 +138,15 @@ export function summarize(r: PipelineResult, uiUrl: string, bucket: string, opts
     '',
     variants,
     ...(r.evaluation ? [`val ppl over ${coverageText(r.evaluation)}`] : []),
-    ...(opts.links === false ? [] : ['', `report    s3://${bucket}/${r.reportKey}`, `Web UI    ${uiUrl}`]),
+    ...(opts.links === false
+      ? []
+      : [
+          '',
+          `model     ${r.lora ? r.lora.merged.prefix : t.checkpoint.prefix}  (truthgpt export … --format hf --out DIR)`,
+          ...(r.lora ? [`adapter   ${r.lora.adapterPrefix}`] : []),
+          `report    s3://${bucket}/${r.reportKey}`,
+          `Web UI    ${uiUrl}`,
+        ]),
   ].join('\n');
 }
 
