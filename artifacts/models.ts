@@ -2,17 +2,18 @@
 // `truthgpt generate` can drive one with nothing but its key), resolving a user's model reference,
 // and the bases and adapters of fine-tunes.
 
-import { sha256 } from '../engine/checkpoint/checkpoint';
+import { sha256, STATE_FILE } from '../engine/checkpoint/checkpoint';
 import { loadTokenizer, type SavedTokenizer, type Tokenizer } from '../engine/data/tokenizer';
 import { TOKENIZER_FILE } from '../engine/data/dataset';
 import { serializeModel } from '../engine/graph/onnx';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, checkAdapterAgainstPlan, loadAdapter, type LoraPlan } from '../engine/lora';
 import { exportGpt } from '../engine/models/export';
 import { StoredGptConfigSchema, type GptConfig } from '../engine/models/gpt';
+import { T5ConfigSchema, type T5Config } from '../engine/models/t5';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import type { BaseModel } from '../spec/lora';
-import { checkpointWeights, fromTensors, readCheckpoint, refOf } from './checkpoints';
+import { checkpointWeights, fromTensors, readCheckpoint, readCheckpointState, refOf } from './checkpoints';
 import { asFailure } from './errors';
 import type { ImportRecord } from './hf-models';
 import { loadStoredTokenizer } from './tokenizers';
@@ -95,11 +96,40 @@ export async function resolveModel(store: ArtifactStore, refIn: string): Promise
   throw failure('InvalidInput', `model ${refIn}: ${prefix} holds ${names.join(', ')}; expected ${MODEL_FILE} or a checkpoint (model.safetensors + checkpoint.json)`);
 }
 
+/** A stored T5 checkpoint (imported, or trained later) ready to generate with. */
+export interface ResolvedT5 {
+  source: string;
+  config: T5Config;
+  weights: Map<string, Float32Array>;
+  tokenizer: SavedTokenizer | null;
+  /** The end-of-sequence id the import recorded (T5's `</s>`, 1), which ends a source and stops decoding. */
+  eos: number | null;
+}
+
+/**
+ * The T5 checkpoint at REF, or null when REF is anything else (a GPT checkpoint or an exported
+ * model, which resolveModel takes).
+ */
+export async function resolveT5(store: ArtifactStore, refIn: string): Promise<ResolvedT5 | null> {
+  const prefix = stripS3(refIn, store.bucket);
+  const manifest = await store.readManifest(prefix);
+  if (!manifest?.files.some((f) => f.name === STATE_FILE)) return null;
+  const found = await readCheckpointState(store, prefix);
+  if (found?.state.family !== 't5') return null;
+  const parsed = T5ConfigSchema.strip().safeParse(found.state.modelConfig);
+  if (!parsed.success) throw failure('CorruptCheckpoint', `checkpoint ${prefix}: its modelConfig is not a T5 config: ${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`);
+  const ck = await readCheckpoint(store, prefix);
+  const record = manifest.meta.import as ImportRecord | undefined;
+  const eos = record?.specialTokens.eos ?? null;
+  const tokenizer: SavedTokenizer | null = record?.tokenizer ? { kind: 'hf', ...record.tokenizer, ...(eos != null ? { eot: eos } : {}) } : null;
+  return { source: prefix, config: parsed.data, weights: fromTensors(ck.weights, prefix), tokenizer, eos };
+}
+
 /**
  * The tokenizer for a model: `flag` ('byte', 'gpt2' or the key of a tokenizer.json) wins, then the
  * model's own; a bare checkpoint with a byte- or GPT-2-sized vocabulary gets that tokenizer.
  */
-export async function tokenizerFor(store: ArtifactStore, model: ResolvedModel, flag?: string): Promise<Tokenizer> {
+export async function tokenizerFor(store: ArtifactStore, model: { source: string; tokenizer: SavedTokenizer | null; config: { vocab_size: number } }, flag?: string): Promise<Tokenizer> {
   if (flag === 'byte' || flag === 'gpt2') return loadTokenizer({ kind: flag });
   if (flag) {
     try {

@@ -6,8 +6,11 @@
 import type { Command } from 'commander';
 import fs from 'node:fs';
 import { postKeys } from '../../artifacts/keys';
-import { REPORT_HTML, REPORT_JSON, resolveModel, tokenizerFor } from '../../artifacts/models';
+import { REPORT_HTML, REPORT_JSON, resolveModel, resolveT5, tokenizerFor, type ResolvedT5 } from '../../artifacts/models';
 import { Decoder } from '../../engine/eval';
+import { T5Generator } from '../../engine/eval/generate-t5';
+import type { Tokenizer } from '../../engine/data/tokenizer';
+import { t5DecodeInfo } from '../../engine/models/export-t5-cached';
 import { decoderInfo } from '../../engine/models/export';
 import { renderReportText, type RunReport } from '../../engine/report';
 import { NotFoundError, type ArtifactStore } from '../../infra/store';
@@ -56,6 +59,8 @@ export interface GenerateOptions {
  * @example const { text } = await generateText(store, 'runs/brown-1/models/int8', 'The ', { maxNewTokens: 32, temperature: 0, topK: 0, topP: 1, seed: 0, threads: 1 })
  */
 export async function generateText(store: ArtifactStore, ref: string, prompt: string, o: GenerateOptions) {
+  const t5 = await resolveT5(store, ref);
+  if (t5) return generateT5Text(t5, await tokenizerFor(store, t5, o.tokenizer), prompt, o);
   const model = await resolveModel(store, ref);
   const tok = await tokenizerFor(store, model, o.tokenizer);
   const ids = await tok.encode(prompt);
@@ -77,9 +82,44 @@ export async function generateText(store: ArtifactStore, ref: string, prompt: st
       promptTokens: ids.length,
       promptCropped: r.promptCropped,
       slides: r.slides,
+      ids: out,
     };
   } finally {
     await d.release();
+  }
+}
+
+/**
+ * T5: the prompt is the source (ending in `</s>`, as Hugging Face's tokenizer adds it), encoded
+ * once; the decoder writes up to maxNewTokens tokens and stops at `</s>`. T5's positions are
+ * relative, so there is no block_size to slide past.
+ */
+async function generateT5Text(t5: ResolvedT5, tok: Tokenizer, prompt: string, o: GenerateOptions) {
+  const ids = await tok.encode(prompt);
+  if (ids.length === 0) throw new UsageError('generate: the prompt is empty');
+  const eos = t5.eos ?? tok.eot;
+  const src = ids[ids.length - 1] === eos ? ids : [...ids, eos];
+  const g = await T5Generator.create(t5.config, t5.weights, { session: { intraOpThreads: o.threads } });
+  try {
+    const t0 = performance.now();
+    const out = await g.generate(src, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed, stopToken: eos });
+    const ms = performance.now() - t0;
+    const pad = t5DecodeInfo(t5.config).decoderStartTokenId;
+    return {
+      model: t5.source,
+      method: 't5',
+      prompt,
+      text: await tok.decode(out.filter((t) => t !== eos && t !== pad)),
+      tokens: out.length,
+      tokensPerSec: out.length / (ms / 1000),
+      blockSize: null,
+      promptTokens: src.length,
+      promptCropped: 0,
+      slides: 0,
+      ids: out,
+    };
+  } finally {
+    await g.release();
   }
 }
 
@@ -121,7 +161,7 @@ export function registerReportCommands(program: Command): void {
     .option('--seed <s>', 'sampling seed', num('--seed', -(2 ** 31), 2 ** 31 - 1, true), 0)
     .option('--tokenizer <t>', "byte | gpt2 | S3 key of a dataset's tokenizer.json (default: the model's own)")
     .option('--threads <n>', 'ORT intra-op threads', num('--threads', 1, 256, true), 1)
-    .option('--json', 'print {model, prompt, text, tokens, tokensPerSec, blockSize, promptTokens, promptCropped, slides} as JSON')
+    .option('--json', 'print {model, prompt, text, tokens, tokensPerSec, blockSize, promptTokens, promptCropped, slides, ids} as JSON (blockSize null for T5)')
     .action(async (prompt: string, flags: StackFlags & GenerateOptions & { model: string; json?: boolean }) => {
       const config = configFromFlags(flags);
       const r = await withStore(config, (s) => generateText(s, flags.model, prompt, flags)).catch((err: unknown) => {
