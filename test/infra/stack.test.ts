@@ -253,7 +253,7 @@ test('a Temporal CLI build reports what go does, for how long, and where its log
   const compiling = 'go: downloading cel.dev/expr v0.23.1\ninternal/abi\nruntime\ngo.temporal.io/server/service/history\n';
   expect(buildLogProgress(compiling)).toEqual({ packages: 3, activity: 'compiling go.temporal.io/server/service/history' });
   expect(buildLogProgress(`${compiling}github.com/temporalio/cli/cmd/temporal\n`)).toEqual({ packages: 4, activity: 'linking the binary' });
-  const line = formatBuildProgress({ elapsedMs: 125_400, packages: 3, activity: 'compiling runtime', buildLog: 'cache/temporal-build.log', done: false });
+  const line = formatBuildProgress({ tool: 'the Temporal CLI v1.5.1', elapsedMs: 125_400, packages: 3, activity: 'compiling runtime', buildLog: 'cache/temporal-build.log', done: false });
   expect(line).toBe('building the Temporal CLI v1.5.1: 2m05s, 3 packages compiled, compiling runtime (log: cache/temporal-build.log)');
-  expect(formatBuildProgress({ elapsedMs: 9_000, packages: 0, activity: 'downloading modules', buildLog: 'cache/l', builderPid: 42, done: false })).toContain('v1.5.1 (by pid 42): 9s, 0 packages');
+  expect(formatBuildProgress({ tool: 'the Temporal CLI v1.5.1', elapsedMs: 9_000, packages: 0, activity: 'downloading modules', buildLog: 'cache/l', builderPid: 42, done: false })).toContain('v1.5.1 (by pid 42): 9s, 0 packages');
 });
