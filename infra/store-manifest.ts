@@ -20,7 +20,8 @@
 
 import { Readable } from 'node:stream';
 import { z } from 'zod';
-import { folderOf, InvalidKeyError, joinKey } from './keys';
+import { committedFileKey } from '../spec/store-layout';
+import { folderOf, InvalidKeyError, joinKey, validateKey } from './keys';
 import { CommitConflictError, NotFoundError, type CommitDifference } from './store-errors';
 import type { ArtifactStore } from './store';
 import type { PutBody, PutResult } from './store-upload';
@@ -59,9 +60,9 @@ export function manifestKeyOf(prefix: string): string {
   return joinKey(folderOf(prefix), MANIFEST_NAME);
 }
 
-/** Where a file of a commit goes: its folder, its content's hash, then its own name. */
+/** Where a file of a commit goes: its folder, its content's hash, then its own name (spec/store-layout.ts). */
 export function contentKeyOf(folder: string, name: string, sha256: string): string {
-  return joinKey(folder, `sha256-${sha256}`, name);
+  return validateKey(committedFileKey(folderOf(folder), joinKey(name), sha256));
 }
 
 /** The folder and name of a key that contentKeyOf made; null for any other key. */

@@ -58,3 +58,13 @@ export async function withS3(options: { bucket?: string; store?: StoreOptions; s
     },
   };
 }
+
+/**
+ * The sha256 each file of a committed prefix carries in its object metadata, found through the
+ * manifest (commit keys are content-addressed, `<prefix>/sha256-<hex>/<name>`), by file name.
+ */
+export async function storedSha256s(store: ArtifactStore, prefix: string): Promise<Record<string, string | undefined>> {
+  const m = await store.readManifest(prefix);
+  if (!m) throw new Error(`nothing committed under ${prefix}`);
+  return Object.fromEntries(await Promise.all(m.files.map(async (f) => [f.name, (await store.head(f.key)).sha256] as const)));
+}
