@@ -16,6 +16,7 @@ const SCRIPTS: Record<string, string> = {
   quant: 'int8 / int4 vs fp32: kernels, end to end, decode with KV cache (kernels|e2e|decode|all)',
   dataset: 'prepareDataset on a GiB-scale corpus: throughput and peak RSS',
   memory: 'one GPT training step: peak RSS against the memory estimate specs are checked with',
+  's3-servers': 's3rver vs versitygw as the local S3 server: start time, memory, store throughput',
 };
 const script = process.argv[2];
 if (script && script in SCRIPTS) {

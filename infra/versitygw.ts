@@ -38,7 +38,7 @@ export const VERSITYGW: GoTool = {
   version: VERSITYGW_VERSION,
   pathVar: 'VERSITYGW_PATH',
   otherwise: 'versitygw (a release binary from https://github.com/versity/versitygw/releases, then put `versitygw` on PATH or set VERSITYGW_PATH)',
-  minGo: '1.24',
+  minGo: '1.25',
   coldBuild: 'about 2-3 on 2 cores with cold Go caches',
   notFound: (message) => new VersitygwNotFound(message),
 };

@@ -1,5 +1,6 @@
 // A real S3 server per test file on a free loopback port over a temp directory: s3rver (the
-// default) or versitygw (a production S3 gateway, built once with go; infra/versitygw.ts).
+// default) or versitygw (a production S3 gateway, built once with go; infra/versitygw.ts), chosen
+// per call or, for every suite at once, with TRUTHGPT_S3_SERVER as for the local stack.
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -21,6 +22,13 @@ export interface S3Fixture {
   close(): Promise<void>;
 }
 
+function defaultServer(): S3ServerKind {
+  const env = process.env.TRUTHGPT_S3_SERVER;
+  if (env === undefined || env === '') return 's3rver';
+  if (env === 's3rver' || env === 'versitygw') return env;
+  throw new Error(`TRUTHGPT_S3_SERVER=${JSON.stringify(env)}: expected s3rver or versitygw`);
+}
+
 /**
  * Starts an S3 server on a free port in a fresh temp dir and returns a store on its bucket.
  *
@@ -32,7 +40,8 @@ export interface S3Fixture {
 export async function withS3(options: { bucket?: string; store?: StoreOptions; server?: S3ServerKind } = {}): Promise<S3Fixture> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'truthgpt-s3-'));
   const bucket = options.bucket ?? 'truthgpt-test';
-  const kind = options.server ?? 's3rver';
+  // TRUTHGPT_S3_SERVER=versitygw runs every suite that takes the default on versitygw.
+  const kind = options.server ?? defaultServer();
   const server =
     kind === 'versitygw'
       ? await startVersitygw({ dir, port: 0, bucket, credentials: LOCAL_S3_CREDENTIALS })
