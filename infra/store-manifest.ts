@@ -135,11 +135,12 @@ export async function commitManifest(
   if (!committed) throw new Error(`commit ${folder}: s3://${store.bucket}/${manifestKey} existed a moment ago and is gone now`);
   const differences = manifestDifferences(entries, committed.files);
   if (differences.length === 0) return committed;
-  // Our files under keys the winner does not list are ours alone (same bytes share a key).
+  // The files we uploaded under keys the winner does not list are ours alone (equal bytes share a
+  // key, so anything the winner needs is listed); objects the caller uploaded stay the caller's.
   const kept = new Set(committed.files.map((f) => f.key));
-  const own = new Set(Object.values(files).filter((f): f is PutResult => !(f instanceof Uint8Array || f instanceof Readable || 'path' in f)).map((f) => f.key));
+  const callers = new Set(Object.values(files).filter((f): f is PutResult => !(f instanceof Uint8Array || f instanceof Readable || 'path' in f)).map((f) => f.key));
   for (const e of entries) {
-    if (!kept.has(e.key) && !own.has(e.key)) await store.delete(e.key);
+    if (!kept.has(e.key) && !callers.has(e.key)) await store.delete(e.key);
   }
   throw new CommitConflictError(store.bucket, folder, manifestKey, differences);
 }
