@@ -17,6 +17,8 @@
 //    only it wrote and throws CommitConflictError. Where the server ignores the header (s3rver)
 //    the last manifest written wins: every manifest still lists only its own intact files, so a
 //    reader sees one whole commit or the other, never a mix, but both committers return success.
+//    (That needs each object write to be atomic, as in S3; infra/s3server-compat.ts makes
+//    s3rver's so.)
 
 import { Readable } from 'node:stream';
 import { z } from 'zod';

@@ -103,6 +103,23 @@ describe.each(S3_SERVER_KINDS)('the store on %s', (kind: S3ServerKind) => {
       expect((await s3.store.list('ow/')).map((o) => [o.key, o.size])).toEqual([['ow/x.bin', second.length]]);
     });
 
+    test('concurrent writes and reads of one key see whole objects only (S3 object writes are atomic)', async () => {
+      const bodies = Array.from({ length: 8 }, (_, i) => randomBytes(200_000 + i * 10_000));
+      await s3.store.put('atomic/x.bin', bodies[0]!);
+      // Writers and readers interleaved: every read must pass its sha256 check, whichever write it sees.
+      const reads: Promise<Buffer>[] = [];
+      const writes = bodies.map((b) => {
+        reads.push(s3.store.get('atomic/x.bin'));
+        return s3.store.put('atomic/x.bin', b);
+      });
+      await Promise.all(writes);
+      const shas = new Set(bodies.map(sha256));
+      for (const r of await Promise.all(reads)) expect(shas.has(sha256(r))).toBe(true);
+      const final = await s3.store.get('atomic/x.bin');
+      expect(shas.has(sha256(final))).toBe(true);
+      expect((await s3.store.head('atomic/x.bin')).size).toBe(final.length);
+    });
+
     test('missing keys and buckets are NotFoundErrors naming bucket and key, on every read', async () => {
       const where = `s3://${bucket}/rt/nope.bin`;
       for (const read of [
