@@ -102,7 +102,8 @@ export function createPostTrainingActivities(deps: PostTrainingDeps) {
 async function commitModel(store: ArtifactStore, prefix: string, bytes: Uint8Array, meta: ModelMeta, extra: Record<string, Uint8Array>): Promise<ModelRef> {
   const m = await store.commit(prefix, { [MODEL_FILE]: Buffer.from(bytes), ...Object.fromEntries(Object.entries(extra).map(([k, v]) => [k, Buffer.from(v)])) }, { model: meta });
   const f = m.files.find((x) => x.name === MODEL_FILE)!;
-  return { name: meta.name, method: meta.method, prefix, key: `${prefix}/${MODEL_FILE}`, sha256: f.sha256, sizeBytes: f.size, published: meta.published };
+  // The object's own key (commits are content-addressed, infra/store-manifest.ts).
+  return { name: meta.name, method: meta.method, prefix, key: f.key, sha256: f.sha256, sizeBytes: f.size, published: meta.published };
 }
 
 /** The result lands in a second, tiny object so a retry can return it without recomputing. */
@@ -217,7 +218,8 @@ async function writeReport(store: ArtifactStore, input: ReportInput): Promise<Re
     [REPORT_JSON]: Buffer.from(JSON.stringify(report, null, 2), 'utf8'),
     [REPORT_SVG]: Buffer.from(lossCurvesSvg({ train: report.trainHistory, val: report.valHistory }), 'utf8'),
   });
-  return { reportKey: `${prefix}/${REPORT_HTML}`, jsonKey: `${prefix}/${REPORT_JSON}`, svgKey: `${prefix}/${REPORT_SVG}`, sha256: m.files.find((f) => f.name === REPORT_HTML)!.sha256 };
+  const file = (name: string) => m.files.find((f) => f.name === name)!;
+  return { reportKey: file(REPORT_HTML).key, jsonKey: file(REPORT_JSON).key, svgKey: file(REPORT_SVG).key, sha256: file(REPORT_HTML).sha256 };
 }
 
 export type PostTrainingActivities = ReturnType<typeof createPostTrainingActivities>;

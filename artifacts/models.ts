@@ -10,7 +10,7 @@ import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, checkAdapterAgainstPlan, loa
 import { exportGpt } from '../engine/models/export';
 import { StoredGptConfigSchema, type GptConfig } from '../engine/models/gpt';
 import { T5ConfigSchema, type T5Config } from '../engine/models/t5';
-import type { ArtifactStore } from '../infra/store';
+import { parseContentKey, type ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import type { BaseModel } from '../spec/lora';
 import { checkpointWeights, fromTensors, readCheckpoint, readCheckpointState, refOf } from './checkpoints';
@@ -68,7 +68,9 @@ const stripS3 = (ref: string, bucket: string) => ref.replace(new RegExp(`^s3://$
  */
 export async function resolveModel(store: ArtifactStore, refIn: string): Promise<ResolvedModel> {
   const ref = stripS3(refIn, store.bucket);
-  const prefix = ref.endsWith(`/${MODEL_FILE}`) ? ref.slice(0, -MODEL_FILE.length - 1) : ref;
+  // A model's object key (`<prefix>/sha256-<hex>/model.onnx`), `<prefix>/model.onnx` or the prefix.
+  const stored = parseContentKey(ref);
+  const prefix = stored?.name === MODEL_FILE ? stored.folder : ref.endsWith(`/${MODEL_FILE}`) ? ref.slice(0, -MODEL_FILE.length - 1) : ref;
   const manifest = await store.readManifest(prefix);
   if (!manifest) {
     throw failure('MissingArtifact', `model ${refIn}: nothing is committed under s3://${store.bucket}/${prefix} (expected a model prefix such as runs/<id>/models/int8, its model.onnx, or a checkpoint such as runs/<id>/global/r000003)`);

@@ -18,6 +18,7 @@ const SCRIPTS: Record<string, string> = {
   memory: 'one GPT training step: peak RSS against the memory estimate specs are checked with',
   generate: 'generation past block_size (window restarts) with and without the KV cache; T5 encoder once + cached decoder',
   'hf-import': 'importing a Hugging Face folder: peak RSS against the model\'s float32 bytes',
+  's3-servers': 's3rver vs versitygw as the local S3 server: start time, memory, store throughput',
 };
 const script = process.argv[2];
 if (script && script in SCRIPTS) {

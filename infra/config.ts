@@ -10,7 +10,10 @@ import type { S3Settings } from './store';
 
 export type { S3Settings };
 
-/** s3rver's built-in account (infra/s3server.ts); only used when S3 is the local stack's own server. */
+/**
+ * s3rver's built-in account (infra/s3server.ts), also versitygw's root account in the local stack
+ * (infra/versitygw.ts); only used when S3 is the local stack's own server.
+ */
 const LOCAL_S3_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
 
 const bool = z
@@ -61,7 +64,11 @@ const EnvSchema = z.object({
   TRUTHGPT_TEMPORAL_PORT: port.optional(),
   TRUTHGPT_UI_PORT: port.optional(),
   TRUTHGPT_S3_PORT: port.optional(),
+  TRUTHGPT_S3_SERVER: z.enum(['s3rver', 'versitygw'], { message: 'expected s3rver or versitygw' }).optional(),
 });
+
+/** The S3 server `up` starts when TRUTHGPT_S3_ENDPOINT is unset (README, "Local S3 server"). */
+export type LocalS3Server = 's3rver' | 'versitygw';
 
 export interface TlsSettings {
   certPath?: string;
@@ -90,6 +97,8 @@ export interface Config {
     /** True when TEMPORAL_ADDRESS / TRUTHGPT_S3_ENDPOINT point at the local stack. */
     localTemporal: boolean;
     localS3: boolean;
+    /** Which server `up` starts for the local S3 (TRUTHGPT_S3_SERVER). */
+    s3Server: LocalS3Server;
   };
 }
 
@@ -182,6 +191,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       s3Port,
       localTemporal,
       localS3,
+      s3Server: e.TRUTHGPT_S3_SERVER ?? 's3rver',
     },
   };
 }

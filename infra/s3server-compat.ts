@@ -9,11 +9,25 @@
 // One-byte range at the start: s3rver reads `Range: bytes=0-0` as "from 0 to the end" (it tests
 // the end offset for truthiness) and sends the whole object as a 206. We cut the reply to the
 // single byte that was asked for.
+//
+// Atomic objects: s3rver keeps an object as three files (bytes, metadata JSON, md5) that it
+// rewrites in place, one after the other, and answers a PUT before its bytes are flushed. Two
+// requests on one key at once could then leave one's bytes under the other's metadata (our
+// sha256 check fails, or a GET whose Content-Length is not the body's hangs until the socket
+// drops), and a GET during a PUT could read half an object. S3 makes every object write atomic,
+// and racing commits write one manifest key at once (infra/store-manifest.ts), so requests on one
+// key run one at a time here (a GET until its body is sent), and a PUT answers once its bytes are
+// on disk.
 
+import { createHash } from 'node:crypto';
+import { createWriteStream, mkdirSync } from 'node:fs';
+import path from 'node:path';
 import type S3rver from 's3rver';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 type Ctx = {
+  res: NodeJS.WritableStream;
   method: string;
   headers: Record<string, string | undefined>;
   length: number;
@@ -113,8 +127,88 @@ async function firstByteRange(ctx: Ctx, next: () => Promise<void>): Promise<void
   ctx.length = 1;
 }
 
+/** Requests on one object key run one after another; others are not held up. */
+function oneRequestPerKey(): (ctx: Ctx, next: () => Promise<void>) => Promise<void> {
+  const tails = new Map<string, Promise<void>>();
+  return async (ctx, next) => {
+    // `/<bucket>/<key>` after the vhost rewrite; a multipart part goes to its upload's folder,
+    // not to the object, so parts of one upload still go up in parallel.
+    const key = /^\/[^/]+\/.+/.test(ctx.path) && ctx.query.partNumber === undefined ? ctx.path : undefined;
+    if (!key) return next();
+    const before = tails.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const tail = before.then(() => mine);
+    tails.set(key, tail);
+    await before;
+    let streaming = false;
+    try {
+      await next();
+      const body = ctx.body;
+      if (body instanceof Readable && !body.destroyed) {
+        // Koa sends the body after the middleware returns: hold the key until it is out.
+        streaming = true;
+        let done = false;
+        const finish = () => {
+          if (done) return;
+          done = true;
+          release();
+        };
+        ctx.res.once('close', finish);
+        body.once('close', finish);
+        body.once('error', finish);
+      }
+    } finally {
+      if (!streaming) release();
+      void tail.then(() => {
+        if (tails.get(key) === tail) tails.delete(key);
+      });
+    }
+  };
+}
+
+interface S3rverObject {
+  bucket: string;
+  key: string;
+  content: Buffer | Readable;
+  metadata: Record<string, string>;
+}
+
+interface S3rverFilesystemStore {
+  getResourcePath(bucket: string, key: string, resource: string): string;
+  putMetadata(bucket: string, key: string, metadata: Record<string, string>, md5: string): Promise<void>;
+  putObject(object: S3rverObject): Promise<{ size: number; md5: string }>;
+}
+
+/** s3rver's FilesystemStore.putObject, except that it returns once the bytes are written. */
+function putObjectFlushed(store: S3rverFilesystemStore): S3rverFilesystemStore['putObject'] {
+  return async (object) => {
+    const objectPath = store.getResourcePath(object.bucket, object.key, 'object');
+    mkdirSync(path.dirname(objectPath), { recursive: true });
+    const md5 = createHash('md5');
+    let size = 0;
+    const source = Buffer.isBuffer(object.content) ? Readable.from([object.content]) : object.content;
+    await pipeline(
+      source,
+      new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          md5.update(chunk);
+          size += chunk.length;
+          cb(null, chunk);
+        },
+      }),
+      createWriteStream(objectPath),
+    );
+    const digest = md5.digest('hex');
+    await store.putMetadata(object.bucket, object.key, object.metadata, digest);
+    return { size, md5: digest };
+  };
+}
+
 /** Installs the fixes; call before app.callback(), which freezes the middleware stack. */
 export function installS3rverCompat(app: S3rver): void {
+  const store = (app as unknown as { store: S3rverFilesystemStore }).store;
+  store.putObject = putObjectFlushed(store);
   // Just before the router, so the vhost rewrite has run and the XML encoder sees our body.
-  app.middleware.splice(app.middleware.length - 1, 0, listObjectsV2ViaV1, firstByteRange);
+  app.middleware.splice(app.middleware.length - 1, 0, oneRequestPerKey(), listObjectsV2ViaV1, firstByteRange);
 }

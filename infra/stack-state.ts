@@ -28,6 +28,8 @@ export interface StackState {
   namespace: string;
   bucket: string;
   ports: { temporal: number; ui: number; s3: number };
+  /** The local S3 server's kind (absent in state files from before versitygw: s3rver). */
+  s3Server?: 's3rver' | 'versitygw';
   temporal?: ProcessEntry;
   s3?: ProcessEntry;
   supervisor?: ProcessEntry;

@@ -1,7 +1,9 @@
 // The local stack: `truthgpt up | status | down`.
 //
 //   temporal server start-dev   SQLite under <state>/temporal.db, Web UI, our search attributes
-//   infra/s3server.ts           s3rver on loopback, buckets under <state>/s3
+//   infra/s3server.ts           s3rver on loopback, buckets under <state>/s3 (the default), or
+//   infra/versitygw.ts          versitygw on loopback, buckets under <state>/s3-versitygw
+//                               (TRUTHGPT_S3_SERVER=versitygw)
 //   infra/supervisor.ts         keeps one worker per pool (truthgpt-gpu, truthgpt-cpu) running
 //
 // All three are detached, so they outlive the CLI; `<state>/stack.json` remembers them.
@@ -9,13 +11,15 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { type Config } from './config';
+import { s3Settings, type Config } from './config';
 import { canConnect, isPortFree } from './ports';
 import { devServerSearchAttributeFlags } from './search-attributes';
 import { checkFrontend, checkQueue, checkS3, checkUi, connectForStatus, stackStatus, type PartStatus, type StackStatus } from './stack-health';
 import { logTail, spawnLogged, tsCommand } from './stack-spawn';
 import { logDir, processRunning, readState, stopProcess, updateState, writeState, type ProcessEntry, type StackState } from './stack-state';
+import { ArtifactStore } from './store';
 import { ensureTemporalCli, type CliBuildProgress } from './temporal';
+import { ensureVersitygw, versitygwCommand, versitygwEndpoint, versitygwHealthy } from './versitygw';
 import type { Pool } from '../spec/temporal-names';
 
 export interface UpOptions {
@@ -26,7 +30,7 @@ export interface UpOptions {
    * tens of seconds on a busy machine. A first-time Temporal CLI build is not counted.
    */
   timeoutMs?: number;
-  /** Live progress of a first-time Temporal CLI build (minutes); without it `log` gets a line every 30 s. */
+  /** Live progress of a first-time Temporal CLI (or versitygw) build (minutes); without it `log` gets a line every 30 s. */
   onCliBuildProgress?: (p: CliBuildProgress) => void;
   /** Environment for finding (or building) the Temporal CLI and for the processes `up` starts (default process.env). */
   env?: NodeJS.ProcessEnv;
@@ -48,6 +52,7 @@ function freshState(config: Config): StackState {
     namespace: config.temporal.namespace,
     bucket: config.s3.bucket,
     ports: { temporal: config.stack.temporalPort, ui: config.stack.uiPort, s3: config.stack.s3Port },
+    s3Server: config.stack.s3Server,
     workers: {},
     updatedAt: new Date().toISOString(),
   };
@@ -110,10 +115,19 @@ export async function stackUp(config: Config, opts: UpOptions = {}): Promise<Sta
       const p = state.ports;
       throw new StackError(`a stack from ${stateDir} is already running on ports temporal ${p.temporal}, ui ${p.ui}, s3 ${p.s3}; run \`truthgpt down\` first to change ports`);
     }
+    const running = state.s3Server ?? 's3rver';
+    if (config.stack.localS3 && processRunning(state.s3) && running !== config.stack.s3Server) {
+      throw new StackError(`the stack from ${stateDir} runs ${running} as its S3 server, but TRUTHGPT_S3_SERVER asks for ${config.stack.s3Server}; run \`truthgpt down\` first to switch`);
+    }
   } else {
     state = freshState(config);
     writeState(state);
   }
+
+  // Binaries that may need a first-time go build come before any server starts, so that a build
+  // of minutes never eats a started part's health timeout.
+  const startS3 = config.stack.localS3 && !processRunning(state.s3);
+  const versitygw = startS3 && config.stack.s3Server === 'versitygw' ? await ensureVersitygw(baseEnv, log, { onProgress: opts.onCliBuildProgress }) : undefined;
 
   if (config.stack.localTemporal && !processRunning(state.temporal)) {
     await assertPortFree(host, temporalPort, 'Temporal frontend', 'TRUTHGPT_TEMPORAL_PORT', '--temporal-port');
@@ -128,14 +142,39 @@ export async function stackUp(config: Config, opts: UpOptions = {}): Promise<Sta
     state = updateState(stateDir, (s) => (s.temporal = entry));
   }
 
-  if (config.stack.localS3 && !processRunning(state.s3)) {
+  if (startS3) {
     await assertPortFree(host, s3Port, 'S3 server', 'TRUTHGPT_S3_PORT', '--s3-port');
-    const dir = path.join(stateDir, 's3');
-    log(`starting the S3 server on ${host}:${s3Port} (bucket ${config.s3.bucket}, data ${dir})`);
-    const cmd = tsCommand(S3_ENTRY, ['--dir', dir, '--port', String(s3Port), '--host', host, '--bucket', config.s3.bucket]);
-    const entry = startDetached(cmd, S3_ENTRY, path.join(logDir(stateDir), 's3.log'), env);
+    const logFile = path.join(logDir(stateDir), 's3.log');
+    let entry: ProcessEntry;
+    if (versitygw) {
+      const dir = path.join(stateDir, 's3-versitygw');
+      fs.mkdirSync(dir, { recursive: true });
+      log(`starting versitygw on ${host}:${s3Port} (bucket ${config.s3.bucket}, data ${dir})`);
+      const credentials = { accessKeyId: config.s3.accessKeyId!, secretAccessKey: config.s3.secretAccessKey! };
+      const cmd = versitygwCommand(versitygw, { dir, host, port: s3Port, credentials, region: config.s3.region });
+      entry = startDetached(cmd, dir, logFile, { ...env, ...cmd.env });
+    } else {
+      const dir = path.join(stateDir, 's3');
+      log(`starting the S3 server on ${host}:${s3Port} (bucket ${config.s3.bucket}, data ${dir})`);
+      const cmd = tsCommand(S3_ENTRY, ['--dir', dir, '--port', String(s3Port), '--host', host, '--bucket', config.s3.bucket]);
+      entry = startDetached(cmd, S3_ENTRY, logFile, env);
+    }
     s3StartedAt = Date.now();
-    state = updateState(stateDir, (s) => (s.s3 = entry));
+    state = updateState(stateDir, (s) => {
+      s.s3 = entry;
+      s.s3Server = config.stack.s3Server;
+    });
+    if (versitygw) {
+      // versitygw serves buckets but creates none: once it answers, create ours.
+      const endpoint = versitygwEndpoint(host, s3Port);
+      await waitFor('versitygw', async () => ({ name: 's3', ...(await versitygwHealthy(endpoint)) }), deadlineFrom(s3StartedAt), state.s3);
+      const store = new ArtifactStore(s3Settings(config));
+      try {
+        await store.ensureBucket();
+      } finally {
+        store.close();
+      }
+    }
   }
 
   const temporalDeadline = deadlineFrom(temporalStartedAt);

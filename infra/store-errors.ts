@@ -70,3 +70,46 @@ export function translateS3Error(err: unknown, bucket: string, key?: string, ran
   }
   return err;
 }
+
+/** One file on which two commits of a prefix disagree; a side is absent when it lacks the file. */
+export interface CommitDifference {
+  name: string;
+  ours?: string;
+  committed?: string;
+}
+
+/**
+ * Another commit of the same prefix created its manifest first, with different files. Its
+ * checkpoint stands and stays intact (our files went to other keys, and those we alone wrote are
+ * deleted again); re-read the prefix to use it. Only raised where the server honours
+ * `If-None-Match: *` (ArtifactStore.conditionalWrites).
+ */
+export class CommitConflictError extends Error {
+  override readonly name = 'CommitConflictError';
+  constructor(
+    readonly bucket: string,
+    readonly prefix: string,
+    readonly manifestKey: string,
+    readonly differences: CommitDifference[],
+  ) {
+    const short = (h?: string) => (h ? `${h.slice(0, 12)}…` : 'absent');
+    const shown = differences.slice(0, 5).map((d) => `${d.name} sha256 ${short(d.ours)} (ours) vs ${short(d.committed)} (committed)`);
+    const more = differences.length > 5 ? `, and ${differences.length - 5} more` : '';
+    super(
+      `commit ${prefix}: another commit created s3://${bucket}/${manifestKey} first with different files (${shown.join('; ')}${more}); ` +
+        `that commit stands, read it with readManifest("${prefix}")`,
+    );
+  }
+}
+
+/** True for the SDK's answer to a create-only write whose key exists (412 PreconditionFailed). */
+export function isPreconditionFailed(err: unknown): boolean {
+  const e = err as SdkErrorShape | null;
+  return typeof e === 'object' && e !== null && (e.name === 'PreconditionFailed' || e.$metadata?.httpStatusCode === 412);
+}
+
+/** AWS S3's 409 for a create-only write that raced another write of the same key: retry it. */
+export function isConditionalConflict(err: unknown): boolean {
+  const e = err as SdkErrorShape | null;
+  return typeof e === 'object' && e !== null && e.name === 'ConditionalRequestConflict';
+}

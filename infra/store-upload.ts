@@ -40,6 +40,8 @@ export interface UploadTarget {
   partSize: number;
   concurrency: number;
   tmpDir: string;
+  /** Send `If-None-Match: *` (single PutObject only). */
+  ifNoneMatch?: boolean;
 }
 
 export interface PutResult {
@@ -70,6 +72,9 @@ async function putSingle(t: UploadTarget, body: Buffer, sha256: string): Promise
       ContentLength: body.length,
       ContentType: t.contentType,
       Metadata: { ...t.metadata, [SHA256_META]: sha256 },
+      // Create-only: the server refuses (412 PreconditionFailed) when the key exists. Servers
+      // that do not implement it (s3rver) ignore the header; see ArtifactStore.conditionalWrites.
+      IfNoneMatch: t.ifNoneMatch ? '*' : undefined,
     }),
   );
   return { key: t.key, size: body.length, sha256, parts: 1 };
@@ -123,9 +128,13 @@ async function putMultipart(t: UploadTarget, sha256: string, nextPart: () => Pro
   }
 }
 
-export async function putBuffer(t: UploadTarget, body: Buffer | Uint8Array): Promise<PutResult> {
+export const sha256OfBuffer = (body: Buffer | Uint8Array) => createHash('sha256').update(body).digest('hex');
+
+/** Uploads bytes; `knownSha256` skips the hashing pass when the caller just computed it. */
+export async function putBuffer(t: UploadTarget, body: Buffer | Uint8Array, knownSha256?: string): Promise<PutResult> {
   const buf = toBuffer(body);
-  const sha256 = createHash('sha256').update(buf).digest('hex');
+  const sha256 = knownSha256 ?? sha256OfBuffer(buf);
+  if (t.ifNoneMatch && buf.length > t.partSize) throw new Error(`put ${t.key}: a create-only (If-None-Match) write must fit in one part`);
   if (buf.length <= t.partSize) return putSingle(t, buf, sha256);
   const partSize = effectivePartSize(buf.length, t.partSize);
   let offset = 0;
@@ -190,12 +199,22 @@ async function readHead(iter: AsyncIterator<unknown>, limit: number): Promise<{ 
   return { chunks, size, ended: false };
 }
 
-export async function putStream(t: UploadTarget, stream: Readable): Promise<PutResult> {
-  const iter = stream[Symbol.asyncIterator]();
-  const head = await readHead(iter, t.partSize);
-  if (head.ended) return putBuffer(t, Buffer.concat(head.chunks, head.size));
+/** A stream's bytes with their sha256: in memory when they fit in one part, else spooled to a file. */
+export type HashedBody = { buffer: Buffer; sha256: string } | { file: string; sha256: string };
 
-  const dir = await mkdtemp(path.join(t.tmpDir, 'truthgpt-put-'));
+/**
+ * Reads `stream` to its end, hashing it, and hands `use` its bytes: a Buffer when they fit in
+ * `partSize`, else a temp file under `tmpDir` (removed afterwards). S3 fixes metadata when an
+ * upload starts, so the hash must be known before the first byte is sent.
+ */
+export async function withHashedStream<T>(stream: Readable, partSize: number, tmpDir: string, use: (body: HashedBody) => Promise<T>): Promise<T> {
+  const iter = stream[Symbol.asyncIterator]();
+  const head = await readHead(iter, partSize);
+  if (head.ended) {
+    const buffer = Buffer.concat(head.chunks, head.size);
+    return use({ buffer, sha256: sha256OfBuffer(buffer) });
+  }
+  const dir = await mkdtemp(path.join(tmpDir, 'truthgpt-put-'));
   const spool = path.join(dir, 'body');
   try {
     const hash = createHash('sha256');
@@ -212,10 +231,14 @@ export async function putStream(t: UploadTarget, stream: Readable): Promise<PutR
       }
     }
     await pipeline(everything(), out);
-    return await putFile(t, spool, hash.digest('hex'));
+    return await use({ file: spool, sha256: hash.digest('hex') });
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+export async function putStream(t: UploadTarget, stream: Readable): Promise<PutResult> {
+  return withHashedStream(stream, t.partSize, t.tmpDir, (b) => ('buffer' in b ? putBuffer(t, b.buffer, b.sha256) : putFile(t, b.file, b.sha256)));
 }
 
 export function defaultTmpDir(): string {

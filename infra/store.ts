@@ -20,8 +20,8 @@ import {
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
-import { validateBucketName, validateKey, validatePrefix } from './keys';
-import { IntegrityError, NotFoundError, translateS3Error } from './store-errors';
+import { joinKey, validateBucketName, validateKey, validatePrefix } from './keys';
+import { IntegrityError, isConditionalConflict, isPreconditionFailed, NotFoundError, translateS3Error } from './store-errors';
 import { downloadToFile, verifyingStream } from './store-read';
 import { commitManifest, manifestKeyOf, readManifest, type CommitFile, type Manifest } from './store-manifest';
 import {
@@ -32,14 +32,17 @@ import {
   putFile,
   putStream,
   SHA256_META,
+  sha256OfBuffer,
+  sha256OfFile,
+  withHashedStream,
   type PutBody,
   type PutResult,
   type UploadTarget,
 } from './store-upload';
 
-export { IntegrityError, NotFoundError, RangeNotSatisfiableError } from './store-errors';
+export { CommitConflictError, IntegrityError, NotFoundError, RangeNotSatisfiableError, type CommitDifference } from './store-errors';
 export { InvalidKeyError, joinKey, validateKey, validatePrefix } from './keys';
-export { MANIFEST_NAME, type CommitFile, type Manifest, type ManifestFile } from './store-manifest';
+export { contentKeyOf, MANIFEST_NAME, parseContentKey, type CommitFile, type Manifest, type ManifestFile } from './store-manifest';
 export type { PutBody, PutResult } from './store-upload';
 
 /** Where the store lives. infra/config.ts builds this from TRUTHGPT_S3_* variables. */
@@ -107,6 +110,7 @@ export class ArtifactStore {
   private readonly partSize: number;
   private readonly concurrency: number;
   private readonly tmpDir: string;
+  private conditional?: Promise<boolean>;
 
   constructor(settings: S3Settings, options: StoreOptions = {}) {
     const s = parseSettings(settings);
@@ -189,6 +193,82 @@ export class ArtifactStore {
       return await putFile(t, file);
     } catch (err) {
       throw translateS3Error(err, this.bucket);
+    }
+  }
+
+  /**
+   * Writes an object whose key depends on its content: hashes the body first, then uploads it to
+   * `keyOf(sha256)`. Streams larger than one part are spooled to a temp file meanwhile.
+   */
+  async putHashed(keyOf: (sha256: string) => string, body: PutBody | { path: string }, options: PutOptions = {}): Promise<PutResult> {
+    try {
+      if (body instanceof Readable) {
+        return await withHashedStream(body, this.partSize, this.tmpDir, (b) =>
+          'buffer' in b ? putBuffer(this.target(keyOf(b.sha256), options), b.buffer, b.sha256) : putFile(this.target(keyOf(b.sha256), options), b.file, b.sha256),
+        );
+      }
+      if (body instanceof Uint8Array) {
+        const sha256 = sha256OfBuffer(body);
+        return await putBuffer(this.target(keyOf(sha256), options), body, sha256);
+      }
+      if (typeof body === 'object' && body !== null && typeof body.path === 'string') {
+        const sha256 = await sha256OfFile(body.path);
+        return await putFile(this.target(keyOf(sha256), options), body.path, sha256);
+      }
+    } catch (err) {
+      throw translateS3Error(err, this.bucket);
+    }
+    throw new Error('putHashed: body must be a Buffer, Uint8Array, Readable or { path }');
+  }
+
+  /**
+   * Creates `key` only if no object has it (`If-None-Match: *`); returns null when one does. On a
+   * server that ignores the header this overwrites like put(): check conditionalWrites() first.
+   */
+  async putIfAbsent(key: string, body: Buffer, options: PutOptions = {}): Promise<PutResult | null> {
+    const t = { ...this.target(key, options), ifNoneMatch: true };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await putBuffer(t, body);
+      } catch (err) {
+        if (isPreconditionFailed(err)) return null;
+        // AWS S3 answers 409 while another conditional write of the key is in flight; its
+        // outcome decides ours, so ask again shortly.
+        if (isConditionalConflict(err) && attempt < 5) {
+          await new Promise((r) => setTimeout(r, 100 * attempt));
+          continue;
+        }
+        throw translateS3Error(err, this.bucket, key);
+      }
+    }
+  }
+
+  /**
+   * Whether the server honours `If-None-Match: *` on PutObject (AWS S3, versitygw, MinIO do;
+   * s3rver ignores it). Probed once per store, in `folder` (where the caller is about to write,
+   * so write access is given): a probe object is written, written again create-only (which must
+   * be refused), and deleted.
+   */
+  conditionalWrites(folder: string): Promise<boolean> {
+    this.conditional ??= this.probeConditionalWrites(folder).catch((err: unknown) => {
+      this.conditional = undefined;
+      throw err;
+    });
+    return this.conditional;
+  }
+
+  private async probeConditionalWrites(folder: string): Promise<boolean> {
+    const key = joinKey(folder, `.conditional-write-probe-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`);
+    await this.put(key, Buffer.from('probe'));
+    try {
+      return (await this.putIfAbsent(key, Buffer.from('probe again'))) === null;
+    } catch (err) {
+      // A server that does not know the header at all may say so instead of ignoring it.
+      const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+      if (e.name === 'NotImplemented' || e.$metadata?.httpStatusCode === 501) return false;
+      throw err;
+    } finally {
+      await this.delete(key);
     }
   }
 
@@ -355,8 +435,11 @@ export class ArtifactStore {
   }
 
   /**
-   * Writes `files` under `<prefix>/<name>`, then `<prefix>/MANIFEST.json` with each file's key,
-   * size and sha256 plus `meta`. Readers treat the prefix as absent until the manifest exists.
+   * Writes `files` under `<prefix>/sha256-<hex>/<name>` (content-addressed), then
+   * `<prefix>/MANIFEST.json` with each file's key, size and sha256 plus `meta`. Readers treat the
+   * prefix as absent until the manifest exists. Where the server honours conditional writes the
+   * first commit of a prefix wins: a later one with the same files returns the committed
+   * manifest, one with different files throws CommitConflictError (infra/store-manifest.ts).
    */
   async commit(prefix: string, files: Record<string, CommitFile>, meta: Record<string, unknown> = {}): Promise<Manifest> {
     return commitManifest(this, prefix, files, meta);

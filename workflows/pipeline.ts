@@ -32,6 +32,7 @@ import type { ReportLora } from '../engine/report';
 import { errorTypeOf, failure, NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
 import type { FineTuneSpec } from '../spec/lora';
 import type { PipelineSpec } from '../spec/pipeline';
+import { committedFileKey } from '../spec/store-layout';
 import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
 import { loraMetrics, type FineTuneCompleted, type fineTuneWorkflow } from './fine-tune';
 import type { EvaluationCoverage, postTrainingWorkflow, PostTrainingResult, VariantResult } from './post-training';
@@ -361,6 +362,9 @@ function resultOf(st: PipelineState, trained: TrainingResult, post: PostTraining
   };
 }
 
+/** engine/lora/peft.ts's ADAPTER_WEIGHTS_FILE (workflows import only types from engine/). */
+const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+
 /** What the LoRA stage produced: the fine-tune's metrics and where its artifacts are. */
 function loraOutcome(workflowId: string, r: FineTuneCompleted): LoraOutcome {
   return {
@@ -369,7 +373,7 @@ function loraOutcome(workflowId: string, r: FineTuneCompleted): LoraOutcome {
     ...loraMetrics(r),
     valLossAfterMerged: r.valLossAfterMerged,
     adapterPrefix: r.adapter.prefix,
-    adapterKey: `${r.adapter.prefix}/adapter_model.safetensors`,
+    adapterKey: committedFileKey(r.adapter.prefix, ADAPTER_WEIGHTS, r.adapter.files[ADAPTER_WEIGHTS]!.sha256),
     merged: r.merged,
     baseSha256: Object.fromEntries(Object.entries(r.base.files).map(([n, f]) => [n, f.sha256])),
     wallMs: r.wallMs,

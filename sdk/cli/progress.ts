@@ -2,7 +2,7 @@
 // by the workflows' progress queries (stage, round/step, tokens/s, latest losses), then a summary
 // table of the stages and variants with the run's Web UI link. Without a TTY (CI logs) it prints
 // one line whenever the stage or round changes instead of redrawing. Also the spinner line of a
-// first-time Temporal CLI build during `up` / `demo`.
+// first-time Temporal CLI (or versitygw) build during `up` / `demo`.
 
 import { SingleBar } from 'cli-progress';
 import { coverageText } from '../../engine/report';
@@ -95,7 +95,7 @@ export async function watchRun(run: PipelineRun, opts: { intervalMs?: number; st
 const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
 /**
- * Progress of a first-time Temporal CLI build (minutes) on a TTY: one redrawn line with a spinner,
+ * Progress of a first-time Temporal CLI (or versitygw) build (minutes) on a TTY: one redrawn line with a spinner,
  * the elapsed time, what go does and where its log is; cleared when the build ends. Without a TTY,
  * pass nothing to stackUp/ensureTemporalCli instead: they log a plain line every 30 s.
  */

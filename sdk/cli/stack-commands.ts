@@ -37,7 +37,7 @@ const say = (line: string) => console.error(line);
 
 /**
  * `up` then a status table; used by `up` and by `demo` when the stack is not healthy. A first-time
- * Temporal CLI build shows a spinner line on a TTY, and a plain line every 30 s otherwise.
+ * Temporal CLI (or versitygw) build shows a spinner line on a TTY, and a plain line every 30 s otherwise.
  */
 export async function bringUp(config: Config, timeoutSeconds = 180): Promise<void> {
   const t0 = Date.now();
@@ -50,7 +50,7 @@ export async function bringUp(config: Config, timeoutSeconds = 180): Promise<voi
 export function registerStackCommands(program: Command): void {
   withStackFlags(program.command('up'))
     .description('start the local stack (Temporal dev server + Web UI, S3 server, supervised workers) and wait until healthy')
-    .option('--timeout <seconds>', 'how long each part may take to answer once started (a first-time Temporal CLI build does not count)', '180')
+    .option('--timeout <seconds>', 'how long each part may take to answer once started (a first-time Temporal CLI or versitygw build does not count)', '180')
     .action(async (flags: StackFlags & { timeout: string }) => {
       await bringUp(configFromFlags(flags), Number(flags.timeout));
     });

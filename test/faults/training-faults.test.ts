@@ -92,6 +92,8 @@ beforeAll(async () => {
     TRUTHGPT_TEMPORAL_PORT: String(await freePort()),
     TRUTHGPT_UI_PORT: String(await freePort()),
     TRUTHGPT_S3_PORT: String(await freePort()),
+    // TRUTHGPT_S3_SERVER=versitygw runs this stack on versitygw (README, "Local S3 server").
+    ...(process.env.TRUTHGPT_S3_SERVER ? { TRUTHGPT_S3_SERVER: process.env.TRUTHGPT_S3_SERVER } : {}),
   };
   config = loadConfig(env);
   specFile = path.join(dir, 'spec.json');

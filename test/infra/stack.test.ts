@@ -7,12 +7,15 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { loadConfig, type Config } from '../../infra/config';
+import { loadConfig, s3Settings, type Config } from '../../infra/config';
+import { onPath } from '../../infra/go-tool';
 import { freePort } from '../../infra/ports';
 import { stackDown, stackUp, StackError } from '../../infra/stack';
 import { stackStatus, type StackStatus } from '../../infra/stack-health';
 import { processRunning, readState, writeState, type StackState } from '../../infra/stack-state';
+import { CommitConflictError, ArtifactStore } from '../../infra/store';
 import { stallMsFromEnv, superviseWorkers } from '../../infra/supervisor';
+import { findVersitygw } from '../../infra/versitygw';
 import { withTemporal } from '../helpers/temporal';
 import { buildLogProgress, cacheDir, ensureTemporalCli, findTemporalCli, formatBuildProgress } from '../../infra/temporal';
 
@@ -121,6 +124,49 @@ test('up → healthy → a killed worker comes back → second up is harmless �
   const after = await cli('status');
   expect(after.code).toBe(1);
   expect(after.stdout).toContain('down: temporal, ui, s3, supervisor, worker-gpu, worker-cpu');
+}, 400_000);
+
+// versitygw comes from VERSITYGW_PATH (.ci/run), PATH or the cache, or is built with go.
+const canHaveVersitygw = (() => {
+  try {
+    return findVersitygw() !== undefined || onPath('go', process.env) !== undefined;
+  } catch {
+    return false;
+  }
+})();
+
+(canHaveVersitygw ? test : test.skip)('TRUTHGPT_S3_SERVER=versitygw: up runs versitygw under the state folder, commits are create-only, switching servers needs a down', async () => {
+  const vgwConfig = loadConfig({ ...env, TRUTHGPT_S3_SERVER: 'versitygw' });
+  const status = await stackUp(vgwConfig, { timeoutMs: 240_000 });
+  expect(status.down).toEqual([]);
+  const state = readState(dir)!;
+  expect(state.s3Server).toBe('versitygw');
+  const bin = findVersitygw()!;
+  expect(fs.readFileSync(state.s3!.log, 'utf8')).toContain(`start: ${bin} --port 127.0.0.1:${config.stack.s3Port} `);
+  // Each bucket is a folder under <state>/s3-versitygw; objects are plain files in it.
+  expect(fs.statSync(path.join(dir, 's3-versitygw', 'truthgpt')).isDirectory()).toBe(true);
+
+  const store = new ArtifactStore(s3Settings(vgwConfig));
+  try {
+    expect(await store.conditionalWrites('stack-check')).toBe(true);
+    const first = await store.commit('stack-check/c1', { 'model.bin': Buffer.from('first') });
+    await expect(store.commit('stack-check/c1', { 'model.bin': Buffer.from('second') })).rejects.toThrow(CommitConflictError);
+    expect((await store.getVerified('stack-check/c1', 'model.bin')).toString()).toBe('first');
+    expect(fs.readFileSync(path.join(dir, 's3-versitygw', 'truthgpt', ...first.files[0]!.key.split('/')), 'utf8')).toBe('first');
+  } finally {
+    store.close();
+  }
+
+  const json = await cli('status', '--json');
+  expect(json.code).toBe(0);
+  expect((JSON.parse(json.stdout) as StackStatus).parts.find((p) => p.name === 's3')).toMatchObject({ ok: true, pid: state.s3!.pid });
+
+  // The running stack's S3 server is versitygw; asking for s3rver without a down is refused.
+  await expect(stackUp(config, { timeoutMs: 10_000 })).rejects.toThrow(
+    `the stack from ${dir} runs versitygw as its S3 server, but TRUTHGPT_S3_SERVER asks for s3rver; run \`truthgpt down\` first to switch`,
+  );
+  expect(await stackDown(vgwConfig)).toEqual(['supervisor', 's3', 'temporal']);
+  expect(processRunning(state.s3)).toBe(false);
 }, 400_000);
 
 test('a port held by another process is refused, naming the port, the part and the fix', async () => {
@@ -253,7 +299,7 @@ test('a Temporal CLI build reports what go does, for how long, and where its log
   const compiling = 'go: downloading cel.dev/expr v0.23.1\ninternal/abi\nruntime\ngo.temporal.io/server/service/history\n';
   expect(buildLogProgress(compiling)).toEqual({ packages: 3, activity: 'compiling go.temporal.io/server/service/history' });
   expect(buildLogProgress(`${compiling}github.com/temporalio/cli/cmd/temporal\n`)).toEqual({ packages: 4, activity: 'linking the binary' });
-  const line = formatBuildProgress({ elapsedMs: 125_400, packages: 3, activity: 'compiling runtime', buildLog: 'cache/temporal-build.log', done: false });
+  const line = formatBuildProgress({ tool: 'the Temporal CLI v1.5.1', elapsedMs: 125_400, packages: 3, activity: 'compiling runtime', buildLog: 'cache/temporal-build.log', done: false });
   expect(line).toBe('building the Temporal CLI v1.5.1: 2m05s, 3 packages compiled, compiling runtime (log: cache/temporal-build.log)');
-  expect(formatBuildProgress({ elapsedMs: 9_000, packages: 0, activity: 'downloading modules', buildLog: 'cache/l', builderPid: 42, done: false })).toContain('v1.5.1 (by pid 42): 9s, 0 packages');
+  expect(formatBuildProgress({ tool: 'the Temporal CLI v1.5.1', elapsedMs: 9_000, packages: 0, activity: 'downloading modules', buildLog: 'cache/l', builderPid: 42, done: false })).toContain('v1.5.1 (by pid 42): 9s, 0 packages');
 });

@@ -19,7 +19,7 @@ import { TASK_QUEUES, TruthgptPipeline, TruthgptStage } from '../../spec/tempora
 import type { FineTuneCompleted, FineTuneResult } from '../../workflows/fine-tune';
 import type { TrainingProgress } from '../../workflows/controls';
 import { createPoolWorker, type PoolWorker } from '../../workers/worker';
-import { withS3, type S3Fixture } from '../helpers/s3';
+import { storedSha256s, withS3, type S3Fixture } from '../helpers/s3';
 import { withTemporal, type TemporalFixture } from '../helpers/temporal';
 
 let temporal: TemporalFixture;
@@ -110,7 +110,8 @@ function completed(r: FineTuneResult): FineTuneCompleted {
 let first: FineTuneCompleted;
 
 test('LoRA on fiction after non-fiction pretraining: fiction perplexity falls, base sha256 unchanged, merged = unmerged', async () => {
-  const baseFiles = Object.fromEntries(await Promise.all(Object.keys(pretrained.checkpoint.files).map(async (n) => [n, (await s3.store.head(`${pretrained.checkpoint.prefix}/${n}`)).sha256])));
+  const baseFiles = await storedSha256s(s3.store, pretrained.checkpoint.prefix);
+  expect(Object.keys(baseFiles).sort()).toEqual(Object.keys(pretrained.checkpoint.files).sort());
   const r = completed(await fineTune(fiction(), 'lora-fiction'));
   first = r;
   console.log(`fiction val loss ${r.valLossBefore.toFixed(4)} → ${r.valLossAfter.toFixed(4)} (merged ${r.valLossAfterMerged.toFixed(6)}), ppl ${r.perplexityBefore.toFixed(2)} → ${r.perplexityAfter.toFixed(2)}, pretrain val ${pretrained.valHistory.map((v) => v.loss.toFixed(3)).join(' ')}, train ${r.trainHistory[0].loss.toFixed(3)} → ${r.trainHistory[r.trainHistory.length - 1].loss.toFixed(3)}, trainable ${r.trainable}/${r.total}, ${r.wallMs} ms`);
@@ -125,7 +126,7 @@ test('LoRA on fiction after non-fiction pretraining: fiction perplexity falls, b
   expect(Math.abs(r.valLossAfterMerged - r.valLossAfter)).toBeLessThan(1e-5);
 
   // Only adapters trained: the base checkpoint files still hash as before, and as reported.
-  const after = Object.fromEntries(await Promise.all(Object.keys(baseFiles).map(async (n) => [n, (await s3.store.head(`${pretrained.checkpoint.prefix}/${n}`)).sha256])));
+  const after = await storedSha256s(s3.store, pretrained.checkpoint.prefix);
   expect(after).toEqual(baseFiles);
   expect(Object.fromEntries(Object.entries(r.base.files).map(([n, f]) => [n, f.sha256]))).toEqual(Object.fromEntries(Object.entries(pretrained.checkpoint.files).map(([n, f]) => [n, f.sha256])));
 

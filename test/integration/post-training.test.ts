@@ -15,6 +15,7 @@ import { errorTypeOf } from '../../spec/errors';
 import { parsePostTrainingSpec } from '../../spec/post-training';
 import type { TrainingSpecInput } from '../../spec/training';
 import type { RunReport } from '../../engine/report';
+import { contentKeyOf } from '../../infra/store';
 import type { postTrainingWorkflow, PostTrainingResult } from '../../workflows/post-training';
 import type { S3Fixture } from '../helpers/s3';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
@@ -111,14 +112,15 @@ test('int8 within 2% and int4 within 5% of fp32 perplexity are published; a vari
   // The quantized files are smaller (embeddings stay float in int8/int4) and stored where the result says.
   expect(int8.sizeBytes).toBeLessThan(fp32.sizeBytes * 0.6);
   expect(int4.sizeBytes).toBeLessThan(int8.sizeBytes);
-  expect(int8.key).toBe('runs/brown-post/models/int8/model.onnx');
-  expect(clipped.key).toBe('runs/brown-post/rejected/clipped/model.onnx');
-  expect(await s3.store.exists('runs/brown-post/models/clipped/model.onnx')).toBe(false);
+  // Commits are content-addressed: <prefix>/sha256-<hex>/<name> (infra/store-manifest.ts).
+  expect(int8.key).toBe(contentKeyOf('runs/brown-post/models/int8', 'model.onnx', int8.sha256));
+  expect(clipped.key).toBe(contentKeyOf('runs/brown-post/rejected/clipped', 'model.onnx', clipped.sha256));
+  expect(await s3.store.readManifest('runs/brown-post/models/clipped')).toBeNull();
   for (const v of r.variants) expect((await s3.store.head(v.key)).sha256).toBe(v.sha256);
   for (const v of r.variants) expect(v.p95Ms).toBeGreaterThanOrEqual(v.p50Ms);
 
   // The report in S3: curves with every val point, one row per variant, the refusal, samples, config.
-  expect(r.reportKey).toBe('runs/brown-post/report/report.html');
+  expect(r.reportKey).toMatch(/^runs\/brown-post\/report\/sha256-[0-9a-f]{64}\/report\.html$/);
   const html = (await s3.store.get(r.reportKey)).toString('utf8');
   expect([...html.matchAll(/<circle [^>]*data-x="(\d+)"/g)].length).toBe(trained.trainHistory.length + trained.valHistory.length);
   for (const v of r.variants) expect(html).toContain(`data-variant="${v.name}"`);
@@ -186,16 +188,16 @@ test('a required variant that is refused fails the workflow with QuantRejected a
     .catch((e: unknown) => e);
   expect(err).toBeInstanceOf(WorkflowFailedError);
   expect(errorTypeOf(err)).toBe('QuantRejected');
-  expect(((err as WorkflowFailedError).cause as Error).message).toMatch(/required variant strict \(int8-static\) was refused: .*above the bound maxPplIncrease = 0\.01% \(report: runs\/brown-post-required\/report\/report\.html\)/);
-  expect(await s3.store.exists('runs/brown-post-required/report/report.html')).toBe(true);
+    expect(((err as WorkflowFailedError).cause as Error).message).toMatch(/required variant strict \(int8-static\) was refused: .*above the bound maxPplIncrease = 0\.01% \(report: runs\/brown-post-required\/report\/sha256-[0-9a-f]{64}\/report\.html\)/);
+  expect((await s3.store.readManifest('runs/brown-post-required/report'))!.files.map((f) => f.name)).toContain('report.html');
   // evaluation.batches caps perplexity at 4 batches of 8 × 64: the report says how much of the split that is.
-  const report = JSON.parse((await s3.store.get('runs/brown-post-required/report/report.json')).toString('utf8')) as RunReport;
+  const report = JSON.parse((await s3.store.getVerified('runs/brown-post-required/report', 'report.json')).toString('utf8')) as RunReport;
   const split = trained.dataset.val.reduce((n, sh) => n + sh.tokens, 0) - 1;
   expect(report.evaluation).toMatchObject({ tokens: 4 * 8 * 64, splitTokens: split, batchCap: 4 });
-  const html = (await s3.store.get('runs/brown-post-required/report/report.html')).toString('utf8');
+  const html = (await s3.store.getVerified('runs/brown-post-required/report', 'report.html')).toString('utf8');
   expect(html).toContain(`over 2,048 of the validation split&#39;s ${split.toLocaleString('en-US')} target tokens (${((100 * 2048) / split).toFixed(2)}%, evaluation.batches 4)`);
   // Seeded samples: this run writes the same text as the first test's run of the same model did.
-  const first = await s3.store.get('runs/brown-post/report/report.json').catch(() => null);
+  const first = await s3.store.getVerified('runs/brown-post/report', 'report.json').catch(() => null);
   if (first) {
     const fp32 = (r: RunReport) => r.samples.filter((s) => s.variant === 'fp32');
     expect(fp32(report)).toEqual(fp32(JSON.parse(first.toString('utf8')) as RunReport));

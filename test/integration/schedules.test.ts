@@ -39,6 +39,8 @@ beforeAll(async () => {
     TRUTHGPT_TEMPORAL_PORT: String(await freePort()),
     TRUTHGPT_UI_PORT: String(await freePort()),
     TRUTHGPT_S3_PORT: String(await freePort()),
+    // TRUTHGPT_S3_SERVER=versitygw runs this stack on versitygw (README, "Local S3 server").
+    ...(process.env.TRUTHGPT_S3_SERVER ? { TRUTHGPT_S3_SERVER: process.env.TRUTHGPT_S3_SERVER } : {}),
   });
   await stackUp(config, { timeoutMs: 240_000 });
   store = new ArtifactStore(s3Settings(config));

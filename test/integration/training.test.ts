@@ -8,7 +8,7 @@ import { startTraining, waitTraining } from '../../sdk/cli/run-commands';
 import type { TrainingSpecInput } from '../../spec/training';
 import { TruthgptBestValLoss, TruthgptStage } from '../../spec/temporal-names';
 import type { TrainingProgress } from '../../workflows/controls';
-import type { S3Fixture } from '../helpers/s3';
+import { storedSha256s, type S3Fixture } from '../helpers/s3';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
 import type { TemporalFixture } from '../helpers/temporal';
 
@@ -67,9 +67,7 @@ test('two DiLoCo workers train a tiny GPT on Brown text: val loss falls, across 
   // The final checkpoint is committed in S3 and its files hash to what the result reports.
   expect(r.checkpoint.prefix).toBe(`runs/${id}/global/r000003`);
   expect(Object.keys(r.checkpoint.files).sort()).toEqual(['checkpoint.json', 'model.safetensors', 'optimizer.safetensors']);
-  for (const [name, f] of Object.entries(r.checkpoint.files)) {
-    expect((await s3.store.head(`${r.checkpoint.prefix}/${name}`)).sha256).toBe(f.sha256);
-  }
+  expect(await storedSha256s(s3.store, r.checkpoint.prefix)).toEqual(Object.fromEntries(Object.entries(r.checkpoint.files).map(([n, f]) => [n, f.sha256])));
   const doc = JSON.parse((await s3.store.getVerified(r.checkpoint.prefix, 'checkpoint.json')).toString());
   expect([doc.round, doc.step, doc.modelConfig.n_embd]).toEqual([3, 120, 32]);
   // Each shard's in-round snapshots were superseded by its committed result and removed.
