@@ -203,11 +203,14 @@ export function s3Settings(config: Config): S3Settings {
 
 export interface TemporalConnectionOptions {
   address: string;
-  tls?: {
-    serverNameOverride?: string;
-    serverRootCACertificate?: Buffer;
-    clientCertPair?: { crt: Buffer; key: Buffer };
-  };
+  /** false: plain TCP, said explicitly (the SDKs turn TLS on for an API key unless told not to). */
+  tls?:
+    | {
+        serverNameOverride?: string;
+        serverRootCACertificate?: Buffer;
+        clientCertPair?: { crt: Buffer; key: Buffer };
+      }
+    | false;
   apiKey?: string;
   metadata?: Record<string, string>;
 }
@@ -218,7 +221,9 @@ export interface TemporalConnectionOptions {
  */
 export function temporalConnectionOptions(config: Config): TemporalConnectionOptions {
   const t = config.temporal;
-  const opts: TemporalConnectionOptions = { address: t.address };
+  // TEMPORAL_TLS=false must mean plain TCP even with an API key, which both SDK connections
+  // would otherwise take as a reason to turn TLS on.
+  const opts: TemporalConnectionOptions = { address: t.address, tls: false };
   if (t.tls) {
     const read = (name: string, p: string) => {
       try {
