@@ -25,6 +25,8 @@ export const ERROR_TYPES = {
   QuantRejected: 'QuantRejected',
   /** A pipeline stage ended without its result (a child run that stopped early); names the stage. */
   StageFailed: 'StageFailed',
+  /** A workflow or activity payload above Temporal's 256 KiB (spec/payloads.ts); names it and its size. */
+  PayloadTooLarge: 'PayloadTooLarge',
 } as const;
 export type ErrorType = keyof typeof ERROR_TYPES;
 

@@ -17,3 +17,14 @@ export function payloadProblem(what: string, value: unknown): string | null {
   if (bytes <= MAX_PAYLOAD_BYTES) return null;
   return `${what} is ${kib(bytes)} as JSON, above the ${kib(MAX_PAYLOAD_BYTES)} Temporal keeps comfortably in a workflow's history: a spec holds settings, not data; put text, weights or datasets in files or S3 and name them by path or key`;
 }
+
+/**
+ * Why a payload a workflow or an activity produces (an activity's input or result, a child's or a
+ * continue-as-new's input) is too large, or null when it fits: large data belongs in S3, named by key.
+ * @example payloadSizeProblem("activity evaluate's result", result)
+ */
+export function payloadSizeProblem(what: string, value: unknown): string | null {
+  const bytes = payloadBytes(value);
+  if (bytes <= MAX_PAYLOAD_BYTES) return null;
+  return `${what} is ${kib(bytes)} as JSON, above the ${kib(MAX_PAYLOAD_BYTES)} Temporal keeps comfortably in a workflow's history; large data belongs in S3, passed by key`;
+}

@@ -9,6 +9,7 @@ import { s3Settings, temporalConnectionOptions, type Config } from '../infra/con
 import { workerIdentity } from '../infra/stack-state';
 import { ArtifactStore } from '../infra/store';
 import { TASK_QUEUES, type Pool } from '../spec/temporal-names';
+import { activityPayloadGuard } from './payload-guard';
 
 export interface PoolWorker {
   worker: Worker;
@@ -36,6 +37,8 @@ export async function createPoolWorker(config: Config, pool: Pool, overrides: Pa
       identity: workerIdentity(pool, process.pid, os.hostname()),
       activities: createActivities({ store, ep: config.runtime.ep, deviceId: config.runtime.deviceId, pool, memoryLimitBytes: config.runtime.workerMemoryGb * 2 ** 30 }),
       ...(pool === 'cpu' ? { workflowsPath: require.resolve('../workflows') } : {}),
+      // Payloads above 256 KiB fail by name where they are made (workflows/ and workers/payload-guard.ts).
+      interceptors: { activity: [activityPayloadGuard], ...(pool === 'cpu' ? { workflowModules: [require.resolve('../workflows/payload-guard')] } : {}) },
       ...(pool === 'gpu' ? { maxConcurrentActivityTaskExecutions: 1 } : {}),
       shutdownGraceTime: '10 seconds',
       ...overrides,
