@@ -188,6 +188,12 @@ async function gate(p: PostTrainingContext, input: QuantizeInput, bytes: Uint8Ar
   }
 }
 
+/** The `model.from` of the run's training spec, as the pipeline passes it in the report's config. */
+function modelFromOf(config: Record<string, unknown>): string | null {
+  const from = ((config.training as { model?: { from?: unknown } } | undefined)?.model ?? {}).from;
+  return typeof from === 'string' ? from : null;
+}
+
 /** The run report: HTML (with the SVG inline), the same data as JSON, and the SVG alone. */
 async function writeReport(store: ArtifactStore, input: ReportInput): Promise<ReportResult> {
   const prefix = postKeys.report(input.runId);
@@ -196,7 +202,7 @@ async function writeReport(store: ArtifactStore, input: ReportInput): Promise<Re
   const report: RunReport = {
     runId: input.runId,
     createdAt: new Date().toISOString(),
-    model: { family: 'gpt', params, config: input.modelConfig },
+    model: { family: 'gpt', params, config: input.modelConfig, from: modelFromOf(input.config) },
     dataset: {
       prefix: input.dataset.prefix,
       tokenizer: tokenizer.kind === 'bpe' ? tokenizer.id : tokenizer.kind,

@@ -64,7 +64,8 @@ export const trainedShare = (l: ReportLora) => `${l.trainable.toLocaleString('en
 export interface RunReport {
   runId: string;
   createdAt: string;
-  model: { family: string; params: number; config: Record<string, unknown> };
+  /** `from`: the stored model the run started from (`model.from`), absent for a model trained from its seeded init. */
+  model: { family: string; params: number; config: Record<string, unknown>; from?: string | null };
   dataset: { prefix: string; tokenizer: string; trainTokens: number; valTokens: number; documents: number };
   checkpoint: string;
   trainHistory: { round: number; loss: number }[];
@@ -122,7 +123,10 @@ function headline(r: RunReport): string {
   const published = r.variants.filter((v) => v.method !== 'fp32' && v.published);
   const rejected = r.variants.filter((v) => !v.published);
   const parts: string[] = [];
-  parts.push(`A ${esc(r.model.family.toUpperCase())} of ${r.model.params.toLocaleString('en-US')} parameters was trained for ${r.trainHistory.length} rounds.`);
+  const what = `A ${esc(r.model.family.toUpperCase())} of ${r.model.params.toLocaleString('en-US')} parameters`;
+  if (!r.model.from) parts.push(`${what} was trained for ${r.trainHistory.length} rounds.`);
+  else if (r.trainHistory.length === 0) parts.push(`${what} was taken as stored in <b>${esc(r.model.from)}</b>, without further pretraining.`);
+  else parts.push(`${what} was taken from <b>${esc(r.model.from)}</b> and trained for ${r.trainHistory.length} more rounds.`);
   if (first && last) {
     parts.push(`Validation loss went from ${fmt(first.loss)} (round ${first.round}) to ${fmt(last.loss)} (round ${last.round}), perplexity ${fmt(last.perplexity)}.`);
   }
@@ -246,6 +250,7 @@ ${headline(r)}
 <h2>Model and data</h2>
 ${kvTable([
   ['family', r.model.family],
+  ...(r.model.from ? [['started from', r.model.from] as [string, string]] : []),
   ['parameters', r.model.params.toLocaleString('en-US')],
   ...model,
   [r.lora ? 'dataset (LoRA, evaluation)' : 'dataset', d.prefix],

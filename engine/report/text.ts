@@ -24,7 +24,7 @@ export function renderReportText(r: RunReport): string {
   const first = r.valHistory[0];
   const last = r.valHistory[r.valHistory.length - 1];
   out.push(`TruthGPT run ${r.runId}  (report ${r.createdAt})`);
-  out.push(`model      ${r.model.family} ${r.model.params.toLocaleString('en-US')} params  ${Object.entries(r.model.config).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ')}`);
+  out.push(`model      ${r.model.family} ${r.model.params.toLocaleString('en-US')} params${r.model.from ? ` from ${r.model.from}` : ''}  ${Object.entries(r.model.config).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ')}`);
   out.push(`dataset    ${r.dataset.prefix}${r.lora ? ' (LoRA; evaluated on it)' : ''}  tokenizer ${r.dataset.tokenizer}  train ${r.dataset.trainTokens} / val ${r.dataset.valTokens} tokens`);
   out.push(`checkpoint ${r.checkpoint}`);
   if (first && last) out.push(`val loss   ${fmt(first.loss)} (round ${first.round}) → ${fmt(last.loss)} (round ${last.round}), perplexity ${fmt(last.perplexity)}`);

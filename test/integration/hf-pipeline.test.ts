@@ -11,6 +11,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { checkpointWeights } from '../../artifacts/checkpoints';
+import { postKeys } from '../../artifacts/keys';
+import type { RunReport } from '../../engine/report';
 import { exportModel, importModel, InvalidSpecError, TruthGPT, type PipelineSpecInput } from '../../sdk';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
 
@@ -62,6 +64,13 @@ test('import a GPT-2 folder → pipeline from it (pretrain, LoRA, int8, evaluate
   expect(after).toBeLessThan(before);
   expect(r.lora!.valLossAfter).toBeLessThan(r.lora!.valLossBefore);
   expect(r.variants.map((v) => v.name).sort()).toEqual(['fp32', 'int8']);
+
+  // The report says where the model came from.
+  const reportPrefix = postKeys.report(r.workflowId);
+  const report = JSON.parse((await stack.s3.store.getVerified(reportPrefix, 'report.json')).toString('utf8')) as RunReport;
+  expect(report.model.from).toBe('models/tiny-gpt2');
+  const html = (await stack.s3.store.getVerified(reportPrefix, 'report.html')).toString('utf8');
+  expect(html).toContain('was taken from <b>models/tiny-gpt2</b> and trained for 1 more rounds.');
 
   const merged = r.lora!.merged.prefix;
   const out = path.join(tmp, 'exported');
