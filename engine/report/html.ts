@@ -116,6 +116,17 @@ export function flatten(obj: unknown, prefix = ''): [string, string][] {
   return out;
 }
 
+/**
+ * What the training curve's validation losses cover: the training spec's first `evalBatches`
+ * batches (the same ones every time), so a reader does not take them for the whole split.
+ */
+function trainingEvalScope(r: RunReport): string {
+  const t = r.config.training as { evalBatches?: unknown; batchSize?: unknown; contextLength?: unknown } | undefined;
+  if (typeof t?.evalBatches !== 'number' || typeof t.batchSize !== 'number' || typeof t.contextLength !== 'number') return '';
+  const tokens = t.evalBatches * t.batchSize * t.contextLength;
+  return ` (on the first ${t.evalBatches} validation batches, at most ${tokens.toLocaleString('en-US')} tokens, the same each time; the table below scores the models on ${coverageText(r.evaluation)})`;
+}
+
 function headline(r: RunReport): string {
   const last = r.valHistory[r.valHistory.length - 1];
   const first = r.valHistory[0];
@@ -128,7 +139,7 @@ function headline(r: RunReport): string {
   else if (r.trainHistory.length === 0) parts.push(`${what} was taken as stored in <b>${esc(r.model.from)}</b>, without further pretraining.`);
   else parts.push(`${what} was taken from <b>${esc(r.model.from)}</b> and trained for ${r.trainHistory.length} more rounds.`);
   if (first && last) {
-    parts.push(`Validation loss went from ${fmt(first.loss)} (round ${first.round}) to ${fmt(last.loss)} (round ${last.round}), perplexity ${fmt(last.perplexity)}.`);
+    parts.push(`Validation loss went from ${fmt(first.loss)} (round ${first.round}) to ${fmt(last.loss)} (round ${last.round}), perplexity ${fmt(last.perplexity)}${trainingEvalScope(r)}.`);
   }
   const l = r.lora;
   if (l) {

@@ -126,6 +126,9 @@ describe('HTML run report', () => {
     expect(html).toContain('trained for 4 rounds');
     expect(html).toContain('Validation loss went from 5.6 (round 0) to 2.6 (round 4)');
     expect(html).toMatch(/Fastest published variant: <b>int8<\/b> \(int8-dynamic\): 1\.33× the fp32 tokens\/s, 2\.40× smaller, perplexity \+0\.19%/);
+    // The training curve's val losses cover only the first evalBatches batches, and the headline says so.
+    const scoped = renderReportHtml({ ...report, config: { ...report.config, training: { rounds: 4, evalBatches: 2, batchSize: 8, contextLength: 32 } } });
+    expect(scoped).toMatch(/perplexity 13\.46? \(on the first 2 validation batches, at most 512 tokens, the same each time; the table below scores the models on /);
     // When quantization did not pay off in speed, the headline does not call a slower variant "fastest".
     const slow = renderReportHtml({ ...report, variants: report.variants.map((v) => (v.name === 'int8' ? { ...v, tokensPerSec: 50000 } : v)) });
     expect(slow).not.toContain('Fastest published variant');
