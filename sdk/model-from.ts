@@ -14,6 +14,7 @@
 // the model's embeddings).
 
 import { readCheckpointState } from '../artifacts/checkpoints';
+import type { ImportRecord } from '../artifacts/hf-models';
 import { HF_TOKENIZER_FILE } from '../engine/hf/folder';
 import { StoredGptConfigSchema } from '../engine/models/gpt';
 import type { ArtifactStore } from '../infra/store';
@@ -64,7 +65,11 @@ export async function resolveModelFrom<T>(store: ArtifactStore, input: T): Promi
   const tokenizerFile = found.manifest.files.find((f) => f.name === HF_TOKENIZER_FILE);
   const withTokenizer = (path: string, dataset: unknown): unknown => {
     if (!tokenizerFile || !isObject(dataset)) return dataset;
-    if (dataset.tokenizer === undefined) return { ...dataset, tokenizer: { kind: 'hf', key: `${from}/${HF_TOKENIZER_FILE}`, sha256: tokenizerFile.sha256 } };
+    if (dataset.tokenizer === undefined) {
+      // Documents are separated by the model's own end-of-sequence id, as the import recorded it.
+      const eos = (found.manifest.meta.import as ImportRecord | undefined)?.specialTokens.eos;
+      return { ...dataset, tokenizer: { kind: 'hf', key: `${from}/${HF_TOKENIZER_FILE}`, sha256: tokenizerFile.sha256, ...(eos != null ? { eot: eos } : {}) } };
+    }
     const t = dataset.tokenizer;
     if (!isObject(t) || t.kind !== 'hf' || t.key !== `${from}/${HF_TOKENIZER_FILE}`) {
       issues.push(`${path}.tokenizer: ${from} has its own tokenizer (${HF_TOKENIZER_FILE}), whose ids its embeddings were trained on; leave tokenizer out to use it`);
