@@ -1,4 +1,5 @@
-import { mlmMask, spanCorrupt, IGNORE_INDEX } from '../../engine/data/masking';
+import { mlmMask, IGNORE_INDEX } from '../../engine/data/masking';
+import { spanCorrupt } from '../../engine/data/t5-span';
 
 describe('MLM masking', () => {
   const tokens = BigInt64Array.from({ length: 4000 }, (_, i) => BigInt(5 + (i % 50)));
