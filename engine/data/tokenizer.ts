@@ -162,6 +162,10 @@ export class HfTokenizer implements Tokenizer {
   async encode(text: string): Promise<number[]> {
     return (await this.tok.encode(text, null, { addSpecialTokens: false })).getIds();
   }
+  /** The id of one token of the vocabulary (`<extra_id_0>`, `</s>`), or null when it has none. */
+  tokenId(token: string): number | null {
+    return this.tok.tokenToId(token) ?? null;
+  }
   async decode(ids: ArrayLike<number>): Promise<string> {
     return this.tok.decode(Array.from(ids), true);
   }
