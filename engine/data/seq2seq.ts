@@ -8,12 +8,15 @@
 // source and of the target; too long an example is an error naming its line, or is cut with its
 // EOS kept (overflow: 'truncate'). Batching into t5TrainLoss's feeds is t5-span.ts seq2seqBatch;
 // training batches are drawn as a pure function of (seed, shard, step), like sampleLmBatch.
+// splitSeq2seq and encode/decodeSeq2seqShard are what a prepare step needs to store a tokenized
+// split and a training step to read it back.
 
 import { createReadStream, existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { TensorData } from '../graph/ir';
+import { EngineError } from '../errors';
 import { CorpusError } from './corpus';
-import { Counter } from './random';
+import { Counter, hashString, mix } from './random';
 import { seq2seqBatch, type Seq2seqIds, type Seq2seqPair } from './t5-span';
 import type { Tokenizer } from './tokenizer';
 
@@ -130,4 +133,66 @@ export function sampleSeq2seqBatch(
 /** Every example once, in order, `batchSize` at a time (the last batch may be smaller). */
 export function* seq2seqEvalBatches(pairs: Seq2seqPair[], batchSize: number, ids: Seq2seqIds, srcLen: number, tgtLen: number): Iterable<Record<string, TensorData>> {
   for (let i = 0; i < pairs.length; i += batchSize) yield seq2seqBatch(pairs.slice(i, i + batchSize), ids, srcLen, tgtLen, `examples ${i}..`);
+}
+
+/**
+ * Splits examples into train and validation by a hash of (seed, input ids, target ids): the same
+ * example lands in the same split whatever the file's order, as prepareDataset splits documents.
+ * At least one example goes to each side when there are two or more and valFraction > 0.
+ */
+export function splitSeq2seq<T extends Seq2seqPair>(pairs: T[], valFraction: number, seed = 0): { train: T[]; val: T[] } {
+  if (!(valFraction >= 0 && valFraction < 1)) throw new EngineError('config', `seq2seq split: valFraction must be in [0, 1), got ${valFraction}`);
+  const keyed = pairs.map((p) => ({ p, u: mix(seed, hashString(`${p.inputs.join(',')}|${p.targets.join(',')}`)) / 2 ** 32 }));
+  let val = keyed.filter((k) => k.u < valFraction);
+  if (valFraction > 0 && pairs.length >= 2) {
+    // A tiny file can hash every example to one side: then the lowest (or highest) hash crosses over.
+    const byU = [...keyed].sort((x, y) => x.u - y.u);
+    if (val.length === 0) val = [byU[0]];
+    else if (val.length === pairs.length) val = byU.slice(0, -1);
+  }
+  const inVal = new Set(val);
+  return { train: keyed.filter((k) => !inVal.has(k)).map((k) => k.p), val: keyed.filter((k) => inVal.has(k)).map((k) => k.p) };
+}
+
+const SHARD_MAGIC = 0x53325331; // 'S2S1'
+
+/**
+ * A tokenized seq2seq split as one little-endian uint32 file: magic, example count, then per
+ * example the input length, the target length and their ids. What a prepare step stores and a
+ * training step reads back with decodeSeq2seqShard.
+ */
+export function encodeSeq2seqShard(pairs: Seq2seqPair[]): Buffer {
+  const n = 2 + pairs.reduce((a, p) => a + 2 + p.inputs.length + p.targets.length, 0);
+  const out = new Uint32Array(n);
+  let i = 0;
+  out[i++] = SHARD_MAGIC;
+  out[i++] = pairs.length;
+  for (const p of pairs) {
+    out[i++] = p.inputs.length;
+    out[i++] = p.targets.length;
+    for (const t of p.inputs) out[i++] = t;
+    for (const t of p.targets) out[i++] = t;
+  }
+  return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+}
+
+/** Reads encodeSeq2seqShard's bytes; a truncated or foreign file is a 'corrupt' error naming `file`. */
+export function decodeSeq2seqShard(bytes: Uint8Array, file: string): Seq2seqPair[] {
+  const bad = (why: string) => new EngineError('corrupt', `${file}: not a seq2seq shard (${why})`);
+  if (bytes.byteLength % 4 !== 0 || bytes.byteLength < 8) throw bad(`${bytes.byteLength} bytes`);
+  const words = new Uint32Array(bytes.byteLength / 4);
+  new Uint8Array(words.buffer).set(bytes);
+  if (words[0] !== SHARD_MAGIC) throw bad('wrong magic number');
+  const pairs: Seq2seqPair[] = [];
+  let i = 2;
+  for (let e = 0; e < words[1]; e++) {
+    if (i + 2 > words.length) throw bad(`ends inside example ${e}`);
+    const [nIn, nTgt] = [words[i], words[i + 1]];
+    i += 2;
+    if (i + nIn + nTgt > words.length) throw bad(`ends inside example ${e}`);
+    pairs.push({ inputs: Array.from(words.subarray(i, i + nIn)), targets: Array.from(words.subarray(i + nIn, i + nIn + nTgt)) });
+    i += nIn + nTgt;
+  }
+  if (i !== words.length) throw bad(`${words.length - i} words after the last example`);
+  return pairs;
 }

@@ -8,7 +8,7 @@ import '../../engine/runtime/host-realm';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { readSeq2seqJsonl, sampleSeq2seqBatch, seq2seqEvalBatches, seq2seqLengths, tokenizeSeq2seq, type Seq2seqExample } from '../../engine/data/seq2seq';
+import { decodeSeq2seqShard, encodeSeq2seqShard, readSeq2seqJsonl, sampleSeq2seqBatch, seq2seqEvalBatches, seq2seqLengths, splitSeq2seq, tokenizeSeq2seq, type Seq2seqExample } from '../../engine/data/seq2seq';
 import { seq2seqBatch } from '../../engine/data/t5-span';
 import { HfTokenizer } from '../../engine/data/tokenizer';
 import { T5Generator } from '../../engine/eval';
@@ -163,5 +163,34 @@ describe('int8 quantization of T5', () => {
     const rise = (quant.ppl - base.ppl) / base.ppl;
     // Observed on the random fixture: ppl 203.627 → 203.534 (−0.046%), weights 187 124 → 68 852 bytes.
     expect(Math.abs(rise)).toBeLessThan(0.005);
+  });
+});
+
+describe('seq2seq splits and shards', () => {
+  const pairs = Array.from({ length: 200 }, (_, i) => ({ inputs: [10 + (i % 50), 20 + Math.floor(i / 50), 1], targets: [30 + (i % 7), 1] }));
+
+  test('the split is a function of each example, not of the order; about valFraction of them validate', () => {
+    const a = splitSeq2seq(pairs, 0.1, 3);
+    expect(a.train.length + a.val.length).toBe(200);
+    expect(a.val.length).toBeGreaterThan(10); // observed 16 of 200
+    expect(a.val.length).toBeLessThan(32);
+    const b = splitSeq2seq([...pairs].reverse(), 0.1, 3);
+    const key = (p: { inputs: number[]; targets: number[] }) => `${p.inputs.join()}|${p.targets.join()}`;
+    expect(new Set(b.val.map(key))).toEqual(new Set(a.val.map(key)));
+    expect(splitSeq2seq(pairs, 0.1, 4).val.map(key)).not.toEqual(a.val.map(key));
+    // Two examples still give one to each side; valFraction 0 keeps them all for training.
+    const two = splitSeq2seq(pairs.slice(0, 2), 0.01);
+    expect([two.train.length, two.val.length]).toEqual([1, 1]);
+    expect(splitSeq2seq(pairs, 0).val).toHaveLength(0);
+    expect(() => splitSeq2seq(pairs, 1)).toThrow('seq2seq split: valFraction must be in [0, 1), got 1');
+  });
+
+  test('a shard round-trips, and a truncated or foreign file is refused naming it', () => {
+    const bytes = encodeSeq2seqShard(pairs);
+    expect(bytes.byteLength).toBe(4 * (2 + 200 * (2 + 3 + 2)));
+    expect(decodeSeq2seqShard(bytes, 'train.s2s')).toEqual(pairs);
+    expect(() => decodeSeq2seqShard(bytes.subarray(0, bytes.byteLength - 4), 'train.s2s')).toThrow('train.s2s: not a seq2seq shard (ends inside example 199)');
+    expect(() => decodeSeq2seqShard(Buffer.from('not a shard!'), 'x.s2s')).toThrow('x.s2s: not a seq2seq shard (wrong magic number)');
+    expect(() => decodeSeq2seqShard(Buffer.concat([bytes, Buffer.alloc(4)]), 'train.s2s')).toThrow('train.s2s: not a seq2seq shard (1 words after the last example)');
   });
 });
