@@ -219,3 +219,25 @@ export function spanCorruptionBatch(
   }
   return seq2seqBatch(pairs, ids, lens.inputs, lens.targets, 'span corruption');
 }
+
+/**
+ * Span-corruption options from a tokenizer with T5's sentinels (an `hf` tokenizer.json of a T5):
+ * `<extra_id_0>` and the ones after it counting down, as many as a row of `rowLength` needs, and
+ * its end-of-text (`</s>`). A tokenizer without them is a config error naming `where`.
+ * @example const opts = t5SpanOptions(tok, 16, 'models/t5-small/tokenizer.json')
+ */
+export function t5SpanOptions(
+  tok: { tokenId(token: string): number | null; eot: number },
+  rowLength: number,
+  where: string,
+  o: { noiseDensity?: number; meanSpanLength?: number } = {},
+): SpanCorruptionOptions {
+  const start = tok.tokenId('<extra_id_0>');
+  if (start === null) throw new EngineError('config', `${where}: has no <extra_id_0> sentinel token; span corruption needs a T5 tokenizer`);
+  const { noiseSpans } = noiseCounts(rowLength, o.noiseDensity, o.meanSpanLength);
+  for (let k = 1; k < noiseSpans; k++) {
+    const id = tok.tokenId(`<extra_id_${k}>`);
+    if (id !== start - k) throw new EngineError('config', `${where}: <extra_id_${k}> is ${id === null ? 'missing' : `id ${id}`}, expected ${start - k} (rows of ${rowLength} tokens need ${noiseSpans} sentinels counting down from <extra_id_0>)`);
+  }
+  return { sentinelStart: start, eosId: tok.eot, ...o };
+}

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { decodeSeq2seqShard, encodeSeq2seqShard, readSeq2seqJsonl, sampleSeq2seqBatch, seq2seqEvalBatches, seq2seqLengths, splitSeq2seq, tokenizeSeq2seq, type Seq2seqExample } from '../../engine/data/seq2seq';
-import { seq2seqBatch } from '../../engine/data/t5-span';
+import { seq2seqBatch, t5SpanOptions } from '../../engine/data/t5-span';
 import { HfTokenizer } from '../../engine/data/tokenizer';
 import { T5Generator } from '../../engine/eval';
 import { seq2seqExactMatch, seq2seqPerplexity } from '../../engine/eval/seq2seq';
@@ -49,6 +49,11 @@ describe('seq2seq JSONL and tokenization', () => {
     expect(golden.extra_id_0).toBe(cfg.vocab_size - 1);
     expect(tok.tokenId('<extra_id_7>')).toBe(cfg.vocab_size - 8);
     expect(tok.tokenId('not-a-token')).toBeNull();
+    expect(t5SpanOptions(tok, 40, 'tiny')).toEqual({ sentinelStart: cfg.vocab_size - 1, eosId: 1 });
+    // 200 tokens need round(30 / 3) = 10 sentinels; the fixture has 8.
+    expect(() => t5SpanOptions(tok, 200, 'models/t5-tiny/tokenizer.json')).toThrow('models/t5-tiny/tokenizer.json: <extra_id_8> is missing, expected 148 (rows of 200 tokens need 10 sentinels counting down from <extra_id_0>)');
+    const gpt2 = HfTokenizer.fromJson(fs.readFileSync(path.join(__dirname, '..', 'fixtures', 'hf-io', 'gpt2', 'tokenizer.json'), 'utf8'), { key: 'gpt2/tokenizer.json', sha256: '0'.repeat(64) });
+    expect(() => t5SpanOptions(gpt2, 40, 'gpt2/tokenizer.json')).toThrow('gpt2/tokenizer.json: has no <extra_id_0> sentinel token; span corruption needs a T5 tokenizer');
   });
 
   test('reads input/target lines (other keys ignored) and tokenizes them with EOS on both sides', async () => {
