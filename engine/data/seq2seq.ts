@@ -90,6 +90,9 @@ export interface TokenizedSeq2seq extends Seq2seqPair {
  * @example const pairs = await tokenizeSeq2seq(readSeq2seqJsonl(file), tok, { eosId: 1, maxSourceLength: 64, maxTargetLength: 16 })
  */
 export async function tokenizeSeq2seq(examples: AsyncIterable<Seq2seqExample> | Iterable<Seq2seqExample>, tok: Tokenizer, o: Seq2seqTokenizeOptions): Promise<TokenizedSeq2seq[]> {
+  for (const [k, v] of [['maxSourceLength', o.maxSourceLength], ['maxTargetLength', o.maxTargetLength]] as const) {
+    if (!Number.isInteger(v) || v < 2) throw new EngineError('config', `seq2seq tokenization: ${k} must be an integer of at least 2 (a token and EOS), got ${v}`);
+  }
   const out: TokenizedSeq2seq[] = [];
   const fit = async (text: string, max: number, what: string, source: string) => {
     const ids = [...(await tok.encode(text)), o.eosId];

@@ -89,6 +89,7 @@ describe('seq2seq JSONL and tokenization', () => {
     await expect(tokenizeSeq2seq(readSeq2seqJsonl(long), tok, { eosId: 1, maxSourceLength: 4, maxTargetLength: 4 })).rejects.toThrow(/long\.jsonl:1: the input is 9 tokens with EOS, more than maxSourceLength 4/);
     const cut = await tokenizeSeq2seq(readSeq2seqJsonl(long), tok, { eosId: 1, maxSourceLength: 4, maxTargetLength: 4, overflow: 'truncate' });
     expect(cut[0].inputs).toEqual([...(await tok.encode('opposite of hot:')).slice(0, 3), 1]);
+    await expect(tokenizeSeq2seq([], tok, { eosId: 1, maxSourceLength: 16, maxTargetLength: 1 })).rejects.toThrow('seq2seq tokenization: maxTargetLength must be an integer of at least 2 (a token and EOS), got 1');
   });
 
   test('training batches are a pure function of (seed, shard, step); eval batches cover every example once', async () => {
