@@ -6,18 +6,20 @@
 // Hugging Face's run_t5_mlm_flax.py copies): round(L·density) noise tokens (at least 1, at most
 // L−1) in round(noise / mean_span) spans (at least 1), in float32 and rounding half to even as
 // tf.cast + tf.round do (HF's numpy copy computes in float64 and drops one token less at some
-// lengths, e.g. 190: 190·0.15 is 28.5000011 in float32 but 28.4999999 in float64); the noise and the kept tokens are each split into that many non-empty segments by
-// shuffling a vector of (segments − 1) "starts a segment" flags over the items' (n − 1) gaps, and
-// the segments interleave kept, noise, kept, noise, ... so a row always begins with kept text.
-// Only the shuffle's source of randomness differs from T5 (our counter-based draws, not TF's
-// stateless ops); test/fixtures/t5-tiny/make_t5_tiny.py feeds the reference the same shuffles.
+// lengths, e.g. 190: 190·0.15 is 28.5000011 in float32 but 28.4999999 in float64). The noise and
+// the kept tokens are each split into that many non-empty segments by shuffling a vector of
+// (segments − 1) "starts a segment" flags over the items' (n − 1) gaps, and the segments
+// interleave kept, noise, kept, noise, ..., so a row always begins with kept text and ends with
+// noise. Only the shuffle's source of randomness differs from T5 (our counter-based draws, not TF's
+// stateless ops); test/engine/t5-span.test.ts feeds ours the shuffles that the numpy reference of
+// test/fixtures/t5-tiny/make_t5_tiny.py drew and gets its masks, inputs and targets.
 //
 // Each noise span becomes one sentinel in the inputs (<extra_id_0> = sentinelStart, then
 // sentinelStart − 1, ...: T5's vocabulary counts them down from its last id); the targets list each
 // sentinel followed by the tokens it replaced. Both end with EOS:
 //   ids      a b c d e f g h
-//   inputs   a b <0> e f <1> h </s>
-//   targets  <0> c d <1> g </s>
+//   inputs   a b <0> e f <1> </s>
+//   targets  <0> c d <1> g h </s>
 
 import { EngineError } from '../errors';
 import type { TensorData } from '../graph/ir';
