@@ -16,9 +16,8 @@ export const BLOCK_REGION_PREFIX = 'block:';
  * k: recompute k consecutive blocks from the first one's input (fewer saved inputs, more live
  * memory while one segment's backward runs); 1 is the same as `block`.
  */
-export const ActivationCheckpointingSchema = z.union([z.enum(['off', 'block']), z.number().int().min(1).max(1024)], {
-  error: "must be 'off', 'block' or a number of blocks per recomputed segment (an integer from 1 to 1024)",
-});
+const MESSAGE = "must be 'off', 'block' or a number of blocks per recomputed segment (an integer from 1 to 1024)";
+export const ActivationCheckpointingSchema = z.union([z.enum(['off', 'block']), z.number().int({ error: MESSAGE }).min(1, { error: MESSAGE }).max(1024, { error: MESSAGE })], { error: MESSAGE });
 export type ActivationCheckpointing = z.infer<typeof ActivationCheckpointingSchema>;
 
 /** Blocks per segment, or 0 when checkpointing is off. */
