@@ -83,6 +83,39 @@ async function child(name: string, ac: ActivationCheckpointing): Promise<void> {
   console.log(JSON.stringify({ name, ac, base, afterCompile, afterLoad, afterRuns, hwm: kib('VmHWM'), peakSampled, stepS, losses, estimate: est }));
 }
 
+/**
+ * Step time of off vs block in one process: both sessions built, their steps alternating (which
+ * goes first alternates too) on the same batches, so load on the machine hits both alike.
+ */
+async function pairedChild(name: string, pairs: number): Promise<void> {
+  const s = SIZES[name];
+  const cfg = GptConfigSchema.parse(s.model);
+  const optim = OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-3 } });
+  const weights = Object.fromEntries(initParams(gptParams(cfg), 1));
+  const runners = [];
+  for (const ac of ['off', 'block'] as const) {
+    const compiled = await compileLmTrainStep({ model: cfg, optim, batchSize: s.batch, contextLength: s.context, activationCheckpointing: ac }, { intraOpThreads: 2 }, { memoryLimitBytes: Infinity });
+    runners.push(compiled.runner({ step: 0, params: weights, state: zeroState(compiled.step) }));
+  }
+  const r = mulberry32(3);
+  const ids = () => tensor('int64', [s.batch, s.context], Array.from({ length: s.batch * s.context }, () => Math.floor(r() * cfg.vocab_size)));
+  const times: [number, number][] = [];
+  const losses: [number, number][] = [];
+  for (let i = 0; i < pairs; i++) {
+    const batch = { tokens: ids(), targets: ids() };
+    const t: [number, number] = [0, 0];
+    const l: [number, number] = [0, 0];
+    for (const k of i % 2 ? [1, 0] : [0, 1]) {
+      const t0 = performance.now();
+      l[k] = (await runners[k].run(batch)).loss;
+      t[k] = (performance.now() - t0) / 1000;
+    }
+    times.push(t);
+    losses.push(l);
+  }
+  console.log(JSON.stringify({ name, times, losses }));
+}
+
 interface ChildResult {
   name: string;
   base: number;
@@ -107,12 +140,13 @@ const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
 const load = () => os.loadavg().map((x) => x.toFixed(1)).join(' ');
 
 /** off vs block at each size, alternating processes, `rounds` of each. */
-function checkpointingComparison(sizes: string[], rounds: number): void {
+function checkpointingComparison(sizes: string[], rounds: number, pairsAt: Set<string>, pairs: number): void {
   console.log(`activation checkpointing: ${new Date().toISOString()}, ${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}, ${STEPS} steps per process (the first left out of the time), ${rounds} process(es) per configuration`);
   const all: Record<string, unknown>[] = [];
   for (const name of sizes) {
     const s = SIZES[name];
     if (!s) throw new Error(`bench memory: unknown size ${name} (have ${Object.keys(SIZES).join(', ')})`);
+    const pairsHere = pairsAt.has(name) ? pairs : 0;
     const runs: Record<'off' | 'block', ChildResult[]> = { off: [], block: [] };
     const loads: string[] = [load()];
     for (let i = 0; i < rounds; i++) {
@@ -124,9 +158,22 @@ function checkpointingComparison(sizes: string[], rounds: number): void {
     const peak = (ac: 'off' | 'block') => Math.min(...runs[ac].map((r) => r.hwm));
     const step = (ac: 'off' | 'block') => Math.min(...runs[ac].map((r) => median(r.stepS.slice(1))));
     const [a, b] = [peak('off'), peak('block')];
-    const [ta, tb] = [step('off'), step('block')];
+    let [ta, tb] = [step('off'), step('block')];
+    let timing = 'separate processes, the smallest median of each';
+    if (pairsHere > 0) {
+      const r = spawnSync(process.execPath, [...process.execArgv, __filename, '--paired-child', name, '--pairs', String(pairsHere)], { encoding: 'utf8', maxBuffer: 1 << 26 });
+      if (r.status !== 0) throw new Error(`bench memory ${name} (paired timing): ${r.stderr || `exit ${r.status} ${r.signal ?? ''}`}`);
+      const p = JSON.parse(r.stdout.trim().split('\n').pop()!) as { times: [number, number][]; losses: [number, number][] };
+      loads.push(load());
+      const kept = p.times.slice(1); // the first pair allocates
+      const ratio = median(kept.map(([a, b]) => b / a));
+      ta = median(kept.map(([a]) => a));
+      tb = ta * ratio;
+      timing = `one process, ${kept.length} alternating pairs of steps, the median of block/off ratios; losses ${p.losses.every(([a, b]) => a === b) ? 'identical' : 'DIFFER'}`;
+      all.push({ name, paired: p });
+    }
     console.log(
-      `${name} (${s.model.n_layer}L×${s.model.n_embd}, V ${s.model.vocab_size}, B ${s.batch} × T ${s.context}): activation checkpointing: peak RSS ${mib(a)} MiB → ${mib(b)} MiB (${((100 * (b - a)) / a).toFixed(0).replace('-', '−')}%), step time ${tb >= ta ? '+' : '−'}${Math.abs((100 * (tb - ta)) / ta).toFixed(0)}% (${ta.toFixed(2)} s → ${tb.toFixed(2)} s); load average (1 min) ${loads.map((l) => l.split(' ')[0]).join(', ')}`,
+      `${name} (${s.model.n_layer}L×${s.model.n_embd}, V ${s.model.vocab_size}, B ${s.batch} × T ${s.context}): activation checkpointing: peak RSS ${mib(a)} MiB → ${mib(b)} MiB (${((100 * (b - a)) / a).toFixed(0).replace('-', '−')}%), step time ${tb >= ta ? '+' : '−'}${Math.abs((100 * (tb - ta)) / ta).toFixed(0)}% (${ta.toFixed(2)} s → ${tb.toFixed(2)} s; ${timing}); load average (1 min) ${loads.map((l) => l.split(' ')[0]).join(', ')}`,
     );
     all.push({ name, off: runs.off, block: runs.block, loads });
   }
@@ -159,12 +206,16 @@ const program = new Command('memory')
   .option('--sizes <list>', `estimate vs measured at these sizes, comma-separated (none: skip): ${ESTIMATE_SIZES.join(', ')}`, ESTIMATE_SIZES.join(','))
   .option('--checkpointing <list>', `activation checkpointing off vs block at these sizes (none: skip): ${Object.keys(SIZES).join(', ')}`, 'medium,gpt2')
   .option('--rounds <n>', 'processes per configuration in the checkpointing comparison', '2')
+  .option('--paired <list>', 'sizes whose step time is also measured with both steps in one process, alternating (gpt2 would need both sessions in memory at once)', 'medium')
+  .option('--pairs <n>', 'alternating pairs of steps in the paired timing', '8')
   .option('--child <size>', 'internal: measure one size in this process')
+  .option('--paired-child <size>', 'internal: time off and block in this process')
   .option('--ac <setting>', 'internal: the child\'s activationCheckpointing', 'off')
-  .action(async (o: { sizes: string; checkpointing: string; rounds: string; child?: string; ac: string }) => {
+  .action(async (o: { sizes: string; checkpointing: string; rounds: string; paired: string; pairs: string; pairedChild?: string; child?: string; ac: string }) => {
+    if (o.pairedChild) return pairedChild(o.pairedChild, Number(o.pairs));
     if (o.child) return child(o.child, ActivationCheckpointingSchema.parse(/^\d+$/.test(o.ac) ? Number(o.ac) : o.ac));
     if (list(o.sizes).length) parent(list(o.sizes));
-    if (list(o.checkpointing).length) checkpointingComparison(list(o.checkpointing), Number(o.rounds));
+    if (list(o.checkpointing).length) checkpointingComparison(list(o.checkpointing), Number(o.rounds), new Set(list(o.paired)), Number(o.pairs));
   });
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(e instanceof Error ? e.message : e);
