@@ -68,7 +68,7 @@ export function gradients(graph: Graph, loss: Value, wrt: Value[], opts: Gradien
     if (!def?.grad) {
       throw new Error(`autodiff: op ${node.domain ? node.domain + '::' : ''}${node.opType} (node ${node.name}) has no gradient rule`);
     }
-    // In a recomputed segment the rule reads the recomputation's values, made lazily (see Recompute).
+    // In a recomputed segment the rule reads the recomputation's values (see Recompute).
     const seg = segments.get(i);
     if (seg && !seg.gated) {
       seg.gate([...gradOutputs.filter((d): d is Value => d !== null), ...(above?.leafGrads ?? [])]);
@@ -108,13 +108,15 @@ export function gradients(graph: Graph, loss: Value, wrt: Value[], opts: Gradien
 }
 
 /**
- * One recomputed forward segment. Its values are rebuilt on first use by the backward, by copies
- * of their producer nodes appended there, so only what some gradient rule reads is recomputed.
- * Values the segment reads from earlier forward nodes (its input activations) are read through
- * `x + 0·g[0]`, where g is a gradient arriving from above the segment: ONNX Runtime cannot run
- * the recomputation before that gradient exists (it would otherwise hoist it next to the forward
- * and save nothing), and cannot fold the Add away (0·g is not a constant). The result is x itself
- * for finite g, so the recomputation repeats the forward's arithmetic bit for bit.
+ * One recomputed forward segment. Its values are rebuilt when the backward first asks for them,
+ * by copies of their producer nodes appended there; the rule of a node gets copies of all its
+ * inputs and outputs, and copies that no gradient ends up reading are dead nodes, which
+ * `Graph.prune` removes (buildTrainStep does). Values the segment reads from earlier forward
+ * nodes (its input activations) are read through `x + 0·Σ g[0]` (see `gate`): ONNX Runtime cannot
+ * run the recomputation before those gradients exist (it would otherwise be free to run it next
+ * to the forward and save nothing), and cannot fold the Add away (0·g is not a constant). The
+ * result is x itself for finite g, so the recomputation repeats the forward's arithmetic bit for
+ * bit; a non-finite gradient makes the step's gradients NaN, as it would have anyway.
  */
 class Recompute {
   private readonly copies = new Map<string, Value>();
