@@ -118,7 +118,7 @@ export function createFineTuneActivities(deps: FineTuneDeps) {
       return base;
     },
     compiled: (spec, lb) => {
-      const key = JSON.stringify([spec.base, spec.lora, spec.train.optimizer, spec.train.batchSize, spec.train.contextLength, spec.train.threads]);
+      const key = JSON.stringify([spec.base, spec.lora, spec.train.optimizer, spec.train.batchSize, spec.train.contextLength, spec.train.threads, spec.train.activationCheckpointing ?? 'off']);
       return cachedPromise(steps, key, 4, () => lb.compile(spec.train.optimizer, spec.train, session(spec)));
     },
   };

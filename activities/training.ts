@@ -130,8 +130,13 @@ export function createTrainingActivities(deps: TrainingDeps) {
     store: deps.store,
     shards: new ShardCache(),
     compiled: (spec) =>
-      cachedPromise(steps, JSON.stringify([spec.model.config, spec.optimizer, spec.batchSize, spec.contextLength, spec.threads]), Infinity, () =>
-        compileLmTrainStep({ model: spec.model.config, optim: spec.optimizer, batchSize: spec.batchSize, contextLength: spec.contextLength }, session(spec), { memoryLimitBytes: deps.memoryLimitBytes }),
+      cachedPromise(steps, JSON.stringify([spec.model.config, spec.optimizer, spec.batchSize, spec.contextLength, spec.threads, spec.activationCheckpointing ?? 'off']), Infinity, () =>
+        compileLmTrainStep(
+          // activationCheckpointing is absent from specs of runs started before it existed: off.
+          { model: spec.model.config, optim: spec.optimizer, batchSize: spec.batchSize, contextLength: spec.contextLength, activationCheckpointing: spec.activationCheckpointing },
+          session(spec),
+          { memoryLimitBytes: deps.memoryLimitBytes },
+        ),
       ),
     evaluator: (spec) => {
       const key = JSON.stringify(spec.model.config);

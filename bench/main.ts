@@ -15,7 +15,7 @@ const SCRIPTS: Record<string, string> = {
   lora: 'LoRA vs full fine-tuning: step time, peak RSS, trainable fraction, loss',
   quant: 'int8 / int4 vs fp32: kernels, end to end, decode with KV cache (kernels|e2e|decode|all)',
   dataset: 'prepareDataset on a GiB-scale corpus: throughput and peak RSS',
-  memory: 'one GPT training step: peak RSS against the memory estimate specs are checked with',
+  memory: 'one GPT training step: peak RSS against the memory estimate specs are checked with; activation checkpointing off vs block (medium, gpt2-small)',
   't5-step': 'T5 training step, full and LoRA all-linear, vs PyTorch eager on HF T5ForConditionalGeneration',
   generate: 'generation past block_size (window restarts) with and without the KV cache; T5 encoder once + cached decoder',
   'hf-import': 'importing a Hugging Face folder: peak RSS against the model\'s float32 bytes',

@@ -15,6 +15,7 @@ import { DatasetSpecSchema } from '../engine/data/dataset';
 import { ImportedObjectiveSchema } from '../engine/finetune/imported';
 import { LoraConfigSchema } from '../engine/lora/config';
 import { OptimConfigSchema } from '../engine/optim';
+import { ActivationCheckpointingSchema } from '../engine/train/checkpointing';
 import { CheckpointPolicySchema } from '../engine/train/shard';
 import { formatIssues } from './issues';
 import { checkTokensPerStep, LOOP_LIMITS } from './limits';
@@ -64,6 +65,8 @@ export const FineTuneTrainSchema = z
     seed: z.number().int().default(0),
     /** ORT intra-op threads; fixed so a resumed run ends bit-identical on any worker. */
     threads: z.number().int().min(1).max(256).default(1),
+    /** Recompute the base's transformer blocks in the backward (as training's `activationCheckpointing`); GPT bases only. */
+    activationCheckpointing: ActivationCheckpointingSchema.default('off'),
   })
   .superRefine((t, ctx) => checkTokensPerStep(t, ctx));
 export type FineTuneTrain = z.output<typeof FineTuneTrainSchema>;

@@ -13,6 +13,7 @@ import { GptConfigSchema, gptOptionFields, type GptConfig } from '../engine/mode
 import { getPreset } from '../engine/models/presets';
 import { OptimConfigSchema } from '../engine/optim';
 import { DEFAULT_OUTER, OuterOptimSchema } from '../engine/train/outer';
+import { ActivationCheckpointingSchema } from '../engine/train/checkpointing';
 import { CheckpointPolicySchema } from '../engine/train/shard';
 import { formatIssues, relocateIssues } from './issues';
 import { StoreKeySchema } from './store-key';
@@ -125,6 +126,12 @@ const TrainingFields = z.strictObject({
   shardTimeoutMinutes: z.number().int().min(1).default(120),
   /** Continue-as-new after this many rounds (Temporal also suggests it when history grows). */
   roundsPerRun: z.number().int().min(1).default(100),
+  /**
+   * Recompute transformer blocks in the backward instead of keeping their activations: 'off',
+   * 'block' (each block) or k (k blocks per recomputed segment). Less memory, more compute; the
+   * weights come out the same (engine/train/checkpointing.ts).
+   */
+  activationCheckpointing: ActivationCheckpointingSchema.default('off'),
 });
 
 /**

@@ -14,6 +14,11 @@ export interface GradientOptions {
   unused?: 'zeros' | 'error';
   /** dL/dloss (default 1). Must have the loss's dtype and shape. */
   seed?: Value;
+  /**
+   * Activation checkpointing: node-index ranges [start, end) of the forward, disjoint and sorted,
+   * whose values the backward recomputes instead of reading the forward's (see `Recompute`).
+   */
+  recompute?: { start: number; end: number }[];
 }
 
 /**
@@ -51,6 +56,8 @@ export function gradients(graph: Graph, loss: Value, wrt: Value[], opts: Gradien
   };
 
   push(loss.name, opts.seed ?? onesLike(loss));
+  const segments = segmentsOf(graph, forward, opts.recompute ?? []);
+  let above: Recompute | null = null; // the recomputed segment whose backward ran last
 
   for (let i = forward.length - 1; i >= 0; i--) {
     const node = forward[i];
@@ -61,23 +68,32 @@ export function gradients(graph: Graph, loss: Value, wrt: Value[], opts: Gradien
     if (!def?.grad) {
       throw new Error(`autodiff: op ${node.domain ? node.domain + '::' : ''}${node.opType} (node ${node.name}) has no gradient rule`);
     }
-    const inputs = node.inputs.map((n) => (n ? graph.value(n) : null));
-    const needsGrad = inputs.map((x) => !!x && reaches.has(x.name));
+    // In a recomputed segment the rule reads the recomputation's values (see Recompute).
+    const seg = segments.get(i);
+    if (seg && !seg.gated) {
+      seg.gate([...gradOutputs.filter((d): d is Value => d !== null), ...(above?.leafGrads ?? [])]);
+      above = seg;
+    }
+    const view = (n: string): Value => (seg ? seg.value(n) : graph.value(n));
+    const inputs = node.inputs.map((n) => (n ? view(n) : null));
+    const needsGrad = node.inputs.map((n) => !!n && reaches.has(n));
     const grads = def.grad({
       graph,
       node,
       inputs,
       // An omitted optional output ('') has no value; rules test for it before use.
-      outputs: node.outputs.map((n) => (n ? graph.value(n) : (null as unknown as Value))),
+      outputs: node.outputs.map((n) => (n ? view(n) : (null as unknown as Value))),
       gradOutputs,
       attrs: node.attrs,
       needsGrad,
     });
-    inputs.forEach((x, k) => {
+    node.inputs.forEach((n, k) => {
       const gx = grads[k];
-      if (!x || !needsGrad[k] || !gx) return;
+      if (!n || !needsGrad[k] || !gx) return;
+      const x = graph.value(n);
       checkGrad(node, x, gx);
       push(x.name, gx);
+      if (seg && !seg.produces(n)) seg.leafGrads.push(gx);
     });
   }
 
@@ -87,6 +103,117 @@ export function gradients(graph: Graph, loss: Value, wrt: Value[], opts: Gradien
     if (gw) out.set(w.name, gw);
     else if (opts.unused === 'error') throw new Error(`gradients: ${w.name} does not reach loss ${loss.name}`);
     else out.set(w.name, zerosLike(w));
+  }
+  return out;
+}
+
+/**
+ * One recomputed forward segment. Its values are rebuilt when the backward first asks for them,
+ * by copies of their producer nodes appended there; the rule of a node gets copies of all its
+ * inputs and outputs, and copies that no gradient ends up reading are dead nodes, which
+ * `Graph.prune` removes (buildTrainStep does). Values the segment reads from earlier forward
+ * nodes (its input activations) are read through `x + 0·Σ g[0]` (see `gate`): ONNX Runtime cannot
+ * run the recomputation before those gradients exist (it would otherwise be free to run it next
+ * to the forward and save nothing), and cannot fold the Add away (0·g is not a constant). The
+ * result is x itself for finite g, so the recomputation repeats the forward's arithmetic bit for
+ * bit; a non-finite gradient makes the step's gradients NaN, as it would have anyway.
+ */
+class Recompute {
+  private readonly copies = new Map<string, Value>();
+  private zero: Value | null = null;
+
+  constructor(
+    private readonly graph: Graph,
+    private readonly producerIndex: Map<string, number>,
+    private readonly start: number,
+    private readonly end: number,
+  ) {}
+
+  /** Gradients this segment's backward gave to values it did not produce (its weights, its input): what the segment below waits for. */
+  readonly leafGrads: Value[] = [];
+
+  get gated(): boolean {
+    return this.zero !== null;
+  }
+
+  /** Whether the segment's forward produced value `name`. */
+  produces(name: string): boolean {
+    const at = this.producerIndex.get(name);
+    return at !== undefined && at >= this.start && at < this.end;
+  }
+
+  /**
+   * Ties the recomputation to `grads`: the gradients arriving at the segment's outputs and every
+   * gradient the segment above produced. The second half matters as much as the first: ONNX
+   * Runtime orders nodes by a depth-first walk from the graph outputs, which would otherwise run
+   * the input-gradient chain down to the embeddings first and the weight gradients of every block
+   * last, keeping every recomputed activation alive until then.
+   */
+  gate(grads: Value[]): void {
+    const g = this.graph;
+    const d = grads[0];
+    const firsts = grads
+      .filter((x) => x.dtype === d.dtype)
+      .map((x) => g.op('Slice', [g.op('Reshape', [x, g.vector([-1])])[0], g.vector([0]), g.vector([1])])[0]); // (1) each
+    const sum = firsts.length === 1 ? firsts[0] : g.op('Sum', firsts)[0];
+    this.zero = g.op('Mul', [sum, scalarLike(d, 0)])[0];
+  }
+
+  /** The segment's view of value `name`: recomputed when the segment produced it, gated when an earlier forward node did. */
+  value(name: string): Value {
+    const known = this.copies.get(name);
+    if (known) return known;
+    const g = this.graph;
+    const orig = g.value(name);
+    const at = this.producerIndex.get(name);
+    let v: Value;
+    if (at === undefined || at >= this.end) v = orig; // a graph input, an initializer, or (never on the backward's path) a later value
+    else if (at < this.start) v = isFloat(orig.dtype) && this.zero ? this.gateValue(orig) : orig;
+    else {
+      this.recomputeNode(g.nodes[at]);
+      v = this.copies.get(name)!;
+    }
+    this.copies.set(name, v);
+    return v;
+  }
+
+  private gateValue(x: Value): Value {
+    const zero = x.dtype === this.zero!.dtype ? this.zero! : this.graph.op('Cast', [this.zero!], { to: ONNX_FLOAT[x.dtype] })[0];
+    return this.graph.op('Add', [x, zero])[0];
+  }
+
+  private recomputeNode(node: Node): void {
+    if (Object.values(node.attrs).some((a) => a.type === 'graph')) {
+      throw new Error(`autodiff: node ${node.name} (${node.opType}) has a subgraph and cannot be recomputed; leave it out of activation checkpointing`);
+    }
+    const g = this.graph;
+    const inputs = node.inputs.map((n) => (n ? this.value(n).name : ''));
+    const outputs = node.outputs.map((o) => (o ? g.uniqueName(`${o}.rc`) : ''));
+    const infos = node.outputs.map((o) => (o ? { dtype: g.value(o).dtype, shape: g.value(o).shape } : { dtype: 'float32' as const, shape: null }));
+    const made = g.addNode({ ...node, name: `${node.name}.rc`, inputs, outputs }, infos);
+    let k = 0;
+    node.outputs.forEach((o) => {
+      if (o) this.copies.set(o, made[k++]);
+    });
+  }
+}
+
+const ONNX_FLOAT: Record<string, number> = { float32: 1, float16: 10, float64: 11, bfloat16: 16 };
+
+/** Forward node index → the Recompute of the segment it lies in. */
+function segmentsOf(graph: Graph, forward: Node[], ranges: { start: number; end: number }[]): Map<number, Recompute> {
+  const out = new Map<number, Recompute>();
+  if (ranges.length === 0) return out;
+  const producerIndex = new Map<string, number>();
+  forward.forEach((n, i) => n.outputs.forEach((o) => o && producerIndex.set(o, i)));
+  let prevEnd = 0;
+  for (const r of ranges) {
+    if (!(Number.isInteger(r.start) && Number.isInteger(r.end) && r.start >= prevEnd && r.end > r.start && r.end <= forward.length)) {
+      throw new Error(`gradients: recompute ranges must be disjoint, sorted and inside the forward's ${forward.length} nodes, got [${r.start}, ${r.end})`);
+    }
+    prevEnd = r.end;
+    const seg = new Recompute(graph, producerIndex, r.start, r.end);
+    for (let i = r.start; i < r.end; i++) out.set(i, seg);
   }
   return out;
 }

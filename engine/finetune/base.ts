@@ -12,11 +12,14 @@ import type { LoraPlan } from '../lora';
 import type { OptimConfig } from '../optim';
 import { createSession, type SessionConfig, type StepRunner } from '../runtime';
 import type { ShardSnapshot } from '../train/shard';
+import type { ActivationCheckpointing } from '../train/checkpointing';
 import type { TrainStep } from '../train/step';
 
 export interface Geometry {
   batchSize: number;
   contextLength: number;
+  /** How compile builds the step: recompute blocks in the backward (engine/train/checkpointing.ts); default off. */
+  activationCheckpointing?: ActivationCheckpointing;
 }
 
 export interface EvalOut {

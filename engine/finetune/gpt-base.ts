@@ -39,7 +39,7 @@ export class GptBase implements LoraBase {
 
   async compile(optim: OptimConfig, geo: Geometry, session: SessionConfig): Promise<CompiledLoraStep> {
     const base = { params: gptParams(this.cfg), loss: gptTrainLoss(this.cfg, geo.batchSize, geo.contextLength) };
-    const step = buildTrainStep(loraModel(base, this.plan), optim, { trainable: isAdapterParam });
+    const step = buildTrainStep(loraModel(base, this.plan), optim, { trainable: isAdapterParam, activationCheckpointing: geo.activationCheckpointing });
     const s = await sessionOf(step.graph, session);
     const frozen = Object.fromEntries(this.weights);
     return { step, runner: (init) => new StepRunner(s, { params: init.params, state: init.state, frozen, step: init.step }) };

@@ -11,6 +11,7 @@ import { loadModel, serializeModel } from '../graph/onnx';
 import { attachImportedAdapters, buildImportedLoraStep, mergeIntoGraph, planImportedLora, specializeInputs, upgradeToOpset23, type LoraConfig, type LoraPlan } from '../lora';
 import type { OptimConfig } from '../optim';
 import { StepRunner, type SessionConfig, type StepRunnerInit } from '../runtime';
+import { blocksPerSegment } from '../train/checkpointing';
 import { scoreBatches, sessionOf, type CompiledLoraStep, type EvalOpts, type EvalOut, type Geometry, type LoraBase } from './base';
 import { importedFeeds, type ImportedFeeder, type ImportedModel } from './imported';
 
@@ -83,6 +84,9 @@ export class OnnxBase implements LoraBase {
   }
 
   async compile(optim: OptimConfig, geo: Geometry, session: SessionConfig): Promise<CompiledLoraStep> {
+    if (blocksPerSegment(geo.activationCheckpointing) > 0) {
+      throw new EngineError('config', `train.activationCheckpointing: an imported ONNX base marks no transformer blocks to recompute; use 'off' (got ${JSON.stringify(geo.activationCheckpointing)})`);
+    }
     const step = await buildImportedLoraStep(this.bytes, this.lora, optim, { inputShapes: this.shapes(geo.batchSize, geo.contextLength) });
     const s = await sessionOf(step.graph, session);
     const feeder = this.feeder();

@@ -78,6 +78,17 @@ export interface Initializer extends TensorData {
   name: string;
 }
 
+/**
+ * A labelled run of consecutive nodes (one transformer block, say), kept by its first and last
+ * node rather than by index, so a pass that splices nodes into the middle (LoRA's attach) keeps it
+ * whole. Serialization ignores regions; activation checkpointing recomputes them (autodiff).
+ */
+export interface Region {
+  name: string;
+  first: Node;
+  last: Node;
+}
+
 export interface OpOptions {
   domain?: string;
   /** Number of outputs (default 1). */
@@ -112,6 +123,8 @@ export class Graph {
   readonly outputs: Value[] = [];
   readonly initializers = new Map<string, Initializer>();
   readonly values = new Map<string, Value>();
+  /** Labelled node runs, in the order they were closed (see `region`). */
+  readonly regions: Region[] = [];
   /** Opset imports: domain → version. */
   readonly opsets = new Map<string, number>([['', 23]]);
   private counter = 0;
@@ -142,6 +155,26 @@ export class Graph {
     while (this.dimNames.has(name));
     this.dimNames.add(name);
     return name;
+  }
+
+  /**
+   * Runs `build` and records the nodes it appended as the region `name` (nothing when it appended
+   * none). Regions may nest; a pass that uses them picks the names it knows.
+   * @example const y = g.region('block:h.0', () => block(x, p, 0, cfg, ctx));
+   */
+  region<T>(name: string, build: () => T): T {
+    const start = this.nodes.length;
+    const out = build();
+    if (this.nodes.length > start) this.regions.push({ name, first: this.nodes[start], last: this.nodes[this.nodes.length - 1] });
+    return out;
+  }
+
+  /** Node-index range [start, end) a region covers now, or an error naming it when a pass removed its first or last node. */
+  regionRange(r: Region): { start: number; end: number } {
+    const start = this.nodes.indexOf(r.first);
+    const last = this.nodes.indexOf(r.last);
+    if (start < 0 || last < start) throw new Error(`graph ${this.name}: region ${r.name} lost its first or last node (a pass removed or reordered it)`);
+    return { start, end: last + 1 };
   }
 
   /** Marks dim names as taken (the ONNX loader reserves a file's dim_params before naming unknown dims). */
@@ -245,9 +278,53 @@ export class Graph {
     return outs.filter((v): v is Value => v !== null);
   }
 
+  /**
+   * Removes every node no graph output depends on (a gradient rule's branch for an input that
+   * needs none, say), and the initializers only those nodes read; returns how many nodes went.
+   * ONNX Runtime runs such nodes anyway, after everything else, so each would keep the
+   * activations it reads alive to the end of the run. Regions that lose a boundary node are dropped.
+   */
+  prune(): number {
+    const needed = new Set(this.outputs.map((v) => v.name));
+    const keep = new Set<Node>();
+    const readBy = (n: Node): string[] => [...n.inputs, ...Object.values(n.attrs).flatMap((a) => (a.type === 'graph' ? subgraphReads(a.value) : []))];
+    for (let i = this.nodes.length - 1; i >= 0; i--) {
+      const n = this.nodes[i];
+      if (!n.outputs.some((o) => o && needed.has(o))) continue;
+      keep.add(n);
+      for (const x of readBy(n)) if (x) needed.add(x);
+    }
+    const removed = this.nodes.length - keep.size;
+    if (removed === 0) return 0;
+    for (const n of this.nodes) {
+      if (keep.has(n)) continue;
+      for (const o of n.outputs) {
+        if (!o) continue;
+        this.values.delete(o);
+        this.producers.delete(o);
+      }
+    }
+    const kept = this.nodes.filter((n) => keep.has(n));
+    this.nodes.splice(0, this.nodes.length, ...kept);
+    for (const name of [...this.initializers.keys()]) {
+      if (!needed.has(name)) {
+        this.initializers.delete(name);
+        this.values.delete(name);
+      }
+    }
+    const live = this.regions.filter((r) => keep.has(r.first) && keep.has(r.last));
+    this.regions.splice(0, this.regions.length, ...live);
+    return removed;
+  }
+
   private uniqueNodeName(opType: string): string {
     return `${opType}_${this.nodes.length}`;
   }
+}
+
+/** Every value name a subgraph's nodes read (its own and outer-scope ones alike), nested subgraphs included. */
+function subgraphReads(g: Graph): string[] {
+  return g.nodes.flatMap((n) => [...n.inputs, ...Object.values(n.attrs).flatMap((a) => (a.type === 'graph' ? subgraphReads(a.value) : []))]);
 }
 
 export function bytesPerElement(dtype: DType): number {

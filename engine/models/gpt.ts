@@ -284,6 +284,14 @@ export type BlockHook = (x: Value, layer: number) => Value;
 
 /** Pre-norm residual block `h.{layer}`: x + attn(ln_1(x)), [hook], then + mlp(ln_2(x)). */
 export function block(x: Value, p: ParamLookup, layer: number, cfg: GptConfig, ctx: ForwardContext, hook?: BlockHook, past: KeyValue | null = null): { x: Value; kv: KeyValue } {
+  // A region per block: what activation checkpointing recomputes (engine/train/checkpointing.ts).
+  return x.graph.region(blockRegion(layer), () => blockBody(x, p, layer, cfg, ctx, hook, past));
+}
+
+/** The region name of block `layer` in a GPT graph. */
+export const blockRegion = (layer: number) => `block:h.${layer}`;
+
+function blockBody(x: Value, p: ParamLookup, layer: number, cfg: GptConfig, ctx: ForwardContext, hook: BlockHook | undefined, past: KeyValue | null): { x: Value; kv: KeyValue } {
   const h = `h.${layer}`;
   const d = ctx.dropout;
   const attn = causalSelfAttention(norm(x, p, `${h}.ln_1`, cfg), p, `${h}.attn`, cfg, ctx, 4 * layer + 1, past);

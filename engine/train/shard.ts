@@ -17,6 +17,7 @@ import { GptConfigSchema, gptParams, gptTrainLoss, type GptConfig } from '../mod
 import { estimateTrainStepBytes, gib } from '../models/memory';
 import type { OptimConfig } from '../optim';
 import { createSession, StepRunner, type SessionConfig } from '../runtime';
+import type { ActivationCheckpointing } from './checkpointing';
 import { buildTrainStep, type TrainStep } from './step';
 
 /** When the inner loop hands out a resumable snapshot; whichever comes first. */
@@ -120,12 +121,14 @@ export interface LmTrainSetup {
   optim: OptimConfig;
   batchSize: number;
   contextLength: number;
+  /** Recompute blocks in the backward (engine/train/checkpointing.ts); default off. */
+  activationCheckpointing?: ActivationCheckpointing;
 }
 
 /** The one-graph training step of a GPT language model with (B, T) token batches. */
 export function buildLmTrainStep(s: LmTrainSetup): TrainStep {
   const cfg = GptConfigSchema.parse(s.model);
-  return buildTrainStep({ params: gptParams(cfg), loss: gptTrainLoss(cfg, s.batchSize, s.contextLength) }, s.optim);
+  return buildTrainStep({ params: gptParams(cfg), loss: gptTrainLoss(cfg, s.batchSize, s.contextLength) }, s.optim, { activationCheckpointing: s.activationCheckpointing });
 }
 
 export interface TrainMemoryLimits {

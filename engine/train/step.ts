@@ -7,6 +7,7 @@ import { gradients } from '../autodiff/gradients';
 import { Graph, type Value } from '../graph/ir';
 import type { ParamLookup, ParamSpec } from '../models/blocks';
 import { appendOptimizer, paramIn, type AppendOptimizerOptions, type OptimConfig, type StateSpec } from '../optim';
+import { checkpointRanges, type ActivationCheckpointing } from './checkpointing';
 
 /** A model as the trainer sees it: its weights, and a function that builds the scalar loss. */
 export interface TrainableModel {
@@ -21,6 +22,8 @@ export interface TrainStepOptions {
   graphName?: string;
   /** Passed to appendOptimizer (e.g. `{ layout: 'flat' }`). */
   optimizer?: AppendOptimizerOptions;
+  /** Recompute transformer blocks in the backward instead of keeping their activations (checkpointing.ts); default off. */
+  activationCheckpointing?: ActivationCheckpointing;
 }
 
 export interface TrainStep {
@@ -76,7 +79,7 @@ export function buildTrainStep(model: TrainableModel, optim: OptimConfig, opts: 
 
   const forwardEnd = g.nodes.length;
   const wrt = trainable.map((s) => values.get(s.name)!);
-  const grads = gradients(g, loss, wrt);
+  const grads = gradients(g, loss, wrt, { recompute: checkpointRanges(g, opts.activationCheckpointing) });
   const backwardEnd = g.nodes.length;
   const entries = trainable.map((s) => {
     const param = values.get(s.name)!;
@@ -86,5 +89,12 @@ export function buildTrainStep(model: TrainableModel, optim: OptimConfig, opts: 
   });
   const { state } = appendOptimizer(g, optim, entries, step, opts.optimizer);
   g.output(loss, 'loss');
-  return { graph: g, trainable, frozen, state, batchInputs, phases: { forward: forwardEnd, backward: backwardEnd } };
+  // Drop what no output reads (gradient branches for inputs that need none): ORT would run it
+  // last and keep the activations it reads alive until then.
+  const forwardNodes = new Set(g.nodes.slice(0, forwardEnd));
+  const backwardNodes = new Set(g.nodes.slice(forwardEnd, backwardEnd));
+  g.prune();
+  const phases = { forward: g.nodes.filter((n) => forwardNodes.has(n)).length, backward: 0 };
+  phases.backward = phases.forward + g.nodes.filter((n) => backwardNodes.has(n)).length;
+  return { graph: g, trainable, frozen, state, batchInputs, phases };
 }
