@@ -13,7 +13,7 @@
 
 import { Context } from '@temporalio/activity';
 import { DatasetSpecSchema, type DatasetSpec } from '../engine/data/dataset';
-import { WEIGHTS_FILE } from '../engine/checkpoint/checkpoint';
+import { OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE } from '../engine/checkpoint/checkpoint';
 import { initParams, type ParamSpec } from '../engine/models/blocks';
 import { explicitGptConfig, gptParams } from '../engine/models/gpt';
 import type { SessionConfig } from '../engine/runtime';
@@ -250,10 +250,10 @@ async function trainShard(t: TrainingContext, input: TrainShardInput): Promise<T
     compiled: c,
     fresh: async () => {
       // Weights and carried state this process already holds (by sha256) are not read again.
-      io.bytesRead += unheld(input.global) + (input.previous ? unheld(input.previous) : 0);
+      io.bytesRead += unheld(input.global, [WEIGHTS_FILE, STATE_FILE]) + (input.previous ? unheld(input.previous, [OPTIMIZER_FILE, STATE_FILE]) : 0);
       const [g, prev] = await Promise.all([
-        readCheckpoint(t.store, input.global.prefix, { cache: tensorCache }),
-        input.previous ? readCheckpoint(t.store, input.previous.prefix, { cache: tensorCache }) : null,
+        readCheckpoint(t.store, input.global.prefix, { cache: tensorCache, weightsOnly: true }),
+        input.previous ? readCheckpoint(t.store, input.previous.prefix, { cache: tensorCache, optimizerOnly: true }) : null,
       ]);
       return {
         step: startStep,
@@ -303,7 +303,7 @@ async function aggregateRound({ store }: TrainingContext, input: AggregateInput)
   // Workers that uploaded deltas (outer.compression fp16/int8) are decoded from them.
   const compressed = spec.outer.compression && spec.outer.compression !== 'none';
   const reads = input.shards.map((ref) => {
-    bytesRead += compressed ? (ref.files[DELTA_FILE]?.size ?? 0) : unheld(ref, [WEIGHTS_FILE]);
+    bytesRead += compressed ? (ref.files[DELTA_FILE]?.size ?? 0) : unheld(ref, [WEIGHTS_FILE, STATE_FILE]);
     return compressed ? readTensorFile(store, ref.prefix, DELTA_FILE) : readCheckpoint(store, ref.prefix, { cache: tensorCache, weightsOnly: true }).then((ck) => ck.weights);
   });
   for (let i = 0; i < reads.length; i++) {

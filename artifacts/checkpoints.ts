@@ -49,6 +49,8 @@ export interface ReadCheckpointOptions {
   cache?: TensorCache | null;
   /** Skip optimizer.safetensors (its tensors come back empty): the outer step needs weights only. */
   weightsOnly?: boolean;
+  /** Skip model.safetensors (its tensors come back empty): a shard carries over only its optimizer state. */
+  optimizerOnly?: boolean;
 }
 
 /**
@@ -66,7 +68,8 @@ export async function readCheckpoint(store: ArtifactStore, prefix: string, o: Re
       const read = async () => readSafetensors(await store.getListed(manifest, prefix, name), `${prefix}/${name}`).tensors;
       return entry && o.cache ? o.cache.get(entry.sha256, entry.size, read) : read();
     };
-    const [weights, optimizer] = await Promise.all([load(WEIGHTS_FILE), o.weightsOnly ? new Map<string, TensorData>() : load(OPTIMIZER_FILE)]);
+    const none = async () => new Map<string, TensorData>();
+    const [weights, optimizer] = await Promise.all([o.optimizerOnly ? none() : load(WEIGHTS_FILE), o.weightsOnly ? none() : load(OPTIMIZER_FILE)]);
     return { weights, optimizer, state };
   } catch (err) {
     throw asFailure(err, `checkpoint ${prefix}`);
