@@ -16,6 +16,8 @@ import { DELTA_FILE, toTensors } from '../../artifacts/checkpoints';
 import { startTraining, waitTraining } from '../../sdk/cli/run-commands';
 import { parseTrainingSpec, type TrainingSpecInput } from '../../spec/training';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { AggregateResult, TrainShardResult } from '../../activities/training';
 
 let stack: InProcessStack;
 
@@ -86,6 +88,29 @@ test('the final global checkpoint is bit-identical to the engine loop without Te
   // 3bf2c159…744a; the same after. ORT kernels may round differently on another CPU, so the
   // portable check is the engine loop above, not these figures.
 }, 300_000);
+
+test('a worker that holds a checkpoint file by sha256 does not read it again', async () => {
+  const r = await plain();
+  if (r.status !== 'completed') throw new Error(`run failed: ${JSON.stringify(r.error)}`);
+  // Both pools run in this process, so every tensor file a round needs after round 0 (the global
+  // weights, a shard's own optimizer state, the shards' weights for the aggregator) was written or
+  // read here already: only checkpoint.json documents (a few KB) are read. The activities report
+  // it in their results (io).
+  const history = await stack.temporal.client.workflow.getHandle(r.workflowId).fetchHistory();
+  const results = (history.events ?? []).flatMap((e) => {
+    const p = e.activityTaskCompletedEventAttributes?.result?.payloads?.[0];
+    return p ? [defaultPayloadConverter.fromPayload(p) as Record<string, unknown>] : [];
+  });
+  const shards = results.filter((x) => 'trainMs' in x && x.io !== undefined) as unknown as TrainShardResult[];
+  const aggs = results.filter((x) => 'pseudoGradNorm' in x && x.io !== undefined) as unknown as AggregateResult[];
+  expect(shards.map((x) => x.round)).toEqual([0, 0, 1, 1, 2, 2]);
+  expect(aggs).toHaveLength(3);
+  const weightsBytes = r.checkpoint.files['model.safetensors'].size;
+  for (const x of shards.filter((x) => x.round > 0)) expect(x.io!.bytesRead).toBeLessThan(10_000);
+  for (const x of aggs) expect(x.io!.bytesRead).toBeLessThan(10_000);
+  // Every shard still commits its weights and optimizer state (3 × the weights with AdamW).
+  for (const x of shards) expect(x.io!.bytesWritten).toBeGreaterThan(3 * weightsBytes);
+});
 
 test.each(['fp16', 'int8'] as const)('outer.compression %s: workers upload their pseudo-gradient, not their weights, and the run still learns', async (compression) => {
   const input = spec({ name: `diloco-${compression}`, outer: { kind: 'nesterov', lr: 0.7, momentum: 0.9, compression } });
