@@ -13,6 +13,8 @@ import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import { commitCheckpoint, fromTensors, latestSnapshot, readCheckpoint, toTensors, type CheckpointRef, type WriteCheckpoint } from '../artifacts/checkpoints';
 import { asFailure } from '../artifacts/errors';
+import type { TensorCache } from '../artifacts/tensor-cache';
+import type { TensorData } from '../engine/graph/ir';
 
 /** What a shard-loop activity heartbeats: the next step, and the newest snapshot it committed. */
 export interface HeartbeatDetails {
@@ -52,6 +54,28 @@ export interface ShardLoop<R extends { checkpoint: CheckpointRef }> {
   nonFinite: { what: string; initial: string; details: Record<string, unknown> };
   /** The activity's result (its `checkpoint` is filled in by the final commit). */
   result(run: ShardLoopRun): Omit<R, 'checkpoint'>;
+  /**
+   * What the final checkpoint holds instead of the weights (outer.compression: an empty weights
+   * file and the compressed delta as an extra file); absent: the weights.
+   */
+  finalFiles?(params: Record<string, Float32Array>): Promise<{ weights: Map<string, TensorData>; extra: Map<string, Uint8Array> }>;
+  /** Keep the final checkpoint's tensors here (the next round's optimizer state, the aggregator's weights in this process). */
+  cache?: TensorCache;
+  /** Measure the transfers: the returned result (not the one recorded in the manifest) gets `io`. */
+  io?: { readMs: number; bytesRead: number };
+}
+
+/** Where a shard's time outside its training loop went (this attempt only). */
+export interface ShardIo {
+  /** Reading the start point (global weights, carried optimizer state, data shard), ms. */
+  readMs: number;
+  /** Bytes read from the store for it (files already in memory by sha256 are not read). */
+  bytesRead: number;
+  /** Serializing and hashing the final checkpoint, ms. */
+  packMs: number;
+  /** Uploading it and committing its manifest, ms. */
+  uploadMs: number;
+  bytesWritten: number;
 }
 
 /**
@@ -72,6 +96,7 @@ export async function runHeartbeatingShard<R extends { checkpoint: CheckpointRef
   const resumeFrom = listed && (!hb?.checkpointKey || listed.step >= hb.step) ? listed.prefix : (hb?.checkpointKey ?? null);
   let init: ShardSnapshot;
   let resumedFrom: number | null = null;
+  const tRead = performance.now();
   if (resumeFrom) {
     const ck = await readCheckpoint(store, resumeFrom);
     init = { step: ck.state.step, params: Object.fromEntries(fromTensors(ck.weights, resumeFrom)), state: Object.fromEntries(fromTensors(ck.optimizer, resumeFrom)) };
@@ -81,6 +106,7 @@ export async function runHeartbeatingShard<R extends { checkpoint: CheckpointRef
     init = await o.fresh();
   }
   const ids = await o.ids();
+  const readMs = performance.now() - tRead;
   const runner = o.compiled.runner(init);
   let lastKey: string | null = resumeFrom;
   const t0 = performance.now();
@@ -114,9 +140,15 @@ export async function runHeartbeatingShard<R extends { checkpoint: CheckpointRef
   const trainMs = Math.round(performance.now() - t0);
   // `checkpoint` first: the result recorded in the manifest keeps the field order it always had.
   const result = { checkpoint: { prefix: o.finalPrefix, files: {} }, ...o.result({ history: res.history, resumedFrom, checkpointsWritten: res.checkpoints.length, trainMs }) } as R;
-  const final = { weights: toTensors(runner.getParams(), pShapes), optimizer: toTensors(runner.getState(), sShapes), state: o.ckptState(endStep) };
-  result.checkpoint = await commitCheckpoint(store, o.finalPrefix, final, (ref) => ({ result: { ...result, checkpoint: ref } }));
+  const timing = { packMs: 0, uploadMs: 0, bytes: 0 };
+  const t1 = performance.now();
+  const files = o.finalFiles ? await o.finalFiles(runner.getParams()) : { weights: toTensors(runner.getParams(), pShapes), extra: new Map<string, Uint8Array>() };
+  timing.packMs += performance.now() - t1;
+  const final = { weights: files.weights, optimizer: toTensors(runner.getState(), sShapes), state: o.ckptState(endStep) };
+  result.checkpoint = await commitCheckpoint(store, o.finalPrefix, final, (ref) => ({ result: { ...result, checkpoint: ref } }), files.extra, { cache: o.cache, timing });
   // In-span snapshots are superseded by the committed result.
   await store.deletePrefix(`${o.snapshots}/step-`).catch(() => 0);
-  return result;
+  if (!o.io) return result;
+  const io: ShardIo = { readMs: Math.round(o.io.readMs + readMs), bytesRead: o.io.bytesRead, packMs: Math.round(timing.packMs), uploadMs: Math.round(timing.uploadMs), bytesWritten: timing.bytes };
+  return { ...result, io };
 }

@@ -13,20 +13,23 @@
 
 import { Context } from '@temporalio/activity';
 import { DatasetSpecSchema, type DatasetSpec } from '../engine/data/dataset';
-import { WEIGHTS_FILE } from '../engine/checkpoint/checkpoint';
+import { OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE } from '../engine/checkpoint/checkpoint';
 import { initParams, type ParamSpec } from '../engine/models/blocks';
 import { explicitGptConfig, gptParams } from '../engine/models/gpt';
 import type { SessionConfig } from '../engine/runtime';
 import { LmEvaluator } from '../engine/train/evaluate';
 import { OuterAggregator } from '../engine/train/outer';
+import { compressDelta, decodeDelta } from '../engine/train/compress';
+import { writeSafetensors } from '../engine/checkpoint/safetensors';
 import { compileLmTrainStep, zeroState, type CompiledTrainStep } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
 import { datasetSpecOf, type TrainingSpec } from '../spec/training';
-import { runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
+import { runHeartbeatingShard, type HeartbeatDetails, type ShardIo } from './shard-loop';
 import { cachedPromise } from './cache';
 import { prepareDataset } from './datasets';
-import { type CheckpointRef, commitCheckpoint, fromTensors, readCheckpoint, refOf, toTensors } from '../artifacts/checkpoints';
+import { type CheckpointRef, commitCheckpoint, DELTA_FILE, fromTensors, readCheckpoint, readTensorFile, refOf, toTensors } from '../artifacts/checkpoints';
 import { type DatasetRef, ShardCache } from '../artifacts/datasets';
+import { tensorCache } from '../artifacts/tensor-cache';
 import { failingAs } from '../artifacts/errors';
 import { keys } from '../artifacts/keys';
 import { failure } from '../spec/errors';
@@ -86,6 +89,8 @@ export interface TrainShardResult {
   resumedFrom: number | null;
   checkpointsWritten: number;
   trainMs: number;
+  /** Where this attempt's time outside the loop went (absent when a committed result was returned). */
+  io?: ShardIo;
 }
 
 export interface AggregateInput extends RunRef {
@@ -99,6 +104,20 @@ export interface AggregateResult {
   checkpoint: CheckpointRef;
   round: number;
   pseudoGradNorm: number;
+  /** Where this attempt's time went (absent when a committed result was returned). */
+  io?: AggregateIo;
+}
+
+/** The aggregation's time by part, ms, and the bytes it moved. */
+export interface AggregateIo {
+  /** Reading the global checkpoint and every shard's weights (in parallel with the outer step). */
+  readMs: number;
+  bytesRead: number;
+  /** The outer step over the tensors (accumulating the shards, then the update). */
+  outerMs: number;
+  packMs: number;
+  uploadMs: number;
+  bytesWritten: number;
 }
 
 export interface EvaluateInput extends RunRef {
@@ -180,7 +199,7 @@ async function createModel({ store }: TrainingContext, input: RunRef): Promise<C
       dataCursor: null,
       rng: [],
     },
-  });
+  }, undefined, undefined, { cache: tensorCache });
 }
 
 /** The weights of a stored model, pinned by the sha256s the run was started with. */
@@ -215,7 +234,17 @@ async function trainShard(t: TrainingContext, input: TrainShardInput): Promise<T
   const [startStep, endStep] = [round * H, (round + 1) * H];
   Context.current().heartbeat({ step: startStep, checkpointKey: null } satisfies HeartbeatDetails);
   const c = await failingAs(who, () => t.compiled(spec));
+  const io = { readMs: 0, bytesRead: 0 };
+  const compression = spec.outer.compression && spec.outer.compression !== 'none' ? spec.outer.compression : null;
   return runHeartbeatingShard<TrainShardResult>(t.store, {
+    cache: tensorCache,
+    io,
+    ...(compression ? { finalFiles: async (params: Record<string, Float32Array>) => {
+      const g = await readCheckpoint(t.store, input.global.prefix, { cache: tensorCache, weightsOnly: true });
+      const global = fromTensors(g.weights, input.global.prefix);
+      const d = await failingAs(who, async () => compressDelta(global, new Map(Object.entries(params)), compression, who));
+      return { weights: new Map(), extra: new Map([[DELTA_FILE, writeSafetensors(d.tensors)]]) };
+    } } : {}),
     who,
     span: 'round',
     startStep,
@@ -225,8 +254,12 @@ async function trainShard(t: TrainingContext, input: TrainShardInput): Promise<T
     finalPrefix,
     compiled: c,
     fresh: async () => {
-      const g = await readCheckpoint(t.store, input.global.prefix);
-      const prev = input.previous ? await readCheckpoint(t.store, input.previous.prefix) : null;
+      // Weights and carried state this process already holds (by sha256) are not read again.
+      io.bytesRead += unheld(input.global, [WEIGHTS_FILE, STATE_FILE]) + (input.previous ? unheld(input.previous, [OPTIMIZER_FILE, STATE_FILE]) : 0);
+      const [g, prev] = await Promise.all([
+        readCheckpoint(t.store, input.global.prefix, { cache: tensorCache, weightsOnly: true }),
+        input.previous ? readCheckpoint(t.store, input.previous.prefix, { cache: tensorCache, optimizerOnly: true }) : null,
+      ]);
       return {
         step: startStep,
         params: Object.fromEntries(fromTensors(g.weights, input.global.prefix)),
@@ -261,15 +294,36 @@ async function aggregateRound({ store }: TrainingContext, input: AggregateInput)
   const prefix = keys.global(input.runId, input.round + 1);
   const done = await store.readManifest(prefix);
   if (done?.meta.result) return done.meta.result as AggregateResult;
-  const g = await readCheckpoint(store, input.global.prefix);
+  const who = `aggregateRound round ${input.round}`;
+  const tRead = performance.now();
+  let bytesRead = unheld(input.global);
+  let readMs = 0;
+  let outerMs = 0;
+  const g = await readCheckpoint(store, input.global.prefix, { cache: tensorCache });
   const momentum = fromTensors(g.optimizer, input.global.prefix);
   const agg = new OuterAggregator(fromTensors(g.weights, input.global.prefix));
-  for (const ref of input.shards) {
-    const ck = await readCheckpoint(store, ref.prefix);
-    await failingAs(`aggregateRound round ${input.round}`, () => agg.add(fromTensors(ck.weights, ref.prefix), ref.prefix));
+  readMs += performance.now() - tRead;
+  // Every shard's file is fetched at once; each is added as soon as it and those before it are
+  // in, so the sum (float64, fixed order) is the same whatever order the transfers finish in.
+  // Workers that uploaded deltas (outer.compression fp16/int8) are decoded from them.
+  const compressed = spec.outer.compression && spec.outer.compression !== 'none';
+  const reads = input.shards.map((ref) => {
+    bytesRead += compressed ? (ref.files[DELTA_FILE]?.size ?? 0) : unheld(ref, [WEIGHTS_FILE, STATE_FILE]);
+    return compressed ? readTensorFile(store, ref.prefix, DELTA_FILE) : readCheckpoint(store, ref.prefix, { cache: tensorCache, weightsOnly: true }).then((ck) => ck.weights);
+  });
+  for (let i = 0; i < reads.length; i++) {
+    const ref = input.shards[i];
+    const tWait = performance.now();
+    const tensors = await reads[i];
+    const t1 = performance.now();
+    readMs += t1 - tWait;
+    await failingAs(who, () => (compressed ? agg.addDelta(decodeDelta(tensors, `${ref.prefix}/${DELTA_FILE}`), ref.prefix) : agg.add(fromTensors(tensors, ref.prefix), ref.prefix)));
+    outerMs += performance.now() - t1;
     Context.current().heartbeat(ref.prefix);
   }
+  const t2 = performance.now();
   const out = agg.apply(spec.outer, momentum.size ? momentum : undefined);
+  outerMs += performance.now() - t2;
   const shapes = new Map([...g.weights].map(([n, t]) => [n, t.dims]));
   const state = {
     family: 'gpt' as const,
@@ -283,14 +337,25 @@ async function aggregateRound({ store }: TrainingContext, input: AggregateInput)
   };
   const ckpt = { weights: toTensors(out.weights, shapes), optimizer: toTensors(out.momentum, shapes), state };
   const result: AggregateResult = { checkpoint: { prefix, files: {} }, round: input.round + 1, pseudoGradNorm: out.pseudoGradNorm };
-  result.checkpoint = await commitCheckpoint(store, prefix, ckpt, (ref) => ({ result: { ...result, checkpoint: ref } }));
-  return result;
+  const timing = { packMs: 0, uploadMs: 0, bytes: 0 };
+  // Kept in memory: the next round's aggregation and this round's evaluation start from it.
+  result.checkpoint = await commitCheckpoint(store, prefix, ckpt, (ref) => ({ result: { ...result, checkpoint: ref } }), undefined, { cache: tensorCache, timing });
+  const io: AggregateIo = { readMs: Math.round(readMs), bytesRead, outerMs: Math.round(outerMs), packMs: Math.round(timing.packMs), uploadMs: Math.round(timing.uploadMs), bytesWritten: timing.bytes };
+  return { ...result, io };
+}
+
+/** Bytes of a checkpoint's files (all, or `names`) that this process does not hold by sha256. */
+function unheld(ref: CheckpointRef, names: string[] = Object.keys(ref.files)): number {
+  return names.reduce((n, name) => {
+    const f = ref.files[name];
+    return f && !tensorCache.has(f.sha256) ? n + f.size : n;
+  }, 0);
 }
 
 /** Validation loss and perplexity of a checkpoint over the first `evalBatches` val batches. */
 async function evaluate(t: TrainingContext, input: EvaluateInput): Promise<EvaluateResult> {
   const { spec } = input;
-  const ck = await readCheckpoint(t.store, input.checkpoint.prefix);
+  const ck = await readCheckpoint(t.store, input.checkpoint.prefix, { cache: tensorCache, weightsOnly: true });
   const ids = await t.shards.split(t.store, input.dataset, 'val');
   const weights = fromTensors(ck.weights, input.checkpoint.prefix);
   const r = await failingAs(`evaluate ${input.checkpoint.prefix}`, () =>

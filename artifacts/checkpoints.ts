@@ -4,14 +4,32 @@
 // once, naming the file, instead of retrying forever.
 
 import type { TensorData } from '../engine/graph/ir';
-import { packCheckpoint, parseCheckpointState, sha256, unpackCheckpoint, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, type Checkpoint, type CheckpointState } from '../engine/checkpoint/checkpoint';
+import { packCheckpointHashed, parseCheckpointState, sha256, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, type Checkpoint, type CheckpointState } from '../engine/checkpoint/checkpoint';
+import { readSafetensors } from '../engine/checkpoint/safetensors';
+import { EngineError } from '../engine/errors';
 import { StoredGptConfigSchema, type GptConfig } from '../engine/models/gpt';
 import type { ArtifactStore, Manifest } from '../infra/store';
 import { failure } from '../spec/errors';
 import { asFailure } from './errors';
 import { keys, parseGlobalManifestKey, parseSnapshotManifestKey, snapshotsUnder } from './keys';
+import type { TensorCache } from './tensor-cache';
 
 export const CHECKPOINT_FILES = [WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE] as const;
+
+/**
+ * A shard's pseudo-gradient (global − local) when `outer.compression` is fp16 or int8: its round
+ * result then holds this file beside the optimizer state, and an empty model.safetensors.
+ */
+export const DELTA_FILE = 'delta.safetensors';
+
+/** The tensors of one extra safetensors file of a committed checkpoint (DELTA_FILE), verified. */
+export async function readTensorFile(store: ArtifactStore, prefix: string, name: string): Promise<Map<string, TensorData>> {
+  try {
+    return readSafetensors(await store.getVerified(prefix, name), `${prefix}/${name}`).tensors;
+  } catch (err) {
+    throw asFailure(err, `checkpoint ${prefix}`);
+  }
+}
 
 /** A committed checkpoint as workflows see it: its prefix and each file's sha256. */
 export interface CheckpointRef {
@@ -23,12 +41,36 @@ export function refOf(m: Manifest): CheckpointRef {
   return { prefix: m.prefix, files: Object.fromEntries(m.files.map((f) => [f.name, { sha256: f.sha256, size: f.size }])) };
 }
 
-/** Reads and verifies (manifest sha256, then the checkpoint's own pins) a committed checkpoint. */
-export async function readCheckpoint(store: ArtifactStore, prefix: string): Promise<Checkpoint> {
+export interface ReadCheckpointOptions {
+  /**
+   * Where tensor files already held in memory are found by sha256 (and where those read are
+   * kept); null: read from the store every time. Only for callers that never mutate the tensors.
+   */
+  cache?: TensorCache | null;
+  /** Skip optimizer.safetensors (its tensors come back empty): the outer step needs weights only. */
+  weightsOnly?: boolean;
+  /** Skip model.safetensors (its tensors come back empty): a shard carries over only its optimizer state. */
+  optimizerOnly?: boolean;
+}
+
+/**
+ * Reads and verifies a committed checkpoint: the manifest once, each file checked against its
+ * sha256 there (hashed once), the tensor files against the document's pins, read in parallel.
+ */
+export async function readCheckpoint(store: ArtifactStore, prefix: string, o: ReadCheckpointOptions = {}): Promise<Checkpoint> {
   try {
-    const files = new Map<string, Uint8Array>();
-    for (const name of CHECKPOINT_FILES) files.set(name, await store.getVerified(prefix, name));
-    return unpackCheckpoint(files, prefix);
+    const manifest = await store.readManifest(prefix);
+    const { files: pins, format: _format, ...state } = parseCheckpointState(await store.getListed(manifest, prefix, STATE_FILE), prefix);
+    const load = async (name: string): Promise<Map<string, TensorData>> => {
+      const entry = manifest!.files.find((f) => f.name === name);
+      const pin = pins[name];
+      if (entry && pin && pin.sha256 !== entry.sha256) throw new EngineError('corrupt', `${prefix}/${name}: sha256 ${entry.sha256} does not match ${pin.sha256} (corrupt file)`);
+      const read = async () => readSafetensors(await store.getListed(manifest, prefix, name), `${prefix}/${name}`).tensors;
+      return entry && o.cache ? o.cache.get(entry.sha256, entry.size, read) : read();
+    };
+    const none = async () => new Map<string, TensorData>();
+    const [weights, optimizer] = await Promise.all([o.optimizerOnly ? none() : load(WEIGHTS_FILE), o.weightsOnly ? none() : load(OPTIMIZER_FILE)]);
+    return { weights, optimizer, state };
   } catch (err) {
     throw asFailure(err, `checkpoint ${prefix}`);
   }
@@ -77,6 +119,13 @@ export interface WriteCheckpoint {
   state: Checkpoint['state'];
 }
 
+export interface CommitCheckpointOptions {
+  /** Keep the committed tensors here under their files' sha256 (the caller will not mutate them). */
+  cache?: TensorCache;
+  /** Adds the time spent packing + hashing and uploading + committing, and the bytes written. */
+  timing?: { packMs: number; uploadMs: number; bytes: number };
+}
+
 /**
  * Packs and commits a checkpoint (manifest last). `meta(ref)` lands in the manifest, so an
  * activity can record its own result (which holds the ref) in the same atomic commit. `extra`
@@ -88,16 +137,29 @@ export async function commitCheckpoint(
   ckpt: WriteCheckpoint,
   meta: (ref: CheckpointRef) => Record<string, unknown> = () => ({}),
   extra: Map<string, Uint8Array> = new Map(),
+  o: CommitCheckpointOptions = {},
 ): Promise<CheckpointRef> {
-  const files = packCheckpoint(ckpt);
+  const t0 = performance.now();
+  const files = packCheckpointHashed(ckpt);
   for (const [name, bytes] of extra) {
     if (files.has(name)) throw new Error(`commit ${prefix}: extra file ${name} would replace the checkpoint's own`);
-    files.set(name, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    files.set(name, { bytes: b, sha256: sha256(b) });
   }
-  const expected: CheckpointRef = { prefix, files: Object.fromEntries([...files].map(([n, b]) => [n, { sha256: sha256(b), size: b.length }])) };
+  const expected: CheckpointRef = { prefix, files: Object.fromEntries([...files].map(([n, f]) => [n, { sha256: f.sha256, size: f.bytes.length }])) };
+  const t1 = performance.now();
   const ref = refOf(await store.commit(prefix, Object.fromEntries(files), meta(expected)));
+  if (o.timing) {
+    o.timing.packMs += t1 - t0;
+    o.timing.uploadMs += performance.now() - t1;
+    o.timing.bytes += Object.values(expected.files).reduce((n, f) => n + f.size, 0);
+  }
   for (const [n, f] of Object.entries(expected.files)) {
     if (ref.files[n]?.sha256 !== f.sha256) throw new Error(`commit ${prefix}: ${n} was stored with sha256 ${ref.files[n]?.sha256}, packed as ${f.sha256}`);
+  }
+  // This process holds these bytes now: a later read of the same sha256 needs no transfer.
+  if (o.cache) {
+    for (const [name, tensors] of [[WEIGHTS_FILE, ckpt.weights], [OPTIMIZER_FILE, ckpt.optimizer]] as const) o.cache.put(expected.files[name].sha256, tensors, expected.files[name].size);
   }
   return ref;
 }

@@ -1,67 +1,125 @@
-// DiLoCo benchmark (issue 5): same token budget, W=1 vs W=2 with H=50, on the real local stack
-// (Temporal dev server, S3 server, supervised worker processes) in a temp folder on free ports.
-// Records final val loss, wall time, and Temporal's share of wall time: the rounds' wall time in
-// the workflow vs the same steps run directly in the engine.
+// DiLoCo orchestration cost (issue 14): one W-worker run on the real local stack (Temporal dev
+// server, S3 server, supervised GPU-pool and CPU-pool worker processes) in a temp folder on free
+// ports, then the same inner steps directly in the engine in this process (the compute-only
+// baseline, re-measured in the same run). Prints, per round, where the time outside the training
+// loops went (read from the activities' results in the workflow history) and the bytes moved, and
+//   orchestration share: (rounds wall − the workers' training loops) / rounds wall
+// over the steady rounds (round 1 also compiles the step and fills the worker's caches), and the
+// same against the engine-only rounds timed after the run (--no-baseline skips them).
 //
-//   npx tsx bench/diloco.ts [--rounds 8] [--batch 16]     → table on stdout, bench/out/diloco.json
+//   npm run bench -- diloco [--size medium|gpt2-small] [--workers 2] [--rounds 4] [--H 20]
+//        [--batch 4] [--context 256] [--compression none|fp16|int8] [--s3 versitygw|s3rver]
+//   → tables on stdout, bench/out/diloco-<size>.json
 
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { readBrown } from '../engine/data/corpus';
-import { ByteTokenizer } from '../engine/data/tokenizer';
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { AggregateResult, TrainShardResult } from '../activities/training';
+import { ShardCache } from '../artifacts/datasets';
 import { initParams } from '../engine/models/blocks';
 import { gptParams } from '../engine/models/gpt';
 import { compileLmTrainStep, runShard, zeroState } from '../engine/train/shard';
 import { loadConfig } from '../infra/config';
 import { freePort } from '../infra/ports';
 import { stackDown, stackUp } from '../infra/stack';
+import { ArtifactStore } from '../infra/store';
 import { startTraining, waitTraining } from '../sdk/cli/run-commands';
 import { connectTemporal } from '../sdk/client';
 import { parseTrainingSpec, type TrainingSpecInput } from '../spec/training';
 
+const SIZES = {
+  medium: { preset: 'gpt2-small', config: { vocab_size: 259, block_size: 256, n_layer: 6, n_head: 6, n_embd: 384 } },
+  'gpt2-small': { preset: 'gpt2-small', config: {} },
+} as const;
+
+interface ActivityTimes {
+  type: string;
+  scheduled: number;
+  started: number;
+  completed: number;
+  result: unknown;
+}
+
+const ms = (t: unknown) => {
+  const ts = t as { seconds?: { toNumber(): number } | number; nanos?: number } | null | undefined;
+  const s = typeof ts?.seconds === 'number' ? ts.seconds : (ts?.seconds?.toNumber() ?? 0);
+  return s * 1000 + (ts?.nanos ?? 0) / 1e6;
+};
+
 async function main() {
-  const { values } = parseArgs({ options: { rounds: { type: 'string', default: '8' }, batch: { type: 'string', default: '16' } } });
-  const rounds = Number(values.rounds);
-  const batch = Number(values.batch);
-  const H = 50;
-  const base = (workers: number): TrainingSpecInput => ({
-    name: `bench-w${workers}`,
-    model: { preset: 'tiny-gpt', config: { vocab_size: 259 } }, // 2 layers × 64 wide, 4 heads
+  const { values } = parseArgs({
+    options: {
+      size: { type: 'string', default: 'medium' },
+      workers: { type: 'string', default: '2' },
+      rounds: { type: 'string', default: '4' },
+      H: { type: 'string', default: '20' },
+      batch: { type: 'string', default: '4' },
+      context: { type: 'string', default: '256' },
+      compression: { type: 'string', default: 'none' },
+      threads: { type: 'string', default: '1' },
+      s3: { type: 'string', default: 'versitygw' },
+      'no-baseline': { type: 'boolean', default: false },
+    },
+  });
+  const size = values.size as keyof typeof SIZES;
+  if (!(size in SIZES)) throw new Error(`--size: unknown "${values.size}" (${Object.keys(SIZES).join(', ')})`);
+  const [W, rounds, H, B, T, threads] = [values.workers, values.rounds, values.H, values.batch, values.context, values.threads].map(Number);
+  const input: TrainingSpecInput = {
+    name: `bench-diloco-${size}`,
+    model: { preset: SIZES[size].preset, config: { ...SIZES[size].config, block_size: Math.max(T, 64) } },
     dataset: { name: 'brown-bench', corpus: { kind: 'brown', categories: ['news', 'humor', 'romance'] }, valFraction: 0.1 },
-    workers,
+    workers: W,
     rounds,
     innerSteps: H,
-    // Same tokens per round: W workers × batch/W sequences.
-    batchSize: batch / workers,
-    contextLength: 64,
-    optimizer: { optimizer: { kind: 'adamw', lr: 3e-3, weight_decay: 0.01 }, grad_clip: 1 },
-    outer: workers === 1 ? { kind: 'average' } : { kind: 'nesterov', lr: 0.7, momentum: 0.9 },
-    evalEvery: rounds,
-    evalBatches: 32,
-    checkpoint: { everySteps: H, everySeconds: 0 },
-    threads: 1,
-  });
+    batchSize: B,
+    contextLength: T,
+    optimizer: { optimizer: { kind: 'adamw', lr: 1e-3, weight_decay: 0.01 }, grad_clip: 1 },
+    outer: { kind: 'nesterov', lr: 0.7, momentum: 0.9, ...(values.compression === 'none' ? {} : { compression: values.compression as 'fp16' | 'int8' }) },
+    evalEvery: 1000, // once, after the last round: evaluation is not part of a round
+    evalBatches: 2,
+    checkpoint: { everySteps: 0, everySeconds: 0 }, // no in-round snapshots: the fixed cost only
+    threads,
+    roundsPerRun: 1000,
+    shardTimeoutMinutes: 120,
+    heartbeatTimeoutSeconds: 600,
+  };
+  const spec = parseTrainingSpec(input);
 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-bench-'));
-  const env = { TRUTHGPT_STATE_DIR: dir, TRUTHGPT_TEMPORAL_PORT: String(await freePort()), TRUTHGPT_UI_PORT: String(await freePort()), TRUTHGPT_S3_PORT: String(await freePort()) };
+  const env = { TRUTHGPT_S3_SERVER: values.s3, TRUTHGPT_STATE_DIR: dir, TRUTHGPT_TEMPORAL_PORT: String(await freePort()), TRUTHGPT_UI_PORT: String(await freePort()), TRUTHGPT_S3_PORT: String(await freePort()) };
   const config = loadConfig(env);
-  const rows: Record<string, unknown>[] = [];
+  let r;
+  let acts: ActivityTimes[] = [];
+  let shardIds: (Uint16Array | Uint32Array)[] = [];
+  const load0 = os.loadavg();
   try {
     await stackUp(config, { timeoutMs: 240_000 });
     const client = await connectTemporal(config);
     try {
-      for (const W of [1, 2]) {
-        const t0 = performance.now();
-        const id = await startTraining(client, base(W), { workflowId: `bench-w${W}-${Date.now()}` });
-        const r = await waitTraining(client, id);
-        const wall = performance.now() - t0;
-        if (r.status !== 'completed') throw new Error(`W=${W}: ${JSON.stringify(r.error)}`);
-        const roundMs = r.trainHistory.reduce((a, p) => a + p.roundMs, 0);
-        const shardMs = r.trainHistory.reduce((a, p) => a + p.trainMs * W, 0); // W shards run one after another on the one GPU-pool worker
-        rows.push({ W, rounds, H, batchPerWorker: batch / W, tokens: r.tokensSeen, valLoss: r.valHistory.at(-1)!.loss, val0: r.valHistory[0].loss, wallS: wall / 1000, roundsS: roundMs / 1000, shardTrainS: shardMs / 1000 });
+      const id = await startTraining(client, input, { workflowId: `bench-diloco-${size}-${Date.now()}` });
+      r = await waitTraining(client, id);
+      if (r.status !== 'completed') throw new Error(`run failed: ${JSON.stringify(r.error)}`);
+      const history = await client.workflow.getHandle(id).fetchHistory();
+      const byId = new Map<string, ActivityTimes>();
+      for (const e of history.events ?? []) {
+        const eid = String(e.eventId);
+        if (e.activityTaskScheduledEventAttributes) byId.set(eid, { type: e.activityTaskScheduledEventAttributes.activityType!.name!, scheduled: ms(e.eventTime), started: NaN, completed: NaN, result: null });
+        const st = e.activityTaskStartedEventAttributes;
+        if (st) byId.get(String(st.scheduledEventId))!.started = ms(e.eventTime);
+        const done = e.activityTaskCompletedEventAttributes;
+        if (done) {
+          const a = byId.get(String(done.scheduledEventId))!;
+          a.completed = ms(e.eventTime);
+          a.result = defaultPayloadConverter.fromPayload(done.result!.payloads![0]!);
+        }
       }
+      acts = [...byId.values()];
+      const store = new ArtifactStore(config.s3);
+      const cache = new ShardCache();
+      shardIds = await Promise.all(r.dataset.train.map((t) => cache.get(store, r!.dataset, t.file)));
+      store.close();
     } finally {
       await client.connection.close();
     }
@@ -70,28 +128,66 @@ async function main() {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 
-  // The same W=1 steps directly in the engine: no Temporal, no S3, one process.
-  const spec = parseTrainingSpec(base(1));
-  const tok = new ByteTokenizer();
-  const ids: number[] = [];
-  for (const d of readBrown(['news', 'humor', 'romance'])) ids.push(...tok.encode(d.text), tok.eot);
-  const c = await compileLmTrainStep({ model: spec.model.config, optim: spec.optimizer, batchSize: batch, contextLength: 64 }, { intraOpThreads: 1 });
-  const params = Object.fromEntries(initParams(gptParams(spec.model.config), 0));
-  const t0 = performance.now();
-  await runShard({ runner: c.runner({ step: 0, params, state: zeroState(c.step) }), ids: Uint16Array.from(ids), seed: 0, shard: 0, batchSize: batch, contextLength: 64, endStep: rounds * H });
-  const directS = (performance.now() - t0) / 1000;
+  // Per round: the shards (one after another on the one GPU-pool worker) and the aggregation.
+  const shards = acts.filter((a) => a.type === 'trainShard');
+  const aggs = acts.filter((a) => a.type === 'aggregateRound');
+  const rows = r.trainHistory.map((p, i) => {
+    const sh = shards.slice(i * W, (i + 1) * W);
+    const ag = aggs[i]!;
+    const sr = sh.map((a) => a.result as TrainShardResult);
+    const ar = ag.result as AggregateResult;
+    const sum = (f: (x: TrainShardResult) => number) => sr.reduce((n, x) => n + f(x), 0);
+    const shardActivityMs = sh.reduce((n, a) => n + (a.completed - a.started), 0);
+    const aggActivityMs = ag.completed - ag.started;
+    const trainMs = sum((x) => x.trainMs);
+    const io = { read: sum((x) => x.io!.readMs) + ar.io!.readMs, pack: sum((x) => x.io!.packMs) + ar.io!.packMs, upload: sum((x) => x.io!.uploadMs) + ar.io!.uploadMs };
+    return {
+      round: p.round,
+      roundMs: p.roundMs,
+      trainMs,
+      dispatchMs: p.roundMs - shardActivityMs - aggActivityMs,
+      readMs: io.read,
+      packMs: io.pack,
+      uploadMs: io.upload,
+      outerMs: ar.io!.outerMs,
+      otherInActivitiesMs: shardActivityMs + aggActivityMs - trainMs - io.read - io.pack - io.upload - ar.io!.outerMs,
+      MBread: (sum((x) => x.io!.bytesRead) + ar.io!.bytesRead) / 1e6,
+      MBwritten: (sum((x) => x.io!.bytesWritten) + ar.io!.bytesWritten) / 1e6,
+    };
+  });
 
-  const w1 = rows[0] as { valLoss: number; roundsS: number };
-  const w2 = rows[1] as { valLoss: number };
-  const summary = {
-    directEngineS: directS,
-    orchestrationShareW1: (w1.roundsS - directS) / w1.roundsS,
-    lossGapW2vsW1: (w2.valLoss - w1.valLoss) / w1.valLoss,
-  };
+  // The compute-only baseline: the same steady rounds' steps, directly in the engine.
+  const baselineRounds: number[] = [];
+  if (!values['no-baseline']) await baseline();
+  async function baseline() {
+  const c = await compileLmTrainStep({ model: spec.model.config, optim: spec.optimizer, batchSize: B, contextLength: T }, { intraOpThreads: threads });
+  const params = Object.fromEntries(initParams(gptParams(spec.model.config), spec.seed));
+  const runners = shardIds.map(() => c.runner({ step: 0, params, state: zeroState(c.step) }));
+  for (let round = 0; round < rounds; round++) {
+    const t0 = performance.now();
+    for (let k = 0; k < W; k++) await runShard({ runner: runners[k]!, ids: shardIds[k]!, seed: spec.seed, shard: k, batchSize: B, contextLength: T, endStep: (round + 1) * H });
+    baselineRounds.push(performance.now() - t0);
+  }
+  }
+  const steady = rows.slice(1);
+  const wall = steady.reduce((n, x) => n + x.roundMs, 0);
+  // Two compute figures: the workers' own training loops in the same rounds (same moment, same
+  // load: the robust one on a shared machine) and the separately timed engine-only rounds.
+  const loops = steady.reduce((n, x) => n + x.trainMs, 0);
+  const compute = baselineRounds.slice(1).reduce((n, x) => n + x, 0);
+  const share = (wall - loops) / wall;
+  const shareVsBaseline = baselineRounds.length ? (wall - compute) / wall : NaN;
   console.table(rows);
-  console.table([summary]);
+  console.table([{ s3: values.s3, size, W, H, batchPerWorker: B, context: T, compression: values.compression, steadyRounds: steady.length, roundsWallS: wall / 1000, computeOnlyS: compute / 1000, trainLoopsInWorkersS: steady.reduce((n, x) => n + x.trainMs, 0) / 1000, loadavg1: os.loadavg()[0] }]);
+  const perRound = (f: (x: (typeof rows)[number]) => number) => (steady.reduce((n, x) => n + f(x), 0) / steady.length / 1000).toFixed(2);
+  console.log(`fixed cost per steady round, s: dispatch ${perRound((x) => x.dispatchMs)}, reads ${perRound((x) => x.readMs)}, pack+hash ${perRound((x) => x.packMs)}, uploads ${perRound((x) => x.uploadMs)}, outer step ${perRound((x) => x.outerMs)}, other in activities ${perRound((x) => x.otherInActivitiesMs)}; MB read ${perRound((x) => x.MBread * 1000)}, written ${perRound((x) => x.MBwritten * 1000)}`);
+  if (baselineRounds.length) console.log(`orchestration share against the engine-only rounds timed after the run: ${(shareVsBaseline * 100).toFixed(1)}%`);
+  console.log(`orchestration share: ${(share * 100).toFixed(1)}%`);
   fs.mkdirSync(path.join(__dirname, 'out'), { recursive: true });
-  fs.writeFileSync(path.join(__dirname, 'out', 'diloco.json'), JSON.stringify({ rows, summary, cpus: os.cpus().length, at: new Date().toISOString() }, null, 2));
+  fs.writeFileSync(
+    path.join(__dirname, 'out', `diloco-${size}.json`),
+    JSON.stringify({ s3: values.s3, size, W, rounds, H, B, T, compression: values.compression, rows, baselineRounds, share, shareVsBaseline, cpu: os.cpus()[0]?.model, loadavgBefore: load0, loadavgAfter: os.loadavg(), at: new Date().toISOString() }, null, 2),
+  );
 }
 
 main().catch((e: unknown) => {

@@ -56,7 +56,13 @@ export type Manifest = z.infer<typeof ManifestSchema>;
  * upload, or the PutResult of an object already written (checked against its metadata, not
  * re-uploaded).
  */
-export type CommitFile = PutBody | { path: string } | PutResult;
+export type CommitFile = PutBody | { path: string } | PutResult | HashedBytes;
+
+/** Bytes whose sha256 the caller just computed (packCheckpoint pins its files): not hashed again. */
+export interface HashedBytes {
+  bytes: Uint8Array;
+  sha256: string;
+}
 
 export function manifestKeyOf(prefix: string): string {
   return joinKey(folderOf(prefix), MANIFEST_NAME);
@@ -74,7 +80,7 @@ export function parseContentKey(key: string): { folder: string; name: string; sh
 }
 
 async function writeOne(store: ArtifactStore, folder: string, name: string, file: CommitFile): Promise<PutResult> {
-  if (file instanceof Uint8Array || file instanceof Readable || 'path' in file) {
+  if (file instanceof Uint8Array || file instanceof Readable || 'path' in file || 'bytes' in file) {
     return store.putHashed((sha256) => contentKeyOf(folder, name, sha256), file);
   }
   // Already uploaded: make sure the object still is what the caller thinks it is.
@@ -111,12 +117,16 @@ export async function commitManifest(
   const manifestKey = manifestKeyOf(folder);
   // Probed before any upload, so a probe failure costs no transfer.
   const conditional = await store.conditionalWrites(folder);
-  const entries: ManifestFile[] = [];
-  for (const [name, file] of Object.entries(files)) {
+  for (const name of Object.keys(files)) {
     if (joinKey(folder, name) === manifestKey) throw new InvalidKeyError(manifestKey, `"${MANIFEST_NAME}" is reserved for the manifest itself`);
-    const written = await writeOne(store, folder, name, file);
-    entries.push({ name, key: written.key, size: written.size, sha256: written.sha256 });
   }
+  // The files upload in parallel; the manifest lists them in the caller's order.
+  const entries: ManifestFile[] = await Promise.all(
+    Object.entries(files).map(async ([name, file]) => {
+      const written = await writeOne(store, folder, name, file);
+      return { name, key: written.key, size: written.size, sha256: written.sha256 };
+    }),
+  );
   const manifest: Manifest = {
     version: 1,
     prefix: folder,
@@ -140,7 +150,7 @@ export async function commitManifest(
   // The files we uploaded under keys the winner does not list are ours alone (equal bytes share a
   // key, so anything the winner needs is listed); objects the caller uploaded stay the caller's.
   const kept = new Set(committed.files.map((f) => f.key));
-  const callers = new Set(Object.values(files).filter((f): f is PutResult => !(f instanceof Uint8Array || f instanceof Readable || 'path' in f)).map((f) => f.key));
+  const callers = new Set(Object.values(files).filter((f): f is PutResult => !(f instanceof Uint8Array || f instanceof Readable || 'path' in f || 'bytes' in f)).map((f) => f.key));
   for (const e of entries) {
     if (!kept.has(e.key) && !callers.has(e.key)) await store.delete(e.key);
   }

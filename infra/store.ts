@@ -23,7 +23,7 @@ import { z } from 'zod';
 import { joinKey, validateBucketName, validateKey, validatePrefix } from './keys';
 import { IntegrityError, isConditionalConflict, isPreconditionFailed, NotFoundError, translateS3Error } from './store-errors';
 import { downloadToFile, verifyingStream } from './store-read';
-import { commitManifest, manifestKeyOf, readManifest, type CommitFile, type Manifest } from './store-manifest';
+import { commitManifest, manifestKeyOf, readManifest, type CommitFile, type HashedBytes, type Manifest } from './store-manifest';
 import {
   defaultTmpDir,
   MIN_PART_SIZE,
@@ -42,7 +42,7 @@ import {
 
 export { CommitConflictError, IntegrityError, NotFoundError, RangeNotSatisfiableError, type CommitDifference } from './store-errors';
 export { InvalidKeyError, joinKey, validateKey, validatePrefix } from './keys';
-export { contentKeyOf, MANIFEST_NAME, parseContentKey, type CommitFile, type Manifest, type ManifestFile } from './store-manifest';
+export { contentKeyOf, MANIFEST_NAME, parseContentKey, type CommitFile, type HashedBytes, type Manifest, type ManifestFile } from './store-manifest';
 export type { PutBody, PutResult } from './store-upload';
 
 /** Where the store lives. infra/config.ts builds this from TRUTHGPT_S3_* variables. */
@@ -200,7 +200,7 @@ export class ArtifactStore {
    * Writes an object whose key depends on its content: hashes the body first, then uploads it to
    * `keyOf(sha256)`. Streams larger than one part are spooled to a temp file meanwhile.
    */
-  async putHashed(keyOf: (sha256: string) => string, body: PutBody | { path: string }, options: PutOptions = {}): Promise<PutResult> {
+  async putHashed(keyOf: (sha256: string) => string, body: PutBody | { path: string } | HashedBytes, options: PutOptions = {}): Promise<PutResult> {
     try {
       if (body instanceof Readable) {
         return await withHashedStream(body, this.partSize, this.tmpDir, (b) =>
@@ -210,6 +210,9 @@ export class ArtifactStore {
       if (body instanceof Uint8Array) {
         const sha256 = sha256OfBuffer(body);
         return await putBuffer(this.target(keyOf(sha256), options), body, sha256);
+      }
+      if (typeof body === 'object' && body !== null && 'bytes' in body) {
+        return await putBuffer(this.target(keyOf(body.sha256), options), body.bytes, body.sha256);
       }
       if (typeof body === 'object' && body !== null && typeof body.path === 'string') {
         const sha256 = await sha256OfFile(body.path);
@@ -289,14 +292,18 @@ export class ArtifactStore {
 
   /** Reads a whole object and checks it against its recorded sha256. */
   async get(key: string): Promise<Buffer> {
+    return (await this.getHashed(key)).body;
+  }
+
+  /** get() that also returns the body's sha256 when it computed one (the object carries its hash). */
+  private async getHashed(key: string): Promise<{ body: Buffer; sha256?: string }> {
     const res = await this.open(key);
     const body = Buffer.from(await res.Body!.transformToByteArray());
     const expected = res.Metadata?.[SHA256_META];
-    if (expected !== undefined) {
-      const actual = createHash('sha256').update(body).digest('hex');
-      if (actual !== expected) throw new IntegrityError(this.bucket, key, expected, actual, 'object metadata');
-    }
-    return body;
+    if (expected === undefined) return { body };
+    const actual = createHash('sha256').update(body).digest('hex');
+    if (actual !== expected) throw new IntegrityError(this.bucket, key, expected, actual, 'object metadata');
+    return { body, sha256: actual };
   }
 
   async getJson<T = unknown>(key: string): Promise<T> {
@@ -452,12 +459,19 @@ export class ArtifactStore {
 
   /** One file of a committed prefix, checked against the manifest's size and sha256. */
   async getVerified(prefix: string, name: string): Promise<Buffer> {
-    const manifest = await readManifest(this, prefix);
+    return this.getListed(await readManifest(this, prefix), prefix, name);
+  }
+
+  /**
+   * getVerified with a manifest the caller already read (`null`: nothing committed there), so
+   * reading several files of one commit reads its manifest once. The body is hashed once.
+   */
+  async getListed(manifest: Manifest | null, prefix: string, name: string): Promise<Buffer> {
     const entry = this.manifestEntry(manifest, prefix, name);
-    const body = await this.get(entry.key);
+    const { body, sha256 } = await this.getHashed(entry.key);
     const source = `manifest ${manifestKeyOf(prefix)}`;
     if (body.length !== entry.size) throw new IntegrityError(this.bucket, entry.key, String(entry.size), String(body.length), source, 'size');
-    const actual = createHash('sha256').update(body).digest('hex');
+    const actual = sha256 ?? createHash('sha256').update(body).digest('hex');
     if (actual !== entry.sha256) throw new IntegrityError(this.bucket, entry.key, entry.sha256, actual, source);
     return body;
   }

@@ -56,21 +56,27 @@ export const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('
 
 /** Serializes a checkpoint into its files (name → bytes). */
 export function packCheckpoint(ckpt: Checkpoint): Map<string, Buffer> {
-  const weights = writeSafetensors(ckpt.weights, { format: 'pt' });
-  const optimizer = writeSafetensors(ckpt.optimizer);
+  return new Map([...packCheckpointHashed(ckpt)].map(([name, f]) => [name, f.bytes]));
+}
+
+/** packCheckpoint with each file's sha256, each file hashed once (the document pins the tensor files by it). */
+export function packCheckpointHashed(ckpt: Checkpoint): Map<string, { bytes: Buffer; sha256: string }> {
+  const hashed = (bytes: Buffer) => ({ bytes, sha256: sha256(bytes) });
+  const weights = hashed(writeSafetensors(ckpt.weights, { format: 'pt' }));
+  const optimizer = hashed(writeSafetensors(ckpt.optimizer));
   const state: CheckpointState = {
     format: CHECKPOINT_FORMAT,
     family: 'gpt',
     ...ckpt.state,
     files: {
-      [WEIGHTS_FILE]: { sha256: sha256(weights), bytes: weights.length },
-      [OPTIMIZER_FILE]: { sha256: sha256(optimizer), bytes: optimizer.length },
+      [WEIGHTS_FILE]: { sha256: weights.sha256, bytes: weights.bytes.length },
+      [OPTIMIZER_FILE]: { sha256: optimizer.sha256, bytes: optimizer.bytes.length },
     },
   };
   return new Map([
     [WEIGHTS_FILE, weights],
     [OPTIMIZER_FILE, optimizer],
-    [STATE_FILE, Buffer.from(JSON.stringify(state, null, 2))],
+    [STATE_FILE, hashed(Buffer.from(JSON.stringify(state, null, 2)))],
   ]);
 }
 

@@ -12,13 +12,21 @@
 import { z } from 'zod';
 import { EngineError } from '../errors';
 
+/**
+ * What workers upload at the end of a round: their float32 weights (`none`, absent: the default),
+ * or the pseudo-gradient global − local as fp16 or block-scaled int8 (engine/train/compress.ts).
+ * No default is filled in, so a spec without it parses (and is recorded in checkpoints) as before.
+ */
+const compression = z.enum(['none', 'fp16', 'int8']).optional();
+
 export const OuterOptimSchema = z.discriminatedUnion('kind', [
   z.strictObject({
     kind: z.literal('nesterov'),
     lr: z.number().positive().default(0.7),
     momentum: z.number().min(0).lt(1).default(0.9),
+    compression,
   }),
-  z.strictObject({ kind: z.literal('average') }),
+  z.strictObject({ kind: z.literal('average'), compression }),
 ]);
 export type OuterOptimConfig = z.infer<typeof OuterOptimSchema>;
 export const DEFAULT_OUTER: OuterOptimConfig = { kind: 'nesterov', lr: 0.7, momentum: 0.9 };
@@ -58,6 +66,27 @@ export class OuterAggregator {
       for (let i = 0; i < w.length; i++) {
         if (!Number.isFinite(w[i])) throw new NonFiniteWeightError(who, name, i, w[i]);
         sum[i] += w[i];
+      }
+    }
+    this.count++;
+  }
+
+  /**
+   * Adds one worker's pseudo-gradient Δ = global − local (decoded from fp16/int8) instead of its
+   * weights: the sum then holds global − Δ, so `apply` is the same outer step.
+   */
+  addDelta(delta: Weights, who: string): void {
+    for (const name of this.global.keys()) {
+      if (!delta.has(name)) throw new Error(`${who}: parameter "${name}" is missing`);
+    }
+    for (const [name, d] of delta) {
+      const sum = this.sums.get(name);
+      const g = this.global.get(name);
+      if (!sum || !g) throw new Error(`${who}: parameter "${name}" is not in the global model`);
+      if (d.length !== sum.length) throw new Error(`${who}: parameter "${name}" has ${d.length} values, the global model ${sum.length}`);
+      for (let i = 0; i < d.length; i++) {
+        if (!Number.isFinite(d[i])) throw new NonFiniteWeightError(who, name, i, d[i]);
+        sum[i] += g[i] - d[i];
       }
     }
     this.count++;

@@ -1,0 +1,48 @@
+// Val loss per outer step of `bench/diloco-quality.ts` runs as one SVG (engine/report's chart).
+//
+//   npx tsx bench/diloco-plot.ts bench/out/a.json [b.log ...] --out bench/diloco-curves.svg
+//
+// A .log is the quality bench's stdout (one JSON line per outer step), for runs stopped early.
+
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { lineChartSvg, type CurveSeries } from '../engine/report/svg';
+
+interface QualityRun {
+  outer: string;
+  W: number;
+  H: number;
+  compression: string;
+  curve: { round: number; valLoss: number }[];
+}
+
+const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#e377c2', '#17becf'];
+const { values, positionals } = parseArgs({ allowPositionals: true, options: { out: { type: 'string', default: 'bench/diloco-curves.svg' }, title: { type: 'string' } } });
+interface StepLine {
+  outer: string;
+  W: number;
+  round: number;
+  valLoss: number;
+}
+
+function fromLog(text: string): QualityRun[] {
+  const runs = new Map<string, QualityRun>();
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const p = JSON.parse(line) as StepLine;
+    const key = `${p.outer} ${p.W}`;
+    if (!runs.has(key)) runs.set(key, { outer: p.outer, W: p.W, H: NaN, compression: 'none', curve: [] });
+    runs.get(key)!.curve.push({ round: p.round, valLoss: p.valLoss });
+  }
+  return [...runs.values()];
+}
+
+const runs = positionals.flatMap((f) => (f.endsWith('.log') ? fromLog(fs.readFileSync(f, 'utf8')) : (JSON.parse(fs.readFileSync(f, 'utf8')) as { runs: QualityRun[] }).runs));
+const series: CurveSeries[] = runs.map((r, i) => ({
+  name: `W=${r.W} ${r.outer}${r.compression !== 'none' ? ` ${r.compression}` : ''}`,
+  color: COLORS[i % COLORS.length]!,
+  dashed: r.W === 1,
+  points: r.curve.map((p) => ({ x: p.round, y: p.valLoss })),
+}));
+fs.writeFileSync(values.out, lineChartSvg(series, { title: values.title ?? `DiLoCo at equal tokens: val loss per outer step (H = ${runs.find((r) => Number.isFinite(r.H))?.H ?? '?'})`, xLabel: 'outer step', yLabel: 'val loss' }) + '\n');
+console.log(`wrote ${values.out}: ${series.map((s) => s.name).join(', ')}`);
