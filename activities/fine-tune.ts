@@ -12,6 +12,7 @@
 // retry returns the committed result or redoes the work into the same keys.
 
 import { Context } from '@temporalio/activity';
+import { beat } from './heartbeat';
 import type { DatasetSpec } from '../engine/data/dataset';
 import { GptBase, OnnxBase, type CompiledLoraStep, type EvalOpts, type EvalOut, type LoraBase } from '../engine/finetune';
 import { initAdapters, saveAdapter, trainableReport } from '../engine/lora';
@@ -109,7 +110,7 @@ export function createFineTuneActivities(deps: FineTuneDeps) {
   const f: FineTuneContext = {
     store,
     shards: new ShardCache(),
-    evalOpts: (spec) => ({ batchSize: spec.train.batchSize, contextLength: spec.train.contextLength, maxBatches: spec.train.evalBatches, seed: spec.train.seed, session: session(spec) }),
+    evalOpts: (spec) => ({ batchSize: spec.train.batchSize, contextLength: spec.train.contextLength, maxBatches: spec.train.evalBatches, seed: spec.train.seed, session: session(spec), onBatch: (n) => beat(`evaluate batch ${n}`) }),
     // Cached per (base, lora, geometry, seed): committed bases never change.
     loraBase: async (spec, ds) => {
       const key = JSON.stringify([spec.base, spec.lora, spec.train.batchSize, spec.train.contextLength, spec.train.seed]);
@@ -171,7 +172,7 @@ async function evaluateFineTune(f: FineTuneContext, input: EvaluateFineTuneInput
   if (!input.adapter) return { ...(await failingAs(what, () => lb.evaluate(null, ids, o))), base: ref, merged: null };
   const adapters = await readAdapter(f.store, input.adapter, lb.plan);
   const unmerged = await failingAs(what, () => lb.evaluate(adapters, ids, o));
-  Context.current().heartbeat();
+  beat('evaluated unmerged');
   return { ...unmerged, base: ref, merged: await failingAs(what, () => lb.evaluateMerged(adapters, ids, o)) };
 }
 

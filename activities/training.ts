@@ -12,6 +12,7 @@
 // work into the same keys.
 
 import { Context } from '@temporalio/activity';
+import { beat } from './heartbeat';
 import { DatasetSpecSchema, type DatasetSpec } from '../engine/data/dataset';
 import { WEIGHTS_FILE } from '../engine/checkpoint/checkpoint';
 import { initParams, type ParamSpec } from '../engine/models/blocks';
@@ -289,7 +290,7 @@ async function evaluate(t: TrainingContext, input: EvaluateInput): Promise<Evalu
   const ids = await t.shards.split(t.store, input.dataset, 'val');
   const weights = fromTensors(ck.weights, input.checkpoint.prefix);
   const r = await failingAs(`evaluate ${input.checkpoint.prefix}`, () =>
-    t.evaluator(spec).evaluate(weights, ids, { batchSize: spec.batchSize, contextLength: spec.contextLength, maxBatches: spec.evalBatches }),
+    t.evaluator(spec).evaluate(weights, ids, { batchSize: spec.batchSize, contextLength: spec.contextLength, maxBatches: spec.evalBatches, onBatch: (n) => beat(`evaluate batch ${n} of at most ${spec.evalBatches}`) }),
   );
   return { loss: r.loss, perplexity: r.perplexity, tokens: r.tokens };
 }
