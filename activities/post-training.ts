@@ -129,6 +129,11 @@ const modelMeta = async (p: PostTrainingContext, input: ExportInput, name: strin
 });
 
 /** Heartbeats while perplexity runs over the validation split (Temporal throttles the calls). */
+/** Between Linears: yield to the event loop (so a heartbeat's answer, a cancel, can arrive), then beat. */
+const quantHeartbeat = (name: string) => async (done: number, of: number) => {
+  await new Promise((r) => setImmediate(r));
+  beat(`${name}: quantized ${done} of ${of} Linears`);
+};
 const heartbeatPpl = (name: string) => (done: number, of: number) => beat(`${name}: val ppl batch ${done} of ${of}`);
 
 /** fp32 inference model (KV cache) of the checkpoint, published as models/fp32, and its val perplexity. */
@@ -154,7 +159,7 @@ async function quantizeModel(p: PostTrainingContext, input: QuantizeInput): Prom
   }
   const { config, weights } = await checkpointWeights(p.store, input.checkpoint.prefix);
   const fp32 = exportGpt(config, weights, { kvCache: true });
-  const quantized = await failingAs(`quant ${q.name}`, async () => quantizeGraph(fp32, quantConfigOf(q), { calibration: await calibration(p, input, fp32, config), sessionConfig: p.session(spec) }));
+  const quantized = await failingAs(`quant ${q.name}`, async () => quantizeGraph(fp32, quantConfigOf(q), { calibration: await calibration(p, input, fp32, config), sessionConfig: p.session(spec), onSite: quantHeartbeat(q.name) }));
   beat(`${q.name}: quantized ${quantized.report.quantized.length} Linears`);
   const bytes = serializeModel(quantized.graph).model;
   const { ppl, increase, rejectedReason } = await gate(p, input, bytes, (await valBatches(p, input.dataset, spec, config)).batches);

@@ -9,12 +9,15 @@
 // - A worker whose event loop stops answering (its liveness beacon, infra/liveness.ts, quiet for
 //   TRUTHGPT_WORKER_STALL_SECONDS, default 120, 0 = off; a SIGSTOPped process counts) is SIGKILLed
 //   and then handled like any worker that died.
-// - Worker lost: an activity worker lists the attempts it is running beside its beacon
-//   (`run/worker-<role>.inflight.json`). When it dies, the supervisor fails each listed attempt
-//   through Temporal by its task token with a retryable `WorkerLost` failure (spec/errors.ts), so
-//   the retry starts at once (its next retry delay is 0.1 s) rather than after the activity's
-//   heartbeat timeout. An attempt that already ended is left alone (Temporal refuses the token).
-//   A supervisor that cannot reach Temporal logs it; those attempts then time out as before.
+// - Worker lost: when an activity worker (cpu, gpu) dies, the supervisor fails the attempts it was
+//   running through Temporal with a retryable `WorkerLost` failure (spec/errors.ts), so the retry
+//   starts at once (its next retry delay is 0.1 s) rather than after the activity's heartbeat
+//   timeout. It finds them two ways: the list the worker keeps beside its beacon
+//   (`run/worker-<role>.inflight.json`, failed by task token), and, for tasks the worker's poller
+//   took but its blocked or stopped event loop never started, the running workflows' pending
+//   activities whose last worker is the dead worker's identity (failed by workflow, run and
+//   activity id). An attempt that already ended is left alone (Temporal refuses it). A supervisor
+//   that cannot reach Temporal logs it; those attempts then time out as before.
 // - SIGTERM/SIGINT/SIGHUP: SIGTERM to every worker, SIGKILL after 10 s, attempts still listed then
 //   failed as lost, `workers` emptied, exit 0. No restarts once stopping.
 // - A supervisor killed outright leaves its workers to notice on their own: a supervised worker
@@ -30,6 +33,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
 import { workerLost } from '../spec/errors';
 import { ROLE_POOL, WORKER_ROLES, type WorkerRole } from '../spec/temporal-names';
 import { loadConfig, temporalConnectionOptions } from './config';
@@ -67,7 +71,15 @@ export interface SuperviseOptions {
   /** A worker whose event loop is silent this long is killed and restarted; 0 turns it off. */
   stallMs?: number;
   /** Fails a dead worker's attempts (default: through a Temporal client made from `env`'s config). */
-  failLost?: (lost: InflightActivity[], reason: string) => Promise<void>;
+  failLost?: (dead: DeadWorker, reason: string) => Promise<void>;
+}
+
+/** A worker that died: who it was, and the attempts it listed as running. */
+export interface DeadWorker {
+  role: WorkerRole;
+  pid: number;
+  identity: string;
+  listed: InflightActivity[];
 }
 
 /**
@@ -88,6 +100,37 @@ export async function failLostAttempts(client: Client, lost: InflightActivity[],
   );
 }
 
+/**
+ * Fails the started attempts of running workflows whose last worker is `identity` (tasks a blocked
+ * or stopped worker's poller took without ever running them), except those in `skip`
+ * (`workflowId/activityId`). Returns one line per attempt for the log.
+ */
+export async function failAttemptsOfWorker(client: Client, identity: string, reason: string, skip: ReadonlySet<string>): Promise<string[]> {
+  const lines: string[] = [];
+  const STARTED = temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_STARTED;
+  for await (const wf of client.workflow.list({ query: 'ExecutionStatus="Running"' })) {
+    let pending;
+    try {
+      pending = (await client.workflow.getHandle(wf.workflowId, wf.runId).describe()).raw.pendingActivities ?? [];
+    } catch {
+      continue; // closed meanwhile
+    }
+    for (const a of pending) {
+      if (a.lastWorkerIdentity !== identity || a.state !== STARTED || !a.activityId) continue;
+      if (skip.has(`${wf.workflowId}/${a.activityId}`)) continue;
+      const type = a.activityType?.name ?? 'activity';
+      const what = `${type} ${wf.workflowId}/${a.activityId} attempt ${a.attempt}`;
+      try {
+        await client.activity.fail({ workflowId: wf.workflowId, runId: wf.runId, activityId: a.activityId }, workerLost(`${reason}; ${type} attempt ${a.attempt} is retried now`, { workflowId: wf.workflowId, activityId: a.activityId, attempt: a.attempt }));
+        lines.push(`failed ${what} (taken by ${identity}, never listed) as WorkerLost`);
+      } catch (err) {
+        lines.push(`could not fail ${what} (${(err as Error).message.split('\n')[0]})`);
+      }
+    }
+  }
+  return lines;
+}
+
 /** TRUTHGPT_WORKER_STALL_SECONDS (a non-negative number; 0 = never), or the default. */
 export function stallMsFromEnv(env: NodeJS.ProcessEnv): number {
   const raw = env.TRUTHGPT_WORKER_STALL_SECONDS;
@@ -104,11 +147,11 @@ export function superviseWorkers(stateDir: string, roles: readonly WorkerRole[],
   const stallMs = opts.stallMs ?? stallMsFromEnv(env);
   const slots = roles.map((role): Slot => ({ role, startedAt: 0, restarts: 0, crashes: 0 }));
 
-  // One Temporal client, made the first time a worker dies with attempts in flight.
+  // One Temporal client, made the first time an activity worker dies.
   let client: Promise<{ client: Client; connection: Connection }> | undefined;
   const failLost =
     opts.failLost ??
-    (async (lost: InflightActivity[], reason: string) => {
+    (async (dead: DeadWorker, reason: string) => {
       client ??= (async () => {
         const connection = await Connection.connect({ ...temporalConnectionOptions(loadConfig(env)), connectTimeout: 5000 });
         return { connection, client: new Client({ connection, namespace: loadConfig(env).temporal.namespace }) };
@@ -118,18 +161,19 @@ export function superviseWorkers(stateDir: string, roles: readonly WorkerRole[],
         c = await client;
       } catch (err) {
         client = undefined;
-        log(`cannot reach Temporal to fail ${lost.length} lost attempt(s): ${(err as Error).message.split('\n')[0]}`);
+        log(`cannot reach Temporal to fail the attempts of ${dead.role} worker pid ${dead.pid}: ${(err as Error).message.split('\n')[0]}`);
         return;
       }
-      for (const line of await failLostAttempts(c.client, lost, reason)) log(line);
+      for (const line of await failLostAttempts(c.client, dead.listed, reason)) log(line);
+      const listed = new Set(dead.listed.map((a) => `${a.workflowId}/${a.activityId}`));
+      for (const line of await failAttemptsOfWorker(c.client, dead.identity, reason, listed)) log(line);
     });
   const pendingFails = new Set<Promise<void>>();
   const reportLost = (slot: Slot, pid: number, reason: string) => {
-    const file = inflightFile(stateDir, slot.role);
-    const lost = readInflight(file, pid);
-    if (lost.length === 0) return;
-    log(`${slot.role} worker pid ${pid} left ${lost.length} attempt(s) running: ${lost.map((a) => `${a.activityType} ${a.workflowId}/${a.activityId}#${a.attempt}`).join(', ')}`);
-    const p = failLost(lost, reason)
+    if (slot.role === 'workflows') return; // runs no activities
+    const listed = readInflight(inflightFile(stateDir, slot.role), pid);
+    if (listed.length) log(`${slot.role} worker pid ${pid} left ${listed.length} attempt(s) running: ${listed.map((a) => `${a.activityType} ${a.workflowId}/${a.activityId}#${a.attempt}`).join(', ')}`);
+    const p = failLost({ role: slot.role, pid, identity: workerIdentity(slot.role, pid, os.hostname()), listed }, reason)
       .catch((err: Error) => log(`failing lost attempts: ${err.message}`))
       .finally(() => pendingFails.delete(p));
     pendingFails.add(p);
