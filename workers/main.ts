@@ -12,13 +12,26 @@ import { startLivenessBeacon } from '../infra/liveness';
 import { ROLE_POOL, TASK_QUEUES, WORKER_ROLES, type WorkerRole } from '../spec/temporal-names';
 import { createPoolWorker } from './worker';
 
+const USAGE = `usage: npm run worker -- --role workflows|cpu|gpu
+
+  --role workflows   workflow tasks of truthgpt-cpu only (every workflow; no activities, no engine)
+  --role cpu         activity tasks of truthgpt-cpu only (datasets, aggregation, export, quantization, ...)
+  --role gpu         activity tasks of truthgpt-gpu only, one at a time (TRUTHGPT_EP, TRUTHGPT_DEVICE_ID)
+  --pool gpu|cpu     the older name of --role gpu|cpu
+
+Run at least one worker of each role; configuration comes from the environment (README, "Configuration").`;
+
 async function main(): Promise<void> {
   // The AWS SDK's own switch for its Node-version notice (README, "Node version"); the stack's
   // supervisor sets it too, this covers `npm run worker`.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   // First, so that the supervisor hears the event loop from the start (bundling takes a while).
   if (process.env.TRUTHGPT_LIVENESS_FILE) startLivenessBeacon(process.env.TRUTHGPT_LIVENESS_FILE);
-  const { values } = parseArgs({ options: { role: { type: 'string' }, pool: { type: 'string' } }, strict: true });
+  const { values } = parseArgs({ options: { role: { type: 'string' }, pool: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
   const flag = values.role !== undefined ? '--role' : '--pool';
   const given = values.role ?? values.pool;
   const allowed: readonly string[] = flag === '--role' ? WORKER_ROLES : ['gpu', 'cpu'];
