@@ -1,8 +1,10 @@
-// Worker lost (issue 15): how long a SIGKILLed GPU worker's shard waits before its retry starts,
-// with the supervisor failing the dead worker's attempts (WorkerLost) and without (the attempt
-// list removed just before the kill, so the supervisor finds nothing to fail: the behaviour before
-// it could, a wait for the heartbeat timeout). Also: `cancel` to CANCELED while a shard trains.
-// Real local stack (Temporal dev server, S3 server, supervised workers) in a temp folder.
+// Worker lost (issue 15): how long a SIGKILLed GPU worker's shard waits before its retry starts
+// when the supervisor fails the dead worker's attempts as WorkerLost, found from the worker's
+// attempt list, or (the list removed just before the kill) from the pending activities whose last
+// worker it was. Also: `cancel` to CANCELED while a shard trains. Real local stack (Temporal dev
+// server, S3 server, supervised workers) in a temp folder. The figure before this mechanism is the
+// same script run on the commit before it (bench/RESULTS.md): the retry then waited for the
+// heartbeat timeout.
 //
 //   npx tsx bench/worker-lost.ts [--heartbeat 60]      → table on stdout, bench/out/worker-lost.json
 
@@ -72,12 +74,12 @@ async function main() {
       const w0 = Date.now();
       await waitTraining(client, warm);
       rows.push({ case: 'uninterrupted', wallS: (Date.now() - w0) / 1000 });
-      for (const mode of ['heartbeat timeout (before)', 'WorkerLost (after)'] as const) {
-        const id = await startTraining(client, spec, { workflowId: `bench-lost-${mode.startsWith('W') ? 'after' : 'before'}-${Date.now()}` });
+      for (const mode of ['WorkerLost, found by identity (attempt list removed)', 'WorkerLost, from the attempt list'] as const) {
+        const id = await startTraining(client, spec, { workflowId: `bench-lost-${mode.includes('identity') ? 'identity' : 'list'}-${Date.now()}` });
         const t0 = Date.now();
         await waitKey(`${keys.shardProgress(id, 0, 1, H + EVERY)}/MANIFEST.json`);
         const gpu = readState(dir)!.workers.gpu!;
-        if (mode.startsWith('heartbeat')) fs.rmSync(inflightFile(dir, 'gpu'), { force: true });
+        if (mode.includes('identity')) fs.rmSync(inflightFile(dir, 'gpu'), { force: true });
         process.kill(gpu.pid, 'SIGKILL');
         const killedAt = Date.now();
         const retryMs = await retryStartedAfter(client, id, killedAt, 10 * 60_000);
