@@ -12,7 +12,7 @@
 // retry returns the committed result or redoes the work into the same keys.
 
 import { Context } from '@temporalio/activity';
-import { beat } from './heartbeat';
+import { beat, whileBeating } from './heartbeat';
 import type { DatasetSpec } from '../engine/data/dataset';
 import { GptBase, OnnxBase, type CompiledLoraStep, type EvalOpts, type EvalOut, type LoraBase } from '../engine/finetune';
 import { initAdapters, saveAdapter, trainableReport } from '../engine/lora';
@@ -132,7 +132,8 @@ export function createFineTuneActivities(deps: FineTuneDeps) {
     lastFineTune: (input: { lineage: string }): Promise<LineageRecord | null> => lastSuccessful(store, input.lineage),
     evaluateFineTune: (input: EvaluateFineTuneInput) => evaluateFineTune(f, input),
     trainAdapter: (input: TrainAdapterInput) => trainAdapter(f, input),
-    exportFineTune: (input: FineTuneRunRef & { trained: CheckpointRef }) => exportFineTune(f, input),
+    // Reads the base, writes the adapter and the merged model: store waits, heartbeating meanwhile.
+    exportFineTune: (input: FineTuneRunRef & { trained: CheckpointRef }) => whileBeating(`exportFineTune ${input.runId}`, () => exportFineTune(f, input)),
     recordFineTune: (input: { lineage: string; record: Omit<LineageRecord, 'committedAt'> }): Promise<LineageRecord> => recordSuccess(store, input.lineage, input.record),
   };
 }

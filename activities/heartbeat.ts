@@ -23,3 +23,22 @@ export function stopIfCancelled(): void {
   const signal = Context.current().cancellationSignal;
   if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new CancelledFailure(`${Context.current().info.activityType}: cancelled`);
 }
+
+/**
+ * Runs `fn` (reads, writes, commits: work that awaits I/O and has no units to beat between) while
+ * heartbeating `details` every second, so its heartbeat timeout measures the worker, not the size
+ * of the model; stops afterwards if the activity was cancelled meanwhile.
+ * @example return whileBeating('createModel r0', () => commitCheckpoint(store, prefix, ckpt))
+ */
+export async function whileBeating<T>(details: unknown, fn: () => Promise<T>): Promise<T> {
+  const ctx = Context.current();
+  ctx.heartbeat(details);
+  const timer = setInterval(() => ctx.heartbeat(details), 1000);
+  try {
+    const result = await fn();
+    stopIfCancelled();
+    return result;
+  } finally {
+    clearInterval(timer);
+  }
+}

@@ -12,7 +12,7 @@
 // work into the same keys.
 
 import { Context } from '@temporalio/activity';
-import { beat } from './heartbeat';
+import { beat, whileBeating } from './heartbeat';
 import { DatasetSpecSchema, type DatasetSpec } from '../engine/data/dataset';
 import { WEIGHTS_FILE } from '../engine/checkpoint/checkpoint';
 import { initParams, type ParamSpec } from '../engine/models/blocks';
@@ -162,8 +162,9 @@ async function createModel({ store }: TrainingContext, input: RunRef): Promise<C
   if (done) return refOf(done);
   const specs = gptParams(spec.model.config);
   const shapes = new Map(specs.map((s) => [s.name, s.shape]));
-  const weights = spec.model.from ? await weightsFrom(store, spec.model.from, spec.model.fromFiles ?? {}, specs) : initParams(specs, spec.seed);
-  return commitCheckpoint(store, prefix, {
+  // Reading a large `model.from` and committing r0 are long waits on the store: heartbeat meanwhile.
+  const weights = spec.model.from ? await whileBeating(`createModel: reading ${spec.model.from}`, () => weightsFrom(store, spec.model.from!, spec.model.fromFiles ?? {}, specs)) : initParams(specs, spec.seed);
+  return whileBeating(`createModel: committing ${prefix}`, () => commitCheckpoint(store, prefix, {
     weights: toTensors(weights, shapes),
     optimizer: new Map(),
     state: {
@@ -176,7 +177,7 @@ async function createModel({ store }: TrainingContext, input: RunRef): Promise<C
       dataCursor: null,
       rng: [],
     },
-  });
+  }));
 }
 
 /** The weights of a stored model, pinned by the sha256s the run was started with. */
@@ -263,7 +264,7 @@ async function aggregateRound({ store }: TrainingContext, input: AggregateInput)
   for (const ref of input.shards) {
     const ck = await readCheckpoint(store, ref.prefix);
     await failingAs(`aggregateRound round ${input.round}`, () => agg.add(fromTensors(ck.weights, ref.prefix), ref.prefix));
-    Context.current().heartbeat(ref.prefix);
+    beat(ref.prefix);
   }
   const out = agg.apply(spec.outer, momentum.size ? momentum : undefined);
   const shapes = new Map([...g.weights].map(([n, t]) => [n, t.dims]));
