@@ -2,7 +2,7 @@
 // → tokenizer → shards in S3, under a key named by the spec's hash, so the same spec is prepared
 // once and reused by every later run whose committed copy still has the same content.
 
-import { Context } from '@temporalio/activity';
+import { beat } from './heartbeat';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
@@ -93,7 +93,7 @@ export async function prepareDataset(store: ArtifactStore, spec: DatasetSpec): P
   try {
     // An imported model's tokenizer is referenced by key and sha256; its tokenizer.json comes from the store.
     const hfJson = spec.tokenizer.kind === 'hf' ? await fetchHfTokenizerJson(store, spec.tokenizer) : undefined;
-    const manifest = await failingAs(`dataset ${spec.name}`, () => prepareDatasetFiles(spec, dir, (p) => Context.current().heartbeat(p), hfJson));
+    const manifest = await failingAs(`dataset ${spec.name}`, () => prepareDatasetFiles(spec, dir, (p) => beat(p), hfJson));
     const names = [...manifest.splits.train, ...manifest.splits.val].map((f) => f.file).concat(TOKENIZER_FILE, DATASET_MANIFEST_FILE);
     const ref = await refOf(dir, names, prefix, specHash, manifest);
     const stored = await store.commit(prefix, Object.fromEntries(names.map((n) => [n, { path: path.join(dir, n) }])), { specHash, ref });

@@ -3,7 +3,7 @@
 // whole validation split unless eval.batches caps it), p50/p95 latency and tokens/s, size, and
 // generation samples (greedy and seeded, past block_size when asked).
 
-import { Context } from '@temporalio/activity';
+import { beat } from './heartbeat';
 import os from 'node:os';
 import type { Tokenizer } from '../engine/data/tokenizer';
 import { Decoder, lmFeeds, lmPerplexity, measureSpeed, type EvalWindows, type Feeds, type SpeedResult } from '../engine/eval';
@@ -93,7 +93,6 @@ export async function evaluateModels(p: PostTrainingContext, input: EvaluateMode
 }
 
 async function evaluateModel(p: PostTrainingContext, m: ModelRef, input: EvaluateModelsInput, val: EvalWindows, tok: Tokenizer): Promise<ModelEvaluation> {
-  const ctx = Context.current();
   const spec = input.eval;
   let bytes: Buffer;
   try {
@@ -102,10 +101,10 @@ async function evaluateModel(p: PostTrainingContext, m: ModelRef, input: Evaluat
     throw asFailure(err, `model ${m.prefix}`);
   }
   const graph = loadModel(bytes);
-  const { ppl, tokens } = await lmPerplexity(graph, val, p.session(spec), (done, of) => ctx.heartbeat(`${m.name}: val ppl batch ${done} of ${of}`));
-  ctx.heartbeat(`${m.name}: ppl ${ppl}`);
+  const { ppl, tokens } = await lmPerplexity(graph, val, p.session(spec), (done, of) => beat(`${m.name}: val ppl batch ${done} of ${of}`));
+  beat(`${m.name}: ppl ${ppl}`);
   const speed = await speedOf(p, bytes, graph, val, spec);
-  ctx.heartbeat(`${m.name}: p50 ${speed.p50Ms} ms`);
+  beat(`${m.name}: p50 ${speed.p50Ms} ms`);
   const samples = await samplesOf(p, bytes, input.modelConfig, tok, spec);
   return { name: m.name, ppl, tokens, p50Ms: speed.p50Ms, p95Ms: speed.p95Ms, tokensPerSec: speed.tokensPerSec, peakRssBytes: speed.peakRssBytes, sizeBytes: bytes.length, samples };
 }
@@ -138,7 +137,7 @@ async function samplesOf(p: PostTrainingContext, bytes: Uint8Array, cfg: GptConf
         const r = await failingAs(`eval.samples.prompts: "${prompt.slice(0, 40)}"`, () => d.decode(ids, { ...setting, maxNewTokens, stopToken: tok.eot }));
         const cropped = r.promptCropped ? `; prompt cropped to its last ${cfg.block_size} of ${ids.length} tokens` : '';
         samples.push({ prompt, text: await tok.decode(r.tokens.filter((t) => t !== tok.eot)), settings: samplingWords(setting, maxNewTokens) + cropped });
-        Context.current().heartbeat(`sample ${samples.length}: ${r.tokens.length} tokens`);
+        beat(`sample ${samples.length}: ${r.tokens.length} tokens`);
       }
     }
   } finally {

@@ -12,6 +12,7 @@
 // retry returns the committed result or redoes the work into the same keys.
 
 import { Context } from '@temporalio/activity';
+import { beat, whileBeating } from './heartbeat';
 import type { DatasetSpec } from '../engine/data/dataset';
 import { GptBase, OnnxBase, type CompiledLoraStep, type EvalOpts, type EvalOut, type LoraBase } from '../engine/finetune';
 import { initAdapters, saveAdapter, trainableReport } from '../engine/lora';
@@ -109,7 +110,7 @@ export function createFineTuneActivities(deps: FineTuneDeps) {
   const f: FineTuneContext = {
     store,
     shards: new ShardCache(),
-    evalOpts: (spec) => ({ batchSize: spec.train.batchSize, contextLength: spec.train.contextLength, maxBatches: spec.train.evalBatches, seed: spec.train.seed, session: session(spec) }),
+    evalOpts: (spec) => ({ batchSize: spec.train.batchSize, contextLength: spec.train.contextLength, maxBatches: spec.train.evalBatches, seed: spec.train.seed, session: session(spec), onBatch: (n) => beat(`evaluate batch ${n}`) }),
     // Cached per (base, lora, geometry, seed): committed bases never change.
     loraBase: async (spec, ds) => {
       const key = JSON.stringify([spec.base, spec.lora, spec.train.batchSize, spec.train.contextLength, spec.train.seed]);
@@ -131,7 +132,8 @@ export function createFineTuneActivities(deps: FineTuneDeps) {
     lastFineTune: (input: { lineage: string }): Promise<LineageRecord | null> => lastSuccessful(store, input.lineage),
     evaluateFineTune: (input: EvaluateFineTuneInput) => evaluateFineTune(f, input),
     trainAdapter: (input: TrainAdapterInput) => trainAdapter(f, input),
-    exportFineTune: (input: FineTuneRunRef & { trained: CheckpointRef }) => exportFineTune(f, input),
+    // Reads the base, writes the adapter and the merged model: store waits, heartbeating meanwhile.
+    exportFineTune: (input: FineTuneRunRef & { trained: CheckpointRef }) => whileBeating(`exportFineTune ${input.runId}`, () => exportFineTune(f, input)),
     recordFineTune: (input: { lineage: string; record: Omit<LineageRecord, 'committedAt'> }): Promise<LineageRecord> => recordSuccess(store, input.lineage, input.record),
   };
 }
@@ -171,7 +173,7 @@ async function evaluateFineTune(f: FineTuneContext, input: EvaluateFineTuneInput
   if (!input.adapter) return { ...(await failingAs(what, () => lb.evaluate(null, ids, o))), base: ref, merged: null };
   const adapters = await readAdapter(f.store, input.adapter, lb.plan);
   const unmerged = await failingAs(what, () => lb.evaluate(adapters, ids, o));
-  Context.current().heartbeat();
+  beat('evaluated unmerged');
   return { ...unmerged, base: ref, merged: await failingAs(what, () => lb.evaluateMerged(adapters, ids, o)) };
 }
 

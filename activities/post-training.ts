@@ -11,7 +11,7 @@
 // Models are exported once with the KV cache: with an empty past the same graph scores and serves
 // like the no-cache one, so the evaluated bytes are the bytes `truthgpt generate` decodes with.
 
-import { Context } from '@temporalio/activity';
+import { beat } from './heartbeat';
 import type { LmBatch } from '../engine/data/sampler';
 import { lmEvalWindows, lmFeeds, lmPerplexity } from '../engine/eval';
 import type { Graph } from '../engine/graph/ir';
@@ -129,7 +129,12 @@ const modelMeta = async (p: PostTrainingContext, input: ExportInput, name: strin
 });
 
 /** Heartbeats while perplexity runs over the validation split (Temporal throttles the calls). */
-const heartbeatPpl = (name: string) => (done: number, of: number) => Context.current().heartbeat(`${name}: val ppl batch ${done} of ${of}`);
+/** Between Linears: yield to the event loop (so a heartbeat's answer, a cancel, can arrive), then beat. */
+const quantHeartbeat = (name: string) => async (done: number, of: number) => {
+  await new Promise((r) => setImmediate(r));
+  beat(`${name}: quantized ${done} of ${of} Linears`);
+};
+const heartbeatPpl = (name: string) => (done: number, of: number) => beat(`${name}: val ppl batch ${done} of ${of}`);
 
 /** fp32 inference model (KV cache) of the checkpoint, published as models/fp32, and its val perplexity. */
 async function exportModel(p: PostTrainingContext, input: ExportInput): Promise<ExportResult> {
@@ -154,8 +159,8 @@ async function quantizeModel(p: PostTrainingContext, input: QuantizeInput): Prom
   }
   const { config, weights } = await checkpointWeights(p.store, input.checkpoint.prefix);
   const fp32 = exportGpt(config, weights, { kvCache: true });
-  const quantized = await failingAs(`quant ${q.name}`, async () => quantizeGraph(fp32, quantConfigOf(q), { calibration: await calibration(p, input, fp32, config), sessionConfig: p.session(spec) }));
-  Context.current().heartbeat(`${q.name}: quantized ${quantized.report.quantized.length} Linears`);
+  const quantized = await failingAs(`quant ${q.name}`, async () => quantizeGraph(fp32, quantConfigOf(q), { calibration: await calibration(p, input, fp32, config), sessionConfig: p.session(spec), onSite: quantHeartbeat(q.name) }));
+  beat(`${q.name}: quantized ${quantized.report.quantized.length} Linears`);
   const bytes = serializeModel(quantized.graph).model;
   const { ppl, increase, rejectedReason } = await gate(p, input, bytes, (await valBatches(p, input.dataset, spec, config)).batches);
   const published = rejectedReason === undefined;

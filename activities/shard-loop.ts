@@ -7,6 +7,7 @@
 // so a crash at any point leaves either nothing or a readable checkpoint behind.
 
 import { Context } from '@temporalio/activity';
+import { beat } from './heartbeat';
 import { NonFiniteLossError } from '../engine/runtime';
 import { paramShapes, runShard, stateShapes, type CheckpointPolicy, type CompiledTrainStep, type ShardSnapshot, type ShardStepMetrics } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
@@ -123,13 +124,11 @@ export async function runHeartbeatingShard<R extends { checkpoint: CheckpointRef
           const prefix = o.snapshotKey(s.step);
           await commitCheckpoint(store, prefix, { weights: toTensors(s.params, pShapes), optimizer: toTensors(s.state, sShapes), state: o.ckptState(s.step) });
           lastKey = prefix;
-          ctx.heartbeat({ step: s.step, checkpointKey: prefix } satisfies HeartbeatDetails);
+          beat({ step: s.step, checkpointKey: prefix } satisfies HeartbeatDetails);
         },
       },
-      onStep: (m) => {
-        if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error(`${who}: cancelled`);
-        ctx.heartbeat({ step: m.step + 1, checkpointKey: lastKey } satisfies HeartbeatDetails);
-      },
+      // Between steps: alive, and stop here if the run was cancelled (snapshots already committed stay).
+      onStep: (m) => beat({ step: m.step + 1, checkpointKey: lastKey } satisfies HeartbeatDetails),
     });
   } catch (err) {
     // Only a NaN loss is final here: a failed snapshot upload is worth another attempt.

@@ -12,6 +12,7 @@
 // work into the same keys.
 
 import { Context } from '@temporalio/activity';
+import { beat, whileBeating } from './heartbeat';
 import { DatasetSpecSchema, type DatasetSpec } from '../engine/data/dataset';
 import { OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE } from '../engine/checkpoint/checkpoint';
 import { initParams, type ParamSpec } from '../engine/models/blocks';
@@ -185,8 +186,9 @@ async function createModel({ store }: TrainingContext, input: RunRef): Promise<C
   if (done) return refOf(done);
   const specs = gptParams(spec.model.config);
   const shapes = new Map(specs.map((s) => [s.name, s.shape]));
-  const weights = spec.model.from ? await weightsFrom(store, spec.model.from, spec.model.fromFiles ?? {}, specs) : initParams(specs, spec.seed);
-  return commitCheckpoint(store, prefix, {
+  // Reading a large `model.from` and committing r0 are long waits on the store: heartbeat meanwhile.
+  const weights = spec.model.from ? await whileBeating(`createModel: reading ${spec.model.from}`, () => weightsFrom(store, spec.model.from!, spec.model.fromFiles ?? {}, specs)) : initParams(specs, spec.seed);
+  return whileBeating(`createModel: committing ${prefix}`, () => commitCheckpoint(store, prefix, {
     weights: toTensors(weights, shapes),
     optimizer: new Map(),
     state: {
@@ -199,7 +201,7 @@ async function createModel({ store }: TrainingContext, input: RunRef): Promise<C
       dataCursor: null,
       rng: [],
     },
-  }, undefined, undefined, { cache: tensorCache });
+  }, undefined, undefined, { cache: tensorCache }));
 }
 
 /** The weights of a stored model, pinned by the sha256s the run was started with. */
@@ -319,7 +321,7 @@ async function aggregateRound({ store }: TrainingContext, input: AggregateInput)
     readMs += t1 - tWait;
     await failingAs(who, () => (compressed ? agg.addDelta(decodeDelta(tensors, `${ref.prefix}/${DELTA_FILE}`), ref.prefix) : agg.add(fromTensors(tensors, ref.prefix), ref.prefix)));
     outerMs += performance.now() - t1;
-    Context.current().heartbeat(ref.prefix);
+    beat(ref.prefix);
   }
   const t2 = performance.now();
   const out = agg.apply(spec.outer, momentum.size ? momentum : undefined);
@@ -359,7 +361,7 @@ async function evaluate(t: TrainingContext, input: EvaluateInput): Promise<Evalu
   const ids = await t.shards.split(t.store, input.dataset, 'val');
   const weights = fromTensors(ck.weights, input.checkpoint.prefix);
   const r = await failingAs(`evaluate ${input.checkpoint.prefix}`, () =>
-    t.evaluator(spec).evaluate(weights, ids, { batchSize: spec.batchSize, contextLength: spec.contextLength, maxBatches: spec.evalBatches }),
+    t.evaluator(spec).evaluate(weights, ids, { batchSize: spec.batchSize, contextLength: spec.contextLength, maxBatches: spec.evalBatches, onBatch: (n) => beat(`evaluate batch ${n} of at most ${spec.evalBatches}`) }),
   );
   return { loss: r.loss, perplexity: r.perplexity, tokens: r.tokens };
 }

@@ -39,7 +39,7 @@ COPY . .
 RUN node bin/truthgpt.js doctor --pool cpu
 USER node
 ENTRYPOINT ["node_modules/.bin/tsx", "workers/main.ts"]
-CMD ["--pool", "cpu"]
+CMD ["--role", "cpu"]
 
 # ---- gpu ----------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS node
@@ -65,4 +65,4 @@ USER truthgpt
 # At start the worker runs the doctor's GPU checks and a tiny step on its device, and exits with
 # the doctor's lines if anything is missing (workers/worker.ts).
 ENTRYPOINT ["node_modules/.bin/tsx", "workers/main.ts"]
-CMD ["--pool", "gpu"]
+CMD ["--role", "gpu"]

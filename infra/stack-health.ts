@@ -5,7 +5,7 @@
 import { HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
-import { TASK_QUEUES, type Pool } from '../spec/temporal-names';
+import { ROLE_POOL, TASK_QUEUES, type Pool, type WorkerRole } from '../spec/temporal-names';
 import { temporalConnectionOptions, type Config } from './config';
 import { processRunning, readState, stateFile, type StackState } from './stack-state';
 
@@ -21,7 +21,7 @@ export interface StackStatus {
   /** Names of the parts that are down, in check order. */
   down: string[];
   parts: PartStatus[];
-  workers: { pool: Pool; pid: number; identity: string; restarts: number; running: boolean }[];
+  workers: { role: WorkerRole; pool: Pool; pid: number; identity: string; restarts: number; running: boolean }[];
   ui: string;
   stateFile: string;
 }
@@ -108,28 +108,34 @@ export async function queuePollers(connection: Connection, namespace: string, ta
 }
 
 /**
- * A pool is up when its queue has a current poller. With a state file we also require that poller
- * to be the recorded worker (a killed worker's poller stays listed for a while after it died).
+ * A role is up when its queue has a current poller of its kind (workflow tasks for `workflows`,
+ * activity tasks for `cpu` and `gpu`). With a state file we also require that poller to be the
+ * recorded worker (a killed worker's poller stays listed for a while after it died).
  */
-export async function checkQueue(connection: Connection | undefined, config: Config, pool: Pool, state: StackState | undefined): Promise<PartStatus> {
-  const name = `worker-${pool}`;
-  const queue = TASK_QUEUES[pool];
-  const entry = state?.workers[pool];
-  if (entry && !processRunning(entry)) return { name, ok: false, detail: `${queue}: worker pid ${entry.pid} is not running`, pid: entry.pid };
-  if (!connection) return { name, ok: false, detail: `${queue}: cannot ask, the frontend is down`, pid: entry?.pid };
+export async function checkQueue(connection: Connection | undefined, config: Config, role: WorkerRole, state: StackState | undefined): Promise<PartStatus> {
+  const name = `worker-${role}`;
+  const queue = TASK_QUEUES[ROLE_POOL[role]];
+  const kind = role === 'workflows' ? 'workflow' : 'activity';
+  const what = `${queue} (${kind} tasks)`;
+  const entry = state?.workers[role];
+  if (entry && !processRunning(entry)) return { name, ok: false, detail: `${what}: worker pid ${entry.pid} is not running`, pid: entry.pid };
+  if (!connection) return { name, ok: false, detail: `${what}: cannot ask, the frontend is down`, pid: entry?.pid };
   try {
-    const pollers = await queuePollers(connection, config.temporal.namespace, queue, 'activity');
+    const pollers = await queuePollers(connection, config.temporal.namespace, queue, kind);
     const mine = entry ? pollers.filter((p) => p.identity === entry.identity) : pollers;
     if (mine.length === 0) {
       const seen = pollers.map((p) => p.identity).join(', ') || 'none';
       const want = entry ? ` from ${entry.identity}` : '';
-      return { name, ok: false, detail: `${queue}: no current poller${want} (pollers: ${seen})`, pid: entry?.pid };
+      return { name, ok: false, detail: `${what}: no current poller${want} (pollers: ${seen})`, pid: entry?.pid };
     }
-    return { name, ok: true, detail: `${queue}: ${pollers.length} poller(s): ${pollers.map((p) => p.identity).join(', ')}`, pid: entry?.pid };
+    return { name, ok: true, detail: `${what}: ${pollers.length} poller(s): ${pollers.map((p) => p.identity).join(', ')}`, pid: entry?.pid };
   } catch (err) {
-    return { name, ok: false, detail: `${queue}: ${errText(err)}`, pid: entry?.pid };
+    return { name, ok: false, detail: `${what}: ${errText(err)}`, pid: entry?.pid };
   }
 }
+
+/** The order status lists the workers in: the queues' activity workers first, as before the roles. */
+const STATUS_ORDER: readonly WorkerRole[] = ['gpu', 'cpu', 'workflows'];
 
 export async function stackStatus(config: Config): Promise<StackStatus> {
   const state = readState(config.stack.stateDir);
@@ -159,8 +165,10 @@ export async function stackStatus(config: Config): Promise<StackStatus> {
             : `pid ${sup.pid} is not running`;
       parts.push({ name: 'supervisor', ok: running, detail, pid: sup?.pid });
     }
-    for (const pool of Object.keys(TASK_QUEUES) as Pool[]) parts.push(await checkQueue(connection, config, pool, state));
-    const workers = (Object.values(state?.workers ?? {}) as NonNullable<StackState['workers'][Pool]>[]).map((w) => ({
+    for (const role of STATUS_ORDER) parts.push(await checkQueue(connection, config, role, state));
+    const workers = (Object.values(state?.workers ?? {}) as NonNullable<StackState['workers'][WorkerRole]>[]).map((w) => ({
+      // Entries from before the roles had only `pool`, which was then also the role.
+      role: w.role ?? w.pool,
       pool: w.pool,
       pid: w.pid,
       identity: w.identity,

@@ -4,7 +4,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Pool } from '../spec/temporal-names';
+import type { Pool, WorkerRole } from '../spec/temporal-names';
 
 export interface ProcessEntry {
   pid: number;
@@ -15,6 +15,9 @@ export interface ProcessEntry {
 }
 
 export interface WorkerEntry extends ProcessEntry {
+  /** What the process polls for (spec/temporal-names.ts): workflow tasks, cpu or gpu activities. */
+  role: WorkerRole;
+  /** The task queue's pool (`workflows` polls the cpu queue). */
   pool: Pool;
   /** Poller identity the worker registers with Temporal, to match it in describeTaskQueue. */
   identity: string;
@@ -33,7 +36,8 @@ export interface StackState {
   temporal?: ProcessEntry;
   s3?: ProcessEntry;
   supervisor?: ProcessEntry;
-  workers: Partial<Record<Pool, WorkerEntry>>;
+  /** One entry per supervised worker process, by role. */
+  workers: Partial<Record<WorkerRole, WorkerEntry>>;
   updatedAt: string;
 }
 
@@ -129,6 +133,6 @@ export async function stopProcess(entry: Pick<ProcessEntry, 'pid' | 'marker'> | 
 }
 
 /** Poller identity of a stack worker; status matches it against describeTaskQueue's pollers. */
-export function workerIdentity(pool: Pool, pid: number, hostname: string): string {
-  return `truthgpt-${pool}-${pid}@${hostname}`;
+export function workerIdentity(role: WorkerRole, pid: number, hostname: string): string {
+  return `truthgpt-${role}-${pid}@${hostname}`;
 }

@@ -4,7 +4,8 @@
 //   infra/s3server.ts           s3rver on loopback, buckets under <state>/s3 (the default), or
 //   infra/versitygw.ts          versitygw on loopback, buckets under <state>/s3-versitygw
 //                               (TRUTHGPT_S3_SERVER=versitygw)
-//   infra/supervisor.ts         keeps one worker per pool (truthgpt-gpu, truthgpt-cpu) running
+//   infra/supervisor.ts         keeps one worker per role running: workflows (workflow tasks of
+//                               truthgpt-cpu), cpu and gpu (activity tasks of their queue)
 //
 // All three are detached, so they outlive the CLI; `<state>/stack.json` remembers them.
 // `up` starts only what is not running, so it is idempotent, and waits until every part answers.
@@ -20,7 +21,7 @@ import { logDir, processRunning, readState, stopProcess, updateState, writeState
 import { ArtifactStore } from './store';
 import { ensureTemporalCli, type CliBuildProgress } from './temporal';
 import { ensureVersitygw, versitygwCommand, versitygwEndpoint, versitygwHealthy } from './versitygw';
-import type { Pool } from '../spec/temporal-names';
+import { WORKER_ROLES, type WorkerRole } from '../spec/temporal-names';
 
 export interface UpOptions {
   log?: (line: string) => void;
@@ -184,17 +185,17 @@ export async function stackUp(config: Config, opts: UpOptions = {}): Promise<Sta
 
   let supervisorStartedAt: number | undefined;
   if (!processRunning(state.supervisor)) {
-    log('starting the worker supervisor (pools: gpu, cpu)');
+    log(`starting the worker supervisor (workers: ${WORKER_ROLES.join(', ')})`);
     const cmd = tsCommand(SUPERVISOR_ENTRY, ['--state-dir', stateDir]);
     const entry = startDetached(cmd, SUPERVISOR_ENTRY, path.join(logDir(stateDir), 'supervisor.log'), env);
     supervisorStartedAt = Date.now();
     state = updateState(stateDir, (s) => (s.supervisor = entry));
   }
-  // Both pools start together under the supervisor, so they share its deadline.
+  // Every worker starts together under the supervisor, so they share its deadline.
   const workersDeadline = deadlineFrom(supervisorStartedAt);
-  for (const pool of ['gpu', 'cpu'] as Pool[]) {
-    log(`waiting for the ${pool} worker to poll its task queue`);
-    await waitFor(`the ${pool} worker`, () => queueCheck(config, pool), workersDeadline, state.supervisor);
+  for (const role of ['gpu', 'cpu', 'workflows'] as WorkerRole[]) {
+    log(`waiting for the ${role} worker to poll its task queue`);
+    await waitFor(`the ${role} worker`, () => queueCheck(config, role), workersDeadline, state.supervisor);
   }
   return stackStatus(config);
 }
@@ -212,11 +213,11 @@ async function frontendCheck(config: Config): Promise<PartStatus> {
   }
 }
 
-async function queueCheck(config: Config, pool: Pool): Promise<PartStatus> {
+async function queueCheck(config: Config, role: WorkerRole): Promise<PartStatus> {
   const state = readState(config.stack.stateDir);
   const connection = await connectForStatus(config, 2000);
   try {
-    return await checkQueue(connection, config, pool, state);
+    return await checkQueue(connection, config, role, state);
   } finally {
     await connection.close();
   }
@@ -239,7 +240,7 @@ export async function stackDown(config: Config, opts: { log?: (line: string) => 
   };
   await stop('supervisor', state.supervisor, 20_000);
   // Workers left behind by a supervisor that was killed outright.
-  for (const w of Object.values(state.workers)) await stop(`worker-${w!.pool}`, w, 10_000);
+  for (const [role, w] of Object.entries(state.workers)) await stop(`worker-${role}`, w, 10_000);
   await stop('s3', state.s3, 10_000);
   await stop('temporal', state.temporal, 20_000);
   updateState(config.stack.stateDir, (s) => {

@@ -1,9 +1,30 @@
-// The stack's worker supervisor: a detached process that keeps one worker per pool running,
-// restarting one that dies (quickly the first time, with exponential backoff while it keeps
-// crashing), and records worker PIDs in stack.json. A worker whose event loop stops answering (its
-// liveness beacon, infra/liveness.ts, goes quiet for TRUTHGPT_WORKER_STALL_SECONDS) is killed and
-// restarted the same way. It restarts processes only; retrying work is Temporal's job, which
-// re-dispatches the dead worker's activities after their timeouts.
+// The stack's worker supervisor: a detached process that keeps one worker per role running
+// (spec/temporal-names.ts WORKER_ROLES: `workflows` polls truthgpt-cpu for workflow tasks only,
+// `cpu` and `gpu` poll their queue for activity tasks only), and records their PIDs in stack.json
+// under `workers.<role>`. What it guarantees, for anyone who kills things on purpose:
+//
+// - A worker that exits (any code, any signal) is restarted: 0.3 s after it dies the first time,
+//   then with exponential backoff (0.6 s, 1.2 s, ... 30 s) while it keeps dying within 10 s of its
+//   start. Each start rewrites `workers.<role>` (new pid, identity, `restarts` + 1).
+// - A worker whose event loop stops answering (its liveness beacon, infra/liveness.ts, quiet for
+//   TRUTHGPT_WORKER_STALL_SECONDS, default 120, 0 = off; a SIGSTOPped process counts) is SIGKILLed
+//   and then handled like any worker that died.
+// - Worker lost: when an activity worker (cpu, gpu) dies, the supervisor fails the attempts it was
+//   running through Temporal with a retryable `WorkerLost` failure (spec/errors.ts), so the retry
+//   starts at once (its next retry delay is 0.1 s) rather than after the activity's heartbeat
+//   timeout. It finds them two ways: the list the worker keeps beside its beacon
+//   (`run/worker-<role>.inflight.json`, failed by task token), and, for tasks the worker's poller
+//   took but its blocked or stopped event loop never started, the running workflows' pending
+//   activities whose last worker is the dead worker's identity (failed by workflow, run and
+//   activity id). An attempt that already ended is left alone (Temporal refuses it). A supervisor
+//   that cannot reach Temporal logs it; those attempts then time out as before.
+// - SIGTERM/SIGINT/SIGHUP: SIGTERM to every worker, SIGKILL after 10 s, attempts still listed then
+//   failed as lost, `workers` emptied, exit 0. No restarts once stopping.
+// - A supervisor killed outright leaves its workers to notice on their own: a supervised worker
+//   whose parent pid changes shuts down within ~2 s (workers/main.ts); `truthgpt down` also stops
+//   workers still listed in stack.json.
+//
+// It restarts processes and reports lost attempts; retrying the work stays Temporal's job.
 //
 //   node -r tsx/cjs infra/supervisor.ts --state-dir .truthgpt      (started by `truthgpt up`)
 
@@ -11,8 +32,12 @@ import type { ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import type { Pool } from '../spec/temporal-names';
-import { livenessFile, quietForMs } from './liveness';
+import { Client, Connection } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
+import { workerLost } from '../spec/errors';
+import { ROLE_POOL, WORKER_ROLES, type WorkerRole } from '../spec/temporal-names';
+import { loadConfig, temporalConnectionOptions } from './config';
+import { inflightFile, livenessFile, quietForMs, readInflight, type InflightActivity } from './liveness';
 import { logDir, updateState, workerIdentity, type WorkerEntry } from './stack-state';
 import { spawnLogged, tsCommand } from './stack-spawn';
 
@@ -26,7 +51,7 @@ const STOP_GRACE_MS = 10_000;
 export const DEFAULT_STALL_SECONDS = 120;
 
 interface Slot {
-  pool: Pool;
+  role: WorkerRole;
   child?: ChildProcess;
   startedAt: number;
   restarts: number;
@@ -45,6 +70,65 @@ export interface SuperviseOptions {
   log?: (msg: string) => void;
   /** A worker whose event loop is silent this long is killed and restarted; 0 turns it off. */
   stallMs?: number;
+  /** Fails a dead worker's attempts (default: through a Temporal client made from `env`'s config). */
+  failLost?: (dead: DeadWorker, reason: string) => Promise<void>;
+}
+
+/** A worker that died: who it was, and the attempts it listed as running. */
+export interface DeadWorker {
+  role: WorkerRole;
+  pid: number;
+  identity: string;
+  listed: InflightActivity[];
+}
+
+/**
+ * Fails each attempt by its task token with a retryable WorkerLost; an attempt that already ended
+ * (NotFound) is skipped. Returns one line per attempt for the log.
+ */
+export async function failLostAttempts(client: Client, lost: InflightActivity[], reason: string): Promise<string[]> {
+  return Promise.all(
+    lost.map(async (a) => {
+      const what = `${a.activityType} ${a.workflowId}/${a.activityId} attempt ${a.attempt}`;
+      try {
+        await client.activity.fail(Buffer.from(a.taskToken, 'base64'), workerLost(`${reason}; ${a.activityType} attempt ${a.attempt} is retried now`, { workflowId: a.workflowId, activityId: a.activityId, attempt: a.attempt }));
+        return `failed ${what} as WorkerLost`;
+      } catch (err) {
+        return `could not fail ${what} (${(err as Error).message.split('\n')[0]}): it had ended, or it waits for its heartbeat timeout`;
+      }
+    }),
+  );
+}
+
+/**
+ * Fails the started attempts of running workflows whose last worker is `identity` (tasks a blocked
+ * or stopped worker's poller took without ever running them), except those in `skip`
+ * (`workflowId/activityId`). Returns one line per attempt for the log.
+ */
+export async function failAttemptsOfWorker(client: Client, identity: string, reason: string, skip: ReadonlySet<string>): Promise<string[]> {
+  const lines: string[] = [];
+  const STARTED = temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_STARTED;
+  for await (const wf of client.workflow.list({ query: 'ExecutionStatus="Running"' })) {
+    let pending;
+    try {
+      pending = (await client.workflow.getHandle(wf.workflowId, wf.runId).describe()).raw.pendingActivities ?? [];
+    } catch {
+      continue; // closed meanwhile
+    }
+    for (const a of pending) {
+      if (a.lastWorkerIdentity !== identity || a.state !== STARTED || !a.activityId) continue;
+      if (skip.has(`${wf.workflowId}/${a.activityId}`)) continue;
+      const type = a.activityType?.name ?? 'activity';
+      const what = `${type} ${wf.workflowId}/${a.activityId} attempt ${a.attempt}`;
+      try {
+        await client.activity.fail({ workflowId: wf.workflowId, runId: wf.runId, activityId: a.activityId }, workerLost(`${reason}; ${type} attempt ${a.attempt} is retried now`, { workflowId: wf.workflowId, activityId: a.activityId, attempt: a.attempt }));
+        lines.push(`failed ${what} (taken by ${identity}, never listed) as WorkerLost`);
+      } catch (err) {
+        lines.push(`could not fail ${what} (${(err as Error).message.split('\n')[0]})`);
+      }
+    }
+  }
+  return lines;
 }
 
 /** TRUTHGPT_WORKER_STALL_SECONDS (a non-negative number; 0 = never), or the default. */
@@ -56,61 +140,103 @@ export function stallMsFromEnv(env: NodeJS.ProcessEnv): number {
   return seconds * 1000;
 }
 
-export function superviseWorkers(stateDir: string, pools: Pool[], opts: SuperviseOptions = {}): { stop(): Promise<void> } {
+export function superviseWorkers(stateDir: string, roles: readonly WorkerRole[], opts: SuperviseOptions = {}): { stop(): Promise<void> } {
   let stopping = false;
   const env = opts.env ?? process.env;
   const log = opts.log ?? ((msg: string) => process.stdout.write(`${new Date().toISOString()} supervisor: ${msg}\n`));
   const stallMs = opts.stallMs ?? stallMsFromEnv(env);
-  const slots = pools.map((pool): Slot => ({ pool, startedAt: 0, restarts: 0, crashes: 0 }));
+  const slots = roles.map((role): Slot => ({ role, startedAt: 0, restarts: 0, crashes: 0 }));
+
+  // One Temporal client, made the first time an activity worker dies.
+  let client: Promise<{ client: Client; connection: Connection }> | undefined;
+  const failLost =
+    opts.failLost ??
+    (async (dead: DeadWorker, reason: string) => {
+      client ??= (async () => {
+        const connection = await Connection.connect({ ...temporalConnectionOptions(loadConfig(env)), connectTimeout: 5000 });
+        return { connection, client: new Client({ connection, namespace: loadConfig(env).temporal.namespace }) };
+      })();
+      let c;
+      try {
+        c = await client;
+      } catch (err) {
+        client = undefined;
+        log(`cannot reach Temporal to fail the attempts of ${dead.role} worker pid ${dead.pid}: ${(err as Error).message.split('\n')[0]}`);
+        return;
+      }
+      for (const line of await failLostAttempts(c.client, dead.listed, reason)) log(line);
+      const listed = new Set(dead.listed.map((a) => `${a.workflowId}/${a.activityId}`));
+      for (const line of await failAttemptsOfWorker(c.client, dead.identity, reason, listed)) log(line);
+    });
+  const pendingFails = new Set<Promise<void>>();
+  const reportLost = (slot: Slot, pid: number, reason: string) => {
+    if (slot.role === 'workflows') return; // runs no activities
+    const listed = readInflight(inflightFile(stateDir, slot.role), pid);
+    if (listed.length) log(`${slot.role} worker pid ${pid} left ${listed.length} attempt(s) running: ${listed.map((a) => `${a.activityType} ${a.workflowId}/${a.activityId}#${a.attempt}`).join(', ')}`);
+    const p = failLost({ role: slot.role, pid, identity: workerIdentity(slot.role, pid, os.hostname()), listed }, reason)
+      .catch((err: Error) => log(`failing lost attempts: ${err.message}`))
+      .finally(() => pendingFails.delete(p));
+    pendingFails.add(p);
+  };
 
   // A state file deleted or corrupted under us must not take the supervisor (and its workers) down.
   const record = (slot: Slot, entry: WorkerEntry | undefined) => {
     try {
       updateState(stateDir, (s) => {
-        if (entry) s.workers[slot.pool] = entry;
-        else delete s.workers[slot.pool];
+        if (entry) s.workers[slot.role] = entry;
+        else delete s.workers[slot.role];
       });
     } catch (err) {
-      log(`could not record the ${slot.pool} worker in the state file: ${(err as Error).message}`);
+      log(`could not record the ${slot.role} worker in the state file: ${(err as Error).message}`);
     }
   };
 
   const start = (slot: Slot) => {
-    const { command, args } = tsCommand(WORKER_ENTRY, ['--pool', slot.pool]);
-    const logFile = path.join(logDir(stateDir), `worker-${slot.pool}.log`);
-    const beacon = livenessFile(stateDir, slot.pool);
-    const child = spawnLogged({ command, args, log: logFile, env: { ...env, TRUTHGPT_SUPERVISED: '1', TRUTHGPT_LIVENESS_FILE: beacon }, detached: false });
+    const { command, args } = tsCommand(WORKER_ENTRY, ['--role', slot.role]);
+    const logFile = path.join(logDir(stateDir), `worker-${slot.role}.log`);
+    const beacon = livenessFile(stateDir, slot.role);
+    const inflight = inflightFile(stateDir, slot.role);
+    const child = spawnLogged({
+      command,
+      args,
+      log: logFile,
+      env: { ...env, TRUTHGPT_SUPERVISED: '1', TRUTHGPT_LIVENESS_FILE: beacon, ...(slot.role === 'workflows' ? {} : { TRUTHGPT_INFLIGHT_FILE: inflight }) },
+      detached: false,
+    });
     slot.child = child;
     slot.startedAt = Date.now();
     const pid = child.pid;
     if (pid === undefined) {
-      log(`could not spawn the ${slot.pool} worker; retrying`);
+      log(`could not spawn the ${slot.role} worker; retrying`);
       scheduleRestart(slot);
       return;
     }
-    log(`started ${slot.pool} worker pid ${pid} (restart #${slot.restarts})`);
+    log(`started ${slot.role} worker pid ${pid} (restart #${slot.restarts})`);
     record(slot, {
-      pool: slot.pool,
+      role: slot.role,
+      pool: ROLE_POOL[slot.role],
       pid,
       marker: WORKER_ENTRY,
       log: logFile,
       startedAt: new Date(slot.startedAt).toISOString(),
-      identity: workerIdentity(slot.pool, pid, os.hostname()),
+      identity: workerIdentity(slot.role, pid, os.hostname()),
       restarts: slot.restarts,
     });
     child.once('exit', (code, signal) => {
       slot.child = undefined;
+      const how = signal ?? `code ${code}`;
+      reportLost(slot, pid, `${slot.role} worker pid ${pid} ${signal ? `was killed (${signal})` : `exited (${how})`}`);
       if (stopping) return;
       const lived = Date.now() - slot.startedAt;
       slot.crashes = lived < CRASH_WINDOW_MS ? slot.crashes + 1 : 1;
-      log(`${slot.pool} worker pid ${pid} exited (${signal ?? `code ${code}`}) after ${(lived / 1000).toFixed(1)} s`);
+      log(`${slot.role} worker pid ${pid} exited (${how}) after ${(lived / 1000).toFixed(1)} s`);
       scheduleRestart(slot);
     });
   };
 
   const scheduleRestart = (slot: Slot) => {
     const delay = restartDelayMs(slot.crashes);
-    log(`restarting the ${slot.pool} worker in ${delay} ms`);
+    log(`restarting the ${slot.role} worker in ${delay} ms`);
     slot.timer = setTimeout(() => {
       slot.timer = undefined;
       if (stopping) return;
@@ -125,9 +251,9 @@ export function superviseWorkers(stateDir: string, pools: Pool[], opts: Supervis
         for (const slot of slots) {
           const child = slot.child;
           if (stopping || !child || child.exitCode !== null || child.signalCode !== null) continue;
-          const quiet = quietForMs(livenessFile(stateDir, slot.pool), slot.startedAt);
+          const quiet = quietForMs(livenessFile(stateDir, slot.role), slot.startedAt);
           if (quiet < stallMs) continue;
-          log(`${slot.pool} worker pid ${child.pid} has not answered for ${(quiet / 1000).toFixed(1)} s (its event loop is blocked or the process is stopped): killing it`);
+          log(`${slot.role} worker pid ${child.pid} has not answered for ${(quiet / 1000).toFixed(1)} s (its event loop is blocked or the process is stopped): killing it`);
           child.kill('SIGKILL');
         }
       }, Math.min(5000, Math.max(250, stallMs / 4)))
@@ -152,9 +278,11 @@ export function superviseWorkers(stateDir: string, pools: Pool[], opts: Supervis
             clearTimeout(t);
           }
           record(slot, undefined);
-          log(`stopped the ${slot.pool} worker`);
+          log(`stopped the ${slot.role} worker`);
         }),
       );
+      await Promise.allSettled([...pendingFails]);
+      if (client) await client.then((c) => c.connection.close()).catch(() => {});
     },
   };
 }
@@ -163,7 +291,7 @@ function main(): void {
   const { values } = parseArgs({ options: { 'state-dir': { type: 'string' } }, strict: true });
   const stateDir = values['state-dir'];
   if (!stateDir) throw new Error('supervisor: --state-dir is required');
-  const supervisor = superviseWorkers(path.resolve(stateDir), ['gpu', 'cpu']);
+  const supervisor = superviseWorkers(path.resolve(stateDir), WORKER_ROLES);
   const stop = (signal: NodeJS.Signals) => {
     process.stdout.write(`${new Date().toISOString()} supervisor: ${signal}, stopping workers\n`);
     supervisor.stop().then(

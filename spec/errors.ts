@@ -48,3 +48,19 @@ export function errorTypeOf(err: unknown): ErrorType | undefined {
   }
   return undefined;
 }
+
+/**
+ * The one retryable type of our own: an activity attempt whose worker process died (killed, crashed,
+ * stalled past the watchdog). The stack's supervisor fails the dead worker's attempts with it at
+ * once, so the retry starts now instead of after the heartbeat timeout. Not in ERROR_TYPES: a
+ * retry policy must retry it.
+ */
+export const WORKER_LOST = 'WorkerLost';
+
+/**
+ * A retryable failure for an attempt whose worker is gone; the retry starts after `nextRetryDelayMs`.
+ * @example await client.activity.fail(taskToken, workerLost('gpu worker pid 123 exited (SIGKILL)'))
+ */
+export function workerLost(message: string, details?: Record<string, unknown>, nextRetryDelayMs = 100): ApplicationFailure {
+  return ApplicationFailure.create({ type: WORKER_LOST, message, nonRetryable: false, details: details ? [details] : undefined, nextRetryDelay: nextRetryDelayMs });
+}

@@ -18,3 +18,13 @@ export const SEARCH_ATTRIBUTES = [TruthgptStage, TruthgptModelFamily, TruthgptPi
 /** One queue per pool: the GPU pool runs one training activity per device, the CPU pool the rest. */
 export const TASK_QUEUES = { gpu: 'truthgpt-gpu', cpu: 'truthgpt-cpu' } as const;
 export type Pool = keyof typeof TASK_QUEUES;
+
+/**
+ * The processes that serve the queues. `workflows` polls `truthgpt-cpu` for workflow tasks only;
+ * `cpu` and `gpu` poll their pool's queue for activity tasks only. Workflow tasks never wait behind
+ * engine work: a CPU activity that holds its process's event loop for minutes cannot delay them.
+ */
+export const WORKER_ROLES = ['workflows', 'cpu', 'gpu'] as const;
+export type WorkerRole = (typeof WORKER_ROLES)[number];
+/** The pool (task queue) a role polls. */
+export const ROLE_POOL: Record<WorkerRole, Pool> = { workflows: 'cpu', cpu: 'cpu', gpu: 'gpu' };

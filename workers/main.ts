@@ -1,14 +1,25 @@
-// Worker process entry point: `tsx workers/main.ts --pool gpu|cpu`.
-// Start one GPU-pool process per GPU (TRUTHGPT_EP=cuda TRUTHGPT_DEVICE_ID=<n>) and CPU-pool
-// processes as needed, on any host that reaches Temporal and S3. SIGTERM/SIGINT shut it down
-// gracefully (the SDK stops polling and lets running activities finish within the grace time).
+// Worker process entry point: `tsx workers/main.ts --role workflows|cpu|gpu`.
+// Run at least one `workflows` process (workflow tasks of truthgpt-cpu, no engine work), CPU
+// activity processes (`cpu`) as needed, and one `gpu` process per GPU (TRUTHGPT_EP=cuda
+// TRUTHGPT_DEVICE_ID=<n>), on any hosts that reach Temporal and S3. `--pool gpu|cpu` is the older
+// spelling of `--role gpu|cpu`. SIGTERM/SIGINT shut it down gracefully (the SDK stops polling and
+// lets running activities finish within the grace time).
 
 import { parseArgs } from 'node:util';
 import { GpuSetupError } from '../engine/doctor';
 import { loadConfig } from '../infra/config';
 import { startLivenessBeacon } from '../infra/liveness';
-import { TASK_QUEUES, type Pool } from '../spec/temporal-names';
+import { ROLE_POOL, TASK_QUEUES, WORKER_ROLES, type WorkerRole } from '../spec/temporal-names';
 import { createPoolWorker } from './worker';
+
+const USAGE = `usage: npm run worker -- --role workflows|cpu|gpu
+
+  --role workflows   workflow tasks of truthgpt-cpu only (every workflow; no activities, no engine)
+  --role cpu         activity tasks of truthgpt-cpu only (datasets, aggregation, export, quantization, ...)
+  --role gpu         activity tasks of truthgpt-gpu only, one at a time (TRUTHGPT_EP, TRUTHGPT_DEVICE_ID)
+  --pool gpu|cpu     the older name of --role gpu|cpu
+
+Run at least one worker of each role; configuration comes from the environment (README, "Configuration").`;
 
 async function main(): Promise<void> {
   // The AWS SDK's own switch for its Node-version notice (README, "Node version"); the stack's
@@ -16,11 +27,21 @@ async function main(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   // First, so that the supervisor hears the event loop from the start (bundling takes a while).
   if (process.env.TRUTHGPT_LIVENESS_FILE) startLivenessBeacon(process.env.TRUTHGPT_LIVENESS_FILE);
-  const { values } = parseArgs({ options: { pool: { type: 'string' } }, strict: true });
-  const pool = values.pool as Pool | undefined;
-  if (!pool || !(pool in TASK_QUEUES)) throw new Error(`--pool: expected gpu or cpu, got ${JSON.stringify(values.pool ?? null)}`);
+  const { values } = parseArgs({ options: { role: { type: 'string' }, pool: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  const flag = values.role !== undefined ? '--role' : '--pool';
+  const given = values.role ?? values.pool;
+  const allowed: readonly string[] = flag === '--role' ? WORKER_ROLES : ['gpu', 'cpu'];
+  if (!given || !allowed.includes(given)) throw new Error(`${flag}: expected ${allowed.join(', ')}, got ${JSON.stringify(given ?? null)}`);
+  const role = given as WorkerRole;
+  if (values.role !== undefined && values.pool !== undefined) throw new Error('--role and --pool: give one (--pool is the older name of --role gpu|cpu)');
+  if (flag === '--pool' && role === 'cpu') console.log('worker: --pool cpu runs CPU activities only; workflows need a `--role workflows` process');
   const config = loadConfig();
-  const { worker, run, gpuCheck } = await createPoolWorker(config, pool);
+  const { worker, run, gpuCheck } = await createPoolWorker(config, role);
+  const pool = ROLE_POOL[role];
   const step = gpuCheck?.checks.find((c) => c.id === 'step');
   if (step) console.log(`worker: GPU check passed: ${step.line}`);
   // Under the stack's supervisor: a supervisor that was killed outright must not leave workers behind.
@@ -34,9 +55,9 @@ async function main(): Promise<void> {
     }, 2000);
     watch.unref();
   }
-  console.log(`worker pool=${pool} queue=${TASK_QUEUES[pool]} ep=${config.runtime.ep}:${config.runtime.deviceId} temporal=${config.temporal.address} pid=${process.pid} ready`);
+  console.log(`worker role=${role} queue=${TASK_QUEUES[pool]} ep=${config.runtime.ep}:${config.runtime.deviceId} temporal=${config.temporal.address} pid=${process.pid} ready`);
   await run();
-  console.log(`worker pool=${pool} pid=${process.pid} stopped`);
+  console.log(`worker role=${role} pid=${process.pid} stopped`);
 }
 
 main().catch((err: Error) => {

@@ -8,7 +8,7 @@
 // Progress query, pause/resume signals and the stage are training's (workflows/controls.ts),
 // so the CLI, the UI and the SDK watch both the same way. History holds refs and metrics only.
 
-import { proxyActivities, upsertSearchAttributes, workflowInfo, type RetryPolicy } from '@temporalio/workflow';
+import { ActivityCancellationType, proxyActivities, upsertSearchAttributes, workflowInfo, type RetryPolicy } from '@temporalio/workflow';
 import type { FineTuneActivities, TrainAdapterResult } from '../activities/fine-tune';
 import type { LoraMetrics } from '../engine/finetune';
 import type { CheckpointRef } from '../artifacts/checkpoints';
@@ -76,7 +76,8 @@ const keySafe = (id: string) => id.replace(/[^A-Za-z0-9._=+-]/g, '-');
 
 function activitiesFor(spec: FineTuneSpec) {
   const retry: RetryPolicy = { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES };
-  const timeouts = { startToCloseTimeout: `${spec.activityTimeoutMinutes} minutes`, heartbeatTimeout: `${spec.heartbeatTimeoutSeconds} seconds`, retry } as const;
+  // A cancelled run waits until its running activities have really stopped (activities/heartbeat.ts).
+  const timeouts = { startToCloseTimeout: `${spec.activityTimeoutMinutes} minutes`, heartbeatTimeout: `${spec.heartbeatTimeoutSeconds} seconds`, retry, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED } as const;
   const cpu = proxyActivities<FineTuneActivities>({ taskQueue: TASK_QUEUES.cpu, ...timeouts, heartbeatTimeout: '5 minutes' });
   const gpu = proxyActivities<FineTuneActivities>({ taskQueue: TASK_QUEUES.gpu, ...timeouts });
   return { cpu, gpu };
@@ -218,6 +219,7 @@ export async function prepareDatasetWorkflow(input: { dataset: Extract<FineTuneS
     taskQueue: TASK_QUEUES.cpu,
     startToCloseTimeout: '2 hours',
     heartbeatTimeout: '5 minutes',
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     retry: { maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
   });
   upsertSearchAttributes([{ key: TruthgptStage, value: 'prepareDataset' }]);

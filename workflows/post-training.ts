@@ -7,7 +7,7 @@
 // A refused variant is not an error: it is kept under rejected/<name>, marked unpublished, and
 // the report names its bound and figure. Runs as a child of the pipeline or on its own.
 
-import { proxyActivities, upsertSearchAttributes, type RetryPolicy } from '@temporalio/workflow';
+import { ActivityCancellationType, proxyActivities, upsertSearchAttributes, type RetryPolicy } from '@temporalio/workflow';
 import type { EvaluateModelsResult, PostTrainingActivities, QuantizeResult, ReportInput } from '../activities/post-training';
 import type { ReportVariant, VariantSummary } from '../engine/report';
 import type { CheckpointRef } from '../artifacts/checkpoints';
@@ -60,8 +60,10 @@ export interface PostTrainingResult {
 }
 
 const retry: RetryPolicy = { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES };
-const cpu = proxyActivities<PostTrainingActivities>({ taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '60 minutes', heartbeatTimeout: '10 minutes', retry });
-const gpu = proxyActivities<PostTrainingActivities>({ taskQueue: TASK_QUEUES.gpu, startToCloseTimeout: '120 minutes', heartbeatTimeout: '10 minutes', retry });
+// A cancelled run waits until its running activities have really stopped (activities/heartbeat.ts).
+const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
+const cpu = proxyActivities<PostTrainingActivities>({ taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '60 minutes', heartbeatTimeout: '10 minutes', retry, cancellationType });
+const gpu = proxyActivities<PostTrainingActivities>({ taskQueue: TASK_QUEUES.gpu, startToCloseTimeout: '120 minutes', heartbeatTimeout: '10 minutes', retry, cancellationType });
 
 /**
  * Exports, quantizes, evaluates side by side and reports a trained checkpoint.

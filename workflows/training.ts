@@ -8,6 +8,7 @@
 // checkpoint is always usable: cancelling between or during rounds loses nothing committed.
 
 import {
+  ActivityCancellationType,
   continueAsNew,
   proxyActivities,
   upsertSearchAttributes,
@@ -92,9 +93,13 @@ const push = <T>(xs: T[], x: T) => {
 
 function activitiesFor(spec: TrainingSpec) {
   const retry: RetryPolicy = { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES };
-  const cpu = proxyActivities<TrainingActivities>({ taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '30 minutes', heartbeatTimeout: '5 minutes', retry });
+  // A cancelled run waits until its running activities have really stopped (they stop at their next
+  // heartbeat, activities/heartbeat.ts), so it ends CANCELED with nothing left writing to the store.
+  const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
+  const cpu = proxyActivities<TrainingActivities>({ taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '30 minutes', heartbeatTimeout: '5 minutes', retry, cancellationType });
   const gpu = proxyActivities<TrainingActivities>({
     taskQueue: TASK_QUEUES.gpu,
+    cancellationType,
     startToCloseTimeout: `${spec.shardTimeoutMinutes} minutes`,
     heartbeatTimeout: `${spec.heartbeatTimeoutSeconds} seconds`,
     retry,

@@ -32,6 +32,8 @@ export interface EvalOpts extends Geometry {
   maxBatches: number;
   seed: number;
   session: SessionConfig;
+  /** Called after each scored batch with the number so far (a heartbeat; it may throw to stop). */
+  onBatch?: (done: number) => void;
 }
 
 export interface CompiledLoraStep {
@@ -72,7 +74,7 @@ export const sessionOf = (g: Graph, cfg: SessionConfig): Promise<ort.InferenceSe
   createSession(serializeModel(g).model, { graphOptimizationLevel: 'all', ...cfg });
 
 /** Token-weighted mean over batches of a graph that outputs the summed loss. */
-export async function scoreBatches(batches: Iterable<LmBatch>, maxBatches: number, run: (b: LmBatch, index: number) => Promise<{ sum: number; tokens: number }>): Promise<EvalOut> {
+export async function scoreBatches(batches: Iterable<LmBatch>, maxBatches: number, run: (b: LmBatch, index: number) => Promise<{ sum: number; tokens: number }>, onBatch?: (done: number) => void): Promise<EvalOut> {
   let sum = 0;
   let tokens = 0;
   let n = 0;
@@ -81,6 +83,7 @@ export async function scoreBatches(batches: Iterable<LmBatch>, maxBatches: numbe
     const r = await run(b, n++);
     sum += r.sum;
     tokens += r.tokens;
+    onBatch?.(n);
   }
   if (tokens === 0) throw new EngineError('config', 'validation split has no scored tokens');
   const loss = sum / tokens;

@@ -80,7 +80,7 @@ export class GptBase implements LoraBase {
       const B = b.dims[0];
       const out = await (await this.evalSession(B, T, o.session)).run({ ...feeds, tokens: new Tensor('int64', b.tokens, [B, T]), targets: new Tensor('int64', b.targets, [B, T]) });
       return { sum: (out.loss_sum.data as Float32Array)[0], tokens: B * T };
-    });
+    }, o.onBatch);
   }
 
   evaluateMerged(adapters: Map<string, Float32Array>, ids: Uint16Array | Uint32Array, o: EvalOpts): Promise<EvalOut> {
@@ -88,7 +88,7 @@ export class GptBase implements LoraBase {
   }
 
   private async evaluateWeights(weights: Map<string, Float32Array>, ids: Uint16Array | Uint32Array, o: EvalOpts): Promise<EvalOut> {
-    const r = await new LmEvaluator(this.cfg, o.session).evaluate(weights, ids, { batchSize: o.batchSize, contextLength: o.contextLength, maxBatches: o.maxBatches });
+    const r = await new LmEvaluator(this.cfg, o.session).evaluate(weights, ids, { batchSize: o.batchSize, contextLength: o.contextLength, maxBatches: o.maxBatches, onBatch: o.onBatch });
     return { loss: r.loss, perplexity: r.perplexity, tokens: r.tokens };
   }
 

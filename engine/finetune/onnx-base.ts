@@ -126,7 +126,7 @@ export class OnnxBase implements LoraBase {
         let counted = 0;
         for (const l of labels) if (l !== BigInt(IGNORE_INDEX)) counted++;
         return { sum: (out.loss_sum.data as Float32Array)[0], tokens: counted };
-      });
+      }, o.onBatch);
     } finally {
       for (const s of sessions.values()) await s.release();
     }

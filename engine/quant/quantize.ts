@@ -10,7 +10,7 @@ import type { Feeds } from '../eval/lm';
 import { calibrateRanges } from './calibrate';
 import { QuantConfigSchema, type QuantConfig, type QuantConfigInput } from './config';
 import { int4Emitter, int8DynamicEmitter, qdqEmitter } from './methods';
-import { findLinearSites, rewriteSites, weightBytes, type SiteEmitter, type SkippedSite } from './rewrite';
+import { findLinearSites, rewriteSites, rewriteSitesAsync, weightBytes, type SiteEmitter, type SkippedSite } from './rewrite';
 
 export interface QuantizedNode {
   node: string;
@@ -37,6 +37,8 @@ export interface QuantizeOptions {
   /** Batches of graph feeds for int8-static calibration (cut to calibration.batches). */
   calibration?: Feeds[];
   sessionConfig?: SessionConfig;
+  /** Awaited after each quantized Linear (a heartbeat; it may throw to stop). */
+  onSite?: (done: number, of: number) => void | Promise<void>;
 }
 
 function kernelName(cfg: QuantConfig): string {
@@ -79,7 +81,7 @@ export async function quantizeGraph(src: Graph, configIn: QuantConfigInput, opts
       break;
     }
   }
-  const graph = rewriteSites(src, sites, emit);
+  const graph = opts.onSite ? await rewriteSitesAsync(src, sites, emit, opts.onSite) : rewriteSites(src, sites, emit);
   const kernel = kernelName(cfg);
   const before = weightBytes(src);
   const after = weightBytes(graph);

@@ -88,6 +88,29 @@ export type SiteEmitter = (site: LinearSite, out: Graph, x: Value) => Value;
  * weights read only by replaced nodes are dropped.
  */
 export function rewriteSites(src: Graph, sites: LinearSite[], emit: SiteEmitter): Graph {
+  const it = rewriting(src, sites, emit);
+  for (;;) {
+    const r = it.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * rewriteSites, awaiting `onSite(done, of)` after each rewritten Linear: a caller that yields there
+ * lets its event loop breathe (heartbeats, cancellation) while a large model is quantized.
+ */
+export async function rewriteSitesAsync(src: Graph, sites: LinearSite[], emit: SiteEmitter, onSite: (done: number, of: number) => void | Promise<void>): Promise<Graph> {
+  const it = rewriting(src, sites, emit);
+  for (;;) {
+    const r = it.next();
+    if (r.done) return r.value;
+    await onSite(r.value, sites.length);
+  }
+}
+
+/** The rewrite, yielding the number of Linears done after each one. */
+function* rewriting(src: Graph, sites: LinearSite[], emit: SiteEmitter): Generator<number, Graph> {
+  let done = 0;
   const out = new GraphClass(src.name);
   out.opsets.clear();
   for (const [d, v] of src.opsets) out.opsets.set(d, v);
@@ -111,6 +134,7 @@ export function rewriteSites(src: Graph, sites: LinearSite[], emit: SiteEmitter)
     const name = `${n.name}/q_out`;
     if (site.bias) out.op('Add', [y, out.value(site.bias)], {}, { name, outputNames: [site.output] });
     else out.op('Identity', [y], {}, { name, outputNames: [site.output] });
+    yield ++done;
   }
   for (const v of src.outputs) out.outputs.push(out.value(v.name));
   return out;

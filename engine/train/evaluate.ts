@@ -28,6 +28,8 @@ export interface EvalOptions {
   /** Stop after this many batches (the first ones, so repeated evaluations score the same tokens). */
   maxBatches?: number;
   sessionConfig?: SessionConfig;
+  /** Called after each batch with the number scored so far (a heartbeat; it may throw to stop). */
+  onBatch?: (done: number) => void;
 }
 
 /** Inference graph: weights as inputs (one session serves every checkpoint), output the summed loss. */
@@ -94,6 +96,7 @@ export class LmEvaluator {
       sum += (out.loss_sum.data as Float32Array)[0];
       tokens += B * T;
       batches++;
+      o.onBatch?.(batches);
     }
     const loss = sum / tokens;
     return { loss, perplexity: Math.exp(loss), tokens, batches };

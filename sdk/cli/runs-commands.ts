@@ -73,7 +73,7 @@ export function registerRunsCommands(program: Command): void {
     });
 
   withStackFlags(program.command('cancel'))
-    .description('cancel a pipeline run; committed checkpoints stay, so `truthgpt retry ID` can continue it')
+    .description('cancel a pipeline run: running activities stop at their next heartbeat (a step, a batch), the run ends cancelled; committed checkpoints stay, so `truthgpt retry ID` can continue it')
     .argument('<id>', 'pipeline run id', runIdArgument('run id'))
     .action(async (id: string, flags: StackFlags) => {
       await withTruthGPT(configFromFlags(flags), async (tg) => {

@@ -128,6 +128,19 @@ describe('quantized Linear kernels match the dequantization formula', () => {
     await expect(quantizeGraph(g, { method: 'int4', blockSize: 48 } as unknown as QuantConfigInput)).rejects.toThrow(/quant config: blockSize/);
     await expect(quantizeGraph(g, { method: 'int8-static' })).rejects.toThrow(/calibration: int8-static needs calibration batches/);
   });
+
+  test('onSite is awaited after each Linear, changes no byte of the result, and a throw there stops the quantization', async () => {
+    const g = linearGraph(W, K, N);
+    const calls: [number, number][] = [];
+    const plain = await quantizeGraph(g, { method: 'int4', blockSize: 32 });
+    const paced = await quantizeGraph(g, { method: 'int4', blockSize: 32 }, { onSite: async (done, of) => {
+      await new Promise((r) => setImmediate(r));
+      calls.push([done, of]);
+    } });
+    expect(calls).toEqual([[1, 1]]);
+    expect(Buffer.from(serializeModel(paced.graph).model).equals(Buffer.from(serializeModel(plain.graph).model))).toBe(true);
+    await expect(quantizeGraph(g, { method: 'int8-dynamic' }, { onSite: () => { throw new Error('cancelled'); } })).rejects.toThrow('cancelled');
+  });
 });
 
 describe('tiny GPT trained on Brown', () => {

@@ -1,5 +1,6 @@
-// A real Temporal dev server, a real S3 server and both pool workers running in this process (with
-// the code the worker processes run): what every workflow integration test stands on.
+// A real Temporal dev server, a real S3 server and the three workers (workflows, cpu, gpu roles)
+// running in this process (with the code the worker processes run): what every workflow
+// integration test stands on.
 
 import { DefaultLogger, Runtime, type LogLevel } from '@temporalio/worker';
 import { loadConfig, type Config } from '../../infra/config';
@@ -18,7 +19,7 @@ export interface InProcessStack {
 
 let runtimeInstalled = false;
 
-/** Starts servers and cpu + gpu pool workers; `close()` stops workers first, then the servers. */
+/** Starts servers and the workflows, cpu and gpu workers; `close()` stops workers first, then the servers. */
 export async function withInProcessStack(opts: { bucket: string; logLevel?: LogLevel }): Promise<InProcessStack> {
   if (!runtimeInstalled) {
     Runtime.install({ logger: new DefaultLogger(opts.logLevel ?? 'WARN') });
@@ -32,7 +33,7 @@ export async function withInProcessStack(opts: { bucket: string; logLevel?: LogL
     TRUTHGPT_S3_BUCKET: opts.bucket,
     TRUTHGPT_STATE_DIR: s3.dir,
   });
-  const workers = await Promise.all([createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
+  const workers = await Promise.all([createPoolWorker(config, 'workflows'), createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
   const running = workers.map((w) => w.run());
   return {
     temporal,

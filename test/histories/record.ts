@@ -75,7 +75,7 @@ async function main(): Promise<void> {
     TRUTHGPT_S3_BUCKET: 'truthgpt-replay',
     TRUTHGPT_STATE_DIR: s3.dir,
   });
-  const workers = await Promise.all([createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
+  const workers = await Promise.all([createPoolWorker(config, 'workflows'), createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
   const running = workers.map((w) => w.run());
   const tg = await TruthGPT.connect({ config });
   const cli = await ensureTemporalCli();

@@ -43,7 +43,7 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 }, 60_000);
 
-const pidsOf = (s: StackState) => ({ temporal: s.temporal?.pid, s3: s.s3?.pid, supervisor: s.supervisor?.pid, gpu: s.workers.gpu?.pid, cpu: s.workers.cpu?.pid });
+const pidsOf = (s: StackState) => ({ temporal: s.temporal?.pid, s3: s.s3?.pid, supervisor: s.supervisor?.pid, gpu: s.workers.gpu?.pid, cpu: s.workers.cpu?.pid, workflows: s.workers.workflows?.pid });
 const part = (s: StackStatus, name: string) => s.parts.find((p) => p.name === name)!;
 
 /** The CLI as a user runs it, against this test's stack. */
@@ -60,7 +60,7 @@ async function cli(...args: string[]): Promise<{ code: number; stdout: string; s
 test('up → healthy → a killed worker comes back → second up is harmless → down stops everything', async () => {
   const status = await stackUp(config, { timeoutMs: 240_000 });
   expect(status.down).toEqual([]);
-  expect(status.parts.map((p) => p.name)).toEqual(['temporal', 'ui', 's3', 'supervisor', 'worker-gpu', 'worker-cpu']);
+  expect(status.parts.map((p) => p.name)).toEqual(['temporal', 'ui', 's3', 'supervisor', 'worker-gpu', 'worker-cpu', 'worker-workflows']);
   const state = readState(dir)!;
   const pids = pidsOf(state);
   for (const [name, pid] of Object.entries(pids)) {
@@ -78,9 +78,10 @@ test('up → healthy → a killed worker comes back → second up is harmless �
   expect(json.code).toBe(0);
   const parsed = JSON.parse(json.stdout) as StackStatus;
   expect(parsed.healthy).toBe(true);
-  expect(parsed.workers.map((w) => [w.pool, w.pid]).sort()).toEqual([
-    ['cpu', pids.cpu],
-    ['gpu', pids.gpu],
+  expect(parsed.workers.map((w) => [w.role, w.pool, w.pid]).sort()).toEqual([
+    ['cpu', 'cpu', pids.cpu],
+    ['gpu', 'gpu', pids.gpu],
+    ['workflows', 'cpu', pids.workflows],
   ]);
 
   // SIGKILL the gpu worker: the supervisor restarts it, and the new process polls the queue.
@@ -115,7 +116,7 @@ test('up → healthy → a killed worker comes back → second up is harmless �
   // down: supervisor first (no restarts), then S3 and Temporal; all processes gone, data kept.
   const stopped = await stackDown(config);
   expect(stopped).toEqual(['supervisor', 's3', 'temporal']);
-  for (const pid of [pids.temporal, pids.s3, pids.supervisor, pids.cpu, newPid]) {
+  for (const pid of [pids.temporal, pids.s3, pids.supervisor, pids.cpu, pids.workflows, newPid]) {
     expect([pid, processRunning({ pid: pid!, marker: '' })]).toEqual([pid, false]);
   }
   expect(fs.existsSync(path.join(dir, 'temporal.db'))).toBe(true);
@@ -123,7 +124,7 @@ test('up → healthy → a killed worker comes back → second up is harmless �
   // status now fails, naming every part that is down.
   const after = await cli('status');
   expect(after.code).toBe(1);
-  expect(after.stdout).toContain('down: temporal, ui, s3, supervisor, worker-gpu, worker-cpu');
+  expect(after.stdout).toContain('down: temporal, ui, s3, supervisor, worker-gpu, worker-cpu, worker-workflows');
 }, 400_000);
 
 // versitygw comes from VERSITYGW_PATH (.ci/run), PATH or the cache, or is built with go.

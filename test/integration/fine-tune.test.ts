@@ -42,7 +42,7 @@ beforeAll(async () => {
     TRUTHGPT_STATE_DIR: s3.dir,
   });
   // The GPU worker stops at once when shut down (no grace): the crash test below relies on it.
-  workers = await Promise.all([createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu', { shutdownGraceTime: 0 })]);
+  workers = await Promise.all([createPoolWorker(config, 'workflows'), createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu', { shutdownGraceTime: 0 })]);
   running = workers.map((w) => w.run());
   // Pretraining on non-fiction only: press reviews and religion.
   const id = await startTraining(
@@ -187,8 +187,8 @@ test('the GPU worker dies mid-chunk: a new one resumes the chunk from its last s
   const snapshot = `${ftKeys.chunkProgress('lora-crash', 0, 100)}/MANIFEST.json`;
   for (let i = 0; i < 600 && !(await s3.store.exists(snapshot)); i++) await new Promise((r) => setTimeout(r, 50));
   expect(await s3.store.exists(snapshot)).toBe(true);
-  workers[1].worker.shutdown(); // cancels the running trainAdapter at once
-  await running[1];
+  workers[2].worker.shutdown(); // cancels the running trainAdapter at once
+  await running[2];
   const replacement = await createPoolWorker(config, 'gpu', { shutdownGraceTime: 0 });
   workers.push(replacement);
   running.push(replacement.run());

@@ -64,7 +64,7 @@ beforeAll(async () => {
     TRUTHGPT_S3_SECRET_ACCESS_KEY: SECRETS.secretAccessKey,
     TRUTHGPT_STATE_DIR: dir,
   });
-  workers = await Promise.all([createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
+  workers = await Promise.all([createPoolWorker(config, 'workflows'), createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
   running = workers.map((w) => w.run());
 }, 300_000);
 

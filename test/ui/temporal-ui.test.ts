@@ -46,7 +46,7 @@ beforeAll(async () => {
     TRUTHGPT_S3_BUCKET: 'truthgpt-ui',
     TRUTHGPT_STATE_DIR: s3.dir,
   });
-  workers = await Promise.all([createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
+  workers = await Promise.all([createPoolWorker(config, 'workflows'), createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
   running = workers.map((w) => w.run());
   tg = await TruthGPT.connect({ config });
   browser = await chromium.launch({
