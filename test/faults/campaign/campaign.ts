@@ -70,6 +70,10 @@ export interface CampaignOptions {
   kinds?: readonly FaultKind[];
   /** Keep the stack's state folder (logs, data) after the campaign. */
   keepState?: boolean;
+  /** No new run starts after this many ms from the campaign's start; the ledger check still runs. */
+  budgetMs?: number;
+  /** Called after each run, e.g. to save progress. */
+  onRun?: (r: RunRecord) => void;
 }
 
 export interface CampaignReport {
@@ -86,6 +90,8 @@ export interface CampaignReport {
   totals: { runs: number; identical: number; named: number; lost: number; mismatched: number; unnamed: number; hung: number };
   line: string;
   stateDir: string | null;
+  /** Set when --budget stopped the campaign before N runs (then `runs` is shorter than `n`). */
+  budget?: string | null;
   ok: boolean;
 }
 
@@ -234,6 +240,7 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport
   const references: CampaignReport['references'] = [];
   const runs: RunRecord[] = [];
   let failedToFinish: Error | null = null;
+  let budgetNote: string | null = null;
 
   // Interrupted (Ctrl-C, a CI timeout): take the stack down and the tmpfs away before leaving.
   const onSignal = (signal: NodeJS.Signals) => {
@@ -273,11 +280,17 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport
     const kindsDrawn = drawKinds(opts.n, kinds, draw);
     const healthy = VARIANTS.filter((v) => !v.expectFailure);
     for (let i = 0; i < opts.n; i++) {
+      if (opts.budgetMs !== undefined && Date.now() - t0 > opts.budgetMs) {
+        budgetNote = `the time budget (${(opts.budgetMs / 60000).toFixed(0)} min) ran out after ${i} of ${opts.n} runs`;
+        log(budgetNote);
+        break;
+      }
       const kind = kindsDrawn[i];
       const variant: Variant = kind === 'non-finite-loss' ? VARIANTS.find((v) => v.expectFailure === 'NonFiniteLoss')! : healthy[Math.floor(draw() * healthy.length)];
       const reference = ref.get(variant.id)!;
       const record = await oneRun({ i, kind, variant, reference, seed: opts.seed, draw, h, c, scratch: mounted ? scratch : null, runDeadlineMs });
       runs.push(record);
+      opts.onRun?.(record);
       // What the fault stopped comes back before the next run (idempotent when all is up).
       await bringUp(h);
       for (const id of [record.runId, record.retryId]) if (id) await ledger.scan(store, `runs/${id}/`, id);
@@ -320,6 +333,7 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport
   if (!keep) fs.rmSync(stateDir, { recursive: true, force: true });
 
   const report = summarize({ opts, kinds: opts.kinds ?? FAULT_KINDS, runs, references, skipped, verified, ledgerSize: ledger.entries.size, startedAt, wallMs: Date.now() - t0, stateDir: keep ? stateDir : null });
+  report.budget = budgetNote;
   if (failedToFinish) {
     report.ok = false;
     (report as CampaignReport & { error?: string }).error = failedToFinish.message;
@@ -541,6 +555,6 @@ function summarize(a: {
     totals,
     line,
     stateDir: a.stateDir,
-    ok: totals.runs === a.opts.n && lost === 0 && mismatched === 0 && a.verified.problems.length === 0,
+    ok: (totals.runs === a.opts.n || a.opts.budgetMs !== undefined) && lost === 0 && mismatched === 0 && a.verified.problems.length === 0,
   };
 }

@@ -5,6 +5,7 @@
 // Writes campaign.json, campaign.svg and campaign.html under --out. Exits 1 when a run was lost,
 // mismatched, hung or failed without a named cause, or a committed artifact was lost or changed.
 
+import fs from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { runCampaign } from './campaign';
@@ -33,18 +34,33 @@ async function main(): Promise<void> {
     .option('--out <dir>', 'folder for campaign.json, campaign.svg, campaign.html', 'test-output/faults')
     .option('--kinds <list>', `comma-separated fault kinds (default all: ${FAULT_KINDS.join(', ')})`, kindsOf)
     .option('--deadline <seconds>', 'per-run deadline; a run past it is terminated and counted as hung', int('--deadline', 30), 360)
+    .option('--budget <minutes>', 'start no new run after this many minutes; the runs done are checked and reported', int('--budget', 1))
     .option('--keep', 'keep the stack state folder (logs, data) even when everything passed')
     .showHelpAfterError();
   program.parse();
-  const o = program.opts<{ n: number; seed: number; out: string; kinds?: FaultKind[]; deadline: number; keep?: boolean }>();
-  const report = await runCampaign({ n: o.n, seed: o.seed, kinds: o.kinds, runDeadlineMs: o.deadline * 1000, keepState: o.keep });
-  const files = writeReport(report, path.resolve(o.out));
+  const o = program.opts<{ n: number; seed: number; out: string; kinds?: FaultKind[]; deadline: number; budget?: number; keep?: boolean }>();
+  const out = path.resolve(o.out);
+  fs.mkdirSync(out, { recursive: true });
+  // One line per finished run as it happens, so a long campaign shows where it is.
+  const progress = path.join(out, 'runs.jsonl');
+  fs.writeFileSync(progress, '');
+  const report = await runCampaign({
+    n: o.n,
+    seed: o.seed,
+    kinds: o.kinds,
+    runDeadlineMs: o.deadline * 1000,
+    keepState: o.keep,
+    budgetMs: o.budget === undefined ? undefined : o.budget * 60_000,
+    onRun: (r) => fs.appendFileSync(progress, JSON.stringify(r) + '\n'),
+  });
+  const files = writeReport(report, out);
   process.stdout.write(`\n${formatTable(report)}\n\n`);
   process.stdout.write(`seed ${report.seed}; ${(report.wallMs / 60000).toFixed(1)} min; ledger: ${report.ledger.manifests} manifests, ${report.ledger.files} files re-read, ${report.ledger.problems.length} problems\n`);
   for (const s of report.skipped) process.stdout.write(`skipped ${s.kind}: ${s.why}\n`);
   for (const p of report.ledger.problems) process.stdout.write(`ledger: ${p.kind} ${p.detail} (run ${p.runId})\n`);
   const err = (report as { error?: string }).error;
   if (err) process.stdout.write(`the campaign stopped early: ${err}\n`);
+  if (report.budget) process.stdout.write(`${report.budget}\n`);
   if (report.stateDir) process.stdout.write(`state folder kept: ${report.stateDir}\n`);
   process.stdout.write(`report: ${files.json}, ${files.html}\n`);
   process.stdout.write(`${report.line}\n`);
