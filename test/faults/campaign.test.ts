@@ -6,14 +6,17 @@
 
 import { runCampaign, type CampaignReport } from './campaign/campaign';
 import { FAULT_KINDS } from './campaign/faults';
-import { formatTable } from './campaign/report';
+import path from 'node:path';
+import { formatTable, writeReport } from './campaign/report';
 
 let report: CampaignReport;
 const lines: string[] = [];
 
 beforeAll(async () => {
   report = await runCampaign({ n: FAULT_KINDS.length, seed: 15, log: (l) => lines.push(l) });
-}, 900_000);
+  // For a look afterwards: test-output/ is git-ignored.
+  writeReport(report, path.resolve(__dirname, '../../test-output/faults-ci'));
+}, 1_500_000);
 
 test('every fault kind ran once (the full disk needs root, to mount its tmpfs)', () => {
   const root = process.getuid?.() === 0;

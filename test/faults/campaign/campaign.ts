@@ -205,7 +205,8 @@ function exec(cmd: string, args: string[]): void {
 
 export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport> {
   const log = opts.log ?? ((l: string) => process.stdout.write(`${l}\n`));
-  const runDeadlineMs = opts.runDeadlineMs ?? 360_000;
+  // A completion lost with a killed Temporal server waits out the activity's heartbeat timeout (5 min for cpu activities).
+  const runDeadlineMs = opts.runDeadlineMs ?? 480_000;
   const t0 = Date.now();
   const startedAt = new Date().toISOString();
   const draw = rng(opts.seed);
