@@ -205,8 +205,9 @@ function exec(cmd: string, args: string[]): void {
 
 export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport> {
   const log = opts.log ?? ((l: string) => process.stdout.write(`${l}\n`));
-  // A completion lost with a killed Temporal server waits out the activity's heartbeat timeout (5 min for cpu activities).
-  const runDeadlineMs = opts.runDeadlineMs ?? 480_000;
+  // Longer than the longest heartbeat timeout (post-training's CPU activities: 10 min): a worker
+  // killed mid-activity is retried only after it, so a shorter deadline calls a slow recovery a hang.
+  const runDeadlineMs = opts.runDeadlineMs ?? 720_000;
   const t0 = Date.now();
   const startedAt = new Date().toISOString();
   const draw = rng(opts.seed);

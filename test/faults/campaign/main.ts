@@ -33,7 +33,7 @@ async function main(): Promise<void> {
     .option('--seed <seed>', 'seed of the draws (fault kind, variant, moment)', int('--seed', 0), 1)
     .option('--out <dir>', 'folder for campaign.json, campaign.svg, campaign.html', 'test-output/faults')
     .option('--kinds <list>', `comma-separated fault kinds (default all: ${FAULT_KINDS.join(', ')})`, kindsOf)
-    .option('--deadline <seconds>', 'per-run deadline; a run past it is terminated and counted as hung', int('--deadline', 30), 480)
+    .option('--deadline <seconds>', 'per-run deadline; a run past it is terminated and counted as hung', int('--deadline', 30), 720)
     .option('--budget <minutes>', 'start no new run after this many minutes; the runs done are checked and reported', int('--budget', 1))
     .option('--keep', 'keep the stack state folder (logs, data) even when everything passed')
     .showHelpAfterError();
