@@ -5,6 +5,8 @@
 // spelling of `--role gpu|cpu`. SIGTERM/SIGINT shut it down gracefully (the SDK stops polling and
 // lets running activities finish within the grace time).
 
+import fs from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { GpuSetupError } from '../engine/doctor';
 import { loadConfig } from '../infra/config';
@@ -25,6 +27,15 @@ async function main(): Promise<void> {
   // The AWS SDK's own switch for its Node-version notice (README, "Node version"); the stack's
   // supervisor sets it too, this covers `npm run worker`.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  // TRUTHGPT_SCRATCH_DIR: the worker's scratch folder (datasets being tokenized, uploads being
+  // spooled). Everything in the process takes its temp folder from os.tmpdir(), which reads TMPDIR.
+  const scratch = process.env.TRUTHGPT_SCRATCH_DIR;
+  if (scratch) {
+    if (!path.isAbsolute(scratch) || !fs.existsSync(scratch) || !fs.statSync(scratch).isDirectory()) {
+      throw new Error(`TRUTHGPT_SCRATCH_DIR=${JSON.stringify(scratch)}: expected the absolute path of an existing folder`);
+    }
+    process.env.TMPDIR = scratch;
+  }
   // First, so that the supervisor hears the event loop from the start (bundling takes a while).
   if (process.env.TRUTHGPT_LIVENESS_FILE) startLivenessBeacon(process.env.TRUTHGPT_LIVENESS_FILE);
   const { values } = parseArgs({ options: { role: { type: 'string' }, pool: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });

@@ -52,6 +52,8 @@ export const DATASET_MANIFEST_FILE = 'dataset.json';
 class ShardWriter {
   private readonly out: WriteStream;
   private readonly hash: Hash = createHash('sha256');
+  /** The stream's first error (a full disk: ENOSPC): the next write or close throws it. */
+  private failed: Error | null = null;
   tokens = 0;
   documents = 0;
   bytes = 0;
@@ -61,18 +63,40 @@ class ShardWriter {
     private readonly wide: boolean,
   ) {
     this.out = createWriteStream(path);
+    // Without a listener a write error is an unhandled 'error' event, which ends the whole worker
+    // process; with one it is this dataset's error, and the activity retries.
+    this.out.on('error', (err) => (this.failed ??= err));
   }
   async write(ids: number[]): Promise<void> {
+    if (this.failed) throw this.failed;
     const buf = Buffer.from(this.wide ? Uint32Array.from(ids).buffer : Uint16Array.from(ids).buffer);
     this.hash.update(buf);
     this.tokens += ids.length;
     this.bytes += buf.length;
     this.documents++;
-    if (!this.out.write(buf)) await new Promise<void>((r) => this.out.once('drain', () => r()));
+    if (this.out.write(buf)) return;
+    // After an error no 'drain' comes: wait for whichever happens first.
+    await new Promise<void>((resolve, reject) => {
+      const done = (err?: Error) => {
+        this.out.off('drain', done);
+        this.out.off('error', done);
+        if (err) reject(err);
+        else resolve();
+      };
+      this.out.once('drain', done);
+      this.out.once('error', done);
+      if (this.failed) done(this.failed);
+    });
   }
   async close(): Promise<ShardInfo> {
+    if (this.failed) throw this.failed;
     await new Promise<void>((resolve, reject) => this.out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    if (this.failed) throw this.failed;
     return { file: this.file, tokens: this.tokens, documents: this.documents, bytes: this.bytes, sha256: this.hash.digest('hex') };
+  }
+  /** Gives the file descriptor back after a failure. */
+  destroy(): void {
+    this.out.destroy();
   }
 }
 
@@ -115,6 +139,22 @@ export async function prepareDataset(
     train: Array.from({ length: spec.shards }, (_, i) => new ShardWriter(`train-${i}.bin`, join(outDir, `train-${i}.bin`), wide)),
     val: Array.from({ length: spec.shards }, (_, i) => new ShardWriter(`val-${i}.bin`, join(outDir, `val-${i}.bin`), wide)),
   };
+  try {
+    return await writeShards(spec, outDir, tokenizer, wide, writers, onProgress);
+  } finally {
+    // Closed writers ignore this; after an error it releases the other shards' files.
+    for (const w of [...writers.train, ...writers.val]) w.destroy();
+  }
+}
+
+async function writeShards(
+  spec: DatasetSpec,
+  outDir: string,
+  tokenizer: Tokenizer,
+  wide: boolean,
+  writers: { train: ShardWriter[]; val: ShardWriter[] },
+  onProgress?: (p: { documents: number; tokens: number }) => void,
+): Promise<DatasetManifest> {
   const labels: Record<string, number> = {};
   let documents = 0;
   let tokens = 0;
