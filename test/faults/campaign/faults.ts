@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { mulberry32 } from '../../../engine/data/random';
 import type { Config } from '../../../infra/config';
 import { stackUp } from '../../../infra/stack';
 import { processRunning, readState, waitForExit, type ProcessEntry, type WorkerEntry } from '../../../infra/stack-state';
@@ -29,17 +30,8 @@ export type FaultKind = (typeof FAULT_KINDS)[number];
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A seeded PRNG (mulberry32): the same seed draws the same campaign. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded PRNG (the engine's mulberry32): the same seed draws the same campaign. */
+export const rng = mulberry32;
 
 export interface StackHandle {
   config: Config;
