@@ -3,6 +3,7 @@
 // TEMPORAL_* / TRUTHGPT_S3_* elsewhere is how the same code runs against Temporal Cloud and AWS S3.
 
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_WORKER_MEMORY_GB } from '../spec/limits';
@@ -65,6 +66,9 @@ const EnvSchema = z.object({
   TRUTHGPT_UI_PORT: port.optional(),
   TRUTHGPT_S3_PORT: port.optional(),
   TRUTHGPT_S3_SERVER: z.enum(['s3rver', 'versitygw'], { message: 'expected s3rver or versitygw' }).optional(),
+  TRUTHGPT_BIND_HOST: optionalText.refine((v) => v === undefined || net.isIPv4(v), {
+    message: 'expected an IPv4 address of this machine: 127.0.0.1 (the default, this machine only), 0.0.0.0 (every interface) or one interface\'s address, e.g. 10.0.0.5',
+  }),
 });
 
 /** The S3 server `up` starts when TRUTHGPT_S3_ENDPOINT is unset (README, "Local S3 server"). */
@@ -89,7 +93,13 @@ export interface Config {
   /** workerMemoryGb: what one training step may need (spec/limits.ts; default DEFAULT_WORKER_MEMORY_GB). */
   runtime: { ep: 'cpu' | 'cuda'; deviceId: number; workerMemoryGb: number };
   stack: {
+    /** Where this machine's clients (CLI, the stack's own workers) reach the local servers. */
     host: string;
+    /**
+     * Where the local Temporal dev server (frontend and Web UI) and S3 server listen
+     * (TRUTHGPT_BIND_HOST, `up --bind`): 127.0.0.1 unless other hosts' workers must reach them.
+     */
+    bindHost: string;
     stateDir: string;
     temporalPort: number;
     uiPort: number;
@@ -124,7 +134,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     fail(msgs.join('; '));
   }
   const e = parsed.data;
-  const host = '127.0.0.1';
+  const bindHost = e.TRUTHGPT_BIND_HOST ?? '127.0.0.1';
+  // Servers on every interface are reached here through loopback; on one address, through it.
+  const host = bindHost === '0.0.0.0' ? '127.0.0.1' : bindHost;
   const temporalPort = e.TRUTHGPT_TEMPORAL_PORT ?? 7233;
   const uiPort = e.TRUTHGPT_UI_PORT ?? temporalPort + 1000;
   const s3Port = e.TRUTHGPT_S3_PORT ?? 4568;
@@ -185,6 +197,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     runtime: { ep: e.TRUTHGPT_EP ?? 'cpu', deviceId: e.TRUTHGPT_DEVICE_ID ?? 0, workerMemoryGb: e.TRUTHGPT_WORKER_MEMORY_GB ?? DEFAULT_WORKER_MEMORY_GB },
     stack: {
       host,
+      bindHost,
       stateDir: path.resolve(cwd, e.TRUTHGPT_STATE_DIR ?? '.truthgpt'),
       temporalPort,
       uiPort,
@@ -261,6 +274,7 @@ export function configEnv(config: Config): Record<string, string> {
     TRUTHGPT_TEMPORAL_PORT: String(config.stack.temporalPort),
     TRUTHGPT_UI_PORT: String(config.stack.uiPort),
     TRUTHGPT_S3_PORT: String(config.stack.s3Port),
+    TRUTHGPT_BIND_HOST: config.stack.bindHost,
     TRUTHGPT_EP: config.runtime.ep,
     TRUTHGPT_DEVICE_ID: String(config.runtime.deviceId),
     TRUTHGPT_WORKER_MEMORY_GB: String(config.runtime.workerMemoryGb),

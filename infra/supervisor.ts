@@ -25,8 +25,20 @@ const STOP_GRACE_MS = 10_000;
 /** Default stall limit: longer than any synchronous stretch of real work (graph building, quantizing). */
 export const DEFAULT_STALL_SECONDS = 120;
 
+/**
+ * One supervised worker process beyond the stack's one-per-pool: `name` names its log
+ * (`logs/worker-<name>.log`) and liveness file, `env` is added to its environment (a GPU index).
+ */
+export interface WorkerSlotSpec {
+  pool: Pool;
+  name: string;
+  env?: Record<string, string>;
+}
+
 interface Slot {
   pool: Pool;
+  name: string;
+  env: Record<string, string>;
   child?: ChildProcess;
   startedAt: number;
   restarts: number;
@@ -45,6 +57,10 @@ export interface SuperviseOptions {
   log?: (msg: string) => void;
   /** A worker whose event loop is silent this long is killed and restarted; 0 turns it off. */
   stallMs?: number;
+  /** false: keep no worker entries in the stack's state file (`truthgpt worker` on a host without a stack). Default true. */
+  record?: boolean;
+  /** Called with each worker process started (the first and every restart). */
+  onStart?: (worker: { name: string; pool: Pool; pid: number }) => void;
 }
 
 /** TRUTHGPT_WORKER_STALL_SECONDS (a non-negative number; 0 = never), or the default. */
@@ -56,15 +72,19 @@ export function stallMsFromEnv(env: NodeJS.ProcessEnv): number {
   return seconds * 1000;
 }
 
-export function superviseWorkers(stateDir: string, pools: Pool[], opts: SuperviseOptions = {}): { stop(): Promise<void> } {
+export function superviseWorkers(stateDir: string, pools: (Pool | WorkerSlotSpec)[], opts: SuperviseOptions = {}): { stop(): Promise<void> } {
   let stopping = false;
   const env = opts.env ?? process.env;
   const log = opts.log ?? ((msg: string) => process.stdout.write(`${new Date().toISOString()} supervisor: ${msg}\n`));
   const stallMs = opts.stallMs ?? stallMsFromEnv(env);
-  const slots = pools.map((pool): Slot => ({ pool, startedAt: 0, restarts: 0, crashes: 0 }));
+  const slots = pools.map((p): Slot => {
+    const spec = typeof p === 'string' ? { pool: p, name: p } : p;
+    return { pool: spec.pool, name: spec.name, env: spec.env ?? {}, startedAt: 0, restarts: 0, crashes: 0 };
+  });
 
   // A state file deleted or corrupted under us must not take the supervisor (and its workers) down.
   const record = (slot: Slot, entry: WorkerEntry | undefined) => {
+    if (opts.record === false) return;
     try {
       updateState(stateDir, (s) => {
         if (entry) s.workers[slot.pool] = entry;
@@ -77,18 +97,19 @@ export function superviseWorkers(stateDir: string, pools: Pool[], opts: Supervis
 
   const start = (slot: Slot) => {
     const { command, args } = tsCommand(WORKER_ENTRY, ['--pool', slot.pool]);
-    const logFile = path.join(logDir(stateDir), `worker-${slot.pool}.log`);
-    const beacon = livenessFile(stateDir, slot.pool);
-    const child = spawnLogged({ command, args, log: logFile, env: { ...env, TRUTHGPT_SUPERVISED: '1', TRUTHGPT_LIVENESS_FILE: beacon }, detached: false });
+    const logFile = path.join(logDir(stateDir), `worker-${slot.name}.log`);
+    const beacon = livenessFile(stateDir, slot.name);
+    const child = spawnLogged({ command, args, log: logFile, env: { ...env, ...slot.env, TRUTHGPT_SUPERVISED: '1', TRUTHGPT_LIVENESS_FILE: beacon }, detached: false });
     slot.child = child;
     slot.startedAt = Date.now();
     const pid = child.pid;
     if (pid === undefined) {
-      log(`could not spawn the ${slot.pool} worker; retrying`);
+      log(`could not spawn the ${slot.name} worker; retrying`);
       scheduleRestart(slot);
       return;
     }
-    log(`started ${slot.pool} worker pid ${pid} (restart #${slot.restarts})`);
+    log(`started ${slot.name} worker pid ${pid} (restart #${slot.restarts})`);
+    opts.onStart?.({ name: slot.name, pool: slot.pool, pid });
     record(slot, {
       pool: slot.pool,
       pid,
@@ -103,14 +124,14 @@ export function superviseWorkers(stateDir: string, pools: Pool[], opts: Supervis
       if (stopping) return;
       const lived = Date.now() - slot.startedAt;
       slot.crashes = lived < CRASH_WINDOW_MS ? slot.crashes + 1 : 1;
-      log(`${slot.pool} worker pid ${pid} exited (${signal ?? `code ${code}`}) after ${(lived / 1000).toFixed(1)} s`);
+      log(`${slot.name} worker pid ${pid} exited (${signal ?? `code ${code}`}) after ${(lived / 1000).toFixed(1)} s`);
       scheduleRestart(slot);
     });
   };
 
   const scheduleRestart = (slot: Slot) => {
     const delay = restartDelayMs(slot.crashes);
-    log(`restarting the ${slot.pool} worker in ${delay} ms`);
+    log(`restarting the ${slot.name} worker in ${delay} ms`);
     slot.timer = setTimeout(() => {
       slot.timer = undefined;
       if (stopping) return;
@@ -125,9 +146,9 @@ export function superviseWorkers(stateDir: string, pools: Pool[], opts: Supervis
         for (const slot of slots) {
           const child = slot.child;
           if (stopping || !child || child.exitCode !== null || child.signalCode !== null) continue;
-          const quiet = quietForMs(livenessFile(stateDir, slot.pool), slot.startedAt);
+          const quiet = quietForMs(livenessFile(stateDir, slot.name), slot.startedAt);
           if (quiet < stallMs) continue;
-          log(`${slot.pool} worker pid ${child.pid} has not answered for ${(quiet / 1000).toFixed(1)} s (its event loop is blocked or the process is stopped): killing it`);
+          log(`${slot.name} worker pid ${child.pid} has not answered for ${(quiet / 1000).toFixed(1)} s (its event loop is blocked or the process is stopped): killing it`);
           child.kill('SIGKILL');
         }
       }, Math.min(5000, Math.max(250, stallMs / 4)))
@@ -152,7 +173,7 @@ export function superviseWorkers(stateDir: string, pools: Pool[], opts: Supervis
             clearTimeout(t);
           }
           record(slot, undefined);
-          log(`stopped the ${slot.pool} worker`);
+          log(`stopped the ${slot.name} worker`);
         }),
       );
     },
