@@ -3,7 +3,6 @@
 // TEMPORAL_* / TRUTHGPT_S3_* elsewhere is how the same code runs against Temporal Cloud and AWS S3.
 
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_WORKER_MEMORY_GB } from '../spec/limits';
@@ -66,8 +65,12 @@ const EnvSchema = z.object({
   TRUTHGPT_UI_PORT: port.optional(),
   TRUTHGPT_S3_PORT: port.optional(),
   TRUTHGPT_S3_SERVER: z.enum(['s3rver', 'versitygw'], { message: 'expected s3rver or versitygw' }).optional(),
-  TRUTHGPT_BIND_HOST: optionalText.refine((v) => v === undefined || net.isIPv4(v), {
-    message: 'expected an IPv4 address of this machine: 127.0.0.1 (the default, this machine only), 0.0.0.0 (every interface) or one interface\'s address, e.g. 10.0.0.5',
+  // One interface's address is refused: the Temporal dev server (CLI v1.5.1) binds its internal
+  // services there too but dials them at 127.0.0.1, so it starts and then never answers a task queue.
+  TRUTHGPT_BIND_HOST: optionalText.refine((v) => v === undefined || v === '127.0.0.1' || v === '0.0.0.0', {
+    message:
+      'expected 127.0.0.1 (the default: this machine only) or 0.0.0.0 (every interface, so that workers on other hosts reach the local Temporal and S3); ' +
+      "one interface's address is not possible: the Temporal dev server then dials its own internal services at 127.0.0.1 and never answers",
   }),
 });
 
@@ -97,7 +100,7 @@ export interface Config {
     host: string;
     /**
      * Where the local Temporal dev server (frontend and Web UI) and S3 server listen
-     * (TRUTHGPT_BIND_HOST, `up --bind`): 127.0.0.1 unless other hosts' workers must reach them.
+     * (TRUTHGPT_BIND_HOST, `up --bind`): 127.0.0.1, or 0.0.0.0 when other hosts' workers must reach them.
      */
     bindHost: string;
     stateDir: string;
@@ -135,8 +138,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   const e = parsed.data;
   const bindHost = e.TRUTHGPT_BIND_HOST ?? '127.0.0.1';
-  // Servers on every interface are reached here through loopback; on one address, through it.
-  const host = bindHost === '0.0.0.0' ? '127.0.0.1' : bindHost;
+  // Servers on every interface are reached from this machine through loopback.
+  const host = '127.0.0.1';
   const temporalPort = e.TRUTHGPT_TEMPORAL_PORT ?? 7233;
   const uiPort = e.TRUTHGPT_UI_PORT ?? temporalPort + 1000;
   const s3Port = e.TRUTHGPT_S3_PORT ?? 4568;

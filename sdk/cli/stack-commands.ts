@@ -22,7 +22,7 @@ export function withStackFlags(cmd: Command): Command {
     .option('--temporal-port <port>', 'Temporal frontend port (env TRUTHGPT_TEMPORAL_PORT, default 7233)')
     .option('--ui-port <port>', 'Temporal Web UI port (env TRUTHGPT_UI_PORT, default frontend port + 1000)')
     .option('--s3-port <port>', 'S3 server port (env TRUTHGPT_S3_PORT, default 4568)')
-    .option('--bind <address>', 'where the local Temporal and S3 servers listen: 127.0.0.1 (default, this machine only), 0.0.0.0 or one interface\'s IPv4 address so that workers on other hosts reach them (env TRUTHGPT_BIND_HOST)');
+    .option('--bind <address>', 'where the local Temporal and S3 servers listen: 127.0.0.1 (default, this machine only) or 0.0.0.0 (every interface, so that workers on other hosts reach them; README "Add a host to a running stack") (env TRUTHGPT_BIND_HOST)');
 }
 
 /** Config from env, with the flags applied as if they were env vars (same validation, same messages). */

@@ -2,9 +2,9 @@
 // (test/helpers/netns.ts) whose only links are its loopback and a veth pair to a bridge in the
 // stack host's namespace. Nothing here talks to an address outside the namespaces the test made:
 //
-//   stack host  `truthgpt up --bind 10.213.K.1 --no-workers`: Temporal dev server (SQLite) + S3
-//               server listening on the bridge address, no workers; the CLI's `run` and `wait`
-//               run here too
+//   stack host  `truthgpt up --bind 0.0.0.0 --no-workers`: Temporal dev server (SQLite) + S3
+//               server on every interface of its namespace (loopback and its bridge, 10.213.K.1),
+//               no workers; the CLI's `run` and `wait` run here too, over its loopback
 //   host A      `truthgpt worker --pool gpu`  reaching 10.213.K.1 over its link only
 //   host B      `truthgpt worker --pool cpu`  (the workflows and the CPU activities)
 //
@@ -180,7 +180,7 @@ if (unavailable && netnsRequired()) {
       dir = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-hosts-'));
       s3Kind = process.env.TRUTHGPT_S3_SERVER || 's3rver';
       // The stack host: every port is its own (a namespace has its own port space), so the defaults do.
-      serverEnv = { ...cleanEnv(), TRUTHGPT_STATE_DIR: path.join(dir, 'stack'), TRUTHGPT_BIND_HOST: server.address, TRUTHGPT_S3_SERVER: s3Kind };
+      serverEnv = { ...cleanEnv(), TRUTHGPT_STATE_DIR: path.join(dir, 'stack'), TRUTHGPT_BIND_HOST: '0.0.0.0', TRUTHGPT_S3_SERVER: s3Kind };
       bucketDir = path.join(dir, 'stack', s3Kind === 's3rver' ? 's3' : 's3-versitygw', 'truthgpt');
       // What README "Add a host to a running stack" tells a new host to set.
       hostEnv = {
