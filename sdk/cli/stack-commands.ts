@@ -48,6 +48,7 @@ export async function bringUp(config: Config, timeoutSeconds = 180, opts: { work
   const status = await stackUp(config, { log: say, timeoutMs: timeoutSeconds * 1000, onCliBuildProgress, workers: opts.workers });
   console.log(formatStatus(status));
   say(`stack up in ${((Date.now() - t0) / 1000).toFixed(1)} s; state in ${status.stateFile}`);
+  if (opts.workers === false) say('no workers on this host (--no-workers): start `truthgpt worker --pool gpu|cpu` on the worker hosts (README, "Add a host to a running stack")');
 }
 
 export function registerStackCommands(program: Command): void {

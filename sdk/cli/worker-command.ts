@@ -89,14 +89,16 @@ async function reachabilityProblem(config: Config): Promise<string | undefined> 
   }
   try {
     const frontend = await checkFrontend(config, connection, connectErr);
-    if (!frontend.ok) return `cannot reach Temporal at ${t.address} (${temporalVar}; namespace ${t.namespace}): ${frontend.detail}`;
+    // The checks' details start with the address, which the line already names.
+    if (!frontend.ok) return `cannot reach Temporal at ${t.address} (${temporalVar}; namespace ${t.namespace}): ${frontend.detail.replace(`frontend ${t.address} unreachable: `, '').replace(`frontend ${t.address}: `, '')}`;
   } finally {
     await connection?.close();
   }
   const s3 = await checkS3(config);
   if (!s3.ok) {
     const s3Var = config.stack.localS3 ? 'TRUTHGPT_S3_ENDPOINT unset: the local stack\'s address' : 'TRUTHGPT_S3_ENDPOINT';
-    return `cannot reach S3 at ${config.s3.endpoint ?? `AWS ${config.s3.region}`} (${s3Var}; bucket ${config.s3.bucket}): ${s3.detail}`;
+    const where = config.s3.endpoint ?? `AWS ${config.s3.region}`;
+    return `cannot reach S3 at ${where} (${s3Var}; bucket ${config.s3.bucket}): ${s3.detail.replace(`${where} bucket ${config.s3.bucket}: `, '')}`;
   }
   return undefined;
 }
