@@ -75,6 +75,7 @@ if (unavailable && netnsRequired()) {
     throw new Error(`cannot run the multi-host test: ${unavailable}; it is required in CI (CI or TRUTHGPT_REQUIRE_NETNS=1)`);
   });
 } else if (unavailable) {
+  console.warn(`test/integration/hosts.test.ts skipped: ${unavailable} (TRUTHGPT_REQUIRE_NETNS=1 makes that a failure)`);
   test.skip(`hosts on separate network namespaces: skipped, ${unavailable}`, () => {});
 } else {
   describe('workers on separate hosts (network namespaces)', () => {
