@@ -7,12 +7,12 @@
 // comes back after a restart, and runs until SIGTERM/SIGINT/SIGHUP, which stop the workers
 // gracefully (running activities get their grace time, then Temporal retries them elsewhere).
 
-import type { Connection } from '@temporalio/client';
+import { Connection } from '@temporalio/client';
 import type { Command } from 'commander';
 import os from 'node:os';
 import path from 'node:path';
-import { loadConfig, type Config } from '../../infra/config';
-import { checkFrontend, checkS3, connectForStatus, queuePollers } from '../../infra/stack-health';
+import { loadConfig, temporalConnectionOptions, type Config } from '../../infra/config';
+import { checkFrontend, checkS3, queuePollers } from '../../infra/stack-health';
 import { logDir, processRunning, workerIdentity } from '../../infra/stack-state';
 import { superviseWorkers, type WorkerSlotSpec } from '../../infra/supervisor';
 import { TASK_QUEUES, type Pool } from '../../spec/temporal-names';
@@ -77,18 +77,26 @@ export async function assertReachable(config: Config, waitSeconds = 0, log: (lin
   }
 }
 
+/**
+ * A connection for the checks here, without the client's retry interceptor: the checks give up
+ * after seconds, and a retry still pending when its connection is closed throws ("Channel has been
+ * shut down") where nothing can catch it, which would take this long-running process down.
+ */
+const checkConnection = (config: Config, timeoutMs: number) => Connection.connect({ ...temporalConnectionOptions(config), connectTimeout: timeoutMs, interceptors: [] });
+
 async function reachabilityProblem(config: Config): Promise<string | undefined> {
   const t = config.temporal;
   const temporalVar = config.stack.localTemporal ? 'TEMPORAL_ADDRESS unset: the local stack\'s address' : 'TEMPORAL_ADDRESS';
   let connection: Connection | undefined;
   let connectErr: unknown;
   try {
-    connection = await connectForStatus(config, 5000);
+    connection = await checkConnection(config, 5000);
   } catch (err) {
     connectErr = err;
   }
   try {
-    const frontend = await checkFrontend(config, connection, connectErr);
+    const c = connection;
+    const frontend = c ? await c.withDeadline(Date.now() + 10_000, () => checkFrontend(config, c)) : await checkFrontend(config, undefined, connectErr);
     // The checks' details start with the address, which the line already names.
     if (!frontend.ok) return `cannot reach Temporal at ${t.address} (${temporalVar}; namespace ${t.namespace}): ${frontend.detail.replace(`frontend ${t.address} unreachable: `, '').replace(`frontend ${t.address}: `, '')}`;
   } finally {
@@ -103,14 +111,27 @@ async function reachabilityProblem(config: Config): Promise<string | undefined> 
   return undefined;
 }
 
-/** Resolves once `identity` polls `pool`'s task queue; false if the process `pid` died first. */
-async function waitForPoller(config: Config, pool: Pool, pid: number, stopped: () => boolean): Promise<boolean> {
+/** How long a worker may take to poll before `truthgpt worker` says so (it keeps waiting). */
+const SLOW_POLL_MS = 60_000;
+
+/**
+ * Resolves once worker `pid` polls `pool`'s task queue (its identity among the queue's pollers, as
+ * Temporal reports them); false if the process died first. Says once if that takes long.
+ */
+async function waitForPoller(config: Config, pool: Pool, pid: number, stopped: () => boolean, slow: () => void): Promise<boolean> {
   const identity = workerIdentity(pool, pid, os.hostname());
+  const since = Date.now();
+  let warned = false;
   while (!stopped() && processRunning({ pid, marker: '' })) {
+    if (!warned && Date.now() - since > SLOW_POLL_MS) {
+      warned = true;
+      slow();
+    }
     let connection: Connection | undefined;
     try {
-      connection = await connectForStatus(config, 3000);
-      const pollers = await queuePollers(connection, config.temporal.namespace, TASK_QUEUES[pool], 'activity');
+      connection = await checkConnection(config, 3000);
+      const c = connection;
+      const pollers = await c.withDeadline(Date.now() + 5000, () => queuePollers(c, config.temporal.namespace, TASK_QUEUES[pool], 'activity'));
       if (pollers.some((p) => p.identity === identity)) return true;
     } catch {
       // Temporal away for a moment: the worker itself retries; so do we.
@@ -144,7 +165,8 @@ async function workerAction(flags: WorkerFlags): Promise<void> {
     log: (msg) => say(`worker: ${msg}`),
     onStart: ({ name, pool, pid }) => {
       pids.set(name, pid);
-      void waitForPoller(config, pool, pid, () => stopping).then((polling) => {
+      const slow = () => say(`worker: ${name} pid ${pid} does not poll ${TASK_QUEUES[pool]} after ${SLOW_POLL_MS / 1000} s; still waiting (its log: ${path.join(logDir(stateDir), `worker-${name}.log`)})`);
+      void waitForPoller(config, pool, pid, () => stopping, slow).then((polling) => {
         if (!polling || stopping || pids.get(name) !== pid) return;
         const wasPending = pending.delete(name);
         if (!wasPending) say(`worker ${name} pid ${pid} is back, polling ${TASK_QUEUES[pool]}`);
@@ -183,6 +205,3 @@ export function registerWorkerCommand(program: Command): void {
     .option('--wait <seconds>', 'keep asking this long for Temporal and S3 to answer before giving up (a host that boots before the stack)', numberArgument('worker --wait', 0, 86_400, false), 0)
     .action(workerAction);
 }
-
-/** Where `truthgpt worker` writes the log of worker `name` (for docs and tests). */
-export const workerLogFile = (stateDir: string, name: string) => path.join(logDir(stateDir), `worker-${name}.log`);
