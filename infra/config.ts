@@ -65,6 +65,13 @@ const EnvSchema = z.object({
   TRUTHGPT_UI_PORT: port.optional(),
   TRUTHGPT_S3_PORT: port.optional(),
   TRUTHGPT_S3_SERVER: z.enum(['s3rver', 'versitygw'], { message: 'expected s3rver or versitygw' }).optional(),
+  // One interface's address is refused: the Temporal dev server (CLI v1.5.1) binds its internal
+  // services there too but dials them at 127.0.0.1, so it starts and then never answers a task queue.
+  TRUTHGPT_BIND_HOST: optionalText.refine((v) => v === undefined || v === '127.0.0.1' || v === '0.0.0.0', {
+    message:
+      'expected 127.0.0.1 (the default: this machine only) or 0.0.0.0 (every interface, so that workers on other hosts reach the local Temporal and S3); ' +
+      "one interface's address is not possible: the Temporal dev server then dials its own internal services at 127.0.0.1 and never answers",
+  }),
 });
 
 /** The S3 server `up` starts when TRUTHGPT_S3_ENDPOINT is unset (README, "Local S3 server"). */
@@ -89,7 +96,13 @@ export interface Config {
   /** workerMemoryGb: what one training step may need (spec/limits.ts; default DEFAULT_WORKER_MEMORY_GB). */
   runtime: { ep: 'cpu' | 'cuda'; deviceId: number; workerMemoryGb: number };
   stack: {
+    /** Where this machine's clients (CLI, the stack's own workers) reach the local servers. */
     host: string;
+    /**
+     * Where the local Temporal dev server (frontend and Web UI) and S3 server listen
+     * (TRUTHGPT_BIND_HOST, `up --bind`): 127.0.0.1, or 0.0.0.0 when other hosts' workers must reach them.
+     */
+    bindHost: string;
     stateDir: string;
     temporalPort: number;
     uiPort: number;
@@ -124,6 +137,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     fail(msgs.join('; '));
   }
   const e = parsed.data;
+  const bindHost = e.TRUTHGPT_BIND_HOST ?? '127.0.0.1';
+  // Servers on every interface are reached from this machine through loopback.
   const host = '127.0.0.1';
   const temporalPort = e.TRUTHGPT_TEMPORAL_PORT ?? 7233;
   const uiPort = e.TRUTHGPT_UI_PORT ?? temporalPort + 1000;
@@ -185,6 +200,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     runtime: { ep: e.TRUTHGPT_EP ?? 'cpu', deviceId: e.TRUTHGPT_DEVICE_ID ?? 0, workerMemoryGb: e.TRUTHGPT_WORKER_MEMORY_GB ?? DEFAULT_WORKER_MEMORY_GB },
     stack: {
       host,
+      bindHost,
       stateDir: path.resolve(cwd, e.TRUTHGPT_STATE_DIR ?? '.truthgpt'),
       temporalPort,
       uiPort,
@@ -261,6 +277,7 @@ export function configEnv(config: Config): Record<string, string> {
     TRUTHGPT_TEMPORAL_PORT: String(config.stack.temporalPort),
     TRUTHGPT_UI_PORT: String(config.stack.uiPort),
     TRUTHGPT_S3_PORT: String(config.stack.s3Port),
+    TRUTHGPT_BIND_HOST: config.stack.bindHost,
     TRUTHGPT_EP: config.runtime.ep,
     TRUTHGPT_DEVICE_ID: String(config.runtime.deviceId),
     TRUTHGPT_WORKER_MEMORY_GB: String(config.runtime.workerMemoryGb),

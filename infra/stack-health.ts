@@ -153,7 +153,8 @@ export async function stackStatus(config: Config): Promise<StackStatus> {
     parts.push({ ...frontend, pid: state?.temporal?.pid });
     if (config.stack.localTemporal) parts.push(await checkUi(ui));
     parts.push({ ...(await checkS3(config)), pid: state?.s3?.pid });
-    if (state || config.stack.localTemporal) {
+    // A stack started with `up --no-workers` has no supervisor to check: its workers run elsewhere.
+    if ((state || config.stack.localTemporal) && state?.workersHere !== false) {
       const sup = state?.supervisor;
       const running = processRunning(sup);
       const detail = !state

@@ -28,6 +28,8 @@ export interface StackState {
   version: 1;
   stateDir: string;
   host: string;
+  /** Where Temporal and S3 listen (absent in state files from before TRUTHGPT_BIND_HOST: 127.0.0.1). */
+  bindHost?: string;
   namespace: string;
   bucket: string;
   ports: { temporal: number; ui: number; s3: number };
@@ -36,6 +38,8 @@ export interface StackState {
   temporal?: ProcessEntry;
   s3?: ProcessEntry;
   supervisor?: ProcessEntry;
+  /** false when `up --no-workers` started no supervisor here: the workers run on other hosts. */
+  workersHere?: boolean;
   /** One entry per supervised worker process, by role. */
   workers: Partial<Record<WorkerRole, WorkerEntry>>;
   updatedAt: string;

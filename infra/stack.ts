@@ -35,6 +35,11 @@ export interface UpOptions {
   onCliBuildProgress?: (p: CliBuildProgress) => void;
   /** Environment for finding (or building) the Temporal CLI and for the processes `up` starts (default process.env). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * false: start Temporal and S3 only, no worker supervisor (`up --no-workers`): a stack host whose
+   * workers run on other hosts (`truthgpt worker`). Default true.
+   */
+  workers?: boolean;
 }
 
 export class StackError extends Error {
@@ -50,6 +55,7 @@ function freshState(config: Config): StackState {
     version: 1,
     stateDir: config.stack.stateDir,
     host: config.stack.host,
+    bindHost: config.stack.bindHost,
     namespace: config.temporal.namespace,
     bucket: config.s3.bucket,
     ports: { temporal: config.stack.temporalPort, ui: config.stack.uiPort, s3: config.stack.s3Port },
@@ -60,10 +66,10 @@ function freshState(config: Config): StackState {
 }
 
 /** Refuses to start a server on a port someone else holds, naming the port and the way out. */
-async function assertPortFree(host: string, port: number, what: string, envVar: string, flag: string): Promise<void> {
-  if ((await isPortFree(port, host)) && !(await canConnect(port, host, 300))) return;
+async function assertPortFree(bindHost: string, host: string, port: number, what: string, envVar: string, flag: string): Promise<void> {
+  if ((await isPortFree(port, bindHost)) && !(await canConnect(port, host, 300))) return;
   throw new StackError(
-    `port ${port} (${what}) on ${host} is already in use by another process. ` +
+    `port ${port} (${what}) on ${bindHost} is already in use by another process. ` +
       `Stop that process (e.g. \`lsof -i :${port}\` or \`ss -ltnp | grep ${port}\` shows it), ` +
       `or run the stack on another port: ${envVar}=<port> or \`truthgpt up ${flag} <port>\`.`,
   );
@@ -101,10 +107,11 @@ export async function stackUp(config: Config, opts: UpOptions = {}): Promise<Sta
   // Each part's deadline starts when that part starts, never earlier: a first-time Temporal CLI
   // build takes minutes and must not eat the time the parts after it have to answer.
   const deadlineFrom = (startedAt: number | undefined) => ({ at: (startedAt ?? Date.now()) + timeoutMs, ms: timeoutMs });
-  const { stateDir, host, temporalPort, uiPort, s3Port } = config.stack;
+  const { stateDir, host, bindHost, temporalPort, uiPort, s3Port } = config.stack;
+  const withWorkers = opts.workers ?? true;
   fs.mkdirSync(logDir(stateDir), { recursive: true });
   const baseEnv = opts.env ?? process.env;
-  const env: NodeJS.ProcessEnv = { ...baseEnv, TRUTHGPT_STATE_DIR: stateDir, TRUTHGPT_TEMPORAL_PORT: String(temporalPort), TRUTHGPT_UI_PORT: String(uiPort), TRUTHGPT_S3_PORT: String(s3Port) };
+  const env: NodeJS.ProcessEnv = { ...baseEnv, TRUTHGPT_STATE_DIR: stateDir, TRUTHGPT_TEMPORAL_PORT: String(temporalPort), TRUTHGPT_UI_PORT: String(uiPort), TRUTHGPT_S3_PORT: String(s3Port), TRUTHGPT_BIND_HOST: bindHost };
   let temporalStartedAt: number | undefined;
   let s3StartedAt: number | undefined;
 
@@ -115,6 +122,10 @@ export async function stackUp(config: Config, opts: UpOptions = {}): Promise<Sta
     if (!same) {
       const p = state.ports;
       throw new StackError(`a stack from ${stateDir} is already running on ports temporal ${p.temporal}, ui ${p.ui}, s3 ${p.s3}; run \`truthgpt down\` first to change ports`);
+    }
+    const bound = state.bindHost ?? '127.0.0.1';
+    if (bound !== bindHost && [state.temporal, state.s3].some((p) => processRunning(p))) {
+      throw new StackError(`a stack from ${stateDir} is already running, listening on ${bound}; run \`truthgpt down\` first to listen on ${bindHost} (TRUTHGPT_BIND_HOST, \`up --bind\`)`);
     }
     const running = state.s3Server ?? 's3rver';
     if (config.stack.localS3 && processRunning(state.s3) && running !== config.stack.s3Server) {
@@ -131,39 +142,43 @@ export async function stackUp(config: Config, opts: UpOptions = {}): Promise<Sta
   const versitygw = startS3 && config.stack.s3Server === 'versitygw' ? await ensureVersitygw(baseEnv, log, { onProgress: opts.onCliBuildProgress }) : undefined;
 
   if (config.stack.localTemporal && !processRunning(state.temporal)) {
-    await assertPortFree(host, temporalPort, 'Temporal frontend', 'TRUTHGPT_TEMPORAL_PORT', '--temporal-port');
-    await assertPortFree(host, uiPort, 'Temporal Web UI', 'TRUTHGPT_UI_PORT', '--ui-port');
+    await assertPortFree(bindHost, host, temporalPort, 'Temporal frontend', 'TRUTHGPT_TEMPORAL_PORT', '--temporal-port');
+    await assertPortFree(bindHost, host, uiPort, 'Temporal Web UI', 'TRUTHGPT_UI_PORT', '--ui-port');
     const cli = await ensureTemporalCli(baseEnv, log, { onProgress: opts.onCliBuildProgress });
     const db = path.join(stateDir, 'temporal.db');
-    const args = ['server', 'start-dev', '--db-filename', db, '--ip', host, '--port', String(temporalPort), '--ui-port', String(uiPort), '--log-level', 'warn', ...devServerSearchAttributeFlags()];
+    const args = ['server', 'start-dev', '--db-filename', db, '--ip', bindHost, '--port', String(temporalPort), '--ui-port', String(uiPort), '--log-level', 'warn', ...devServerSearchAttributeFlags()];
     if (config.temporal.namespace !== 'default') args.push('--namespace', config.temporal.namespace);
-    log(`starting the Temporal dev server on ${host}:${temporalPort} (UI ${uiPort}, data ${db})`);
+    log(`starting the Temporal dev server on ${bindHost}:${temporalPort} (UI ${uiPort}, data ${db})`);
     const entry = startDetached({ command: cli, args }, db, path.join(logDir(stateDir), 'temporal.log'), env);
     temporalStartedAt = Date.now();
-    state = updateState(stateDir, (s) => (s.temporal = entry));
+    state = updateState(stateDir, (s) => {
+      s.temporal = entry;
+      s.bindHost = bindHost;
+    });
   }
 
   if (startS3) {
-    await assertPortFree(host, s3Port, 'S3 server', 'TRUTHGPT_S3_PORT', '--s3-port');
+    await assertPortFree(bindHost, host, s3Port, 'S3 server', 'TRUTHGPT_S3_PORT', '--s3-port');
     const logFile = path.join(logDir(stateDir), 's3.log');
     let entry: ProcessEntry;
     if (versitygw) {
       const dir = path.join(stateDir, 's3-versitygw');
       fs.mkdirSync(dir, { recursive: true });
-      log(`starting versitygw on ${host}:${s3Port} (bucket ${config.s3.bucket}, data ${dir})`);
+      log(`starting versitygw on ${bindHost}:${s3Port} (bucket ${config.s3.bucket}, data ${dir})`);
       const credentials = { accessKeyId: config.s3.accessKeyId!, secretAccessKey: config.s3.secretAccessKey! };
-      const cmd = versitygwCommand(versitygw, { dir, host, port: s3Port, credentials, region: config.s3.region });
+      const cmd = versitygwCommand(versitygw, { dir, host: bindHost, port: s3Port, credentials, region: config.s3.region });
       entry = startDetached(cmd, dir, logFile, { ...env, ...cmd.env });
     } else {
       const dir = path.join(stateDir, 's3');
-      log(`starting the S3 server on ${host}:${s3Port} (bucket ${config.s3.bucket}, data ${dir})`);
-      const cmd = tsCommand(S3_ENTRY, ['--dir', dir, '--port', String(s3Port), '--host', host, '--bucket', config.s3.bucket]);
+      log(`starting the S3 server on ${bindHost}:${s3Port} (bucket ${config.s3.bucket}, data ${dir})`);
+      const cmd = tsCommand(S3_ENTRY, ['--dir', dir, '--port', String(s3Port), '--host', bindHost, '--bucket', config.s3.bucket]);
       entry = startDetached(cmd, S3_ENTRY, logFile, env);
     }
     s3StartedAt = Date.now();
     state = updateState(stateDir, (s) => {
       s.s3 = entry;
       s.s3Server = config.stack.s3Server;
+      s.bindHost = bindHost;
     });
     if (versitygw) {
       // versitygw serves buckets but creates none: once it answers, create ours.
@@ -183,6 +198,9 @@ export async function stackUp(config: Config, opts: UpOptions = {}): Promise<Sta
   if (config.stack.localTemporal) await waitFor('the Temporal Web UI', () => checkUi(`http://${host}:${uiPort}/`), temporalDeadline, state.temporal);
   await waitFor('the S3 server', () => checkS3(config), deadlineFrom(s3StartedAt), state.s3);
 
+  state = updateState(stateDir, (s) => (s.workersHere = withWorkers || processRunning(s.supervisor)));
+  // Workers on other hosts (`truthgpt worker`) are theirs to start; status still shows their pollers.
+  if (!state.workersHere) return stackStatus(config);
   let supervisorStartedAt: number | undefined;
   if (!processRunning(state.supervisor)) {
     log(`starting the worker supervisor (workers: ${WORKER_ROLES.join(', ')})`);

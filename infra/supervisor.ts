@@ -50,8 +50,20 @@ const STOP_GRACE_MS = 10_000;
 /** Default stall limit: longer than any synchronous stretch of real work (graph building, quantizing). */
 export const DEFAULT_STALL_SECONDS = 120;
 
+/**
+ * One supervised worker process beyond the stack's one-per-pool: `name` names its log
+ * (`logs/worker-<name>.log`) and liveness file, `env` is added to its environment (a GPU index).
+ */
+export interface WorkerSlotSpec {
+  role: WorkerRole;
+  name: string;
+  env?: Record<string, string>;
+}
+
 interface Slot {
   role: WorkerRole;
+  name: string;
+  env: Record<string, string>;
   child?: ChildProcess;
   startedAt: number;
   restarts: number;
@@ -72,6 +84,10 @@ export interface SuperviseOptions {
   stallMs?: number;
   /** Fails a dead worker's attempts (default: through a Temporal client made from `env`'s config). */
   failLost?: (dead: DeadWorker, reason: string) => Promise<void>;
+  /** false: keep no worker entries in the stack's state file (`truthgpt worker` on a host without a stack). Default true. */
+  record?: boolean;
+  /** Called with each worker process started (the first and every restart). */
+  onStart?: (worker: { name: string; role: WorkerRole; pid: number }) => void;
 }
 
 /** A worker that died: who it was, and the attempts it listed as running. */
@@ -140,12 +156,15 @@ export function stallMsFromEnv(env: NodeJS.ProcessEnv): number {
   return seconds * 1000;
 }
 
-export function superviseWorkers(stateDir: string, roles: readonly WorkerRole[], opts: SuperviseOptions = {}): { stop(): Promise<void> } {
+export function superviseWorkers(stateDir: string, roles: readonly (WorkerRole | WorkerSlotSpec)[], opts: SuperviseOptions = {}): { stop(): Promise<void> } {
   let stopping = false;
   const env = opts.env ?? process.env;
   const log = opts.log ?? ((msg: string) => process.stdout.write(`${new Date().toISOString()} supervisor: ${msg}\n`));
   const stallMs = opts.stallMs ?? stallMsFromEnv(env);
-  const slots = roles.map((role): Slot => ({ role, startedAt: 0, restarts: 0, crashes: 0 }));
+  const slots = roles.map((r): Slot => {
+    const spec = typeof r === 'string' ? { role: r, name: r } : r;
+    return { role: spec.role, name: spec.name, env: spec.env ?? {}, startedAt: 0, restarts: 0, crashes: 0 };
+  });
 
   // One Temporal client, made the first time an activity worker dies.
   let client: Promise<{ client: Client; connection: Connection }> | undefined;
@@ -171,8 +190,8 @@ export function superviseWorkers(stateDir: string, roles: readonly WorkerRole[],
   const pendingFails = new Set<Promise<void>>();
   const reportLost = (slot: Slot, pid: number, reason: string) => {
     if (slot.role === 'workflows') return; // runs no activities
-    const listed = readInflight(inflightFile(stateDir, slot.role), pid);
-    if (listed.length) log(`${slot.role} worker pid ${pid} left ${listed.length} attempt(s) running: ${listed.map((a) => `${a.activityType} ${a.workflowId}/${a.activityId}#${a.attempt}`).join(', ')}`);
+    const listed = readInflight(inflightFile(stateDir, slot.name), pid);
+    if (listed.length) log(`${slot.name} worker pid ${pid} left ${listed.length} attempt(s) running: ${listed.map((a) => `${a.activityType} ${a.workflowId}/${a.activityId}#${a.attempt}`).join(', ')}`);
     const p = failLost({ role: slot.role, pid, identity: workerIdentity(slot.role, pid, os.hostname()), listed }, reason)
       .catch((err: Error) => log(`failing lost attempts: ${err.message}`))
       .finally(() => pendingFails.delete(p));
@@ -181,6 +200,7 @@ export function superviseWorkers(stateDir: string, roles: readonly WorkerRole[],
 
   // A state file deleted or corrupted under us must not take the supervisor (and its workers) down.
   const record = (slot: Slot, entry: WorkerEntry | undefined) => {
+    if (opts.record === false) return;
     try {
       updateState(stateDir, (s) => {
         if (entry) s.workers[slot.role] = entry;
@@ -193,25 +213,26 @@ export function superviseWorkers(stateDir: string, roles: readonly WorkerRole[],
 
   const start = (slot: Slot) => {
     const { command, args } = tsCommand(WORKER_ENTRY, ['--role', slot.role]);
-    const logFile = path.join(logDir(stateDir), `worker-${slot.role}.log`);
-    const beacon = livenessFile(stateDir, slot.role);
-    const inflight = inflightFile(stateDir, slot.role);
+    const logFile = path.join(logDir(stateDir), `worker-${slot.name}.log`);
+    const beacon = livenessFile(stateDir, slot.name);
+    const inflight = inflightFile(stateDir, slot.name);
     const child = spawnLogged({
       command,
       args,
       log: logFile,
-      env: { ...env, TRUTHGPT_SUPERVISED: '1', TRUTHGPT_LIVENESS_FILE: beacon, ...(slot.role === 'workflows' ? {} : { TRUTHGPT_INFLIGHT_FILE: inflight }) },
+      env: { ...env, ...slot.env, TRUTHGPT_SUPERVISED: '1', TRUTHGPT_LIVENESS_FILE: beacon, ...(slot.role === 'workflows' ? {} : { TRUTHGPT_INFLIGHT_FILE: inflight }) },
       detached: false,
     });
     slot.child = child;
     slot.startedAt = Date.now();
     const pid = child.pid;
     if (pid === undefined) {
-      log(`could not spawn the ${slot.role} worker; retrying`);
+      log(`could not spawn the ${slot.name} worker; retrying`);
       scheduleRestart(slot);
       return;
     }
-    log(`started ${slot.role} worker pid ${pid} (restart #${slot.restarts})`);
+    log(`started ${slot.name} worker pid ${pid} (restart #${slot.restarts})`);
+    opts.onStart?.({ name: slot.name, role: slot.role, pid });
     record(slot, {
       role: slot.role,
       pool: ROLE_POOL[slot.role],
@@ -229,14 +250,14 @@ export function superviseWorkers(stateDir: string, roles: readonly WorkerRole[],
       if (stopping) return;
       const lived = Date.now() - slot.startedAt;
       slot.crashes = lived < CRASH_WINDOW_MS ? slot.crashes + 1 : 1;
-      log(`${slot.role} worker pid ${pid} exited (${how}) after ${(lived / 1000).toFixed(1)} s`);
+      log(`${slot.name} worker pid ${pid} exited (${how}) after ${(lived / 1000).toFixed(1)} s`);
       scheduleRestart(slot);
     });
   };
 
   const scheduleRestart = (slot: Slot) => {
     const delay = restartDelayMs(slot.crashes);
-    log(`restarting the ${slot.role} worker in ${delay} ms`);
+    log(`restarting the ${slot.name} worker in ${delay} ms`);
     slot.timer = setTimeout(() => {
       slot.timer = undefined;
       if (stopping) return;
@@ -251,9 +272,9 @@ export function superviseWorkers(stateDir: string, roles: readonly WorkerRole[],
         for (const slot of slots) {
           const child = slot.child;
           if (stopping || !child || child.exitCode !== null || child.signalCode !== null) continue;
-          const quiet = quietForMs(livenessFile(stateDir, slot.role), slot.startedAt);
+          const quiet = quietForMs(livenessFile(stateDir, slot.name), slot.startedAt);
           if (quiet < stallMs) continue;
-          log(`${slot.role} worker pid ${child.pid} has not answered for ${(quiet / 1000).toFixed(1)} s (its event loop is blocked or the process is stopped): killing it`);
+          log(`${slot.name} worker pid ${child.pid} has not answered for ${(quiet / 1000).toFixed(1)} s (its event loop is blocked or the process is stopped): killing it`);
           child.kill('SIGKILL');
         }
       }, Math.min(5000, Math.max(250, stallMs / 4)))
@@ -278,7 +299,7 @@ export function superviseWorkers(stateDir: string, roles: readonly WorkerRole[],
             clearTimeout(t);
           }
           record(slot, undefined);
-          log(`stopped the ${slot.role} worker`);
+          log(`stopped the ${slot.name} worker`);
         }),
       );
       await Promise.allSettled([...pendingFails]);

@@ -11,6 +11,7 @@ import { registerRunCommands } from './run-commands';
 import { registerRunsCommands } from './runs-commands';
 import { registerScheduleCommands } from './schedule-commands';
 import { registerStackCommands } from './stack-commands';
+import { registerWorkerCommand } from './worker-command';
 
 // The AWS SDK's own switch for its multi-line notice, on Node < 22, that its releases from January
 // 2027 need Node 22; we support Node >= 20.19 until we take such a release (README, "Node version").
@@ -38,6 +39,7 @@ export function buildProgram(opts: ProgramOptions = {}): Command {
   registerScheduleCommands(program);
   registerReportCommands(program);
   registerDoctorCommand(program);
+  registerWorkerCommand(program);
   return program;
 }
 
