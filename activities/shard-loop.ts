@@ -7,6 +7,7 @@
 // so a crash at any point leaves either nothing or a readable checkpoint behind.
 
 import { Context } from '@temporalio/activity';
+import type { TensorData } from '../engine/graph/ir';
 import { NonFiniteLossError } from '../engine/runtime';
 import { paramShapes, runShard, stateShapes, type CheckpointPolicy, type CompiledTrainStep, type ShardSnapshot, type ShardStepMetrics } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
@@ -45,6 +46,8 @@ export interface ShardLoop<R extends { checkpoint: CheckpointRef }> {
   fresh(): Promise<ShardSnapshot>;
   ids(): Promise<Uint16Array | Uint32Array>;
   batches: { seed: number; shard: number; batchSize: number; contextLength: number };
+  /** Feeds of a step for models other than GPT language models (runShard's `batch`); built after `ids()`. */
+  batch?(ids: Uint16Array | Uint32Array): Promise<(step: number) => Record<string, TensorData>>;
   policy: CheckpointPolicy;
   /** The checkpoint state recorded with a snapshot (or the final checkpoint) at `step`. */
   ckptState(step: number): WriteCheckpoint['state'];
@@ -81,6 +84,7 @@ export async function runHeartbeatingShard<R extends { checkpoint: CheckpointRef
     init = await o.fresh();
   }
   const ids = await o.ids();
+  const batch = o.batch ? await o.batch(ids) : undefined;
   const runner = o.compiled.runner(init);
   let lastKey: string | null = resumeFrom;
   const t0 = performance.now();
@@ -90,6 +94,7 @@ export async function runHeartbeatingShard<R extends { checkpoint: CheckpointRef
       runner,
       ids,
       ...o.batches,
+      ...(batch ? { batch } : {}),
       endStep,
       checkpoint: {
         ...o.policy,

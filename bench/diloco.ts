@@ -72,6 +72,7 @@ async function main() {
 
   // The same W=1 steps directly in the engine: no Temporal, no S3, one process.
   const spec = parseTrainingSpec(base(1));
+  if (spec.model.family !== 'gpt') throw new Error('bench/diloco trains a GPT');
   const tok = new ByteTokenizer();
   const ids: number[] = [];
   for (const d of readBrown(['news', 'humor', 'romance'])) ids.push(...tok.encode(d.text), tok.eot);

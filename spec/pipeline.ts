@@ -11,7 +11,7 @@ import { PipelineLoraSpecSchema } from './lora';
 import { PostTrainingSpecSchema, type EvalSpecInput, type QuantSpecInput } from './post-training';
 import { issueLines, relocateIssues } from './issues';
 import { DEFAULT_SPEC_LIMITS, type SpecLimits } from './limits';
-import { trainingSpecSchema, type TrainingSpec, type TrainingSpecInput } from './training';
+import { contextLimitOf, trainingSpecSchema, type TrainingSpec, type TrainingSpecInput } from './training';
 
 /**
  * The pipeline's LoRA stage: a FineTuneSpec whose base is the trained checkpoint. `dataset` is a
@@ -65,6 +65,13 @@ export function pipelineSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
     const postInput = { quant: p.quantization, eval: p.evaluation };
     const post = PostTrainingSpecSchema.safeParse(postInput);
     if (!post.success) relocateIssues(ctx, post.error, PostTrainingSpecSchema, postInput, ([head, ...rest]) => [head === 'quant' ? 'quantization' : 'evaluation', ...rest]);
+    // LoRA and post-training (quantization, the evaluation table, the report) run on GPT models so far.
+    const family = r.success ? r.data.model.family : null;
+    if (family !== null && family !== 'gpt') {
+      if (p.lora != null) ctx.addIssue({ code: 'custom', path: ['lora'], message: `the pipeline's LoRA stage tunes GPT models so far, and this model is ${family}; leave lora out` });
+      if (p.quantization.length) ctx.addIssue({ code: 'custom', path: ['quantization'], message: `post-training quantization runs on GPT models so far, and this model is ${family}; leave quantization out` });
+      if (p.lora != null || p.quantization.length) return z.NEVER;
+    }
     const lora = p.lora == null ? null : parseLora(p.lora, p.name, r.success ? r.data : null, ctx);
     if (!r.success || !post.success || lora === undefined) return z.NEVER;
     for (const k of TOP_LEVEL) if (k in p.training) return z.NEVER;
@@ -84,9 +91,9 @@ function parseLora(raw: unknown, name: string, training: TrainingSpec | null, ct
   const lora: PipelineLora = { ...r.data, name: r.data.name ?? name, dataset: r.data.dataset ?? null };
   let ok = true;
   if (training) {
-    const block = training.model.config.block_size;
-    if (lora.train.contextLength > block) {
-      ctx.addIssue({ code: 'custom', path: ['lora', 'train', 'contextLength'], message: `must not exceed model block_size (${lora.train.contextLength} > ${block})` });
+    const limit = contextLimitOf(training.model);
+    if (lora.train.contextLength > limit.value) {
+      ctx.addIssue({ code: 'custom', path: ['lora', 'train', 'contextLength'], message: `must not exceed model ${limit.field} (${lora.train.contextLength} > ${limit.value})` });
       ok = false;
     }
     // Token ids must mean what they meant in pretraining: a BPE is learned from its own corpus.

@@ -30,6 +30,7 @@ import type { CheckpointRef } from '../artifacts/checkpoints';
 import type { LoraMetrics } from '../engine/finetune';
 import type { ReportLora } from '../engine/report';
 import { errorTypeOf, failure, NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
+import { modelShape } from '../spec/family';
 import type { FineTuneSpec } from '../spec/lora';
 import type { PipelineSpec } from '../spec/pipeline';
 import { committedFileKey } from '../spec/store-layout';
@@ -218,7 +219,7 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     const resume = await locateStage(st);
     const trained = await trainStage(st, resume);
     const tuned = await loraStage(st, trained);
-    const post = await postTrainingStage(st, trained, tuned);
+    const post = spec.training.model.family === 'gpt' ? await postTrainingStage(st, trained, tuned) : skipPostTraining(st, trained);
     return resultOf(st, trained, post, Date.now() - info.startTime.getTime());
   } catch (err) {
     const cancelled = isCancellation(err);
@@ -253,7 +254,7 @@ async function trainStage(st: PipelineState, resume: ResumePoint | null): Promis
     workflowId: id,
     taskQueue: TASK_QUEUES.cpu,
     args: [{ spec: t, runId: st.id, ...(resume ? { resume } : {}) }],
-    staticSummary: `train ${t.model.family} ${t.model.config.n_layer}L×${t.model.config.n_embd} on ${t.dataset.name}: W=${t.workers}, ${t.rounds} rounds × H=${t.innerSteps}`,
+    staticSummary: `train ${t.model.family} ${modelShape(t.model)} on ${t.dataset.name}: W=${t.workers}, ${t.rounds} rounds × H=${t.innerSteps}`,
   });
   if (st.paused) await st.trainChild.signal(pauseSignal);
   const trained: TrainingResult = await st.trainChild.result();
@@ -330,6 +331,19 @@ async function postTrainingStage(st: PipelineState, trained: TrainingResult, tun
   st.running = null;
   st.setStage('done');
   return post;
+}
+
+/**
+ * A model of another family than GPT: its training evaluations are the run's result, and the
+ * post-training stage (GPT's quantization, evaluation table and report) is skipped, saying so.
+ */
+function skipPostTraining(st: PipelineState, trained: TrainingResult): PostTrainingResult {
+  const model = st.spec.training.model;
+  const why = `post-training (quantization, report) runs on GPT models so far; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix}`;
+  st.end(st.begin('postTraining', null, why), 'skipped', why);
+  st.running = null;
+  st.setStage('done');
+  return { variants: [], reportKey: '', reportJsonKey: '' };
 }
 
 /** "the whole val split (88890 tokens)" or "4096 val tokens, 4.61% of the split": what a ppl figure covers (engine/report coverageText, short). */

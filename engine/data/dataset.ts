@@ -7,7 +7,7 @@
 
 import { createHash, type Hash } from 'node:crypto';
 import { createWriteStream, mkdirSync, writeFileSync, type WriteStream } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { EngineError } from '../errors';
 import { CorpusError, CorpusSpecSchema, readCorpus, type Document } from './corpus';
@@ -24,11 +24,18 @@ export const DatasetSpecSchema = z.strictObject({
   seed: z.number().int().default(0),
   /** BPE training reads at most this many characters of the corpus. */
   bpeTrainChars: z.number().int().positive().default(20_000_000),
+  /**
+   * Also write each document's length and label beside every shard (`<shard>.docs`, uint32 pairs),
+   * for classification runs (they set it). Absent from specs that do not ask, so their hash and key stay.
+   */
+  labels: z.boolean().optional(),
 });
 export type DatasetSpec = z.infer<typeof DatasetSpecSchema>;
 
 export interface ShardInfo {
   file: string;
+  /** With `labels`: the file of (tokens, label index) uint32 pairs, one per document, in shard order. */
+  docs?: string;
   tokens: number;
   documents: number;
   bytes: number;
@@ -44,13 +51,21 @@ export interface DatasetManifest {
   documents: number;
   tokens: number;
   labels: Record<string, number>;
+  /** With `labels`: label names by index, in the order the corpus first named them. */
+  labelNames?: string[];
 }
 
 export const TOKENIZER_FILE = 'tokenizer.json';
 export const DATASET_MANIFEST_FILE = 'dataset.json';
 
+const endStream = (out: WriteStream) => new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+const writeStream = async (out: WriteStream, buf: Buffer) => {
+  if (!out.write(buf)) await new Promise<void>((r) => out.once('drain', () => r()));
+};
+
 class ShardWriter {
   private readonly out: WriteStream;
+  private readonly docs: WriteStream | null;
   private readonly hash: Hash = createHash('sha256');
   tokens = 0;
   documents = 0;
@@ -59,20 +74,25 @@ class ShardWriter {
     readonly file: string,
     path: string,
     private readonly wide: boolean,
+    /** The `.docs` file's name, when documents' lengths and labels are written. */
+    readonly docsFile: string | null = null,
   ) {
     this.out = createWriteStream(path);
+    this.docs = docsFile ? createWriteStream(join(dirname(path), docsFile)) : null;
   }
-  async write(ids: number[]): Promise<void> {
+  async write(ids: number[], label?: number): Promise<void> {
     const buf = Buffer.from(this.wide ? Uint32Array.from(ids).buffer : Uint16Array.from(ids).buffer);
     this.hash.update(buf);
     this.tokens += ids.length;
     this.bytes += buf.length;
     this.documents++;
-    if (!this.out.write(buf)) await new Promise<void>((r) => this.out.once('drain', () => r()));
+    await writeStream(this.out, buf);
+    if (this.docs) await writeStream(this.docs, Buffer.from(Uint32Array.of(ids.length, label ?? 0).buffer));
   }
   async close(): Promise<ShardInfo> {
-    await new Promise<void>((resolve, reject) => this.out.end((err?: Error | null) => (err ? reject(err) : resolve())));
-    return { file: this.file, tokens: this.tokens, documents: this.documents, bytes: this.bytes, sha256: this.hash.digest('hex') };
+    await endStream(this.out);
+    if (this.docs) await endStream(this.docs);
+    return { file: this.file, ...(this.docsFile ? { docs: this.docsFile } : {}), tokens: this.tokens, documents: this.documents, bytes: this.bytes, sha256: this.hash.digest('hex') };
   }
 }
 
@@ -111,11 +131,13 @@ export async function prepareDataset(
   mkdirSync(outDir, { recursive: true });
   const tokenizer = await buildTokenizer(spec, hfTokenizerJson);
   const wide = tokenizer.vocabSize > 65536;
+  const writer = (split: string, i: number) => new ShardWriter(`${split}-${i}.bin`, join(outDir, `${split}-${i}.bin`), wide, spec.labels ? `${split}-${i}.docs` : null);
   const writers = {
-    train: Array.from({ length: spec.shards }, (_, i) => new ShardWriter(`train-${i}.bin`, join(outDir, `train-${i}.bin`), wide)),
-    val: Array.from({ length: spec.shards }, (_, i) => new ShardWriter(`val-${i}.bin`, join(outDir, `val-${i}.bin`), wide)),
+    train: Array.from({ length: spec.shards }, (_, i) => writer('train', i)),
+    val: Array.from({ length: spec.shards }, (_, i) => writer('val', i)),
   };
   const labels: Record<string, number> = {};
+  const labelNames: string[] = [];
   let documents = 0;
   let tokens = 0;
   for await (const doc of readCorpus(spec.corpus) as AsyncIterable<Document>) {
@@ -125,7 +147,13 @@ export async function prepareDataset(
     const shard = Math.floor(h / 10_000) % spec.shards;
     const ids = await tokenizer.encode(doc.text);
     ids.push(tokenizer.eot);
-    await writers[split][shard].write(ids);
+    let label: number | undefined;
+    if (spec.labels) {
+      if (doc.label === undefined) throw new CorpusError(doc.source, 'has no label, and dataset.labels asks for one per document (a jsonl corpus names its labelField)');
+      label = labelNames.indexOf(doc.label);
+      if (label < 0) label = labelNames.push(doc.label) - 1;
+    }
+    await writers[split][shard].write(ids, label);
     if (doc.label !== undefined) labels[doc.label] = (labels[doc.label] ?? 0) + 1;
     documents++;
     tokens += ids.length;
@@ -147,6 +175,7 @@ export async function prepareDataset(
     documents,
     tokens,
     labels,
+    ...(spec.labels ? { labelNames } : {}),
   };
   writeFileSync(join(outDir, DATASET_MANIFEST_FILE), JSON.stringify(manifest, null, 2));
   return manifest;
