@@ -169,9 +169,9 @@ async function createModel({ store }: TrainingContext, input: RunRef): Promise<C
 }
 
 /**
- * The weights of a stored model, pinned by the sha256s the run was started with. A task head the
- * stored model lacks (a classifier on an imported encoder or masked-LM BERT) gets a seeded init; the
- * stored model's other head (an MLM head under a classifier run) is left behind.
+ * The weights of a stored model, pinned by the sha256s the run was started with. A BERT task head the
+ * stored model lacks (a classifier on an imported encoder, an MLM head on a classifier) gets a seeded
+ * init; the stored model's other head is left behind.
  */
 async function weightsFrom(store: ArtifactStore, from: string, pins: Record<string, string>, specs: ParamSpec[], seed: number): Promise<Map<string, Float32Array>> {
   const manifest = await store.readManifest(from);
@@ -183,7 +183,7 @@ async function weightsFrom(store: ArtifactStore, from: string, pins: Record<stri
   const ck = await readCheckpoint(store, from);
   const all = fromTensors(ck.weights, from);
   const out = new Map<string, Float32Array>();
-  const newHead = specs.filter((s) => s.name.startsWith('classifier.') && !ck.weights.has(s.name));
+  const newHead = specs.filter((s) => (s.name.startsWith('classifier.') || s.name.startsWith('cls.')) && !ck.weights.has(s.name));
   const init = initParams(newHead, seed);
   for (const s of specs) {
     const t = ck.weights.get(s.name);

@@ -122,6 +122,8 @@ const ModelSpecSchema = z
         ctx.addIssue({ code: 'custom', path: ['config', 'head'], message: `a ${task} run needs the head ${want}${head ? `, not ${head.kind}` : ''}` });
         return z.NEVER;
       }
+      // BertForMaskedLM has no pooler: a masked-LM run trains (and exports) the model without it.
+      if (task === 'mlm') enc.add_pooling_layer = false;
       const parsed = BertConfigSchema.safeParse(enc);
       if (!parsed.success) {
         relocateIssues(ctx, parsed.error, BertConfigSchema, enc, (path) => ['config', ...path]);

@@ -65,7 +65,14 @@ export function buildBertTrainStep(s: BertTrainSetup): TrainStep {
 /** The step compiled once per worker (a too-big step fails before anything is allocated). */
 export async function compileBertTrainStep(s: BertTrainSetup, sessionConfig: SessionConfig = {}, limits: TrainMemoryLimits = {}): Promise<CompiledTrainStep> {
   checkTrainMemory({ model: bertMemoryEquivalent(bertEncoderConfig(s.model)), optim: s.optim, batchSize: s.batchSize, contextLength: s.contextLength }, limits);
-  const step = buildBertTrainStep(s);
+  let step: TrainStep;
+  try {
+    step = buildBertTrainStep(s);
+  } catch (err) {
+    // Building the graph is deterministic: a failure here fails the same way on every retry.
+    if (err instanceof EngineError) throw err;
+    throw new EngineError('config', `bert ${s.task} training step: ${(err as Error).message}`);
+  }
   const session = await createSession(serializeModel(step.graph).model, { graphOptimizationLevel: 'all', ...sessionConfig });
   return { step, session, runner: (init) => new StepRunner(session, { params: init.params, state: init.state, step: init.step }) };
 }

@@ -97,3 +97,22 @@ test('import a BERT classifier → fine-tune it on SpamAssassin in a pipeline �
   expect(la.length).toBe(64);
   la.forEach((row, i) => expect(Array.from(lb[i])).toEqual(Array.from(row)));
 }, 600_000);
+
+test('BERT masked-LM pretraining on Brown: from scratch (tiny-bert preset, byte tokenizer) and continued from the imported model (its WordPiece tokenizer, a fresh MLM head)', async () => {
+  const training = { workers: 1, rounds: 2, innerSteps: 30, batchSize: 8, contextLength: 64, evalBatches: 8, optimizer: { optimizer: { kind: 'adamw' as const, lr: 2e-3 } } };
+  const dataset = { name: 'brown-humor', corpus: { kind: 'brown' as const, categories: ['humor'] }, valFraction: 0.2 };
+  // The byte tokenizer has 259 ids (256 bytes, end-of-text, pad, mask).
+  const scratch = await (await tg.startPipeline({ name: 'bert-mlm', model: { family: 'bert', task: 'mlm', preset: 'tiny-bert', config: { vocab_size: 259 } }, dataset, training })).result();
+  const imported = await importModel(FIXTURE, { name: 'tiny-bert-spam', config: stack.config }); // already stored: the same ref back
+  const continued = await (await tg.startPipeline({ name: 'bert-mlm-from', model: { from: imported.ref, task: 'mlm', config: { head: { kind: 'mlm' } } }, dataset, training })).result();
+  for (const [what, r] of [['scratch', scratch], ['continued', continued]] as const) {
+    const [first, , last] = r.training.valHistory;
+    console.log(`BERT MLM ${what}: val masked-token loss ${first.loss.toFixed(4)} → ${last.loss.toFixed(4)} (perplexity ${first.perplexity.toFixed(1)} → ${last.perplexity.toFixed(1)}) over the first ${training.evalBatches} val batches of ${training.batchSize} × ${training.contextLength} tokens (15% masked)`);
+    expect(last.loss).toBeLessThan(first.loss);
+    expect(last.perplexity).toBeCloseTo(Math.exp(last.loss), 6);
+    expect(last.accuracy).toBeUndefined();
+  }
+  // A masked-LM checkpoint exports as BertForMaskedLM.
+  const out = path.join(tmp, 'mlm');
+  expect((await exportModel(continued.training.checkpoint.prefix, out, { config: stack.config })).architecture).toBe('BertForMaskedLM');
+}, 600_000);
