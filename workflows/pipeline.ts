@@ -34,7 +34,7 @@ import { modelShape } from '../spec/family';
 import type { FineTuneSpec } from '../spec/lora';
 import type { PipelineSpec } from '../spec/pipeline';
 import { committedFileKey } from '../spec/store-layout';
-import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
+import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage, TruthgptTask, TruthgptValAccuracy } from '../spec/temporal-names';
 import { loraMetrics, type FineTuneCompleted, type fineTuneWorkflow } from './fine-tune';
 import type { EvaluationCoverage, postTrainingWorkflow, PostTrainingResult, VariantResult } from './post-training';
 import { pauseSignal, resumeSignal } from './controls';
@@ -215,6 +215,7 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     { key: TruthgptPipeline, value: spec.name },
     { key: TruthgptModelFamily, value: spec.training.model.family },
   ]);
+  if (spec.training.model.family !== 'gpt') upsertSearchAttributes([{ key: TruthgptTask, value: spec.training.model.task }]);
   try {
     const resume = await locateStage(st);
     const trained = await trainStage(st, resume);
@@ -261,6 +262,15 @@ async function trainStage(st: PipelineState, resume: ResumePoint | null): Promis
   st.trainChild = null;
   if (trained.bestValLoss !== null) upsertSearchAttributes([{ key: TruthgptBestValLoss, value: trained.bestValLoss }]);
   const lastVal = trained.valHistory[trained.valHistory.length - 1];
+  const firstVal = trained.valHistory[0];
+  if (lastVal?.accuracy !== undefined && firstVal?.accuracy !== undefined) {
+    // A classifier is told by its accuracy and macro F1 over every validation document.
+    const best = Math.max(...trained.valHistory.map((v) => v.accuracy ?? 0));
+    upsertSearchAttributes([{ key: TruthgptValAccuracy, value: best }]);
+    const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+    st.end(st.running, 'done', `${trained.rounds} rounds, val accuracy ${pct(firstVal.accuracy)} → ${pct(lastVal.accuracy)}, macro F1 ${firstVal.macroF1!.toFixed(3)} → ${lastVal.macroF1!.toFixed(3)} over ${lastVal.examples} val documents, ${trained.checkpoint.prefix}`);
+    return trained;
+  }
   st.end(st.running, 'done', `${trained.rounds} rounds, ${trained.tokensSeen} tokens, val loss ${lastVal?.loss.toFixed(4) ?? '-'} (best ${trained.bestValLoss?.toFixed(4) ?? '-'}), ${trained.checkpoint.prefix}`);
   return trained;
 }

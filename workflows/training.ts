@@ -21,7 +21,7 @@ import type { DatasetRef } from '../artifacts/datasets';
 import { failure, NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
 import { modelShape, TASK_DATASET } from '../spec/family';
 import type { TrainingSpec } from '../spec/training';
-import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline } from '../spec/temporal-names';
+import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptTask, TruthgptValAccuracy } from '../spec/temporal-names';
 import { runControls } from './controls';
 
 export interface ValPoint {
@@ -55,6 +55,8 @@ export interface TrainingCarry {
   valHistory: ValPoint[];
   trainHistory: TrainPoint[];
   bestValLoss: number | null;
+  /** Classification runs: the best validation accuracy so far. */
+  bestValAccuracy?: number | null;
   tokensSeen: number;
   startedAt: number;
   paused: boolean;
@@ -142,12 +144,18 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
     { key: TruthgptPipeline, value: spec.name },
     { key: TruthgptModelFamily, value: spec.model.family },
   ]);
+  // Only for families other than GPT: GPT runs issue the commands they always did.
+  if (spec.model.family !== 'gpt') upsertSearchAttributes([{ key: TruthgptTask, value: spec.model.task }]);
 
   const evaluateAt = async (c: TrainingCarry) => {
     controls.setStage('evaluate');
     const r = await cpu.evaluate.executeWithOptions({ summary: `val loss of ${c.global.prefix} (round ${c.round}, ${spec.evalBatches} batches)` }, [{ ...ref, checkpoint: c.global, dataset: c.dataset }]);
     const cls = r.accuracy !== undefined ? { accuracy: r.accuracy, macroF1: r.macroF1, examples: r.examples } : {};
     push(c.valHistory, { round: c.round, step: c.round * H, loss: r.loss, perplexity: r.perplexity, ...cls });
+    if (r.accuracy !== undefined && (c.bestValAccuracy == null || r.accuracy > c.bestValAccuracy)) {
+      c.bestValAccuracy = r.accuracy;
+      upsertSearchAttributes([{ key: TruthgptValAccuracy, value: r.accuracy }]);
+    }
     if (c.bestValLoss === null || r.loss < c.bestValLoss) {
       c.bestValLoss = r.loss;
       upsertSearchAttributes([{ key: TruthgptBestValLoss, value: r.loss }]);

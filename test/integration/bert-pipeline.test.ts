@@ -14,7 +14,7 @@ import { checkpointWeightsAnyFamily } from '../../artifacts/checkpoints';
 import { newestDataset, readTokenizer, ShardCache } from '../../artifacts/datasets';
 import { loadStoredTokenizer } from '../../artifacts/tokenizers';
 import type { BertModelConfig } from '../../engine/hf/bert';
-import { BertEvaluator, bertTokensOf, labelledDocs, labelMapOf } from '../../engine/train/bert';
+import { BertEvaluator, bertTokensOf, frameDocs, labelledDocs, labelMapOf } from '../../engine/train/bert';
 import { exportModel, importModel, InvalidSpecError, TruthGPT, type PipelineSpecInput } from '../../sdk';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
 
@@ -65,6 +65,17 @@ test('import a BERT classifier â†’ fine-tune it on SpamAssassin in a pipeline â†
   expect(after.accuracy!).toBeGreaterThan(before.accuracy!);
   expect(after.macroF1!).toBeGreaterThan(before.macroF1!);
   expect(r.stages.map((s) => [s.stage, s.status])).toEqual([['train', 'done'], ['lora', 'skipped'], ['postTraining', 'skipped']]);
+  expect(r.stages[0].summary).toContain(`val accuracy ${(before.accuracy! * 100).toFixed(1)}% â†’ ${(after.accuracy! * 100).toFixed(1)}%`);
+
+  // The run list (Temporal visibility, search attributes) shows the family, the task and the accuracy.
+  let listed: Awaited<ReturnType<TruthGPT['listRuns']>> = [];
+  for (let i = 0; i < 50 && !listed.some((x) => x.workflowId === r.workflowId && x.valAccuracy != null); i++) {
+    listed = await tg.listRuns({ family: 'bert' });
+    await new Promise((res) => setTimeout(res, 200)); // visibility is eventually consistent
+  }
+  const row = listed.find((x) => x.workflowId === r.workflowId)!;
+  expect(row).toMatchObject({ family: 'bert', task: 'classification', pipeline: 'bert-spam' });
+  expect(row.valAccuracy).toBeCloseTo(Math.max(...r.training.valHistory.map((v) => v.accuracy!)), 12);
 
   // The trained checkpoint is a BERT with its classification head, exported as the HF class.
   const trained = r.training.checkpoint.prefix;
@@ -96,6 +107,15 @@ test('import a BERT classifier â†’ fine-tune it on SpamAssassin in a pipeline â†
   await ev.release();
   expect(la.length).toBe(64);
   la.forEach((row, i) => expect(Array.from(lb[i])).toEqual(Array.from(row)));
+
+  // For the Python side (test/fixtures/hf-io/check_bert_export.py): the export with our logits.
+  const keep = process.env.TRUTHGPT_KEEP_BERT_EXPORT;
+  if (keep) {
+    const framed = frameDocs(val.ids, docs, 64, tok);
+    const rows = (k: string) => Array.from({ length: docs.length }, (_, i) => Array.from(framed[k].data as BigInt64Array).slice(i * 64, (i + 1) * 64).map(Number));
+    fs.cpSync(out, keep, { recursive: true });
+    fs.writeFileSync(path.join(keep, 'ours.json'), JSON.stringify({ input_ids: rows('input_ids'), attention_mask: rows('attention_mask'), logits: la.map((r) => Array.from(r)) }));
+  }
 }, 600_000);
 
 test('BERT masked-LM pretraining on Brown: from scratch (tiny-bert preset, byte tokenizer) and continued from the imported model (its WordPiece tokenizer, a fresh MLM head)', async () => {
