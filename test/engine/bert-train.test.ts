@@ -7,7 +7,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { HfTokenizer } from '../../engine/data/tokenizer';
 import { readHfFolder, type BertModelConfig } from '../../engine/hf';
-import { BertEvaluator, bertTokensOf, classificationBatch, labelMapOf, labelledDocs, mlmBatch } from '../../engine/train/bert';
+import { Tensor } from 'onnxruntime-node';
+import { readSpamAssassin } from '../../engine/data/corpus';
+import { hashString } from '../../engine/data/random';
+import { serializeModel } from '../../engine/graph/onnx';
+import { exportBert } from '../../engine/models/export-bert-t5';
+import { OptimConfigSchema } from '../../engine/optim';
+import { quantizeGraph } from '../../engine/quant';
+import { AccuracyRejectedError, gateClassifier } from '../../engine/quant/classifier-gate';
+import { bertEncoderConfig, BertEvaluator, bertTokensOf, buildBertTrainStep, classificationBatch, frameDocs, labelMapOf, labelledDocs, mlmBatch } from '../../engine/train/bert';
+import { Trainer } from '../../engine/train/trainer';
 
 const DIR = path.join(__dirname, '..', 'fixtures', 'hf-io', 'bert_spam');
 const golden = JSON.parse(fs.readFileSync(path.join(DIR, 'golden.json'), 'utf8')) as { text: string; input_ids: number[]; logits: number[] };
@@ -62,3 +71,72 @@ test('batches are pure functions of (seed, shard, step); labels follow id2label,
   expect(labelMapOf(head(), ['spam', 'ham'])).toEqual([1, 0]);
   expect(() => labelMapOf(head(), ['a', 'b', 'c'])).toThrow("the dataset has 3 labels (a, b, c), the model's head num_labels is 2");
 });
+
+test('int8 classifier gate: the spam BERT fine-tuned here, quantized int8-dynamic, is scored against fp32 on held-out messages; a model that loses accuracy is refused naming the bound', async () => {
+  const m = readHfFolder(DIR);
+  const cfg = m.config as BertModelConfig;
+  const tok = HfTokenizer.fromJson(fs.readFileSync(path.join(DIR, 'tokenizer.json'), 'utf8'), { key: 'models/x/tokenizer.json', sha256: '0'.repeat(64) });
+  const t = bertTokensOf(tok);
+  const T = 64;
+  // Held-out split by a hash of the message id, as test/engine/spam-classifier.test.ts does.
+  const train: number[][] = [];
+  const held: { ids: number[]; label: number }[] = [];
+  for (const d of readSpamAssassin()) {
+    const ids = (await tok.encode(d.text.slice(0, 2000))).slice(0, T - 2);
+    if (hashString(d.source) % 5 === 0) {
+      held.push({ ids, label: d.label === 'spam' ? 1 : 0 });
+    } else train.push([...ids, d.label === 'spam' ? 1 : 0]);
+  }
+  const flat: number[] = [];
+  const docs = train.map((x) => {
+    const d = { start: flat.length, length: x.length - 1, label: x[x.length - 1] };
+    flat.push(...x.slice(0, -1));
+    return d;
+  });
+  const optim = OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 2e-3, weight_decay: 0.01 }, grad_clip: 1 });
+  const trainer = await Trainer.create(buildBertTrainStep({ model: cfg, task: 'classification', optim, batchSize: 16, contextLength: T }), { seed: 0, weights: m.weights, sessionConfig: { intraOpThreads: 1 } });
+  try {
+    for (let step = 0; step < 150; step++) await trainer.run(classificationBatch(flat, docs, { seed: 0, shard: 0, step, batchSize: 16, contextLength: T }, t));
+  } finally {
+    await trainer.release();
+  }
+  const weights = trainer.params();
+
+  const fp32Graph = exportBert(bertEncoderConfig(cfg), weights, { head: 'classifier' });
+  const fp32 = serializeModel(fp32Graph).model;
+  const int8 = serializeModel((await quantizeGraph(fp32Graph, { method: 'int8-dynamic' })).graph).model;
+  const heldFlat: number[] = [];
+  const heldDocs = held.map((h) => {
+    const d = { start: heldFlat.length, length: h.ids.length, label: h.label };
+    heldFlat.push(...h.ids);
+    return d;
+  });
+  const batches = [];
+  for (let i = 0; i < heldDocs.length; i += 50) {
+    const part = heldDocs.slice(i, i + 50);
+    const f = frameDocs(heldFlat, part, T, t);
+    batches.push({ feeds: Object.fromEntries(Object.entries(f).map(([k, v]) => [k, new Tensor('int64', v.data as BigInt64Array, v.dims)])), labels: part.map((d) => d.label) });
+  }
+  const gate = await gateClassifier(fp32, int8, batches, { method: 'int8-dynamic', numLabels: 2, maxAccuracyDrop: 0.02, sessionConfig: { intraOpThreads: 1 } });
+  console.log(
+    `int8 gate on ${gate.fp32.count} held-out messages: fp32 accuracy ${(100 * gate.fp32.accuracy).toFixed(2)}% (macro F1 ${gate.fp32.macroF1.toFixed(3)}), ` +
+      `int8 ${(100 * gate.quant.accuracy).toFixed(2)}% (macro F1 ${gate.quant.macroF1.toFixed(3)}), drop ${(100 * gate.drop).toFixed(2)} points, ${gate.flips} predictions flipped; majority baseline ${(100 * gate.fp32.majorityBaseline).toFixed(1)}%`,
+  );
+  expect(gate.fp32.count).toBe(held.length);
+  expect(gate.fp32.accuracy).toBeGreaterThan(gate.fp32.majorityBaseline);
+  // Seen: 93.67% both, 0 of 1232 predictions flipped (drop 0.00 points).
+  expect(gate.drop).toBeLessThanOrEqual(0.02);
+
+  // A "quantized" model that has lost its classifier (its bias pushes every message to ham) is refused.
+  const broken = new Map(weights);
+  broken.set('classifier.bias', Float32Array.from([100, -100]));
+  const bad = serializeModel(exportBert(bertEncoderConfig(cfg), broken, { head: 'classifier' })).model;
+  const refused = await gateClassifier(fp32, bad, batches, { method: 'int8-dynamic', numLabels: 2, maxAccuracyDrop: 0.01 }).catch((e: unknown) => e);
+  expect(refused).toBeInstanceOf(AccuracyRejectedError);
+  const e = refused as AccuracyRejectedError;
+  expect(e.kind).toBe('quant-rejected');
+  expect(e.message).toBe(
+    `int8-dynamic model rejected: validation accuracy ${(100 * e.quantAccuracy).toFixed(2)}% vs fp32 ${(100 * gate.fp32.accuracy).toFixed(2)}% over ${held.length} documents is ${(100 * e.drop).toFixed(2)} points lower, above the bound maxAccuracyDrop = 1.00 points`,
+  );
+  expect(e.quantAccuracy).toBeCloseTo(gate.fp32.majorityBaseline, 12);
+}, 180_000);
