@@ -3,6 +3,7 @@
 
 import type { ArtifactStore } from '../infra/store';
 import type { Pool } from '../spec/temporal-names';
+import { createClassifierPostActivities } from './classifier-post';
 import { createDemoActivities } from './demo';
 import { createFineTuneActivities } from './fine-tune';
 import { createPipelineActivities } from './pipeline';
@@ -27,6 +28,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createFineTuneActivities(deps),
     ...createPipelineActivities(deps),
     ...createPostTrainingActivities(deps),
+    ...createClassifierPostActivities(deps),
   };
 }
 

@@ -66,11 +66,26 @@ export function pipelineSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
     const post = PostTrainingSpecSchema.safeParse(postInput);
     if (!post.success) relocateIssues(ctx, post.error, PostTrainingSpecSchema, postInput, ([head, ...rest]) => [head === 'quant' ? 'quantization' : 'evaluation', ...rest]);
     // LoRA and post-training (quantization, the evaluation table, the report) run on GPT models so far.
-    const family = r.success ? r.data.model.family : null;
-    if (family !== null && family !== 'gpt') {
-      if (p.lora != null) ctx.addIssue({ code: 'custom', path: ['lora'], message: `the pipeline's LoRA stage tunes GPT models so far, and this model is ${family}; leave lora out` });
-      if (p.quantization.length) ctx.addIssue({ code: 'custom', path: ['quantization'], message: `post-training quantization runs on GPT models so far, and this model is ${family}; leave quantization out` });
-      if (p.lora != null || p.quantization.length) return z.NEVER;
+    const model = r.success ? r.data.model : null;
+    if (model && model.family !== 'gpt') {
+      let refused = false;
+      if (p.lora != null) {
+        ctx.addIssue({ code: 'custom', path: ['lora'], message: `the pipeline's LoRA stage tunes GPT models so far, and this model is ${model.family}; leave lora out` });
+        refused = true;
+      }
+      // A classifier's variants are int8-dynamic, gated on accuracy (engine/quant/classifier-gate.ts).
+      post.data?.quant.forEach((q, i) => {
+        if (model.task !== 'classification') ctx.addIssue({ code: 'custom', path: ['quantization', i], message: `post-training quantization of a ${model.family} ${model.task} model is not wired yet; leave quantization out` });
+        else if (q.method !== 'int8-dynamic') ctx.addIssue({ code: 'custom', path: ['quantization', i, 'method'], message: `a classifier quantizes int8-dynamic so far, not ${q.method}` });
+        else return;
+        refused = true;
+      });
+      if (refused) return z.NEVER;
+    } else if (model) {
+      post.data?.quant.forEach((q, i) => {
+        if (q.maxAccuracyDrop !== undefined) ctx.addIssue({ code: 'custom', path: ['quantization', i, 'maxAccuracyDrop'], message: 'gates a classifier; a language model variant is gated on maxPplIncrease' });
+      });
+      if (post.data?.quant.some((q) => q.maxAccuracyDrop !== undefined)) return z.NEVER;
     }
     const lora = p.lora == null ? null : parseLora(p.lora, p.name, r.success ? r.data : null, ctx);
     if (!r.success || !post.success || lora === undefined) return z.NEVER;

@@ -25,6 +25,7 @@ import {
   workflowInfo,
   type ChildWorkflowHandle,
 } from '@temporalio/workflow';
+import type { ClassifierPostActivities, ClassifierVariant } from '../activities/classifier-post';
 import type { PipelineActivities, ResumePoint } from '../activities/pipeline';
 import type { CheckpointRef } from '../artifacts/checkpoints';
 import type { LoraMetrics } from '../engine/finetune';
@@ -91,6 +92,8 @@ export interface PipelineResult {
   /** The LoRA stage's outcome, null without `spec.lora`. */
   lora: LoraOutcome | null;
   variants: VariantResult[];
+  /** A classifier's int8 variants, gated on validation accuracy (BERT classification runs with quantization). */
+  classifierVariants?: ClassifierVariant[];
   /** What the variants' perplexity covers (absent for runs from before it was recorded). */
   evaluation?: EvaluationCoverage;
   reportKey: string;
@@ -117,6 +120,12 @@ export const trainingChildId = (pipelineId: string) => `${pipelineId}-train`;
 export const postTrainingChildId = (pipelineId: string) => `${pipelineId}-post`;
 export const loraChildId = (pipelineId: string) => `${pipelineId}-lora`;
 
+const classifierPost = proxyActivities<ClassifierPostActivities>({
+  taskQueue: TASK_QUEUES.cpu,
+  startToCloseTimeout: '60 minutes',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+});
+
 const { locateCheckpoint } = proxyActivities<PipelineActivities>({
   taskQueue: TASK_QUEUES.cpu,
   startToCloseTimeout: '5 minutes',
@@ -134,6 +143,8 @@ class PipelineState {
   loraChild: ChildWorkflowHandle<typeof fineTuneWorkflow> | null = null;
   resumedFrom: PipelineProgress['resumedFrom'] = null;
   lora: LoraOutcome | null = null;
+  /** A classifier's quantized variants (non-GPT runs with quantization). */
+  classifierVariants: ClassifierVariant[] | null = null;
   /** The stage a failure or a cancellation is recorded against. */
   running: StageOutcome | null = null;
   readonly loraWorkflowId: string | null;
@@ -220,7 +231,8 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     const resume = await locateStage(st);
     const trained = await trainStage(st, resume);
     const tuned = await loraStage(st, trained);
-    const post = spec.training.model.family === 'gpt' ? await postTrainingStage(st, trained, tuned) : skipPostTraining(st, trained);
+    const post =
+      spec.training.model.family === 'gpt' ? await postTrainingStage(st, trained, tuned) : spec.quantization.length ? await classifierPostStage(st, trained) : skipPostTraining(st, trained);
     return resultOf(st, trained, post, Date.now() - info.startTime.getTime());
   } catch (err) {
     const cancelled = isCancellation(err);
@@ -344,6 +356,33 @@ async function postTrainingStage(st: PipelineState, trained: TrainingResult, tun
 }
 
 /**
+ * A classifier's post-training: each int8 variant quantized and gated on validation accuracy
+ * (activities/classifier-post.ts); a refused variant marked `required` fails the run (QuantRejected).
+ */
+async function classifierPostStage(st: PipelineState, trained: TrainingResult): Promise<PostTrainingResult> {
+  const { spec } = st;
+  await st.waitWhilePaused();
+  st.running = st.begin('postTraining', null, `quantize ${spec.quantization.map((q) => q.name).join(', ')} and gate on validation accuracy`);
+  const variants: ClassifierVariant[] = [];
+  for (const quant of spec.quantization) {
+    variants.push(
+      await classifierPost.quantizeClassifier.executeWithOptions({ summary: `${quant.method} of ${trained.checkpoint.prefix}, gated on accuracy` }, [
+        { runId: st.id, spec: spec.training, checkpoint: trained.checkpoint, dataset: trained.dataset, quant },
+      ]),
+    );
+  }
+  st.classifierVariants = variants;
+  const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
+  const told = variants.map((v) => `${v.name} accuracy ${pct(v.accuracy)} vs fp32 ${pct(v.fp32Accuracy)}${v.published ? '' : ' (refused)'}`);
+  const refused = variants.filter((v, i) => !v.published && spec.quantization[i].required);
+  if (refused.length) throw failure('QuantRejected', refused.map((v) => `required variant ${v.name} (${v.method}) was refused: ${v.rejectedReason}`).join('; '));
+  st.end(st.running, 'done', `${told.join(', ')} over ${variants[0]?.examples ?? 0} val documents`);
+  st.running = null;
+  st.setStage('done');
+  return { variants: [], reportKey: '', reportJsonKey: '' };
+}
+
+/**
  * A model of another family than GPT: its training evaluations are the run's result, and the
  * post-training stage (GPT's quantization, evaluation table and report) is skipped, saying so.
  */
@@ -379,6 +418,7 @@ function resultOf(st: PipelineState, trained: TrainingResult, post: PostTraining
     },
     lora: st.lora,
     variants: post.variants,
+    ...(st.classifierVariants ? { classifierVariants: st.classifierVariants } : {}),
     ...(post.evaluation ? { evaluation: post.evaluation } : {}),
     reportKey: post.reportKey,
     stages: st.stages,

@@ -45,6 +45,8 @@ test('import a BERT classifier â†’ fine-tune it on SpamAssassin in a pipeline â†
     model: { from: imported.ref, task: 'classification' },
     dataset: { name: 'spam', corpus: { kind: 'spam-assassin' }, valFraction: 0.1 },
     training: { workers: 1, rounds: 2, innerSteps: 40, batchSize: 16, contextLength: 64, optimizer: { optimizer: { kind: 'adamw', lr: 2e-3, weight_decay: 0.01 }, grad_clip: 1 } },
+    // int8, gated on accuracy: refused when it loses more than one point against fp32.
+    quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 0.01, required: true }],
   };
 
   // The stored model is a BERT: a spec naming another family is refused, naming the field.
@@ -64,7 +66,17 @@ test('import a BERT classifier â†’ fine-tune it on SpamAssassin in a pipeline â†
   expect(after.loss).toBeLessThan(before.loss);
   expect(after.accuracy!).toBeGreaterThan(before.accuracy!);
   expect(after.macroF1!).toBeGreaterThan(before.macroF1!);
-  expect(r.stages.map((s) => [s.stage, s.status])).toEqual([['train', 'done'], ['lora', 'skipped'], ['postTraining', 'skipped']]);
+  expect(r.stages.map((s) => [s.stage, s.status])).toEqual([['train', 'done'], ['lora', 'skipped'], ['postTraining', 'done']]);
+  const [int8] = r.classifierVariants!;
+  console.log(
+    `int8 gate: accuracy ${(100 * int8.accuracy).toFixed(2)}% vs fp32 ${(100 * int8.fp32Accuracy).toFixed(2)}% (macro F1 ${int8.macroF1!.toFixed(3)} vs ${int8.fp32MacroF1!.toFixed(3)}) over ${int8.examples} val documents, ` +
+      `${int8.flips} flipped, ${int8.bytes} bytes vs ${int8.fp32Bytes}`,
+  );
+  expect(int8).toMatchObject({ name: 'int8', method: 'int8-dynamic', published: true, examples: after.examples, maxAccuracyDrop: 0.01 });
+  // The fp32 export scores what the training evaluation scored on the same documents.
+  expect(int8.fp32Accuracy).toBeCloseTo(after.accuracy!, 12);
+  expect(int8.drop).toBeLessThanOrEqual(0.01);
+  expect(await stack.s3.store.readManifest(int8.prefix)).not.toBeNull();
   expect(r.stages[0].summary).toContain(`val accuracy ${(before.accuracy! * 100).toFixed(1)}% â†’ ${(after.accuracy! * 100).toFixed(1)}%`);
 
   // The run list (Temporal visibility, search attributes) shows the family, the task and the accuracy.

@@ -61,13 +61,22 @@ test('refusals name the field: t5 not wired, a task the family lacks, a head tha
   expect(issuesOf({ name: 'x', model: { family: 'bert', preset: 'tiny-bert', config: { hiden_size: 8 } }, dataset: spam, training })).toEqual(['spec.model.config.hiden_size: unknown key (did you mean hidden_size?)']);
 });
 
-test('a BERT pipeline refuses the stages that are GPT-only so far, naming them', () => {
+test('a BERT pipeline: LoRA refused; a classifier quantizes int8-dynamic gated on accuracy; maxAccuracyDrop is for classifiers only', () => {
   const model = { family: 'bert', preset: 'tiny-bert', config: { head: { kind: 'classification', num_labels: 2 } } };
-  expect(issuesOf({ name: 'x', model, dataset: spam, training, quantization: [{ method: 'int8-dynamic' }] })).toEqual([
-    'spec.quantization: post-training quantization runs on GPT models so far, and this model is bert; leave quantization out',
+  expect(issuesOf({ name: 'x', model, dataset: spam, training, lora: { lora: { r: 4 }, train: { steps: 2, batchSize: 2, contextLength: 16 } } })).toEqual([
+    "spec.lora: the pipeline's LoRA stage tunes GPT models so far, and this model is bert; leave lora out",
   ]);
-  const p = parsePipelineSpec({ name: 'x', model, dataset: spam, training });
+  expect(issuesOf({ name: 'x', model, dataset: spam, training, quantization: [{ method: 'int4' }] })).toEqual(['spec.quantization.0.method: a classifier quantizes int8-dynamic so far, not int4']);
+  expect(issuesOf({ name: 'x', model: { family: 'bert', task: 'mlm', preset: 'tiny-bert' }, dataset: brown, training, quantization: [{ method: 'int8-dynamic' }] })).toEqual([
+    'spec.quantization.0: post-training quantization of a bert mlm model is not wired yet; leave quantization out',
+  ]);
+  expect(issuesOf({ name: 'x', model: { preset: 'tiny-gpt' }, dataset: brown, training, quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 0.01 }] })).toEqual([
+    'spec.quantization.0.maxAccuracyDrop: gates a classifier; a language model variant is gated on maxPplIncrease',
+  ]);
+  expect(issuesOf({ name: 'x', model, dataset: spam, training, quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 2 }] })).toEqual(['spec.quantization.0.maxAccuracyDrop: a fraction, at most 1 (0.01 is one point of accuracy)']);
+  const p = parsePipelineSpec({ name: 'x', model, dataset: spam, training, quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 0.01 }] });
   expect(p.training.model.family).toBe('bert');
+  expect(p.quantization[0]).toMatchObject({ name: 'int8', maxAccuracyDrop: 0.01 });
 });
 
 test('resolveTask: defaults and reasons for every family', () => {
