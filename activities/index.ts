@@ -3,6 +3,7 @@
 
 import type { ArtifactStore } from '../infra/store';
 import type { Pool } from '../spec/temporal-names';
+import { createClassifierLoraActivities } from './classifier-lora';
 import { createClassifierPostActivities } from './classifier-post';
 import { createDemoActivities } from './demo';
 import { createFineTuneActivities } from './fine-tune';
@@ -29,6 +30,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createPipelineActivities(deps),
     ...createPostTrainingActivities(deps),
     ...createClassifierPostActivities(deps),
+    ...createClassifierLoraActivities(deps),
   };
 }
 

@@ -69,8 +69,12 @@ export function pipelineSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
     const model = r.success ? r.data.model : null;
     if (model && model.family !== 'gpt') {
       let refused = false;
-      if (p.lora != null) {
-        ctx.addIssue({ code: 'custom', path: ['lora'], message: `the pipeline's LoRA stage tunes GPT models so far, and this model is ${model.family}; leave lora out` });
+      // A BERT classifier's LoRA stage (PEFT SEQ_CLS: adapters + the head) trains on the training dataset.
+      if (p.lora != null && model.task !== 'classification') {
+        ctx.addIssue({ code: 'custom', path: ['lora'], message: `the pipeline's LoRA stage tunes GPT models and BERT classifiers so far, and this is a ${model.family} ${model.task} model; leave lora out` });
+        refused = true;
+      } else if (p.lora != null && typeof p.lora === 'object' && (p.lora as Record<string, unknown>).dataset != null) {
+        ctx.addIssue({ code: 'custom', path: ['lora', 'dataset'], message: "a classifier's LoRA stage trains on the training dataset (its labels); leave lora.dataset out" });
         refused = true;
       }
       // A classifier's variants are int8-dynamic, gated on accuracy (engine/quant/classifier-gate.ts).

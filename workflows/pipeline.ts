@@ -25,6 +25,7 @@ import {
   workflowInfo,
   type ChildWorkflowHandle,
 } from '@temporalio/workflow';
+import type { ClassifierLoraActivities, ClassifierLoraOutcome } from '../activities/classifier-lora';
 import type { ClassifierPostActivities, ClassifierVariant } from '../activities/classifier-post';
 import type { PipelineActivities, ResumePoint } from '../activities/pipeline';
 import type { CheckpointRef } from '../artifacts/checkpoints';
@@ -94,6 +95,8 @@ export interface PipelineResult {
   variants: VariantResult[];
   /** A classifier's int8 variants, gated on validation accuracy (BERT classification runs with quantization). */
   classifierVariants?: ClassifierVariant[];
+  /** A BERT classifier's LoRA stage: the merged checkpoint, the PEFT files, accuracy after. */
+  classifierLora?: ClassifierLoraOutcome;
   /** What the variants' perplexity covers (absent for runs from before it was recorded). */
   evaluation?: EvaluationCoverage;
   reportKey: string;
@@ -120,6 +123,18 @@ export const trainingChildId = (pipelineId: string) => `${pipelineId}-train`;
 export const postTrainingChildId = (pipelineId: string) => `${pipelineId}-post`;
 export const loraChildId = (pipelineId: string) => `${pipelineId}-lora`;
 
+const classifierLoraGpu = proxyActivities<ClassifierLoraActivities>({
+  taskQueue: TASK_QUEUES.gpu,
+  startToCloseTimeout: '120 minutes',
+  heartbeatTimeout: '5 minutes',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+});
+const classifierLoraCpu = proxyActivities<ClassifierLoraActivities>({
+  taskQueue: TASK_QUEUES.cpu,
+  startToCloseTimeout: '60 minutes',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+});
+
 const classifierPost = proxyActivities<ClassifierPostActivities>({
   taskQueue: TASK_QUEUES.cpu,
   startToCloseTimeout: '60 minutes',
@@ -145,6 +160,8 @@ class PipelineState {
   lora: LoraOutcome | null = null;
   /** A classifier's quantized variants (non-GPT runs with quantization). */
   classifierVariants: ClassifierVariant[] | null = null;
+  /** A classifier's LoRA stage outcome. */
+  classifierLora: ClassifierLoraOutcome | null = null;
   /** The stage a failure or a cancellation is recorded against. */
   running: StageOutcome | null = null;
   readonly loraWorkflowId: string | null;
@@ -154,7 +171,8 @@ class PipelineState {
     readonly id: string,
     readonly continues: string[],
   ) {
-    this.loraWorkflowId = spec.lora ? loraChildId(id) : null;
+    // A BERT classifier's LoRA stage runs as activities of the pipeline, not as a child workflow.
+    this.loraWorkflowId = spec.lora && spec.training.model.family === 'gpt' ? loraChildId(id) : null;
   }
 
   publish(): void {
@@ -230,9 +248,11 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
   try {
     const resume = await locateStage(st);
     const trained = await trainStage(st, resume);
-    const tuned = await loraStage(st, trained);
-    const post =
-      spec.training.model.family === 'gpt' ? await postTrainingStage(st, trained, tuned) : spec.quantization.length ? await classifierPostStage(st, trained) : skipPostTraining(st, trained);
+    const gpt = spec.training.model.family === 'gpt';
+    const tuned = gpt ? await loraStage(st, trained) : null;
+    // A classifier's LoRA stage leaves a merged checkpoint that post-training quantizes instead of the trained one.
+    const classifier = gpt ? trained : await classifierLoraStage(st, trained);
+    const post = gpt ? await postTrainingStage(st, trained, tuned) : spec.quantization.length ? await classifierPostStage(st, classifier) : skipPostTraining(st, classifier);
     return resultOf(st, trained, post, Date.now() - info.startTime.getTime());
   } catch (err) {
     const cancelled = isCancellation(err);
@@ -356,6 +376,49 @@ async function postTrainingStage(st: PipelineState, trained: TrainingResult, tun
 }
 
 /**
+ * LoRA on a BERT classifier (activities/classifier-lora.ts): chunks of `stepsPerActivity` steps on
+ * the GPU queue, then the merge, the PEFT SEQ_CLS files and the merged model's accuracy. Returns
+ * the training result with the merged checkpoint in place of the trained one (what post-training
+ * quantizes); without `spec.lora` the stage is skipped and the trained result returned.
+ */
+async function classifierLoraStage(st: PipelineState, trained: TrainingResult): Promise<TrainingResult> {
+  const l = st.spec.lora;
+  if (!l) {
+    st.end(st.begin('lora', null, 'not requested'), 'skipped', 'not requested');
+    return trained;
+  }
+  await st.waitWhilePaused();
+  const id = loraChildId(st.id);
+  st.running = st.begin('lora', null, `r=${l.lora.r} on the classifier ${trained.checkpoint.prefix}, ${l.train.steps} steps`);
+  const settings = { lora: l.lora, train: l.train };
+  let previous: CheckpointRef | null = null;
+  const chunks = Math.ceil(l.train.steps / l.train.stepsPerActivity);
+  let lastLoss = NaN;
+  for (let chunk = 0; chunk < chunks; chunk++) {
+    await st.waitWhilePaused();
+    const r = await classifierLoraGpu.trainClassifierLora.executeWithOptions({ summary: `LoRA chunk ${chunk + 1}/${chunks} of the classifier` }, [
+      { runId: id, spec: st.spec.training, settings, base: trained.checkpoint, dataset: trained.dataset, chunk, previous },
+    ]);
+    previous = r.checkpoint;
+    lastLoss = r.lastLoss;
+  }
+  const o = await classifierLoraCpu.mergeClassifierLora.executeWithOptions({ summary: 'merge the adapters, write PEFT files, evaluate' }, [
+    { runId: id, spec: st.spec.training, settings, base: trained.checkpoint, dataset: trained.dataset, final: previous! },
+  ]);
+  st.classifierLora = o;
+  const before = trained.valHistory[trained.valHistory.length - 1];
+  const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(1)}%`);
+  const share = ((100 * o.trainable) / o.total).toFixed(2);
+  st.end(
+    st.running,
+    'done',
+    `val accuracy ${pct(before?.accuracy)} → ${pct(o.accuracyAfter)}, macro F1 ${before?.macroF1?.toFixed(3) ?? '-'} → ${o.macroF1After.toFixed(3)} over ${o.examples} val documents (last train loss ${lastLoss.toFixed(4)}), ${o.trainable} trainable (${share}%: adapters on ${o.targetModules.join(', ')} + the head), adapter ${o.adapterPrefix}`,
+  );
+  st.running = null;
+  return { ...trained, checkpoint: o.merged };
+}
+
+/**
  * A classifier's post-training: each int8 variant quantized and gated on validation accuracy
  * (activities/classifier-post.ts); a refused variant marked `required` fails the run (QuantRejected).
  */
@@ -419,6 +482,7 @@ function resultOf(st: PipelineState, trained: TrainingResult, post: PostTraining
     lora: st.lora,
     variants: post.variants,
     ...(st.classifierVariants ? { classifierVariants: st.classifierVariants } : {}),
+    ...(st.classifierLora ? { classifierLora: st.classifierLora } : {}),
     ...(post.evaluation ? { evaluation: post.evaluation } : {}),
     reportKey: post.reportKey,
     stages: st.stages,

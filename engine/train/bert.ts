@@ -24,6 +24,9 @@ import { reshape } from '../graph/ops';
 import { bertModelParams, type BertModelConfig } from '../hf/bert';
 import { bertClassifierLogits, bertClassifierTrainLoss, BertConfigSchema, bertEncoder, bertMemoryEquivalent, bertMlmLogits, bertMlmTrainLoss, type BertConfig } from '../models/bert';
 import type { ParamSpec } from '../models/blocks';
+import { writeSafetensors } from '../checkpoint/safetensors';
+import { isAdapterParam, loraModel, planLora, type LoraConfigInput, type LoraPlan } from '../lora';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, peftAdapterConfig } from '../lora/peft';
 import type { OptimConfig } from '../optim';
 import { createSession, StepRunner, type SessionConfig } from '../runtime';
 import { checkTrainMemory, type CompiledTrainStep, type TrainMemoryLimits } from './shard';
@@ -315,4 +318,69 @@ export function bertTokensOf(t: { eot: number; vocabSize: number; specials: Reco
   const sep = s.sep ?? t.eot;
   const pad = s.pad ?? t.eot;
   return { cls, sep, pad, ...(s.mask !== undefined ? { mask: s.mask } : {}), specials: [...new Set([t.eot, cls, sep, pad])], vocabSize: t.vocabSize };
+}
+
+// ---------------------------------------------------------------- LoRA (sequence classification)
+
+/**
+ * LoRA on a BERT classifier as PEFT's SEQ_CLS does it: adapters on the target linear layers (BERT's
+ * HF names: query, key, value, dense; `all-linear`), the classifier head trained in full
+ * (`modules_to_save`), everything else frozen.
+ */
+export const isBertLoraTrainable = (name: string): boolean => isAdapterParam(name) || name.startsWith('classifier.');
+
+export function bertLoraPlan(s: BertTrainSetup, lora: LoraConfigInput): LoraPlan {
+  const enc = bertEncoderConfig(s.model);
+  return planLora({ params: bertTrainParams(s.model), loss: bertClassifierTrainLoss(enc, s.batchSize, s.contextLength) }, { ...lora, family: 'bert' });
+}
+
+/**
+ * The LoRA step compiled once: `frozen` holds the base's weights (the classifier head excepted),
+ * fed unchanged; a runner's params are the adapters and the head.
+ */
+export async function compileBertLoraStep(s: BertTrainSetup, plan: LoraPlan, frozen: Map<string, Float32Array>, sessionConfig: SessionConfig = {}, limits: TrainMemoryLimits = {}): Promise<CompiledTrainStep> {
+  if (s.task !== 'classification') throw new EngineError('config', `lora: a ${s.task} BERT run; LoRA tunes BERT classifiers so far`);
+  checkTrainMemory({ model: bertMemoryEquivalent(bertEncoderConfig(s.model)), optim: s.optim, batchSize: s.batchSize, contextLength: s.contextLength }, limits);
+  const enc = bertEncoderConfig(s.model);
+  let step: TrainStep;
+  try {
+    step = buildTrainStep(loraModel({ params: bertTrainParams(s.model), loss: bertClassifierTrainLoss(enc, s.batchSize, s.contextLength) }, plan), s.optim, { trainable: isBertLoraTrainable });
+  } catch (err) {
+    if (err instanceof EngineError) throw err;
+    throw new EngineError('config', `bert lora step: ${(err as Error).message}`);
+  }
+  const fixed: Record<string, Float32Array> = {};
+  for (const p of step.frozen) {
+    const w = frozen.get(p.name);
+    if (!w) throw new EngineError('config', `bert lora step: base weight "${p.name}" is missing`);
+    fixed[p.name] = w;
+  }
+  const session = await createSession(serializeModel(step.graph).model, { graphOptimizationLevel: 'all', ...sessionConfig });
+  return { step, session, runner: (init) => new StepRunner(session, { params: init.params, state: init.state, frozen: fixed, step: init.step }) };
+}
+
+/**
+ * PEFT files of a SEQ_CLS adapter: the adapters under `base_model.model.bert.<module>` and the
+ * trained head under `base_model.model.classifier.*` (the keys PEFT's own save_pretrained writes
+ * for a SEQ_CLS adapter, whose `modules_to_save` is ['classifier']), so
+ * AutoPeftModelForSequenceClassification loads them beside the exported base.
+ */
+export function bertSeqClsAdapterFiles(plan: LoraPlan, trained: Map<string, Float32Array>, baseModelNameOrPath: string | null): Map<string, Buffer> {
+  const tensors = new Map<string, TensorData>();
+  for (const s of plan.adapterParams) {
+    const data = trained.get(s.name);
+    if (!data) throw new EngineError('config', `adapter tensor ${s.name} is missing`);
+    tensors.set(`base_model.model.bert.${s.name}`, { dtype: 'float32', dims: s.shape, data });
+  }
+  for (const name of ['classifier.weight', 'classifier.bias']) {
+    const data = trained.get(name);
+    if (!data) throw new EngineError('config', `head tensor ${name} is missing`);
+    const dims = name.endsWith('weight') ? [data.length / plan.modules[0].inFeatures, plan.modules[0].inFeatures] : [data.length];
+    tensors.set(`base_model.model.${name}`, { dtype: 'float32', dims, data });
+  }
+  const config = { ...peftAdapterConfig(plan, { modulePrefix: 'bert.', taskType: 'SEQ_CLS', fanInFanOut: false, baseModelNameOrPath }), modules_to_save: ['classifier'] };
+  return new Map([
+    [ADAPTER_WEIGHTS_FILE, writeSafetensors(tensors, { format: 'pt' })],
+    [ADAPTER_CONFIG_FILE, Buffer.from(JSON.stringify(config, null, 2) + '\n')],
+  ]);
 }

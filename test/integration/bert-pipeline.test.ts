@@ -45,8 +45,6 @@ test('import a BERT classifier → fine-tune it on SpamAssassin in a pipeline �
     model: { from: imported.ref, task: 'classification' },
     dataset: { name: 'spam', corpus: { kind: 'spam-assassin' }, valFraction: 0.1 },
     training: { workers: 1, rounds: 2, innerSteps: 40, batchSize: 16, contextLength: 64, optimizer: { optimizer: { kind: 'adamw', lr: 2e-3, weight_decay: 0.01 }, grad_clip: 1 } },
-    // int8, gated on accuracy: refused when it loses more than one point against fp32.
-    quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 0.01, required: true }],
   };
 
   // The stored model is a BERT: a spec naming another family is refused, naming the field.
@@ -66,17 +64,7 @@ test('import a BERT classifier → fine-tune it on SpamAssassin in a pipeline �
   expect(after.loss).toBeLessThan(before.loss);
   expect(after.accuracy!).toBeGreaterThan(before.accuracy!);
   expect(after.macroF1!).toBeGreaterThan(before.macroF1!);
-  expect(r.stages.map((s) => [s.stage, s.status])).toEqual([['train', 'done'], ['lora', 'skipped'], ['postTraining', 'done']]);
-  const [int8] = r.classifierVariants!;
-  console.log(
-    `int8 gate: accuracy ${(100 * int8.accuracy).toFixed(2)}% vs fp32 ${(100 * int8.fp32Accuracy).toFixed(2)}% (macro F1 ${int8.macroF1!.toFixed(3)} vs ${int8.fp32MacroF1!.toFixed(3)}) over ${int8.examples} val documents, ` +
-      `${int8.flips} flipped, ${int8.bytes} bytes vs ${int8.fp32Bytes}`,
-  );
-  expect(int8).toMatchObject({ name: 'int8', method: 'int8-dynamic', published: true, examples: after.examples, maxAccuracyDrop: 0.01 });
-  // The fp32 export scores what the training evaluation scored on the same documents.
-  expect(int8.fp32Accuracy).toBeCloseTo(after.accuracy!, 12);
-  expect(int8.drop).toBeLessThanOrEqual(0.01);
-  expect(await stack.s3.store.readManifest(int8.prefix)).not.toBeNull();
+  expect(r.stages.map((s) => [s.stage, s.status])).toEqual([['train', 'done'], ['lora', 'skipped'], ['postTraining', 'skipped']]);
   expect(r.stages[0].summary).toContain(`val accuracy ${(before.accuracy! * 100).toFixed(1)}% → ${(after.accuracy! * 100).toFixed(1)}%`);
 
   // The run list (Temporal visibility, search attributes) shows the family, the task and the accuracy.
@@ -125,8 +113,73 @@ test('import a BERT classifier → fine-tune it on SpamAssassin in a pipeline �
   if (keep) {
     const framed = frameDocs(val.ids, docs, 64, tok);
     const rows = (k: string) => Array.from({ length: docs.length }, (_, i) => Array.from(framed[k].data as BigInt64Array).slice(i * 64, (i + 1) * 64).map(Number));
-    fs.cpSync(out, keep, { recursive: true });
-    fs.writeFileSync(path.join(keep, 'ours.json'), JSON.stringify({ input_ids: rows('input_ids'), attention_mask: rows('attention_mask'), logits: la.map((r) => Array.from(r)) }));
+    fs.cpSync(out, path.join(keep, 'full'), { recursive: true });
+    fs.writeFileSync(path.join(keep, 'full', 'ours.json'), JSON.stringify({ input_ids: rows('input_ids'), attention_mask: rows('attention_mask'), logits: la.map((r) => Array.from(r)) }));
+  }
+}, 600_000);
+
+test('LoRA on the imported classifier (PEFT SEQ_CLS: adapters on query/key/value/dense + the head) → int8 gated on accuracy → export the merged model and the PEFT adapter → re-import: same logits', async () => {
+  const imported = await importModel(FIXTURE, { name: 'tiny-bert-spam', config: stack.config });
+  const r = await (
+    await tg.startPipeline({
+      name: 'bert-spam-lora',
+      model: { from: imported.ref, task: 'classification' },
+      dataset: { name: 'spam', corpus: { kind: 'spam-assassin' }, valFraction: 0.1 },
+      training: { rounds: 0, innerSteps: 1, batchSize: 16, contextLength: 64 },
+      lora: {
+        lora: { r: 8, lora_alpha: 16, target_modules: ['query', 'key', 'value', 'dense'] },
+        train: { steps: 80, stepsPerActivity: 40, batchSize: 16, contextLength: 64, optimizer: { optimizer: { kind: 'adamw', lr: 5e-3, weight_decay: 0 } } },
+      },
+      // int8, gated on accuracy: refused when it loses more than one point against fp32.
+      quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 0.01, required: true }],
+    })
+  ).result();
+  const before = r.training.valHistory[0];
+  const l = r.classifierLora!;
+  const [int8] = r.classifierVariants!;
+  console.log(
+    `BERT spam LoRA: accuracy ${(100 * before.accuracy!).toFixed(1)}% → ${(100 * l.accuracyAfter).toFixed(1)}%, macro F1 ${before.macroF1!.toFixed(3)} → ${l.macroF1After.toFixed(3)} over ${l.examples} val documents; ` +
+      `${l.trainable} of ${l.total} parameters trainable (${l.targetModules.join(', ')} + classifier); int8 ${(100 * int8.accuracy).toFixed(2)}% vs fp32 ${(100 * int8.fp32Accuracy).toFixed(2)}%, ${int8.flips} flipped`,
+  );
+  expect(r.stages.map((s) => [s.stage, s.status])).toEqual([['train', 'done'], ['lora', 'done'], ['postTraining', 'done']]);
+  expect(l.targetModules).toEqual(['dense', 'key', 'query', 'value']);
+  expect(l.accuracyAfter).toBeGreaterThan(before.accuracy!);
+  expect(l.macroF1After).toBeGreaterThan(before.macroF1!);
+  expect(int8).toMatchObject({ name: 'int8', method: 'int8-dynamic', published: true, examples: l.examples, maxAccuracyDrop: 0.01 });
+  // The fp32 export of the merged model scores what the merge's evaluation scored.
+  expect(int8.fp32Accuracy).toBeCloseTo(l.accuracyAfter, 12);
+  expect(int8.drop).toBeLessThanOrEqual(0.01);
+
+  // The merged model exports as BertForSequenceClassification; its re-import gives the same logits.
+  const store = stack.s3.store;
+  const out = path.join(tmp, 'lora-merged');
+  expect((await exportModel(l.merged.prefix, out, { config: stack.config })).architecture).toBe('BertForSequenceClassification');
+  const again = await importModel(out, { name: 'tiny-bert-spam-lora', config: stack.config });
+  const [a, b] = await Promise.all([checkpointWeightsAnyFamily(store, l.merged.prefix), checkpointWeightsAnyFamily(store, again.ref)]);
+  const cfg = a.config as BertModelConfig;
+  const dataset = (await newestDataset(store, 'datasets/spam-'))!;
+  const val = await new ShardCache().labelled(store, dataset, dataset.val[0]);
+  const docs = labelledDocs(val.ids, val.docs, labelMapOf(cfg, dataset.labelNames!), 'val').slice(0, 64);
+  const tok = bertTokensOf(await loadStoredTokenizer(store, await readTokenizer(store, dataset)));
+  const ev = new BertEvaluator(cfg, { intraOpThreads: 1 });
+  const [la, lb] = [await ev.logits(a.weights, val.ids, docs, { batchSize: 16, contextLength: 64 }, tok), await ev.logits(b.weights, val.ids, docs, { batchSize: 16, contextLength: 64 }, tok)];
+  await ev.release();
+  la.forEach((row, i) => expect(Array.from(lb[i])).toEqual(Array.from(row)));
+
+  // The PEFT files: SEQ_CLS, the head under modules_to_save.
+  const peft = JSON.parse((await store.getVerified(l.adapterPrefix, 'adapter_config.json')).toString('utf8')) as Record<string, unknown>;
+  expect(peft).toMatchObject({ peft_type: 'LORA', task_type: 'SEQ_CLS', r: 8, lora_alpha: 16, modules_to_save: ['classifier'], target_modules: ['query', 'key', 'value', 'dense'], fan_in_fan_out: false });
+
+  // For the Python side (check_bert_export.py --peft): the base export, the adapter, our merged logits.
+  const keep = process.env.TRUTHGPT_KEEP_BERT_EXPORT;
+  if (keep) {
+    const framed = frameDocs(val.ids, docs, 64, tok);
+    const rows = (k: string) => Array.from({ length: docs.length }, (_, i) => Array.from(framed[k].data as BigInt64Array).slice(i * 64, (i + 1) * 64).map(Number));
+    fs.cpSync(out, path.join(keep, 'lora-merged'), { recursive: true });
+    fs.writeFileSync(path.join(keep, 'lora-merged', 'ours.json'), JSON.stringify({ input_ids: rows('input_ids'), attention_mask: rows('attention_mask'), logits: la.map((x) => Array.from(x)) }));
+    await exportModel(imported.ref, path.join(keep, 'base'), { config: stack.config });
+    fs.mkdirSync(path.join(keep, 'adapter'), { recursive: true });
+    for (const f of ['adapter_model.safetensors', 'adapter_config.json']) fs.writeFileSync(path.join(keep, 'adapter', f), await store.getVerified(l.adapterPrefix, f));
   }
 }, 600_000);
 

@@ -61,11 +61,16 @@ test('refusals name the field: t5 not wired, a task the family lacks, a head tha
   expect(issuesOf({ name: 'x', model: { family: 'bert', preset: 'tiny-bert', config: { hiden_size: 8 } }, dataset: spam, training })).toEqual(['spec.model.config.hiden_size: unknown key (did you mean hidden_size?)']);
 });
 
-test('a BERT pipeline: LoRA refused; a classifier quantizes int8-dynamic gated on accuracy; maxAccuracyDrop is for classifiers only', () => {
+test('a BERT pipeline: LoRA for classifiers only, on the training dataset; a classifier quantizes int8-dynamic gated on accuracy; maxAccuracyDrop is for classifiers only', () => {
   const model = { family: 'bert', preset: 'tiny-bert', config: { head: { kind: 'classification', num_labels: 2 } } };
-  expect(issuesOf({ name: 'x', model, dataset: spam, training, lora: { lora: { r: 4 }, train: { steps: 2, batchSize: 2, contextLength: 16 } } })).toEqual([
-    "spec.lora: the pipeline's LoRA stage tunes GPT models so far, and this model is bert; leave lora out",
+  const lora = { lora: { r: 4 }, train: { steps: 2, batchSize: 2, contextLength: 16 } };
+  expect(issuesOf({ name: 'x', model: { family: 'bert', task: 'mlm', preset: 'tiny-bert' }, dataset: brown, training, lora })).toEqual([
+    "spec.lora: the pipeline's LoRA stage tunes GPT models and BERT classifiers so far, and this is a bert mlm model; leave lora out",
   ]);
+  expect(issuesOf({ name: 'x', model, dataset: spam, training, lora: { ...lora, dataset: brown } })).toEqual([
+    "spec.lora.dataset: a classifier's LoRA stage trains on the training dataset (its labels); leave lora.dataset out",
+  ]);
+  expect(parsePipelineSpec({ name: 'x', model, dataset: spam, training, lora }).lora).toMatchObject({ lora: { r: 4 }, train: { steps: 2 } });
   expect(issuesOf({ name: 'x', model, dataset: spam, training, quantization: [{ method: 'int4' }] })).toEqual(['spec.quantization.0.method: a classifier quantizes int8-dynamic so far, not int4']);
   expect(issuesOf({ name: 'x', model: { family: 'bert', task: 'mlm', preset: 'tiny-bert' }, dataset: brown, training, quantization: [{ method: 'int8-dynamic' }] })).toEqual([
     'spec.quantization.0: post-training quantization of a bert mlm model is not wired yet; leave quantization out',
