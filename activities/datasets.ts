@@ -68,7 +68,7 @@ async function committed(store: ArtifactStore, prefix: string, specHash: string)
 /** The ref of a dataset prepared in `dir`, with the content hash of its local files. */
 async function refOf(dir: string, names: string[], prefix: string, specHash: string, manifest: DatasetManifest): Promise<DatasetRef> {
   const local = await Promise.all(names.map(async (name) => ({ name, sha256: await sha256OfFile(path.join(dir, name)) })));
-  const split = (xs: typeof manifest.splits.train) => xs.map((x) => ({ file: x.file, tokens: x.tokens }));
+  const split = (xs: typeof manifest.splits.train) => xs.map((x) => ({ file: x.file, tokens: x.tokens, ...(x.docs ? { docs: x.docs } : {}) }));
   return {
     prefix,
     specHash,
@@ -79,6 +79,7 @@ async function refOf(dir: string, names: string[], prefix: string, specHash: str
     train: split(manifest.splits.train),
     val: split(manifest.splits.val),
     documents: manifest.documents,
+    ...(manifest.labelNames ? { labelNames: manifest.labelNames } : {}),
     reused: false,
   };
 }
@@ -94,7 +95,7 @@ export async function prepareDataset(store: ArtifactStore, spec: DatasetSpec): P
     // An imported model's tokenizer is referenced by key and sha256; its tokenizer.json comes from the store.
     const hfJson = spec.tokenizer.kind === 'hf' ? await fetchHfTokenizerJson(store, spec.tokenizer) : undefined;
     const manifest = await failingAs(`dataset ${spec.name}`, () => prepareDatasetFiles(spec, dir, (p) => beat(p), hfJson));
-    const names = [...manifest.splits.train, ...manifest.splits.val].map((f) => f.file).concat(TOKENIZER_FILE, DATASET_MANIFEST_FILE);
+    const names = [...manifest.splits.train, ...manifest.splits.val].flatMap((f) => (f.docs ? [f.file, f.docs] : [f.file])).concat(TOKENIZER_FILE, DATASET_MANIFEST_FILE);
     const ref = await refOf(dir, names, prefix, specHash, manifest);
     const stored = await store.commit(prefix, Object.fromEntries(names.map((n) => [n, { path: path.join(dir, n) }])), { specHash, ref });
     if (contentHashOf(stored.files) !== ref.contentHash) throw new Error(`dataset ${prefix}: stored files differ from the prepared ones`);

@@ -3,6 +3,8 @@
 
 import type { ArtifactStore } from '../infra/store';
 import type { Pool } from '../spec/temporal-names';
+import { createClassifierLoraActivities } from './classifier-lora';
+import { createClassifierPostActivities } from './classifier-post';
 import { createDemoActivities } from './demo';
 import { createFineTuneActivities } from './fine-tune';
 import { createPipelineActivities } from './pipeline';
@@ -27,6 +29,8 @@ export function createActivities(deps: ActivityDeps) {
     ...createFineTuneActivities(deps),
     ...createPipelineActivities(deps),
     ...createPostTrainingActivities(deps),
+    ...createClassifierPostActivities(deps),
+    ...createClassifierLoraActivities(deps),
   };
 }
 

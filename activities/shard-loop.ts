@@ -8,6 +8,8 @@
 
 import { Context } from '@temporalio/activity';
 import { beat } from './heartbeat';
+
+import type { TensorData } from '../engine/graph/ir';
 import { NonFiniteLossError } from '../engine/runtime';
 import { paramShapes, runShard, stateShapes, type CheckpointPolicy, type CompiledTrainStep, type ShardSnapshot, type ShardStepMetrics } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
@@ -15,7 +17,6 @@ import { failure } from '../spec/errors';
 import { commitCheckpoint, fromTensors, latestSnapshot, readCheckpoint, toTensors, type CheckpointRef, type WriteCheckpoint } from '../artifacts/checkpoints';
 import { asFailure } from '../artifacts/errors';
 import type { TensorCache } from '../artifacts/tensor-cache';
-import type { TensorData } from '../engine/graph/ir';
 
 /** What a shard-loop activity heartbeats: the next step, and the newest snapshot it committed. */
 export interface HeartbeatDetails {
@@ -48,6 +49,8 @@ export interface ShardLoop<R extends { checkpoint: CheckpointRef }> {
   fresh(): Promise<ShardSnapshot>;
   ids(): Promise<Uint16Array | Uint32Array>;
   batches: { seed: number; shard: number; batchSize: number; contextLength: number };
+  /** Feeds of a step for models other than GPT language models (runShard's `batch`); built after `ids()`. */
+  batch?(ids: Uint16Array | Uint32Array): Promise<(step: number) => Record<string, TensorData>>;
   policy: CheckpointPolicy;
   /** The checkpoint state recorded with a snapshot (or the final checkpoint) at `step`. */
   ckptState(step: number): WriteCheckpoint['state'];
@@ -108,6 +111,8 @@ export async function runHeartbeatingShard<R extends { checkpoint: CheckpointRef
   }
   const ids = await o.ids();
   const readMs = performance.now() - tRead;
+
+  const batch = o.batch ? await o.batch(ids) : undefined;
   const runner = o.compiled.runner(init);
   let lastKey: string | null = resumeFrom;
   const t0 = performance.now();
@@ -117,6 +122,7 @@ export async function runHeartbeatingShard<R extends { checkpoint: CheckpointRef
       runner,
       ids,
       ...o.batches,
+      ...(batch ? { batch } : {}),
       endStep,
       checkpoint: {
         ...o.policy,

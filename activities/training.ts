@@ -16,15 +16,14 @@ import { beat, whileBeating } from './heartbeat';
 import { DatasetSpecSchema, type DatasetSpec } from '../engine/data/dataset';
 import { OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE } from '../engine/checkpoint/checkpoint';
 import { initParams, type ParamSpec } from '../engine/models/blocks';
-import { explicitGptConfig, gptParams } from '../engine/models/gpt';
 import type { SessionConfig } from '../engine/runtime';
-import { LmEvaluator } from '../engine/train/evaluate';
 import { OuterAggregator } from '../engine/train/outer';
 import { compressDelta, decodeDelta } from '../engine/train/compress';
 import { writeSafetensors } from '../engine/checkpoint/safetensors';
-import { compileLmTrainStep, zeroState, type CompiledTrainStep } from '../engine/train/shard';
+import { zeroState, type CompiledTrainStep } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
 import { datasetSpecOf, type TrainingSpec } from '../spec/training';
+import { familyTraining, type EvaluateResult } from './model-family';
 import { runHeartbeatingShard, type HeartbeatDetails, type ShardIo } from './shard-loop';
 import { cachedPromise } from './cache';
 import { prepareDataset } from './datasets';
@@ -126,11 +125,7 @@ export interface EvaluateInput extends RunRef {
   dataset: DatasetRef;
 }
 
-export interface EvaluateResult {
-  loss: number;
-  perplexity: number;
-  tokens: number;
-}
+export type { EvaluateResult } from './model-family';
 
 export type { HeartbeatDetails } from './shard-loop';
 
@@ -139,30 +134,20 @@ interface TrainingContext {
   shards: ShardCache;
   /** One compiled step per (model, optimizer, geometry, threads): later rounds reuse the session. */
   compiled(spec: TrainingSpec): Promise<CompiledTrainStep>;
-  evaluator(spec: TrainingSpec): LmEvaluator;
+  session(spec: TrainingSpec): SessionConfig;
 }
 
 export function createTrainingActivities(deps: TrainingDeps) {
   const steps = new Map<string, Promise<CompiledTrainStep>>();
-  const evaluators = new Map<string, LmEvaluator>();
   const session = (spec: TrainingSpec): SessionConfig => ({ ep: deps.ep, deviceId: deps.deviceId, intraOpThreads: spec.threads });
   const t: TrainingContext = {
     store: deps.store,
     shards: new ShardCache(),
-    compiled: (spec) =>
-      cachedPromise(steps, JSON.stringify([spec.model.config, spec.optimizer, spec.batchSize, spec.contextLength, spec.threads, spec.activationCheckpointing ?? 'off']), Infinity, () =>
-        compileLmTrainStep(
-          // activationCheckpointing is absent from specs of runs started before it existed: off.
-          { model: spec.model.config, optim: spec.optimizer, batchSize: spec.batchSize, contextLength: spec.contextLength, activationCheckpointing: spec.activationCheckpointing },
-          session(spec),
-          { memoryLimitBytes: deps.memoryLimitBytes },
-        ),
-      ),
-    evaluator: (spec) => {
-      const key = JSON.stringify(spec.model.config);
-      if (!evaluators.has(key)) evaluators.set(key, new LmEvaluator(spec.model.config, session(spec)));
-      return evaluators.get(key)!;
+    compiled: (spec) => {
+      const f = familyTraining(spec);
+      return cachedPromise(steps, f.stepKey, Infinity, () => f.compile(session(spec), deps.memoryLimitBytes));
     },
+    session,
   };
   return {
     /** Tokenizes the corpus into one train/val shard per worker; reuses a committed copy of the same spec. */
@@ -184,16 +169,16 @@ async function createModel({ store }: TrainingContext, input: RunRef): Promise<C
   const prefix = keys.global(input.runId, 0);
   const done = await store.readManifest(prefix);
   if (done) return refOf(done);
-  const specs = gptParams(spec.model.config);
+  const f = familyTraining(spec);
+  const specs = f.params;
   const shapes = new Map(specs.map((s) => [s.name, s.shape]));
   // Reading a large `model.from` and committing r0 are long waits on the store: heartbeat meanwhile.
-  const weights = spec.model.from ? await whileBeating(`createModel: reading ${spec.model.from}`, () => weightsFrom(store, spec.model.from!, spec.model.fromFiles ?? {}, specs)) : initParams(specs, spec.seed);
+  const weights = spec.model.from ? await whileBeating(`createModel: reading ${spec.model.from}`, () => weightsFrom(store, spec.model.from!, spec.model.fromFiles ?? {}, specs, spec.seed)) : initParams(specs, spec.seed);
   return whileBeating(`createModel: committing ${prefix}`, () => commitCheckpoint(store, prefix, {
     weights: toTensors(weights, shapes),
     optimizer: new Map(),
     state: {
-      family: 'gpt',
-      modelConfig: explicitGptConfig(spec.model.config),
+      ...f.state,
       runConfig: { name: spec.name, seed: spec.seed, ...(spec.model.from ? { from: spec.model.from } : {}) },
       step: 0,
       round: 0,
@@ -204,8 +189,12 @@ async function createModel({ store }: TrainingContext, input: RunRef): Promise<C
   }, undefined, undefined, { cache: tensorCache }));
 }
 
-/** The weights of a stored model, pinned by the sha256s the run was started with. */
-async function weightsFrom(store: ArtifactStore, from: string, pins: Record<string, string>, specs: ParamSpec[]): Promise<Map<string, Float32Array>> {
+/**
+ * The weights of a stored model, pinned by the sha256s the run was started with. A BERT task head the
+ * stored model lacks (a classifier on an imported encoder, an MLM head on a classifier) gets a seeded
+ * init; the stored model's other head is left behind.
+ */
+async function weightsFrom(store: ArtifactStore, from: string, pins: Record<string, string>, specs: ParamSpec[], seed: number): Promise<Map<string, Float32Array>> {
   const manifest = await store.readManifest(from);
   if (!manifest) throw failure('MissingArtifact', `model.from ${from}: nothing is committed there any more`);
   for (const [name, sha] of Object.entries(pins)) {
@@ -215,8 +204,14 @@ async function weightsFrom(store: ArtifactStore, from: string, pins: Record<stri
   const ck = await readCheckpoint(store, from);
   const all = fromTensors(ck.weights, from);
   const out = new Map<string, Float32Array>();
+  const newHead = specs.filter((s) => (s.name.startsWith('classifier.') || s.name.startsWith('cls.')) && !ck.weights.has(s.name));
+  const init = initParams(newHead, seed);
   for (const s of specs) {
     const t = ck.weights.get(s.name);
+    if (!t && init.has(s.name)) {
+      out.set(s.name, init.get(s.name)!);
+      continue;
+    }
     if (!t) throw failure('InvalidInput', `model.from ${from}: tensor "${s.name}" is missing from ${WEIGHTS_FILE}`);
     if (t.dims.join() !== s.shape.join()) throw failure('InvalidInput', `model.from ${from}: tensor "${s.name}" is [${t.dims.join(', ')}], the config needs [${s.shape.join(', ')}]`);
     out.set(s.name, all.get(s.name)!);
@@ -238,6 +233,7 @@ async function trainShard(t: TrainingContext, input: TrainShardInput): Promise<T
   const c = await failingAs(who, () => t.compiled(spec));
   const io = { readMs: 0, bytesRead: 0 };
   const compression = spec.outer.compression && spec.outer.compression !== 'none' ? spec.outer.compression : null;
+  const family = familyTraining(spec);
   return runHeartbeatingShard<TrainShardResult>(t.store, {
     cache: tensorCache,
     io,
@@ -269,9 +265,10 @@ async function trainShard(t: TrainingContext, input: TrainShardInput): Promise<T
       };
     },
     ids: () => t.shards.get(t.store, input.dataset, input.dataset.train[shard].file),
+    ...(family.batch ? { batch: (ids: Uint16Array | Uint32Array) => family.batch!(t.store, t.shards, input.dataset, shard, ids) } : {}),
     batches: { seed: spec.seed, shard, batchSize: spec.batchSize, contextLength: spec.contextLength },
     policy: spec.checkpoint,
-    ckptState: (step) => ({ family: 'gpt', modelConfig: explicitGptConfig(spec.model.config), runConfig: { name: spec.name, runId, shard }, step, round, bestValLoss: null, dataCursor: { shard, step, seed: spec.seed }, rng: [] }),
+    ckptState: (step) => ({ ...family.state, runConfig: { name: spec.name, runId, shard }, step, round, bestValLoss: null, dataCursor: { shard, step, seed: spec.seed }, rng: [] }),
     nonFinite: { what: 'weights', initial: input.global.prefix, details: { shard, round } },
     result: (run) => {
       const losses = run.history.map((m) => m.loss);
@@ -328,8 +325,7 @@ async function aggregateRound({ store }: TrainingContext, input: AggregateInput)
   outerMs += performance.now() - t2;
   const shapes = new Map([...g.weights].map(([n, t]) => [n, t.dims]));
   const state = {
-    family: 'gpt' as const,
-    modelConfig: explicitGptConfig(spec.model.config),
+    ...familyTraining(spec).state,
     runConfig: { name: spec.name, seed: spec.seed, outer: spec.outer, ...(spec.model.from ? { from: spec.model.from } : {}) },
     step: (input.round + 1) * spec.innerSteps,
     round: input.round + 1,
@@ -354,16 +350,17 @@ function unheld(ref: CheckpointRef, names: string[] = Object.keys(ref.files)): n
   }, 0);
 }
 
-/** Validation loss and perplexity of a checkpoint over the first `evalBatches` val batches. */
+/**
+ * Validation loss and perplexity of a checkpoint over the first `evalBatches` val batches (LM, MLM);
+ * for classification, loss, accuracy and macro F1 over every val document.
+ */
 async function evaluate(t: TrainingContext, input: EvaluateInput): Promise<EvaluateResult> {
   const { spec } = input;
   const ck = await readCheckpoint(t.store, input.checkpoint.prefix, { cache: tensorCache, weightsOnly: true });
-  const ids = await t.shards.split(t.store, input.dataset, 'val');
   const weights = fromTensors(ck.weights, input.checkpoint.prefix);
-  const r = await failingAs(`evaluate ${input.checkpoint.prefix}`, () =>
-    t.evaluator(spec).evaluate(weights, ids, { batchSize: spec.batchSize, contextLength: spec.contextLength, maxBatches: spec.evalBatches, onBatch: (n) => beat(`evaluate batch ${n} of at most ${spec.evalBatches}`) }),
+  return failingAs(`evaluate ${input.checkpoint.prefix}`, () =>
+    familyTraining(spec).evaluate(t.store, t.shards, input.dataset, weights, t.session(spec), (n) => beat(`evaluate batch ${n} of at most ${spec.evalBatches}`)),
   );
-  return { loss: r.loss, perplexity: r.perplexity, tokens: r.tokens };
 }
 
 export type TrainingActivities = ReturnType<typeof createTrainingActivities>;

@@ -195,3 +195,9 @@ export async function checkpointWeights(store: ArtifactStore, prefix: string): P
   return { config: parsed.data, weights: fromTensors(ck.weights, prefix) };
 }
 
+
+/** The family, stored config and float weights of any committed checkpoint (GPT, BERT, T5). */
+export async function checkpointWeightsAnyFamily(store: ArtifactStore, prefix: string): Promise<{ family: string; config: Record<string, unknown>; weights: Map<string, Float32Array> }> {
+  const ck = await readCheckpoint(store, prefix);
+  return { family: ck.state.family ?? 'gpt', config: ck.state.modelConfig, weights: fromTensors(ck.weights, prefix) };
+}

@@ -18,10 +18,19 @@ export interface DatasetRef {
   vocabSize: number;
   eot: number;
   dtype: DatasetManifest['dtype'];
-  train: { file: string; tokens: number }[];
-  val: { file: string; tokens: number }[];
+  /** `docs`: the shard's (tokens, label index) pairs, in a dataset prepared with `labels`. */
+  train: { file: string; tokens: number; docs?: string }[];
+  val: { file: string; tokens: number; docs?: string }[];
   documents: number;
+  /** Label names by index, in a dataset prepared with `labels`. */
+  labelNames?: string[];
   reused: boolean;
+}
+
+/** A labelled shard: token ids, and (tokens, label index) uint32 pairs per document. */
+export interface LabelledShard {
+  ids: Uint16Array | Uint32Array;
+  docs: Uint32Array;
 }
 
 /** Token ids of shard files, cached by (prefix, file): every round reads the same shard. */
@@ -43,6 +52,14 @@ export class ShardCache {
     if (this.cache.size >= this.limit) this.cache.delete(this.cache.keys().next().value!);
     this.cache.set(key, ids);
     return ids;
+  }
+
+  /** A labelled shard's documents: their token ids and, per document, its length (eot included) and label index. */
+  async labelled(store: ArtifactStore, ds: DatasetRef, shard: { file: string; docs?: string }): Promise<LabelledShard> {
+    if (!shard.docs) throw failure('InvalidInput', `dataset ${ds.prefix}: ${shard.file} has no document labels (the dataset was prepared without dataset.labels)`);
+    const ids = await this.get(store, ds, shard.file);
+    const pairs = await this.get(store, { ...ds, dtype: 'uint32' }, shard.docs);
+    return { ids, docs: pairs as Uint32Array };
   }
 
   /** Every non-empty shard of a split as one id array (a single shard is returned as it is). */

@@ -86,6 +86,8 @@ async function main() {
     heartbeatTimeoutSeconds: 600,
   };
   const spec = parseTrainingSpec(input);
+  if (spec.model.family !== 'gpt') throw new Error('bench/diloco trains a GPT');
+  const gptConfig = spec.model.config;
 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-bench-'));
   const env = { TRUTHGPT_S3_SERVER: values.s3, TRUTHGPT_STATE_DIR: dir, TRUTHGPT_TEMPORAL_PORT: String(await freePort()), TRUTHGPT_UI_PORT: String(await freePort()), TRUTHGPT_S3_PORT: String(await freePort()) };
@@ -160,8 +162,8 @@ async function main() {
   const baselineRounds: number[] = [];
   if (!values['no-baseline']) await baseline();
   async function baseline() {
-  const c = await compileLmTrainStep({ model: spec.model.config, optim: spec.optimizer, batchSize: B, contextLength: T }, { intraOpThreads: threads });
-  const params = Object.fromEntries(initParams(gptParams(spec.model.config), spec.seed));
+  const c = await compileLmTrainStep({ model: gptConfig, optim: spec.optimizer, batchSize: B, contextLength: T }, { intraOpThreads: threads });
+  const params = Object.fromEntries(initParams(gptParams(gptConfig), spec.seed));
   const runners = shardIds.map(() => c.runner({ step: 0, params, state: zeroState(c.step) }));
   for (let round = 0; round < rounds; round++) {
     const t0 = performance.now();

@@ -21,7 +21,7 @@ import { errorTypeOf } from '../spec/errors';
 import { specLimits } from '../spec/limits';
 import { payloadProblem } from '../spec/payloads';
 import { parsePipelineSpec, type PipelineSpec, type PipelineSpecInput } from '../spec/pipeline';
-import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
+import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage, TruthgptTask, TruthgptValAccuracy } from '../spec/temporal-names';
 
 export { InvalidSpecError, parsePipelineSpec, PipelineLoraSchema, PipelineSpecSchema, type PipelineLora, type PipelineLoraInput, type PipelineSpec, type PipelineSpecInput } from '../spec/pipeline';
 export { ERROR_TYPES, errorTypeOf, type ErrorType } from '../spec/errors';
@@ -119,7 +119,11 @@ export interface RunSummary {
   pipeline: string | null;
   stage: string | null;
   family: string | null;
+  /** What the run trains for: lm (GPT), classification or mlm (BERT). */
+  task: string | null;
   bestValLoss: number | null;
+  /** Classification runs: the best validation accuracy (over every validation document). */
+  valAccuracy: number | null;
   startTime: string;
   closeTime: string | null;
   uiUrl: string;
@@ -341,7 +345,10 @@ export class TruthGPT {
         pipeline: first<string>(sa[TruthgptPipeline.name]),
         stage: first<string>(sa[TruthgptStage.name]),
         family: first<string>(sa[TruthgptModelFamily.name]),
+        // GPT runs do not set the task: they train language models.
+        task: first<string>(sa[TruthgptTask.name]) ?? (first<string>(sa[TruthgptModelFamily.name]) === 'gpt' ? 'lm' : null),
         bestValLoss: first<number>(sa[TruthgptBestValLoss.name]),
+        valAccuracy: first<number>(sa[TruthgptValAccuracy.name]),
         startTime: w.startTime.toISOString(),
         closeTime: w.closeTime?.toISOString() ?? null,
         uiUrl: this.uiUrl(w.workflowId),

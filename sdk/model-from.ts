@@ -19,7 +19,9 @@ import { HF_TOKENIZER_FILE } from '../engine/hf/folder';
 import { StoredGptConfigSchema } from '../engine/models/gpt';
 import type { ArtifactStore } from '../infra/store';
 import { InvalidSpecError } from '../spec/pipeline';
-import { FROM_OVERRIDABLE } from '../spec/training';
+import type { ModelFamily } from '../spec/family';
+import { FROM_OVERRIDABLE_BY_FAMILY } from '../spec/training';
+import { BertModelConfigSchema } from '../engine/hf/bert';
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -48,19 +50,30 @@ export async function resolveModelFrom<T>(store: ArtifactStore, input: T): Promi
   if (!found) {
     throw new InvalidSpecError([`spec.model.from: nothing is committed under s3://${store.bucket}/${from} (expected an imported model such as models/<name>, or a checkpoint such as runs/<id>/global/r000004)`]);
   }
-  const stored = StoredGptConfigSchema.safeParse(found.state.modelConfig);
-  if (!stored.success) {
-    const i = stored.error.issues[0];
-    throw new InvalidSpecError([`spec.model.from: ${from} does not hold a GPT-family model (its checkpoint.json modelConfig.${i.path.join('.')}: ${i.message}); only GPT-family models train in pipelines so far`]);
+  // The stored family decides the config schema; a spec that names another family is refused.
+  const family = (found.state.family ?? 'gpt') as ModelFamily;
+  if (model.family != null && model.family !== family) {
+    throw new InvalidSpecError([`spec.model.family: ${JSON.stringify(model.family)}, but ${from} holds a ${family} model; leave family out or set it to ${family}`]);
   }
-  const config: Record<string, unknown> = { ...stored.data };
+  const schema = family === 'gpt' ? StoredGptConfigSchema : family === 'bert' ? BertModelConfigSchema : null;
+  const stored = schema ? schema.safeParse(found.state.modelConfig) : null;
+  if (stored && !stored.success) {
+    const i = stored.error.issues[0];
+    throw new InvalidSpecError([`spec.model.from: ${from} does not hold a ${family} model (its checkpoint.json modelConfig.${i.path.join('.')}: ${i.message})`]);
+  }
+  const config: Record<string, unknown> = { ...((stored?.data as Record<string, unknown> | undefined) ?? found.state.modelConfig) };
+  const overridable = FROM_OVERRIDABLE_BY_FAMILY[family];
   const issues: string[] = [];
   const given = isObject(model.config) ? model.config : {};
   for (const [k, v] of Object.entries(given)) {
-    if ((FROM_OVERRIDABLE as readonly string[]).includes(k)) config[k] = v;
+    if (overridable.includes(k)) config[k] = v;
     else if (JSON.stringify(config[k]) !== JSON.stringify(v)) {
-      issues.push(`spec.model.config.${k}: ${JSON.stringify(v)} differs from ${from}, which has ${JSON.stringify(config[k] ?? null)}; a stored model keeps its architecture (only ${FROM_OVERRIDABLE.join(', ')} may be set)`);
+      issues.push(`spec.model.config.${k}: ${JSON.stringify(v)} differs from ${from}, which has ${JSON.stringify(config[k] ?? null)}; a stored model keeps its architecture (only ${overridable.join(', ') || 'nothing'} may be set)`);
     }
+  }
+  // A classification run on a stored encoder or masked-LM BERT without a head of its own: the spec names it.
+  if (family === 'bert' && !('head' in given) && model.task === 'classification' && (config.head as { kind?: string } | undefined)?.kind !== 'classification') {
+    issues.push(`spec.model.config.head: ${from} has no classification head; give one, e.g. { kind: classification, num_labels: 2, id2label: { '0': ham, '1': spam } }`);
   }
   const tokenizerFile = found.manifest.files.find((f) => f.name === HF_TOKENIZER_FILE);
   const withTokenizer = (path: string, dataset: unknown): unknown => {
@@ -80,5 +93,5 @@ export async function resolveModelFrom<T>(store: ArtifactStore, input: T): Promi
   if (isObject(input.lora) && isObject(input.lora.dataset)) next.lora = { ...input.lora, dataset: withTokenizer('spec.lora.dataset', input.lora.dataset) };
   if (issues.length) throw new InvalidSpecError(issues);
   const fromFiles = Object.fromEntries(found.manifest.files.map((f) => [f.name, f.sha256]));
-  return { ...next, model: { ...model, config, fromFiles } } as T;
+  return { ...next, model: { ...model, family, config, fromFiles } } as T;
 }

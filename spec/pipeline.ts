@@ -11,7 +11,7 @@ import { PipelineLoraSpecSchema } from './lora';
 import { PostTrainingSpecSchema, type EvalSpecInput, type QuantSpecInput } from './post-training';
 import { issueLines, relocateIssues } from './issues';
 import { DEFAULT_SPEC_LIMITS, type SpecLimits } from './limits';
-import { trainingSpecSchema, type TrainingSpec, type TrainingSpecInput } from './training';
+import { contextLimitOf, trainingSpecSchema, type TrainingSpec, type TrainingSpecInput } from './training';
 
 /**
  * The pipeline's LoRA stage: a FineTuneSpec whose base is the trained checkpoint. `dataset` is a
@@ -65,6 +65,32 @@ export function pipelineSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
     const postInput = { quant: p.quantization, eval: p.evaluation };
     const post = PostTrainingSpecSchema.safeParse(postInput);
     if (!post.success) relocateIssues(ctx, post.error, PostTrainingSpecSchema, postInput, ([head, ...rest]) => [head === 'quant' ? 'quantization' : 'evaluation', ...rest]);
+    // LoRA and post-training (quantization, the evaluation table, the report) run on GPT models so far.
+    const model = r.success ? r.data.model : null;
+    if (model && model.family !== 'gpt') {
+      let refused = false;
+      // A BERT classifier's LoRA stage (PEFT SEQ_CLS: adapters + the head) trains on the training dataset.
+      if (p.lora != null && model.task !== 'classification') {
+        ctx.addIssue({ code: 'custom', path: ['lora'], message: `the pipeline's LoRA stage tunes GPT models and BERT classifiers so far, and this is a ${model.family} ${model.task} model; leave lora out` });
+        refused = true;
+      } else if (p.lora != null && typeof p.lora === 'object' && (p.lora as Record<string, unknown>).dataset != null) {
+        ctx.addIssue({ code: 'custom', path: ['lora', 'dataset'], message: "a classifier's LoRA stage trains on the training dataset (its labels); leave lora.dataset out" });
+        refused = true;
+      }
+      // A classifier's variants are int8-dynamic, gated on accuracy (engine/quant/classifier-gate.ts).
+      post.data?.quant.forEach((q, i) => {
+        if (model.task !== 'classification') ctx.addIssue({ code: 'custom', path: ['quantization', i], message: `post-training quantization of a ${model.family} ${model.task} model is not wired yet; leave quantization out` });
+        else if (q.method !== 'int8-dynamic') ctx.addIssue({ code: 'custom', path: ['quantization', i, 'method'], message: `a classifier quantizes int8-dynamic so far, not ${q.method}` });
+        else return;
+        refused = true;
+      });
+      if (refused) return z.NEVER;
+    } else if (model) {
+      post.data?.quant.forEach((q, i) => {
+        if (q.maxAccuracyDrop !== undefined) ctx.addIssue({ code: 'custom', path: ['quantization', i, 'maxAccuracyDrop'], message: 'gates a classifier; a language model variant is gated on maxPplIncrease' });
+      });
+      if (post.data?.quant.some((q) => q.maxAccuracyDrop !== undefined)) return z.NEVER;
+    }
     const lora = p.lora == null ? null : parseLora(p.lora, p.name, r.success ? r.data : null, ctx);
     if (!r.success || !post.success || lora === undefined) return z.NEVER;
     for (const k of TOP_LEVEL) if (k in p.training) return z.NEVER;
@@ -84,9 +110,9 @@ function parseLora(raw: unknown, name: string, training: TrainingSpec | null, ct
   const lora: PipelineLora = { ...r.data, name: r.data.name ?? name, dataset: r.data.dataset ?? null };
   let ok = true;
   if (training) {
-    const block = training.model.config.block_size;
-    if (lora.train.contextLength > block) {
-      ctx.addIssue({ code: 'custom', path: ['lora', 'train', 'contextLength'], message: `must not exceed model block_size (${lora.train.contextLength} > ${block})` });
+    const limit = contextLimitOf(training.model);
+    if (lora.train.contextLength > limit.value) {
+      ctx.addIssue({ code: 'custom', path: ['lora', 'train', 'contextLength'], message: `must not exceed model ${limit.field} (${lora.train.contextLength} > ${limit.value})` });
       ok = false;
     }
     // Token ids must mean what they meant in pretraining: a BPE is learned from its own corpus.

@@ -15,17 +15,23 @@ const name = z
   .optional();
 /** A failed gate fails the whole workflow (type QuantRejected) after the report is written. */
 const required = z.boolean().default(false);
+/**
+ * The gate of a classifier's variant (a `classification` run): the most its validation accuracy may
+ * fall below fp32's, absolute (0.01 is one point; default 0.01). Language models are gated on
+ * maxPplIncrease instead.
+ */
+const maxAccuracyDrop = z.number().min(0).max(1, 'a fraction, at most 1 (0.01 is one point of accuracy)').optional();
 
 /** One quantized variant: a QuantConfig (engine/quant/config.ts) with the name it is published under. */
 export const QuantSpecSchema = z
-  .discriminatedUnion('method', [Int8DynamicSchema.extend({ name, required }), Int8StaticSchema.extend({ name, required }), Int4Schema.extend({ name, required })])
+  .discriminatedUnion('method', [Int8DynamicSchema.extend({ name, required, maxAccuracyDrop }), Int8StaticSchema.extend({ name, required, maxAccuracyDrop }), Int4Schema.extend({ name, required, maxAccuracyDrop })])
   .transform((q) => ({ ...q, name: q.name ?? defaultName(q.method) }));
 export type QuantSpec = z.output<typeof QuantSpecSchema>;
 export type QuantSpecInput = z.input<typeof QuantSpecSchema>;
 
 /** The engine's QuantConfig of a variant: the spec without its name and gate flag (the config schema is strict). */
 export function quantConfigOf(q: QuantSpec): QuantConfig {
-  const { name: _name, required: _required, ...config } = q;
+  const { name: _name, required: _required, maxAccuracyDrop: _drop, ...config } = q;
   return config;
 }
 

@@ -13,7 +13,12 @@ export const TruthgptPipeline = defineSearchAttributeKey('TruthgptPipeline', Sea
 /** Best validation loss so far, so runs can be sorted in the UI (`ORDER BY` needs Double). */
 export const TruthgptBestValLoss = defineSearchAttributeKey('TruthgptBestValLoss', SearchAttributeType.DOUBLE);
 
-export const SEARCH_ATTRIBUTES = [TruthgptStage, TruthgptModelFamily, TruthgptPipeline, TruthgptBestValLoss] as const;
+/** What a run of a family other than GPT trains for (`classification`, `mlm`); GPT runs (`lm`) leave it unset. */
+export const TruthgptTask = defineSearchAttributeKey('TruthgptTask', SearchAttributeType.KEYWORD);
+/** Best validation accuracy so far of a classification run (over every validation document). */
+export const TruthgptValAccuracy = defineSearchAttributeKey('TruthgptValAccuracy', SearchAttributeType.DOUBLE);
+
+export const SEARCH_ATTRIBUTES = [TruthgptStage, TruthgptModelFamily, TruthgptPipeline, TruthgptBestValLoss, TruthgptTask, TruthgptValAccuracy] as const;
 
 /** One queue per pool: the GPU pool runs one training activity per device, the CPU pool the rest. */
 export const TASK_QUEUES = { gpu: 'truthgpt-gpu', cpu: 'truthgpt-cpu' } as const;

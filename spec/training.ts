@@ -9,12 +9,15 @@
 
 import { z } from 'zod';
 import { DatasetSpecSchema } from '../engine/data/dataset';
+import { BertConfigSchema, bertMemoryEquivalent } from '../engine/models/bert';
 import { GptConfigSchema, gptOptionFields, type GptConfig } from '../engine/models/gpt';
+import { BertHeadSchema, type BertModelConfig } from '../engine/hf/bert';
 import { getPreset } from '../engine/models/presets';
 import { OptimConfigSchema } from '../engine/optim';
 import { DEFAULT_OUTER, OuterOptimSchema } from '../engine/train/outer';
 import { ActivationCheckpointingSchema } from '../engine/train/checkpointing';
 import { CheckpointPolicySchema } from '../engine/train/shard';
+import { corpusIsLabelled, MODEL_FAMILIES, resolveTask, TASK_DATASET, TASKS, type ModelFamily } from './family';
 import { formatIssues, relocateIssues } from './issues';
 import { StoreKeySchema } from './store-key';
 import { checkTokensPerStep, DEFAULT_SPEC_LIMITS, LOOP_LIMITS, trainingMemoryIssue, type SpecLimits } from './limits';
@@ -35,17 +38,31 @@ const GptFields = z.strictObject({
 
 /**
  * What a run started from a stored model (`model.from`) may set beyond its stored config: training
- * settings that change no weight and no shape.
+ * settings that change no weight and no shape. A BERT run may also set `head` (a classifier head on
+ * an imported encoder or masked-LM model: the head is new, the encoder keeps its weights).
  */
 export const FROM_OVERRIDABLE = ['dropout', 'dropout_seed'] as const;
+export const FROM_OVERRIDABLE_BY_FAMILY: Record<ModelFamily, readonly string[]> = { gpt: FROM_OVERRIDABLE, bert: ['head'], t5: [] };
+
+/** BERT's encoder fields and its head (`{ kind: classification, num_labels }` or `{ kind: mlm }`). */
+const BertFields = z.strictObject({ ...BertConfigSchema.shape, head: BertHeadSchema });
+
+/** A model spec's parsed form: the family, the task it trains for, and its complete config. */
+export type ModelSpec = { preset: string | null; from: string | null; fromFiles: Record<string, string> | null } & (
+  | { family: 'gpt'; task: 'lm'; config: GptConfig }
+  | { family: 'bert'; task: 'classification' | 'mlm'; config: BertModelConfig }
+);
 
 /**
  * A preset, a full config, a preset with some fields overridden, or a committed checkpoint to start
- * from (`from`). Only GPT trains here so far.
+ * from (`from`), of a family (gpt, bert; t5 is refused until it is wired) trained for a task
+ * (spec/family.ts: lm for GPT, classification or mlm for BERT).
  */
 const ModelSpecSchema = z
   .strictObject({
-    family: z.literal('gpt').default('gpt'),
+    family: z.enum(MODEL_FAMILIES).default('gpt'),
+    /** What the run trains for; default the family's first task (gpt: lm, bert: classification). */
+    task: z.enum(TASKS).nullish(),
     preset: z.string().nullish(),
     /**
      * Start from a committed checkpoint instead of a seeded init: an imported model
@@ -56,10 +73,16 @@ const ModelSpecSchema = z
     from: StoreKeySchema.nullish(),
     /** sha256 of each file of `from` when the run was started: the run refuses a checkpoint that changed since. */
     fromFiles: z.record(z.string(), z.string().regex(/^[0-9a-f]{64}$/, 'a sha256 (64 hex digits)')).nullish(),
-    config: GptFields.partial().default({}),
+    /** Fields of the family's config (GPT: n_layer, n_embd, ...; BERT: hidden_size, ..., head). */
+    config: z.record(z.string(), z.unknown()).default({}),
   })
-  .transform((m, ctx) => {
+  .transform((m, ctx): ModelSpec => {
     const from = m.from ?? null;
+    const t = resolveTask(m.family, m.task);
+    if ('message' in t) {
+      ctx.addIssue({ code: 'custom', path: [t.field], message: t.message });
+      return z.NEVER;
+    }
     if (from !== null && m.preset != null) {
       ctx.addIssue({ code: 'custom', path: ['preset'], message: `cannot be combined with from: the model's config is ${from}'s` });
       return z.NEVER;
@@ -72,29 +95,70 @@ const ModelSpecSchema = z
       });
       return z.NEVER;
     }
-    const source = { from, fromFiles: m.fromFiles ?? null };
+    const source = { preset: m.preset ?? null, from, fromFiles: m.fromFiles ?? null };
     let base: Record<string, unknown> = {};
     if (m.preset != null) {
       try {
         const p = getPreset(m.preset);
-        if (p.family !== 'gpt') throw new Error(`preset "${m.preset}" is a ${p.family} model; trainingWorkflow trains GPT language models`);
+        if (p.family !== m.family) throw new Error(`preset "${m.preset}" is a ${p.family} model, but model.family is ${m.family}`);
         base = p.config;
       } catch (err) {
         ctx.addIssue({ code: 'custom', path: ['preset'], message: (err as Error).message });
         return z.NEVER;
       }
     }
-    const merged = { ...base, ...m.config };
+    if (m.family === 'bert') {
+      const fields = BertFields.partial().safeParse(m.config);
+      if (!fields.success) {
+        relocateIssues(ctx, fields.error, BertFields.partial(), m.config, (path) => ['config', ...path]);
+        return z.NEVER;
+      }
+      const task = t.task as 'classification' | 'mlm';
+      // Only the keys the spec gave: the schema's defaults must not override the preset's values.
+      const given = Object.fromEntries(Object.entries(fields.data).filter(([k]) => k in m.config));
+      const { head: givenHead, ...enc } = { ...base, ...given } as Record<string, unknown> & { head?: BertModelConfig['head'] };
+      const head: BertModelConfig['head'] | undefined = givenHead ?? (task === 'mlm' ? { kind: 'mlm' } : undefined);
+      if (!head || (task === 'classification' && head.kind !== 'classification') || (task === 'mlm' && head.kind !== 'mlm')) {
+        const want = task === 'classification' ? '{ kind: classification, num_labels: <labels> }' : '{ kind: mlm }';
+        ctx.addIssue({ code: 'custom', path: ['config', 'head'], message: `a ${task} run needs the head ${want}${head ? `, not ${head.kind}` : ''}` });
+        return z.NEVER;
+      }
+      // BertForMaskedLM has no pooler: a masked-LM run trains (and exports) the model without it.
+      if (task === 'mlm') enc.add_pooling_layer = false;
+      const parsed = BertConfigSchema.safeParse(enc);
+      if (!parsed.success) {
+        relocateIssues(ctx, parsed.error, BertConfigSchema, enc, (path) => ['config', ...path]);
+        return z.NEVER;
+      }
+      return { family: 'bert', task, ...source, config: { ...parsed.data, head } };
+    }
+    if (m.family !== 'gpt') return z.NEVER; // resolveTask refused it above
+    const fields = GptFields.partial().safeParse(m.config);
+    if (!fields.success) {
+      relocateIssues(ctx, fields.error, GptFields.partial(), m.config, (path) => ['config', ...path]);
+      return z.NEVER;
+    }
+    const merged = { ...base, ...fields.data };
     const parsed = GptConfigSchema.safeParse(merged);
     if (!parsed.success) {
       // Sizes above their ranges only: the spec fails either way, but the checks that need the
       // whole spec (context vs block_size, the memory estimate) still report on the merged config.
       const tooBig = parsed.error.issues.every((i) => i.code === 'too_big');
       relocateIssues(ctx, parsed.error, GptConfigSchema, merged, (path) => ['config', ...path], { continue: tooBig });
-      return tooBig ? { family: m.family, preset: m.preset ?? null, ...source, config: merged as GptConfig } : z.NEVER;
+      return tooBig ? { family: 'gpt', task: 'lm', ...source, config: merged as GptConfig } : z.NEVER;
     }
-    return { family: m.family, preset: m.preset ?? null, ...source, config: parsed.data };
+    return { family: 'gpt', task: 'lm', ...source, config: parsed.data };
   });
+
+/** The longest sequence the model takes: GPT's block_size, BERT's max_position_embeddings. */
+export function contextLimitOf(model: ModelSpec): { field: string; value: number } {
+  return model.family === 'gpt' ? { field: 'block_size', value: model.config.block_size } : { field: 'max_position_embeddings', value: model.config.max_position_embeddings };
+}
+
+/** What the worker-memory check estimates: GPT's own config, or the GPT a BERT's layers match (bertMemoryEquivalent). */
+function memoryConfigOf(model: ModelSpec): GptConfig {
+  return model.family === 'gpt' ? model.config : bertMemoryEquivalent(model.config);
+}
 
 const TrainingFields = z.strictObject({
   /** Names the run's artifacts and the default workflow id. */
@@ -140,14 +204,18 @@ const TrainingFields = z.strictObject({
  */
 export function trainingSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
   return TrainingFields.superRefine((s, ctx) => {
-    if (s.contextLength > s.model.config.block_size) {
-      ctx.addIssue({ code: 'custom', path: ['contextLength'], message: `must not exceed model block_size (${s.contextLength} > ${s.model.config.block_size})` });
+    const limit = contextLimitOf(s.model);
+    if (s.contextLength > limit.value) {
+      ctx.addIssue({ code: 'custom', path: ['contextLength'], message: `must not exceed model ${limit.field} (${s.contextLength} > ${limit.value})` });
+    }
+    if (TASK_DATASET[s.model.task] === 'labelled' && !corpusIsLabelled(s.dataset.corpus)) {
+      ctx.addIssue({ code: 'custom', path: ['dataset', 'corpus'], message: `a ${s.model.task} run needs a labelled corpus (spam-assassin, brown (its genres), or jsonl with labelField), not ${s.dataset.corpus.kind}${s.dataset.corpus.kind === 'jsonl' ? ' without labelField' : ''}` });
     }
     if (s.rounds === 0 && s.model.from === null) {
       ctx.addIssue({ code: 'custom', path: ['rounds'], message: 'must be at least 1 for a new model (0 rounds trains nothing; start from a stored model with model.from to evaluate or fine-tune it without pretraining)' });
     }
     checkTokensPerStep(s, ctx);
-    const memory = trainingMemoryIssue(s.model.config, s.batchSize, s.contextLength, s.optimizer.optimizer, limits);
+    const memory = trainingMemoryIssue(memoryConfigOf(s.model), s.batchSize, s.contextLength, s.optimizer.optimizer, limits);
     if (memory) ctx.addIssue({ code: 'custom', path: ['model'], message: memory });
   });
 }
@@ -171,5 +239,5 @@ export function parseTrainingSpec(input: unknown, limits: SpecLimits = DEFAULT_S
 
 /** The dataset spec a run prepares: one train (and val) shard per worker. */
 export function datasetSpecOf(spec: TrainingSpec) {
-  return { ...spec.dataset, shards: spec.workers };
+  return { ...spec.dataset, shards: spec.workers, ...(TASK_DATASET[spec.model.task] === 'labelled' ? { labels: true } : {}) };
 }

@@ -25,15 +25,18 @@ import {
   workflowInfo,
   type ChildWorkflowHandle,
 } from '@temporalio/workflow';
+import type { ClassifierLoraActivities, ClassifierLoraOutcome } from '../activities/classifier-lora';
+import type { ClassifierPostActivities, ClassifierVariant } from '../activities/classifier-post';
 import type { PipelineActivities, ResumePoint } from '../activities/pipeline';
 import type { CheckpointRef } from '../artifacts/checkpoints';
 import type { LoraMetrics } from '../engine/finetune';
 import type { ReportLora } from '../engine/report';
 import { errorTypeOf, failure, NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
+import { modelShape } from '../spec/family';
 import type { FineTuneSpec } from '../spec/lora';
 import type { PipelineSpec } from '../spec/pipeline';
 import { committedFileKey } from '../spec/store-layout';
-import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage } from '../spec/temporal-names';
+import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptStage, TruthgptTask, TruthgptValAccuracy } from '../spec/temporal-names';
 import { loraMetrics, type FineTuneCompleted, type fineTuneWorkflow } from './fine-tune';
 import type { EvaluationCoverage, postTrainingWorkflow, PostTrainingResult, VariantResult } from './post-training';
 import { pauseSignal, resumeSignal } from './controls';
@@ -90,6 +93,10 @@ export interface PipelineResult {
   /** The LoRA stage's outcome, null without `spec.lora`. */
   lora: LoraOutcome | null;
   variants: VariantResult[];
+  /** A classifier's int8 variants, gated on validation accuracy (BERT classification runs with quantization). */
+  classifierVariants?: ClassifierVariant[];
+  /** A BERT classifier's LoRA stage: the merged checkpoint, the PEFT files, accuracy after. */
+  classifierLora?: ClassifierLoraOutcome;
   /** What the variants' perplexity covers (absent for runs from before it was recorded). */
   evaluation?: EvaluationCoverage;
   reportKey: string;
@@ -116,6 +123,24 @@ export const trainingChildId = (pipelineId: string) => `${pipelineId}-train`;
 export const postTrainingChildId = (pipelineId: string) => `${pipelineId}-post`;
 export const loraChildId = (pipelineId: string) => `${pipelineId}-lora`;
 
+const classifierLoraGpu = proxyActivities<ClassifierLoraActivities>({
+  taskQueue: TASK_QUEUES.gpu,
+  startToCloseTimeout: '120 minutes',
+  heartbeatTimeout: '5 minutes',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+});
+const classifierLoraCpu = proxyActivities<ClassifierLoraActivities>({
+  taskQueue: TASK_QUEUES.cpu,
+  startToCloseTimeout: '60 minutes',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+});
+
+const classifierPost = proxyActivities<ClassifierPostActivities>({
+  taskQueue: TASK_QUEUES.cpu,
+  startToCloseTimeout: '60 minutes',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+});
+
 const { locateCheckpoint } = proxyActivities<PipelineActivities>({
   taskQueue: TASK_QUEUES.cpu,
   startToCloseTimeout: '5 minutes',
@@ -133,6 +158,10 @@ class PipelineState {
   loraChild: ChildWorkflowHandle<typeof fineTuneWorkflow> | null = null;
   resumedFrom: PipelineProgress['resumedFrom'] = null;
   lora: LoraOutcome | null = null;
+  /** A classifier's quantized variants (non-GPT runs with quantization). */
+  classifierVariants: ClassifierVariant[] | null = null;
+  /** A classifier's LoRA stage outcome. */
+  classifierLora: ClassifierLoraOutcome | null = null;
   /** The stage a failure or a cancellation is recorded against. */
   running: StageOutcome | null = null;
   readonly loraWorkflowId: string | null;
@@ -142,7 +171,8 @@ class PipelineState {
     readonly id: string,
     readonly continues: string[],
   ) {
-    this.loraWorkflowId = spec.lora ? loraChildId(id) : null;
+    // A BERT classifier's LoRA stage runs as activities of the pipeline, not as a child workflow.
+    this.loraWorkflowId = spec.lora && spec.training.model.family === 'gpt' ? loraChildId(id) : null;
   }
 
   publish(): void {
@@ -214,11 +244,15 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     { key: TruthgptPipeline, value: spec.name },
     { key: TruthgptModelFamily, value: spec.training.model.family },
   ]);
+  if (spec.training.model.family !== 'gpt') upsertSearchAttributes([{ key: TruthgptTask, value: spec.training.model.task }]);
   try {
     const resume = await locateStage(st);
     const trained = await trainStage(st, resume);
-    const tuned = await loraStage(st, trained);
-    const post = await postTrainingStage(st, trained, tuned);
+    const gpt = spec.training.model.family === 'gpt';
+    const tuned = gpt ? await loraStage(st, trained) : null;
+    // A classifier's LoRA stage leaves a merged checkpoint that post-training quantizes instead of the trained one.
+    const classifier = gpt ? trained : await classifierLoraStage(st, trained);
+    const post = gpt ? await postTrainingStage(st, trained, tuned) : spec.quantization.length ? await classifierPostStage(st, classifier) : skipPostTraining(st, classifier);
     return resultOf(st, trained, post, Date.now() - info.startTime.getTime());
   } catch (err) {
     const cancelled = isCancellation(err);
@@ -253,13 +287,22 @@ async function trainStage(st: PipelineState, resume: ResumePoint | null): Promis
     workflowId: id,
     taskQueue: TASK_QUEUES.cpu,
     args: [{ spec: t, runId: st.id, ...(resume ? { resume } : {}) }],
-    staticSummary: `train ${t.model.family} ${t.model.config.n_layer}L×${t.model.config.n_embd} on ${t.dataset.name}: W=${t.workers}, ${t.rounds} rounds × H=${t.innerSteps}`,
+    staticSummary: `train ${t.model.family} ${modelShape(t.model)} on ${t.dataset.name}: W=${t.workers}, ${t.rounds} rounds × H=${t.innerSteps}`,
   });
   if (st.paused) await st.trainChild.signal(pauseSignal);
   const trained: TrainingResult = await st.trainChild.result();
   st.trainChild = null;
   if (trained.bestValLoss !== null) upsertSearchAttributes([{ key: TruthgptBestValLoss, value: trained.bestValLoss }]);
   const lastVal = trained.valHistory[trained.valHistory.length - 1];
+  const firstVal = trained.valHistory[0];
+  if (lastVal?.accuracy !== undefined && firstVal?.accuracy !== undefined) {
+    // A classifier is told by its accuracy and macro F1 over every validation document.
+    const best = Math.max(...trained.valHistory.map((v) => v.accuracy ?? 0));
+    upsertSearchAttributes([{ key: TruthgptValAccuracy, value: best }]);
+    const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+    st.end(st.running, 'done', `${trained.rounds} rounds, val accuracy ${pct(firstVal.accuracy)} → ${pct(lastVal.accuracy)}, macro F1 ${firstVal.macroF1!.toFixed(3)} → ${lastVal.macroF1!.toFixed(3)} over ${lastVal.examples} val documents, ${trained.checkpoint.prefix}`);
+    return trained;
+  }
   st.end(st.running, 'done', `${trained.rounds} rounds, ${trained.tokensSeen} tokens, val loss ${lastVal?.loss.toFixed(4) ?? '-'} (best ${trained.bestValLoss?.toFixed(4) ?? '-'}), ${trained.checkpoint.prefix}`);
   return trained;
 }
@@ -332,6 +375,89 @@ async function postTrainingStage(st: PipelineState, trained: TrainingResult, tun
   return post;
 }
 
+/**
+ * LoRA on a BERT classifier (activities/classifier-lora.ts): chunks of `stepsPerActivity` steps on
+ * the GPU queue, then the merge, the PEFT SEQ_CLS files and the merged model's accuracy. Returns
+ * the training result with the merged checkpoint in place of the trained one (what post-training
+ * quantizes); without `spec.lora` the stage is skipped and the trained result returned.
+ */
+async function classifierLoraStage(st: PipelineState, trained: TrainingResult): Promise<TrainingResult> {
+  const l = st.spec.lora;
+  if (!l) {
+    st.end(st.begin('lora', null, 'not requested'), 'skipped', 'not requested');
+    return trained;
+  }
+  await st.waitWhilePaused();
+  const id = loraChildId(st.id);
+  st.running = st.begin('lora', null, `r=${l.lora.r} on the classifier ${trained.checkpoint.prefix}, ${l.train.steps} steps`);
+  const settings = { lora: l.lora, train: l.train };
+  let previous: CheckpointRef | null = null;
+  const chunks = Math.ceil(l.train.steps / l.train.stepsPerActivity);
+  let lastLoss = NaN;
+  for (let chunk = 0; chunk < chunks; chunk++) {
+    await st.waitWhilePaused();
+    const r = await classifierLoraGpu.trainClassifierLora.executeWithOptions({ summary: `LoRA chunk ${chunk + 1}/${chunks} of the classifier` }, [
+      { runId: id, spec: st.spec.training, settings, base: trained.checkpoint, dataset: trained.dataset, chunk, previous },
+    ]);
+    previous = r.checkpoint;
+    lastLoss = r.lastLoss;
+  }
+  const o = await classifierLoraCpu.mergeClassifierLora.executeWithOptions({ summary: 'merge the adapters, write PEFT files, evaluate' }, [
+    { runId: id, spec: st.spec.training, settings, base: trained.checkpoint, dataset: trained.dataset, final: previous! },
+  ]);
+  st.classifierLora = o;
+  const before = trained.valHistory[trained.valHistory.length - 1];
+  const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(1)}%`);
+  const share = ((100 * o.trainable) / o.total).toFixed(2);
+  st.end(
+    st.running,
+    'done',
+    `val accuracy ${pct(before?.accuracy)} → ${pct(o.accuracyAfter)}, macro F1 ${before?.macroF1?.toFixed(3) ?? '-'} → ${o.macroF1After.toFixed(3)} over ${o.examples} val documents (last train loss ${lastLoss.toFixed(4)}), ${o.trainable} trainable (${share}%: adapters on ${o.targetModules.join(', ')} + the head), adapter ${o.adapterPrefix}`,
+  );
+  st.running = null;
+  return { ...trained, checkpoint: o.merged };
+}
+
+/**
+ * A classifier's post-training: each int8 variant quantized and gated on validation accuracy
+ * (activities/classifier-post.ts); a refused variant marked `required` fails the run (QuantRejected).
+ */
+async function classifierPostStage(st: PipelineState, trained: TrainingResult): Promise<PostTrainingResult> {
+  const { spec } = st;
+  await st.waitWhilePaused();
+  st.running = st.begin('postTraining', null, `quantize ${spec.quantization.map((q) => q.name).join(', ')} and gate on validation accuracy`);
+  const variants: ClassifierVariant[] = [];
+  for (const quant of spec.quantization) {
+    variants.push(
+      await classifierPost.quantizeClassifier.executeWithOptions({ summary: `${quant.method} of ${trained.checkpoint.prefix}, gated on accuracy` }, [
+        { runId: st.id, spec: spec.training, checkpoint: trained.checkpoint, dataset: trained.dataset, quant },
+      ]),
+    );
+  }
+  st.classifierVariants = variants;
+  const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
+  const told = variants.map((v) => `${v.name} accuracy ${pct(v.accuracy)} vs fp32 ${pct(v.fp32Accuracy)}${v.published ? '' : ' (refused)'}`);
+  const refused = variants.filter((v, i) => !v.published && spec.quantization[i].required);
+  if (refused.length) throw failure('QuantRejected', refused.map((v) => `required variant ${v.name} (${v.method}) was refused: ${v.rejectedReason}`).join('; '));
+  st.end(st.running, 'done', `${told.join(', ')} over ${variants[0]?.examples ?? 0} val documents`);
+  st.running = null;
+  st.setStage('done');
+  return { variants: [], reportKey: '', reportJsonKey: '' };
+}
+
+/**
+ * A model of another family than GPT: its training evaluations are the run's result, and the
+ * post-training stage (GPT's quantization, evaluation table and report) is skipped, saying so.
+ */
+function skipPostTraining(st: PipelineState, trained: TrainingResult): PostTrainingResult {
+  const model = st.spec.training.model;
+  const why = `post-training (quantization, report) runs on GPT models so far; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix}`;
+  st.end(st.begin('postTraining', null, why), 'skipped', why);
+  st.running = null;
+  st.setStage('done');
+  return { variants: [], reportKey: '', reportJsonKey: '' };
+}
+
 /** "the whole val split (88890 tokens)" or "4096 val tokens, 4.61% of the split": what a ppl figure covers (engine/report coverageText, short). */
 export function coverageWords(e: EvaluationCoverage): string {
   return e.tokens >= e.splitTokens ? `the whole val split (${e.tokens} tokens)` : `${e.tokens} val tokens, ${((100 * e.tokens) / e.splitTokens).toFixed(2)}% of the split`;
@@ -355,6 +481,8 @@ function resultOf(st: PipelineState, trained: TrainingResult, post: PostTraining
     },
     lora: st.lora,
     variants: post.variants,
+    ...(st.classifierVariants ? { classifierVariants: st.classifierVariants } : {}),
+    ...(st.classifierLora ? { classifierLora: st.classifierLora } : {}),
     ...(post.evaluation ? { evaluation: post.evaluation } : {}),
     reportKey: post.reportKey,
     stages: st.stages,

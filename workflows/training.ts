@@ -20,8 +20,9 @@ import type { TrainingActivities, TrainShardResult } from '../activities/trainin
 import type { CheckpointRef } from '../artifacts/checkpoints';
 import type { DatasetRef } from '../artifacts/datasets';
 import { failure, NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
+import { modelShape, TASK_DATASET } from '../spec/family';
 import type { TrainingSpec } from '../spec/training';
-import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline } from '../spec/temporal-names';
+import { TASK_QUEUES, TruthgptBestValLoss, TruthgptModelFamily, TruthgptPipeline, TruthgptTask, TruthgptValAccuracy } from '../spec/temporal-names';
 import { runControls } from './controls';
 
 export interface ValPoint {
@@ -29,6 +30,10 @@ export interface ValPoint {
   step: number;
   loss: number;
   perplexity: number;
+  /** Classification runs: accuracy and macro F1 over `examples` validation documents (every one). */
+  accuracy?: number;
+  macroF1?: number;
+  examples?: number;
 }
 
 export interface TrainPoint {
@@ -51,6 +56,8 @@ export interface TrainingCarry {
   valHistory: ValPoint[];
   trainHistory: TrainPoint[];
   bestValLoss: number | null;
+  /** Classification runs: the best validation accuracy so far. */
+  bestValAccuracy?: number | null;
   tokensSeen: number;
   startedAt: number;
   paused: boolean;
@@ -142,11 +149,18 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
     { key: TruthgptPipeline, value: spec.name },
     { key: TruthgptModelFamily, value: spec.model.family },
   ]);
+  // Only for families other than GPT: GPT runs issue the commands they always did.
+  if (spec.model.family !== 'gpt') upsertSearchAttributes([{ key: TruthgptTask, value: spec.model.task }]);
 
   const evaluateAt = async (c: TrainingCarry) => {
     controls.setStage('evaluate');
     const r = await cpu.evaluate.executeWithOptions({ summary: `val loss of ${c.global.prefix} (round ${c.round}, ${spec.evalBatches} batches)` }, [{ ...ref, checkpoint: c.global, dataset: c.dataset }]);
-    push(c.valHistory, { round: c.round, step: c.round * H, loss: r.loss, perplexity: r.perplexity });
+    const cls = r.accuracy !== undefined ? { accuracy: r.accuracy, macroF1: r.macroF1, examples: r.examples } : {};
+    push(c.valHistory, { round: c.round, step: c.round * H, loss: r.loss, perplexity: r.perplexity, ...cls });
+    if (r.accuracy !== undefined && (c.bestValAccuracy == null || r.accuracy > c.bestValAccuracy)) {
+      c.bestValAccuracy = r.accuracy;
+      upsertSearchAttributes([{ key: TruthgptValAccuracy, value: r.accuracy }]);
+    }
     if (c.bestValLoss === null || r.loss < c.bestValLoss) {
       c.bestValLoss = r.loss;
       upsertSearchAttributes([{ key: TruthgptBestValLoss, value: r.loss }]);
@@ -156,7 +170,8 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
   if (!carry) {
     controls.setStage('prepareDataset');
     const dataset = await cpu.prepareDataset.executeWithOptions({ summary: `dataset ${spec.dataset.name}: tokenize into ${spec.workers} train shard(s) + val` }, [
-      { runId, dataset: { ...spec.dataset, shards: spec.workers } },
+      // A task that reads labelled documents asks for their labels (absent otherwise: GPT runs send what they always did).
+      { runId, dataset: { ...spec.dataset, shards: spec.workers, ...(TASK_DATASET[spec.model.task] === 'labelled' ? { labels: true } : {}) } },
     ]);
     if (spec.model.config.vocab_size < dataset.vocabSize) {
       throw failure('InvalidConfig', `spec.model.config.vocab_size: ${spec.model.config.vocab_size} is smaller than the dataset's vocabulary (${dataset.vocabSize} tokens)`);
@@ -174,7 +189,7 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
     else {
       controls.setStage('createModel');
       const init = spec.model.from ? `weights of ${spec.model.from}` : 'seeded init';
-      global = await cpu.createModel.executeWithOptions({ summary: `${spec.model.family} ${spec.model.config.n_layer}L×${spec.model.config.n_embd}: ${init}, checkpoint r0` }, [ref]);
+      global = await cpu.createModel.executeWithOptions({ summary: `${spec.model.family} ${modelShape(spec.model)}: ${init}, checkpoint r0` }, [ref]);
     }
     carry = {
       dataset,

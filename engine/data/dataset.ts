@@ -7,7 +7,7 @@
 
 import { createHash, type Hash } from 'node:crypto';
 import { createWriteStream, mkdirSync, writeFileSync, type WriteStream } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { EngineError } from '../errors';
 import { CorpusError, CorpusSpecSchema, readCorpus, type Document } from './corpus';
@@ -24,11 +24,18 @@ export const DatasetSpecSchema = z.strictObject({
   seed: z.number().int().default(0),
   /** BPE training reads at most this many characters of the corpus. */
   bpeTrainChars: z.number().int().positive().default(20_000_000),
+  /**
+   * Also write each document's length and label beside every shard (`<shard>.docs`, uint32 pairs),
+   * for classification runs (they set it). Absent from specs that do not ask, so their hash and key stay.
+   */
+  labels: z.boolean().optional(),
 });
 export type DatasetSpec = z.infer<typeof DatasetSpecSchema>;
 
 export interface ShardInfo {
   file: string;
+  /** With `labels`: the file of (tokens, label index) uint32 pairs, one per document, in shard order. */
+  docs?: string;
   tokens: number;
   documents: number;
   bytes: number;
@@ -44,36 +51,27 @@ export interface DatasetManifest {
   documents: number;
   tokens: number;
   labels: Record<string, number>;
+  /** With `labels`: label names by index, in the order the corpus first named them. */
+  labelNames?: string[];
 }
 
 export const TOKENIZER_FILE = 'tokenizer.json';
 export const DATASET_MANIFEST_FILE = 'dataset.json';
 
-class ShardWriter {
+/**
+ * A file written through a stream whose first error (a full disk: ENOSPC) is kept and thrown by
+ * the next write or close. Without an 'error' listener a write error is an unhandled event, which
+ * ends the whole worker process; with one it is this dataset's error, and the activity retries.
+ */
+class SafeStream {
   private readonly out: WriteStream;
-  private readonly hash: Hash = createHash('sha256');
-  /** The stream's first error (a full disk: ENOSPC): the next write or close throws it. */
   private failed: Error | null = null;
-  tokens = 0;
-  documents = 0;
-  bytes = 0;
-  constructor(
-    readonly file: string,
-    path: string,
-    private readonly wide: boolean,
-  ) {
+  constructor(path: string) {
     this.out = createWriteStream(path);
-    // Without a listener a write error is an unhandled 'error' event, which ends the whole worker
-    // process; with one it is this dataset's error, and the activity retries.
     this.out.on('error', (err) => (this.failed ??= err));
   }
-  async write(ids: number[]): Promise<void> {
+  async write(buf: Buffer): Promise<void> {
     if (this.failed) throw this.failed;
-    const buf = Buffer.from(this.wide ? Uint32Array.from(ids).buffer : Uint16Array.from(ids).buffer);
-    this.hash.update(buf);
-    this.tokens += ids.length;
-    this.bytes += buf.length;
-    this.documents++;
     if (this.out.write(buf)) return;
     // After an error no 'drain' comes: wait for whichever happens first.
     await new Promise<void>((resolve, reject) => {
@@ -88,15 +86,51 @@ class ShardWriter {
       if (this.failed) done(this.failed);
     });
   }
-  async close(): Promise<ShardInfo> {
+  async close(): Promise<void> {
     if (this.failed) throw this.failed;
     await new Promise<void>((resolve, reject) => this.out.end((err?: Error | null) => (err ? reject(err) : resolve())));
     if (this.failed) throw this.failed;
-    return { file: this.file, tokens: this.tokens, documents: this.documents, bytes: this.bytes, sha256: this.hash.digest('hex') };
   }
-  /** Gives the file descriptor back after a failure. */
   destroy(): void {
     this.out.destroy();
+  }
+}
+
+class ShardWriter {
+  private readonly out: SafeStream;
+  private readonly docs: SafeStream | null;
+  private readonly hash: Hash = createHash('sha256');
+  tokens = 0;
+  documents = 0;
+  bytes = 0;
+  constructor(
+    readonly file: string,
+    path: string,
+    private readonly wide: boolean,
+    /** The `.docs` file's name, when documents' lengths and labels are written. */
+    readonly docsFile: string | null = null,
+  ) {
+    this.out = new SafeStream(path);
+    this.docs = docsFile ? new SafeStream(join(dirname(path), docsFile)) : null;
+  }
+  async write(ids: number[], label?: number): Promise<void> {
+    const buf = Buffer.from(this.wide ? Uint32Array.from(ids).buffer : Uint16Array.from(ids).buffer);
+    this.hash.update(buf);
+    this.tokens += ids.length;
+    this.bytes += buf.length;
+    this.documents++;
+    await this.out.write(buf);
+    if (this.docs) await this.docs.write(Buffer.from(Uint32Array.of(ids.length, label ?? 0).buffer));
+  }
+  async close(): Promise<ShardInfo> {
+    await this.out.close();
+    if (this.docs) await this.docs.close();
+    return { file: this.file, ...(this.docsFile ? { docs: this.docsFile } : {}), tokens: this.tokens, documents: this.documents, bytes: this.bytes, sha256: this.hash.digest('hex') };
+  }
+  /** Gives the file descriptors back after a failure. */
+  destroy(): void {
+    this.out.destroy();
+    this.docs?.destroy();
   }
 }
 
@@ -135,9 +169,10 @@ export async function prepareDataset(
   mkdirSync(outDir, { recursive: true });
   const tokenizer = await buildTokenizer(spec, hfTokenizerJson);
   const wide = tokenizer.vocabSize > 65536;
+  const writer = (split: string, i: number) => new ShardWriter(`${split}-${i}.bin`, join(outDir, `${split}-${i}.bin`), wide, spec.labels ? `${split}-${i}.docs` : null);
   const writers = {
-    train: Array.from({ length: spec.shards }, (_, i) => new ShardWriter(`train-${i}.bin`, join(outDir, `train-${i}.bin`), wide)),
-    val: Array.from({ length: spec.shards }, (_, i) => new ShardWriter(`val-${i}.bin`, join(outDir, `val-${i}.bin`), wide)),
+    train: Array.from({ length: spec.shards }, (_, i) => writer('train', i)),
+    val: Array.from({ length: spec.shards }, (_, i) => writer('val', i)),
   };
   try {
     return await writeShards(spec, outDir, tokenizer, wide, writers, onProgress);
@@ -156,6 +191,7 @@ async function writeShards(
   onProgress?: (p: { documents: number; tokens: number }) => void,
 ): Promise<DatasetManifest> {
   const labels: Record<string, number> = {};
+  const labelNames: string[] = [];
   let documents = 0;
   let tokens = 0;
   for await (const doc of readCorpus(spec.corpus) as AsyncIterable<Document>) {
@@ -165,7 +201,13 @@ async function writeShards(
     const shard = Math.floor(h / 10_000) % spec.shards;
     const ids = await tokenizer.encode(doc.text);
     ids.push(tokenizer.eot);
-    await writers[split][shard].write(ids);
+    let label: number | undefined;
+    if (spec.labels) {
+      if (doc.label === undefined) throw new CorpusError(doc.source, 'has no label, and dataset.labels asks for one per document (a jsonl corpus names its labelField)');
+      label = labelNames.indexOf(doc.label);
+      if (label < 0) label = labelNames.push(doc.label) - 1;
+    }
+    await writers[split][shard].write(ids, label);
     if (doc.label !== undefined) labels[doc.label] = (labels[doc.label] ?? 0) + 1;
     documents++;
     tokens += ids.length;
@@ -187,6 +229,7 @@ async function writeShards(
     documents,
     tokens,
     labels,
+    ...(spec.labels ? { labelNames } : {}),
   };
   writeFileSync(join(outDir, DATASET_MANIFEST_FILE), JSON.stringify(manifest, null, 2));
   return manifest;

@@ -113,8 +113,10 @@ export class BpeTokenizer implements Tokenizer {
   }
 }
 
-/** End-of-text tokens by convention (GPT-2, Llama/Mistral, T5, Gemma), tried in order when the reference names none. */
-const EOT_NAMES = ['<|endoftext|>', '</s>', '<|end_of_text|>', '<eos>'];
+/** End-of-text tokens by convention (GPT-2, Llama/Mistral, T5, Gemma, BERT's separator), tried in order when the reference names none. */
+const EOT_NAMES = ['<|endoftext|>', '</s>', '<|end_of_text|>', '<eos>', '[SEP]'];
+/** Other special tokens by convention (BERT's bracketed names, then RoBERTa/T5's angled ones), recorded in `specials` when the vocabulary has them. */
+const SPECIAL_NAMES: Record<string, string[]> = { cls: ['[CLS]', '<s>'], sep: ['[SEP]', '</s>'], pad: ['[PAD]', '<pad>'], mask: ['[MASK]', '<mask>'] };
 
 /**
  * A Hugging Face fast tokenizer (tokenizer.json) through the `tokenizers` package: encodings are
@@ -135,6 +137,10 @@ export class HfTokenizer implements Tokenizer {
     this.vocabSize = tok.getVocabSize(true);
     this.eot = eot;
     this.specials = { eot };
+    for (const [role, names] of Object.entries(SPECIAL_NAMES)) {
+      const id = names.map((n) => tok.tokenToId(n)).find((i) => i !== null && i !== undefined);
+      if (id !== undefined && id !== null) this.specials[role] = id;
+    }
   }
 
   /** `json` is the tokenizer.json text; `ref` is where it is stored (saved instead of the text). */

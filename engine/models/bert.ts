@@ -10,6 +10,7 @@ import { z } from 'zod';
 import type { Graph, Value } from '../graph/ir';
 import { add, gather, gelu, reshape, tanh } from '../graph/ops';
 import { layerNormBlock, type ParamLookup, type ParamSpec } from './blocks';
+import { GptConfigSchema, type GptConfig } from './gpt';
 import { attention, batchAndSeq, hfLinear, paddingMask, positionIds, reshapeTo, type SeqLen } from './layers';
 
 export const BertConfigSchema = z
@@ -203,4 +204,13 @@ function declareInputs(g: Graph, batch: number, seq: number): BertInputs {
     attentionMask: g.input('attention_mask', 'int64', [batch, seq]),
     tokenTypeIds: g.input('token_type_ids', 'int64', [batch, seq]),
   };
+}
+
+/**
+ * The GPT of the same width, depth, heads, MLP width and vocabulary: its training-step memory
+ * estimate (engine/models/memory.ts) stands in for this BERT's, whose layers have the same shape
+ * (attention + one MLP; post-LN instead of pre-LN, a pooler and a small head on top).
+ */
+export function bertMemoryEquivalent(cfg: BertConfig): GptConfig {
+  return GptConfigSchema.parse({ vocab_size: cfg.vocab_size, block_size: cfg.max_position_embeddings, n_layer: cfg.num_hidden_layers, n_head: cfg.num_attention_heads, n_embd: cfg.hidden_size, n_inner: cfg.intermediate_size });
 }

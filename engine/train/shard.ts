@@ -12,6 +12,7 @@ import type * as ort from 'onnxruntime-node';
 import { z } from 'zod';
 import { EngineError } from '../errors';
 import { sampleLmBatch } from '../data/sampler';
+import type { TensorData } from '../graph/ir';
 import { serializeModel } from '../graph/onnx';
 import { GptConfigSchema, gptParams, gptTrainLoss, type GptConfig } from '../models/gpt';
 import { estimateTrainStepBytes, gib } from '../models/memory';
@@ -54,6 +55,8 @@ export interface RunShardOptions {
   contextLength: number;
   /** Runs until the runner's step reaches this value. */
   endStep: number;
+  /** The feeds of step `step` for a model that is not a GPT language model (BERT: engine/train/bert.ts); default the LM windows of `ids`. */
+  batch?: (step: number) => Record<string, TensorData>;
   checkpoint?: CheckpointPolicy & { save(snapshot: ShardSnapshot): Promise<void> };
   /** Called after each step; throwing stops the loop (cancellation). May be async (heartbeats). */
   onStep?(m: ShardStepMetrics): void | Promise<void>;
@@ -94,9 +97,7 @@ export async function runShard(o: RunShardOptions): Promise<ShardRunResult> {
   let lastSaveStep = o.runner.step;
   while (o.runner.step < o.endStep) {
     const step = o.runner.step;
-    const b = sampleLmBatch(o.ids, { seed: o.seed, shard: o.shard, step, batchSize: o.batchSize, contextLength: o.contextLength });
-    const dims = [o.batchSize, o.contextLength];
-    const r = await o.runner.run({ tokens: { dtype: 'int64', dims, data: b.tokens }, targets: { dtype: 'int64', dims, data: b.targets } });
+    const r = await o.runner.run(o.batch ? o.batch(step) : lmFeeds(o, step));
     const m = { step: r.step, loss: r.loss, gradNorm: r.gradNorm, lr: r.scalars.lr ?? NaN };
     history.push(m);
     await o.onStep?.(m);
@@ -113,6 +114,13 @@ export async function runShard(o: RunShardOptions): Promise<ShardRunResult> {
     }
   }
   return { history, checkpoints, tokens: history.length * o.batchSize * o.contextLength };
+}
+
+/** The (B, T) token and next-token feeds of a GPT step. */
+function lmFeeds(o: RunShardOptions, step: number): Record<string, TensorData> {
+  const b = sampleLmBatch(o.ids, { seed: o.seed, shard: o.shard, step, batchSize: o.batchSize, contextLength: o.contextLength });
+  const dims = [o.batchSize, o.contextLength];
+  return { tokens: { dtype: 'int64', dims, data: b.tokens }, targets: { dtype: 'int64', dims, data: b.targets } };
 }
 
 /** The language-model training setup a shard runs: model, optimizer and batch geometry. */

@@ -131,12 +131,20 @@ export function summarize(r: PipelineResult, uiUrl: string, bucket: string, opts
     ...r.variants.map((v) => [v.name, v.method, v.ppl.toFixed(3), `${v.pplDeltaPct >= 0 ? '+' : ''}${v.pplDeltaPct.toFixed(2)}%`, v.p50Ms.toFixed(2), v.tokensPerSec.toFixed(0), `${(v.sizeBytes / 1024).toFixed(0)} KiB`, v.published ? 'yes' : `no: ${v.rejectedReason ?? ''}`]),
   ]);
   const t = r.training;
+  const pct = (x: number | null) => (x === null ? '-' : `${(100 * x).toFixed(2)}%`);
+  // A classifier's variants: accuracy against fp32's, over every validation document.
+  const classifier = r.classifierVariants?.length
+    ? table([
+        ['variant', 'method', 'val accuracy', 'fp32 accuracy', 'macro F1', 'documents', 'size', 'published'],
+        ...r.classifierVariants.map((v) => [v.name, v.method, pct(v.accuracy), pct(v.fp32Accuracy), v.macroF1?.toFixed(3) ?? '-', String(v.examples), `${(v.bytes / 1024).toFixed(0)} KiB`, v.published ? 'yes' : `no: ${v.rejectedReason ?? ''}`]),
+      ])
+    : null;
   return [
     `${r.workflowId}: ${t.rounds} rounds, ${t.steps} steps per worker, ${t.tokensSeen} tokens, best val loss ${t.bestValLoss?.toFixed(4) ?? '-'}, ${(r.wallMs / 1000).toFixed(1)} s${t.resumedFrom ? ` (resumed ${t.resumedFrom.runId} at round ${t.resumedFrom.round})` : ''}`,
     '',
     stages,
     '',
-    variants,
+    classifier ?? variants,
     ...(r.evaluation ? [`val ppl over ${coverageText(r.evaluation)}`] : []),
     ...(opts.links === false
       ? []
@@ -144,7 +152,7 @@ export function summarize(r: PipelineResult, uiUrl: string, bucket: string, opts
           '',
           `model     ${r.lora ? r.lora.merged.prefix : t.checkpoint.prefix}  (truthgpt export … --format hf --out DIR)`,
           ...(r.lora ? [`adapter   ${r.lora.adapterPrefix}`] : []),
-          `report    s3://${bucket}/${r.reportKey}`,
+          ...(r.reportKey ? [`report    s3://${bucket}/${r.reportKey}`] : []),
           `Web UI    ${uiUrl}`,
         ]),
   ].join('\n');

@@ -50,8 +50,8 @@ export function registerRunsCommands(program: Command): void {
         }
         console.log(
           table([
-            ['id', 'status', 'stage', 'pipeline', 'family', 'best val loss', 'started'],
-            ...runs.map((r) => [r.workflowId, r.status, r.stage ?? '-', r.pipeline ?? '-', r.family ?? '-', r.bestValLoss?.toFixed(4) ?? '-', r.startTime.slice(0, 19).replace('T', ' ')]),
+            ['id', 'status', 'stage', 'pipeline', 'family', 'task', 'best val', 'started'],
+            ...runs.map((r) => [r.workflowId, r.status, r.stage ?? '-', r.pipeline ?? '-', r.family ?? '-', r.task ?? '-', bestValText(r), r.startTime.slice(0, 19).replace('T', ' ')]),
           ]),
         );
       });
@@ -104,4 +104,10 @@ export function registerRunsCommands(program: Command): void {
         if (r) console.log(flags.json ? JSON.stringify(r, null, 2) : summarize(r, run.uiUrl, config.s3.bucket));
       });
     });
+}
+
+/** The metric that fits the run: accuracy for a classifier, else loss and perplexity (LM, MLM). */
+function bestValText(r: { task: string | null; bestValLoss: number | null; valAccuracy: number | null }): string {
+  if (r.task === 'classification' && r.valAccuracy != null) return `acc ${(100 * r.valAccuracy).toFixed(1)}%`;
+  return r.bestValLoss != null ? `loss ${r.bestValLoss.toFixed(4)} (ppl ${Math.exp(r.bestValLoss).toFixed(2)})` : '-';
 }

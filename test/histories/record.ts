@@ -1,10 +1,13 @@
 // Re-records the workflow histories that test/replay.test.ts replays:
-//   npx tsx test/histories/record.ts [train] [pipeline] [lora]     (no argument: all three)
+//   npx tsx test/histories/record.ts [train] [pipeline] [lora] [bert]     (no argument: all four)
 // Runs tiny real workflows (real Temporal dev server, S3 server and both pool workers, as the
 // integration tests do) and writes each execution's history as JSON next to this file:
 //   train      replay-train-run*.json: trainingWorkflow, 2 workers × 2 rounds with a continue-as-new, paused and resumed
 //   pipeline   replay-pipeline*.json: pipelineWorkflow (no LoRA) and its children (training, post-training)
 //   lora       replay-pipeline-lora*.json: pipelineWorkflow with a LoRA stage and its fineTuneWorkflow child
+//   bert       replay-pipeline-bert*.json: pipelineWorkflow of a BERT classifier imported from
+//              test/fixtures/hf-io/bert_spam: a round of fine-tuning, a LoRA stage of two chunks, int8
+//              gated on accuracy, and its training child
 // Only the named groups' files are rewritten. Re-record only on purpose: a history that no longer
 // replays means running workflows would break, so new groups are added beside the old ones.
 
@@ -15,7 +18,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { loadConfig } from '../../infra/config';
 import { ensureTemporalCli } from '../../infra/temporal';
-import { TruthGPT, type PipelineSpecInput } from '../../sdk';
+import { importModel, TruthGPT, type PipelineSpecInput } from '../../sdk';
 import { startTraining, waitTraining } from '../../sdk/cli/run-commands';
 import type { TrainingSpecInput } from '../../spec/training';
 import { createPoolWorker } from '../../workers/worker';
@@ -56,10 +59,21 @@ const loraPipelineSpec: PipelineSpecInput = {
   },
 };
 
+/** A BERT classifier from the imported spam fixture: full fine-tune, LoRA (two chunks), int8 gated on accuracy. */
+const bertPipelineSpec: PipelineSpecInput = {
+  name: 'replay-pipe-bert',
+  model: { from: 'models/replay-bert', task: 'classification' },
+  dataset: { name: 'spam', corpus: { kind: 'spam-assassin' }, valFraction: 0.05 },
+  training: { workers: 1, rounds: 1, innerSteps: 3, batchSize: 4, contextLength: 32 },
+  lora: { lora: { r: 2, lora_alpha: 4 }, train: { steps: 4, stepsPerActivity: 2, batchSize: 4, contextLength: 32 } },
+  quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 1 }],
+};
+
 const GROUPS = {
   train: ['replay-train'],
   pipeline: ['replay-pipeline', 'replay-pipeline-train', 'replay-pipeline-post'],
   lora: ['replay-pipeline-lora', 'replay-pipeline-lora-lora'],
+  bert: ['replay-pipeline-bert', 'replay-pipeline-bert-train'],
 };
 type Group = keyof typeof GROUPS;
 
@@ -90,6 +104,10 @@ async function main(): Promise<void> {
     }
     if (groups.includes('pipeline')) await (await tg.startPipeline(pipelineSpec, { workflowId: 'replay-pipeline' })).result();
     if (groups.includes('lora')) await (await tg.startPipeline(loraPipelineSpec, { workflowId: 'replay-pipeline-lora' })).result();
+    if (groups.includes('bert')) {
+      await importModel(path.join(__dirname, '..', 'fixtures', 'hf-io', 'bert_spam'), { name: 'replay-bert', config });
+      await (await tg.startPipeline(bertPipelineSpec, { workflowId: 'replay-pipeline-bert' })).result();
+    }
 
     // Every run of every execution (continue-as-new makes several runs of one id).
     const ids = groups.flatMap((g) => GROUPS[g]);

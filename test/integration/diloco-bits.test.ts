@@ -57,6 +57,7 @@ test('the final global checkpoint is bit-identical to the engine loop without Te
 
   // The same rounds in this process.
   const s = parseTrainingSpec(input);
+  if (s.model.family !== 'gpt') throw new Error('this test trains a GPT');
   const H = s.innerSteps;
   const c = await compileLmTrainStep({ model: s.model.config, optim: s.optimizer, batchSize: s.batchSize, contextLength: s.contextLength }, { intraOpThreads: s.threads });
   const shapes = paramShapes(c.step);
@@ -120,7 +121,9 @@ test.each(['fp16', 'int8'] as const)('outer.compression %s: workers upload their
   // Each shard's round result: the delta file, an empty weights file, its optimizer state.
   const m = await stack.s3.store.readManifest(`runs/${id}/shards/s1/r000002/final`);
   const size = (name: string) => m!.files.find((f) => f.name === name)!.size;
-  const params = gptParams(parseTrainingSpec(input).model.config).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+  const parsed = parseTrainingSpec(input);
+  if (parsed.model.family !== 'gpt') throw new Error('this test trains a GPT');
+  const params = gptParams(parsed.model.config).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
   expect(size('model.safetensors')).toBeLessThan(100);
   // fp16: 2 bytes a value; int8: 1 byte plus a float32 scale per 256 values; plus the header.
   const perValue = compression === 'fp16' ? 2 : 1 + 4 / 256;

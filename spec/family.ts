@@ -1,0 +1,75 @@
+// Model families and training tasks: which family trains on which task, what dataset each task
+// needs, and the one-line refusal for a combination that is not wired yet. Pure values (no zod, no
+// engine values), so workflows import it too.
+//
+// Adding a family (T5 next) is: its name in MODEL_FAMILIES, its tasks in FAMILY_TASKS (moving them
+// from `planned` to `trains` when the activities build its step), its config schema in
+// spec/training.ts's FAMILY_CONFIGS, and its branch in activities/model-family.ts.
+
+export const MODEL_FAMILIES = ['gpt', 'bert', 't5'] as const;
+export type ModelFamily = (typeof MODEL_FAMILIES)[number];
+
+/**
+ * What a run trains the model for:
+ *   lm               next-token prediction (causal), on a text corpus
+ *   mlm              masked-token prediction (BERT's pretraining), on a text corpus
+ *   classification   one label per document, on a labelled corpus (spam-assassin, jsonl with labelField)
+ *   seq2seq          source → target (T5), planned
+ *   span-corruption  T5's pretraining, planned
+ */
+export const TASKS = ['lm', 'mlm', 'classification', 'seq2seq', 'span-corruption'] as const;
+export type Task = (typeof TASKS)[number];
+
+export interface FamilyTasks {
+  /** Tasks a run of this family trains today; the first is the default. */
+  trains: readonly Task[];
+  /** Tasks named in the roadmap: a spec naming one is refused with "not wired yet". */
+  planned: readonly Task[];
+}
+
+export const FAMILY_TASKS: Record<ModelFamily, FamilyTasks> = {
+  gpt: { trains: ['lm'], planned: [] },
+  bert: { trains: ['classification', 'mlm'], planned: [] },
+  t5: { trains: [], planned: ['seq2seq', 'span-corruption'] },
+};
+
+/** The dataset a task reads: plain text, or documents that each carry a label. */
+export type DatasetKind = 'text' | 'labelled';
+export const TASK_DATASET: Record<Task, DatasetKind> = {
+  lm: 'text',
+  mlm: 'text',
+  classification: 'labelled',
+  seq2seq: 'labelled',
+  'span-corruption': 'text',
+};
+
+/** Corpus kinds whose documents carry a label (a jsonl corpus only with its `labelField`). */
+export function corpusIsLabelled(corpus: { kind: string; labelField?: string }): boolean {
+  return corpus.kind === 'spam-assassin' || corpus.kind === 'brown' || (corpus.kind === 'jsonl' && corpus.labelField != null);
+}
+
+/**
+ * The task a family trains when the spec names none, or the reason (one line, for the field
+ * `spec.model.task` / `spec.model.family`) why a family/task pair cannot train.
+ */
+export function resolveTask(family: ModelFamily, task: Task | null | undefined): { task: Task } | { field: 'family' | 'task'; message: string } {
+  const f = FAMILY_TASKS[family];
+  if (f.trains.length === 0) {
+    return { field: 'family', message: `${family} models import and export, but do not train in pipelines yet (planned: ${f.planned.join(', ')}); use gpt or bert` };
+  }
+  const t = task ?? f.trains[0];
+  if (f.trains.includes(t)) return { task: t };
+  if (f.planned.includes(t)) return { field: 'task', message: `${t} is not wired for ${family} yet; ${family} trains ${f.trains.join(', ')}` };
+  return { field: 'task', message: `a ${family} model does not train for ${t}; it trains ${f.trains.join(', ')}` };
+}
+
+/** The metric a family/task is judged by in the run list, the report and the search attributes. */
+export function headlineMetric(task: Task): 'perplexity' | 'accuracy' {
+  return task === 'classification' ? 'accuracy' : 'perplexity';
+}
+
+/** "2L×64": depth × width of a model config, whatever its family's field names. */
+export function modelShape(model: { family: string; config: Record<string, unknown> }): string {
+  const c = model.config;
+  return model.family === 'gpt' ? `${c.n_layer as number}L×${c.n_embd as number}` : model.family === 'bert' ? `${c.num_hidden_layers as number}L×${c.hidden_size as number}` : `${c.num_layers as number}L×${c.d_model as number}`;
+}

@@ -1,0 +1,92 @@
+// Model families and tasks in specs (spec/family.ts, spec/training.ts): what each family trains,
+// the dataset each task needs, and the one-line refusals that name the field.
+
+import { parsePipelineSpec, InvalidSpecError } from '../../spec/pipeline';
+import { parseTrainingSpec } from '../../spec/training';
+import { resolveTask, FAMILY_TASKS } from '../../spec/family';
+
+const training = { rounds: 1, innerSteps: 2, batchSize: 4, contextLength: 32 };
+const spam = { name: 'spam', corpus: { kind: 'spam-assassin' } };
+const brown = { name: 'brown', corpus: { kind: 'brown', categories: ['humor'] } };
+const issuesOf = (input: unknown): string[] => {
+  try {
+    parsePipelineSpec(input);
+  } catch (e) {
+    if (e instanceof InvalidSpecError) return e.issues;
+    throw e;
+  }
+  throw new Error('parsed');
+};
+
+test('a GPT spec parses as before: family gpt, task lm', () => {
+  const s = parseTrainingSpec({ model: { preset: 'tiny-gpt' }, dataset: brown, ...training });
+  expect(s.model.family).toBe('gpt');
+  expect(s.model.task).toBe('lm');
+  expect(s.model.family === 'gpt' && s.model.config.block_size).toBe(64);
+});
+
+test('a BERT classifier from a preset: the head from the spec, the encoder from the preset', () => {
+  const s = parseTrainingSpec({ model: { family: 'bert', preset: 'tiny-bert', config: { head: { kind: 'classification', num_labels: 2 } } }, dataset: spam, ...training });
+  expect(s.model.family).toBe('bert');
+  expect(s.model.task).toBe('classification');
+  expect(s.model.config).toMatchObject({ hidden_size: 64, num_hidden_layers: 2, max_position_embeddings: 64, head: { kind: 'classification', num_labels: 2 } });
+});
+
+test('BERT MLM from scratch gets the mlm head by default', () => {
+  const s = parseTrainingSpec({ model: { family: 'bert', task: 'mlm', preset: 'tiny-bert' }, dataset: brown, ...training });
+  expect(s.model.config).toMatchObject({ head: { kind: 'mlm' } });
+});
+
+test('refusals name the field: t5 not wired, a task the family lacks, a head that does not fit, an unlabelled corpus, context past the positions', () => {
+  expect(issuesOf({ name: 'x', model: { family: 't5', preset: 'tiny-t5' }, dataset: brown, training })).toEqual([
+    'spec.model.family: t5 models import and export, but do not train in pipelines yet (planned: seq2seq, span-corruption); use gpt or bert',
+  ]);
+  expect(issuesOf({ name: 'x', model: { family: 'gpt', task: 'classification', preset: 'tiny-gpt' }, dataset: spam, training })).toEqual([
+    'spec.model.task: a gpt model does not train for classification; it trains lm',
+  ]);
+  expect(issuesOf({ name: 'x', model: { family: 'bert', task: 'seq2seq', preset: 'tiny-bert' }, dataset: spam, training })).toEqual([
+    'spec.model.task: a bert model does not train for seq2seq; it trains classification, mlm',
+  ]);
+  expect(issuesOf({ name: 'x', model: { family: 'bert', preset: 'tiny-bert' }, dataset: spam, training })).toEqual([
+    'spec.model.config.head: a classification run needs the head { kind: classification, num_labels: <labels> }',
+  ]);
+  expect(issuesOf({ name: 'x', model: { family: 'bert', preset: 'tiny-bert', config: { head: { kind: 'classification', num_labels: 2 } } }, dataset: { name: 't', corpus: { kind: 'text', path: 'README.md' } }, training })).toEqual([
+    'spec.dataset.corpus: a classification run needs a labelled corpus (spam-assassin, brown (its genres), or jsonl with labelField), not text',
+  ]);
+  expect(issuesOf({ name: 'x', model: { family: 'bert', preset: 'tiny-bert', config: { head: { kind: 'classification', num_labels: 2 } } }, dataset: spam, training: { ...training, contextLength: 128 } })).toEqual([
+    'spec.training.contextLength: must not exceed model max_position_embeddings (128 > 64)',
+  ]);
+  expect(issuesOf({ name: 'x', model: { family: 'bert', preset: 'tiny-gpt' }, dataset: spam, training })).toEqual(['spec.model.preset: preset "tiny-gpt" is a gpt model, but model.family is bert']);
+  // Unknown keys of a BERT config are named, with the nearest known key.
+  expect(issuesOf({ name: 'x', model: { family: 'bert', preset: 'tiny-bert', config: { hiden_size: 8 } }, dataset: spam, training })).toEqual(['spec.model.config.hiden_size: unknown key (did you mean hidden_size?)']);
+});
+
+test('a BERT pipeline: LoRA for classifiers only, on the training dataset; a classifier quantizes int8-dynamic gated on accuracy; maxAccuracyDrop is for classifiers only', () => {
+  const model = { family: 'bert', preset: 'tiny-bert', config: { head: { kind: 'classification', num_labels: 2 } } };
+  const lora = { lora: { r: 4 }, train: { steps: 2, batchSize: 2, contextLength: 16 } };
+  expect(issuesOf({ name: 'x', model: { family: 'bert', task: 'mlm', preset: 'tiny-bert' }, dataset: brown, training, lora })).toEqual([
+    "spec.lora: the pipeline's LoRA stage tunes GPT models and BERT classifiers so far, and this is a bert mlm model; leave lora out",
+  ]);
+  expect(issuesOf({ name: 'x', model, dataset: spam, training, lora: { ...lora, dataset: brown } })).toEqual([
+    "spec.lora.dataset: a classifier's LoRA stage trains on the training dataset (its labels); leave lora.dataset out",
+  ]);
+  expect(parsePipelineSpec({ name: 'x', model, dataset: spam, training, lora }).lora).toMatchObject({ lora: { r: 4 }, train: { steps: 2 } });
+  expect(issuesOf({ name: 'x', model, dataset: spam, training, quantization: [{ method: 'int4' }] })).toEqual(['spec.quantization.0.method: a classifier quantizes int8-dynamic so far, not int4']);
+  expect(issuesOf({ name: 'x', model: { family: 'bert', task: 'mlm', preset: 'tiny-bert' }, dataset: brown, training, quantization: [{ method: 'int8-dynamic' }] })).toEqual([
+    'spec.quantization.0: post-training quantization of a bert mlm model is not wired yet; leave quantization out',
+  ]);
+  expect(issuesOf({ name: 'x', model: { preset: 'tiny-gpt' }, dataset: brown, training, quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 0.01 }] })).toEqual([
+    'spec.quantization.0.maxAccuracyDrop: gates a classifier; a language model variant is gated on maxPplIncrease',
+  ]);
+  expect(issuesOf({ name: 'x', model, dataset: spam, training, quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 2 }] })).toEqual(['spec.quantization.0.maxAccuracyDrop: a fraction, at most 1 (0.01 is one point of accuracy)']);
+  const p = parsePipelineSpec({ name: 'x', model, dataset: spam, training, quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 0.01 }] });
+  expect(p.training.model.family).toBe('bert');
+  expect(p.quantization[0]).toMatchObject({ name: 'int8', maxAccuracyDrop: 0.01 });
+});
+
+test('resolveTask: defaults and reasons for every family', () => {
+  expect(resolveTask('gpt', null)).toEqual({ task: 'lm' });
+  expect(resolveTask('bert', null)).toEqual({ task: 'classification' });
+  expect(resolveTask('bert', 'mlm')).toEqual({ task: 'mlm' });
+  expect(FAMILY_TASKS.t5.trains).toEqual([]);
+});
