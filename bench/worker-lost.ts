@@ -22,11 +22,11 @@ import { readState } from '../infra/stack-state';
 import { ArtifactStore } from '../infra/store';
 import { startTraining, waitTraining } from '../sdk/cli/run-commands';
 import { connectTemporal } from '../sdk/client';
-import type { TrainingSpecInput } from '../spec/training';
+import { LONG_SHARD_SNAPSHOT_EVERY, LONG_SHARD_STEPS, longShardSpec } from '../test/helpers/long-shard-spec';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const H = 600;
-const EVERY = 100;
+const H = LONG_SHARD_STEPS;
+const EVERY = LONG_SHARD_SNAPSHOT_EVERY;
 
 /** ms from `since` until the named activity's attempt ≥ 2 has started (from describe's pending activities). */
 async function retryStartedAfter(client: Client, id: string, since: number, timeoutMs: number): Promise<number> {
@@ -43,21 +43,7 @@ async function retryStartedAfter(client: Client, id: string, since: number, time
 async function main() {
   const { values } = parseArgs({ options: { heartbeat: { type: 'string', default: '60' } } });
   const heartbeat = Number(values.heartbeat);
-  const spec: TrainingSpecInput = {
-    name: 'bench-lost',
-    model: { preset: 'tiny-gpt', config: { vocab_size: 259, n_embd: 32, n_head: 2, block_size: 32 } },
-    dataset: { name: 'brown-humor', corpus: { kind: 'brown', categories: ['humor'] }, valFraction: 0.2 },
-    workers: 1,
-    rounds: 2,
-    innerSteps: H,
-    batchSize: 4,
-    contextLength: 32,
-    optimizer: { optimizer: { kind: 'adamw', lr: 3e-3 }, grad_clip: 1 },
-    outer: { kind: 'average' },
-    evalBatches: 4,
-    checkpoint: { everySteps: EVERY, everySeconds: 0 },
-    heartbeatTimeoutSeconds: heartbeat,
-  };
+  const spec = longShardSpec({ name: 'bench-lost', workers: 1, heartbeatTimeoutSeconds: heartbeat });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-bench-lost-'));
   const env = { TRUTHGPT_STATE_DIR: dir, TRUTHGPT_TEMPORAL_PORT: String(await freePort()), TRUTHGPT_UI_PORT: String(await freePort()), TRUTHGPT_S3_PORT: String(await freePort()) };
   const config = loadConfig(env);

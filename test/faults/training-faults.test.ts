@@ -32,7 +32,7 @@ import { ArtifactStore } from '../../infra/store';
 import type { WaitOutcome } from '../../sdk/cli/run-commands';
 import type { PipelineResult } from '../../workflows/pipeline';
 import type { PipelineSpecInput } from '../../spec/pipeline';
-import type { TrainingSpecInput } from '../../spec/training';
+import { LONG_SHARD_SNAPSHOT_EVERY, LONG_SHARD_STEPS, longShardSpec } from '../helpers/long-shard-spec';
 
 const exec = promisify(execFile);
 const REPO = path.resolve(__dirname, '../..');
@@ -52,23 +52,9 @@ const STALL_SECONDS = 30;
 // One worker, two rounds of H steps with a snapshot every EVERY: each trainShard runs for seconds,
 // long enough to kill it in the middle. The heartbeat timeout decides how soon a dead worker's
 // shard is retried.
-const H = 600;
-const EVERY = 100;
-const spec: TrainingSpecInput = {
-  name: 'faults',
-  model: { preset: 'tiny-gpt', config: { vocab_size: 259, n_embd: 32, n_head: 2, block_size: 32 } },
-  dataset: { name: 'brown-humor', corpus: { kind: 'brown', categories: ['humor'] }, valFraction: 0.2 },
-  workers: 1,
-  rounds: 2,
-  innerSteps: H,
-  batchSize: 4,
-  contextLength: 32,
-  optimizer: { optimizer: { kind: 'adamw', lr: 3e-3 }, grad_clip: 1 },
-  outer: { kind: 'average' },
-  evalBatches: 4,
-  checkpoint: { everySteps: EVERY, everySeconds: 0 },
-  heartbeatTimeoutSeconds: 8,
-};
+const H = LONG_SHARD_STEPS;
+const EVERY = LONG_SHARD_SNAPSHOT_EVERY;
+const spec = longShardSpec({ name: 'faults', workers: 1, heartbeatTimeoutSeconds: 8 });
 
 async function cli(...args: string[]): Promise<string> {
   const { stdout } = await exec(process.execPath, [path.join(REPO, 'bin/truthgpt.js'), ...args], { cwd: REPO, env: { ...process.env, ...env }, maxBuffer: 16 << 20 });

@@ -28,9 +28,9 @@ import path from 'node:path';
 import type { TrainShardResult } from '../../activities/training';
 import { keys } from '../../artifacts/keys';
 import type { WaitOutcome } from '../../sdk/cli/run-commands';
-import type { TrainingSpecInput } from '../../spec/training';
 import { findTemporalCli } from '../../infra/temporal';
 import { cleanupLeftovers, createTestNetwork, killNetns, netnsPids, netnsRequired, netnsUnavailable, type NetHost, type TestNetwork } from '../helpers/netns';
+import { LONG_SHARD_SNAPSHOT_EVERY, LONG_SHARD_STEPS, longShardSpec } from '../helpers/long-shard-spec';
 
 const REPO = path.resolve(__dirname, '../..');
 const CLI = path.join(REPO, 'bin/truthgpt.js');
@@ -39,23 +39,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // Two rounds of H steps per shard, a snapshot every EVERY steps: each trainShard runs for
 // seconds, long enough to lose its host in the middle. A silent host is given up after the
 // heartbeat timeout.
-const H = 600;
-const EVERY = 100;
-const spec: TrainingSpecInput = {
-  name: 'hosts',
-  model: { preset: 'tiny-gpt', config: { vocab_size: 259, n_embd: 32, n_head: 2, block_size: 32 } },
-  dataset: { name: 'brown-humor', corpus: { kind: 'brown', categories: ['humor'] }, valFraction: 0.2 },
-  workers: 2,
-  rounds: 2,
-  innerSteps: H,
-  batchSize: 4,
-  contextLength: 32,
-  optimizer: { optimizer: { kind: 'adamw', lr: 3e-3 }, grad_clip: 1 },
-  outer: { kind: 'average' },
-  evalBatches: 4,
-  checkpoint: { everySteps: EVERY, everySeconds: 0 },
-  heartbeatTimeoutSeconds: 5,
-};
+const H = LONG_SHARD_STEPS;
+const EVERY = LONG_SHARD_SNAPSHOT_EVERY;
+const spec = longShardSpec({ name: 'hosts', workers: 2, heartbeatTimeoutSeconds: 5 });
 
 type Completed = Extract<WaitOutcome, { status: 'completed' }>;
 const shas = (r: Completed) => Object.fromEntries(Object.entries(r.checkpoint.files).map(([n, f]) => [n, f.sha256]));
