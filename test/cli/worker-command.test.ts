@@ -82,8 +82,8 @@ test('pools and worker processes from the options', () => {
   expect(() => parsePools(['tpu'])).toThrow('worker --pool: expected gpu or cpu, got "tpu"');
   expect(workerSlots(['gpu', 'cpu'], 2, undefined).map((s) => s.name)).toEqual(['gpu.0', 'gpu.1', 'workflows.0', 'cpu.0', 'cpu.1']);
   expect(workerSlots(['gpu'], 1, [2, 5])).toEqual([
-    { pool: 'gpu', name: 'gpu.2', env: { TRUTHGPT_EP: 'cuda', TRUTHGPT_DEVICE_ID: '2' } },
-    { pool: 'gpu', name: 'gpu.5', env: { TRUTHGPT_EP: 'cuda', TRUTHGPT_DEVICE_ID: '5' } },
+    { role: 'gpu', name: 'gpu.2', env: { TRUTHGPT_EP: 'cuda', TRUTHGPT_DEVICE_ID: '2' } },
+    { role: 'gpu', name: 'gpu.5', env: { TRUTHGPT_EP: 'cuda', TRUTHGPT_DEVICE_ID: '5' } },
   ]);
 });
 
