@@ -113,6 +113,7 @@ export async function stackUp(config: Config, opts: UpOptions = {}): Promise<Sta
   const baseEnv = opts.env ?? process.env;
   const env: NodeJS.ProcessEnv = { ...baseEnv, TRUTHGPT_STATE_DIR: stateDir, TRUTHGPT_TEMPORAL_PORT: String(temporalPort), TRUTHGPT_UI_PORT: String(uiPort), TRUTHGPT_S3_PORT: String(s3Port), TRUTHGPT_BIND_HOST: bindHost };
   let temporalStartedAt: number | undefined;
+  let startTemporal: (() => void) | undefined;
   let s3StartedAt: number | undefined;
 
   let state = readState(stateDir);
@@ -148,13 +149,16 @@ export async function stackUp(config: Config, opts: UpOptions = {}): Promise<Sta
     const db = path.join(stateDir, 'temporal.db');
     const args = ['server', 'start-dev', '--db-filename', db, '--ip', bindHost, '--port', String(temporalPort), '--ui-port', String(uiPort), '--log-level', 'warn', ...devServerSearchAttributeFlags()];
     if (config.temporal.namespace !== 'default') args.push('--namespace', config.temporal.namespace);
-    log(`starting the Temporal dev server on ${bindHost}:${temporalPort} (UI ${uiPort}, data ${db})`);
-    const entry = startDetached({ command: cli, args }, db, path.join(logDir(stateDir), 'temporal.log'), env);
-    temporalStartedAt = Date.now();
-    state = updateState(stateDir, (s) => {
-      s.temporal = entry;
-      s.bindHost = bindHost;
-    });
+    startTemporal = () => {
+      log(`starting the Temporal dev server on ${bindHost}:${temporalPort} (UI ${uiPort}, data ${db})`);
+      const entry = startDetached({ command: cli, args }, db, path.join(logDir(stateDir), 'temporal.log'), env);
+      temporalStartedAt = Date.now();
+      state = updateState(stateDir, (s) => {
+        s.temporal = entry;
+        s.bindHost = bindHost;
+      });
+    };
+    startTemporal();
   }
 
   if (startS3) {
@@ -193,9 +197,22 @@ export async function stackUp(config: Config, opts: UpOptions = {}): Promise<Sta
     }
   }
 
-  const temporalDeadline = deadlineFrom(temporalStartedAt);
-  await waitFor('the Temporal frontend', () => frontendCheck(config), temporalDeadline, state.temporal);
-  if (config.stack.localTemporal) await waitFor('the Temporal Web UI', () => checkUi(`http://${host}:${uiPort}/`), temporalDeadline, state.temporal);
+  // The dev server picks its internal services' ports itself as it starts, and panics when that
+  // races another process for an ephemeral port ("failed assigning ephemeral port", seen with
+  // several stacks starting at once): such a start is retried, twice at most.
+  for (let attempt = 1; ; attempt++) {
+    const temporalDeadline = deadlineFrom(temporalStartedAt);
+    try {
+      await waitFor('the Temporal frontend', () => frontendCheck(config), temporalDeadline, state.temporal);
+      if (config.stack.localTemporal) await waitFor('the Temporal Web UI', () => checkUi(`http://${host}:${uiPort}/`), temporalDeadline, state.temporal);
+      break;
+    } catch (err) {
+      const raced = startTemporal && attempt < 3 && state.temporal && !processRunning(state.temporal) && /failed assigning ephemeral port/.test(logTail(state.temporal.log, 400));
+      if (!raced) throw err;
+      log(`the Temporal dev server lost a race for one of its internal ports (attempt ${attempt}); starting it again`);
+      startTemporal!();
+    }
+  }
   await waitFor('the S3 server', () => checkS3(config), deadlineFrom(s3StartedAt), state.s3);
 
   state = updateState(stateDir, (s) => (s.workersHere = withWorkers || processRunning(s.supervisor)));

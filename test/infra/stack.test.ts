@@ -304,3 +304,33 @@ test('a Temporal CLI build reports what go does, for how long, and where its log
   expect(line).toBe('building the Temporal CLI v1.5.1: 2m05s, 3 packages compiled, compiling runtime (log: cache/temporal-build.log)');
   expect(formatBuildProgress({ tool: 'the Temporal CLI v1.5.1', elapsedMs: 9_000, packages: 0, activity: 'downloading modules', buildLog: 'cache/l', builderPid: 42, done: false })).toContain('v1.5.1 (by pid 42): 9s, 0 packages');
 });
+
+test('a dev server that panics over an ephemeral port at start is started again', async () => {
+  // The real CLI behind a wrapper whose first start dies as the dev server does when another
+  // process takes the internal port it picked (seen in CI with several stacks starting at once).
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-race-'));
+  try {
+    const real = await ensureTemporalCli(process.env);
+    const wrapper = path.join(d, 'temporal');
+    const once = path.join(d, 'raced-once');
+    fs.writeFileSync(
+      wrapper,
+      `#!/bin/sh\nif [ ! -e '${once}' ]; then touch '${once}'; echo 'panic: failed assigning ephemeral port: dial tcp 127.0.0.1:40123: connect: connection refused' >&2; exit 2; fi\nexec '${real}' "$@"\n`,
+      { mode: 0o755 },
+    );
+    const [temporalPort, uiPort, s3Port] = [await freePort(), await freePort(), await freePort()];
+    const raceEnv = { TRUTHGPT_STATE_DIR: path.join(d, 'state'), TRUTHGPT_TEMPORAL_PORT: String(temporalPort), TRUTHGPT_UI_PORT: String(uiPort), TRUTHGPT_S3_PORT: String(s3Port) };
+    const raceConfig = loadConfig(raceEnv);
+    const lines: string[] = [];
+    try {
+      const status = await stackUp(raceConfig, { env: { ...process.env, ...raceEnv, TEMPORAL_CLI_PATH: wrapper }, workers: false, log: (m) => lines.push(m) });
+      expect(part(status, 'temporal').ok).toBe(true);
+      expect(lines.filter((l) => l.startsWith('starting the Temporal dev server'))).toHaveLength(2);
+      expect(lines).toContain('the Temporal dev server lost a race for one of its internal ports (attempt 1); starting it again');
+    } finally {
+      await stackDown(raceConfig).catch(() => {});
+    }
+  } finally {
+    fs.rmSync(d, { recursive: true, force: true });
+  }
+}, 180_000);
