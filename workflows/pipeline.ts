@@ -303,6 +303,13 @@ async function trainStage(st: PipelineState, resume: ResumePoint | null): Promis
     st.end(st.running, 'done', `${trained.rounds} rounds, val accuracy ${pct(firstVal.accuracy)} → ${pct(lastVal.accuracy)}, macro F1 ${firstVal.macroF1!.toFixed(3)} → ${lastVal.macroF1!.toFixed(3)} over ${lastVal.examples} val documents, ${trained.checkpoint.prefix}`);
     return trained;
   }
+  if (lastVal?.exactMatch !== undefined && firstVal?.exactMatch !== undefined) {
+    // A seq2seq model is told by its target loss and the exact match of its greedy answers.
+    upsertSearchAttributes([{ key: TruthgptValAccuracy, value: Math.max(...trained.valHistory.map((v) => v.exactMatch ?? 0)) }]);
+    const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+    st.end(st.running, 'done', `${trained.rounds} rounds, val loss ${firstVal.loss.toFixed(4)} → ${lastVal.loss.toFixed(4)}, exact match ${pct(firstVal.exactMatch)} → ${pct(lastVal.exactMatch)} over ${lastVal.examples} val examples, ${trained.checkpoint.prefix}`);
+    return trained;
+  }
   st.end(st.running, 'done', `${trained.rounds} rounds, ${trained.tokensSeen} tokens, val loss ${lastVal?.loss.toFixed(4) ?? '-'} (best ${trained.bestValLoss?.toFixed(4) ?? '-'}), ${trained.checkpoint.prefix}`);
   return trained;
 }
