@@ -3,9 +3,10 @@
 // (random weights, a Unigram tokenizer with T5's </s> and <extra_id_N>; made by make_t5_tiny.py) as
 // models/t5-tiny; a pipeline starts from it with `model.from` and fine-tunes it on source/target
 // pairs (a jsonl corpus with textField input and targetField target): opposites.jsonl's 32 lines
-// plus a copy task made here from the tokenizer's 56 whole words ("say cold" → "cold"), which a
-// model can answer for words it only saw elsewhere, unlike an opposite it never saw; validation loss
-// and exact match are recorded before and after; the trained checkpoint exports as a
+// plus a copy task made here of 200 pairs of the tokenizer's 56 whole words ("say cold sky" → "cold
+// sky"), which a model can answer for pairs it never saw, unlike an opposite it never saw;
+// validation loss and exact match are recorded before and after; the int8 encoder/decoder pair is
+// gated on exact match; the trained checkpoint exports as a
 // T5ForConditionalGeneration folder whose re-import holds the same weights and gives the same
 // logits. A second run pretrains a T5 from a seeded init with span corruption on two DiLoCo workers.
 
@@ -60,14 +61,16 @@ test('import t5-tiny → seq2seq fine-tune in a pipeline → loss and exact matc
   const words = vocab.map(([piece]) => piece).filter((p) => p.startsWith('\u2581') && p.length > 2).map((p) => p.slice(1));
   expect(words).toHaveLength(56);
   const file = path.join(tmp, 'pairs.jsonl');
-  fs.writeFileSync(file, fs.readFileSync(path.join(FIXTURE, 'opposites.jsonl'), 'utf8') + words.map((w) => JSON.stringify({ input: `say ${w}`, target: w })).join('\n') + '\n');
+  const copies = Array.from({ length: 200 }, (_, i) => [words[(i * 7) % 56], words[(i * 13 + Math.floor(i / 56)) % 56]].join(' '));
+  fs.writeFileSync(file, fs.readFileSync(path.join(FIXTURE, 'opposites.jsonl'), 'utf8') + copies.map((w) => JSON.stringify({ input: `say ${w}`, target: w })).join('\n') + '\n');
   const corpus = { kind: 'jsonl' as const, path: file, textField: 'input', targetField: 'target' };
   const spec: PipelineSpecInput = {
     name: 't5-opposites',
     model: { from: imported.ref, task: 'seq2seq' },
     dataset: { name: 'opposites', corpus, valFraction: 0.25 },
-    // Sources are at most 5 tokens with </s>, targets 2 (the word and </s>).
-    training: { workers: 1, rounds: 3, innerSteps: 60, batchSize: 8, contextLength: 8, targetLength: 4, evalBatches: 4, optimizer: { optimizer: { kind: 'adamw', lr: 1e-2 } } },
+    // Sources are at most 5 tokens with </s>, targets 3 (two words and </s>).
+    training: { workers: 1, rounds: 4, innerSteps: 80, batchSize: 8, contextLength: 8, targetLength: 4, evalBatches: 8, optimizer: { optimizer: { kind: 'adamw', lr: 5e-3 }, grad_clip: 1 } },
+    quantization: [{ method: 'int8-dynamic', maxExactMatchDrop: 0.05 }],
   };
 
   // A seq2seq run needs pairs: a jsonl corpus without targetField is refused, naming the field.
@@ -84,16 +87,27 @@ test('import t5-tiny → seq2seq fine-tune in a pipeline → loss and exact matc
   const after = r.training.valHistory[r.training.valHistory.length - 1];
   console.log(
     `T5 opposites fine-tune: val loss ${before.loss.toFixed(4)} → ${after.loss.toFixed(4)} (ppl ${before.perplexity.toFixed(2)} → ${after.perplexity.toFixed(2)}), ` +
-      `exact match ${(before.exactMatch! * 100).toFixed(1)}% → ${(after.exactMatch! * 100).toFixed(1)}% over ${after.examples} validation examples (every one); ` +
+      `exact match ${(before.exactMatch! * 100).toFixed(1)}% → ${(after.exactMatch! * 100).toFixed(1)}% over ${after.examples} validation examples (at most evalBatches × batchSize = 64); ` +
       `by round: val loss ${r.training.valHistory.map((v) => v.loss.toFixed(3)).join(', ')}, exact match ${r.training.valHistory.map((v) => v.exactMatch!.toFixed(3)).join(', ')}`,
   );
-  expect(r.training.valHistory).toHaveLength(4);
+  expect(r.training.valHistory).toHaveLength(5);
   expect(after.examples).toBe(before.examples);
   expect(after.examples).toBeGreaterThan(0);
   expect(after.loss).toBeLessThan(before.loss);
-  expect(after.exactMatch).toBeGreaterThanOrEqual(0);
-  expect(r.stages.map((s) => [s.stage, s.status])).toEqual([['train', 'done'], ['lora', 'skipped'], ['postTraining', 'skipped']]);
+  // Observed (load 18 on 2 cores; the run is deterministic): loss 5.346 → 1.046, exact match 0/64 → 34/64.
+  expect(after.exactMatch!).toBeGreaterThan(before.exactMatch!);
+  expect(after.exactMatch!).toBeGreaterThanOrEqual(0.25);
+  expect(r.stages.map((s) => [s.stage, s.status])).toEqual([['train', 'done'], ['lora', 'skipped'], ['postTraining', 'done']]);
   expect(r.stages[0].summary).toContain(`exact match ${(before.exactMatch! * 100).toFixed(1)}% → ${(after.exactMatch! * 100).toFixed(1)}%`);
+
+  // int8: the encoder/decoder pair quantized, its greedy answers scored beside fp32's, gated on exact match.
+  const [v] = r.t5Variants!;
+  console.log(`T5 int8: exact match ${(v.exactMatch * 100).toFixed(2)}% vs fp32 ${(v.fp32ExactMatch * 100).toFixed(2)}% over ${v.examples} examples (${v.flips} answers differ), ppl ${v.perplexity?.toFixed(4)} vs ${v.fp32Perplexity?.toFixed(4)}, ${v.bytes} vs ${v.fp32Bytes} bytes, ${v.published ? 'published' : `refused: ${v.rejectedReason}`}`);
+  expect(v.fp32ExactMatch).toBeCloseTo(after.exactMatch!, 12); // the same checkpoint, examples and decoding as the last evaluation
+  expect(v.published).toBe(true);
+  expect(v.drop).toBeLessThanOrEqual(0.05);
+  expect(v.bytes).toBeLessThan(v.fp32Bytes);
+  expect(v.prefix).toBe(`runs/${r.workflowId}/models/int8`);
 
   // The run list (Temporal visibility, search attributes) shows the family, the task and the exact match.
   let listed: Awaited<ReturnType<TruthGPT['listRuns']>> = [];
