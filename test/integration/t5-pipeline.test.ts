@@ -15,7 +15,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { checkpointWeightsAnyFamily } from '../../artifacts/checkpoints';
-import { newestDataset, ShardCache } from '../../artifacts/datasets';
+import { newestDataset, readTokenizer, ShardCache } from '../../artifacts/datasets';
+import { loadStoredTokenizer } from '../../artifacts/tokenizers';
+import { T5Generator } from '../../engine/eval/generate-t5';
+import { generateText } from '../../sdk/cli/report-commands';
 import { seq2seqBatch } from '../../engine/data/t5-span';
 import { serializeModel } from '../../engine/graph/onnx';
 import { exportT5 } from '../../engine/models/export-bert-t5';
@@ -154,6 +157,27 @@ test('import t5-tiny → seq2seq fine-tune in a pipeline → loss and exact matc
   let maxDiff = 0;
   la.forEach((x, i) => (maxDiff = Math.max(maxDiff, Math.abs(x - lb[i]))));
   expect(maxDiff).toBe(0); // identical weights through the same graph: observed 0 exactly
+
+  // `truthgpt generate --model <the run's checkpoint> "<source>"`: the tokenizer is the import's (the
+  // run started from it), the answers are the greedy ones the exact match scored.
+  const tok = await loadStoredTokenizer(store, await readTokenizer(store, dataset));
+  const gen = await T5Generator.create(cfg, a.weights, { session: { intraOpThreads: 1 } });
+  const answers: string[] = [];
+  let right = 0;
+  const prompts = await Promise.all(pairs.map((p) => tok.decode(p.inputs.slice(0, -1))));
+  // Four opposites (never seen: the model cannot know them) and four copies (it can).
+  const picked = [...pairs.keys()].filter((i) => !prompts[i].startsWith('say')).slice(0, 4).concat([...pairs.keys()].filter((i) => prompts[i].startsWith('say')).slice(0, 4));
+  for (const i of picked) {
+    const [p, prompt] = [pairs[i], prompts[i]];
+    const g = await generateText(store, trained, prompt, { maxNewTokens: 4, temperature: 0, topK: 0, topP: 1, seed: 0, threads: 1 });
+    expect(g.ids).toEqual(await gen.generate(p.inputs, { maxNewTokens: 4, stopToken: 1, temperature: 0 }));
+    const want = await tok.decode(p.targets.slice(0, -1));
+    if (g.text === want) right++;
+    answers.push(`${prompt} → ${g.text}${g.text === want ? '' : ` (target ${want})`}`);
+  }
+  await gen.release();
+  console.log(`truthgpt generate on ${trained}: ${answers.join('; ')}`);
+  expect(right).toBeGreaterThan(0); // observed 3 of 8: "say black be → black be", none of the opposites
 
   // For the Python side (test/fixtures/t5-tiny/check_t5_export.py): the export with our logits.
   const keep = process.env.TRUTHGPT_KEEP_T5_EXPORT;
