@@ -227,3 +227,16 @@ test('span-corruption pretraining of a T5 from a seeded init on two DiLoCo worke
   }
   expect(listed.find((x) => x.workflowId === r.workflowId)).toMatchObject({ family: 't5', task: 'span-corruption', pipeline: 't5-span', valAccuracy: null });
 }, 600_000);
+
+test('a seq2seq example longer than contextLength fails the run with one line naming the field, the shard file and the example', async () => {
+  const spec: PipelineSpecInput = {
+    name: 't5-too-long',
+    model: { from: imported.ref, task: 'seq2seq' },
+    dataset: { name: 'opposites-short', corpus: { kind: 'jsonl', path: path.join(FIXTURE, 'opposites.jsonl'), textField: 'input', targetField: 'target' }, valFraction: 0.25 },
+    // "opposite of black:" is 5 tokens with </s>.
+    training: { workers: 1, rounds: 1, innerSteps: 2, batchSize: 4, contextLength: 4, targetLength: 4 },
+  };
+  const err = await (await tg.startPipeline(spec)).result().catch((e: unknown) => e as Error);
+  expect(err).toBeInstanceOf(Error);
+  expect((err as Error).message).toMatch(/spec\.contextLength: example \d+ of datasets\/opposites-short-[0-9a-f]+\/(train|val)-0\.bin has a source of 5 tokens \(EOS included\), more than contextLength 4/);
+}, 300_000);
