@@ -80,6 +80,7 @@ async function refOf(dir: string, names: string[], prefix: string, specHash: str
     val: split(manifest.splits.val),
     documents: manifest.documents,
     ...(manifest.labelNames ? { labelNames: manifest.labelNames } : {}),
+    ...(manifest.spec.pairs ? { pairs: true } : {}),
     reused: false,
   };
 }

@@ -9,6 +9,7 @@ import { createDemoActivities } from './demo';
 import { createFineTuneActivities } from './fine-tune';
 import { createPipelineActivities } from './pipeline';
 import { createPostTrainingActivities } from './post-training';
+import { createT5PostActivities } from './t5-post';
 import { createTrainingActivities } from './training';
 
 export interface ActivityDeps {
@@ -31,6 +32,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createPostTrainingActivities(deps),
     ...createClassifierPostActivities(deps),
     ...createClassifierLoraActivities(deps),
+    ...createT5PostActivities(deps),
   };
 }
 

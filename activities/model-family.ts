@@ -5,6 +5,7 @@
 //   gpt  lm              LM windows of the token stream (engine/train/shard.ts), LmEvaluator
 //   bert classification  labelled documents framed [CLS] … [SEP] (engine/train/bert.ts); accuracy, macro F1
 //   bert mlm             masked windows of the token stream; MLM loss and perplexity
+//   t5   seq2seq, span-corruption   activities/t5-training.ts: loss, perplexity, exact match
 //
 // A new family adds its branch to `familyTraining` (and its tasks to spec/family.ts).
 
@@ -22,6 +23,7 @@ import { failure } from '../spec/errors';
 import { readTokenizer, type DatasetRef, type ShardCache } from '../artifacts/datasets';
 import { failingAs } from '../artifacts/errors';
 import { loadStoredTokenizer } from '../artifacts/tokenizers';
+import { t5Training } from './t5-training';
 
 export interface EvaluateResult {
   /** Validation loss: next-token (lm), masked-token (mlm) or label (classification) cross-entropy. */
@@ -36,11 +38,13 @@ export interface EvaluateResult {
   examples?: number;
   majorityBaseline?: number;
   confusion?: number[][];
+  /** Seq2seq only: the share of `examples` validation examples whose greedy answer is exactly the target (EOS included). */
+  exactMatch?: number;
 }
 
 export interface FamilyTraining {
   /** What checkpoint.json records: the family and its config with every option explicit. */
-  state: { family: 'gpt' | 'bert'; modelConfig: Record<string, unknown> };
+  state: { family: 'gpt' | 'bert' | 't5'; modelConfig: Record<string, unknown> };
   params: ParamSpec[];
   /** Cache key of the compiled step (model, optimizer, geometry, threads). */
   stepKey: string;
@@ -100,6 +104,7 @@ export function familyTraining(spec: TrainingSpec): FamilyTraining {
       },
     };
   }
+  if (m.family === 't5') return t5Training(spec, m.config, m.task);
   const cfg = m.config;
   const task = m.task;
   const evaluator = (session: SessionConfig) => {

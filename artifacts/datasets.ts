@@ -3,6 +3,7 @@
 
 import { TOKENIZER_FILE, shardTokens, type DatasetManifest } from '../engine/data/dataset';
 import type { SavedTokenizer } from '../engine/data/tokenizer';
+import type { Seq2seqPair } from '../engine/data/t5-span';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import { asFailure } from './errors';
@@ -24,6 +25,8 @@ export interface DatasetRef {
   documents: number;
   /** Label names by index, in a dataset prepared with `labels`. */
   labelNames?: string[];
+  /** Prepared with `pairs`: seq2seq examples, `docs` holding (input tokens, target tokens) per example. */
+  pairs?: true;
   reused: boolean;
 }
 
@@ -60,6 +63,25 @@ export class ShardCache {
     const ids = await this.get(store, ds, shard.file);
     const pairs = await this.get(store, { ...ds, dtype: 'uint32' }, shard.docs);
     return { ids, docs: pairs as Uint32Array };
+  }
+
+  /**
+   * A seq2seq shard's examples (a dataset prepared with `pairs`): each one's input and target ids,
+   * EOT included, as the `.docs` pairs cut the shard.
+   */
+  async pairs(store: ArtifactStore, ds: DatasetRef, shard: { file: string; docs?: string }): Promise<Seq2seqPair[]> {
+    if (!ds.pairs || !shard.docs) throw failure('InvalidInput', `dataset ${ds.prefix}: ${shard.file} holds no source/target pairs (the dataset was prepared without dataset.pairs: a seq2seq run needs a jsonl corpus with targetField)`);
+    const { ids, docs } = await this.labelled(store, ds, shard);
+    const out: Seq2seqPair[] = [];
+    let at = 0;
+    for (let i = 0; i + 1 < docs.length; i += 2) {
+      const [n, m] = [docs[i], docs[i + 1]];
+      if (at + n + m > ids.length) throw failure('CorruptCheckpoint', `dataset ${ds.prefix}: ${shard.docs} describes ${at + n + m} tokens, ${shard.file} holds ${ids.length}`);
+      out.push({ inputs: Array.from(ids.subarray(at, at + n)), targets: Array.from(ids.subarray(at + n, at + n + m)) });
+      at += n + m;
+    }
+    if (at !== ids.length) throw failure('CorruptCheckpoint', `dataset ${ds.prefix}: ${shard.docs} describes ${at} tokens, ${shard.file} holds ${ids.length}`);
+    return out;
   }
 
   /** Every non-empty shard of a split as one id array (a single shard is returned as it is). */

@@ -171,7 +171,7 @@ function parentOf(runConfig: Record<string, unknown>): string | null {
  * started from, and so on up to 8 steps), which holds its tokenizer and special tokens; null for a
  * model trained from scratch.
  */
-async function importBehind(store: ArtifactStore, prefix: string, manifest: Manifest, runConfig: Record<string, unknown>): Promise<{ prefix: string; manifest: Manifest; record: ImportRecord } | null> {
+export async function importBehind(store: ArtifactStore, prefix: string, manifest: Manifest, runConfig: Record<string, unknown>): Promise<{ prefix: string; manifest: Manifest; record: ImportRecord } | null> {
   let at = { prefix, manifest, runConfig };
   for (let hop = 0; hop < 8; hop++) {
     const record = importOf(at.manifest);

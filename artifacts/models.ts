@@ -15,7 +15,7 @@ import { failure } from '../spec/errors';
 import type { BaseModel } from '../spec/lora';
 import { checkpointWeights, fromTensors, readCheckpoint, readCheckpointState, refOf } from './checkpoints';
 import { asFailure } from './errors';
-import type { ImportRecord } from './hf-models';
+import { importBehind, type ImportRecord } from './hf-models';
 import { loadStoredTokenizer } from './tokenizers';
 
 export const MODEL_FILE = 'model.onnx';
@@ -121,7 +121,8 @@ export async function resolveT5(store: ArtifactStore, refIn: string): Promise<Re
   const parsed = T5ConfigSchema.strip().safeParse(found.state.modelConfig);
   if (!parsed.success) throw failure('CorruptCheckpoint', `checkpoint ${prefix}: its modelConfig is not a T5 config: ${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`);
   const ck = await readCheckpoint(store, prefix);
-  const record = manifest.meta.import as ImportRecord | undefined;
+  // The import's tokenizer: this prefix's, or the one a run's checkpoint started from (`model.from`).
+  const record = (await importBehind(store, prefix, manifest, found.state.runConfig))?.record;
   const eos = record?.specialTokens.eos ?? null;
   const tokenizer: SavedTokenizer | null = record?.tokenizer ? { kind: 'hf', ...record.tokenizer, ...(eos != null ? { eot: eos } : {}) } : null;
   return { source: prefix, config: parsed.data, weights: fromTensors(ck.weights, prefix), tokenizer, eos };

@@ -119,10 +119,10 @@ export interface RunSummary {
   pipeline: string | null;
   stage: string | null;
   family: string | null;
-  /** What the run trains for: lm (GPT), classification or mlm (BERT). */
+  /** What the run trains for: lm (GPT), classification or mlm (BERT), seq2seq or span-corruption (T5). */
   task: string | null;
   bestValLoss: number | null;
-  /** Classification runs: the best validation accuracy (over every validation document). */
+  /** Classification runs: the best validation accuracy (over every validation document); seq2seq runs: the best exact match. */
   valAccuracy: number | null;
   startTime: string;
   closeTime: string | null;

@@ -22,6 +22,7 @@ import { InvalidSpecError } from '../spec/pipeline';
 import type { ModelFamily } from '../spec/family';
 import { FROM_OVERRIDABLE_BY_FAMILY } from '../spec/training';
 import { BertModelConfigSchema } from '../engine/hf/bert';
+import { T5ConfigSchema } from '../engine/models/t5';
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -55,7 +56,7 @@ export async function resolveModelFrom<T>(store: ArtifactStore, input: T): Promi
   if (model.family != null && model.family !== family) {
     throw new InvalidSpecError([`spec.model.family: ${JSON.stringify(model.family)}, but ${from} holds a ${family} model; leave family out or set it to ${family}`]);
   }
-  const schema = family === 'gpt' ? StoredGptConfigSchema : family === 'bert' ? BertModelConfigSchema : null;
+  const schema = family === 'gpt' ? StoredGptConfigSchema : family === 'bert' ? BertModelConfigSchema : T5ConfigSchema.strip();
   const stored = schema ? schema.safeParse(found.state.modelConfig) : null;
   if (stored && !stored.success) {
     const i = stored.error.issues[0];

@@ -2,7 +2,7 @@
 // needs, and the one-line refusal for a combination that is not wired yet. Pure values (no zod, no
 // engine values), so workflows import it too.
 //
-// Adding a family (T5 next) is: its name in MODEL_FAMILIES, its tasks in FAMILY_TASKS (moving them
+// Adding a family is: its name in MODEL_FAMILIES, its tasks in FAMILY_TASKS (moving them
 // from `planned` to `trains` when the activities build its step), its config schema in
 // spec/training.ts's FAMILY_CONFIGS, and its branch in activities/model-family.ts.
 
@@ -14,8 +14,8 @@ export type ModelFamily = (typeof MODEL_FAMILIES)[number];
  *   lm               next-token prediction (causal), on a text corpus
  *   mlm              masked-token prediction (BERT's pretraining), on a text corpus
  *   classification   one label per document, on a labelled corpus (spam-assassin, jsonl with labelField)
- *   seq2seq          source → target (T5), planned
- *   span-corruption  T5's pretraining, planned
+ *   seq2seq          source → target (T5), on a paired corpus (jsonl with targetField)
+ *   span-corruption  T5's pretraining (dropped spans → sentinels), on a text corpus
  */
 export const TASKS = ['lm', 'mlm', 'classification', 'seq2seq', 'span-corruption'] as const;
 export type Task = (typeof TASKS)[number];
@@ -30,22 +30,27 @@ export interface FamilyTasks {
 export const FAMILY_TASKS: Record<ModelFamily, FamilyTasks> = {
   gpt: { trains: ['lm'], planned: [] },
   bert: { trains: ['classification', 'mlm'], planned: [] },
-  t5: { trains: [], planned: ['seq2seq', 'span-corruption'] },
+  t5: { trains: ['seq2seq', 'span-corruption'], planned: [] },
 };
 
-/** The dataset a task reads: plain text, or documents that each carry a label. */
-export type DatasetKind = 'text' | 'labelled';
+/** The dataset a task reads: plain text, documents that each carry a label, or source/target pairs. */
+export type DatasetKind = 'text' | 'labelled' | 'pairs';
 export const TASK_DATASET: Record<Task, DatasetKind> = {
   lm: 'text',
   mlm: 'text',
   classification: 'labelled',
-  seq2seq: 'labelled',
+  seq2seq: 'pairs',
   'span-corruption': 'text',
 };
 
 /** Corpus kinds whose documents carry a label (a jsonl corpus only with its `labelField`). */
 export function corpusIsLabelled(corpus: { kind: string; labelField?: string }): boolean {
   return corpus.kind === 'spam-assassin' || corpus.kind === 'brown' || (corpus.kind === 'jsonl' && corpus.labelField != null);
+}
+
+/** Corpus kinds whose documents are source/target pairs: a jsonl corpus with its `targetField`. */
+export function corpusIsPaired(corpus: { kind: string; targetField?: string }): boolean {
+  return corpus.kind === 'jsonl' && corpus.targetField != null;
 }
 
 /**
@@ -63,9 +68,13 @@ export function resolveTask(family: ModelFamily, task: Task | null | undefined):
   return { field: 'task', message: `a ${family} model does not train for ${t}; it trains ${f.trains.join(', ')}` };
 }
 
-/** The metric a family/task is judged by in the run list, the report and the search attributes. */
-export function headlineMetric(task: Task): 'perplexity' | 'accuracy' {
-  return task === 'classification' ? 'accuracy' : 'perplexity';
+/**
+ * The metric a family/task is judged by in the run list, the report and the search attributes. A
+ * seq2seq run's exact match (the share of validation examples whose greedy answer is the target)
+ * travels in the accuracy search attribute, TruthgptValAccuracy.
+ */
+export function headlineMetric(task: Task): 'perplexity' | 'accuracy' | 'exactMatch' {
+  return task === 'classification' ? 'accuracy' : task === 'seq2seq' ? 'exactMatch' : 'perplexity';
 }
 
 /** "2L×64": depth × width of a model config, whatever its family's field names. */

@@ -77,10 +77,15 @@ export function pipelineSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
         ctx.addIssue({ code: 'custom', path: ['lora', 'dataset'], message: "a classifier's LoRA stage trains on the training dataset (its labels); leave lora.dataset out" });
         refused = true;
       }
-      // A classifier's variants are int8-dynamic, gated on accuracy (engine/quant/classifier-gate.ts).
+      // A classifier's variants are int8-dynamic, gated on accuracy (engine/quant/classifier-gate.ts);
+      // a T5 seq2seq model's on exact match (engine/quant/seq2seq-gate.ts).
       post.data?.quant.forEach((q, i) => {
-        if (model.task !== 'classification') ctx.addIssue({ code: 'custom', path: ['quantization', i], message: `post-training quantization of a ${model.family} ${model.task} model is not wired yet; leave quantization out` });
-        else if (q.method !== 'int8-dynamic') ctx.addIssue({ code: 'custom', path: ['quantization', i, 'method'], message: `a classifier quantizes int8-dynamic so far, not ${q.method}` });
+        const gate = model.task === 'classification' ? 'maxAccuracyDrop' : model.task === 'seq2seq' ? 'maxExactMatchDrop' : null;
+        const kind = model.task === 'classification' ? 'a classifier' : 'a seq2seq model';
+        if (gate === null) ctx.addIssue({ code: 'custom', path: ['quantization', i], message: `post-training quantization of a ${model.family} ${model.task} model is not wired yet; leave quantization out` });
+        else if (q.method !== 'int8-dynamic') ctx.addIssue({ code: 'custom', path: ['quantization', i, 'method'], message: `${kind} quantizes int8-dynamic so far, not ${q.method}` });
+        else if (gate !== 'maxAccuracyDrop' && q.maxAccuracyDrop !== undefined) ctx.addIssue({ code: 'custom', path: ['quantization', i, 'maxAccuracyDrop'], message: `gates a classifier; ${kind} is gated on ${gate}` });
+        else if (gate !== 'maxExactMatchDrop' && q.maxExactMatchDrop !== undefined) ctx.addIssue({ code: 'custom', path: ['quantization', i, 'maxExactMatchDrop'], message: `gates a T5 seq2seq model; ${kind} is gated on ${gate}` });
         else return;
         refused = true;
       });
@@ -88,8 +93,9 @@ export function pipelineSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
     } else if (model) {
       post.data?.quant.forEach((q, i) => {
         if (q.maxAccuracyDrop !== undefined) ctx.addIssue({ code: 'custom', path: ['quantization', i, 'maxAccuracyDrop'], message: 'gates a classifier; a language model variant is gated on maxPplIncrease' });
+        if (q.maxExactMatchDrop !== undefined) ctx.addIssue({ code: 'custom', path: ['quantization', i, 'maxExactMatchDrop'], message: 'gates a T5 seq2seq model; a language model variant is gated on maxPplIncrease' });
       });
-      if (post.data?.quant.some((q) => q.maxAccuracyDrop !== undefined)) return z.NEVER;
+      if (post.data?.quant.some((q) => q.maxAccuracyDrop !== undefined || q.maxExactMatchDrop !== undefined)) return z.NEVER;
     }
     const lora = p.lora == null ? null : parseLora(p.lora, p.name, r.success ? r.data : null, ctx);
     if (!r.success || !post.success || lora === undefined) return z.NEVER;

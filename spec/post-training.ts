@@ -21,17 +21,26 @@ const required = z.boolean().default(false);
  * maxPplIncrease instead.
  */
 const maxAccuracyDrop = z.number().min(0).max(1, 'a fraction, at most 1 (0.01 is one point of accuracy)').optional();
+/**
+ * The gate of a T5 seq2seq variant: the most its validation exact match (greedy answers of the
+ * quantized encoder/decoder pair) may fall below fp32's, absolute (default 0.02, two points).
+ */
+const maxExactMatchDrop = z.number().min(0).max(1, 'a fraction, at most 1 (0.01 is one point of exact match)').optional();
 
 /** One quantized variant: a QuantConfig (engine/quant/config.ts) with the name it is published under. */
 export const QuantSpecSchema = z
-  .discriminatedUnion('method', [Int8DynamicSchema.extend({ name, required, maxAccuracyDrop }), Int8StaticSchema.extend({ name, required, maxAccuracyDrop }), Int4Schema.extend({ name, required, maxAccuracyDrop })])
+  .discriminatedUnion('method', [
+    Int8DynamicSchema.extend({ name, required, maxAccuracyDrop, maxExactMatchDrop }),
+    Int8StaticSchema.extend({ name, required, maxAccuracyDrop, maxExactMatchDrop }),
+    Int4Schema.extend({ name, required, maxAccuracyDrop, maxExactMatchDrop }),
+  ])
   .transform((q) => ({ ...q, name: q.name ?? defaultName(q.method) }));
 export type QuantSpec = z.output<typeof QuantSpecSchema>;
 export type QuantSpecInput = z.input<typeof QuantSpecSchema>;
 
 /** The engine's QuantConfig of a variant: the spec without its name and gate flag (the config schema is strict). */
 export function quantConfigOf(q: QuantSpec): QuantConfig {
-  const { name: _name, required: _required, maxAccuracyDrop: _drop, ...config } = q;
+  const { name: _name, required: _required, maxAccuracyDrop: _drop, maxExactMatchDrop: _emDrop, ...config } = q;
   return config;
 }
 

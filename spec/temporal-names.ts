@@ -15,7 +15,7 @@ export const TruthgptBestValLoss = defineSearchAttributeKey('TruthgptBestValLoss
 
 /** What a run of a family other than GPT trains for (`classification`, `mlm`); GPT runs (`lm`) leave it unset. */
 export const TruthgptTask = defineSearchAttributeKey('TruthgptTask', SearchAttributeType.KEYWORD);
-/** Best validation accuracy so far of a classification run (over every validation document). */
+/** Best validation accuracy so far of a classification run (over every validation document), or best exact match of a seq2seq run. */
 export const TruthgptValAccuracy = defineSearchAttributeKey('TruthgptValAccuracy', SearchAttributeType.DOUBLE);
 
 export const SEARCH_ATTRIBUTES = [TruthgptStage, TruthgptModelFamily, TruthgptPipeline, TruthgptBestValLoss, TruthgptTask, TruthgptValAccuracy] as const;

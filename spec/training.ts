@@ -13,11 +13,12 @@ import { BertConfigSchema, bertMemoryEquivalent } from '../engine/models/bert';
 import { GptConfigSchema, gptOptionFields, type GptConfig } from '../engine/models/gpt';
 import { BertHeadSchema, type BertModelConfig } from '../engine/hf/bert';
 import { getPreset } from '../engine/models/presets';
+import { T5ConfigSchema, t5MemoryEquivalent, type T5Config } from '../engine/models/t5';
 import { OptimConfigSchema } from '../engine/optim';
 import { DEFAULT_OUTER, OuterOptimSchema } from '../engine/train/outer';
 import { ActivationCheckpointingSchema } from '../engine/train/checkpointing';
 import { CheckpointPolicySchema } from '../engine/train/shard';
-import { corpusIsLabelled, MODEL_FAMILIES, resolveTask, TASK_DATASET, TASKS, type ModelFamily } from './family';
+import { corpusIsLabelled, corpusIsPaired, MODEL_FAMILIES, resolveTask, TASK_DATASET, TASKS, type ModelFamily } from './family';
 import { formatIssues, relocateIssues } from './issues';
 import { StoreKeySchema } from './store-key';
 import { checkTokensPerStep, DEFAULT_SPEC_LIMITS, LOOP_LIMITS, trainingMemoryIssue, type SpecLimits } from './limits';
@@ -51,12 +52,13 @@ const BertFields = z.strictObject({ ...BertConfigSchema.shape, head: BertHeadSch
 export type ModelSpec = { preset: string | null; from: string | null; fromFiles: Record<string, string> | null } & (
   | { family: 'gpt'; task: 'lm'; config: GptConfig }
   | { family: 'bert'; task: 'classification' | 'mlm'; config: BertModelConfig }
+  | { family: 't5'; task: 'seq2seq' | 'span-corruption'; config: T5Config }
 );
 
 /**
  * A preset, a full config, a preset with some fields overridden, or a committed checkpoint to start
- * from (`from`), of a family (gpt, bert; t5 is refused until it is wired) trained for a task
- * (spec/family.ts: lm for GPT, classification or mlm for BERT).
+ * from (`from`), of a family (gpt, bert, t5) trained for a task (spec/family.ts: lm for GPT,
+ * classification or mlm for BERT, seq2seq or span-corruption for T5).
  */
 const ModelSpecSchema = z
   .strictObject({
@@ -132,6 +134,15 @@ const ModelSpecSchema = z
       }
       return { family: 'bert', task, ...source, config: { ...parsed.data, head } };
     }
+    if (m.family === 't5') {
+      const merged = { ...base, ...m.config };
+      const parsed = T5ConfigSchema.safeParse(merged);
+      if (!parsed.success) {
+        relocateIssues(ctx, parsed.error, T5ConfigSchema, merged, (path) => ['config', ...path]);
+        return z.NEVER;
+      }
+      return { family: 't5', task: t.task as 'seq2seq' | 'span-corruption', ...source, config: parsed.data };
+    }
     if (m.family !== 'gpt') return z.NEVER; // resolveTask refused it above
     const fields = GptFields.partial().safeParse(m.config);
     if (!fields.success) {
@@ -150,13 +161,15 @@ const ModelSpecSchema = z
     return { family: 'gpt', task: 'lm', ...source, config: parsed.data };
   });
 
-/** The longest sequence the model takes: GPT's block_size, BERT's max_position_embeddings. */
+/** The longest sequence the model takes: GPT's block_size, BERT's max_position_embeddings; T5's relative positions set none. */
 export function contextLimitOf(model: ModelSpec): { field: string; value: number } {
+  if (model.family === 't5') return { field: 'positions (relative: no limit)', value: Infinity };
   return model.family === 'gpt' ? { field: 'block_size', value: model.config.block_size } : { field: 'max_position_embeddings', value: model.config.max_position_embeddings };
 }
 
-/** What the worker-memory check estimates: GPT's own config, or the GPT a BERT's layers match (bertMemoryEquivalent). */
-function memoryConfigOf(model: ModelSpec): GptConfig {
+/** What the worker-memory check estimates: GPT's own config, or the GPT a BERT's or T5's layers match. */
+function memoryConfigOf(model: ModelSpec, contextLength: number): GptConfig {
+  if (model.family === 't5') return t5MemoryEquivalent(model.config, contextLength);
   return model.family === 'gpt' ? model.config : bertMemoryEquivalent(model.config);
 }
 
@@ -174,6 +187,11 @@ const TrainingFields = z.strictObject({
   innerSteps: z.number().int().min(1).max(LOOP_LIMITS.innerSteps),
   batchSize: z.number().int().min(1).max(LOOP_LIMITS.batchSize),
   contextLength: z.number().int().min(2).max(LOOP_LIMITS.contextLength),
+  /**
+   * T5 seq2seq runs: the decoder length, the longest target in tokens with its EOS (default
+   * contextLength, which is the longest source). A longer example is an error naming it.
+   */
+  targetLength: z.number().int().min(2).max(LOOP_LIMITS.contextLength).optional(),
   optimizer: OptimConfigSchema.default(() => OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-3 } })),
   outer: OuterOptimSchema.default(DEFAULT_OUTER),
   /** E: evaluate every E rounds (and before the first and after the last). */
@@ -208,6 +226,13 @@ export function trainingSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
     if (s.contextLength > limit.value) {
       ctx.addIssue({ code: 'custom', path: ['contextLength'], message: `must not exceed model ${limit.field} (${s.contextLength} > ${limit.value})` });
     }
+    if (s.targetLength !== undefined && s.model.task !== 'seq2seq') {
+      ctx.addIssue({ code: 'custom', path: ['targetLength'], message: `sets a seq2seq run's decoder length; this run trains a ${s.model.family} model for ${s.model.task}` });
+    }
+    if (TASK_DATASET[s.model.task] === 'pairs' && !corpusIsPaired(s.dataset.corpus)) {
+      const c = s.dataset.corpus;
+      ctx.addIssue({ code: 'custom', path: ['dataset', 'corpus', ...(c.kind === 'jsonl' ? ['targetField'] : [])], message: `a ${s.model.task} run needs source/target pairs: a jsonl corpus with textField (the source) and targetField (the target), not ${c.kind === 'jsonl' ? 'jsonl without targetField' : c.kind}` });
+    }
     if (TASK_DATASET[s.model.task] === 'labelled' && !corpusIsLabelled(s.dataset.corpus)) {
       ctx.addIssue({ code: 'custom', path: ['dataset', 'corpus'], message: `a ${s.model.task} run needs a labelled corpus (spam-assassin, brown (its genres), or jsonl with labelField), not ${s.dataset.corpus.kind}${s.dataset.corpus.kind === 'jsonl' ? ' without labelField' : ''}` });
     }
@@ -215,7 +240,7 @@ export function trainingSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
       ctx.addIssue({ code: 'custom', path: ['rounds'], message: 'must be at least 1 for a new model (0 rounds trains nothing; start from a stored model with model.from to evaluate or fine-tune it without pretraining)' });
     }
     checkTokensPerStep(s, ctx);
-    const memory = trainingMemoryIssue(memoryConfigOf(s.model), s.batchSize, s.contextLength, s.optimizer.optimizer, limits);
+    const memory = trainingMemoryIssue(memoryConfigOf(s.model, s.contextLength), s.batchSize, s.contextLength, s.optimizer.optimizer, limits);
     if (memory) ctx.addIssue({ code: 'custom', path: ['model'], message: memory });
   });
 }
@@ -237,7 +262,13 @@ export function parseTrainingSpec(input: unknown, limits: SpecLimits = DEFAULT_S
   return r.data;
 }
 
+/** What a task asks of its dataset beyond the tokens: labels (classification) or pairs (seq2seq); nothing for a text task. */
+export function datasetNeedsOf(task: TrainingSpec['model']['task']): { labels?: true; pairs?: true } {
+  const kind = TASK_DATASET[task];
+  return kind === 'labelled' ? { labels: true } : kind === 'pairs' ? { pairs: true } : {};
+}
+
 /** The dataset spec a run prepares: one train (and val) shard per worker. */
 export function datasetSpecOf(spec: TrainingSpec) {
-  return { ...spec.dataset, shards: spec.workers, ...(TASK_DATASET[spec.model.task] === 'labelled' ? { labels: true } : {}) };
+  return { ...spec.dataset, shards: spec.workers, ...datasetNeedsOf(spec.model.task) };
 }

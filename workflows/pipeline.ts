@@ -27,6 +27,7 @@ import {
 } from '@temporalio/workflow';
 import type { ClassifierLoraActivities, ClassifierLoraOutcome } from '../activities/classifier-lora';
 import type { ClassifierPostActivities, ClassifierVariant } from '../activities/classifier-post';
+import type { T5PostActivities, T5Variant } from '../activities/t5-post';
 import type { PipelineActivities, ResumePoint } from '../activities/pipeline';
 import type { CheckpointRef } from '../artifacts/checkpoints';
 import type { LoraMetrics } from '../engine/finetune';
@@ -97,6 +98,8 @@ export interface PipelineResult {
   classifierVariants?: ClassifierVariant[];
   /** A BERT classifier's LoRA stage: the merged checkpoint, the PEFT files, accuracy after. */
   classifierLora?: ClassifierLoraOutcome;
+  /** A T5 seq2seq model's int8 variants, gated on validation exact match (T5 seq2seq runs with quantization). */
+  t5Variants?: T5Variant[];
   /** What the variants' perplexity covers (absent for runs from before it was recorded). */
   evaluation?: EvaluationCoverage;
   reportKey: string;
@@ -147,6 +150,12 @@ const { locateCheckpoint } = proxyActivities<PipelineActivities>({
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
 });
 
+const t5Post = proxyActivities<T5PostActivities>({
+  taskQueue: TASK_QUEUES.cpu,
+  startToCloseTimeout: '60 minutes',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+});
+
 const now = () => new Date().toISOString();
 
 /** A run's stages and children, and how it tells the world: memo, search attributes, details. */
@@ -162,6 +171,8 @@ class PipelineState {
   classifierVariants: ClassifierVariant[] | null = null;
   /** A classifier's LoRA stage outcome. */
   classifierLora: ClassifierLoraOutcome | null = null;
+  /** A T5 seq2seq model's quantized variants. */
+  t5Variants: T5Variant[] | null = null;
   /** The stage a failure or a cancellation is recorded against. */
   running: StageOutcome | null = null;
   readonly loraWorkflowId: string | null;
@@ -252,7 +263,8 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     const tuned = gpt ? await loraStage(st, trained) : null;
     // A classifier's LoRA stage leaves a merged checkpoint that post-training quantizes instead of the trained one.
     const classifier = gpt ? trained : await classifierLoraStage(st, trained);
-    const post = gpt ? await postTrainingStage(st, trained, tuned) : spec.quantization.length ? await classifierPostStage(st, classifier) : skipPostTraining(st, classifier);
+    const t5 = spec.training.model.family === 't5';
+    const post = gpt ? await postTrainingStage(st, trained, tuned) : spec.quantization.length ? await (t5 ? t5PostStage(st, classifier) : classifierPostStage(st, classifier)) : skipPostTraining(st, classifier);
     return resultOf(st, trained, post, Date.now() - info.startTime.getTime());
   } catch (err) {
     const cancelled = isCancellation(err);
@@ -301,6 +313,13 @@ async function trainStage(st: PipelineState, resume: ResumePoint | null): Promis
     upsertSearchAttributes([{ key: TruthgptValAccuracy, value: best }]);
     const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
     st.end(st.running, 'done', `${trained.rounds} rounds, val accuracy ${pct(firstVal.accuracy)} → ${pct(lastVal.accuracy)}, macro F1 ${firstVal.macroF1!.toFixed(3)} → ${lastVal.macroF1!.toFixed(3)} over ${lastVal.examples} val documents, ${trained.checkpoint.prefix}`);
+    return trained;
+  }
+  if (lastVal?.exactMatch !== undefined && firstVal?.exactMatch !== undefined) {
+    // A seq2seq model is told by its target loss and the exact match of its greedy answers.
+    upsertSearchAttributes([{ key: TruthgptValAccuracy, value: Math.max(...trained.valHistory.map((v) => v.exactMatch ?? 0)) }]);
+    const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+    st.end(st.running, 'done', `${trained.rounds} rounds, val loss ${firstVal.loss.toFixed(4)} → ${lastVal.loss.toFixed(4)}, exact match ${pct(firstVal.exactMatch)} → ${pct(lastVal.exactMatch)} over ${lastVal.examples} val examples, ${trained.checkpoint.prefix}`);
     return trained;
   }
   st.end(st.running, 'done', `${trained.rounds} rounds, ${trained.tokensSeen} tokens, val loss ${lastVal?.loss.toFixed(4) ?? '-'} (best ${trained.bestValLoss?.toFixed(4) ?? '-'}), ${trained.checkpoint.prefix}`);
@@ -446,6 +465,33 @@ async function classifierPostStage(st: PipelineState, trained: TrainingResult): 
 }
 
 /**
+ * A T5 seq2seq model's post-training: each int8 variant's encoder/decoder pair quantized and gated on
+ * validation exact match (activities/t5-post.ts); a refused variant marked `required` fails the run.
+ */
+async function t5PostStage(st: PipelineState, trained: TrainingResult): Promise<PostTrainingResult> {
+  const { spec } = st;
+  await st.waitWhilePaused();
+  st.running = st.begin('postTraining', null, `quantize ${spec.quantization.map((q) => q.name).join(', ')} and gate on validation exact match`);
+  const variants: T5Variant[] = [];
+  for (const quant of spec.quantization) {
+    variants.push(
+      await t5Post.quantizeT5.executeWithOptions({ summary: `${quant.method} of ${trained.checkpoint.prefix}, gated on exact match` }, [
+        { runId: st.id, spec: spec.training, checkpoint: trained.checkpoint, dataset: trained.dataset, quant },
+      ]),
+    );
+  }
+  st.t5Variants = variants;
+  const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
+  const told = variants.map((v) => `${v.name} exact match ${pct(v.exactMatch)} vs fp32 ${pct(v.fp32ExactMatch)}${v.published ? `, ppl ${v.perplexity!.toFixed(3)} vs ${v.fp32Perplexity!.toFixed(3)}` : ' (refused)'}`);
+  const refused = variants.filter((v, i) => !v.published && spec.quantization[i].required);
+  if (refused.length) throw failure('QuantRejected', refused.map((v) => `required variant ${v.name} (${v.method}) was refused: ${v.rejectedReason}`).join('; '));
+  st.end(st.running, 'done', `${told.join(', ')} over ${variants[0]?.examples ?? 0} val examples`);
+  st.running = null;
+  st.setStage('done');
+  return { variants: [], reportKey: '', reportJsonKey: '' };
+}
+
+/**
  * A model of another family than GPT: its training evaluations are the run's result, and the
  * post-training stage (GPT's quantization, evaluation table and report) is skipped, saying so.
  */
@@ -483,6 +529,7 @@ function resultOf(st: PipelineState, trained: TrainingResult, post: PostTraining
     variants: post.variants,
     ...(st.classifierVariants ? { classifierVariants: st.classifierVariants } : {}),
     ...(st.classifierLora ? { classifierLora: st.classifierLora } : {}),
+    ...(st.t5Variants ? { t5Variants: st.t5Variants } : {}),
     ...(post.evaluation ? { evaluation: post.evaluation } : {}),
     reportKey: post.reportKey,
     stages: st.stages,

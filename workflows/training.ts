@@ -34,6 +34,8 @@ export interface ValPoint {
   accuracy?: number;
   macroF1?: number;
   examples?: number;
+  /** Seq2seq runs: exact match over `examples` validation examples. */
+  exactMatch?: number;
 }
 
 export interface TrainPoint {
@@ -155,11 +157,13 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
   const evaluateAt = async (c: TrainingCarry) => {
     controls.setStage('evaluate');
     const r = await cpu.evaluate.executeWithOptions({ summary: `val loss of ${c.global.prefix} (round ${c.round}, ${spec.evalBatches} batches)` }, [{ ...ref, checkpoint: c.global, dataset: c.dataset }]);
-    const cls = r.accuracy !== undefined ? { accuracy: r.accuracy, macroF1: r.macroF1, examples: r.examples } : {};
+    const cls = r.accuracy !== undefined ? { accuracy: r.accuracy, macroF1: r.macroF1, examples: r.examples } : r.exactMatch !== undefined ? { exactMatch: r.exactMatch, examples: r.examples } : {};
     push(c.valHistory, { round: c.round, step: c.round * H, loss: r.loss, perplexity: r.perplexity, ...cls });
-    if (r.accuracy !== undefined && (c.bestValAccuracy == null || r.accuracy > c.bestValAccuracy)) {
-      c.bestValAccuracy = r.accuracy;
-      upsertSearchAttributes([{ key: TruthgptValAccuracy, value: r.accuracy }]);
+    // A classifier's accuracy, or a seq2seq run's exact match: the run list's headline (spec/family.ts headlineMetric).
+    const headline = r.accuracy ?? r.exactMatch;
+    if (headline !== undefined && (c.bestValAccuracy == null || headline > c.bestValAccuracy)) {
+      c.bestValAccuracy = headline;
+      upsertSearchAttributes([{ key: TruthgptValAccuracy, value: headline }]);
     }
     if (c.bestValLoss === null || r.loss < c.bestValLoss) {
       c.bestValLoss = r.loss;
@@ -170,8 +174,8 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
   if (!carry) {
     controls.setStage('prepareDataset');
     const dataset = await cpu.prepareDataset.executeWithOptions({ summary: `dataset ${spec.dataset.name}: tokenize into ${spec.workers} train shard(s) + val` }, [
-      // A task that reads labelled documents asks for their labels (absent otherwise: GPT runs send what they always did).
-      { runId, dataset: { ...spec.dataset, shards: spec.workers, ...(TASK_DATASET[spec.model.task] === 'labelled' ? { labels: true } : {}) } },
+      // A task that reads labelled documents asks for their labels, a seq2seq task for its pairs (absent otherwise: GPT runs send what they always did).
+      { runId, dataset: { ...spec.dataset, shards: spec.workers, ...(TASK_DATASET[spec.model.task] === 'labelled' ? { labels: true } : TASK_DATASET[spec.model.task] === 'pairs' ? { pairs: true } : {}) } },
     ]);
     if (spec.model.config.vocab_size < dataset.vocabSize) {
       throw failure('InvalidConfig', `spec.model.config.vocab_size: ${spec.model.config.vocab_size} is smaller than the dataset's vocabulary (${dataset.vocabSize} tokens)`);

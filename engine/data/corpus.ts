@@ -15,13 +15,22 @@ export interface Document {
   text: string;
   /** Brown genre, spam/ham, or the JSONL label field. */
   label?: string;
+  /** A seq2seq example's target (the JSONL targetField); `text` is its input. */
+  target?: string;
 }
 
 export const CorpusSpecSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('brown'), categories: z.array(z.string()).optional() }),
   z.strictObject({ kind: z.literal('spam-assassin') }),
   z.strictObject({ kind: z.literal('text'), path: z.string().min(1) }),
-  z.strictObject({ kind: z.literal('jsonl'), path: z.string().min(1), textField: z.string().default('text'), labelField: z.string().optional() }),
+  z.strictObject({
+    kind: z.literal('jsonl'),
+    path: z.string().min(1),
+    textField: z.string().default('text'),
+    labelField: z.string().optional(),
+    /** Seq2seq (T5) examples: `textField` is the source, this field the target of each line. */
+    targetField: z.string().optional(),
+  }),
 ]);
 export type CorpusSpec = z.infer<typeof CorpusSpecSchema>;
 
@@ -60,7 +69,7 @@ export function readCorpus(spec: CorpusSpec): AsyncIterable<Document> {
     case 'text':
       return toAsync(readTextPath(spec.path));
     case 'jsonl':
-      return readJsonl(spec.path, spec.textField, spec.labelField);
+      return readJsonl(spec.path, spec.textField, spec.labelField, spec.targetField);
   }
 }
 
@@ -193,8 +202,8 @@ function listTextFiles(dir: string): string[] {
   return out;
 }
 
-/** JSONL with a text field (and optional label field); a bad line is named by file:line. */
-export async function* readJsonl(path: string, textField = 'text', labelField?: string): AsyncIterable<Document> {
+/** JSONL with a text field (and optional label or target field); a bad line is named by file:line. */
+export async function* readJsonl(path: string, textField = 'text', labelField?: string, targetField?: string): AsyncIterable<Document> {
   if (!existsSync(path)) throw new CorpusError(path, 'does not exist');
   const lines = createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity });
   let n = 0;
@@ -211,8 +220,14 @@ export async function* readJsonl(path: string, textField = 'text', labelField?: 
     }
     const text = row[textField];
     if (typeof text !== 'string') throw new CorpusError(`${path}:${n}`, `field "${textField}" is missing or not a string`);
+    let target: string | undefined;
+    if (targetField !== undefined) {
+      const t = row[targetField];
+      if (typeof t !== 'string') throw new CorpusError(`${path}:${n}`, `field "${targetField}" (the targetField) is missing or not a string`);
+      target = t;
+    }
     yielded++;
-    yield { source: `${path}:${n}`, text, label: labelField ? String(row[labelField]) : undefined };
+    yield { source: `${path}:${n}`, text, label: labelField ? String(row[labelField]) : undefined, ...(target !== undefined ? { target } : {}) };
   }
   if (yielded === 0) throw new CorpusError(path, 'is empty');
 }

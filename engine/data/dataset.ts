@@ -29,12 +29,18 @@ export const DatasetSpecSchema = z.strictObject({
    * for classification runs (they set it). Absent from specs that do not ask, so their hash and key stay.
    */
   labels: z.boolean().optional(),
+  /**
+   * Seq2seq examples (T5 runs set it; the corpus is jsonl with a targetField): each document is
+   * written as its input ids + EOT followed by its target ids + EOT, and `<shard>.docs` holds
+   * (input tokens, target tokens) uint32 pairs, one per example. Absent otherwise.
+   */
+  pairs: z.boolean().optional(),
 });
 export type DatasetSpec = z.infer<typeof DatasetSpecSchema>;
 
 export interface ShardInfo {
   file: string;
-  /** With `labels`: the file of (tokens, label index) uint32 pairs, one per document, in shard order. */
+  /** With `labels`: the file of (tokens, label index) uint32 pairs, one per document, in shard order; with `pairs`: (input tokens, target tokens) per example. */
   docs?: string;
   tokens: number;
   documents: number;
@@ -113,14 +119,15 @@ class ShardWriter {
     this.out = new SafeStream(path);
     this.docs = docsFile ? new SafeStream(join(dirname(path), docsFile)) : null;
   }
-  async write(ids: number[], label?: number): Promise<void> {
+  /** `entry`: the document's `.docs` pair, (tokens, label index) or (input tokens, target tokens). */
+  async write(ids: number[], entry?: [number, number]): Promise<void> {
     const buf = Buffer.from(this.wide ? Uint32Array.from(ids).buffer : Uint16Array.from(ids).buffer);
     this.hash.update(buf);
     this.tokens += ids.length;
     this.bytes += buf.length;
     this.documents++;
     await this.out.write(buf);
-    if (this.docs) await this.docs.write(Buffer.from(Uint32Array.of(ids.length, label ?? 0).buffer));
+    if (this.docs) await this.docs.write(Buffer.from(Uint32Array.of(...(entry ?? [ids.length, 0])).buffer));
   }
   async close(): Promise<ShardInfo> {
     await this.out.close();
@@ -169,7 +176,7 @@ export async function prepareDataset(
   mkdirSync(outDir, { recursive: true });
   const tokenizer = await buildTokenizer(spec, hfTokenizerJson);
   const wide = tokenizer.vocabSize > 65536;
-  const writer = (split: string, i: number) => new ShardWriter(`${split}-${i}.bin`, join(outDir, `${split}-${i}.bin`), wide, spec.labels ? `${split}-${i}.docs` : null);
+  const writer = (split: string, i: number) => new ShardWriter(`${split}-${i}.bin`, join(outDir, `${split}-${i}.bin`), wide, spec.labels || spec.pairs ? `${split}-${i}.docs` : null);
   const writers = {
     train: Array.from({ length: spec.shards }, (_, i) => writer('train', i)),
     val: Array.from({ length: spec.shards }, (_, i) => writer('val', i)),
@@ -201,13 +208,20 @@ async function writeShards(
     const shard = Math.floor(h / 10_000) % spec.shards;
     const ids = await tokenizer.encode(doc.text);
     ids.push(tokenizer.eot);
-    let label: number | undefined;
-    if (spec.labels) {
+    let entry: [number, number] | undefined;
+    if (spec.pairs) {
+      if (doc.target === undefined) throw new CorpusError(doc.source, 'has no target, and dataset.pairs asks for one per example (a jsonl corpus names its targetField)');
+      const target = await tokenizer.encode(doc.target);
+      target.push(tokenizer.eot);
+      entry = [ids.length, target.length];
+      ids.push(...target);
+    } else if (spec.labels) {
       if (doc.label === undefined) throw new CorpusError(doc.source, 'has no label, and dataset.labels asks for one per document (a jsonl corpus names its labelField)');
-      label = labelNames.indexOf(doc.label);
+      let label = labelNames.indexOf(doc.label);
       if (label < 0) label = labelNames.push(doc.label) - 1;
+      entry = [ids.length, label];
     }
-    await writers[split][shard].write(ids, label);
+    await writers[split][shard].write(ids, entry);
     if (doc.label !== undefined) labels[doc.label] = (labels[doc.label] ?? 0) + 1;
     documents++;
     tokens += ids.length;

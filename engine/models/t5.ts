@@ -13,6 +13,7 @@ import { z } from 'zod';
 import type { Graph, Value } from '../graph/ir';
 import { add, gather, mul, reshape, scalar } from '../graph/ops';
 import type { ParamLookup, ParamSpec } from './blocks';
+import { GptConfigSchema, type GptConfig } from './gpt';
 import { attention, batchAndSeq, causalMaskOf, hfLinear, paddingMask, relativePositionBias, rmsNorm, t5FeedForward, type AttentionOptions, type SeqLen } from './layers';
 
 export const T5ConfigSchema = z
@@ -215,4 +216,22 @@ export function t5ShiftRight(cfg: T5Config, labels: ArrayLike<number>, batch: nu
     }
   }
   return out;
+}
+
+/**
+ * The GPT whose training memory the worker-memory check (spec/limits.ts) estimates for this T5 at
+ * rows of `contextLength` tokens: one GPT block per encoder layer and two per decoder layer (its
+ * self- and cross-attention keep about twice an encoder layer's activations), at T5's width, heads
+ * and feed-forward size. An estimate, like bertMemoryEquivalent.
+ */
+export function t5MemoryEquivalent(cfg: T5Config, contextLength: number): GptConfig {
+  const heads = cfg.d_model % cfg.num_heads === 0 ? cfg.num_heads : 1;
+  return GptConfigSchema.parse({
+    vocab_size: cfg.vocab_size,
+    block_size: contextLength,
+    n_layer: cfg.num_layers + 2 * decoderLayers(cfg),
+    n_head: heads,
+    n_embd: cfg.d_model,
+    n_inner: cfg.feed_forward_proj === 'relu' ? cfg.d_ff : 2 * cfg.d_ff,
+  });
 }

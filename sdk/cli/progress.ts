@@ -139,12 +139,19 @@ export function summarize(r: PipelineResult, uiUrl: string, bucket: string, opts
         ...r.classifierVariants.map((v) => [v.name, v.method, pct(v.accuracy), pct(v.fp32Accuracy), v.macroF1?.toFixed(3) ?? '-', String(v.examples), `${(v.bytes / 1024).toFixed(0)} KiB`, v.published ? 'yes' : `no: ${v.rejectedReason ?? ''}`]),
       ])
     : null;
+  // A T5 seq2seq model's variants: exact match against fp32's, target perplexity beside.
+  const t5 = r.t5Variants?.length
+    ? table([
+        ['variant', 'method', 'val exact match', 'fp32 exact match', 'val ppl', 'fp32 ppl', 'examples', 'size', 'published'],
+        ...r.t5Variants.map((v) => [v.name, v.method, pct(v.exactMatch), pct(v.fp32ExactMatch), v.perplexity?.toFixed(3) ?? '-', v.fp32Perplexity?.toFixed(3) ?? '-', String(v.examples), `${(v.bytes / 1024).toFixed(0)} KiB`, v.published ? 'yes' : `no: ${v.rejectedReason ?? ''}`]),
+      ])
+    : null;
   return [
     `${r.workflowId}: ${t.rounds} rounds, ${t.steps} steps per worker, ${t.tokensSeen} tokens, best val loss ${t.bestValLoss?.toFixed(4) ?? '-'}, ${(r.wallMs / 1000).toFixed(1)} s${t.resumedFrom ? ` (resumed ${t.resumedFrom.runId} at round ${t.resumedFrom.round})` : ''}`,
     '',
     stages,
     '',
-    classifier ?? variants,
+    classifier ?? t5 ?? variants,
     ...(r.evaluation ? [`val ppl over ${coverageText(r.evaluation)}`] : []),
     ...(opts.links === false
       ? []

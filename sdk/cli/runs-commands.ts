@@ -106,8 +106,9 @@ export function registerRunsCommands(program: Command): void {
     });
 }
 
-/** The metric that fits the run: accuracy for a classifier, else loss and perplexity (LM, MLM). */
+/** The metric that fits the run (spec/family.ts headlineMetric): accuracy for a classifier, exact match (and loss) for seq2seq, else loss and perplexity (LM, MLM, span corruption). */
 function bestValText(r: { task: string | null; bestValLoss: number | null; valAccuracy: number | null }): string {
   if (r.task === 'classification' && r.valAccuracy != null) return `acc ${(100 * r.valAccuracy).toFixed(1)}%`;
+  if (r.task === 'seq2seq' && r.valAccuracy != null) return `EM ${(100 * r.valAccuracy).toFixed(1)}%${r.bestValLoss != null ? `, loss ${r.bestValLoss.toFixed(4)}` : ''}`;
   return r.bestValLoss != null ? `loss ${r.bestValLoss.toFixed(4)} (ppl ${Math.exp(r.bestValLoss).toFixed(2)})` : '-';
 }

@@ -1,5 +1,5 @@
 // Re-records the workflow histories that test/replay.test.ts replays:
-//   npx tsx test/histories/record.ts [train] [pipeline] [lora] [bert]     (no argument: all four)
+//   npx tsx test/histories/record.ts [train] [pipeline] [lora] [bert] [t5]     (no argument: all five)
 // Runs tiny real workflows (real Temporal dev server, S3 server and both pool workers, as the
 // integration tests do) and writes each execution's history as JSON next to this file:
 //   train      replay-train-run*.json: trainingWorkflow, 2 workers × 2 rounds with a continue-as-new, paused and resumed
@@ -8,6 +8,9 @@
 //   bert       replay-pipeline-bert*.json: pipelineWorkflow of a BERT classifier imported from
 //              test/fixtures/hf-io/bert_spam: a round of fine-tuning, a LoRA stage of two chunks, int8
 //              gated on accuracy, and its training child
+//   t5         replay-pipeline-t5*.json: pipelineWorkflow of the T5 imported from test/fixtures/t5-tiny,
+//              a round of seq2seq fine-tuning on opposites.jsonl (run from the repository root: the
+//              corpus path is relative), int8 gated on exact match, and its training child
 // Only the named groups' files are rewritten. Re-record only on purpose: a history that no longer
 // replays means running workflows would break, so new groups are added beside the old ones.
 
@@ -69,11 +72,21 @@ const bertPipelineSpec: PipelineSpecInput = {
   quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 1 }],
 };
 
+/** The imported tiny T5: a seq2seq round on source/target pairs, int8 gated on exact match. */
+const t5PipelineSpec: PipelineSpecInput = {
+  name: 'replay-pipe-t5',
+  model: { from: 'models/replay-t5', task: 'seq2seq' },
+  dataset: { name: 'opposites', corpus: { kind: 'jsonl', path: 'test/fixtures/t5-tiny/opposites.jsonl', textField: 'input', targetField: 'target' }, valFraction: 0.25 },
+  training: { workers: 1, rounds: 1, innerSteps: 3, batchSize: 4, contextLength: 8, targetLength: 4, evalBatches: 1 },
+  quantization: [{ method: 'int8-dynamic', maxExactMatchDrop: 1 }],
+};
+
 const GROUPS = {
   train: ['replay-train'],
   pipeline: ['replay-pipeline', 'replay-pipeline-train', 'replay-pipeline-post'],
   lora: ['replay-pipeline-lora', 'replay-pipeline-lora-lora'],
   bert: ['replay-pipeline-bert', 'replay-pipeline-bert-train'],
+  t5: ['replay-pipeline-t5', 'replay-pipeline-t5-train'],
 };
 type Group = keyof typeof GROUPS;
 
@@ -107,6 +120,10 @@ async function main(): Promise<void> {
     if (groups.includes('bert')) {
       await importModel(path.join(__dirname, '..', 'fixtures', 'hf-io', 'bert_spam'), { name: 'replay-bert', config });
       await (await tg.startPipeline(bertPipelineSpec, { workflowId: 'replay-pipeline-bert' })).result();
+    }
+    if (groups.includes('t5')) {
+      await importModel(path.join(__dirname, '..', 'fixtures', 't5-tiny', 'model'), { name: 'replay-t5', config });
+      await (await tg.startPipeline(t5PipelineSpec, { workflowId: 'replay-pipeline-t5' })).result();
     }
 
     // Every run of every execution (continue-as-new makes several runs of one id).

@@ -2,7 +2,7 @@
 // the dataset each task needs, and the one-line refusals that name the field.
 
 import { parsePipelineSpec, InvalidSpecError } from '../../spec/pipeline';
-import { parseTrainingSpec } from '../../spec/training';
+import { datasetSpecOf, parseTrainingSpec } from '../../spec/training';
 import { resolveTask, FAMILY_TASKS } from '../../spec/family';
 
 const training = { rounds: 1, innerSteps: 2, batchSize: 4, contextLength: 32 };
@@ -37,10 +37,7 @@ test('BERT MLM from scratch gets the mlm head by default', () => {
   expect(s.model.config).toMatchObject({ head: { kind: 'mlm' } });
 });
 
-test('refusals name the field: t5 not wired, a task the family lacks, a head that does not fit, an unlabelled corpus, context past the positions', () => {
-  expect(issuesOf({ name: 'x', model: { family: 't5', preset: 'tiny-t5' }, dataset: brown, training })).toEqual([
-    'spec.model.family: t5 models import and export, but do not train in pipelines yet (planned: seq2seq, span-corruption); use gpt or bert',
-  ]);
+test('refusals name the field: a task the family lacks, a head that does not fit, an unlabelled corpus, context past the positions', () => {
   expect(issuesOf({ name: 'x', model: { family: 'gpt', task: 'classification', preset: 'tiny-gpt' }, dataset: spam, training })).toEqual([
     'spec.model.task: a gpt model does not train for classification; it trains lm',
   ]);
@@ -88,5 +85,52 @@ test('resolveTask: defaults and reasons for every family', () => {
   expect(resolveTask('gpt', null)).toEqual({ task: 'lm' });
   expect(resolveTask('bert', null)).toEqual({ task: 'classification' });
   expect(resolveTask('bert', 'mlm')).toEqual({ task: 'mlm' });
-  expect(FAMILY_TASKS.t5.trains).toEqual([]);
+  expect(resolveTask('t5', null)).toEqual({ task: 'seq2seq' });
+  expect(resolveTask('t5', 'lm')).toEqual({ field: 'task', message: 'a t5 model does not train for lm; it trains seq2seq, span-corruption' });
+  expect(FAMILY_TASKS.t5.trains).toEqual(['seq2seq', 'span-corruption']);
+});
+
+const pairs = { name: 'pairs', corpus: { kind: 'jsonl', path: 'pairs.jsonl', textField: 'input', targetField: 'target' } };
+
+test('T5: seq2seq (the default) on a paired jsonl corpus, span corruption on text; the dataset asks for pairs', () => {
+  const s = parseTrainingSpec({ model: { family: 't5', preset: 'tiny-t5' }, dataset: pairs, ...training, targetLength: 8 });
+  expect(s.model.task).toBe('seq2seq');
+  expect(s.model.family === 't5' && s.model.config).toMatchObject({ d_model: 64, num_layers: 2, num_decoder_layers: null, feed_forward_proj: 'relu' });
+  expect(datasetSpecOf(s)).toMatchObject({ shards: 1, pairs: true });
+  expect(datasetSpecOf(s)).not.toHaveProperty('labels');
+  const span = parseTrainingSpec({ model: { family: 't5', task: 'span-corruption', preset: 'tiny-t5', config: { d_ff: 256 } }, dataset: brown, ...training, workers: 2 });
+  expect(span.model.family === 't5' && span.model.config.d_ff).toBe(256);
+  expect(datasetSpecOf(span)).toEqual({ ...span.dataset, shards: 2 });
+});
+
+test('T5 refusals name the field: an unpaired corpus, targetLength off seq2seq, an unknown config key, LoRA, quantization and its gate', () => {
+  const t5 = { family: 't5', preset: 'tiny-t5' };
+  expect(issuesOf({ name: 'x', model: t5, dataset: brown, training })).toEqual([
+    'spec.dataset.corpus: a seq2seq run needs source/target pairs: a jsonl corpus with textField (the source) and targetField (the target), not brown',
+  ]);
+  expect(issuesOf({ name: 'x', model: t5, dataset: { name: 'j', corpus: { kind: 'jsonl', path: 'a.jsonl', labelField: 'y' } }, training })).toEqual([
+    'spec.dataset.corpus.targetField: a seq2seq run needs source/target pairs: a jsonl corpus with textField (the source) and targetField (the target), not jsonl without targetField',
+  ]);
+  expect(issuesOf({ name: 'x', model: { ...t5, task: 'span-corruption' }, dataset: brown, training: { ...training, targetLength: 8 } })).toEqual([
+    "spec.training.targetLength: sets a seq2seq run's decoder length; this run trains a t5 model for span-corruption",
+  ]);
+  expect(issuesOf({ name: 'x', model: { ...t5, config: { d_modle: 32 } }, dataset: pairs, training })).toEqual(['spec.model.config.d_modle: unknown key (did you mean d_model?)']);
+  expect(issuesOf({ name: 'x', model: t5, dataset: pairs, training, lora: { lora: { r: 4 }, train: { steps: 2, batchSize: 2, contextLength: 16 } } })).toEqual([
+    "spec.lora: the pipeline's LoRA stage tunes GPT models and BERT classifiers so far, and this is a t5 seq2seq model; leave lora out",
+  ]);
+  expect(issuesOf({ name: 'x', model: t5, dataset: pairs, training, quantization: [{ method: 'int4' }] })).toEqual(['spec.quantization.0.method: a seq2seq model quantizes int8-dynamic so far, not int4']);
+  expect(issuesOf({ name: 'x', model: t5, dataset: pairs, training, quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 0.01 }] })).toEqual([
+    'spec.quantization.0.maxAccuracyDrop: gates a classifier; a seq2seq model is gated on maxExactMatchDrop',
+  ]);
+  expect(issuesOf({ name: 'x', model: { family: 'bert', preset: 'tiny-bert', config: { head: { kind: 'classification', num_labels: 2 } } }, dataset: spam, training, quantization: [{ method: 'int8-dynamic', maxExactMatchDrop: 0.01 }] })).toEqual([
+    'spec.quantization.0.maxExactMatchDrop: gates a T5 seq2seq model; a classifier is gated on maxAccuracyDrop',
+  ]);
+  expect(issuesOf({ name: 'x', model: { preset: 'tiny-gpt' }, dataset: brown, training, quantization: [{ method: 'int8-dynamic', maxExactMatchDrop: 0.01 }] })).toEqual([
+    'spec.quantization.0.maxExactMatchDrop: gates a T5 seq2seq model; a language model variant is gated on maxPplIncrease',
+  ]);
+  expect(issuesOf({ name: 'x', model: { ...t5, task: 'span-corruption' }, dataset: brown, training, quantization: [{ method: 'int8-dynamic' }] })).toEqual([
+    'spec.quantization.0: post-training quantization of a t5 span-corruption model is not wired yet; leave quantization out',
+  ]);
+  const p = parsePipelineSpec({ name: 'x', model: t5, dataset: pairs, training, quantization: [{ method: 'int8-dynamic', maxExactMatchDrop: 0.05 }] });
+  expect(p.quantization[0]).toMatchObject({ name: 'int8', method: 'int8-dynamic', maxExactMatchDrop: 0.05 });
 });
