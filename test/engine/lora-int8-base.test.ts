@@ -37,7 +37,7 @@ function batch(seed: number): Batch {
       targets[b * T + i] = BigInt(t);
     }
   }
-  return { tokens: new ort.Tensor('int64', tokens, [B, T]), targets: new ort.Tensor('int64', targets, [B, T]) };
+  return { tokens: { dtype: 'int64', dims: [B, T], data: tokens }, targets: { dtype: 'int64', dims: [B, T], data: targets } };
 }
 
 const relErr = (a: Float32Array, b: Float32Array) => {
@@ -72,7 +72,8 @@ async function adapterGrads(plan: LoraPlan, quantized: boolean): Promise<Map<str
   const adapters = initAdapters(plan);
   const r = mulberry32(5);
   for (const [name, t] of adapters) if (name.endsWith('lora_B.weight')) for (let i = 0; i < t.length; i++) t[i] = (r() - 0.5) * 0.2;
-  const feeds: Record<string, ort.Tensor> = { ...batch(1), step: new ort.Tensor('float32', Float32Array.of(0), []) };
+  const b = batch(1);
+  const feeds: Record<string, ort.Tensor> = { tokens: new ort.Tensor('int64', b.tokens.data as BigInt64Array, [B, T]), targets: new ort.Tensor('int64', b.targets.data as BigInt64Array, [B, T]), step: new ort.Tensor('float32', Float32Array.of(0), []) };
   for (const s of plan.adapterParams) feeds[s.name] = new ort.Tensor('float32', adapters.get(s.name)!, s.shape);
   const out = await session.run(feeds);
   await session.release();
