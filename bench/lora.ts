@@ -5,6 +5,9 @@
 //
 //   npx tsx bench/lora.ts [--size small|medium|gpt2] [--rank 8] [--targets c_attn] [--steps N]
 //                         [--threads 2] [--modes full,lora,lora-int8] [--checkpointing off|block]
+//                         [--mem-pattern on|off] [--paired]
+//
+// --paired adds a step-time run with every mode in one process, alternating steps (load-fair).
 //
 // Prints a table and the LoRA/full ratios, and writes bench/out/lora-<size>.json.
 
@@ -19,7 +22,7 @@ import { countParams, initParams } from '../engine/models/blocks';
 import { GptConfigSchema, gptParams, gptTrainLoss, type GptConfig } from '../engine/models/gpt';
 import { OptimConfigSchema } from '../engine/optim';
 import { buildTrainStep } from '../engine/train/step';
-import { Trainer } from '../engine/train/trainer';
+import { Trainer, type Batch } from '../engine/train/trainer';
 import { sessionOptions } from './ort';
 import { sampleBatches } from './step';
 
@@ -43,6 +46,8 @@ interface Args {
   threads: number;
   modes: Mode[];
   checkpointing: 'off' | 'block';
+  /** ORT's memory pattern (planned activation block): on by default; off keeps one step's activations once, not twice. */
+  memPattern: boolean;
 }
 
 interface ModeResult {
@@ -58,7 +63,15 @@ interface ModeResult {
   graphBytes: number;
 }
 
-async function runMode(mode: Mode, a: Args): Promise<ModeResult> {
+interface Prepared {
+  trainer: Trainer;
+  batches: Iterator<Batch>;
+  report: { trainable: number; total: number; fraction: number };
+  graphBytes: number;
+}
+
+/** Builds `mode`'s step and session on seeded weights; the float weights the step does not read are dropped. */
+async function prepare(mode: Mode, a: Args): Promise<Prepared> {
   const { model: cfg, batch: B } = SIZES[a.size];
   const base = { params: gptParams(cfg), loss: gptTrainLoss(cfg, B, cfg.block_size) };
   const optim = OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: mode === 'full' ? 3e-4 : 1e-3, weight_decay: 0 }, grad_clip: 1 });
@@ -74,37 +87,69 @@ async function runMode(mode: Mode, a: Args): Promise<ModeResult> {
   for (const k of [...weights.keys()]) if (!fed.has(k)) weights.delete(k);
   let model: Uint8Array | null = serializeModel(step.graph).model;
   const graphBytes = model.length;
-  const session = await ort.InferenceSession.create(model, sessionOptions(a.threads));
+  const session = await ort.InferenceSession.create(model, sessionOptions(a.threads, { enableMemPattern: a.memPattern }));
   model = null;
   const trainer = await Trainer.create(step, { session, weights });
-  const it = sampleBatches(fs.readFileSync(DATA_FILE), B, cfg.block_size, 1);
-  const first = (await trainer.run(it.next().value)).loss;
-  for (let i = 1; i < a.warmup; i++) await trainer.run(it.next().value);
+  const baseCount = countParams(base.params);
+  const report = plan ? trainableReport(plan, baseCount) : { trainable: baseCount, total: baseCount, fraction: 1 };
+  return { trainer, batches: sampleBatches(fs.readFileSync(DATA_FILE), B, cfg.block_size, 1), report, graphBytes };
+}
+
+async function timedStep(p: Prepared): Promise<{ s: number; loss: number }> {
+  const batch = p.batches.next().value as Batch;
+  const t0 = process.hrtime.bigint();
+  const loss = (await p.trainer.run(batch)).loss;
+  return { s: Number(process.hrtime.bigint() - t0) / 1e9, loss };
+}
+
+async function runMode(mode: Mode, a: Args): Promise<ModeResult> {
+  const p = await prepare(mode, a);
+  const first = (await p.trainer.run(p.batches.next().value as Batch)).loss;
+  for (let i = 1; i < a.warmup; i++) await p.trainer.run(p.batches.next().value as Batch);
   const times: number[] = [];
   let last = first;
   for (let i = 0; i < a.steps; i++) {
-    const batch = it.next().value;
-    const t0 = process.hrtime.bigint();
-    last = (await trainer.run(batch)).loss;
-    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    const t = await timedStep(p);
+    times.push(t.s);
+    last = t.loss;
   }
-  await trainer.release();
-  const baseCount = countParams(base.params);
-  const report = plan ? trainableReport(plan, baseCount) : { trainable: baseCount, total: baseCount, fraction: 1 };
+  await p.trainer.release();
   times.sort((x, y) => x - y);
   return {
     mode,
-    ...report,
+    ...p.report,
     stepMedianS: times[Math.floor(times.length / 2)],
     stepMinS: times[0],
     peakRssMiB: process.resourceUsage().maxRSS / 1024,
     firstLoss: first,
     lastLoss: last,
-    graphBytes,
+    graphBytes: p.graphBytes,
   };
 }
 
-function parseArgs(argv: string[]): Args & { child?: Mode } {
+/**
+ * Step time on a loaded machine: every mode's session in one process, one step of each per round
+ * (the order rotating), so load drifts hit all modes alike. Returns each mode's step times and the
+ * median over rounds of its time / full's time in the same round.
+ */
+async function runPaired(a: Args): Promise<{ times: Record<string, number[]>; ratio: Record<string, number> }> {
+  const ready: [Mode, Prepared][] = [];
+  for (const m of a.modes) ready.push([m, await prepare(m, a)]);
+  for (const [, p] of ready) for (let i = 0; i < a.warmup; i++) await p.trainer.run(p.batches.next().value as Batch);
+  const times: Record<string, number[]> = Object.fromEntries(a.modes.map((m) => [m, []]));
+  for (let r = 0; r < a.steps; r++) {
+    for (let k = 0; k < ready.length; k++) {
+      const [m, p] = ready[(r + k) % ready.length];
+      times[m].push((await timedStep(p)).s);
+    }
+  }
+  for (const [, p] of ready) await p.trainer.release();
+  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+  const ratio = Object.fromEntries(a.modes.filter((m) => m !== 'full').map((m) => [m, median(times[m].map((t, r) => t / times.full[r]))]));
+  return { times, ratio };
+}
+
+function parseArgs(argv: string[]): Args & { child?: Mode | 'paired'; paired: boolean } {
   const get = (flag: string, def: string) => {
     const i = argv.indexOf(flag);
     return i >= 0 ? argv[i + 1] : def;
@@ -117,8 +162,11 @@ function parseArgs(argv: string[]): Args & { child?: Mode } {
   if (!modes.includes('full')) throw new Error('bench lora: --modes must include full (the ratios are to it)');
   const checkpointing = get('--checkpointing', size === 'gpt2' ? 'block' : 'off');
   if (checkpointing !== 'off' && checkpointing !== 'block') throw new Error(`bench lora: --checkpointing must be off or block, got ${checkpointing}`);
+  const memPattern = get('--mem-pattern', 'on');
+  if (memPattern !== 'on' && memPattern !== 'off') throw new Error(`bench lora: --mem-pattern must be on or off, got ${memPattern}`);
   return {
     size,
+    memPattern: memPattern === 'on',
     rank: Number(get('--rank', '8')),
     targets: get('--targets', 'c_attn'),
     steps: Number(get('--steps', size === 'small' ? '20' : size === 'gpt2' ? '2' : '6')),
@@ -126,7 +174,8 @@ function parseArgs(argv: string[]): Args & { child?: Mode } {
     threads: Number(get('--threads', '2')),
     modes,
     checkpointing,
-    child: (MODES as readonly string[]).includes(child) ? (child as Mode) : undefined,
+    paired: argv.includes('--paired'),
+    child: child === 'paired' || (MODES as readonly string[]).includes(child) ? (child as Mode | 'paired') : undefined,
   };
 }
 
@@ -150,7 +199,7 @@ export function benchLora(argv: string[]): void {
     'graph KiB': (r.graphBytes / 1024).toFixed(0),
     'loss first→last': `${r.firstLoss.toFixed(3)}→${r.lastLoss.toFixed(3)}`,
   }));
-  console.log(`LoRA r=${a.rank} on ${a.targets} vs full fine-tuning, ${a.size}, ${a.steps} timed steps, ${a.threads} threads, activation checkpointing ${a.checkpointing}`);
+  console.log(`LoRA r=${a.rank} on ${a.targets} vs full fine-tuning, ${a.size}, ${a.steps} timed steps, ${a.threads} threads, activation checkpointing ${a.checkpointing}, ORT memory pattern ${a.memPattern ? 'on' : 'off'}`);
   console.table(rows);
   const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
   const ratios: Record<string, { stepTime: number; stepTimeMin: number; peakRss: number }> = {};
@@ -161,15 +210,24 @@ export function benchLora(argv: string[]): void {
     console.log(`${label} step time: ${pct(ratios[r.mode].stepTime)} (median; ${pct(ratios[r.mode].stepTimeMin)} on the fastest step)`);
     console.log(`${label} peak RSS: ${pct(ratios[r.mode].peakRss)}`);
   }
+  let paired: Awaited<ReturnType<typeof runPaired>> | null = null;
+  if (a.paired) {
+    const r = spawnSync(process.execPath, [...process.execArgv, __filename, ...argv, '--child', 'paired'], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    if (r.status !== 0) throw new Error(`bench lora: paired run failed:\n${r.stderr}`);
+    paired = JSON.parse(r.stdout.trim().split('\n').pop()!) as Awaited<ReturnType<typeof runPaired>>;
+    for (const [m, x] of Object.entries(paired.ratio)) {
+      console.log(`${m === 'lora' ? 'LoRA/full' : 'LoRA int8 base/full'} step time, paired in one process: ${pct(x)} (median of ${a.steps} rounds; ms ${paired.times[m].map((t) => (1000 * t).toFixed(0)).join(' ')} vs full ${paired.times.full.map((t) => (1000 * t).toFixed(0)).join(' ')})`);
+    }
+  }
   const out = path.join(__dirname, 'out');
   fs.mkdirSync(out, { recursive: true });
-  fs.writeFileSync(path.join(out, `lora-${a.size}.json`), JSON.stringify({ args: a, results, ratios, loadavg: os.loadavg() }, null, 2));
+  fs.writeFileSync(path.join(out, `lora-${a.size}-${a.checkpointing}-mp${a.memPattern ? 'on' : 'off'}.json`), JSON.stringify({ args: a, results, ratios, paired, loadavg: os.loadavg() }, null, 2));
 }
 
 if (require.main === module) {
   const a = parseArgs(process.argv.slice(2));
   if (a.child) {
-    runMode(a.child, a)
+    (a.child === 'paired' ? runPaired(a) : runMode(a.child, a))
       .then((r) => console.log(JSON.stringify(r)))
       .catch((e: unknown) => {
         console.error(e);

@@ -5,6 +5,7 @@
 // only the adapters are `param:` inputs, so the graph, the optimizer state and the checkpoints
 // hold r·(in + out) numbers per module.
 
+import { EngineError } from '../errors';
 import { Graph, type Value } from '../graph/ir';
 import { countParams, mulberry32, type ParamLookup, type ParamSpec } from '../models/blocks';
 import type { TrainableModel } from '../train/step';
@@ -90,8 +91,9 @@ export interface BuildWithLoraOptions {
   adapters?: ParamLookup;
   step?: Value;
   /**
-   * The base's weights by parameter name, for `baseQuantization: 'int8'`: its linear layers become
-   * int8 initializers of `g` (quantized-base.ts) and stop reading their float parameters.
+   * The base's weights by parameter name. With `baseQuantization: 'int8'` its linear layers become
+   * int8 initializers of `g` (quantized-base.ts) and stop reading their float parameters; without
+   * them the graph keeps the float base (evaluation and merging do).
    */
   baseWeights?: Map<string, Float32Array>;
 }
@@ -116,9 +118,8 @@ export function buildWithLora(g: Graph, p: ParamLookup, plan: LoraPlan, build: (
   const ratio = plan.config.lora_dropout;
   const dropout = ratio > 0 && opts.step ? { ratio, step: opts.step, seed: g.const({ dtype: 'int64', dims: [], data: BigInt64Array.of(BigInt(plan.config.seed)) }, 'lora_seed') } : undefined;
   attachAdapters(g, sites, (s) => ({ A: adapters(loraAName(s.module)), B: adapters(loraBName(s.module)) }), { scale: plan.scale, dropout });
-  if ((plan.config.baseQuantization ?? 'none') !== 'none') {
-    const weights = opts.baseWeights;
-    if (!weights) throw new Error(`lora.baseQuantization: ${plan.config.baseQuantization} needs the base weights when the graph is built`);
+  const weights = opts.baseWeights;
+  if ((plan.config.baseQuantization ?? 'none') !== 'none' && weights) {
     quantizeFrozenLinears(g, (v) => {
       const name = paramOfValue.get(v);
       return name === undefined || isAdapterParam(name) ? undefined : weights.get(name);
@@ -135,6 +136,10 @@ export function buildWithLora(g: Graph, p: ParamLookup, plan: LoraPlan, build: (
  * @example buildTrainStep(loraModel(base, plan), optim, { trainable: isAdapterParam })
  */
 export function loraModel(base: TrainableModel, plan: LoraPlan, baseWeights?: Map<string, Float32Array>): TrainableModel {
+  const q = plan.config.baseQuantization ?? 'none';
+  if (q !== 'none' && !baseWeights) {
+    throw new EngineError('config', `lora.baseQuantization: ${q} needs the base weights when the step is built; this base (or model family) does not support it yet — use 'none'`);
+  }
   return {
     params: [...base.params, ...plan.adapterParams],
     loss: (g, p) => buildWithLora(g, p, plan, (pp) => base.loss(g, pp), { step: g.values.get('step'), baseWeights }),

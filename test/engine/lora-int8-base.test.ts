@@ -180,6 +180,6 @@ describe("baseQuantization: 'int8'", () => {
 
   it('without the base weights the int8 step cannot be built, and says why', () => {
     const plan = planLora(base, { family: 'gpt', baseQuantization: 'int8' });
-    expect(() => buildTrainStep(loraModel(base, plan), optim, { trainable: isAdapterParam })).toThrow(/lora\.baseQuantization: int8 needs the base weights/);
+    expect(() => buildTrainStep(loraModel(base, plan), optim, { trainable: isAdapterParam })).toThrow(/lora\.baseQuantization: int8 needs the base weights when the step is built/);
   });
 });
