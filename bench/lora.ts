@@ -159,7 +159,6 @@ function parseArgs(argv: string[]): Args & { child?: Mode | 'paired'; paired: bo
   const child = get('--child', '');
   const modes = get('--modes', MODES.join(',')).split(',') as Mode[];
   for (const m of modes) if (!MODES.includes(m)) throw new Error(`bench lora: unknown mode ${m} in --modes (have ${MODES.join(', ')})`);
-  if (!modes.includes('full')) throw new Error('bench lora: --modes must include full (the ratios are to it)');
   const checkpointing = get('--checkpointing', size === 'gpt2' ? 'block' : 'off');
   if (checkpointing !== 'off' && checkpointing !== 'block') throw new Error(`bench lora: --checkpointing must be off or block, got ${checkpointing}`);
   const memPattern = get('--mem-pattern', 'on');
@@ -188,7 +187,7 @@ export function benchLora(argv: string[]): void {
     if (r.status !== 0) throw new Error(`bench lora: ${mode} run failed:\n${r.stderr}`);
     results.push(JSON.parse(r.stdout.trim().split('\n').pop()!) as ModeResult);
   }
-  const full = results.find((r) => r.mode === 'full')!;
+  const full = results.find((r) => r.mode === 'full'); // without it: absolute figures only
   const rows = results.map((r) => ({
     mode: r.mode,
     trainable: r.trainable,
@@ -204,14 +203,14 @@ export function benchLora(argv: string[]): void {
   const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
   const ratios: Record<string, { stepTime: number; stepTimeMin: number; peakRss: number }> = {};
   for (const r of results) {
-    if (r.mode === 'full') continue;
+    if (r.mode === 'full' || !full) continue;
     const label = r.mode === 'lora' ? 'LoRA/full' : 'LoRA int8 base/full';
     ratios[r.mode] = { stepTime: r.stepMedianS / full.stepMedianS, stepTimeMin: r.stepMinS / full.stepMinS, peakRss: r.peakRssMiB / full.peakRssMiB };
     console.log(`${label} step time: ${pct(ratios[r.mode].stepTime)} (median; ${pct(ratios[r.mode].stepTimeMin)} on the fastest step)`);
     console.log(`${label} peak RSS: ${pct(ratios[r.mode].peakRss)}`);
   }
   let paired: Awaited<ReturnType<typeof runPaired>> | null = null;
-  if (a.paired) {
+  if (a.paired && full) {
     const r = spawnSync(process.execPath, [...process.execArgv, __filename, ...argv, '--child', 'paired'], { encoding: 'utf8', maxBuffer: 1 << 26 });
     if (r.status !== 0) throw new Error(`bench lora: paired run failed:\n${r.stderr}`);
     paired = JSON.parse(r.stdout.trim().split('\n').pop()!) as Awaited<ReturnType<typeof runPaired>>;
