@@ -141,6 +141,14 @@ export const linalgCases: OpCase[] = [
   gemmCase(0, 1, 1, 1, [3, 1]),
   gemmCase(1, 1, 1.5, 1, null),
   {
+    // The rule reads w itself for (wᵀ)ᵀ, as a tied LM head's input gradient does.
+    name: 'MatMul on a transposed operand x@wᵀ (tied head)',
+    op: 'MatMul',
+    shapes: [[3, 4], [5, 4]],
+    build: (g, [x, w]) => g.op('MatMul', [x, g.op('Transpose', [w], { perm: [1, 0] })[0]])[0],
+    opts: { reference: ([a, b]) => R.gemm(a, b, null, 1, 0, 0, 1) },
+  },
+  {
     name: 'MLP block: Relu(x@W + b) with initializer weight',
     op: 'MatMul',
     shapes: [[2, 4], [3]],

@@ -39,9 +39,10 @@ export class GptBase implements LoraBase {
 
   async compile(optim: OptimConfig, geo: Geometry, session: SessionConfig): Promise<CompiledLoraStep> {
     const base = { params: gptParams(this.cfg), loss: gptTrainLoss(this.cfg, geo.batchSize, geo.contextLength) };
-    const step = buildTrainStep(loraModel(base, this.plan), optim, { trainable: isAdapterParam, activationCheckpointing: geo.activationCheckpointing });
+    // With an int8 base the linear weights are quantized into the graph: only the rest is fed.
+    const step = buildTrainStep(loraModel(base, this.plan, this.weights), optim, { trainable: isAdapterParam, activationCheckpointing: geo.activationCheckpointing });
     const s = await sessionOf(step.graph, session);
-    const frozen = Object.fromEntries(this.weights);
+    const frozen = Object.fromEntries(step.frozen.map((p) => [p.name, this.weights.get(p.name)!]));
     return { step, runner: (init) => new StepRunner(s, { params: init.params, state: init.state, frozen, step: init.step }) };
   }
 

@@ -15,6 +15,10 @@ export const DEFAULT_TARGETS: Record<ModelFamily, string[]> = {
   t5: ['q', 'v'],
 };
 
+/** How a LoRA step stores the frozen base's linear weights (see `baseQuantization`). */
+export const BASE_QUANTIZATIONS = ['none', 'int8'] as const;
+export type BaseQuantization = (typeof BASE_QUANTIZATIONS)[number];
+
 export const LoraConfigSchema = z
   .strictObject({
     r: z.number().int().positive().default(8),
@@ -33,6 +37,12 @@ export const LoraConfigSchema = z
     family: z.enum(MODEL_FAMILIES).optional(),
     /** Seeds A's Kaiming-uniform init and the dropout masks. */
     seed: z.number().int().nonnegative().default(0),
+    /**
+     * Keep the frozen base's linear layers in int8 while training (QLoRA-style, quantized-base.ts):
+     * int8 matmuls forward and for the input gradient. Absent: 'none' (float32). Evaluation and
+     * merging use the float base.
+     */
+    baseQuantization: z.enum(BASE_QUANTIZATIONS).optional(),
   })
   .superRefine((c, ctx) => {
     if (typeof c.target_modules === 'string' && c.target_modules !== 'all-linear') {

@@ -14,6 +14,7 @@ import type { TrainStep } from '../train/step';
 import { attachAdapters } from './attach';
 import { loraAName, loraBName, parseLoraConfig, type LoraConfig, type LoraConfigInput } from './config';
 import { planFromSites, type LoraPlan } from './model';
+import { quantizeFrozenLinears } from './quantized-base';
 import { upgradeToOpset23 } from './opset';
 import { reinferShapes, specializeInputs } from './specialize';
 import { findLinearSites, importedNamer, selectTargets, type LinearSite } from './targets';
@@ -123,6 +124,7 @@ export async function buildImportedLoraStep(src: OnnxSource, lora: LoraConfigInp
     scale: plan.scale,
     dropout: ratio > 0 ? { ratio, seed, step } : undefined,
   });
+  if ((plan.config.baseQuantization ?? 'none') !== 'none') quantizeBaseInitializers(g);
   g.outputs.length = 0; // the step's outputs are the optimizer's, plus the loss
   const outputs = Object.fromEntries(outputNames.map((n) => [n, g.value(n)]));
   const nModelInputs = g.inputs.length;
@@ -137,4 +139,23 @@ export async function buildImportedLoraStep(src: OnnxSource, lora: LoraConfigInp
   const { state } = appendOptimizer(g, optim, entries, step);
   g.output(lossValue, 'loss');
   return { graph: g, plan, trainable: plan.adapterParams, frozen: [], state, batchInputs, phases: { forward: forwardEnd, backward: backwardEnd } };
+}
+
+/**
+ * `baseQuantization: 'int8'` on an imported graph: its float MatMul weights (initializers) become
+ * int8 ones (quantized-base.ts), and the float copies leave the file.
+ */
+function quantizeBaseInitializers(g: Graph): void {
+  const floatInit = (v: string): Float32Array | undefined => {
+    const t = g.initializers.get(v);
+    if (!t || t.dtype !== 'float32') return undefined;
+    return t.data instanceof Float32Array ? t.data : new Float32Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength));
+  };
+  const replaced = quantizeFrozenLinears(g, floatInit);
+  const read = new Set(g.nodes.flatMap((n) => n.inputs));
+  for (const name of replaced) {
+    if (read.has(name)) continue;
+    g.initializers.delete(name);
+    g.values.delete(name);
+  }
 }

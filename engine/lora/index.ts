@@ -6,6 +6,7 @@ export * from './targets';
 export * from './attach';
 export * from './model';
 export * from './merge';
+export * from './quantized-base';
 export * from './imported';
 export * from './specialize';
 export * from './opset';

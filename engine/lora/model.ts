@@ -5,11 +5,13 @@
 // only the adapters are `param:` inputs, so the graph, the optimizer state and the checkpoints
 // hold r·(in + out) numbers per module.
 
+import { EngineError } from '../errors';
 import { Graph, type Value } from '../graph/ir';
 import { countParams, mulberry32, type ParamLookup, type ParamSpec } from '../models/blocks';
 import type { TrainableModel } from '../train/step';
 import { attachAdapters } from './attach';
-import { loraAName, loraBName, loraScale, parseLoraConfig, type LoraConfig, type LoraConfigInput } from './config';
+import { isAdapterParam, loraAName, loraBName, loraScale, parseLoraConfig, type LoraConfig, type LoraConfigInput } from './config';
+import { quantizeFrozenLinears } from './quantized-base';
 import { findLinearSites, selectTargets, type LinearSite, type ModuleNamer } from './targets';
 
 /** One adapted linear layer. */
@@ -85,11 +87,22 @@ export function planLora(base: TrainableModel, input: LoraConfigInput | LoraConf
   return planFromSites(config, picked, (s) => s.weight);
 }
 
+export interface BuildWithLoraOptions {
+  adapters?: ParamLookup;
+  step?: Value;
+  /**
+   * The base's weights by parameter name. With `baseQuantization: 'int8'` its linear layers become
+   * int8 initializers of `g` (quantized-base.ts) and stop reading their float parameters; without
+   * them the graph keeps the float base (evaluation and merging do).
+   */
+  baseWeights?: Map<string, Float32Array>;
+}
+
 /**
  * Builds `build(p)` on `g` and attaches the plan's adapters, read through `adapters` (default:
  * the same lookup). `dropout` is for training graphs: masks from (seed, step).
  */
-export function buildWithLora(g: Graph, p: ParamLookup, plan: LoraPlan, build: (p: ParamLookup) => Value, opts: { adapters?: ParamLookup; step?: Value } = {}): Value {
+export function buildWithLora(g: Graph, p: ParamLookup, plan: LoraPlan, build: (p: ParamLookup) => Value, opts: BuildWithLoraOptions = {}): Value {
   const paramOfValue = new Map<string, string>();
   const recording: ParamLookup = (name) => {
     const v = p(name);
@@ -105,18 +118,31 @@ export function buildWithLora(g: Graph, p: ParamLookup, plan: LoraPlan, build: (
   const ratio = plan.config.lora_dropout;
   const dropout = ratio > 0 && opts.step ? { ratio, step: opts.step, seed: g.const({ dtype: 'int64', dims: [], data: BigInt64Array.of(BigInt(plan.config.seed)) }, 'lora_seed') } : undefined;
   attachAdapters(g, sites, (s) => ({ A: adapters(loraAName(s.module)), B: adapters(loraBName(s.module)) }), { scale: plan.scale, dropout });
+  const weights = opts.baseWeights;
+  if ((plan.config.baseQuantization ?? 'none') !== 'none' && weights) {
+    quantizeFrozenLinears(g, (v) => {
+      const name = paramOfValue.get(v);
+      return name === undefined || isAdapterParam(name) ? undefined : weights.get(name);
+    });
+  }
   return out;
 }
 
 /**
  * The base model with adapters: parameters = base + adapters, loss built with the adapters
- * attached (dropout on, driven by the training step's `step` input).
+ * attached (dropout on, driven by the training step's `step` input). With
+ * `baseQuantization: 'int8'`, `baseWeights` are quantized into the graph and buildTrainStep drops
+ * the float inputs nothing reads any more (its `frozen` list says which remain).
  * @example buildTrainStep(loraModel(base, plan), optim, { trainable: isAdapterParam })
  */
-export function loraModel(base: TrainableModel, plan: LoraPlan): TrainableModel {
+export function loraModel(base: TrainableModel, plan: LoraPlan, baseWeights?: Map<string, Float32Array>): TrainableModel {
+  const q = plan.config.baseQuantization ?? 'none';
+  if (q !== 'none' && !baseWeights) {
+    throw new EngineError('config', `lora.baseQuantization: ${q} needs the base weights when the step is built; this base (or model family) does not support it yet — use 'none'`);
+  }
   return {
     params: [...base.params, ...plan.adapterParams],
-    loss: (g, p) => buildWithLora(g, p, plan, (pp) => base.loss(g, pp), { step: g.values.get('step') }),
+    loss: (g, p) => buildWithLora(g, p, plan, (pp) => base.loss(g, pp), { step: g.values.get('step'), baseWeights }),
   };
 }
 

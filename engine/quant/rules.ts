@@ -1,10 +1,11 @@
-// Shape rules for the quantization ops the quantizer emits (no gradients: quantized graphs are
-// inference-only). Registered in the shared op table so the IR can build and re-load them:
-// ai.onnx DynamicQuantizeLinear, MatMulInteger, QuantizeLinear, DequantizeLinear and the
-// com.microsoft contrib ops DynamicQuantizeMatMul and MatMulNBits.
+// Shape rules for the quantization ops the quantizer emits. Registered in the shared op table so
+// the IR can build and re-load them: ai.onnx DynamicQuantizeLinear, MatMulInteger, QuantizeLinear,
+// DequantizeLinear and the com.microsoft contrib ops DynamicQuantizeMatMul and MatMulNBits.
+// DynamicQuantizeMatMul also has a gradient rule for its float input A, which is what a LoRA step
+// over an int8 frozen base needs (engine/lora/quantized-base.ts); the int8 weight has none.
 
-import type { Attr, DType, Value } from '../graph/ir';
-import { lookupOp, registerOp, type ValueInfo } from '../graph/registry';
+import type { Attr, DType, Graph, Value } from '../graph/ir';
+import { lookupOp, registerOp, type GradContext, type ValueInfo } from '../graph/registry';
 import '../autodiff/rules';
 
 const MS = 'com.microsoft';
@@ -73,9 +74,48 @@ registerOp(
   'DynamicQuantizeMatMul',
   {
     infer: (inputs) => matmulShape(need(inputs[0], 'DynamicQuantizeMatMul', 'A'), need(inputs[1], 'DynamicQuantizeMatMul', 'B'), need(inputs[0], 'DynamicQuantizeMatMul', 'A').dtype),
+    grad: dynamicQuantizeMatMulGrad,
   },
   MS,
 );
+
+/**
+ * Y = A·(B·diag(s)) with B int8 (K, N), zero point 0 and s per column (or one scale), so
+ * dA = dY·diag(s)·Bᵀ = (dY ⊙ s)·Bᵀ: one more DynamicQuantizeMatMul on the transposed int8 copy
+ * with scale 1. The copy is an initializer of its own when B is one (built once, here), else a
+ * Transpose. dY is quantized per tensor at run time like any activation, which is the price of
+ * running the input gradient on the int8 kernel too.
+ */
+function dynamicQuantizeMatMulGrad(ctx: GradContext): (Value | null)[] {
+  const g = ctx.graph;
+  const op = `DynamicQuantizeMatMul ${ctx.node.name}`;
+  const [, b, scale, zp] = ctx.inputs;
+  if (ctx.needsGrad[2] || ctx.needsGrad[4]) throw new Error(`${op}: gradients for b_scale or bias are not supported (only A's)`);
+  if (!ctx.needsGrad[0]) return [null, null, null, null, null];
+  if (zp && !isZeroInitializer(g, zp.name)) throw new Error(`${op}: the gradient needs B's zero point to be absent or a constant 0`);
+  const B = need(b, 'DynamicQuantizeMatMul', 'B');
+  const s = need(scale, 'DynamicQuantizeMatMul', 'b_scale');
+  const dy = need(ctx.gradOutputs[0], 'DynamicQuantizeMatMul', 'output gradient');
+  if (!B.shape || B.shape.length !== 2 || B.shape.some((d) => typeof d !== 'number')) throw new Error(`${op}: the gradient needs a 2-D B of static shape, got [${B.shape}]`);
+  const [K, N] = B.shape as number[];
+  const init = g.initializers.get(B.name);
+  let bt: Value;
+  if (init) {
+    const src = init.data as Int8Array | Uint8Array;
+    const data = src instanceof Int8Array ? new Int8Array(K * N) : new Uint8Array(K * N);
+    for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) data[n * K + k] = src[k * N + n];
+    bt = g.initializer(g.uniqueName(`${B.name}.T`), { dtype: B.dtype, dims: [N, K], data }); // (N, K)
+  } else bt = g.op('Transpose', [B], { perm: [1, 0] })[0]; // (K, N) → (N, K)
+  const dyScaled = g.op('Mul', [dy, s])[0]; // (..., N) ⊙ (N)
+  const one = g.const({ dtype: 'float32', dims: [], data: Float32Array.of(1) }, 'one');
+  const da = g.op('DynamicQuantizeMatMul', [dyScaled, bt, one], {}, { domain: MS })[0]; // (..., N) @ (N, K) → (..., K)
+  return [da, null, null, null, null];
+}
+
+function isZeroInitializer(g: Graph, name: string): boolean {
+  const t = g.initializers.get(name);
+  return !!t && Array.from(t.data as ArrayLike<number>).every((v) => v === 0);
+}
 
 // A (..., K) float times B packed (N, k_blocks, blob); the output is (..., N) of A's dtype.
 registerOp(

@@ -94,7 +94,23 @@ export function buildTrainStep(model: TrainableModel, optim: OptimConfig, opts: 
   const forwardNodes = new Set(g.nodes.slice(0, forwardEnd));
   const backwardNodes = new Set(g.nodes.slice(forwardEnd, backwardEnd));
   g.prune();
+  dropUnreadFrozen(g, frozen);
   const phases = { forward: g.nodes.filter((n) => forwardNodes.has(n)).length, backward: 0 };
   phases.backward = phases.forward + g.nodes.filter((n) => backwardNodes.has(n)).length;
   return { graph: g, trainable, frozen, state, batchInputs, phases };
+}
+
+/**
+ * Frozen weights no node reads any more (a LoRA base whose linear layers were quantized into
+ * initializers, engine/lora/quantized-base.ts) stop being inputs, so nobody feeds or keeps them.
+ * Left alone when a node has a subgraph, whose outer-scope reads are not in its inputs.
+ */
+function dropUnreadFrozen(g: Graph, frozen: ParamSpec[]): void {
+  if (g.nodes.some((n) => Object.values(n.attrs).some((a) => a.type === 'graph'))) return;
+  const read = new Set(g.nodes.flatMap((n) => n.inputs));
+  const unread = new Set(frozen.filter((s) => !read.has(frozenIn(s.name))).map((s) => frozenIn(s.name)));
+  if (unread.size === 0) return;
+  g.inputs.splice(0, g.inputs.length, ...g.inputs.filter((v) => !unread.has(v.name)));
+  for (const name of unread) g.values.delete(name);
+  frozen.splice(0, frozen.length, ...frozen.filter((s) => !unread.has(frozenIn(s.name))));
 }

@@ -40,6 +40,10 @@ registerOp('MatMul', {
       const r = x.shape!.length;
       const perm = [...Array(r).keys()];
       [perm[r - 2], perm[r - 1]] = [perm[r - 1], perm[r - 2]];
+      // xᵀ of an x that is itself a swap of the last two axes (a tied head's wteᵀ) is its input.
+      const src = g.producer(x.name);
+      const p = src?.opType === 'Transpose' && !src.domain ? src.attrs.perm : undefined;
+      if (p && p.type === 'ints' && p.value.length === r && p.value.every((d, i) => d === perm[i])) return g.value(src!.inputs[0]);
       return g.op('Transpose', [x], { perm })[0];
     };
     let da: Value | null = null;
