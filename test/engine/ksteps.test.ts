@@ -1,0 +1,135 @@
+// K optimizer steps per session.run (engine/train/ksteps.ts): the Loop graph's weights, optimizer
+// moments and per-step losses equal those of K single runs BIT FOR BIT, on nanoGPT's CPU config
+// (the `small` of `npm run bench -- step`) with dropout, a warmup-cosine schedule and gradient
+// clipping; with per-tensor and flat optimizer buffers, with activation checkpointing and for a
+// LoRA step. A run shorter than K (the tail of a shard) runs on the same session.
+
+import { sampleLmBatch } from '../../engine/data/sampler';
+import type { TensorData } from '../../engine/graph/ir';
+import { serializeModel } from '../../engine/graph/onnx';
+import { initAdapters, isAdapterParam, loraModel, planLora } from '../../engine/lora';
+import { initParams } from '../../engine/models/blocks';
+import { GptConfigSchema, gptParams, gptTrainLoss, type GptConfig } from '../../engine/models/gpt';
+import { OptimConfigSchema, type OptimLayout } from '../../engine/optim';
+import { createSession, NonFiniteLossError, StepRunner } from '../../engine/runtime';
+import type { ActivationCheckpointing } from '../../engine/train/checkpointing';
+import { buildMultiStepGraph, stepGraph } from '../../engine/train/ksteps';
+import { buildTrainStep, type TrainStep } from '../../engine/train/step';
+
+// nanoGPT's CPU config (bench/step.ts SIZES.small), with dropout so the masks' step dependence is covered.
+const small = GptConfigSchema.parse({ vocab_size: 256, block_size: 64, n_layer: 4, n_head: 4, n_embd: 128, dropout: 0.1, dropout_seed: 5 });
+const B = 12;
+const T = 64;
+// Warmup over the first steps compared, so every step has its own lr; clipping at a norm the first steps exceed.
+const optim = OptimConfigSchema.parse({
+  optimizer: { kind: 'adamw', lr: 1e-3, beta2: 0.99, weight_decay: 0.1 },
+  schedule: { kind: 'warmup_cosine', warmup_steps: 4, decay_steps: 50, min_lr: 1e-4 },
+  grad_clip: 0.5,
+});
+const session = { intraOpThreads: 1 };
+const ids = Uint16Array.from({ length: 20000 }, (_, i) => (i * 7 + ((i >> 3) % 5) * 11 + (i % 13)) % 256);
+
+const batchOf = (step: number): Record<string, TensorData> => {
+  const b = sampleLmBatch(ids, { seed: 1, shard: 0, step, batchSize: B, contextLength: T });
+  return { tokens: { dtype: 'int64', dims: [B, T], data: b.tokens }, targets: { dtype: 'int64', dims: [B, T], data: b.targets } };
+};
+
+/** Names of tensors whose bits differ, with the largest absolute difference. */
+function bitDiff(a: Record<string, Float32Array>, b: Record<string, Float32Array>): string[] {
+  expect(Object.keys(a).sort()).toEqual(Object.keys(b).sort());
+  const diff: string[] = [];
+  for (const k of Object.keys(a)) {
+    const x = new Uint32Array(a[k].buffer, a[k].byteOffset, a[k].length);
+    const y = new Uint32Array(b[k].buffer, b[k].byteOffset, b[k].length);
+    if (x.length !== y.length || x.some((v, i) => v !== y[i])) diff.push(`${k} (max |Δ| ${a[k].reduce((m, v, i) => Math.max(m, Math.abs(v - b[k][i])), 0)})`);
+  }
+  return diff;
+}
+
+interface Case {
+  step: TrainStep;
+  params: Record<string, Float32Array>;
+  frozen?: Record<string, Float32Array>;
+}
+
+function gptCase(cfg: GptConfig, layout: OptimLayout, ac: ActivationCheckpointing = 'off'): Case {
+  const step = buildTrainStep({ params: gptParams(cfg), loss: gptTrainLoss(cfg, B, T) }, optim, { optimizer: { layout }, activationCheckpointing: ac });
+  return { step, params: Object.fromEntries(initParams(gptParams(cfg), 7)) };
+}
+
+/** Steps [start, start + n) one run each, and the same steps in runs of at most K; compares everything. */
+async function compare(c: Case, K: number, n: number, start = 0): Promise<void> {
+  const single = await createSession(serializeModel(c.step.graph).model, { graphOptimizationLevel: 'all', ...session });
+  const multi = await createSession(serializeModel(buildMultiStepGraph(c.step)).model, { graphOptimizationLevel: 'all', ...session });
+  try {
+    const init = { params: c.params, frozen: c.frozen, step: start };
+    const a = new StepRunner(single, init);
+    const b = new StepRunner(multi, { ...init, stepsPerRun: K });
+    const one = [];
+    for (let s = start; s < start + n; s++) one.push(await a.run(batchOf(s)));
+    const many = [];
+    for (let s = start; s < start + n; s += K) {
+      const batches = Array.from({ length: Math.min(K, start + n - s) }, (_, i) => batchOf(s + i));
+      many.push(...(await b.runSteps(batches)));
+    }
+    expect(b.step).toBe(start + n);
+    expect(many.map((r) => r.step)).toEqual(one.map((r) => r.step));
+    // Per-step losses, gradient norms and learning rates: the same float32 values.
+    for (const key of ['loss', 'grad_norm', 'lr']) expect(many.map((r) => r.scalars[key])).toEqual(one.map((r) => r.scalars[key]));
+    expect(new Set(one.map((r) => r.scalars.lr)).size).toBe(n); // the schedule moved every step
+    expect(bitDiff(a.getParams(), b.getParams())).toEqual([]);
+    expect(bitDiff(a.getState(), b.getState())).toEqual([]);
+  } finally {
+    await single.release();
+    await multi.release();
+  }
+}
+
+describe('K steps per session.run', () => {
+  it('equal K single steps bit for bit: per-tensor optimizer state, K = 4 over 7 steps (a full run, then a 3-step tail)', async () => {
+    await compare(gptCase(small, 'per-tensor'), 4, 7);
+  });
+
+  it('equal K single steps bit for bit: flat optimizer buffers, resumed mid-schedule at step 3', async () => {
+    await compare(gptCase(small, 'flat'), 4, 5, 3);
+  });
+
+  it('equal K single steps bit for bit with activation checkpointing (every block recomputed)', async () => {
+    await compare(gptCase(small, 'flat', 'block'), 3, 6);
+  });
+
+  it('equal K single steps bit for bit for a LoRA step (frozen base from the outer scope, adapters carried)', async () => {
+    const base = { params: gptParams(small), loss: gptTrainLoss(small, B, T) };
+    const plan = planLora(base, { family: 'gpt', target_modules: 'all-linear', r: 4, lora_dropout: 0.1 });
+    const step = buildTrainStep(loraModel(base, plan), optim, { trainable: isAdapterParam });
+    // Non-zero B so the adapters' gradients are not all zero on the first step.
+    const adapters = initAdapters(plan);
+    for (const [name, t] of adapters) if (name.endsWith('lora_B.weight')) t.forEach((_, i) => (t[i] = ((i % 7) - 3) * 1e-3));
+    await compare({ step, params: Object.fromEntries(adapters), frozen: Object.fromEntries(initParams(gptParams(small), 3)) }, 4, 4);
+  });
+
+  it('stacks the batch as (k, B, T) and the per-step outputs as (k); a non-finite loss leaves the values from before the run', async () => {
+    const tiny = GptConfigSchema.parse({ vocab_size: 32, block_size: 8, n_layer: 1, n_head: 2, n_embd: 16 });
+    // An absurd learning rate: step 0 is finite, its update throws the weights to ±1e20 and step 1's loss is not.
+    const step = buildTrainStep({ params: gptParams(tiny), loss: gptTrainLoss(tiny, 2, 8) }, OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e20 } }));
+    const g = stepGraph(step, 5);
+    expect(g.inputs.find((v) => v.name === 'tokens')!.shape).toEqual(['steps', 2, 8]);
+    expect(g.outputs.find((v) => v.name === 'loss')!.shape).toEqual(['steps']);
+    expect(stepGraph(step, 1)).toBe(step.graph);
+    const s = await createSession(serializeModel(g).model, session);
+    try {
+      expect(() => new StepRunner(s, { params: Object.fromEntries(initParams(gptParams(tiny), 1)) })).toThrow(/output "loss" has rank 1; stepsPerRun 1 needs a one-step session/);
+      const params = Object.fromEntries(initParams(gptParams(tiny), 1));
+      const r = new StepRunner(s, { params, stepsPerRun: 5 });
+      const feed = (v: number): Record<string, TensorData> => ({ tokens: { dtype: 'int64', dims: [2, 8], data: new BigInt64Array(16).fill(1n) }, targets: { dtype: 'int64', dims: [2, 8], data: new BigInt64Array(16).fill(BigInt(v)) } });
+      await expect(r.runSteps(Array.from({ length: 6 }, () => feed(2)))).rejects.toThrow(/6 batches for one run; this runner makes 1\.\.5 steps per run/);
+      const before = r.getParams();
+      await expect(r.runSteps([feed(2), feed(2), feed(2)])).rejects.toThrow(NonFiniteLossError);
+      await expect(r.runSteps([feed(2), feed(2), feed(2)])).rejects.toThrow(/training step 1: loss is (NaN|-?Infinity); params and optimizer state were left at their values before step 0, where this multi-step run began/);
+      expect(bitDiff(before, r.getParams())).toEqual([]);
+      expect(r.step).toBe(0);
+    } finally {
+      await s.release();
+    }
+  });
+});
