@@ -87,6 +87,9 @@ export class OnnxBase implements LoraBase {
     if (blocksPerSegment(geo.activationCheckpointing) > 0) {
       throw new EngineError('config', `train.activationCheckpointing: an imported ONNX base marks no transformer blocks to recompute; use 'off' (got ${JSON.stringify(geo.activationCheckpointing)})`);
     }
+    if ((geo.stepsPerRun ?? 1) > 1) {
+      throw new EngineError('config', `train.stepsPerRun: an imported ONNX base runs one step per session.run (its feeds are built per step); use 1 (got ${geo.stepsPerRun})`);
+    }
     const step = await buildImportedLoraStep(this.bytes, this.lora, optim, { inputShapes: this.shapes(geo.batchSize, geo.contextLength) });
     const s = await sessionOf(step.graph, session);
     const feeder = this.feeder();

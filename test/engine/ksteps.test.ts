@@ -14,6 +14,7 @@ import { OptimConfigSchema, type OptimLayout } from '../../engine/optim';
 import { createSession, NonFiniteLossError, StepRunner } from '../../engine/runtime';
 import type { ActivationCheckpointing } from '../../engine/train/checkpointing';
 import { buildMultiStepGraph, stepGraph } from '../../engine/train/ksteps';
+import { compileLmTrainStep, runShard, zeroState, type ShardSnapshot } from '../../engine/train/shard';
 import { buildTrainStep, type TrainStep } from '../../engine/train/step';
 
 // nanoGPT's CPU config (bench/step.ts SIZES.small), with dropout so the masks' step dependence is covered.
@@ -130,6 +131,59 @@ describe('K steps per session.run', () => {
       expect(r.step).toBe(0);
     } finally {
       await s.release();
+    }
+  });
+});
+
+describe('runShard with K steps per run', () => {
+  const tiny = GptConfigSchema.parse({ vocab_size: 64, block_size: 16, n_layer: 2, n_head: 2, n_embd: 32 });
+  const setup = { model: tiny, optim, batchSize: 4, contextLength: 16 };
+  const shardIds = Uint16Array.from({ length: 4000 }, (_, i) => (i * 7 + ((i >> 3) % 5) * 11) % 64);
+  const run = { ids: shardIds, seed: 3, shard: 1, batchSize: 4, contextLength: 16 };
+  const start = (): ShardSnapshot => ({ step: 0, params: Object.fromEntries(initParams(gptParams(tiny), 7)), state: {} });
+
+  it('gives the history and bits of K = 1, snapshots only between runs, and a run resumed from one ends identical', async () => {
+    const one = await compileLmTrainStep(setup, session);
+    const four = await compileLmTrainStep({ ...setup, stepsPerRun: 4 }, session);
+    try {
+      const a = one.runner({ ...start(), state: zeroState(one.step) });
+      const full = await runShard({ ...run, runner: a, endStep: 10 });
+
+      // K = 4 over 10 steps: runs [0, 4), [4, 8), [8, 10); the "crash" is seen at step 6, after the second run.
+      const saved: ShardSnapshot[] = [];
+      const seen: number[] = [];
+      const b = four.runner({ ...start(), state: zeroState(four.step) });
+      await expect(
+        runShard({
+          ...run,
+          runner: b,
+          endStep: 10,
+          checkpoint: { everySteps: 4, everySeconds: 0, save: async (s) => void saved.push(s) },
+          onStep: (m) => {
+            seen.push(m.step);
+            if (m.step === 6) throw new Error('worker killed');
+          },
+        }),
+      ).rejects.toThrow('worker killed');
+      expect(seen).toEqual([0, 1, 2, 3, 4, 5, 6]);
+      expect(saved.map((s) => s.step)).toEqual([4]);
+
+      const c = four.runner(saved[0]);
+      const rest = await runShard({ ...run, runner: c, endStep: 10 });
+      expect(rest.history.map((m) => m.step)).toEqual([4, 5, 6, 7, 8, 9]);
+      expect(rest.history).toEqual(full.history.slice(4));
+      expect(bitDiff(a.getParams(), c.getParams())).toEqual([]);
+      expect(bitDiff(a.getState(), c.getState())).toEqual([]);
+
+      // A count policy off the run boundaries cannot be honoured: refused before any step runs.
+      const d = four.runner({ ...start(), state: zeroState(four.step) });
+      await expect(runShard({ ...run, runner: d, endStep: 10, checkpoint: { everySteps: 6, everySeconds: 0, save: async () => {} } })).rejects.toThrow(
+        'checkpoint.everySteps (6) must be a multiple of stepsPerRun (4): a snapshot can only be taken between runs',
+      );
+      expect(d.step).toBe(0);
+    } finally {
+      await one.session.release();
+      await four.session.release();
     }
   });
 });
