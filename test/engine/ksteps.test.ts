@@ -13,6 +13,7 @@ import { GptConfigSchema, gptParams, gptTrainLoss, type GptConfig } from '../../
 import { OptimConfigSchema, type OptimLayout } from '../../engine/optim';
 import { createSession, NonFiniteLossError, StepRunner } from '../../engine/runtime';
 import type { ActivationCheckpointing } from '../../engine/train/checkpointing';
+import { bertTrainParams, buildBertTrainStep, mlmBatch } from '../../engine/train/bert';
 import { buildMultiStepGraph, stepGraph } from '../../engine/train/ksteps';
 import { compileLmTrainStep, runShard, zeroState, type ShardSnapshot } from '../../engine/train/shard';
 import { buildTrainStep, type TrainStep } from '../../engine/train/step';
@@ -59,7 +60,7 @@ function gptCase(cfg: GptConfig, layout: OptimLayout, ac: ActivationCheckpointin
 }
 
 /** Steps [start, start + n) one run each, and the same steps in runs of at most K; compares everything. */
-async function compare(c: Case, K: number, n: number, start = 0): Promise<void> {
+async function compare(c: Case, K: number, n: number, start = 0, feeds: (step: number) => Record<string, TensorData> = batchOf): Promise<void> {
   const single = await createSession(serializeModel(c.step.graph).model, { graphOptimizationLevel: 'all', ...session });
   const multi = await createSession(serializeModel(buildMultiStepGraph(c.step)).model, { graphOptimizationLevel: 'all', ...session });
   try {
@@ -67,10 +68,10 @@ async function compare(c: Case, K: number, n: number, start = 0): Promise<void> 
     const a = new StepRunner(single, init);
     const b = new StepRunner(multi, { ...init, stepsPerRun: K });
     const one = [];
-    for (let s = start; s < start + n; s++) one.push(await a.run(batchOf(s)));
+    for (let s = start; s < start + n; s++) one.push(await a.run(feeds(s)));
     const many = [];
     for (let s = start; s < start + n; s += K) {
-      const batches = Array.from({ length: Math.min(K, start + n - s) }, (_, i) => batchOf(s + i));
+      const batches = Array.from({ length: Math.min(K, start + n - s) }, (_, i) => feeds(s + i));
       many.push(...(await b.runSteps(batches)));
     }
     expect(b.step).toBe(start + n);
@@ -107,6 +108,14 @@ describe('K steps per session.run', () => {
     const adapters = initAdapters(plan);
     for (const [name, t] of adapters) if (name.endsWith('lora_B.weight')) t.forEach((_, i) => (t[i] = ((i % 7) - 3) * 1e-3));
     await compare({ step, params: Object.fromEntries(adapters), frozen: Object.fromEntries(initParams(gptParams(small), 3)) }, 4, 4);
+  });
+
+  it('equal K single steps bit for bit for a BERT masked-LM step (its own batch inputs: input_ids, attention_mask, token_type_ids, labels)', async () => {
+    const model = { vocab_size: 256, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 128, max_position_embeddings: 64, type_vocab_size: 2, layer_norm_eps: 1e-12, initializer_range: 0.02, add_pooling_layer: false, head: { kind: 'mlm' as const } };
+    const step = buildBertTrainStep({ model, task: 'mlm', optim, batchSize: 4, contextLength: 32 });
+    const tok = { cls: 2, sep: 3, pad: 0, mask: 4, specials: [0, 2, 3, 4], vocabSize: 256 };
+    const feeds = (s: number) => mlmBatch(ids, { seed: 2, shard: 0, step: s, batchSize: 4, contextLength: 32 }, tok);
+    await compare({ step, params: Object.fromEntries(initParams(bertTrainParams(model), 5)) }, 4, 5, 0, feeds);
   });
 
   it('stacks the batch as (k, B, T) and the per-step outputs as (k); a non-finite loss leaves the values from before the run', async () => {
