@@ -7,6 +7,9 @@
 // K = 1, the load-robust comparison on a shared machine. With per-step compute c and per-run
 // overhead o, a round of N steps costs N·c + (N/K)·o, so two K give both: o and c are solved
 // from the first and the last K. The final weights of every K are compared bit for bit.
+// Besides wall time it records this process's CPU time (user + system) per step: on a machine
+// shared with other jobs it moves far less with their load than wall time does (with one thread
+// it is the work itself; with more, ORT's spinning pool threads add to it).
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -61,6 +64,7 @@ export async function benchKSteps(args: KStepsBenchArgs): Promise<void> {
   }
   const batches = sampleBatches(fs.readFileSync(DATA_FILE), B, T, 1);
   const roundS = new Map<number, number[]>(args.ks.map((k) => [k, []]));
+  const roundCpuS = new Map<number, number[]>(args.ks.map((k) => [k, []]));
   const loadavg: number[][] = [os.loadavg()];
   // Round 0 is the warmup (untimed): the first runs of a session pay its allocations.
   for (let r = 0; r <= args.rounds; r++) {
@@ -69,9 +73,14 @@ export async function benchKSteps(args: KStepsBenchArgs): Promise<void> {
     for (const k of order) {
       const runner = runners.get(k)!;
       const t0 = process.hrtime.bigint();
+      const c0 = process.cpuUsage();
       for (let s = 0; s < args.steps; s += k) await runner.runSteps(roundBatches.slice(s, s + k));
       const perStep = Number(process.hrtime.bigint() - t0) / 1e9 / args.steps;
-      if (r > 0) roundS.get(k)!.push(perStep);
+      const cpu = process.cpuUsage(c0);
+      if (r > 0) {
+        roundS.get(k)!.push(perStep);
+        roundCpuS.get(k)!.push((cpu.user + cpu.system) / 1e6 / args.steps);
+      }
     }
     loadavg.push(os.loadavg());
   }
@@ -84,11 +93,24 @@ export async function benchKSteps(args: KStepsBenchArgs): Promise<void> {
   );
   // Bytes that cross the session boundary per run: every param and state tensor in and out.
   const crossing = 2 * 4 * [...Object.values(ref), ...Object.values(runners.get(args.ks[0])!.getState())].reduce((n, t) => n + t.length, 0);
-  const rows = args.ks.map((k) => ({ k, bestStepS: Math.min(...roundS.get(k)!), medianStepS: median(roundS.get(k)!), vsK1: pairedRatio(roundS.get(k)!, roundS.get(args.ks[0])!), bytesPerStep: crossing / k, bitIdentical: identical[k] }));
+  const rows = args.ks.map((k) => ({
+    k,
+    bestStepS: Math.min(...roundS.get(k)!),
+    medianStepS: median(roundS.get(k)!),
+    vsK1: pairedRatio(roundS.get(k)!, roundS.get(args.ks[0])!),
+    bestCpuS: Math.min(...roundCpuS.get(k)!),
+    medianCpuS: median(roundCpuS.get(k)!),
+    bytesPerStep: crossing / k,
+    bitIdentical: identical[k],
+  }));
   const [lo, hi] = [rows[0], rows[rows.length - 1]];
-  // t(K) = c + o/K per step: two K give o and c (medians, so one burst of load does not decide it).
-  const overheadS = rows.length > 1 ? (lo.medianStepS - hi.medianStepS) / (1 / lo.k - 1 / hi.k) : NaN;
-  const computeS = lo.medianStepS - overheadS / lo.k;
+  // t(K) = c + o/K per step: two K give o and c (best rounds: the least disturbed by other jobs).
+  const split = (t: (r: (typeof rows)[number]) => number) => {
+    const o = rows.length > 1 ? (t(lo) - t(hi)) / (1 / lo.k - 1 / hi.k) : NaN;
+    return { overheadS: o, computeS: t(lo) - o / lo.k };
+  };
+  const { overheadS, computeS } = split((r) => r.bestStepS);
+  const cpuSplit = split((r) => r.bestCpuS);
   const result = {
     date: new Date().toISOString(),
     machine: { cpu: os.cpus()[0]?.model, logicalCores: os.cpus().length, flags: cpuFlags(), node: process.version },
@@ -102,16 +124,19 @@ export async function benchKSteps(args: KStepsBenchArgs): Promise<void> {
     rows,
     perRunOverheadS: overheadS,
     perStepComputeS: computeS,
+    cpu: { perRunOverheadS: cpuSplit.overheadS, perStepComputeS: cpuSplit.computeS },
     roundS: Object.fromEntries(roundS),
+    roundCpuS: Object.fromEntries(roundCpuS),
   };
   console.log(`K steps per session.run: ${args.size} (${cfg.n_layer}L × ${cfg.n_embd}, batch ${B} × ${T}), ${args.threads} threads, ${args.rounds} rounds × ${args.steps} steps`);
   console.log(`load average (1 min) ${loadavg.map((l) => l[0].toFixed(1)).join(' → ')}`);
-  console.log('| K | best ms/step | median ms/step | paired vs K=1 (median [p25, p75]) | MB across the session per step | weights = K=1 bit for bit |');
-  console.log('|---:|---:|---:|---:|---:|:---:|');
+  const ms = (s: number) => (s * 1e3).toFixed(2);
+  console.log('| K | wall ms/step, best | median | paired vs K=1 (median [p25, p75]) | CPU ms/step, best | median | MB across the session per step | weights = K=1 bit for bit |');
+  console.log('|---:|---:|---:|---:|---:|---:|---:|:---:|');
   for (const r of rows) {
-    console.log(`| ${r.k} | ${(r.bestStepS * 1e3).toFixed(2)} | ${(r.medianStepS * 1e3).toFixed(2)} | ${r.vsK1.median.toFixed(3)} [${r.vsK1.p25.toFixed(3)}, ${r.vsK1.p75.toFixed(3)}] | ${(r.bytesPerStep / 1e6).toFixed(2)} | ${r.bitIdentical ? 'yes' : 'NO'} |`);
+    console.log(`| ${r.k} | ${ms(r.bestStepS)} | ${ms(r.medianStepS)} | ${r.vsK1.median.toFixed(3)} [${r.vsK1.p25.toFixed(3)}, ${r.vsK1.p75.toFixed(3)}] | ${ms(r.bestCpuS)} | ${ms(r.medianCpuS)} | ${(r.bytesPerStep / 1e6).toFixed(2)} | ${r.bitIdentical ? 'yes' : 'NO'} |`);
   }
-  console.log(`per-run overhead o = ${(overheadS * 1e3).toFixed(2)} ms, per-step compute c = ${(computeS * 1e3).toFixed(2)} ms (from t(K) = c + o/K at K = ${lo.k} and ${hi.k})`);
+  console.log(`per-run overhead o = ${ms(overheadS)} ms wall (${ms(cpuSplit.overheadS)} ms CPU), per-step compute c = ${ms(computeS)} ms wall (${ms(cpuSplit.computeS)} ms CPU); from the best rounds, t(K) = c + o/K at K = ${lo.k} and ${hi.k}`);
   for (const r of runners.values()) await r.release();
   const outDir = path.join(__dirname, 'out');
   fs.mkdirSync(outDir, { recursive: true });

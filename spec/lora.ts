@@ -68,7 +68,7 @@ export const FineTuneTrainSchema = z
     threads: z.number().int().min(1).max(256).default(1),
     /** Recompute the base's transformer blocks in the backward (as training's `activationCheckpointing`); GPT bases only. */
     activationCheckpointing: ActivationCheckpointingSchema.default('off'),
-    /** K: optimizer steps per session.run (as training's `stepsPerRun`); GPT bases only. Must divide checkpoint.everySteps. */
+    /** K: optimizer steps per session.run (as training's `stepsPerRun`). Must divide checkpoint.everySteps. */
     stepsPerRun: StepsPerRunSchema,
   })
   .superRefine((t, ctx) => {

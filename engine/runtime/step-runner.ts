@@ -241,7 +241,7 @@ export class StepRunner {
 
   /** Runs one training step; batch holds every batch input by name (ORT tensors or IR TensorData). */
   async run(batch: Record<string, ort.Tensor | TensorData>): Promise<StepResult> {
-    if (this.stepsPerRun > 1) return (await this.runSteps([batch]))[0];
+    if (this.stepsPerRun > 1) return (await this.runMany([batch]))[0];
     const p = this.cur;
     const feeds = this.feeds[p];
     for (const name of this.batchNames) {
@@ -278,6 +278,12 @@ export class StepRunner {
     const k = batches.length;
     if (k < 1 || k > this.stepsPerRun) throw new Error(`training step ${this.nextStep}: ${k} batches for one run; this runner makes 1..${this.stepsPerRun} steps per run`);
     if (this.stepsPerRun === 1) return [await this.run(batches[0])];
+    return this.runMany(batches);
+  }
+
+  /** One run of a K-step session over `batches` (not overridable: a subclass maps feeds in run/runSteps). */
+  private async runMany(batches: Record<string, ort.Tensor | TensorData>[]): Promise<StepResult[]> {
+    const k = batches.length;
     const p = this.cur;
     const feeds = this.feeds[p];
     for (const name of this.batchNames) {

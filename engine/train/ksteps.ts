@@ -15,6 +15,7 @@
 // (test/engine/ksteps.test.ts checks weights, moments and losses bit for bit).
 
 import { Graph, type Node, type Value } from '../graph/ir';
+import { hasGuessedType, markGuessedType } from '../graph/onnx-load';
 import type { TrainStep } from './step';
 
 /** The dim the stacked batch inputs and per-step outputs share: how many steps one run makes. */
@@ -83,6 +84,8 @@ export function buildMultiStepGraph(step: TrainStep): Graph {
       return v ? { dtype: v.dtype, shape: v.shape } : { dtype: 'float32' as const, shape: null };
     });
     body.addNode({ ...n, name: local(n.name), inputs: n.inputs.map(local), outputs: n.outputs.map(local) }, infos);
+    // A dtype the ONNX loader guessed (an imported base) stays out of value_info in the body too.
+    for (const o of n.outputs) if (o && hasGuessedType(one, o)) markGuessedType(body, local(o));
   }
 
   // Body outputs: cond, then each carried value's update in input order, then the per-step scans.

@@ -7,7 +7,9 @@
 import { sampleLmBatch } from '../../engine/data/sampler';
 import type { TensorData } from '../../engine/graph/ir';
 import { serializeModel } from '../../engine/graph/onnx';
-import { initAdapters, isAdapterParam, loraModel, planLora } from '../../engine/lora';
+import * as path from 'node:path';
+import { buildImportedLoraStep, initAdapters, isAdapterParam, loraModel, planLora } from '../../engine/lora';
+import { tensor } from '../../engine/graph/ir';
 import { initParams } from '../../engine/models/blocks';
 import { GptConfigSchema, gptParams, gptTrainLoss, type GptConfig } from '../../engine/models/gpt';
 import { OptimConfigSchema, type OptimLayout } from '../../engine/optim';
@@ -15,6 +17,9 @@ import { createSession, NonFiniteLossError, StepRunner } from '../../engine/runt
 import type { ActivationCheckpointing } from '../../engine/train/checkpointing';
 import { bertTrainParams, buildBertTrainStep, mlmBatch } from '../../engine/train/bert';
 import { buildMultiStepGraph, stepGraph } from '../../engine/train/ksteps';
+import * as fs from 'node:fs';
+import { OnnxBase } from '../../engine/finetune/onnx-base';
+import { parseLoraConfig } from '../../engine/lora';
 import { compileLmTrainStep, runShard, zeroState, type ShardSnapshot } from '../../engine/train/shard';
 import { buildTrainStep, type TrainStep } from '../../engine/train/step';
 
@@ -118,6 +123,19 @@ describe('K steps per session.run', () => {
     await compare({ step, params: Object.fromEntries(initParams(bertTrainParams(model), 5)) }, 4, 5, 0, feeds);
   });
 
+  it('equal K single steps bit for bit for a LoRA step on an imported ONNX model (base weights as initializers of the body)', async () => {
+    const [b, t] = [4, 8];
+    const hfBert = path.join(__dirname, '..', 'fixtures', 'lora', 'hf-bert-mlm.onnx');
+    const step = await buildImportedLoraStep(hfBert, { target_modules: ['query', 'value'], r: 4, lora_alpha: 8, lora_dropout: 0.1 }, optim, { inputShapes: { input_ids: [b, t], attention_mask: [b, t] } });
+    const feeds = (s: number): Record<string, TensorData> => {
+      const tok = Array.from({ length: b * t }, (_, i) => 5 + ((i * 7 + s * 3) % 11));
+      return { input_ids: tensor('int64', [b, t], tok.map((x, i) => (i % 3 === s % 3 ? 0 : x))), attention_mask: tensor('int64', [b, t], tok.map(() => 1)), labels: tensor('int64', [b, t], tok.map((x, i) => (i % 3 === s % 3 ? x : -100))) };
+    };
+    const adapters = initAdapters(step.plan);
+    for (const [name, a] of adapters) if (name.endsWith('lora_B.weight')) a.forEach((_, i) => (a[i] = ((i % 5) - 2) * 1e-3));
+    await compare({ step, params: Object.fromEntries(adapters) }, 3, 5, 0, feeds);
+  });
+
   it('stacks the batch as (k, B, T) and the per-step outputs as (k); a non-finite loss leaves the values from before the run', async () => {
     const tiny = GptConfigSchema.parse({ vocab_size: 32, block_size: 8, n_layer: 1, n_head: 2, n_embd: 16 });
     // An absurd learning rate: step 0 is finite, its update throws the weights to ±1e20 and step 1's loss is not.
@@ -194,5 +212,21 @@ describe('runShard with K steps per run', () => {
       await one.session.release();
       await four.session.release();
     }
+  });
+
+  it('a fine-tune of an imported ONNX base (feeds mapped per step: MLM masks) gives the same history and adapters with K = 3', async () => {
+    const bytes = fs.readFileSync(path.join(__dirname, '..', 'fixtures', 'lora', 'hf-bert-mlm.onnx'));
+    const base = new OnnxBase(bytes, { name: 'hf-bert-mlm', objective: { kind: 'mlm', maskId: 4, probability: 0.5 }, inputName: 'input_ids' }, parseLoraConfig({ target_modules: ['query', 'value'], r: 4, lora_alpha: 8 }), 9);
+    const geo = { batchSize: 4, contextLength: 8 };
+    const [one, three] = [await base.compile(optim, geo, session), await base.compile(optim, { ...geo, stepsPerRun: 3 }, session)];
+    const init = (): ShardSnapshot => ({ step: 0, params: Object.fromEntries(initAdapters(base.plan)), state: zeroState(one.step) });
+    const a = one.runner(init());
+    const b = three.runner(init());
+    const lm = { ids: shardIds, seed: 4, shard: 0, batchSize: 4, contextLength: 8, endStep: 7 };
+    const ha = await runShard({ ...lm, runner: a });
+    const hb = await runShard({ ...lm, runner: b });
+    expect(hb.history).toEqual(ha.history);
+    expect(bitDiff(a.getParams(), b.getParams())).toEqual([]);
+    expect(bitDiff(a.getState(), b.getState())).toEqual([]);
   });
 });
