@@ -127,6 +127,8 @@ export async function benchKSteps(args: KStepsBenchArgs): Promise<void> {
     cpu: { perRunOverheadS: cpuSplit.overheadS, perStepComputeS: cpuSplit.computeS },
     roundS: Object.fromEntries(roundS),
     roundCpuS: Object.fromEntries(roundCpuS),
+    /** Peak RSS of this process: one K's memory when --ks names one K (a run per K compares them). */
+    maxRssMiB: process.resourceUsage().maxRSS / 1024,
   };
   console.log(`K steps per session.run: ${args.size} (${cfg.n_layer}L × ${cfg.n_embd}, batch ${B} × ${T}), ${args.threads} threads, ${args.rounds} rounds × ${args.steps} steps`);
   console.log(`load average (1 min) ${loadavg.map((l) => l[0].toFixed(1)).join(' → ')}`);
@@ -136,7 +138,8 @@ export async function benchKSteps(args: KStepsBenchArgs): Promise<void> {
   for (const r of rows) {
     console.log(`| ${r.k} | ${ms(r.bestStepS)} | ${ms(r.medianStepS)} | ${r.vsK1.median.toFixed(3)} [${r.vsK1.p25.toFixed(3)}, ${r.vsK1.p75.toFixed(3)}] | ${ms(r.bestCpuS)} | ${ms(r.medianCpuS)} | ${(r.bytesPerStep / 1e6).toFixed(2)} | ${r.bitIdentical ? 'yes' : 'NO'} |`);
   }
-  console.log(`per-run overhead o = ${ms(overheadS)} ms wall (${ms(cpuSplit.overheadS)} ms CPU), per-step compute c = ${ms(computeS)} ms wall (${ms(cpuSplit.computeS)} ms CPU); from the best rounds, t(K) = c + o/K at K = ${lo.k} and ${hi.k}`);
+  console.log(`peak RSS of this process ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB${args.ks.length > 1 ? ' (all K together: run one K per process to compare memory)' : ''}`);
+  if (rows.length > 1) console.log(`per-run overhead o = ${ms(overheadS)} ms wall (${ms(cpuSplit.overheadS)} ms CPU), per-step compute c = ${ms(computeS)} ms wall (${ms(cpuSplit.computeS)} ms CPU); from the best rounds, t(K) = c + o/K at K = ${lo.k} and ${hi.k}`);
   for (const r of runners.values()) await r.release();
   const outDir = path.join(__dirname, 'out');
   fs.mkdirSync(outDir, { recursive: true });
