@@ -119,7 +119,9 @@ export function createFineTuneActivities(deps: FineTuneDeps) {
       return base;
     },
     compiled: (spec, lb) => {
-      const key = JSON.stringify([spec.base, spec.lora, spec.train.optimizer, spec.train.batchSize, spec.train.contextLength, spec.train.threads, spec.train.activationCheckpointing ?? 'off']);
+      // stepsPerRun (absent from specs started before it existed: 1) is named only above 1, so cached keys stay as they were.
+      const k = spec.train.stepsPerRun ?? 1;
+      const key = JSON.stringify([spec.base, spec.lora, spec.train.optimizer, spec.train.batchSize, spec.train.contextLength, spec.train.threads, spec.train.activationCheckpointing ?? 'off', ...(k > 1 ? [k] : [])]);
       return cachedPromise(steps, key, 4, () => lb.compile(spec.train.optimizer, spec.train, session(spec)));
     },
   };

@@ -84,15 +84,19 @@ function labelMap(cfg: BertModelConfig, dataset: DatasetRef): number[] {
 /** The family- and task-specific parts of a training run. */
 export function familyTraining(spec: TrainingSpec): FamilyTraining {
   const m = spec.model;
-  const geometry = { optim: spec.optimizer, batchSize: spec.batchSize, contextLength: spec.contextLength };
-  const stepKey = JSON.stringify([m.family, m.task, m.config, spec.optimizer, spec.batchSize, spec.contextLength, spec.threads]);
+  // stepsPerRun is absent from specs of runs started before it existed: 1. Keys name it only above
+  // 1, so a worker's cached one-step sessions keep the keys they always had.
+  const stepsPerRun = spec.stepsPerRun ?? 1;
+  const geometry = { optim: spec.optimizer, batchSize: spec.batchSize, contextLength: spec.contextLength, stepsPerRun };
+  const kKey = stepsPerRun > 1 ? [stepsPerRun] : [];
+  const stepKey = JSON.stringify([m.family, m.task, m.config, spec.optimizer, spec.batchSize, spec.contextLength, spec.threads, ...kKey]);
   if (m.family === 'gpt') {
     const cfg = m.config;
     return {
       state: { family: 'gpt', modelConfig: explicitGptConfig(cfg) },
       params: gptParams(cfg),
       // The key GPT steps always had, so a worker's cache behaves as before.
-      stepKey: JSON.stringify([cfg, spec.optimizer, spec.batchSize, spec.contextLength, spec.threads, spec.activationCheckpointing ?? 'off']),
+      stepKey: JSON.stringify([cfg, spec.optimizer, spec.batchSize, spec.contextLength, spec.threads, spec.activationCheckpointing ?? 'off', ...kKey]),
       // activationCheckpointing is absent from specs of runs started before it existed: off.
       compile: (session, memoryLimitBytes) => compileLmTrainStep({ model: cfg, ...geometry, activationCheckpointing: spec.activationCheckpointing }, session, { memoryLimitBytes }),
       evaluate: async (store, shards, dataset, weights, session, onBatch) => {

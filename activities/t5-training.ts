@@ -97,11 +97,13 @@ function spanEvalBatches(ids: Uint16Array | Uint32Array, spec: TrainingSpec, cfg
 /** The T5 parts of a training run (spec.model.family === 't5'). */
 export function t5Training(spec: TrainingSpec, cfg: T5Config, task: 'seq2seq' | 'span-corruption'): FamilyTraining {
   const { srcLen, tgtLen } = t5Geometry(spec);
-  const setup = { model: cfg, optim: spec.optimizer, batchSize: spec.batchSize, srcLen, tgtLen };
+  // stepsPerRun is absent from specs of runs started before it existed: 1.
+  const stepsPerRun = spec.stepsPerRun ?? 1;
+  const setup = { model: cfg, optim: spec.optimizer, batchSize: spec.batchSize, srcLen, tgtLen, stepsPerRun };
   return {
     state: { family: 't5', modelConfig: { ...cfg } },
     params: t5Params(cfg),
-    stepKey: JSON.stringify(['t5', task, cfg, spec.optimizer, spec.batchSize, srcLen, tgtLen, spec.threads]),
+    stepKey: JSON.stringify(['t5', task, cfg, spec.optimizer, spec.batchSize, srcLen, tgtLen, spec.threads, ...(stepsPerRun > 1 ? [stepsPerRun] : [])]),
     compile: (session) => compileT5TrainStep(setup, session),
     batch: async (store, shards, dataset, shard, ids) => {
       const req = { seed: spec.seed, shard, batchSize: spec.batchSize };

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { parseLayouts } from './layouts';
 import { measureMatmulPeak } from './matmul_peak';
+import { benchKSteps } from './ksteps';
 import { benchOptim } from './optim';
 import { benchStep } from './step';
 
@@ -68,6 +69,18 @@ program
   .action(async (o: { size: string; threads: string; reps: string; layouts: string; params: string }) => {
     if (o.params !== 'full' && o.params !== 'lora') throw new Error(`--params: unknown "${o.params}" (full, lora)`);
     await benchOptim({ size: o.size, threads: Number(o.threads), reps: Number(o.reps), layouts: parseLayouts(o.layouts), params: o.params });
+  });
+
+program
+  .command('ksteps')
+  .description('K optimizer steps per session.run (one ONNX Loop) vs one run per step: ms per step, per-run overhead')
+  .option('--size <size>', 'small | medium (the step bench sizes)', 'small')
+  .option('--threads <n>', 'intra-op threads', '2')
+  .option('--ks <list>', 'steps per run to compare, comma-separated; the first is the baseline', '1,16')
+  .option('--rounds <n>', 'timed rounds (each K runs the same steps back to back)', '5')
+  .option('--steps <n>', 'steps per round, a multiple of every K', '32')
+  .action(async (o: { size: string; threads: string; ks: string; rounds: string; steps: string }) => {
+    await benchKSteps({ size: o.size, threads: Number(o.threads), ks: o.ks.split(',').map(Number), rounds: Math.max(1, Number(o.rounds)), steps: Number(o.steps) });
   });
 
 program

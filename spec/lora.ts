@@ -18,6 +18,7 @@ import { OptimConfigSchema } from '../engine/optim';
 import { ActivationCheckpointingSchema } from '../engine/train/checkpointing';
 import { CheckpointPolicySchema } from '../engine/train/shard';
 import { formatIssues } from './issues';
+import { checkStepsPerRun, StepsPerRunSchema } from './steps-per-run';
 import { checkTokensPerStep, LOOP_LIMITS } from './limits';
 import { StoreKeySchema } from './store-key';
 
@@ -67,8 +68,13 @@ export const FineTuneTrainSchema = z
     threads: z.number().int().min(1).max(256).default(1),
     /** Recompute the base's transformer blocks in the backward (as training's `activationCheckpointing`); GPT bases only. */
     activationCheckpointing: ActivationCheckpointingSchema.default('off'),
+    /** K: optimizer steps per session.run (as training's `stepsPerRun`). Must divide checkpoint.everySteps. */
+    stepsPerRun: StepsPerRunSchema,
   })
-  .superRefine((t, ctx) => checkTokensPerStep(t, ctx));
+  .superRefine((t, ctx) => {
+    checkTokensPerStep(t, ctx);
+    checkStepsPerRun(t, { field: 'stepsPerActivity', value: t.stepsPerActivity }, ctx);
+  });
 export type FineTuneTrain = z.output<typeof FineTuneTrainSchema>;
 
 /** The fields of a FineTuneSpec, before the cross-field checks. */

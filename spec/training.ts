@@ -20,6 +20,7 @@ import { ActivationCheckpointingSchema } from '../engine/train/checkpointing';
 import { CheckpointPolicySchema } from '../engine/train/shard';
 import { corpusIsLabelled, corpusIsPaired, MODEL_FAMILIES, resolveTask, TASK_DATASET, TASKS, type ModelFamily } from './family';
 import { formatIssues, relocateIssues } from './issues';
+import { checkStepsPerRun, StepsPerRunSchema } from './steps-per-run';
 import { StoreKeySchema } from './store-key';
 import { checkTokensPerStep, DEFAULT_SPEC_LIMITS, LOOP_LIMITS, trainingMemoryIssue, type SpecLimits } from './limits';
 
@@ -214,6 +215,12 @@ const TrainingFields = z.strictObject({
    * weights come out the same (engine/train/checkpointing.ts).
    */
   activationCheckpointing: ActivationCheckpointingSchema.default('off'),
+  /**
+   * K: optimizer steps per session.run, as one ONNX Loop over K batches (engine/train/ksteps.ts).
+   * The same weights bit for bit as K = 1; weights and optimizer state stay inside the session
+   * between the K steps. Must divide checkpoint.everySteps.
+   */
+  stepsPerRun: StepsPerRunSchema,
 });
 
 /**
@@ -240,6 +247,7 @@ export function trainingSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
       ctx.addIssue({ code: 'custom', path: ['rounds'], message: 'must be at least 1 for a new model (0 rounds trains nothing; start from a stored model with model.from to evaluate or fine-tune it without pretraining)' });
     }
     checkTokensPerStep(s, ctx);
+    checkStepsPerRun(s, { field: 'innerSteps', value: s.innerSteps }, ctx);
     const memory = trainingMemoryIssue(memoryConfigOf(s.model, s.contextLength), s.batchSize, s.contextLength, s.optimizer.optimizer, limits);
     if (memory) ctx.addIssue({ code: 'custom', path: ['model'], message: memory });
   });

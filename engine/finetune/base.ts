@@ -20,6 +20,8 @@ export interface Geometry {
   contextLength: number;
   /** How compile builds the step: recompute blocks in the backward (engine/train/checkpointing.ts); default off. */
   activationCheckpointing?: ActivationCheckpointing;
+  /** How compile builds the step: optimizer steps per session.run (engine/train/ksteps.ts); default 1. */
+  stepsPerRun?: number;
 }
 
 export interface EvalOut {

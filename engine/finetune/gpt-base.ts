@@ -13,6 +13,7 @@ import { gptLogits, gptParams, gptTrainLoss, type GptConfig } from '../models/gp
 import type { OptimConfig } from '../optim';
 import { StepRunner, type SessionConfig } from '../runtime';
 import { LmEvaluator } from '../train/evaluate';
+import { stepGraph } from '../train/ksteps';
 import { buildTrainStep } from '../train/step';
 import { scoreBatches, sessionOf, type CompiledLoraStep, type EvalOpts, type EvalOut, type Geometry, type LoraBase } from './base';
 
@@ -41,9 +42,10 @@ export class GptBase implements LoraBase {
     const base = { params: gptParams(this.cfg), loss: gptTrainLoss(this.cfg, geo.batchSize, geo.contextLength) };
     // With an int8 base the linear weights are quantized into the graph: only the rest is fed.
     const step = buildTrainStep(loraModel(base, this.plan, this.weights), optim, { trainable: isAdapterParam, activationCheckpointing: geo.activationCheckpointing });
-    const s = await sessionOf(step.graph, session);
+    const stepsPerRun = geo.stepsPerRun ?? 1;
+    const s = await sessionOf(stepGraph(step, stepsPerRun), session);
     const frozen = Object.fromEntries(step.frozen.map((p) => [p.name, this.weights.get(p.name)!]));
-    return { step, runner: (init) => new StepRunner(s, { params: init.params, state: init.state, frozen, step: init.step }) };
+    return { step, runner: (init) => new StepRunner(s, { params: init.params, state: init.state, frozen, step: init.step, stepsPerRun }) };
   }
 
   /** Base weights and adapters as inputs, so one session scores every adapter. Output: summed loss. */

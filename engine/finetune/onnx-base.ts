@@ -13,6 +13,7 @@ import type { OptimConfig } from '../optim';
 import { StepRunner, type SessionConfig, type StepRunnerInit } from '../runtime';
 import { blocksPerSegment } from '../train/checkpointing';
 import { scoreBatches, sessionOf, type CompiledLoraStep, type EvalOpts, type EvalOut, type Geometry, type LoraBase } from './base';
+import { stepGraph } from '../train/ksteps';
 import { importedFeeds, type ImportedFeeder, type ImportedModel } from './imported';
 
 /** A StepRunner over an imported model's step: the shard loop's tokens/targets become its inputs. */
@@ -26,9 +27,18 @@ class ImportedRunner extends StepRunner {
   }
 
   override run(batch: Record<string, ort.Tensor | TensorData>) {
+    return super.run(this.feedsOf(batch, this.step));
+  }
+
+  override runSteps(batches: Record<string, ort.Tensor | TensorData>[]) {
+    return super.runSteps(batches.map((b, i) => this.feedsOf(b, this.step + i)));
+  }
+
+  /** The model's own feeds for the LM batch of `step` (MLM masks depend on the step). */
+  private feedsOf(batch: Record<string, ort.Tensor | TensorData>, step: number): Record<string, TensorData> {
     const t = batch.tokens as TensorData;
     const y = batch.targets as TensorData;
-    return super.run(importedFeeds(this.feeder, t.data as BigInt64Array, y.data as BigInt64Array, t.dims, 0, this.step));
+    return importedFeeds(this.feeder, t.data as BigInt64Array, y.data as BigInt64Array, t.dims, 0, step);
   }
 }
 
@@ -88,9 +98,16 @@ export class OnnxBase implements LoraBase {
       throw new EngineError('config', `train.activationCheckpointing: an imported ONNX base marks no transformer blocks to recompute; use 'off' (got ${JSON.stringify(geo.activationCheckpointing)})`);
     }
     const step = await buildImportedLoraStep(this.bytes, this.lora, optim, { inputShapes: this.shapes(geo.batchSize, geo.contextLength) });
-    const s = await sessionOf(step.graph, session);
+    const stepsPerRun = geo.stepsPerRun ?? 1;
+    let graph;
+    try {
+      graph = stepGraph(step, stepsPerRun);
+    } catch (err) {
+      throw new EngineError('config', `train.stepsPerRun: ${(err as Error).message}; use 1 for this base`, { cause: err });
+    }
+    const s = await sessionOf(graph, session);
     const feeder = this.feeder();
-    return { step, runner: (init) => new ImportedRunner(s, { params: init.params, state: init.state, step: init.step }, feeder) };
+    return { step, runner: (init) => new ImportedRunner(s, { params: init.params, state: init.state, step: init.step, stepsPerRun }, feeder) };
   }
 
   /** The model (as `prepare` leaves it) with a summed cross-entropy over labelled positions. */

@@ -29,6 +29,13 @@ export function hasGuessedType(g: Graph, name: string): boolean {
   return guessed.get(g)?.has(name) ?? false;
 }
 
+/** Marks `name` of `g` as guessed (a pass that copies a loaded graph's values into another graph keeps the mark). */
+export function markGuessedType(g: Graph, name: string): void {
+  let set = guessed.get(g);
+  if (!set) guessed.set(g, (set = new Set()));
+  set.add(name);
+}
+
 interface LoadContext {
   baseDir: string | null;
   external: Record<string, Uint8Array>;

@@ -29,6 +29,11 @@ export interface StepRunnerInit {
   frozen?: Record<string, Float32Array>;
   /** Value fed as `step` on the first run (default 0); it increases by one per step. */
   step?: number;
+  /**
+   * Most steps one session.run makes (default 1). Above 1 the session must be a K-step graph
+   * (engine/train/ksteps.ts: batch inputs stacked as (k, ...), per-step outputs as (k)).
+   */
+  stepsPerRun?: number;
 }
 
 export interface StepResult {
@@ -44,8 +49,11 @@ export class NonFiniteLossError extends EngineError {
   constructor(
     readonly step: number,
     readonly loss: number,
+    /** The first step of the K-step run it happened in (default: `step`): the buffers hold the values before it. */
+    readonly runStart = step,
   ) {
-    super('non-finite', `training step ${step}: loss is ${loss}; params and optimizer state were left at their values before this step`, { details: { step } });
+    const left = runStart === step ? 'this step' : `step ${runStart}, where this multi-step run began`;
+    super('non-finite', `training step ${step}: loss is ${loss}; params and optimizer state were left at their values before ${left}`, { details: { step } });
   }
 }
 
@@ -94,6 +102,21 @@ function toTensor(name: string, t: ort.Tensor | TensorData): ort.Tensor {
   return new Tensor(type, d.data as Float32Array, d.dims);
 }
 
+/** Batch feeds of consecutive steps stacked along a new leading axis: k × (...) → (k, ...). */
+function stackFeeds(name: string, parts: (ort.Tensor | TensorData)[]): ort.Tensor {
+  const ts = parts.map((t) => toTensor(name, t));
+  const dims = ts[0].dims;
+  const type = ts[0].type;
+  for (const [i, t] of ts.entries()) {
+    if (t.type !== type || t.dims.join() !== dims.join()) throw new Error(`batch input "${name}": step ${i} of the run is ${t.type} [${t.dims}], step 0 is ${type} [${dims}]`);
+  }
+  const first = ts[0].data as Float32Array;
+  const Ctor = first.constructor as new (n: number) => Float32Array;
+  const data = new Ctor(first.length * ts.length);
+  ts.forEach((t, i) => data.set(t.data as Float32Array, i * first.length));
+  return new Tensor(type, data, [ts.length, ...dims]);
+}
+
 function staticDims(meta: ort.InferenceSession.ValueMetadata, who: string): number[] {
   if (!meta.isTensor) throw new Error(`${who} is not a tensor`);
   if (meta.type !== 'float32') throw new Error(`${who} is ${meta.type}; params and optimizer state must be float32`);
@@ -115,16 +138,25 @@ export class StepRunner {
   private stepTensor: ort.Tensor | null = null;
   private cur: 0 | 1 = 0;
   private nextStep: number;
+  /** Most steps one run makes: 1, or K for a K-step session. */
+  readonly stepsPerRun: number;
 
   constructor(
     readonly session: ort.InferenceSession,
     init: StepRunnerInit,
   ) {
     this.nextStep = init.step ?? 0;
+    this.stepsPerRun = init.stepsPerRun ?? 1;
+    if (!Number.isInteger(this.stepsPerRun) || this.stepsPerRun < 1) throw new Error(`stepsPerRun must be a positive integer, got ${this.stepsPerRun}`);
     const inMeta = new Map(session.inputMetadata.map((m) => [m.name, m]));
     const outMeta = new Map(session.outputMetadata.map((m) => [m.name, m]));
     for (const req of ['loss', 'grad_norm']) {
       if (!outMeta.has(req)) throw new Error(`training-step session has no "${req}" output (outputs: ${session.outputNames.join(', ')})`);
+    }
+    const lossMeta = outMeta.get('loss')!;
+    const lossRank = lossMeta.isTensor ? lossMeta.shape.length : -1;
+    if (lossRank !== (this.stepsPerRun > 1 ? 1 : 0)) {
+      throw new Error(`training-step session: output "loss" has rank ${lossRank}; stepsPerRun ${this.stepsPerRun} needs ${this.stepsPerRun > 1 ? 'a K-step session (loss per step, rank 1; engine/train/ksteps.ts)' : 'a one-step session (scalar loss)'}`);
     }
     for (const name of session.inputNames) {
       const meta = inMeta.get(name)!;
@@ -209,6 +241,7 @@ export class StepRunner {
 
   /** Runs one training step; batch holds every batch input by name (ORT tensors or IR TensorData). */
   async run(batch: Record<string, ort.Tensor | TensorData>): Promise<StepResult> {
+    if (this.stepsPerRun > 1) return (await this.runMany([batch]))[0];
     const p = this.cur;
     const feeds = this.feeds[p];
     for (const name of this.batchNames) {
@@ -234,6 +267,51 @@ export class StepRunner {
     this.cur = (1 - p) as 0 | 1;
     this.nextStep++;
     return { step, loss, gradNorm: scalars.grad_norm, scalars };
+  }
+
+  /**
+   * Runs the next `batches.length` steps (at most stepsPerRun) in one session.run of a K-step
+   * session, each step's batch as `run` takes it; a one-step session runs them one by one. A
+   * non-finite loss leaves params and state at their values before the first of these steps.
+   */
+  async runSteps(batches: Record<string, ort.Tensor | TensorData>[]): Promise<StepResult[]> {
+    const k = batches.length;
+    if (k < 1 || k > this.stepsPerRun) throw new Error(`training step ${this.nextStep}: ${k} batches for one run; this runner makes 1..${this.stepsPerRun} steps per run`);
+    if (this.stepsPerRun === 1) return [await this.run(batches[0])];
+    return this.runMany(batches);
+  }
+
+  /** One run of a K-step session over `batches` (not overridable: a subclass maps feeds in run/runSteps). */
+  private async runMany(batches: Record<string, ort.Tensor | TensorData>[]): Promise<StepResult[]> {
+    const k = batches.length;
+    const p = this.cur;
+    const feeds = this.feeds[p];
+    for (const name of this.batchNames) {
+      const parts = batches.map((b, i) => {
+        const t = b[name];
+        if (!t) throw new Error(`training step ${this.nextStep + i}: batch input "${name}" is missing (need: ${this.batchNames.join(', ')})`);
+        return t;
+      });
+      feeds[name] = stackFeeds(name, parts);
+    }
+    if (this.stepTensor) {
+      const d = this.stepTensor.data;
+      if (d instanceof BigInt64Array) d[0] = BigInt(this.nextStep);
+      else (d as Float32Array)[0] = this.nextStep;
+    }
+    const out = await this.session.run(feeds, this.fetches[p]);
+    const perStep = Object.entries(out).filter(([name, t]) => !name.startsWith('param_out:') && !name.startsWith('state_out:') && t.dims.length === 1 && t.dims[0] === k && t.data instanceof Float32Array);
+    const first = this.nextStep;
+    const results = Array.from({ length: k }, (_, i) => {
+      const scalars: Record<string, number> = {};
+      for (const [name, t] of perStep) scalars[name] = (t.data as Float32Array)[i];
+      return { step: first + i, loss: scalars.loss, gradNorm: scalars.grad_norm, scalars };
+    });
+    const bad = results.find((r) => !Number.isFinite(r.loss));
+    if (bad) throw new NonFiniteLossError(bad.step, bad.loss, first);
+    this.cur = (1 - p) as 0 | 1;
+    this.nextStep += k;
+    return results;
   }
 
   /** Copies of the current weights by name, safe to keep (e.g. for a checkpoint). */

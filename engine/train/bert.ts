@@ -29,6 +29,7 @@ import { isAdapterParam, loraModel, planLora, type LoraConfigInput, type LoraPla
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, peftAdapterConfig } from '../lora/peft';
 import type { OptimConfig } from '../optim';
 import { createSession, StepRunner, type SessionConfig } from '../runtime';
+import { stepGraph } from './ksteps';
 import { checkTrainMemory, type CompiledTrainStep, type TrainMemoryLimits } from './shard';
 import { buildTrainStep, type TrainStep } from './step';
 
@@ -40,6 +41,8 @@ export interface BertTrainSetup {
   optim: OptimConfig;
   batchSize: number;
   contextLength: number;
+  /** Optimizer steps per session.run (engine/train/ksteps.ts); default 1. */
+  stepsPerRun?: number;
 }
 
 /** The encoder's config without the head. */
@@ -76,8 +79,9 @@ export async function compileBertTrainStep(s: BertTrainSetup, sessionConfig: Ses
     if (err instanceof EngineError) throw err;
     throw new EngineError('config', `bert ${s.task} training step: ${(err as Error).message}`);
   }
-  const session = await createSession(serializeModel(step.graph).model, { graphOptimizationLevel: 'all', ...sessionConfig });
-  return { step, session, runner: (init) => new StepRunner(session, { params: init.params, state: init.state, step: init.step }) };
+  const stepsPerRun = s.stepsPerRun ?? 1;
+  const session = await createSession(serializeModel(stepGraph(step, stepsPerRun)).model, { graphOptimizationLevel: 'all', ...sessionConfig });
+  return { step, session, runner: (init) => new StepRunner(session, { params: init.params, state: init.state, step: init.step, stepsPerRun }) };
 }
 
 // ---------------------------------------------------------------- batches

@@ -18,6 +18,7 @@ import type { OptimConfig } from '../optim';
 import { createSession, StepRunner, type SessionConfig } from '../runtime';
 import type { CompiledTrainStep } from './shard';
 import { buildTrainStep, type TrainableModel, type TrainStep, type TrainStepOptions } from './step';
+import { stepGraph } from './ksteps';
 
 export interface Seq2seqTrainSetup {
   model: T5ConfigInput;
@@ -29,6 +30,8 @@ export interface Seq2seqTrainSetup {
   tgtLen: number;
   /** Train LoRA adapters (HF module names: q, k, v, o, wi / wi_0, wi_1, wo, or all-linear) instead of the weights. */
   lora?: LoraConfigInput | LoraPlan;
+  /** Optimizer steps per session.run (an ONNX Loop over K steps, engine/train/ksteps.ts); default 1. */
+  stepsPerRun?: number;
   /** Passed to appendOptimizer (e.g. `{ layout: 'flat' }`). */
   optimizer?: TrainStepOptions['optimizer'];
 }
@@ -83,11 +86,12 @@ export async function compileT5TrainStep(
   const step = buildT5TrainStep(s);
   const missing = step.frozen.filter((p) => !frozen.has(p.name)).map((p) => p.name);
   if (missing.length) throw new EngineError('input', `seq2seq training: the frozen base weights lack ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? `, … (${missing.length})` : ''}`);
-  const session = await createSession(serializeModel(step.graph).model, { graphOptimizationLevel: 'all', ...sessionConfig });
+  const stepsPerRun = s.stepsPerRun ?? 1;
+  const session = await createSession(serializeModel(stepGraph(step, stepsPerRun)).model, { graphOptimizationLevel: 'all', ...sessionConfig });
   const frozenFeeds = Object.fromEntries(step.frozen.map((p) => [p.name, frozen.get(p.name)!]));
   return {
     step,
     session,
-    runner: (init) => new StepRunner(session, { params: init.params, frozen: frozenFeeds, state: init.state, step: init.step }),
+    runner: (init) => new StepRunner(session, { params: init.params, frozen: frozenFeeds, state: init.state, step: init.step, stepsPerRun }),
   };
 }

@@ -5,7 +5,9 @@
 // Why a resumed run ends bit-identical to an uninterrupted one: the batch of step s is a pure
 // function of (seed, shard, s) (engine/data/sampler.ts), the optimizer's step counter is the same
 // s, and a snapshot holds exactly the float32 buffers the next step reads. Nothing else carries
-// state from one step to the next.
+// state from one step to the next. With K steps per session.run (stepsPerRun, ksteps.ts) the same
+// steps run in groups of K, giving the same bits; snapshots, heartbeats and cancellation then
+// happen between runs, so a snapshot's step is always a run boundary.
 
 import * as os from 'node:os';
 import type * as ort from 'onnxruntime-node';
@@ -19,6 +21,7 @@ import { estimateTrainStepBytes, gib } from '../models/memory';
 import type { OptimConfig } from '../optim';
 import { createSession, StepRunner, type SessionConfig } from '../runtime';
 import type { ActivationCheckpointing } from './checkpointing';
+import { stepGraph } from './ksteps';
 import { buildTrainStep, type TrainStep } from './step';
 
 /** When the inner loop hands out a resumable snapshot; whichever comes first. */
@@ -58,7 +61,11 @@ export interface RunShardOptions {
   /** The feeds of step `step` for a model that is not a GPT language model (BERT: engine/train/bert.ts); default the LM windows of `ids`. */
   batch?: (step: number) => Record<string, TensorData>;
   checkpoint?: CheckpointPolicy & { save(snapshot: ShardSnapshot): Promise<void> };
-  /** Called after each step; throwing stops the loop (cancellation). May be async (heartbeats). */
+  /**
+   * Called after each step; throwing stops the loop (cancellation). May be async (heartbeats).
+   * With K steps per run (the runner's stepsPerRun) it is called for each of a run's steps after
+   * the run, and a throw stops the loop there: the runner then already stands at the run's end.
+   */
   onStep?(m: ShardStepMetrics): void | Promise<void>;
   /** Milliseconds clock, injectable so tests need not sleep. */
   now?: () => number;
@@ -95,12 +102,18 @@ export async function runShard(o: RunShardOptions): Promise<ShardRunResult> {
   const policy = o.checkpoint;
   let lastSave = now();
   let lastSaveStep = o.runner.step;
+  const K = o.runner.stepsPerRun;
+  if (policy && K > 1 && policy.everySteps % K !== 0) throw new EngineError('config', `checkpoint.everySteps (${policy.everySteps}) must be a multiple of stepsPerRun (${K}): a snapshot can only be taken between runs`);
   while (o.runner.step < o.endStep) {
     const step = o.runner.step;
-    const r = await o.runner.run(o.batch ? o.batch(step) : lmFeeds(o, step));
-    const m = { step: r.step, loss: r.loss, gradNorm: r.gradNorm, lr: r.scalars.lr ?? NaN };
-    history.push(m);
-    await o.onStep?.(m);
+    const feeds = (s: number) => (o.batch ? o.batch(s) : lmFeeds(o, s));
+    // The last run of a span may be shorter than K: the same session takes any k <= K.
+    const rs = K === 1 ? [await o.runner.run(feeds(step))] : await o.runner.runSteps(Array.from({ length: Math.min(K, o.endStep - step) }, (_, i) => feeds(step + i)));
+    for (const r of rs) {
+      const m = { step: r.step, loss: r.loss, gradNorm: r.gradNorm, lr: r.scalars.lr ?? NaN };
+      history.push(m);
+      await o.onStep?.(m);
+    }
     const next = o.runner.step;
     if (policy && next < o.endStep) {
       const bySteps = policy.everySteps > 0 && next - lastSaveStep >= policy.everySteps;
@@ -131,6 +144,8 @@ export interface LmTrainSetup {
   contextLength: number;
   /** Recompute blocks in the backward (engine/train/checkpointing.ts); default off. */
   activationCheckpointing?: ActivationCheckpointing;
+  /** Optimizer steps per session.run (engine/train/ksteps.ts); default 1. */
+  stepsPerRun?: number;
 }
 
 /** The one-graph training step of a GPT language model with (B, T) token batches. */
@@ -179,11 +194,12 @@ export interface CompiledTrainStep {
 export async function compileLmTrainStep(s: LmTrainSetup, sessionConfig: SessionConfig = {}, limits: TrainMemoryLimits = {}): Promise<CompiledTrainStep> {
   checkTrainMemory(s, limits);
   const step = buildLmTrainStep(s);
-  const session = await createSession(serializeModel(step.graph).model, { graphOptimizationLevel: 'all', ...sessionConfig });
+  const stepsPerRun = s.stepsPerRun ?? 1;
+  const session = await createSession(serializeModel(stepGraph(step, stepsPerRun)).model, { graphOptimizationLevel: 'all', ...sessionConfig });
   return {
     step,
     session,
-    runner: (init) => new StepRunner(session, { params: init.params, state: init.state, step: init.step }),
+    runner: (init) => new StepRunner(session, { params: init.params, state: init.state, step: init.step, stepsPerRun }),
   };
 }
 

@@ -10,3 +10,4 @@ import './indexing';
 import './norm';
 import './loss';
 import './misc';
+import './control';
