@@ -126,6 +126,16 @@ describe('K steps per session.run', () => {
     await compare({ step, params: Object.fromEntries(initParams(bertTrainParams(model), 5)) }, 4, 5, 0, feeds);
   });
 
+  it('equal K single steps bit for bit for a LoRA step on an int8 base (quantized weights inside the Loop body)', async () => {
+    const base = { params: gptParams(small), loss: gptTrainLoss(small, B, T) };
+    const weights = initParams(gptParams(small), 3);
+    const plan = planLora(base, { family: 'gpt', target_modules: 'all-linear', r: 4, lora_alpha: 8, baseQuantization: 'int8' });
+    const step = buildTrainStep(loraModel(base, plan, weights), optim, { trainable: isAdapterParam });
+    const adapters = initAdapters(plan);
+    for (const [name, t] of adapters) if (name.endsWith('lora_B.weight')) t.forEach((_, i) => (t[i] = ((i % 7) - 3) * 1e-3));
+    await compare({ step, params: Object.fromEntries(adapters), frozen: Object.fromEntries(step.frozen.map((p) => [p.name, weights.get(p.name)!])) }, 3, 4);
+  });
+
   it('equal K single steps bit for bit for a T5 seq2seq step (encoder and decoder batches)', async () => {
     const cfg = T5ConfigSchema.parse({ vocab_size: 64, d_model: 32, d_kv: 8, d_ff: 64, num_layers: 2, num_heads: 4, relative_attention_num_buckets: 8, relative_attention_max_distance: 16 });
     const step = buildT5TrainStep({ model: cfg, optim, batchSize: 3, srcLen: 6, tgtLen: 4 });
