@@ -12,8 +12,8 @@ import { z } from 'zod';
 import { EngineError } from '../errors';
 import { CorpusError, CorpusSpecSchema, readCorpus, type Document } from './corpus';
 import { hashString, mix } from './random';
-import { trainBpe } from './bpe-train';
-import { BpeTokenizer, ByteTokenizer, Gpt2Tokenizer, HfTokenizer, TokenizerSpecSchema, type Tokenizer } from './tokenizer';
+import { trainBpeTokenizer } from './train-tokenizer';
+import { ByteTokenizer, Gpt2Tokenizer, HfTokenizer, TokenizerSpecSchema, type TokenIds, type Tokenizer } from './tokenizer';
 
 export const DatasetSpecSchema = z.strictObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'dataset name: lowercase letters, digits and dashes'),
@@ -113,8 +113,9 @@ class ShardWriter {
     this.out = new SafeStream(path);
     this.docs = docsFile ? new SafeStream(join(dirname(path), docsFile)) : null;
   }
-  async write(ids: number[], label?: number): Promise<void> {
-    const buf = Buffer.from(this.wide ? Uint32Array.from(ids).buffer : Uint16Array.from(ids).buffer);
+  async write(ids: TokenIds, label?: number): Promise<void> {
+    if (ids instanceof Uint32Array !== this.wide) throw new Error(`shard ${this.file}: ${ids.constructor.name} ids for a ${this.wide ? 'uint32' : 'uint16'} shard`); // a bug, not bad input
+    const buf = Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength);
     this.hash.update(buf);
     this.tokens += ids.length;
     this.bytes += buf.length;
@@ -134,6 +135,10 @@ class ShardWriter {
   }
 }
 
+/** A batch for `encodeDocs`: enough documents to keep the library's threads busy (four 4 MiB chunks of a large file), little enough memory. */
+const BATCH_CHARS = 16 << 20;
+const BATCH_DOCS = 1024;
+
 async function buildTokenizer(spec: DatasetSpec, hfTokenizerJson?: string): Promise<Tokenizer> {
   const t = spec.tokenizer;
   if (t.kind === 'byte') return new ByteTokenizer();
@@ -142,16 +147,17 @@ async function buildTokenizer(spec: DatasetSpec, hfTokenizerJson?: string): Prom
     if (hfTokenizerJson === undefined) throw new EngineError('input', `tokenizer ${t.key}: prepareDataset needs the text of this tokenizer.json (the activity fetches it from the store)`);
     return HfTokenizer.fromJson(hfTokenizerJson, t);
   }
-  const texts: string[] = [];
+  return HfTokenizer.trained(await trainBpeTokenizer(trainingSample(spec), t.vocabSize));
+}
+
+/** The corpus's first documents, up to `bpeTrainChars` characters (whole documents). */
+async function* trainingSample(spec: DatasetSpec): AsyncIterable<string> {
   let chars = 0;
   for await (const doc of readCorpus(spec.corpus)) {
     if (chars >= spec.bpeTrainChars) break;
-    texts.push(doc.text);
+    yield doc.text;
     chars += doc.text.length;
   }
-  const model = trainBpe(texts, t.vocabSize - 3); // three specials follow the merged ids
-  const id = `bpe-${t.vocabSize}-${createHash('sha256').update(JSON.stringify(model.merges)).digest('hex').slice(0, 12)}`;
-  return new BpeTokenizer(id, model);
 }
 
 /**
@@ -194,25 +200,47 @@ async function writeShards(
   const labelNames: string[] = [];
   let documents = 0;
   let tokens = 0;
+  // Documents are encoded a batch at a time (`encodeDocs`: one call into the tokenizers library,
+  // which spreads the batch over its threads), and while a batch is encoded the next one is read.
+  // Batches are written in corpus order, so the shards are the same whatever the batch size.
+  let batch: { text: string; writer: ShardWriter; label?: number }[] = [];
+  let batchChars = 0;
+  let writing: Promise<void> = Promise.resolve();
+  const flush = async () => {
+    const docs = batch;
+    batch = [];
+    batchChars = 0;
+    const encoded = Promise.resolve(tokenizer.encodeDocs(docs.map((d) => d.text)));
+    await writing;
+    writing = (async () => {
+      const ids = await encoded;
+      for (let i = 0; i < docs.length; i++) {
+        await docs[i].writer.write(ids[i], docs[i].label);
+        documents++;
+        tokens += ids[i].length;
+        onProgress?.({ documents, tokens });
+      }
+    })();
+    writing.catch(() => {}); // awaited by the next flush; this only keeps Node from calling it unhandled meanwhile
+  };
   for await (const doc of readCorpus(spec.corpus) as AsyncIterable<Document>) {
-    if (!doc.text.trim()) throw new CorpusError(doc.source, 'is empty');
+    if (!/\S/.test(doc.text)) throw new CorpusError(doc.source, 'is empty');
     const h = mix(spec.seed, hashString(doc.source));
     const split = (h % 10_000) / 10_000 < spec.valFraction ? 'val' : 'train';
     const shard = Math.floor(h / 10_000) % spec.shards;
-    const ids = await tokenizer.encode(doc.text);
-    ids.push(tokenizer.eot);
     let label: number | undefined;
     if (spec.labels) {
       if (doc.label === undefined) throw new CorpusError(doc.source, 'has no label, and dataset.labels asks for one per document (a jsonl corpus names its labelField)');
       label = labelNames.indexOf(doc.label);
       if (label < 0) label = labelNames.push(doc.label) - 1;
     }
-    await writers[split][shard].write(ids, label);
     if (doc.label !== undefined) labels[doc.label] = (labels[doc.label] ?? 0) + 1;
-    documents++;
-    tokens += ids.length;
-    onProgress?.({ documents, tokens });
+    batch.push({ text: doc.text, writer: writers[split][shard], label });
+    batchChars += doc.text.length;
+    if (batchChars >= BATCH_CHARS || batch.length >= BATCH_DOCS) await flush();
   }
+  await flush();
+  await writing;
   if (documents === 0) throw new CorpusError(JSON.stringify(spec.corpus), 'yielded no documents');
   const splits = {
     train: await Promise.all(writers.train.map((w) => w.close())),
