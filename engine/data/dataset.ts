@@ -135,8 +135,8 @@ class ShardWriter {
   }
 }
 
-/** A batch for `encodeDocs`: enough documents to keep the library's threads busy (four 4 MiB chunks of a large file), little enough memory. */
-const BATCH_CHARS = 16 << 20;
+/** A batch for `encodeDocs`: enough documents to keep the library's 2+ threads busy (two 4 MiB chunks of a large file), little enough memory (the library holds about 100 bytes per token of a batch until GC frees its encodings). */
+const BATCH_CHARS = 8 << 20;
 const BATCH_DOCS = 1024;
 
 async function buildTokenizer(spec: DatasetSpec, hfTokenizerJson?: string): Promise<Tokenizer> {

@@ -27,7 +27,7 @@ export const TokenizerSpecSchema = z.discriminatedUnion('kind', [
   z.strictObject({
     kind: z.literal('bpe'),
     /** Ids in all, the 256 bytes and the 3 specials (eot, pad, mask) included. */
-    vocabSize: z.number().int().min(260, 'bpe vocabSize must exceed the 256 byte tokens and 3 specials').max(30003, 'bpe vocabSize: at most 30003 (the tokenizers library trains 30000 tokens, and its Node binding cannot ask for more)'),
+    vocabSize: z.number().int().min(259, 'bpe vocabSize must hold the 256 byte tokens and 3 specials').max(30003, 'bpe vocabSize: at most 30003 (the tokenizers library trains 30000 tokens, and its Node binding cannot ask for more)'),
   }),
   z.strictObject({
     kind: z.literal('hf'),
