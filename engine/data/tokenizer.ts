@@ -20,6 +20,7 @@ import * as gpt2 from 'gpt-tokenizer/cjs/encoding/r50k_base';
 import { Tokenizer as HfFastTokenizer } from 'tokenizers';
 import { EngineError } from '../errors';
 import { BpeModel } from './bpe-legacy';
+import { WordCachedBpe } from './word-cache';
 
 export const TokenizerSpecSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('byte') }),
@@ -185,6 +186,8 @@ export class HfTokenizer implements Tokenizer {
   readonly vocabSize: number;
   readonly eot: number;
   readonly specials: Record<string, number>;
+  /** For our trained layout: ids of ASCII documents through a cache of the library's ids per pre-token (word-cache.ts). */
+  private readonly words: WordCachedBpe | null;
   private constructor(
     private readonly tok: HfFastTokenizer,
     private readonly ref: { key: string; sha256: string; id?: string },
@@ -193,6 +196,7 @@ export class HfTokenizer implements Tokenizer {
     private readonly file?: TokenizerFile,
   ) {
     this.id = ref.id ?? `hf-${ref.sha256.slice(0, 12)}`;
+    this.words = file ? WordCachedBpe.fits(tok, file as unknown as Parameters<typeof WordCachedBpe.fits>[1]) : null;
     this.vocabSize = tok.getVocabSize(true);
     this.eot = eot;
     this.specials = { eot };
@@ -237,8 +241,18 @@ export class HfTokenizer implements Tokenizer {
   async encode(text: string): Promise<number[]> {
     return (await this.tok.encode(text, null, { addSpecialTokens: false })).getIds();
   }
-  /** One `encodeBatch` call: the library spreads the documents over its threads. */
+  /** One `encodeBatch` call (the library spreads the documents over its threads), after the word cache where it applies. */
   async encodeDocs(texts: readonly string[]): Promise<TokenIds[]> {
+    const ids = this.words ? await Promise.all(texts.map((t) => this.words!.encode(t))) : texts.map(() => null);
+    const rest = ids.flatMap((d, i) => (d === null ? [i] : []));
+    if (rest.length > 0) {
+      const encodings = await this.tok.encodeBatch(rest.map((i) => texts[i]), { addSpecialTokens: false });
+      rest.forEach((i, k) => (ids[i] = encodings[k].getIds()));
+    }
+    return docsOf(ids as number[][], this.vocabSize, this.eot);
+  }
+  /** `encodeDocs` through the library alone, never the word cache (what tests compare the cache with). */
+  async encodeDocsByLibrary(texts: readonly string[]): Promise<TokenIds[]> {
     const encodings = await this.tok.encodeBatch(texts as string[], { addSpecialTokens: false });
     return docsOf(encodings.map((e) => e.getIds()), this.vocabSize, this.eot);
   }

@@ -56,6 +56,24 @@ describe('a BPE trained by the tokenizers library', () => {
     for (let i = 0; i < texts.length; i++) expect(await tok.decode(one[i])).toBe(texts[i].replace(/<\|endoftext\|>|<\|pad\|>|<\|mask\|>/g, ''));
   });
 
+  test('the word cache gives the library\'s ids: the whole Brown corpus, a random ASCII stress text, specials, non-ASCII', async () => {
+    const tok = HfTokenizer.trained(fixture('node-bpe-1000.json'));
+    const brown = [...readBrown()].map((d) => d.text);
+    // Characters where regex engines could disagree: every kind of ASCII space and control, quotes
+    // of contractions, digits, letters, punctuation runs, the specials and their fragments.
+    const alphabet = [' ', '  ', '\t', '\n', '\r\n', '\v', '\f', '\x00', '\x1c', '\x1f', '\x7f', "'", "'s", "'t", "'re", "'ll", "'d", "'m", "'ve", 'a', 'Z', 'the', ' the', '9', '12', '.', '...', '!?', '-', '<', '|', '>', '<|endoftext|>', '<|pad|>', '<|mask|>', '<|endof', 'text|>'];
+    let seed = 7;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const stress = Array.from({ length: 40 }, () => Array.from({ length: 400 }, () => alphabet[Math.floor(rand() * alphabet.length)]).join(''));
+    const docs = [...brown, ...stress, ...texts];
+    const cached = await tok.encodeDocs(docs); // the first pass fills the cache, the second reads it
+    const again = await tok.encodeDocs(docs);
+    const library = await tok.encodeDocsByLibrary(docs);
+    expect(cached.map((d) => sha(Buffer.from(d.buffer, d.byteOffset, d.byteLength)))).toEqual(library.map((d) => sha(Buffer.from(d.buffer, d.byteOffset, d.byteLength))));
+    expect(again.map((d) => sha(Buffer.from(d.buffer, d.byteOffset, d.byteLength)))).toEqual(library.map((d) => sha(Buffer.from(d.buffer, d.byteOffset, d.byteLength))));
+    expect(brown.some((t) => /[\u0080-\uffff]/.test(t))).toBe(false); // so Brown goes through the cache
+  });
+
   test('tokenizers trained in Python load here and encode identically', async () => {
     for (const [file, ids] of [
       ['python-wordpiece.json', golden.python_wordpiece_ids],
