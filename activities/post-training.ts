@@ -210,7 +210,7 @@ async function writeReport(store: ArtifactStore, input: ReportInput): Promise<Re
     model: { family: 'gpt', params, config: input.modelConfig, from: modelFromOf(input.config) },
     dataset: {
       prefix: input.dataset.prefix,
-      tokenizer: tokenizer.kind === 'bpe' ? tokenizer.id : tokenizer.kind,
+      tokenizer: tokenizer.kind === 'bpe' ? tokenizer.id : tokenizer.kind === 'hf' ? (tokenizer.id ?? 'hf') : (tokenizer.kind ?? 'hf'),
       trainTokens: input.dataset.train.reduce((n, s) => n + s.tokens, 0),
       valTokens: input.dataset.val.reduce((n, s) => n + s.tokens, 0),
       documents: input.dataset.documents,

@@ -2,7 +2,8 @@
 // verified), finding a committed dataset by prefix, and its tokenizer.
 
 import { TOKENIZER_FILE, shardTokens, type DatasetManifest } from '../engine/data/dataset';
-import type { SavedTokenizer } from '../engine/data/tokenizer';
+import { sha256 } from '../engine/checkpoint/checkpoint';
+import { isTokenizerFile, trainedTokenizerId, type SavedTokenizer } from '../engine/data/tokenizer';
 import type { Seq2seqPair } from '../engine/data/t5-span';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
@@ -118,9 +119,19 @@ export async function datasetAt(store: ArtifactStore, prefix: string): Promise<D
   return { ...ref, reused: true };
 }
 
+/**
+ * A dataset's saved tokenizer. A trained one's tokenizer.json is the standard file itself, which
+ * can be large: it comes back as a reference to that file (key, sha256, id), which is what model
+ * manifests record, and loadStoredTokenizer fetches and verifies it.
+ */
 export async function readTokenizer(store: ArtifactStore, dataset: DatasetRef): Promise<SavedTokenizer> {
   try {
-    return JSON.parse((await store.getVerified(dataset.prefix, TOKENIZER_FILE)).toString('utf8')) as SavedTokenizer;
+    const bytes = await store.getVerified(dataset.prefix, TOKENIZER_FILE);
+    const text = bytes.toString('utf8');
+    const saved = JSON.parse(text) as SavedTokenizer;
+    if (!isTokenizerFile(saved)) return saved;
+    const sha = sha256(bytes);
+    return { kind: 'hf', key: `${dataset.prefix}/${TOKENIZER_FILE}`, sha256: sha, id: trainedTokenizerId(text, sha) };
   } catch (err) {
     throw asFailure(err, `tokenizer of dataset ${dataset.prefix}`);
   }

@@ -12,8 +12,8 @@ import { z } from 'zod';
 import { EngineError } from '../errors';
 import { CorpusError, CorpusSpecSchema, readCorpus, type Document } from './corpus';
 import { hashString, mix } from './random';
-import { trainBpe } from './bpe-train';
-import { BpeTokenizer, ByteTokenizer, Gpt2Tokenizer, HfTokenizer, TokenizerSpecSchema, type Tokenizer } from './tokenizer';
+import { trainBpeTokenizer } from './train-tokenizer';
+import { ByteTokenizer, Gpt2Tokenizer, HfTokenizer, TokenizerSpecSchema, type TokenIds, type Tokenizer } from './tokenizer';
 
 export const DatasetSpecSchema = z.strictObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'dataset name: lowercase letters, digits and dashes'),
@@ -120,8 +120,9 @@ class ShardWriter {
     this.docs = docsFile ? new SafeStream(join(dirname(path), docsFile)) : null;
   }
   /** `entry`: the document's `.docs` pair, (tokens, label index) or (input tokens, target tokens). */
-  async write(ids: number[], entry?: [number, number]): Promise<void> {
-    const buf = Buffer.from(this.wide ? Uint32Array.from(ids).buffer : Uint16Array.from(ids).buffer);
+  async write(ids: TokenIds, entry?: [number, number]): Promise<void> {
+    if (ids instanceof Uint32Array !== this.wide) throw new Error(`shard ${this.file}: ${ids.constructor.name} ids for a ${this.wide ? 'uint32' : 'uint16'} shard`); // a bug, not bad input
+    const buf = Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength);
     this.hash.update(buf);
     this.tokens += ids.length;
     this.bytes += buf.length;
@@ -141,6 +142,10 @@ class ShardWriter {
   }
 }
 
+/** A batch for `encodeDocs`: enough documents to keep the library's 2+ threads busy (two 4 MiB chunks of a large file), little enough memory (the library holds about 100 bytes per token of a batch until GC frees its encodings). */
+const BATCH_CHARS = 8 << 20;
+const BATCH_DOCS = 1024;
+
 async function buildTokenizer(spec: DatasetSpec, hfTokenizerJson?: string): Promise<Tokenizer> {
   const t = spec.tokenizer;
   if (t.kind === 'byte') return new ByteTokenizer();
@@ -149,16 +154,17 @@ async function buildTokenizer(spec: DatasetSpec, hfTokenizerJson?: string): Prom
     if (hfTokenizerJson === undefined) throw new EngineError('input', `tokenizer ${t.key}: prepareDataset needs the text of this tokenizer.json (the activity fetches it from the store)`);
     return HfTokenizer.fromJson(hfTokenizerJson, t);
   }
-  const texts: string[] = [];
+  return HfTokenizer.trained(await trainBpeTokenizer(trainingSample(spec), t.vocabSize));
+}
+
+/** The corpus's first documents, up to `bpeTrainChars` characters (whole documents). */
+async function* trainingSample(spec: DatasetSpec): AsyncIterable<string> {
   let chars = 0;
   for await (const doc of readCorpus(spec.corpus)) {
     if (chars >= spec.bpeTrainChars) break;
-    texts.push(doc.text);
+    yield doc.text;
     chars += doc.text.length;
   }
-  const model = trainBpe(texts, t.vocabSize - 3); // three specials follow the merged ids
-  const id = `bpe-${t.vocabSize}-${createHash('sha256').update(JSON.stringify(model.merges)).digest('hex').slice(0, 12)}`;
-  return new BpeTokenizer(id, model);
 }
 
 /**
@@ -201,32 +207,66 @@ async function writeShards(
   const labelNames: string[] = [];
   let documents = 0;
   let tokens = 0;
+  // Documents are encoded a batch at a time (`encodeDocs`: one call into the tokenizers library,
+  // which spreads the batch over its threads), and while a batch is encoded the next one is read.
+  // Batches are written in corpus order, so the shards are the same whatever the batch size.
+  // A paired example (dataset.pairs) is written as its source's ids then its target's, each ending
+  // in EOT, with (source tokens, target tokens) in the `.docs` file; a labelled document's `.docs`
+  // entry is (tokens, label index).
+  let batch: { text: string; target?: string; writer: ShardWriter; label?: number }[] = [];
+  let batchChars = 0;
+  let writing: Promise<void> = Promise.resolve();
+  const flush = async () => {
+    const docs = batch;
+    batch = [];
+    batchChars = 0;
+    const texts = docs.map((d) => d.text);
+    if (spec.pairs) texts.push(...docs.map((d) => d.target!));
+    const encoded = Promise.resolve(tokenizer.encodeDocs(texts));
+    await writing;
+    writing = (async () => {
+      const all = await encoded;
+      for (let i = 0; i < docs.length; i++) {
+        let ids = all[i];
+        let entry: [number, number] | undefined;
+        if (spec.pairs) {
+          const target = all[docs.length + i];
+          const both = wide ? new Uint32Array(ids.length + target.length) : new Uint16Array(ids.length + target.length);
+          both.set(ids);
+          both.set(target, ids.length);
+          entry = [ids.length, target.length];
+          ids = both;
+        } else if (docs[i].label !== undefined) {
+          entry = [ids.length, docs[i].label!];
+        }
+        await docs[i].writer.write(ids, entry);
+        documents++;
+        tokens += ids.length;
+        onProgress?.({ documents, tokens });
+      }
+    })();
+    writing.catch(() => {}); // awaited by the next flush; this only keeps Node from calling it unhandled meanwhile
+  };
   for await (const doc of readCorpus(spec.corpus) as AsyncIterable<Document>) {
-    if (!doc.text.trim()) throw new CorpusError(doc.source, 'is empty');
+    if (!/\S/.test(doc.text)) throw new CorpusError(doc.source, 'is empty');
     const h = mix(spec.seed, hashString(doc.source));
     const split = (h % 10_000) / 10_000 < spec.valFraction ? 'val' : 'train';
     const shard = Math.floor(h / 10_000) % spec.shards;
-    const ids = await tokenizer.encode(doc.text);
-    ids.push(tokenizer.eot);
-    let entry: [number, number] | undefined;
+    let label: number | undefined;
     if (spec.pairs) {
       if (doc.target === undefined) throw new CorpusError(doc.source, 'has no target, and dataset.pairs asks for one per example (a jsonl corpus names its targetField)');
-      const target = await tokenizer.encode(doc.target);
-      target.push(tokenizer.eot);
-      entry = [ids.length, target.length];
-      ids.push(...target);
     } else if (spec.labels) {
       if (doc.label === undefined) throw new CorpusError(doc.source, 'has no label, and dataset.labels asks for one per document (a jsonl corpus names its labelField)');
-      let label = labelNames.indexOf(doc.label);
+      label = labelNames.indexOf(doc.label);
       if (label < 0) label = labelNames.push(doc.label) - 1;
-      entry = [ids.length, label];
     }
-    await writers[split][shard].write(ids, entry);
     if (doc.label !== undefined) labels[doc.label] = (labels[doc.label] ?? 0) + 1;
-    documents++;
-    tokens += ids.length;
-    onProgress?.({ documents, tokens });
+    batch.push({ text: doc.text, ...(spec.pairs ? { target: doc.target } : {}), writer: writers[split][shard], label });
+    batchChars += doc.text.length;
+    if (batchChars >= BATCH_CHARS || batch.length >= BATCH_DOCS) await flush();
   }
+  await flush();
+  await writing;
   if (documents === 0) throw new CorpusError(JSON.stringify(spec.corpus), 'yielded no documents');
   const splits = {
     train: await Promise.all(writers.train.map((w) => w.close())),

@@ -1,24 +1,34 @@
 // Tokenizers, each saved with its dataset and loaded back by id:
 //   byte     — 256 byte values + specials (no training, never fails on any input)
 //   gpt2     — GPT-2's BPE (50257 ids) through the maintained `gpt-tokenizer` package
-//   bpe      — a byte-level BPE trained on the corpus to a chosen vocabulary size (bpe-train.ts)
+//   bpe      — a byte-level BPE trained on the corpus to a chosen vocabulary size by Hugging Face's
+//              `tokenizers` library (train-tokenizer.ts) and saved as a standard tokenizer.json; it
+//              encodes through that library like any `hf` tokenizer. Datasets prepared before that
+//              saved `{ kind: 'bpe', id, merges }` from our own trainer: still loaded (bpe-legacy.ts).
 //   hf       — an imported model's tokenizer.json (HF fast tokenizer) through Hugging Face's own
 //              `tokenizers` package. The JSON can be megabytes, so what is saved is a reference (the
 //              store key of the tokenizer.json beside the model, and its sha256); the artifacts layer
 //              fetches and verifies the file and hands its text to loadTokenizer.
+//
+// Data preparation goes through `encodeDocs`: many documents at once, each to a typed array of
+// ids ending with EOT, in the width the shard files store (the `tokenizers` library encodes a batch
+// on its own threads; the byte tokenizer widens the UTF-8 bytes in one copy).
 
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import * as gpt2 from 'gpt-tokenizer/cjs/encoding/r50k_base';
 import { Tokenizer as HfFastTokenizer } from 'tokenizers';
 import { EngineError } from '../errors';
-import { BpeModel } from './bpe-train';
+import { BpeModel } from './bpe-legacy';
+import { WordCachedBpe } from './word-cache';
 
 export const TokenizerSpecSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('byte') }),
   z.strictObject({ kind: z.literal('gpt2') }),
   z.strictObject({
     kind: z.literal('bpe'),
-    vocabSize: z.number().int().min(257, 'bpe vocabSize must exceed the 256 byte tokens').max(65536),
+    /** Ids in all, the 256 bytes and the 3 specials (eot, pad, mask) included. */
+    vocabSize: z.number().int().min(259, 'bpe vocabSize must hold the 256 byte tokens and 3 specials').max(30003, 'bpe vocabSize: at most 30003 (the tokenizers library trains 30000 tokens, and its Node binding cannot ask for more)'),
   }),
   z.strictObject({
     kind: z.literal('hf'),
@@ -42,15 +52,48 @@ export interface Tokenizer {
   /** Ids of `text` (no special tokens added: text is data). Asynchronous for `hf` tokenizers, whose library only encodes so. */
   encode(text: string): number[] | Promise<number[]>;
   decode(ids: ArrayLike<number>): string | Promise<string>;
+  /**
+   * Each text's ids followed by EOT, as the shard files store them: Uint16Array when the
+   * vocabulary fits 16 bits, else Uint32Array. Same ids as `encode`.
+   */
+  encodeDocs(texts: readonly string[]): TokenIds[] | Promise<TokenIds[]>;
   /** JSON that `loadTokenizer` turns back into an identical tokenizer. */
   toJSON(): SavedTokenizer;
+}
+
+export type TokenIds = Uint16Array | Uint32Array;
+
+/** A standard tokenizer.json (the parts we read), as a dataset of a trained tokenizer stores it (the file itself, no `kind`). */
+export interface TokenizerFile {
+  kind?: never;
+  version: string;
+  model: { type: string };
+  added_tokens: { id: number; content: string; special: boolean }[];
 }
 
 export type SavedTokenizer =
   | { kind: 'byte' }
   | { kind: 'gpt2' }
+  /** Our own trainer's BPE (datasets prepared before the `tokenizers` library trained them): load only. */
   | { kind: 'bpe'; id: string; merges: [number, number][] }
-  | { kind: 'hf'; key: string; sha256: string; eot?: number };
+  /** `id`: a trained tokenizer's (`bpe-4096-<sha>`), else `hf-<sha>`. */
+  | { kind: 'hf'; key: string; sha256: string; eot?: number; id?: string }
+  | TokenizerFile;
+
+/** A typed array for `n` ids plus EOT, 16 or 32 bits wide by the vocabulary size. */
+function idsFor(n: number, vocabSize: number): TokenIds {
+  return vocabSize > 65536 ? new Uint32Array(n + 1) : new Uint16Array(n + 1);
+}
+
+/** `encodeDocs` for tokenizers whose library returns plain arrays. */
+function docsOf(ids: number[][], vocabSize: number, eot: number): TokenIds[] {
+  return ids.map((d) => {
+    const out = idsFor(d.length, vocabSize);
+    out.set(d);
+    out[d.length] = eot;
+    return out;
+  });
+}
 
 const BYTE_SPECIALS = ['<|endoftext|>', '<|pad|>', '<|mask|>'] as const;
 
@@ -62,6 +105,15 @@ export class ByteTokenizer implements Tokenizer {
   readonly specials = { eot: 256, pad: 257, mask: 258 };
   encode(text: string): number[] {
     return Array.from(Buffer.from(text, 'utf8'));
+  }
+  encodeDocs(texts: readonly string[]): Uint16Array[] {
+    return texts.map((text) => {
+      const bytes = Buffer.from(text, 'utf8');
+      const out = new Uint16Array(bytes.length + 1);
+      out.set(bytes); // widens each byte in one native copy
+      out[bytes.length] = this.eot;
+      return out;
+    });
   }
   decode(ids: ArrayLike<number>): string {
     const bytes = Array.from(ids).filter((i) => i < 256);
@@ -81,6 +133,9 @@ export class Gpt2Tokenizer implements Tokenizer {
     // Text is data, not a prompt: special-token strings in it stay plain text.
     return gpt2.encode(text, { allowedSpecial: new Set(), disallowedSpecial: new Set() });
   }
+  encodeDocs(texts: readonly string[]): TokenIds[] {
+    return docsOf(texts.map((t) => this.encode(t)), this.vocabSize, this.eot);
+  }
   decode(ids: ArrayLike<number>): string {
     return gpt2.decode(Array.from(ids));
   }
@@ -89,7 +144,7 @@ export class Gpt2Tokenizer implements Tokenizer {
   }
 }
 
-/** Byte-level BPE: merges learned on the corpus; specials come after the merged ids. */
+/** Our own trainer's byte-level BPE (bpe-legacy.ts), loaded from datasets prepared with it; specials come after the merged ids. */
 export class BpeTokenizer implements Tokenizer {
   readonly vocabSize: number;
   readonly eot: number;
@@ -105,6 +160,9 @@ export class BpeTokenizer implements Tokenizer {
   encode(text: string): number[] {
     return this.model.encode(text);
   }
+  encodeDocs(texts: readonly string[]): TokenIds[] {
+    return docsOf(texts.map((t) => this.encode(t)), this.vocabSize, this.eot);
+  }
   decode(ids: ArrayLike<number>): string {
     return this.model.decode(Array.from(ids).filter((i) => i < this.model.size));
   }
@@ -116,7 +174,7 @@ export class BpeTokenizer implements Tokenizer {
 /** End-of-text tokens by convention (GPT-2, Llama/Mistral, T5, Gemma, BERT's separator), tried in order when the reference names none. */
 const EOT_NAMES = ['<|endoftext|>', '</s>', '<|end_of_text|>', '<eos>', '[SEP]'];
 /** Other special tokens by convention (BERT's bracketed names, then RoBERTa/T5's angled ones), recorded in `specials` when the vocabulary has them. */
-const SPECIAL_NAMES: Record<string, string[]> = { cls: ['[CLS]', '<s>'], sep: ['[SEP]', '</s>'], pad: ['[PAD]', '<pad>'], mask: ['[MASK]', '<mask>'] };
+const SPECIAL_NAMES: Record<string, string[]> = { cls: ['[CLS]', '<s>'], sep: ['[SEP]', '</s>'], pad: ['[PAD]', '<pad>', '<|pad|>'], mask: ['[MASK]', '<mask>', '<|mask|>'] };
 
 /**
  * A Hugging Face fast tokenizer (tokenizer.json) through the `tokenizers` package: encodings are
@@ -128,12 +186,17 @@ export class HfTokenizer implements Tokenizer {
   readonly vocabSize: number;
   readonly eot: number;
   readonly specials: Record<string, number>;
+  /** For our trained layout: ids of ASCII documents through a cache of the library's ids per pre-token (word-cache.ts). */
+  private readonly words: WordCachedBpe | null;
   private constructor(
     private readonly tok: HfFastTokenizer,
-    private readonly ref: { key: string; sha256: string },
+    private readonly ref: { key: string; sha256: string; id?: string },
     eot: number,
+    /** A trained tokenizer's file text, which its dataset saves; an imported one is saved as `ref`. */
+    private readonly file?: TokenizerFile,
   ) {
-    this.id = `hf-${ref.sha256.slice(0, 12)}`;
+    this.id = ref.id ?? `hf-${ref.sha256.slice(0, 12)}`;
+    this.words = file ? WordCachedBpe.fits(tok, file as unknown as Parameters<typeof WordCachedBpe.fits>[1]) : null;
     this.vocabSize = tok.getVocabSize(true);
     this.eot = eot;
     this.specials = { eot };
@@ -144,7 +207,7 @@ export class HfTokenizer implements Tokenizer {
   }
 
   /** `json` is the tokenizer.json text; `ref` is where it is stored (saved instead of the text). */
-  static fromJson(json: string, ref: { key: string; sha256: string; eot?: number }): HfTokenizer {
+  static fromJson(json: string, ref: { key: string; sha256: string; eot?: number; id?: string }, inline = false): HfTokenizer {
     let tok: HfFastTokenizer;
     try {
       tok = HfFastTokenizer.fromString(json);
@@ -162,11 +225,36 @@ export class HfTokenizer implements Tokenizer {
       }
     }
     if (eot === undefined) throw new EngineError('config', `${ref.key}: has none of the end-of-text tokens ${EOT_NAMES.join(', ')}; give the tokenizer's eot id`);
-    return new HfTokenizer(tok, ref, eot);
+    return new HfTokenizer(tok, ref, eot, inline ? (JSON.parse(json) as TokenizerFile) : undefined);
+  }
+
+  /**
+   * A tokenizer trained by train-tokenizer.ts, from its tokenizer.json text: its id is
+   * `<model>-<vocabSize>-<sha256 of the text>` (`bpe-4096-1a2b3c4d5e6f`), and its dataset saves
+   * the file itself.
+   */
+  static trained(json: string, key = 'tokenizer.json'): HfTokenizer {
+    const sha256 = createHash('sha256').update(json).digest('hex');
+    return HfTokenizer.fromJson(json, { key, sha256, id: trainedTokenizerId(json, sha256) }, true);
   }
 
   async encode(text: string): Promise<number[]> {
     return (await this.tok.encode(text, null, { addSpecialTokens: false })).getIds();
+  }
+  /** One `encodeBatch` call (the library spreads the documents over its threads), after the word cache where it applies. */
+  async encodeDocs(texts: readonly string[]): Promise<TokenIds[]> {
+    const ids = this.words ? await Promise.all(texts.map((t) => this.words!.encode(t))) : texts.map(() => null);
+    const rest = ids.flatMap((d, i) => (d === null ? [i] : []));
+    if (rest.length > 0) {
+      const encodings = await this.tok.encodeBatch(rest.map((i) => texts[i]), { addSpecialTokens: false });
+      rest.forEach((i, k) => (ids[i] = encodings[k].getIds()));
+    }
+    return docsOf(ids as number[][], this.vocabSize, this.eot);
+  }
+  /** `encodeDocs` through the library alone, never the word cache (what tests compare the cache with). */
+  async encodeDocsByLibrary(texts: readonly string[]): Promise<TokenIds[]> {
+    const encodings = await this.tok.encodeBatch(texts as string[], { addSpecialTokens: false });
+    return docsOf(encodings.map((e) => e.getIds()), this.vocabSize, this.eot);
   }
   /** The id of one token of the vocabulary (`<extra_id_0>`, `</s>`), or null when it has none. */
   tokenId(token: string): number | null {
@@ -176,7 +264,7 @@ export class HfTokenizer implements Tokenizer {
     return this.tok.decode(Array.from(ids), true);
   }
   toJSON(): SavedTokenizer {
-    return { kind: 'hf', key: this.ref.key, sha256: this.ref.sha256, eot: this.eot };
+    return this.file ?? { kind: 'hf', key: this.ref.key, sha256: this.ref.sha256, eot: this.eot };
   }
 }
 
@@ -186,6 +274,7 @@ export class HfTokenizer implements Tokenizer {
  * and verifies against the saved sha256.
  */
 export function loadTokenizer(saved: SavedTokenizer, hfJson?: string): Tokenizer {
+  if (saved.kind === undefined) return HfTokenizer.trained(JSON.stringify(saved));
   switch (saved.kind) {
     case 'byte':
       return new ByteTokenizer();
@@ -197,4 +286,20 @@ export function loadTokenizer(saved: SavedTokenizer, hfJson?: string): Tokenizer
       if (hfJson === undefined) throw new EngineError('input', `tokenizer ${saved.key}: an hf tokenizer is loaded with the text of its tokenizer.json (artifacts/tokenizers.ts loadStoredTokenizer)`);
       return HfTokenizer.fromJson(hfJson, saved);
   }
+}
+
+/** `bpe-4096-<12 hex of sha256>`: a trained tokenizer's id, from its tokenizer.json text. */
+export function trainedTokenizerId(json: string, sha256 = createHash('sha256').update(json).digest('hex')): string {
+  const file = JSON.parse(json) as TokenizerFile;
+  const model = file.model as { type: string; vocab: Record<string, number> | unknown[] };
+  // Ids run 0..n-1 over the model's vocabulary and the added tokens (which may repeat vocabulary ids).
+  let size = Array.isArray(model.vocab) ? model.vocab.length : 0;
+  if (!Array.isArray(model.vocab)) for (const id of Object.values(model.vocab)) size = Math.max(size, id + 1);
+  for (const t of file.added_tokens) size = Math.max(size, t.id + 1);
+  return `${model.type.toLowerCase()}-${size}-${sha256.slice(0, 12)}`;
+}
+
+/** Whether a dataset's saved tokenizer is a tokenizer.json itself (a trained one) rather than our `{ kind }` record. */
+export function isTokenizerFile(saved: SavedTokenizer): saved is TokenizerFile {
+  return saved.kind === undefined;
 }

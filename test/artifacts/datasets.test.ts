@@ -1,15 +1,18 @@
 // A dataset's identity: the same spec over a changed file is a new dataset (not the old one
 // reused), an unchanged one is reused, and "the newest version of fiction" never picks a dataset
-// that merely starts with that name. Real S3 server, the real prepareDataset in an activity context.
+// that merely starts with that name; a trained tokenizer's tokenizer.json comes back as a verified
+// reference. Real S3 server, the real prepareDataset in an activity context.
 
 import { MockActivityEnvironment } from '@temporalio/testing';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { prepareDataset } from '../../activities/datasets';
-import { newestDataset, type DatasetRef } from '../../artifacts/datasets';
+import { newestDataset, readTokenizer, type DatasetRef } from '../../artifacts/datasets';
+import { loadStoredTokenizer } from '../../artifacts/tokenizers';
 import { isDatasetVersionOf, keys } from '../../artifacts/keys';
-import { DatasetSpecSchema } from '../../engine/data/dataset';
+import { DatasetSpecSchema, TOKENIZER_FILE } from '../../engine/data/dataset';
 import { withS3, type S3Fixture } from '../helpers/s3';
 
 let s3: S3Fixture;
@@ -69,3 +72,17 @@ test('isDatasetVersionOf: the name, then exactly the 16-hex spec hash', () => {
   expect(isDatasetVersionOf(keys.dataset('fiction-extra', 'ab'.repeat(32)), 'datasets/fiction-')).toBe(false);
   expect(isDatasetVersionOf(`${v}/x`, 'datasets/fiction-')).toBe(false);
 });
+
+test('a trained tokenizer is stored as its tokenizer.json and read back as a verified reference to it', async () => {
+  const spec = DatasetSpecSchema.parse({ name: 'humor-bpe', corpus: { kind: 'brown', categories: ['humor'] }, tokenizer: { kind: 'bpe', vocabSize: 400 }, valFraction: 0.1, shards: 1 });
+  const ref = (await new MockActivityEnvironment().run(prepareDataset, s3.store, spec)) as DatasetRef;
+  const file = await s3.store.getVerified(ref.prefix, TOKENIZER_FILE);
+  expect(JSON.parse(file.toString('utf8')).model.type).toBe('BPE'); // the standard file, which Python loads
+  const saved = await readTokenizer(s3.store, ref);
+  const sha = createHash('sha256').update(file).digest('hex');
+  expect(saved).toEqual({ kind: 'hf', key: `${ref.prefix}/${TOKENIZER_FILE}`, sha256: sha, id: `bpe-400-${sha.slice(0, 12)}` });
+  const tok = await loadStoredTokenizer(s3.store, saved);
+  expect([tok.id, tok.vocabSize, tok.eot, tok.specials]).toEqual([`bpe-400-${sha.slice(0, 12)}`, 400, 397, { eot: 397, pad: 398, mask: 399 }]);
+  const [ids] = await tok.encodeDocs(['The jury said "no".']);
+  expect(await tok.decode(ids)).toBe('The jury said "no".');
+}, 120_000);
