@@ -11,7 +11,7 @@
 // Models are exported once with the KV cache: with an empty past the same graph scores and serves
 // like the no-cache one, so the evaluated bytes are the bytes `truthgpt generate` decodes with.
 
-import { beat } from './heartbeat';
+import { beat, whileBeating, yieldThenBeat } from './heartbeat';
 import type { LmBatch } from '../engine/data/sampler';
 import { lmEvalWindows, lmFeeds, lmPerplexity } from '../engine/eval';
 import type { Graph } from '../engine/graph/ir';
@@ -142,8 +142,10 @@ async function exportModel(p: PostTrainingContext, input: ExportInput): Promise<
   const prefix = postKeys.model(input.runId, 'fp32');
   const done = await committedResult<ExportResult>(p.store, prefix);
   if (done) return done;
-  const { config, weights } = await checkpointWeights(p.store, input.checkpoint.prefix);
+  const { config, weights } = await whileBeating(`fp32: reading ${input.checkpoint.prefix}`, () => checkpointWeights(p.store, input.checkpoint.prefix));
+  await yieldThenBeat('fp32: exporting');
   const bytes = serializeModel(exportGpt(config, weights, { kvCache: true })).model;
+  await yieldThenBeat('fp32: exported');
   const val = await valBatches(p, input.dataset, spec, config);
   const { ppl, tokens } = await lmPerplexity(loadModel(bytes), val.batches, p.session(spec), heartbeatPpl('fp32'));
   const ref = await commitModel(p.store, prefix, bytes, await modelMeta(p, input, 'fp32', 'fp32', config, true), {});
@@ -157,11 +159,14 @@ async function quantizeModel(p: PostTrainingContext, input: QuantizeInput): Prom
     const done = await committedResult<QuantizeResult>(p.store, prefix);
     if (done) return done;
   }
-  const { config, weights } = await checkpointWeights(p.store, input.checkpoint.prefix);
+  const { config, weights } = await whileBeating(`${q.name}: reading ${input.checkpoint.prefix}`, () => checkpointWeights(p.store, input.checkpoint.prefix));
+  await yieldThenBeat(`${q.name}: exporting fp32`);
   const fp32 = exportGpt(config, weights, { kvCache: true });
+  await yieldThenBeat(`${q.name}: exported fp32`);
   const quantized = await failingAs(`quant ${q.name}`, async () => quantizeGraph(fp32, quantConfigOf(q), { calibration: await calibration(p, input, fp32, config), sessionConfig: p.session(spec), onSite: quantHeartbeat(q.name) }));
-  beat(`${q.name}: quantized ${quantized.report.quantized.length} Linears`);
+  await yieldThenBeat(`${q.name}: quantized ${quantized.report.quantized.length} Linears`);
   const bytes = serializeModel(quantized.graph).model;
+  await yieldThenBeat(`${q.name}: serialized`);
   const { ppl, increase, rejectedReason } = await gate(p, input, bytes, (await valBatches(p, input.dataset, spec, config)).batches);
   const published = rejectedReason === undefined;
   const r = quantized.report;
