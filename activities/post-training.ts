@@ -148,8 +148,13 @@ async function exportModel(p: PostTrainingContext, input: ExportInput): Promise<
   await yieldThenBeat('fp32: exported');
   const val = await valBatches(p, input.dataset, spec, config);
   const { ppl, tokens } = await lmPerplexity(loadModel(bytes), val.batches, p.session(spec), heartbeatPpl('fp32'));
-  const ref = await commitModel(p.store, prefix, bytes, await modelMeta(p, input, 'fp32', 'fp32', config, true), {});
-  return commitResult(p.store, prefix, { ...ref, ppl, tokens, modelConfig: config });
+  const meta = await modelMeta(p, input, 'fp32', 'fp32', config, true);
+  // Uploading the model was the longest silence of exportModel (14 s for 57M parameters, measured).
+  // Both commits inside one whileBeating: its cancel check comes after the result is written too.
+  return whileBeating('fp32: committing', async () => {
+    const ref = await commitModel(p.store, prefix, bytes, meta, {});
+    return commitResult(p.store, prefix, { ...ref, ppl, tokens, modelConfig: config });
+  });
 }
 
 /** One quantized variant, re-loaded from its bytes and held to its perplexity bound. */
@@ -173,8 +178,11 @@ async function quantizeModel(p: PostTrainingContext, input: QuantizeInput): Prom
   const summary = { method: r.method, weightBytesBefore: r.weightBytesBefore, weightBytesAfter: r.weightBytesAfter, compression: r.compression, quantized: r.quantized.length, skipped: r.skipped.length };
   const prefix = published ? postKeys.model(input.runId, q.name) : postKeys.rejected(input.runId, q.name);
   const reportJson = new TextEncoder().encode(JSON.stringify({ ...r, validation: { ppl, fp32Ppl: input.fp32.ppl, increase, bound: q.maxPplIncrease, rejectedReason: rejectedReason ?? null } }, null, 2));
-  const ref = await commitModel(p.store, prefix, bytes, await modelMeta(p, input, q.name, q.method, config, published), { [QUANT_REPORT_FILE]: reportJson });
-  return commitResult(p.store, prefix, { ...ref, ppl, increase, bound: q.maxPplIncrease, rejectedReason, report: summary });
+  const meta = await modelMeta(p, input, q.name, q.method, config, published);
+  return whileBeating(`${q.name}: committing`, async () => {
+    const ref = await commitModel(p.store, prefix, bytes, meta, { [QUANT_REPORT_FILE]: reportJson });
+    return commitResult(p.store, prefix, { ...ref, ppl, increase, bound: q.maxPplIncrease, rejectedReason, report: summary });
+  });
 }
 
 /** int8-static's calibration feeds: the first train batches, as the fp32 graph takes them. */
