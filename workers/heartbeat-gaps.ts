@@ -2,7 +2,7 @@
 // activity attempt appends one JSON line to <file> with its longest silence: the most time between
 // two heartbeats, counting the start and the end of the attempt as beats. A heartbeat timeout must
 // exceed the longest silence of its activity, or a live attempt is timed out; the workflows' timeouts
-// are a small multiple of the silences measured this way (docs/faults.md). Off by default.
+// are a small multiple of the silences measured this way (README, "Heartbeat timeouts"). Off by default.
 
 import fs from 'node:fs';
 import { Context } from '@temporalio/activity';
