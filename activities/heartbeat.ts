@@ -42,3 +42,14 @@ export async function whileBeating<T>(details: unknown, fn: () => Promise<T>): P
     clearInterval(timer);
   }
 }
+
+/**
+ * Lets the event loop turn (a heartbeat goes out, a cancel comes in), then beats `details`: the call
+ * between the pieces of long synchronous work, so the silence a heartbeat timeout must cover is one
+ * piece, not the whole stretch.
+ * @example for (const s of params) { init(s); await yieldThenBeat(`init ${s.name}`); }
+ */
+export async function yieldThenBeat(details?: unknown): Promise<void> {
+  await new Promise((r) => setImmediate(r));
+  beat(details);
+}

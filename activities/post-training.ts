@@ -11,7 +11,7 @@
 // Models are exported once with the KV cache: with an empty past the same graph scores and serves
 // like the no-cache one, so the evaluated bytes are the bytes `truthgpt generate` decodes with.
 
-import { beat } from './heartbeat';
+import { beat, whileBeating, yieldThenBeat } from './heartbeat';
 import type { LmBatch } from '../engine/data/sampler';
 import { lmEvalWindows, lmFeeds, lmPerplexity } from '../engine/eval';
 import type { Graph } from '../engine/graph/ir';
@@ -142,12 +142,19 @@ async function exportModel(p: PostTrainingContext, input: ExportInput): Promise<
   const prefix = postKeys.model(input.runId, 'fp32');
   const done = await committedResult<ExportResult>(p.store, prefix);
   if (done) return done;
-  const { config, weights } = await checkpointWeights(p.store, input.checkpoint.prefix);
+  const { config, weights } = await whileBeating(`fp32: reading ${input.checkpoint.prefix}`, () => checkpointWeights(p.store, input.checkpoint.prefix));
+  await yieldThenBeat('fp32: exporting');
   const bytes = serializeModel(exportGpt(config, weights, { kvCache: true })).model;
+  await yieldThenBeat('fp32: exported');
   const val = await valBatches(p, input.dataset, spec, config);
   const { ppl, tokens } = await lmPerplexity(loadModel(bytes), val.batches, p.session(spec), heartbeatPpl('fp32'));
-  const ref = await commitModel(p.store, prefix, bytes, await modelMeta(p, input, 'fp32', 'fp32', config, true), {});
-  return commitResult(p.store, prefix, { ...ref, ppl, tokens, modelConfig: config });
+  const meta = await modelMeta(p, input, 'fp32', 'fp32', config, true);
+  // Uploading the model was the longest silence of exportModel (14 s for 57M parameters, measured).
+  // Both commits inside one whileBeating: its cancel check comes after the result is written too.
+  return whileBeating('fp32: committing', async () => {
+    const ref = await commitModel(p.store, prefix, bytes, meta, {});
+    return commitResult(p.store, prefix, { ...ref, ppl, tokens, modelConfig: config });
+  });
 }
 
 /** One quantized variant, re-loaded from its bytes and held to its perplexity bound. */
@@ -157,19 +164,25 @@ async function quantizeModel(p: PostTrainingContext, input: QuantizeInput): Prom
     const done = await committedResult<QuantizeResult>(p.store, prefix);
     if (done) return done;
   }
-  const { config, weights } = await checkpointWeights(p.store, input.checkpoint.prefix);
+  const { config, weights } = await whileBeating(`${q.name}: reading ${input.checkpoint.prefix}`, () => checkpointWeights(p.store, input.checkpoint.prefix));
+  await yieldThenBeat(`${q.name}: exporting fp32`);
   const fp32 = exportGpt(config, weights, { kvCache: true });
+  await yieldThenBeat(`${q.name}: exported fp32`);
   const quantized = await failingAs(`quant ${q.name}`, async () => quantizeGraph(fp32, quantConfigOf(q), { calibration: await calibration(p, input, fp32, config), sessionConfig: p.session(spec), onSite: quantHeartbeat(q.name) }));
-  beat(`${q.name}: quantized ${quantized.report.quantized.length} Linears`);
+  await yieldThenBeat(`${q.name}: quantized ${quantized.report.quantized.length} Linears`);
   const bytes = serializeModel(quantized.graph).model;
+  await yieldThenBeat(`${q.name}: serialized`);
   const { ppl, increase, rejectedReason } = await gate(p, input, bytes, (await valBatches(p, input.dataset, spec, config)).batches);
   const published = rejectedReason === undefined;
   const r = quantized.report;
   const summary = { method: r.method, weightBytesBefore: r.weightBytesBefore, weightBytesAfter: r.weightBytesAfter, compression: r.compression, quantized: r.quantized.length, skipped: r.skipped.length };
   const prefix = published ? postKeys.model(input.runId, q.name) : postKeys.rejected(input.runId, q.name);
   const reportJson = new TextEncoder().encode(JSON.stringify({ ...r, validation: { ppl, fp32Ppl: input.fp32.ppl, increase, bound: q.maxPplIncrease, rejectedReason: rejectedReason ?? null } }, null, 2));
-  const ref = await commitModel(p.store, prefix, bytes, await modelMeta(p, input, q.name, q.method, config, published), { [QUANT_REPORT_FILE]: reportJson });
-  return commitResult(p.store, prefix, { ...ref, ppl, increase, bound: q.maxPplIncrease, rejectedReason, report: summary });
+  const meta = await modelMeta(p, input, q.name, q.method, config, published);
+  return whileBeating(`${q.name}: committing`, async () => {
+    const ref = await commitModel(p.store, prefix, bytes, meta, { [QUANT_REPORT_FILE]: reportJson });
+    return commitResult(p.store, prefix, { ...ref, ppl, increase, bound: q.maxPplIncrease, rejectedReason, report: summary });
+  });
 }
 
 /** int8-static's calibration feeds: the first train batches, as the fp32 graph takes them. */

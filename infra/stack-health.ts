@@ -34,8 +34,15 @@ const withTimeout = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
 
 const errText = (err: unknown) => (err as Error).message?.split('\n')[0] ?? String(err);
 
+/**
+ * A connection without the client's retry interceptor. Every check here gives up after seconds;
+ * with the interceptor, a call that a half-up frontend answers UNAVAILABLE keeps a retry timer
+ * pending, and when that timer fires after `close()` it throws "Channel has been shut down" where
+ * nothing can catch it, killing `truthgpt status` with a stack trace. One attempt per check is what
+ * status asks for: it reports the stack as it is now.
+ */
 export async function connectForStatus(config: Config, timeoutMs = 3000): Promise<Connection> {
-  return Connection.connect({ ...temporalConnectionOptions(config), connectTimeout: timeoutMs });
+  return Connection.connect({ ...temporalConnectionOptions(config), connectTimeout: timeoutMs, interceptors: [] });
 }
 
 export async function checkFrontend(config: Config, connection: Connection | undefined, connectErr?: unknown): Promise<PartStatus> {

@@ -14,6 +14,7 @@ import { ArtifactStore } from '../infra/store';
 import { ROLE_POOL, TASK_QUEUES, type WorkerRole } from '../spec/temporal-names';
 import { inflightRecorder } from './inflight';
 import { activityPayloadGuard } from './payload-guard';
+import { heartbeatGapRecorder } from './heartbeat-gaps';
 
 export interface PoolWorker {
   worker: Worker;
@@ -48,6 +49,8 @@ export async function createPoolWorker(config: Config, role: WorkerRole, overrid
   const store = new ArtifactStore(s3Settings(config));
   const connection = await NativeConnection.connect(temporalConnectionOptions(config));
   const inflight = opts.inflightFile ?? process.env.TRUTHGPT_INFLIGHT_FILE;
+  // Off unless set: each attempt's longest silence between heartbeats (workers/heartbeat-gaps.ts).
+  const gaps = process.env.TRUTHGPT_HEARTBEAT_GAPS;
   try {
     const worker = await Worker.create({
       connection,
@@ -58,7 +61,7 @@ export async function createPoolWorker(config: Config, role: WorkerRole, overrid
         ? {
             activities: createActivities({ store, ep: config.runtime.ep, deviceId: config.runtime.deviceId, pool, memoryLimitBytes: config.runtime.workerMemoryGb * 2 ** 30 }),
             // Payloads above 256 KiB fail by name where they are made (workers/payload-guard.ts).
-            interceptors: { activity: [activityPayloadGuard, ...(inflight ? [inflightRecorder(inflight)] : [])] },
+            interceptors: { activity: [activityPayloadGuard, ...(inflight ? [inflightRecorder(inflight)] : []), ...(gaps ? [heartbeatGapRecorder(gaps)] : [])] },
             maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
             defaultHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
             ...(pool === 'gpu' ? { maxConcurrentActivityTaskExecutions: 1 } : {}),

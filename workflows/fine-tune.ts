@@ -78,7 +78,9 @@ function activitiesFor(spec: FineTuneSpec) {
   const retry: RetryPolicy = { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES };
   // A cancelled run waits until its running activities have really stopped (activities/heartbeat.ts).
   const timeouts = { startToCloseTimeout: `${spec.activityTimeoutMinutes} minutes`, heartbeatTimeout: `${spec.heartbeatTimeoutSeconds} seconds`, retry, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED } as const;
-  const cpu = proxyActivities<FineTuneActivities>({ taskQueue: TASK_QUEUES.cpu, ...timeouts, heartbeatTimeout: '5 minutes' });
+  // The CPU activities' longest silence between heartbeats: 3.1 s (evaluateFineTune) on a
+  // 10.7M-parameter GPT, 8.1 s on an 85M one (README, "Heartbeat timeouts").
+  const cpu = proxyActivities<FineTuneActivities>({ taskQueue: TASK_QUEUES.cpu, ...timeouts, heartbeatTimeout: '60 seconds' });
   const gpu = proxyActivities<FineTuneActivities>({ taskQueue: TASK_QUEUES.gpu, ...timeouts });
   return { cpu, gpu };
 }
@@ -218,7 +220,8 @@ export async function prepareDatasetWorkflow(input: { dataset: Extract<FineTuneS
   const cpu = proxyActivities<FineTuneActivities>({
     taskQueue: TASK_QUEUES.cpu,
     startToCloseTimeout: '2 hours',
-    heartbeatTimeout: '5 minutes',
+    // prepareDataset heartbeats per document: 0.15 s was its longest silence (README, "Heartbeat timeouts").
+    heartbeatTimeout: '60 seconds',
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     retry: { maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
   });

@@ -62,8 +62,12 @@ export interface PostTrainingResult {
 const retry: RetryPolicy = { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES };
 // A cancelled run waits until its running activities have really stopped (activities/heartbeat.ts).
 const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
-const cpu = proxyActivities<PostTrainingActivities>({ taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '60 minutes', heartbeatTimeout: '10 minutes', retry, cancellationType });
-const gpu = proxyActivities<PostTrainingActivities>({ taskQueue: TASK_QUEUES.gpu, startToCloseTimeout: '120 minutes', heartbeatTimeout: '10 minutes', retry, cancellationType });
+// Heartbeat timeouts: the longest silence between two heartbeats was 4.0 s (exportModel) on a
+// 10.7M-parameter GPT and 9.9 s (quantizeModel) on an 85M one, 13.0 s for evaluateModels's model
+// load (README, "Heartbeat timeouts"). 60 s covers those with room for load: a worker that dies
+// where no supervisor reports it costs a minute, not 10.
+const cpu = proxyActivities<PostTrainingActivities>({ taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '60 minutes', heartbeatTimeout: '60 seconds', retry, cancellationType });
+const gpu = proxyActivities<PostTrainingActivities>({ taskQueue: TASK_QUEUES.gpu, startToCloseTimeout: '120 minutes', heartbeatTimeout: '60 seconds', retry, cancellationType });
 
 /**
  * Exports, quantizes, evaluates side by side and reports a trained checkpoint.

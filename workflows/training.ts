@@ -105,7 +105,11 @@ function activitiesFor(spec: TrainingSpec) {
   // A cancelled run waits until its running activities have really stopped (they stop at their next
   // heartbeat, activities/heartbeat.ts), so it ends CANCELED with nothing left writing to the store.
   const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
-  const cpu = proxyActivities<TrainingActivities>({ taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '30 minutes', heartbeatTimeout: '5 minutes', retry, cancellationType });
+  // Heartbeat timeout: the longest silence between two heartbeats of these CPU-pool activities was
+  // 1.4 s on a 10.7M-parameter GPT and 4.7 s on an 85M one under load (README, "Heartbeat
+  // timeouts"): 60 s covers a much larger model, and a worker that dies where no supervisor
+  // reports it costs a minute, not 5.
+  const cpu = proxyActivities<TrainingActivities>({ taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '30 minutes', heartbeatTimeout: '60 seconds', retry, cancellationType });
   const gpu = proxyActivities<TrainingActivities>({
     taskQueue: TASK_QUEUES.gpu,
     cancellationType,

@@ -11,6 +11,7 @@ import { registerRunCommands } from './run-commands';
 import { registerRunsCommands } from './runs-commands';
 import { registerScheduleCommands } from './schedule-commands';
 import { registerStackCommands } from './stack-commands';
+import { registerVerifyCommand } from './verify-command';
 import { registerWorkerCommand } from './worker-command';
 
 // The AWS SDK's own switch for its multi-line notice, on Node < 22, that its releases from January
@@ -38,6 +39,7 @@ export function buildProgram(opts: ProgramOptions = {}): Command {
   registerHfCommands(program);
   registerScheduleCommands(program);
   registerReportCommands(program);
+  registerVerifyCommand(program);
   registerDoctorCommand(program);
   registerWorkerCommand(program);
   return program;

@@ -13,6 +13,9 @@
 //      the run completes bit-identical.
 //   5. `truthgpt cancel` mid-trainShard: the activity stops at its next heartbeat, the run ends
 //      CANCELED, nothing committed is lost, and `truthgpt retry` completes the pipeline.
+//   6. `truthgpt cancel` mid-quantization of a 57M-parameter model (int4, seconds of work): the
+//      activity stops at its next per-Linear check, the run ends CANCELED, every committed object
+//      still hashes as committed, and `truthgpt retry` completes it with the variant.
 
 import { execFile } from 'node:child_process';
 import { Client, Connection } from '@temporalio/client';
@@ -21,7 +24,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { keys } from '../../artifacts/keys';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { keys, postKeys } from '../../artifacts/keys';
 import type { TrainShardResult } from '../../activities/training';
 import { loadConfig, s3Settings, temporalConnectionOptions, type Config } from '../../infra/config';
 import { freePort } from '../../infra/ports';
@@ -33,6 +37,8 @@ import type { WaitOutcome } from '../../sdk/cli/run-commands';
 import type { PipelineResult } from '../../workflows/pipeline';
 import type { PipelineSpecInput } from '../../spec/pipeline';
 import { LONG_SHARD_SNAPSHOT_EVERY, LONG_SHARD_STEPS, longShardSpec } from '../helpers/long-shard-spec';
+
+import { Ledger } from './campaign/ledger';
 
 const exec = promisify(execFile);
 const REPO = path.resolve(__dirname, '../..');
@@ -269,3 +275,78 @@ test('truthgpt cancel mid-trainShard: the activity stops, the run ends CANCELED,
   expect(r.training.resumedFrom).toEqual({ runId: id, round: 0 });
   expect(r.training.rounds).toBe(1);
 }, 400_000);
+
+test('truthgpt cancel mid-quantization: the activity stops at its next Linear, the run ends CANCELED, committed objects intact, retry completes', async () => {
+  // 57M parameters (8 layers of 768): int4 quantization of its 32 Linears takes many seconds, so the
+  // cancel lands while quantizeModel is between Linears (on 19M parameters it finished before the
+  // cancel reached it). Training is one short round.
+  const pipeline: PipelineSpecInput = {
+    name: 'faults-cancel-quant',
+    model: { family: 'gpt', config: { vocab_size: 259, n_layer: 8, n_head: 12, n_embd: 768, block_size: 64 } },
+    dataset: spec.dataset,
+    training: { workers: 1, rounds: 1, innerSteps: 2, batchSize: 2, contextLength: 64, optimizer: spec.optimizer, outer: spec.outer, evalBatches: 1 },
+    quantization: [{ name: 'int4', method: 'int4', blockSize: 32, maxPplIncrease: 1 }],
+    evaluation: { batches: 1, batchSize: 2, speedRuns: 1, warmup: 0, calibrationBatches: 1, samples: { prompts: ['The '], maxNewTokens: 2 } },
+  };
+  const pipelineFile = path.join(dir, 'pipeline-quant.json');
+  fs.writeFileSync(pipelineFile, JSON.stringify(pipeline));
+  const id = (await cli('run', pipelineFile, '--detach', '--id', 'faults-cancel-quant')).trim();
+  const post = client.workflow.getHandle(`${id}-post`);
+
+  // Wait until quantizeModel has exported the fp32 graph and is about to quantize, or is quantizing
+  // (its heartbeat details, as the server has them: they arrive at most every 2 s, and the answer
+  // carrying the cancel comes with the next one, so cancelling earlier lands inside the Linears).
+  let seen: string | undefined;
+  for (let i = 0; i < 3000 && !seen; i++) {
+    const d = await post.describe().catch(() => undefined);
+    const a = d?.raw.pendingActivities?.find((p) => p.activityType?.name === 'quantizeModel');
+    const payload = a?.heartbeatDetails?.payloads?.[0];
+    const details = payload ? defaultPayloadConverter.fromPayload<string>(payload) : undefined;
+    if (typeof details === 'string' && /^int4: (exported fp32|quantized \d+ of \d+ Linears)$/.test(details)) seen = details;
+    else await sleep(100);
+  }
+  expect(seen).toMatch(/^int4: (exported fp32|quantized \d+ of 32 Linears)$/);
+  // The SDK's cancel, which `truthgpt cancel` calls (test 5 runs the CLI): the CLI's own start-up
+  // takes seconds on a loaded machine, which the quantization may not leave.
+  const handle = client.workflow.getHandle(id);
+  await handle.cancel();
+  console.log(`cancel sent when the server had "${seen}"`);
+
+  let status = '';
+  for (let i = 0; i < 600 && status !== 'CANCELLED'; i++) {
+    status = (await handle.describe()).status.name;
+    if (status !== 'CANCELLED') await sleep(200);
+  }
+  expect(status).toBe('CANCELLED');
+  expect((await post.describe()).status.name).toBe('CANCELLED');
+  // The attempt ended as cancelled, not completed.
+  const events = (await post.fetchHistory()).events ?? [];
+  const quant = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'quantizeModel')!;
+  const endings = { canceled: 'activityTaskCanceledEventAttributes', completed: 'activityTaskCompletedEventAttributes', failed: 'activityTaskFailedEventAttributes', timedOut: 'activityTaskTimedOutEventAttributes' } as const;
+  const ended = events.flatMap((e) => Object.entries(endings).filter(([, k]) => e[k] && String(e[k]!.scheduledEventId) === String(quant.eventId)).map(([how]) => how));
+  const at = (e: (typeof events)[number]) => `${e.eventType} ${new Date(Number(e.eventTime!.seconds) * 1000 + Math.round((e.eventTime!.nanos ?? 0) / 1e6)).toISOString()}`;
+  console.log(`post-training history: ${events.map(at).join(', ')}`);
+  expect(ended).toEqual(['canceled']);
+  // Where the cancel lands depends on the load: sent at 3 or 9 of 32 Linears, nothing of the
+  // variant was committed; sent at 21-23 of 32 (lighter load) the attempt was already committing,
+  // finished that commit (manifest and result both) and then stopped. Never half of one.
+  expect(await store.readManifest(postKeys.rejected(id, 'int4'))).toBeNull();
+  const variant = await store.readManifest(postKeys.model(id, 'int4'));
+  expect(variant === null || (await store.exists(`${postKeys.model(id, 'int4')}/result.json`))).toBe(true);
+  console.log(`the cancelled attempt ${variant ? 'had committed the variant completely' : 'committed nothing of the variant'}`);
+  // Committed before the cancel: the trained checkpoint and the fp32 export.
+  expect(await store.readManifest(keys.global(id, 1))).not.toBeNull();
+  expect(await store.readManifest(postKeys.model(id, 'fp32'))).not.toBeNull();
+  const ledger = new Ledger();
+  expect(await ledger.scan(store, `runs/${id}/`, id)).toBeGreaterThan(2);
+
+  const again = (await cli('retry', id, '--detach', '--id', 'faults-cancel-quant-retry')).trim();
+  expect(again).toBe('faults-cancel-quant-retry');
+  const r = JSON.parse(await cli('wait', again, '--json')) as PipelineResult;
+  expect(r.continues).toEqual([id]);
+  expect(r.variants.map((v) => v.name)).toEqual(['fp32', 'int4']);
+  // Every object the cancelled run had committed still hashes as committed.
+  const verified = await ledger.verify(store);
+  expect(verified.problems).toEqual([]);
+  expect(verified.files).toBeGreaterThan(2);
+}, 600_000);
