@@ -167,7 +167,7 @@ async function main() {
         const outer = parseOuter(outerSpec);
         for (const W of values.workers.split(',').map(Number)) {
           const key = [values.model, `T${T}`, `B${batch}`, `H${H}`, `R${rounds}`, `lr${lr}`, scheduleSpec, outerSpec, `W${W}`, `seed${seed}`, compression].join(' ');
-          let run = runs.find((r) => r.key === key);
+          const run = runs.find((r) => r.key === key);
           if (run?.done) {
             console.log(`skip (done): ${key}`);
             continue;
