@@ -67,7 +67,7 @@ export interface ReportInput {
   checkpoint: CheckpointRef;
   dataset: DatasetRef;
   modelConfig: GptConfig;
-  trainHistory: { round: number; loss: number }[];
+  trainHistory: RunReport['trainHistory'];
   valHistory: { round: number; step: number; loss: number; perplexity: number }[];
   variants: ReportVariant[];
   samples: ReportSample[];
@@ -229,7 +229,7 @@ async function writeReport(store: ArtifactStore, input: ReportInput): Promise<Re
       documents: input.dataset.documents,
     },
     checkpoint: input.checkpoint.prefix,
-    trainHistory: input.trainHistory.map((p) => ({ round: p.round, loss: p.loss })),
+    trainHistory: input.trainHistory.map((p) => ({ round: p.round, loss: p.loss, ...(p.shardLoss ? { shardLoss: p.shardLoss } : {}), ...(p.pseudoGradNorm !== undefined ? { pseudoGradNorm: p.pseudoGradNorm } : {}) })),
     valHistory: input.valHistory,
     evaluation: input.evaluation,
     variants: input.variants,

@@ -26,7 +26,7 @@ export interface PostTrainingWorkflowInput {
   /** Parsed QuantSpecs (spec/post-training.ts parsePostTrainingSpec). */
   quant: QuantSpec[];
   eval: EvalSpec;
-  trainHistory: Pick<TrainPoint, 'round' | 'loss'>[];
+  trainHistory: Pick<TrainPoint, 'round' | 'loss' | 'shardLoss' | 'pseudoGradNorm'>[];
   valHistory: ValPoint[];
   /** The run's configuration as the user gave it; shown in the report. */
   config: Record<string, unknown>;

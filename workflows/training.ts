@@ -46,6 +46,10 @@ export interface TrainPoint {
   trainMs: number;
   /** Wall time of the whole round as the workflow saw it (schedule → aggregate committed), ms. */
   roundMs: number;
+  /** Each worker's mean train loss in the round, by shard (absent in histories recorded before it was). */
+  shardLoss?: number[];
+  /** L2 norm of the round's pseudo-gradient global − mean(local), the outer step's input. */
+  pseudoGradNorm?: number;
 }
 
 /** What survives continue-as-new: refs and a bounded metric history. */
@@ -249,6 +253,8 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
       loss: shards.reduce((a, s) => a + s.meanLoss, 0) / shards.length,
       trainMs: Math.max(...shards.map((s) => s.trainMs)),
       roundMs: Date.now() - t0,
+      shardLoss: shards.map((s) => s.meanLoss),
+      pseudoGradNorm: agg.pseudoGradNorm,
     });
     if (c.round % spec.evalEvery === 0 || c.round === spec.rounds) await evaluateAt(c);
   }

@@ -4,7 +4,7 @@
 // object is stored as JSON beside it for machines.
 
 import type { LoraMetrics } from '../finetune/base';
-import { escapeXml as esc, fmt, lossCurvesSvg } from './svg';
+import { escapeXml as esc, fmt, lineChartSvg, lossCurvesSvg, type CurveSeries } from './svg';
 
 /** One model of the comparison (fp32 or a quantized variant), as a run's result lists it. */
 export interface VariantSummary {
@@ -68,7 +68,11 @@ export interface RunReport {
   model: { family: string; params: number; config: Record<string, unknown>; from?: string | null };
   dataset: { prefix: string; tokenizer: string; trainTokens: number; valTokens: number; documents: number };
   checkpoint: string;
-  trainHistory: { round: number; loss: number }[];
+  /**
+   * `shardLoss`: each worker's mean train loss of the round, by shard; `pseudoGradNorm`: the norm of
+   * the round's outer-step input. Both absent in reports written before they were recorded.
+   */
+  trainHistory: { round: number; loss: number; shardLoss?: number[]; pseudoGradNorm?: number }[];
   valHistory: { round: number; step: number; loss: number; perplexity: number }[];
   /**
    * How evaluation was done, in words a reader needs to trust the table. `splitTokens` (target
@@ -236,6 +240,39 @@ function historyTable(r: RunReport): string {
   return `<details><summary>Loss per round as numbers</summary><table class="grid"><thead><tr><th>round</th><th>train loss</th><th>val loss</th><th>val ppl</th></tr></thead><tbody>${rows.join('')}</tbody></table></details>`;
 }
 
+const SHARD_COLORS = ['#1f77b4', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#e377c2', '#17becf', '#bcbd22'];
+
+/**
+ * A DiLoCo run with more than one worker: each shard's train loss per round beside the global
+ * model's validation loss after each outer step, so a reader sees whether the workers drift apart
+ * and whether the outer steps still pay; the pseudo-gradient norms as numbers. Empty otherwise.
+ */
+function workersSection(r: RunReport): string {
+  const W = Math.max(0, ...r.trainHistory.map((p) => p.shardLoss?.length ?? 0));
+  if (W < 2) return '';
+  const series: CurveSeries[] = Array.from({ length: W }, (_, k) => ({
+    name: `shard ${k} train loss (mean of round)`,
+    color: SHARD_COLORS[k % SHARD_COLORS.length],
+    points: r.trainHistory.flatMap((p) => (p.shardLoss && p.shardLoss.length > k ? [{ x: p.round, y: p.shardLoss[k] }] : [])),
+  }));
+  series.push({ name: 'validation loss after the outer step', color: '#d62728', dashed: true, points: r.valHistory.map((p) => ({ x: p.round, y: p.loss })) });
+  const chart = lineChartSvg(series, { title: `DiLoCo: ${W} workers and the outer steps`, xLabel: 'round (outer step)', yLabel: 'cross-entropy (nats / token)' });
+  const rows = r.trainHistory.map((p) => {
+    const v = r.valHistory.find((x) => x.round === p.round);
+    const s = p.shardLoss ?? [];
+    const spread = s.length ? Math.max(...s) - Math.min(...s) : NaN;
+    const cells = [String(p.round), ...Array.from({ length: W }, (_, k) => (s[k] !== undefined ? fmt(s[k], 5) : '—')), s.length ? fmt(spread, 3) : '—', p.pseudoGradNorm !== undefined ? fmt(p.pseudoGradNorm, 4) : '—', v ? fmt(v.loss, 5) : '—'];
+    return `<tr>${cells.map((c) => `<td>${c}</td>`).join('')}</tr>`;
+  });
+  const head = ['round', ...Array.from({ length: W }, (_, k) => `shard ${k} train`), 'spread', 'pseudo-gradient norm', 'val loss'];
+  return (
+    `<h2>DiLoCo workers and outer steps</h2>\n` +
+    `<p>Each of the ${W} workers ran the round's inner steps on its own shard from the same global weights; the outer optimizer then stepped the global model along the mean of their deltas (the pseudo-gradient). Validation loss is the global model's after each outer step.</p>\n` +
+    `${chart}\n` +
+    `<details><summary>Per shard and outer step as numbers</summary><table class="grid workers"><thead><tr>${head.map((h) => `<th>${h}</th>`).join('')}</tr></thead><tbody>${rows.join('')}</tbody></table></details>\n`
+  );
+}
+
 const CSS = `
 body{font-family:Helvetica,Arial,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;color:#222;line-height:1.45}
 h1{font-size:24px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
@@ -273,7 +310,7 @@ ${kvTable([
 <h2>Loss curves${r.lora ? ' (pretraining)' : ''}</h2>
 ${lossCurvesSvg({ train: r.trainHistory, val: r.valHistory })}
 ${historyTable(r)}
-${r.lora ? `<h2>LoRA fine-tune</h2>\n${loraSection(r.lora)}\n` : ''}<h2>Evaluation: fp32 and quantized variants side by side</h2>
+${workersSection(r)}${r.lora ? `<h2>LoRA fine-tune</h2>\n${loraSection(r.lora)}\n` : ''}<h2>Evaluation: fp32 and quantized variants side by side</h2>
 <p class="coverage">Validation perplexity over ${esc(coverageText(r.evaluation))}.</p>
 ${variantTable(r)}
 <h2>Generation samples</h2>

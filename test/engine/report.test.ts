@@ -182,6 +182,22 @@ describe('HTML run report', () => {
     expect(text).toContain('[int8, greedy, 32 new tokens] "The <b>jury</b> said & did \\"it\\""');
   });
 
+  test('a DiLoCo run with several workers gets each shard\'s train loss beside the val loss after each outer step', () => {
+    // No section for a one-worker run, nor for a report stored before shard losses were recorded.
+    expect(html).not.toContain('DiLoCo workers');
+    expect(renderReportHtml({ ...report, trainHistory: train.map((p) => ({ ...p, shardLoss: [p.loss] })) })).not.toContain('DiLoCo workers');
+    const shards = train.map((p, i) => ({ ...p, shardLoss: [p.loss - 0.05, p.loss + 0.05], pseudoGradNorm: 2 - i * 0.25 }));
+    const page = renderReportHtml({ ...report, trainHistory: shards });
+    expect(page).toContain('<h2>DiLoCo workers and outer steps</h2>');
+    expect(page).toContain('DiLoCo: 2 workers and the outer steps');
+    expect(points(page, 'shard 0 train loss (mean of round)').map((p) => [p.x, p.y])).toEqual(shards.map((p) => [p.round, p.shardLoss[0]]));
+    expect(points(page, 'shard 1 train loss (mean of round)').map((p) => [p.x, p.y])).toEqual(shards.map((p) => [p.round, p.shardLoss[1]]));
+    expect(points(page, 'validation loss after the outer step').map((p) => [p.x, p.y])).toEqual(val.map((p) => [p.round, p.loss]));
+    // The numbers table: round, each shard, their spread, the pseudo-gradient norm, the val loss.
+    const row = /<table class="grid workers">[\s\S]*?<tbody><tr>([\s\S]*?)<\/tr>/.exec(page)![1];
+    expect([...row.matchAll(/<td>([^<]*)<\/td>/g)].map((m) => m[1])).toEqual(['1', '4.25', '4.35', '0.1', '2', '4.85']);
+  });
+
   describe('after a LoRA stage', () => {
     const lora = {
       datasetPrefix: 'datasets/brown-fiction-<9f>',

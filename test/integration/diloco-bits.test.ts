@@ -84,10 +84,44 @@ test('the final global checkpoint is bit-identical to the engine loop without Te
   };
   expect(r.checkpoint.files['model.safetensors'].sha256).toBe(want['model.safetensors']);
   expect(r.checkpoint.files['optimizer.safetensors'].sha256).toBe(want['optimizer.safetensors']);
+  // The history keeps each shard's loss (the report's per-worker curves) and the outer step's input norm.
+  expect(r.trainHistory.map((p) => p.shardLoss?.length)).toEqual([2, 2, 2]);
+  for (const p of r.trainHistory) {
+    expect(p.loss).toBeCloseTo((p.shardLoss![0] + p.shardLoss![1]) / 2, 12);
+    expect(p.pseudoGradNorm).toBeGreaterThan(0);
+  }
   // Before the weight cache, parallel transfers and single hashing (commit 892149e), this run gave
   // on the 2-core AVX-512 EPYC: model 78cf6798…5b8b, optimizer f8602d96…ec96, checkpoint.json
   // 3bf2c159…744a; the same after. ORT kernels may round differently on another CPU, so the
   // portable check is the engine loop above, not these figures.
+}, 300_000);
+
+test('the inner lr schedule runs on the global step: W = 1 rounds with warmup-cosine are one uninterrupted run', async () => {
+  // Each round's trainShard continues at step round × H with its carried AdamW state, so the
+  // schedule (and the bias correction) see the step a single run would: with one worker and plain
+  // averaging, 3 rounds of 10 steps end bit-identical to one run of 30 steps. Restarting each
+  // round's schedule at 0 would warm up again every round and change every bit.
+  const input = spec({
+    name: 'diloco-schedule',
+    workers: 1,
+    outer: { kind: 'average' },
+    optimizer: { optimizer: { kind: 'adamw', lr: 3e-3, weight_decay: 0.01 }, grad_clip: 1, schedule: { kind: 'warmup_cosine', warmup_steps: 5, decay_steps: 30, min_lr: 3e-4 } },
+  });
+  const id = await startTraining(stack.temporal.client, input, { workflowId: 'diloco-schedule' });
+  const r = await waitTraining(stack.temporal.client, id);
+  if (r.status !== 'completed') throw new Error(`run failed: ${JSON.stringify(r.error)}`);
+  const s = parseTrainingSpec(input);
+  if (s.model.family !== 'gpt') throw new Error('this test trains a GPT');
+  const c = await compileLmTrainStep({ model: s.model.config, optim: s.optimizer, batchSize: s.batchSize, contextLength: s.contextLength }, { intraOpThreads: s.threads });
+  const ids = await new ShardCache().get(stack.s3.store, r.dataset, r.dataset.train[0].file);
+  const runner = c.runner({ step: 0, params: Object.fromEntries(initParams(gptParams(s.model.config), s.seed)), state: zeroState(c.step) });
+  const run = await runShard({ runner, ids, seed: s.seed, shard: 0, batchSize: s.batchSize, contextLength: s.contextLength, endStep: s.rounds * s.innerSteps });
+  // The schedule really moved: warmup to 3e-3, then down the cosine.
+  expect(run.history[0].lr).toBeCloseTo(3e-3 / 6, 9);
+  expect(run.history[5].lr).toBeCloseTo(3e-3, 9);
+  expect(run.history[29].lr).toBeLessThan(4e-4);
+  const weights = sha256(writeSafetensors(toTensors(new Map(Object.entries(runner.getParams())), paramShapes(c.step)), { format: 'pt' }));
+  expect(r.checkpoint.files['model.safetensors'].sha256).toBe(weights);
 }, 300_000);
 
 test('a worker that holds a checkpoint file by sha256 does not read it again', async () => {
