@@ -26,7 +26,7 @@ import { ftKeys } from '../artifacts/keys';
 import { loadStoredTokenizer } from '../artifacts/tokenizers';
 import { cachedPromise } from './cache';
 import { familyTraining } from './model-family';
-import { runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
+import { fromPreviousChunk, runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
 
 /** The LoRA stage's settings, as the pipeline spec gives them (its `lora` section). */
 export interface ClassifierLoraSettings {
@@ -124,10 +124,7 @@ async function trainClassifierLora(store: ArtifactStore, shards: ShardCache, com
     finalPrefix,
     compiled: c,
     fresh: async () => {
-      if (input.previous) {
-        const prev = await readCheckpoint(store, input.previous.prefix);
-        return { step: startStep, params: Object.fromEntries(fromTensors(prev.weights, input.previous.prefix)), state: Object.fromEntries(fromTensors(prev.optimizer, input.previous.prefix)) };
-      }
+      if (input.previous) return fromPreviousChunk(store, input.previous, startStep);
       const base = await checkpointWeightsAnyFamily(store, input.base.prefix);
       const plan = bertLoraPlan(setup, settings.lora);
       const params: Record<string, Float32Array> = Object.fromEntries(initAdapters(plan));

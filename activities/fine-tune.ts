@@ -30,7 +30,7 @@ import { ftKeys } from '../artifacts/keys';
 import { lastSuccessful, type LineageRecord, recordSuccess } from '../artifacts/lineages';
 import { type BaseRef, loadBase, readAdapter } from '../artifacts/models';
 import { peftBaseName } from '../artifacts/hf-models';
-import { runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
+import { fromPreviousChunk, runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
 
 
 export interface FineTuneDeps {
@@ -204,10 +204,7 @@ async function trainAdapter(f: FineTuneContext, input: TrainAdapterInput): Promi
     finalPrefix,
     compiled: c,
     fresh: async () => {
-      if (input.previous) {
-        const ck = await readCheckpoint(f.store, input.previous.prefix);
-        return { step: startStep, params: Object.fromEntries(fromTensors(ck.weights, input.previous.prefix)), state: Object.fromEntries(fromTensors(ck.optimizer, input.previous.prefix)) };
-      }
+      if (input.previous) return fromPreviousChunk(f.store, input.previous, startStep);
       const adapters = input.initAdapter ? await readAdapter(f.store, input.initAdapter, lb.plan) : initAdapters(lb.plan);
       return { step: startStep, params: Object.fromEntries(adapters), state: zeroState(c.step) };
     },

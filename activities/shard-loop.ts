@@ -162,3 +162,13 @@ export async function runHeartbeatingShard<R extends { checkpoint: CheckpointRef
   const io: ShardIo = { readMs: Math.round(o.io.readMs + readMs), bytesRead: o.io.bytesRead, packMs: Math.round(timing.packMs), uploadMs: Math.round(timing.uploadMs), bytesWritten: timing.bytes };
   return { ...result, io };
 }
+
+/**
+ * A chunked run's starting point from the chunk before it (its committed final checkpoint):
+ * trainable params and optimizer state, at `step`. LoRA chunks of GPT and of BERT classifiers
+ * resume this way.
+ */
+export async function fromPreviousChunk(store: ArtifactStore, previous: CheckpointRef, step: number): Promise<ShardSnapshot> {
+  const ck = await readCheckpoint(store, previous.prefix);
+  return { step, params: Object.fromEntries(fromTensors(ck.weights, previous.prefix)), state: Object.fromEntries(fromTensors(ck.optimizer, previous.prefix)) };
+}
