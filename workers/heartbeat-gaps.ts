@@ -29,7 +29,7 @@ const describe = (details: unknown) => {
 
 /**
  * An interceptor factory appending each attempt's HeartbeatGapRecord to `file`.
- * @example Worker.create({ …, interceptors: { activity: [heartbeatGapRecorder('/tmp/gaps.jsonl')] } })
+ * @example Worker.create({ …, interceptors: { activity: [heartbeatGapRecorder(path.join(stateDir, 'gaps.jsonl'))] } })
  */
 export function heartbeatGapRecorder(file: string): (ctx: Context) => ActivityInterceptors {
   return (ctx: Context) => {
