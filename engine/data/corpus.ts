@@ -202,32 +202,44 @@ function listTextFiles(dir: string): string[] {
   return out;
 }
 
-/** JSONL with a text field (and optional label or target field); a bad line is named by file:line. */
-export async function* readJsonl(path: string, textField = 'text', labelField?: string, targetField?: string): AsyncIterable<Document> {
+/**
+ * The parsed rows of a JSONL file, each with its `file:line`. Blank lines are skipped; a missing
+ * file, a line that is not UTF-8 or not JSON is a CorpusError naming the file or `file:line`.
+ */
+export async function* jsonlRows(path: string): AsyncIterable<{ at: string; row: unknown }> {
   if (!existsSync(path)) throw new CorpusError(path, 'does not exist');
   const lines = createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity });
   let n = 0;
-  let yielded = 0;
   for await (const line of lines) {
     n++;
     if (!line.trim()) continue;
-    if (line.includes('\uFFFD')) throw new CorpusError(`${path}:${n}`, 'is not valid UTF-8 text');
-    let row: Record<string, unknown>;
+    const at = `${path}:${n}`;
+    if (line.includes('\uFFFD')) throw new CorpusError(at, 'is not valid UTF-8 text');
+    let row: unknown;
     try {
       row = JSON.parse(line);
     } catch {
-      throw new CorpusError(`${path}:${n}`, 'is not valid JSON');
+      throw new CorpusError(at, 'is not valid JSON');
     }
+    yield { at, row };
+  }
+}
+
+/** JSONL with a text field (and optional label or target field); a bad line is named by file:line. */
+export async function* readJsonl(path: string, textField = 'text', labelField?: string, targetField?: string): AsyncIterable<Document> {
+  let yielded = 0;
+  for await (const { at, row: parsed } of jsonlRows(path)) {
+    const row = parsed as Record<string, unknown>;
     const text = row[textField];
-    if (typeof text !== 'string') throw new CorpusError(`${path}:${n}`, `field "${textField}" is missing or not a string`);
+    if (typeof text !== 'string') throw new CorpusError(at, `field "${textField}" is missing or not a string`);
     let target: string | undefined;
     if (targetField !== undefined) {
       const t = row[targetField];
-      if (typeof t !== 'string') throw new CorpusError(`${path}:${n}`, `field "${targetField}" (the targetField) is missing or not a string`);
+      if (typeof t !== 'string') throw new CorpusError(at, `field "${targetField}" (the targetField) is missing or not a string`);
       target = t;
     }
     yielded++;
-    yield { source: `${path}:${n}`, text, label: labelField ? String(row[labelField]) : undefined, ...(target !== undefined ? { target } : {}) };
+    yield { source: at, text, label: labelField ? String(row[labelField]) : undefined, ...(target !== undefined ? { target } : {}) };
   }
   if (yielded === 0) throw new CorpusError(path, 'is empty');
 }

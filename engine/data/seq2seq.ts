@@ -11,11 +11,9 @@
 // splitSeq2seq and encode/decodeSeq2seqShard are what a prepare step needs to store a tokenized
 // split and a training step to read it back.
 
-import { createReadStream, existsSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import type { TensorData } from '../graph/ir';
 import { EngineError } from '../errors';
-import { CorpusError } from './corpus';
+import { CorpusError, jsonlRows } from './corpus';
 import { Counter, hashString, mix } from './random';
 import { seq2seqBatch, type Seq2seqIds, type Seq2seqPair } from './t5-span';
 import type { Tokenizer } from './tokenizer';
@@ -41,21 +39,8 @@ export interface Seq2seqJsonlOptions {
 export async function* readSeq2seqJsonl(path: string, o: Seq2seqJsonlOptions = {}): AsyncIterable<Seq2seqExample> {
   const inputField = o.inputField ?? 'input';
   const targetField = o.targetField ?? 'target';
-  if (!existsSync(path)) throw new CorpusError(path, 'does not exist');
-  const lines = createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity });
-  let n = 0;
   let yielded = 0;
-  for await (const line of lines) {
-    n++;
-    if (!line.trim()) continue;
-    const at = `${path}:${n}`;
-    if (line.includes('\uFFFD')) throw new CorpusError(at, 'is not valid UTF-8 text');
-    let row: unknown;
-    try {
-      row = JSON.parse(line);
-    } catch {
-      throw new CorpusError(at, 'is not valid JSON');
-    }
+  for await (const { at, row } of jsonlRows(path)) {
     if (typeof row !== 'object' || row === null || Array.isArray(row)) throw new CorpusError(at, `is not a JSON object with "${inputField}" and "${targetField}"`);
     const r = row as Record<string, unknown>;
     for (const f of [inputField, targetField]) {
