@@ -126,35 +126,22 @@ export const trainingChildId = (pipelineId: string) => `${pipelineId}-train`;
 export const postTrainingChildId = (pipelineId: string) => `${pipelineId}-post`;
 export const loraChildId = (pipelineId: string) => `${pipelineId}-lora`;
 
+/** Deterministic errors fail at once; anything else is retried, ten times at most. */
+const RETRY = { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES } as const;
+/** The CPU-queue activities of the non-GPT stages (classifier LoRA merge, classifier and T5 post-training). */
+const CPU_STAGE = { taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '60 minutes', retry: RETRY } as const;
+
 const classifierLoraGpu = proxyActivities<ClassifierLoraActivities>({
   taskQueue: TASK_QUEUES.gpu,
   startToCloseTimeout: '120 minutes',
   heartbeatTimeout: '5 minutes',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+  retry: { ...RETRY, maximumAttempts: 20 },
 });
-const classifierLoraCpu = proxyActivities<ClassifierLoraActivities>({
-  taskQueue: TASK_QUEUES.cpu,
-  startToCloseTimeout: '60 minutes',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
-});
+const classifierLoraCpu = proxyActivities<ClassifierLoraActivities>(CPU_STAGE);
+const classifierPost = proxyActivities<ClassifierPostActivities>(CPU_STAGE);
+const t5Post = proxyActivities<T5PostActivities>(CPU_STAGE);
 
-const classifierPost = proxyActivities<ClassifierPostActivities>({
-  taskQueue: TASK_QUEUES.cpu,
-  startToCloseTimeout: '60 minutes',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
-});
-
-const { locateCheckpoint } = proxyActivities<PipelineActivities>({
-  taskQueue: TASK_QUEUES.cpu,
-  startToCloseTimeout: '5 minutes',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
-});
-
-const t5Post = proxyActivities<T5PostActivities>({
-  taskQueue: TASK_QUEUES.cpu,
-  startToCloseTimeout: '60 minutes',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
-});
+const { locateCheckpoint } = proxyActivities<PipelineActivities>({ taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '5 minutes', retry: RETRY });
 
 const now = () => new Date().toISOString();
 
