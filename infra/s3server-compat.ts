@@ -18,9 +18,20 @@
 // and racing commits write one manifest key at once (infra/store-manifest.ts), so requests on one
 // key run one at a time here (a GET until its body is sent), and a PUT answers once its bytes are
 // on disk.
+//
+// Crash-safe objects: a server killed mid-PUT (SIGKILL, power loss of the process) must leave
+// either the old object or none, never a torn one. s3rver wrote the three files in place, so a
+// kill could leave an empty metadata file that makes every later GET and every listing of its
+// folder answer InternalError until someone deletes it by hand (seen in the fault campaign). Each
+// file is now written beside its place under a `.partial-` name and renamed over it (rename is
+// atomic on POSIX), md5 and metadata first and the bytes last, so a key's object file appears only
+// once everything it needs is there. At start, `recoverTornWrites` removes leftover `.partial-`
+// files and the remains of PUTs torn by older versions (a metadata file that is not JSON): a PUT
+// is answered only after its metadata is written, so none of them was ever acknowledged.
 
 import { createHash } from 'node:crypto';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type S3rver from 's3rver';
 import { Readable, Transform } from 'node:stream';
@@ -176,39 +187,106 @@ interface S3rverObject {
 
 interface S3rverFilesystemStore {
   getResourcePath(bucket: string, key: string, resource: string): string;
-  putMetadata(bucket: string, key: string, metadata: Record<string, string>, md5: string): Promise<void>;
   putObject(object: S3rverObject): Promise<{ size: number; md5: string }>;
 }
 
-/** s3rver's FilesystemStore.putObject, except that it returns once the bytes are written. */
-function putObjectFlushed(store: S3rverFilesystemStore): S3rverFilesystemStore['putObject'] {
+/** The metadata s3rver keeps for an object: its standard headers and the user's `x-amz-meta-*`. */
+const STORED_HEADERS = new Set(['cache-control', 'content-disposition', 'content-encoding', 'content-language', 'content-type', 'expires', 'x-amz-storage-class', 'x-amz-website-redirect-location']);
+const storedMetadata = (metadata: Record<string, string>) => Object.fromEntries(Object.entries(metadata).filter(([k]) => STORED_HEADERS.has(k) || k.startsWith('x-amz-meta-')));
+
+/** Where a file is written before it is renamed into place; never ends in `._S3rver_object`. */
+const PARTIAL = '.partial-';
+let partials = 0;
+const partialOf = (file: string) => `${file}${PARTIAL}${process.pid}-${++partials}`;
+
+/** Writes `data` beside `file` and renames it over `file`. */
+async function replaceFile(file: string, data: string): Promise<void> {
+  const tmp = partialOf(file);
+  try {
+    await writeFile(tmp, data);
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * s3rver's FilesystemStore.putObject, except that it returns once the bytes are written and that
+ * a crash at any moment leaves the key as it was (each file renamed into place, the bytes last).
+ */
+function putObjectAtomic(store: S3rverFilesystemStore): S3rverFilesystemStore['putObject'] {
   return async (object) => {
     const objectPath = store.getResourcePath(object.bucket, object.key, 'object');
     mkdirSync(path.dirname(objectPath), { recursive: true });
     const md5 = createHash('md5');
     let size = 0;
     const source = Buffer.isBuffer(object.content) ? Readable.from([object.content]) : object.content;
-    await pipeline(
-      source,
-      new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          md5.update(chunk);
-          size += chunk.length;
-          cb(null, chunk);
-        },
-      }),
-      createWriteStream(objectPath),
-    );
-    const digest = md5.digest('hex');
-    await store.putMetadata(object.bucket, object.key, object.metadata, digest);
-    return { size, md5: digest };
+    const tmp = partialOf(objectPath);
+    try {
+      await pipeline(
+        source,
+        new Transform({
+          transform(chunk: Buffer, _enc, cb) {
+            md5.update(chunk);
+            size += chunk.length;
+            cb(null, chunk);
+          },
+        }),
+        createWriteStream(tmp),
+      );
+      const digest = md5.digest('hex');
+      await replaceFile(store.getResourcePath(object.bucket, object.key, 'object.md5'), digest);
+      await replaceFile(store.getResourcePath(object.bucket, object.key, 'metadata.json'), JSON.stringify(storedMetadata(object.metadata), null, 2));
+      await rename(tmp, objectPath);
+      return { size, md5: digest };
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
   };
+}
+
+/**
+ * Removes what killed PUTs left under `dir` (the folder of buckets): `.partial-` files, and every
+ * file of a key whose metadata is not JSON (a torn in-place write of an older version). Run before
+ * the server answers its first request. Returns the paths removed.
+ */
+export function recoverTornWrites(dir: string): string[] {
+  const removed: string[] = [];
+  const remove = (f: string) => {
+    rmSync(f, { force: true });
+    removed.push(f);
+  };
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const f = path.join(d, e.name);
+      if (e.isDirectory()) walk(f);
+      else if (e.name.includes(PARTIAL)) remove(f);
+      else if (e.name.endsWith('._S3rver_metadata.json') && !isJsonFile(f)) {
+        const base = f.slice(0, -'metadata.json'.length);
+        for (const other of [`${base}object`, `${base}object.md5`]) if (existsSync(other)) remove(other);
+        remove(f);
+      }
+    }
+  };
+  if (existsSync(dir)) walk(dir);
+  return removed;
+}
+
+function isJsonFile(f: string): boolean {
+  try {
+    JSON.parse(readFileSync(f, 'utf8'));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Installs the fixes; call before app.callback(), which freezes the middleware stack. */
 export function installS3rverCompat(app: S3rver): void {
   const store = (app as unknown as { store: S3rverFilesystemStore }).store;
-  store.putObject = putObjectFlushed(store);
+  store.putObject = putObjectAtomic(store);
   // Just before the router, so the vhost rewrite has run and the XML encoder sees our body.
   app.middleware.splice(app.middleware.length - 1, 0, oneRequestPerKey(), listObjectsV2ViaV1, firstByteRange);
 }

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import S3rver from 's3rver';
 import { validateBucketName } from './keys';
-import { installS3rverCompat } from './s3server-compat';
+import { installS3rverCompat, recoverTornWrites } from './s3server-compat';
 
 /** s3rver accepts this single access key pair; any region name works. */
 export const LOCAL_S3_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
@@ -34,6 +34,8 @@ export interface S3Server {
   host: string;
   bucket: string;
   dir: string;
+  /** s3rver only: files of PUTs that a killed server left unfinished, removed before serving (s3server-compat.ts). */
+  recovered?: string[];
   close(): Promise<void>;
 }
 
@@ -75,6 +77,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
   }
   const dir = path.resolve(options.dir);
   mkdirSync(dir, { recursive: true });
+  const recovered = recoverTornWrites(dir);
 
   const app = new S3rver({
     directory: dir,
@@ -96,6 +99,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3Server>
     host,
     bucket,
     dir,
+    recovered,
     close() {
       closed ??= new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));
@@ -123,6 +127,7 @@ async function main(argv: string[]): Promise<void> {
   if (!/^\d+$/.test(values.port ?? '')) throw new Error(`S3 server: --port must be a number, got ${JSON.stringify(values.port)}`);
 
   const s3 = await startS3Server({ dir: values.dir, port, host: values.host, bucket: values.bucket! });
+  for (const f of s3.recovered ?? []) process.stderr.write(`S3 server: removed ${path.relative(s3.dir, f)}, left by a PUT that never finished\n`);
   process.stdout.write(`s3 ready endpoint=${s3.endpoint} port=${s3.port} bucket=${s3.bucket} dir=${s3.dir}\n`);
 
   const stop = (signal: NodeJS.Signals) => {

@@ -25,6 +25,9 @@ beforeAll(async () => {
   report = await runCampaign({ n: FAULT_KINDS.length, seed: 15, log: (l) => lines.push(l) });
   // For a look afterwards: test-output/ is git-ignored.
   writeReport(report, path.resolve(__dirname, '../../test-output/faults-ci'));
+  // A campaign that could not finish (or found a loss) says why here, in the CI log: its runs' lines,
+  // the error that stopped it, and the state folder it kept (logs of every process).
+  if (!report.ok) console.log([...lines, formatTable(report), `error: ${(report as CampaignReport & { error?: string }).error ?? 'none'}; state kept in ${report.stateDir ?? '(removed)'}`].join('\n'));
 }, 1_500_000);
 
 test('every fault kind ran once (the full disk needs a tmpfs mount: root with CAP_SYS_ADMIN)', () => {
@@ -38,8 +41,6 @@ test('every fault kind ran once (the full disk needs a tmpfs mount: root with CA
 
 test('every run completed bit-identical to its reference or failed with a named cause; 0 lost, 0 mismatched', () => {
   const outside = report.runs.filter((r) => r.verdict !== 'identical' && r.verdict !== 'named');
-  // The log and table say what happened when this fails.
-  if (outside.length) console.log([...lines, formatTable(report)].join('\n'));
   expect(outside.map((r) => `${r.runId} ${r.kind}: ${r.verdict} ${r.why}`)).toEqual([]);
   expect(report.line).toMatch(new RegExp(`^${FAULT_KINDS.length} runs: \\d+ completed identical, \\d+ failed with a named cause, 0 lost, 0 mismatched$`));
   const [, identical, named] = /: (\d+) completed identical, (\d+) failed/.exec(report.line)!.map(Number);
