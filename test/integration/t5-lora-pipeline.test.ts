@@ -1,0 +1,131 @@
+// LoRA on a T5 seq2seq model through the product (issue 12), on a real Temporal dev server, a real
+// S3 server and both pool workers: the tiny T5 of test/fixtures/t5-tiny is imported, and a pipeline
+// starts from it (`model.from`, no pretraining rounds), trains adapters on HF's T5 Linear layers
+// (all-linear: q, k, v, o, wi, wo) in two durable chunks on source/target pairs (a copy task over
+// the tokenizer's whole words, as in t5-pipeline.test.ts), merges them, writes PEFT SEQ_2_SEQ_LM
+// files, evaluates the merged model (target loss, exact match), quantizes it int8 gated on exact
+// match, and writes the run report. With TRUTHGPT_KEEP_T5_LORA=<folder> it also leaves the exported
+// base, the adapter and our merged logits there for test/fixtures/t5-tiny/check_t5_lora_peft.py.
+
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { checkpointWeightsAnyFamily } from '../../artifacts/checkpoints';
+import { newestDataset, ShardCache } from '../../artifacts/datasets';
+import { REPORT_JSON } from '../../artifacts/models';
+import { seq2seqBatch } from '../../engine/data/t5-span';
+import { serializeModel } from '../../engine/graph/onnx';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../../engine/lora';
+import { exportT5 } from '../../engine/models/export-bert-t5';
+import type { T5Config } from '../../engine/models/t5';
+import type { FamilyReport } from '../../engine/report';
+import { createSession } from '../../engine/runtime';
+import { exportModel, importModel, TruthGPT, type PipelineSpecInput } from '../../sdk';
+import { withInProcessStack, type InProcessStack } from '../helpers/stack';
+
+const FIXTURE = path.join(__dirname, '..', 'fixtures', 't5-tiny');
+
+let stack: InProcessStack;
+let tg: TruthGPT;
+let tmp: string;
+
+beforeAll(async () => {
+  stack = await withInProcessStack({ bucket: 'truthgpt-t5-lora-pipeline' });
+  tg = await TruthGPT.connect({ config: stack.config });
+  // A fixed folder: documents are split into train and val by a hash of their source (file:line).
+  tmp = path.join(os.tmpdir(), 'truthgpt-t5-lora-pipeline');
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp, { recursive: true });
+}, 180_000);
+
+afterAll(async () => {
+  await tg?.close();
+  await stack?.close();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('T5 seq2seq LoRA in a pipeline: adapters train (loss falls), PEFT files, merged model evaluated (exact match), int8 gated, report written', async () => {
+  const imported = await importModel(path.join(FIXTURE, 'model'), { name: 't5-tiny', config: stack.config });
+  const vocab = (JSON.parse(fs.readFileSync(path.join(FIXTURE, 'model', 'tokenizer.json'), 'utf8')) as { model: { vocab: [string, number][] } }).model.vocab;
+  const words = vocab.map(([piece]) => piece).filter((p) => p.startsWith('\u2581') && p.length > 2).map((p) => p.slice(1));
+  expect(words).toHaveLength(56);
+  const file = path.join(tmp, 'copies.jsonl');
+  const copies = Array.from({ length: 200 }, (_, i) => [words[(i * 7) % 56], words[(i * 13 + Math.floor(i / 56)) % 56]].join(' '));
+  fs.writeFileSync(file, copies.map((w) => JSON.stringify({ input: `say ${w}`, target: w })).join('\n') + '\n');
+  const spec: PipelineSpecInput = {
+    name: 't5-lora',
+    model: { from: imported.ref, task: 'seq2seq' },
+    dataset: { name: 'copies', corpus: { kind: 'jsonl', path: file, textField: 'input', targetField: 'target' }, valFraction: 0.25 },
+    // No pretraining: the imported model is evaluated once (round 0), then the LoRA stage tunes it.
+    // Sources are 4 tokens with </s> ("say" and two words), targets 3.
+    training: { workers: 1, rounds: 0, innerSteps: 1, batchSize: 8, contextLength: 8, targetLength: 4, evalBatches: 8 },
+    lora: {
+      lora: { r: 8, lora_alpha: 16, target_modules: 'all-linear' },
+      train: { steps: 160, stepsPerActivity: 80, batchSize: 8, contextLength: 8, optimizer: { optimizer: { kind: 'adamw', lr: 1e-2, weight_decay: 0 } }, checkpoint: { everySteps: 40, everySeconds: 60 } },
+    },
+    quantization: [{ method: 'int8-dynamic', maxExactMatchDrop: 0.1 }],
+  };
+  const r = await (await tg.startPipeline(spec)).result();
+  const before = r.training.valHistory[0];
+  const l = r.t5Lora!;
+  console.log(
+    `T5 LoRA (r=8, all-linear, 160 steps in 2 chunks): train loss by chunk ${l.chunkLoss.map((c) => `${c.first.toFixed(4)} → ${c.last.toFixed(4)}`).join(', ')}; ` +
+      `val loss ${before.loss.toFixed(4)} → ${l.lossAfter.toFixed(4)} (ppl ${before.perplexity.toFixed(2)} → ${l.perplexityAfter.toFixed(2)}), exact match ${(100 * before.exactMatch!).toFixed(1)}% → ${(100 * l.exactMatchAfter).toFixed(1)}% over ${l.examples} val examples; ` +
+      `${l.trainable} trainable of ${l.total}; stage: ${r.stages[1].summary}`,
+  );
+  expect(r.stages.map((s) => [s.stage, s.status])).toEqual([['train', 'done'], ['lora', 'done'], ['postTraining', 'done']]);
+  expect(l.targetModules).toEqual(['k', 'o', 'q', 'v', 'wi', 'wo']);
+  expect(l.chunkLoss).toHaveLength(2);
+  expect(l.chunkLoss[1].last).toBeLessThan(0.5 * l.chunkLoss[0].first); // observed FILLED
+  expect(l.lossAfter).toBeLessThan(before.loss);
+  expect(l.examples).toBe(before.examples);
+  expect(l.exactMatchAfter).toBeGreaterThan(before.exactMatch!); // observed FILLED
+  expect(l.trainable).toBeLessThan(0.2 * l.total);
+
+  // The PEFT files: SEQ_2_SEQ_LM, HF's T5 module names, one A and one B per adapted Linear.
+  const store = stack.s3.store;
+  const adapter = (await store.readManifest(l.adapterPrefix))!;
+  const adapterFiles = new Map(await Promise.all(adapter.files.map(async (f) => [f.name, await store.get(f.key)] as const)));
+  const config = JSON.parse(Buffer.from(adapterFiles.get(ADAPTER_CONFIG_FILE)!).toString('utf8')) as Record<string, unknown>;
+  expect(config).toMatchObject({ peft_type: 'LORA', task_type: 'SEQ_2_SEQ_LM', r: 8, lora_alpha: 16, fan_in_fan_out: false, target_modules: ['k', 'o', 'q', 'v', 'wi', 'wo'] });
+  expect(adapterFiles.has(ADAPTER_WEIGHTS_FILE)).toBe(true);
+
+  // Post-training ran on the merged model: int8's fp32 reference is the merged model's exact match.
+  const [v] = r.t5Variants!;
+  console.log(`T5 LoRA int8: exact match ${(100 * v.exactMatch).toFixed(2)}% vs fp32 ${(100 * v.fp32ExactMatch).toFixed(2)}% (${v.flips} answers differ), ${v.published ? 'published' : `refused: ${v.rejectedReason}`}`);
+  expect(v.fp32ExactMatch).toBeCloseTo(l.exactMatchAfter, 12);
+
+  // The report: where a GPT run's goes, with the curves and the figures of this run.
+  expect(r.reportKey).toMatch(new RegExp(`^runs/${r.workflowId}/report/`));
+  const html = Buffer.from(await store.get(r.reportKey)).toString('utf8');
+  expect(html).toContain('<svg');
+  expect(html).toContain('LoRA train loss per chunk');
+  expect(html).toContain(`${(100 * l.exactMatchAfter).toFixed(2)}%`);
+  expect(html).toContain(`${(100 * v.exactMatch).toFixed(2)}%`);
+  expect(html).toContain('maxExactMatchDrop');
+  const reportManifest = (await store.readManifest(`runs/${r.workflowId}/report`))!;
+  const json = JSON.parse(Buffer.from(await store.get(reportManifest.files.find((f) => f.name === REPORT_JSON)!.key)).toString('utf8')) as FamilyReport;
+  expect(json.task).toBe('seq2seq');
+  expect(json.lora!.after.score).toBe(l.exactMatchAfter);
+  expect(json.variants.map((x) => x.name)).toEqual(['fp32', v.name]);
+
+  // For the Python side (test/fixtures/t5-tiny/check_t5_lora_peft.py): the base, the adapter, our merged logits.
+  const keep = process.env.TRUTHGPT_KEEP_T5_LORA;
+  if (keep) {
+    const merged = await checkpointWeightsAnyFamily(store, l.merged.prefix);
+    const cfg = merged.config as T5Config;
+    const dataset = (await newestDataset(store, 'datasets/copies-'))!;
+    const pairs = (await Promise.all(dataset.val.map((s) => new ShardCache().pairs(store, dataset, s)))).flat().slice(0, 16);
+    const batch = seq2seqBatch(pairs, cfg, 8, 4);
+    const session = await createSession(serializeModel(exportT5(cfg, merged.weights)).model, { intraOpThreads: 1 });
+    const feeds = Object.fromEntries(['input_ids', 'attention_mask', 'decoder_input_ids'].map((k) => [k, new ort.Tensor('int64', batch[k].data as BigInt64Array, batch[k].dims)]));
+    const logits = (await session.run(feeds)).logits.data as Float32Array;
+    await session.release();
+    await exportModel(r.training.checkpoint.prefix, path.join(keep, 'base'), { config: stack.config });
+    fs.mkdirSync(path.join(keep, 'adapter'), { recursive: true });
+    for (const [name, bytes] of adapterFiles) fs.writeFileSync(path.join(keep, 'adapter', name), bytes);
+    const rows = (k: string, n: number) => Array.from({ length: pairs.length }, (_, i) => Array.from(batch[k].data as BigInt64Array).slice(i * n, (i + 1) * n).map(Number));
+    fs.writeFileSync(path.join(keep, 'ours.json'), JSON.stringify({ input_ids: rows('input_ids', 8), attention_mask: rows('attention_mask', 8), decoder_input_ids: rows('decoder_input_ids', 4), logits: Array.from(logits) }));
+  }
+}, 600_000);
