@@ -144,7 +144,6 @@ const LORA_CHUNK = { taskQueue: TASK_QUEUES.gpu, startToCloseTimeout: '120 minut
 
 const classifierLoraGpu = proxyActivities<ClassifierLoraActivities>(LORA_CHUNK);
 const classifierLoraCpu = proxyActivities<ClassifierLoraActivities>(CPU_STAGE);
-const t5LoraGpu = proxyActivities<T5LoraActivities>(LORA_CHUNK);
 const t5LoraCpu = proxyActivities<T5LoraActivities>(CPU_STAGE);
 const familyReport = proxyActivities<FamilyReportActivities>(CPU_STAGE);
 const classifierPost = proxyActivities<ClassifierPostActivities>(CPU_STAGE);
@@ -467,6 +466,8 @@ async function t5LoraStage(st: PipelineState, trained: TrainingResult): Promise<
   let previous: CheckpointRef | null = null;
   const chunks = Math.ceil(l.train.steps / l.train.stepsPerActivity);
   const chunkLoss: FamilyReportLora['chunkLoss'] = [];
+  // The spec's heartbeat and activity timeouts, as a GPT fine-tune's chunks take them: a dead worker's chunk is retried that soon.
+  const t5LoraGpu = proxyActivities<T5LoraActivities>({ ...LORA_CHUNK, heartbeatTimeout: `${l.heartbeatTimeoutSeconds} seconds`, startToCloseTimeout: `${l.activityTimeoutMinutes} minutes` });
   for (let chunk = 0; chunk < chunks; chunk++) {
     await st.waitWhilePaused();
     const r = await t5LoraGpu.trainT5Lora.executeWithOptions({ summary: `LoRA chunk ${chunk + 1}/${chunks} of the seq2seq model` }, [

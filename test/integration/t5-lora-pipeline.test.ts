@@ -11,8 +11,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
+import type { TrainT5LoraResult } from '../../activities/t5-lora';
 import { checkpointWeightsAnyFamily } from '../../artifacts/checkpoints';
 import { newestDataset, ShardCache } from '../../artifacts/datasets';
+import { ftKeys } from '../../artifacts/keys';
 import { REPORT_JSON } from '../../artifacts/models';
 import { seq2seqBatch } from '../../engine/data/t5-span';
 import { serializeModel } from '../../engine/graph/onnx';
@@ -22,6 +24,7 @@ import type { T5Config } from '../../engine/models/t5';
 import type { FamilyReport } from '../../engine/report';
 import { createSession } from '../../engine/runtime';
 import { exportModel, importModel, TruthGPT, type PipelineSpecInput } from '../../sdk';
+import { createPoolWorker } from '../../workers/worker';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
 
 const FIXTURE = path.join(__dirname, '..', 'fixtures', 't5-tiny');
@@ -29,6 +32,8 @@ const FIXTURE = path.join(__dirname, '..', 'fixtures', 't5-tiny');
 let stack: InProcessStack;
 let tg: TruthGPT;
 let tmp: string;
+let imported: Awaited<ReturnType<typeof importModel>>;
+let corpus: { kind: 'jsonl'; path: string; textField: string; targetField: string };
 
 beforeAll(async () => {
   stack = await withInProcessStack({ bucket: 'truthgpt-t5-lora-pipeline' });
@@ -37,6 +42,16 @@ beforeAll(async () => {
   tmp = path.join(os.tmpdir(), 'truthgpt-t5-lora-pipeline');
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
+  imported = await importModel(path.join(FIXTURE, 'model'), { name: 't5-tiny', config: stack.config });
+  // A copy task over the tokenizer's 56 whole words ("say cold sky" → "cold sky"), which a model can
+  // answer for pairs it never saw.
+  const vocab = (JSON.parse(fs.readFileSync(path.join(FIXTURE, 'model', 'tokenizer.json'), 'utf8')) as { model: { vocab: [string, number][] } }).model.vocab;
+  const words = vocab.map(([piece]) => piece).filter((p) => p.startsWith('\u2581') && p.length > 2).map((p) => p.slice(1));
+  expect(words).toHaveLength(56);
+  const file = path.join(tmp, 'copies.jsonl');
+  const copies = Array.from({ length: 200 }, (_, i) => [words[(i * 7) % 56], words[(i * 13 + Math.floor(i / 56)) % 56]].join(' '));
+  fs.writeFileSync(file, copies.map((w) => JSON.stringify({ input: `say ${w}`, target: w })).join('\n') + '\n');
+  corpus = { kind: 'jsonl', path: file, textField: 'input', targetField: 'target' };
 }, 180_000);
 
 afterAll(async () => {
@@ -46,17 +61,10 @@ afterAll(async () => {
 });
 
 test('T5 seq2seq LoRA in a pipeline: adapters train (loss falls), PEFT files, merged model evaluated (exact match), int8 gated, report written', async () => {
-  const imported = await importModel(path.join(FIXTURE, 'model'), { name: 't5-tiny', config: stack.config });
-  const vocab = (JSON.parse(fs.readFileSync(path.join(FIXTURE, 'model', 'tokenizer.json'), 'utf8')) as { model: { vocab: [string, number][] } }).model.vocab;
-  const words = vocab.map(([piece]) => piece).filter((p) => p.startsWith('\u2581') && p.length > 2).map((p) => p.slice(1));
-  expect(words).toHaveLength(56);
-  const file = path.join(tmp, 'copies.jsonl');
-  const copies = Array.from({ length: 200 }, (_, i) => [words[(i * 7) % 56], words[(i * 13 + Math.floor(i / 56)) % 56]].join(' '));
-  fs.writeFileSync(file, copies.map((w) => JSON.stringify({ input: `say ${w}`, target: w })).join('\n') + '\n');
   const spec: PipelineSpecInput = {
     name: 't5-lora',
     model: { from: imported.ref, task: 'seq2seq' },
-    dataset: { name: 'copies', corpus: { kind: 'jsonl', path: file, textField: 'input', targetField: 'target' }, valFraction: 0.25 },
+    dataset: { name: 'copies', corpus, valFraction: 0.25 },
     // No pretraining: the imported model is evaluated once (round 0), then the LoRA stage tunes it.
     // Sources are 4 tokens with </s> ("say" and two words), targets 3.
     training: { workers: 1, rounds: 0, innerSteps: 1, batchSize: 8, contextLength: 8, targetLength: 4, evalBatches: 8 },
@@ -127,5 +135,50 @@ test('T5 seq2seq LoRA in a pipeline: adapters train (loss falls), PEFT files, me
     for (const [name, bytes] of adapterFiles) fs.writeFileSync(path.join(keep, 'adapter', name), bytes);
     const rows = (k: string, n: number) => Array.from({ length: pairs.length }, (_, i) => Array.from(batch[k].data as BigInt64Array).slice(i * n, (i + 1) * n).map(Number));
     fs.writeFileSync(path.join(keep, 'ours.json'), JSON.stringify({ input_ids: rows('input_ids', 8), attention_mask: rows('attention_mask', 8), decoder_input_ids: rows('decoder_input_ids', 4), logits: Array.from(logits) }));
+  }
+}, 600_000);
+
+test('the GPU worker dies mid-chunk: a new one resumes the T5 LoRA chunk from its last snapshot, ending bit-identical', async () => {
+  const spec = (name: string): PipelineSpecInput => ({
+    name,
+    model: { from: imported.ref, task: 'seq2seq' },
+    dataset: { name: 'copies', corpus, valFraction: 0.25 },
+    training: { workers: 1, rounds: 0, innerSteps: 1, batchSize: 8, contextLength: 8, targetLength: 4, evalBatches: 2 },
+    lora: {
+      lora: { r: 4, lora_alpha: 8 },
+      train: { steps: 600, stepsPerActivity: 600, batchSize: 8, contextLength: 8, checkpoint: { everySteps: 40, everySeconds: 0 } },
+      heartbeatTimeoutSeconds: 5,
+    },
+  });
+  const reference = await (await tg.startPipeline(spec('t5-lora-ref'))).result();
+  // A GPU worker that cancels its activities at once when it shuts down (the stack's waits for them).
+  stack.workers[2].worker.shutdown();
+  for (let i = 0; i < 400 && stack.workers[2].worker.getState() !== 'STOPPED'; i++) await new Promise((res) => setTimeout(res, 25));
+  const gpu = await createPoolWorker(stack.config, 'gpu', { shutdownGraceTime: 0 });
+  const gpuRunning = gpu.run();
+  const run = await tg.startPipeline(spec('t5-lora-crash'));
+  const loraId = `${run.workflowId}-lora`;
+  const snapshot = `${ftKeys.chunkProgress(loraId, 0, 80)}/MANIFEST.json`;
+  const store = stack.s3.store;
+  for (let i = 0; i < 1200 && !(await store.exists(snapshot)); i++) await new Promise((res) => setTimeout(res, 25));
+  expect(await store.exists(snapshot)).toBe(true);
+  gpu.worker.shutdown(); // cancels the running trainT5Lora at once
+  await gpuRunning;
+  const replacement = await createPoolWorker(stack.config, 'gpu');
+  const running = replacement.run();
+  try {
+    const r = await run.result();
+    const chunk = (await store.readManifest(ftKeys.chunkFinal(loraId, 0)))!.meta.result as TrainT5LoraResult;
+    console.log(`T5 LoRA chunk resumed from step ${chunk.resumedFrom} of 600 after the worker died; val loss after ${r.t5Lora!.lossAfter} (uninterrupted ${reference.t5Lora!.lossAfter})`);
+    expect(chunk.resumedFrom).toBeGreaterThanOrEqual(80);
+    expect(chunk.resumedFrom).toBeLessThan(600);
+    // The same adapter bytes as the uninterrupted run (both PEFT files), and the same evaluation.
+    const files = async (prefix: string) => (await store.readManifest(prefix))!.files.map((f) => `${f.name}:${f.sha256}`).sort();
+    expect(await files(r.t5Lora!.adapterPrefix)).toEqual(await files(reference.t5Lora!.adapterPrefix));
+    expect(r.t5Lora!.lossAfter).toBe(reference.t5Lora!.lossAfter);
+    expect(r.t5Lora!.exactMatchAfter).toBe(reference.t5Lora!.exactMatchAfter);
+  } finally {
+    replacement.worker.shutdown();
+    await running;
   }
 }, 600_000);
