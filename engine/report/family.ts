@@ -75,15 +75,17 @@ function kvTable(rows: [string, string][]): string {
   return `<table class="kv">${rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`).join('')}</table>`;
 }
 
-function headline(r: FamilyReport): string {
+function headlineText(r: FamilyReport): string {
   const [first, last] = [r.valHistory[0], r.valHistory[r.valHistory.length - 1]];
   const what = scoreName(r.task);
   const parts: string[] = [];
   if (first && last) parts.push(`Validation ${what} ${pctOf(first.score)} → ${pctOf(last.score)} over ${n(last.examples)} ${r.task === 'classification' ? 'documents' : 'examples'}, loss ${fmt(first.loss)} → ${fmt(last.loss)} (${r.valHistory.length - 1} rounds).`);
   if (r.lora) parts.push(`LoRA r=${r.lora.r}: ${what} ${pctOf(r.lora.before.score)} → ${pctOf(r.lora.after.score)}, loss ${fmt(r.lora.before.loss)} → ${fmt(r.lora.after.loss)}.`);
   for (const v of r.variants.filter((x) => x.method !== 'fp32')) parts.push(v.published ? `${v.name} published: ${what} ${pctOf(v.score)} (drop ${(100 * v.drop).toFixed(2)} points).` : `${v.name} refused: ${v.rejectedReason}.`);
-  return `<p class="headline">${esc(parts.join(' '))}</p>`;
+  return parts.join(' ');
 }
+
+const headline = (r: FamilyReport) => `<p class="headline">${esc(headlineText(r))}</p>`;
 
 function metricChart(r: FamilyReport): string {
   const series = [{ name: `validation ${scoreName(r.task)}`, color: '#2ca02c', points: r.valHistory.map((v) => ({ x: v.round, y: v.score })) }];
@@ -174,4 +176,15 @@ ${variantTable(r)}
 ${kvTable(flatten(r.config))}
 </body></html>
 `;
+}
+
+/** The same story for a terminal (`truthgpt report <run>`): the headline, the metric per round, the table. */
+export function renderFamilyReportText(r: FamilyReport): string {
+  const what = scoreName(r.task);
+  const f1 = r.task === 'classification';
+  const lines = [`run ${r.runId} (${r.model.family} ${r.task}), checkpoint ${r.checkpoint}`, headlineText(r), '', `round  val loss  ${what}${f1 ? '  macro F1' : ''}`];
+  for (const v of r.valHistory) lines.push(`${String(v.round).padStart(5)}  ${fmt(v.loss).padStart(8)}  ${pctOf(v.score).padStart(what.length)}${f1 ? `  ${(v.macroF1 === null ? '-' : fmt(v.macroF1)).padStart(8)}` : ''}`);
+  lines.push('');
+  for (const v of r.variants) lines.push(`${v.name}: ${what} ${pctOf(v.score)}${f1 ? `, macro F1 ${v.macroF1 === null ? '-' : fmt(v.macroF1)}` : `, target ppl ${v.perplexity === null ? '-' : fmt(v.perplexity)}`}${v.method === 'fp32' ? '' : v.published ? `, drop ${(100 * v.drop).toFixed(2)} points (bound ${(100 * (v.bound ?? 0)).toFixed(2)}), published` : `, refused: ${v.rejectedReason}`}`);
+  return lines.join('\n');
 }

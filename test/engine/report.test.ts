@@ -2,7 +2,7 @@
 // one table row per variant with the refusal reason naming bound and figure, samples and config,
 // all escaped and self-contained (no scripts, no external files).
 
-import { coverageText, lineChartSvg, lossCurvesSvg, niceTicks, renderFamilyReportHtml, renderReportHtml, renderReportText, type FamilyReport, type RunReport } from '../../engine/report';
+import { coverageText, lineChartSvg, lossCurvesSvg, niceTicks, renderFamilyReportHtml, renderFamilyReportText, renderReportHtml, renderReportText, type FamilyReport, type RunReport } from '../../engine/report';
 
 const train = [1, 2, 3, 4].map((round) => ({ round, loss: 5 - round * 0.7 }));
 const val = [0, 1, 2, 3, 4].map((round) => ({ round, step: round * 40, loss: 5.6 - round * 0.75, perplexity: Math.exp(5.6 - round * 0.75) }));
@@ -290,6 +290,16 @@ describe('HTML report of a classifier or a seq2seq run', () => {
     expect(html).toContain('pipeline-t5-&lt;x&gt;');
     expect(html).toContain('36,864 of 83,296 (44.26%)');
     expect(html).not.toMatch(/<script|src=|href=/);
+  });
+
+  test('the terminal form (truthgpt report): headline, exact match per round, the refused variant with its reason', () => {
+    const text = renderFamilyReportText(seq2seq);
+    expect(text.split('\n').slice(0, 2)).toEqual([
+      'run pipeline-t5-<x> (t5 seq2seq), checkpoint finetunes/x-lora/merged',
+      'Validation exact match 0.00% → 40.00% over 43 examples, loss 5.6 → 2.6 (4 rounds). LoRA r=16: exact match 0.00% → 76.74%, loss 5.329 → 1.274. int8 refused: exact match 69.77% vs fp32 76.74% <over the bound>.',
+    ]);
+    expect(text).toContain('    4       2.6       40.00%');
+    expect(text).toContain('fp32: exact match 76.74%, target ppl 3.57\nint8: exact match 69.77%, target ppl -, refused: exact match 69.77% vs fp32 76.74% <over the bound>');
   });
 
   test('classification: accuracy and macro F1 curves and columns', () => {
