@@ -50,6 +50,8 @@ export interface TrainClassifierLoraResult {
   checkpoint: CheckpointRef;
   chunk: number;
   steps: number;
+  /** Train loss of the chunk's first step this attempt ran (absent in results recorded before it was). */
+  firstLoss?: number;
   meanLoss: number;
   lastLoss: number;
   resumedFrom: number | null;
@@ -144,7 +146,7 @@ async function trainClassifierLora(store: ArtifactStore, shards: ShardCache, com
     nonFinite: { what: 'adapters', initial: input.previous?.prefix ?? input.base.prefix, details: { chunk } },
     result: (run) => {
       const losses = run.history.map((m) => m.loss);
-      return { chunk, steps: endStep - startStep, meanLoss: losses.length ? losses.reduce((a, b) => a + b, 0) / losses.length : NaN, lastLoss: losses.length ? losses[losses.length - 1] : NaN, resumedFrom: run.resumedFrom, trainMs: run.trainMs };
+      return { chunk, steps: endStep - startStep, firstLoss: losses.length ? losses[0] : NaN, meanLoss: losses.length ? losses.reduce((a, b) => a + b, 0) / losses.length : NaN, lastLoss: losses.length ? losses[losses.length - 1] : NaN, resumedFrom: run.resumedFrom, trainMs: run.trainMs };
     },
   });
 }

@@ -6,9 +6,11 @@ import type { Pool } from '../spec/temporal-names';
 import { createClassifierLoraActivities } from './classifier-lora';
 import { createClassifierPostActivities } from './classifier-post';
 import { createDemoActivities } from './demo';
+import { createFamilyReportActivities } from './family-report';
 import { createFineTuneActivities } from './fine-tune';
 import { createPipelineActivities } from './pipeline';
 import { createPostTrainingActivities } from './post-training';
+import { createT5LoraActivities } from './t5-lora';
 import { createT5PostActivities } from './t5-post';
 import { createTrainingActivities } from './training';
 
@@ -33,6 +35,8 @@ export function createActivities(deps: ActivityDeps) {
     ...createClassifierPostActivities(deps),
     ...createClassifierLoraActivities(deps),
     ...createT5PostActivities(deps),
+    ...createT5LoraActivities(deps),
+    ...createFamilyReportActivities(deps),
   };
 }
 

@@ -42,7 +42,7 @@ export function t5Geometry(spec: TrainingSpec): { srcLen: number; tgtLen: number
 }
 
 /** The examples of a seq2seq shard, refused (naming the spec field) when one does not fit the batch geometry. */
-async function fittingPairs(store: ArtifactStore, shards: ShardCache, dataset: DatasetRef, shard: { file: string; docs?: string }, spec: TrainingSpec): Promise<Seq2seqPair[]> {
+export async function fittingPairs(store: ArtifactStore, shards: ShardCache, dataset: DatasetRef, shard: { file: string; docs?: string }, spec: TrainingSpec): Promise<Seq2seqPair[]> {
   const { srcLen, tgtLen } = t5Geometry(spec);
   const pairs = await shards.pairs(store, dataset, shard);
   pairs.forEach((p, i) => {

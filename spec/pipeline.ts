@@ -7,6 +7,8 @@
 
 import { z } from 'zod';
 import { DatasetSpecSchema } from '../engine/data/dataset';
+import { t5LinearModules } from '../engine/hf/peft';
+import type { T5Config } from '../engine/models/t5';
 import { PipelineLoraSpecSchema } from './lora';
 import { PostTrainingSpecSchema, type EvalSpecInput, type QuantSpecInput } from './post-training';
 import { issueLines, relocateIssues } from './issues';
@@ -69,12 +71,15 @@ export function pipelineSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
     const model = r.success ? r.data.model : null;
     if (model && model.family !== 'gpt') {
       let refused = false;
-      // A BERT classifier's LoRA stage (PEFT SEQ_CLS: adapters + the head) trains on the training dataset.
-      if (p.lora != null && model.task !== 'classification') {
-        ctx.addIssue({ code: 'custom', path: ['lora'], message: `the pipeline's LoRA stage tunes GPT models and BERT classifiers so far, and this is a ${model.family} ${model.task} model; leave lora out` });
+      // A BERT classifier's LoRA stage (PEFT SEQ_CLS: adapters + the head) trains on the training
+      // dataset, a T5 seq2seq model's (PEFT SEQ_2_SEQ_LM) on the training dataset's pairs.
+      const seq2seq = model.family === 't5' && model.task === 'seq2seq';
+      if (p.lora != null && model.task !== 'classification' && !seq2seq) {
+        ctx.addIssue({ code: 'custom', path: ['lora'], message: `the pipeline's LoRA stage tunes GPT models, BERT classifiers and T5 seq2seq models so far, and this is a ${model.family} ${model.task} model; leave lora out` });
         refused = true;
       } else if (p.lora != null && typeof p.lora === 'object' && (p.lora as Record<string, unknown>).dataset != null) {
-        ctx.addIssue({ code: 'custom', path: ['lora', 'dataset'], message: "a classifier's LoRA stage trains on the training dataset (its labels); leave lora.dataset out" });
+        const what = seq2seq ? "a T5 seq2seq model's LoRA stage trains on the training dataset (its source/target pairs)" : "a classifier's LoRA stage trains on the training dataset (its labels)";
+        ctx.addIssue({ code: 'custom', path: ['lora', 'dataset'], message: `${what}; leave lora.dataset out` });
         refused = true;
       }
       // A classifier's variants are int8-dynamic, gated on accuracy (engine/quant/classifier-gate.ts);
@@ -115,6 +120,7 @@ function parseLora(raw: unknown, name: string, training: TrainingSpec | null, ct
   }
   const lora: PipelineLora = { ...r.data, name: r.data.name ?? name, dataset: r.data.dataset ?? null };
   let ok = true;
+  if (training?.model.family === 't5') ok = checkT5Targets(lora, training.model.config, ctx);
   if (training) {
     const limit = contextLimitOf(training.model);
     if (lora.train.contextLength > limit.value) {
@@ -133,6 +139,30 @@ function parseLora(raw: unknown, name: string, training: TrainingSpec | null, ct
     }
   }
   return ok ? lora : undefined;
+}
+
+/**
+ * A T5's LoRA targets must name its Linear layers as Hugging Face's T5ForConditionalGeneration does
+ * (q, k, v, o, wi or wi_0/wi_1, wo, or a longer suffix such as EncDecAttention.k; a regular
+ * expression must match one full module name); each bad entry is an issue naming it.
+ */
+function checkT5Targets(lora: PipelineLora, config: T5Config, ctx: z.RefinementCtx): boolean {
+  const targets = lora.lora.target_modules;
+  if (targets === undefined || targets === 'all-linear') return true;
+  const modules = [...t5LinearModules(config)];
+  const leaves = [...new Set(modules.map((m) => m.split('.').pop()!))].join(', ');
+  if (typeof targets === 'string') {
+    if (modules.some((m) => new RegExp(`^(?:${targets})$`).test(m))) return true;
+    ctx.addIssue({ code: 'custom', path: ['lora', 'lora', 'target_modules'], message: `the regular expression /${targets}/ matches no Linear layer of this T5 (e.g. ${modules[0]}); its layers are ${leaves}` });
+    return false;
+  }
+  let ok = true;
+  targets.forEach((t, i) => {
+    if (modules.some((m) => m === t || m.endsWith(`.${t}`))) return;
+    ctx.addIssue({ code: 'custom', path: ['lora', 'lora', 'target_modules', i], message: `${JSON.stringify(t)} is not a Linear layer of this T5; HF T5ForConditionalGeneration names them ${leaves}` });
+    ok = false;
+  });
+  return ok;
 }
 
 export type PipelineSpec = z.output<typeof PipelineSpecSchema>;

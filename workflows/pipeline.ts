@@ -3,9 +3,12 @@
 //   [locateCheckpoint]   only for retryFromCheckpoint: where the continued run's training stopped
 //   train                trainingWorkflow child: prepareDataset → createModel → DiLoCo rounds
 //   lora                 fineTuneWorkflow child (only when the spec has `lora`): adapters on the
-//                        trained checkpoint, on the training dataset or one of its own → merged model
+//                        trained checkpoint, on the training dataset or one of its own → merged model;
+//                        a BERT classifier's or a T5 seq2seq model's: chunks of trainClassifierLora /
+//                        trainT5Lora (gpu queue), then the merge, the PEFT files and the evaluation
 //   postTraining         postTrainingWorkflow child: quantize → evaluate → report, on the merged
-//                        model and the LoRA dataset when there was a LoRA stage
+//                        model and the LoRA dataset when there was a LoRA stage; a classifier's or a
+//                        seq2seq model's: its gated int8 variants, then writeFamilyReport
 //
 // Every stage's outcome lands in the memo (`stages`) and the search attributes (TruthgptStage,
 // TruthgptBestValLoss, ...), so the Temporal UI's list and detail pages tell the story without a
@@ -16,6 +19,7 @@ import {
   defineQuery,
   executeChild,
   isCancellation,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -27,11 +31,13 @@ import {
 } from '@temporalio/workflow';
 import type { ClassifierLoraActivities, ClassifierLoraOutcome } from '../activities/classifier-lora';
 import type { ClassifierPostActivities, ClassifierVariant } from '../activities/classifier-post';
+import type { FamilyReportActivities } from '../activities/family-report';
+import type { T5LoraActivities, T5LoraOutcome } from '../activities/t5-lora';
 import type { T5PostActivities, T5Variant } from '../activities/t5-post';
 import type { PipelineActivities, ResumePoint } from '../activities/pipeline';
 import type { CheckpointRef } from '../artifacts/checkpoints';
 import type { LoraMetrics } from '../engine/finetune';
-import type { ReportLora } from '../engine/report';
+import type { FamilyReportLora, ReportLora } from '../engine/report';
 import { errorTypeOf, failure, NON_RETRYABLE_ERROR_TYPES } from '../spec/errors';
 import { modelShape } from '../spec/family';
 import type { FineTuneSpec } from '../spec/lora';
@@ -100,6 +106,8 @@ export interface PipelineResult {
   classifierLora?: ClassifierLoraOutcome;
   /** A T5 seq2seq model's int8 variants, gated on validation exact match (T5 seq2seq runs with quantization). */
   t5Variants?: T5Variant[];
+  /** A T5 seq2seq model's LoRA stage: the merged checkpoint, the PEFT files, loss and exact match after, train loss per chunk. */
+  t5Lora?: T5LoraOutcome & { chunkLoss: FamilyReportLora['chunkLoss'] };
   /** What the variants' perplexity covers (absent for runs from before it was recorded). */
   evaluation?: EvaluationCoverage;
   reportKey: string;
@@ -131,13 +139,13 @@ const RETRY = { initialInterval: '1 second', maximumInterval: '30 seconds', maxi
 /** The CPU-queue activities of the non-GPT stages (classifier LoRA merge, classifier and T5 post-training). */
 const CPU_STAGE = { taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '60 minutes', retry: RETRY } as const;
 
-const classifierLoraGpu = proxyActivities<ClassifierLoraActivities>({
-  taskQueue: TASK_QUEUES.gpu,
-  startToCloseTimeout: '120 minutes',
-  heartbeatTimeout: '5 minutes',
-  retry: { ...RETRY, maximumAttempts: 20 },
-});
+/** The GPU-queue chunks of the non-GPT LoRA stages: heartbeating, resumed from their last snapshot on retry. */
+const LORA_CHUNK = { taskQueue: TASK_QUEUES.gpu, startToCloseTimeout: '120 minutes', heartbeatTimeout: '5 minutes', retry: { ...RETRY, maximumAttempts: 20 } } as const;
+
+const classifierLoraGpu = proxyActivities<ClassifierLoraActivities>(LORA_CHUNK);
 const classifierLoraCpu = proxyActivities<ClassifierLoraActivities>(CPU_STAGE);
+const t5LoraCpu = proxyActivities<T5LoraActivities>(CPU_STAGE);
+const familyReport = proxyActivities<FamilyReportActivities>(CPU_STAGE);
 const classifierPost = proxyActivities<ClassifierPostActivities>(CPU_STAGE);
 const t5Post = proxyActivities<T5PostActivities>(CPU_STAGE);
 
@@ -160,6 +168,10 @@ class PipelineState {
   classifierLora: ClassifierLoraOutcome | null = null;
   /** A T5 seq2seq model's quantized variants. */
   t5Variants: T5Variant[] | null = null;
+  /** A T5 seq2seq model's LoRA stage outcome. */
+  t5Lora: PipelineResult['t5Lora'] | null = null;
+  /** A classifier's or a seq2seq model's LoRA stage, as its report tells it. */
+  familyLora: FamilyReportLora | null = null;
   /** The stage a failure or a cancellation is recorded against. */
   running: StageOutcome | null = null;
   readonly loraWorkflowId: string | null;
@@ -248,11 +260,15 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     const trained = await trainStage(st, resume);
     const gpt = spec.training.model.family === 'gpt';
     const tuned = gpt ? await loraStage(st, trained) : null;
-    // A classifier's LoRA stage leaves a merged checkpoint that post-training quantizes instead of the trained one.
-    const classifier = gpt ? trained : await classifierLoraStage(st, trained);
     const t5 = spec.training.model.family === 't5';
-    const post = gpt ? await postTrainingStage(st, trained, tuned) : spec.quantization.length ? await (t5 ? t5PostStage(st, classifier) : classifierPostStage(st, classifier)) : skipPostTraining(st, classifier);
-    return resultOf(st, trained, post, Date.now() - info.startTime.getTime());
+    // A classifier's (or a seq2seq model's) LoRA stage leaves a merged checkpoint that post-training quantizes instead of the trained one.
+    const classifier = gpt ? trained : t5 ? await t5LoraStage(st, trained) : await classifierLoraStage(st, trained);
+    // Classifiers and seq2seq models get a report; runs recorded before it existed replay without one.
+    const model = spec.training.model;
+    const report = !gpt && (model.task === 'classification' || model.task === 'seq2seq') && patched('family-report');
+    const post = gpt ? await postTrainingStage(st, trained, tuned) : spec.quantization.length ? await (t5 ? t5PostStage(st, classifier) : classifierPostStage(st, classifier)) : skipPostTraining(st, classifier, report);
+    const told = report ? await familyReportStage(st, trained, classifier, post) : post;
+    return resultOf(st, trained, told, Date.now() - info.startTime.getTime());
   } catch (err) {
     const cancelled = isCancellation(err);
     const message = causeMessage(err);
@@ -400,6 +416,7 @@ async function classifierLoraStage(st: PipelineState, trained: TrainingResult): 
   let previous: CheckpointRef | null = null;
   const chunks = Math.ceil(l.train.steps / l.train.stepsPerActivity);
   let lastLoss = NaN;
+  const chunkLoss: FamilyReportLora['chunkLoss'] = [];
   for (let chunk = 0; chunk < chunks; chunk++) {
     await st.waitWhilePaused();
     const r = await classifierLoraGpu.trainClassifierLora.executeWithOptions({ summary: `LoRA chunk ${chunk + 1}/${chunks} of the classifier` }, [
@@ -407,12 +424,18 @@ async function classifierLoraStage(st: PipelineState, trained: TrainingResult): 
     ]);
     previous = r.checkpoint;
     lastLoss = r.lastLoss;
+    chunkLoss.push({ step: Math.min((chunk + 1) * l.train.stepsPerActivity, l.train.steps), first: r.firstLoss ?? NaN, last: r.lastLoss });
   }
   const o = await classifierLoraCpu.mergeClassifierLora.executeWithOptions({ summary: 'merge the adapters, write PEFT files, evaluate' }, [
     { runId: id, spec: st.spec.training, settings, base: trained.checkpoint, dataset: trained.dataset, final: previous! },
   ]);
   st.classifierLora = o;
   const before = trained.valHistory[trained.valHistory.length - 1];
+  st.familyLora = {
+    ...familyLoraOf(l, o, chunkLoss),
+    before: { loss: before?.loss ?? NaN, score: before?.accuracy ?? NaN, macroF1: before?.macroF1 ?? null },
+    after: { loss: o.lossAfter, score: o.accuracyAfter, macroF1: o.macroF1After },
+  };
   const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(1)}%`);
   const share = ((100 * o.trainable) / o.total).toFixed(2);
   st.end(
@@ -422,6 +445,77 @@ async function classifierLoraStage(st: PipelineState, trained: TrainingResult): 
   );
   st.running = null;
   return { ...trained, checkpoint: o.merged };
+}
+
+/**
+ * LoRA on a T5 seq2seq model (activities/t5-lora.ts): chunks of `stepsPerActivity` steps on the GPU
+ * queue, then the merge, the PEFT SEQ_2_SEQ_LM files and the merged model's loss and exact match.
+ * Returns the training result with the merged checkpoint in place of the trained one (what
+ * post-training quantizes); without `spec.lora` the stage is skipped and the trained result returned.
+ */
+async function t5LoraStage(st: PipelineState, trained: TrainingResult): Promise<TrainingResult> {
+  const l = st.spec.lora;
+  if (!l) {
+    st.end(st.begin('lora', null, 'not requested'), 'skipped', 'not requested');
+    return trained;
+  }
+  await st.waitWhilePaused();
+  const id = loraChildId(st.id);
+  st.running = st.begin('lora', null, `r=${l.lora.r} on the seq2seq model ${trained.checkpoint.prefix}, ${l.train.steps} steps`);
+  const settings = { lora: l.lora, train: l.train };
+  let previous: CheckpointRef | null = null;
+  const chunks = Math.ceil(l.train.steps / l.train.stepsPerActivity);
+  const chunkLoss: FamilyReportLora['chunkLoss'] = [];
+  // The spec's heartbeat and activity timeouts, as a GPT fine-tune's chunks take them: a dead worker's chunk is retried that soon.
+  const t5LoraGpu = proxyActivities<T5LoraActivities>({ ...LORA_CHUNK, heartbeatTimeout: `${l.heartbeatTimeoutSeconds} seconds`, startToCloseTimeout: `${l.activityTimeoutMinutes} minutes` });
+  for (let chunk = 0; chunk < chunks; chunk++) {
+    await st.waitWhilePaused();
+    const r = await t5LoraGpu.trainT5Lora.executeWithOptions({ summary: `LoRA chunk ${chunk + 1}/${chunks} of the seq2seq model` }, [
+      { runId: id, spec: st.spec.training, settings, base: trained.checkpoint, dataset: trained.dataset, chunk, previous },
+    ]);
+    previous = r.checkpoint;
+    chunkLoss.push({ step: Math.min((chunk + 1) * l.train.stepsPerActivity, l.train.steps), first: r.firstLoss, last: r.lastLoss });
+  }
+  const o = await t5LoraCpu.mergeT5Lora.executeWithOptions({ summary: 'merge the adapters, write PEFT files, evaluate' }, [
+    { runId: id, spec: st.spec.training, settings, base: trained.checkpoint, dataset: trained.dataset, final: previous! },
+  ]);
+  st.t5Lora = { ...o, chunkLoss };
+  const before = trained.valHistory[trained.valHistory.length - 1];
+  st.familyLora = { ...familyLoraOf(l, o, chunkLoss), before: { loss: before?.loss ?? NaN, score: before?.exactMatch ?? NaN, macroF1: null }, after: { loss: o.lossAfter, score: o.exactMatchAfter, macroF1: null } };
+  const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(1)}%`);
+  const share = ((100 * o.trainable) / o.total).toFixed(2);
+  st.end(
+    st.running,
+    'done',
+    `train loss ${chunkLoss[0].first.toFixed(4)} → ${chunkLoss[chunkLoss.length - 1].last.toFixed(4)}, val loss ${before?.loss.toFixed(4) ?? '-'} → ${o.lossAfter.toFixed(4)}, exact match ${pct(before?.exactMatch)} → ${pct(o.exactMatchAfter)} over ${o.examples} val examples, ${o.trainable} trainable (${share}%: adapters on ${o.targetModules.join(', ')}), adapter ${o.adapterPrefix}`,
+  );
+  st.running = null;
+  return { ...trained, checkpoint: o.merged };
+}
+
+/** What a non-GPT LoRA stage's report says besides its before/after figures. */
+function familyLoraOf(l: NonNullable<PipelineSpec['lora']>, o: { trainable: number; total: number; targetModules: string[]; adapterPrefix: string; merged: CheckpointRef }, chunkLoss: FamilyReportLora['chunkLoss']): Omit<FamilyReportLora, 'before' | 'after'> {
+  return { r: l.lora.r, alpha: l.lora.lora_alpha, targetModules: o.targetModules, trainable: o.trainable, total: o.total, steps: l.train.steps, chunkLoss, adapterPrefix: o.adapterPrefix, mergedCheckpoint: o.merged.prefix };
+}
+
+/** A classifier's or a seq2seq model's report (activities/family-report.ts), where a GPT run's goes. */
+async function familyReportStage(st: PipelineState, trained: TrainingResult, evaluated: TrainingResult, post: PostTrainingResult): Promise<PostTrainingResult> {
+  const { spec } = st;
+  const r = await familyReport.writeFamilyReport.executeWithOptions({ summary: 'the run report: loss curves, metrics per round, LoRA, variants' }, [
+    {
+      runId: st.id,
+      spec: spec.training,
+      checkpoint: evaluated.checkpoint,
+      dataset: trained.dataset,
+      trainHistory: trained.trainHistory.map((p) => ({ round: p.round, loss: p.loss })),
+      valHistory: trained.valHistory,
+      lora: st.familyLora,
+      ...(st.classifierVariants ? { classifierVariants: st.classifierVariants } : {}),
+      ...(st.t5Variants ? { t5Variants: st.t5Variants } : {}),
+      config: { name: spec.name, training: spec.training, ...(spec.lora ? { lora: spec.lora } : {}), quantization: spec.quantization },
+    },
+  ]);
+  return { ...post, reportKey: r.reportKey };
 }
 
 /**
@@ -482,9 +576,11 @@ async function t5PostStage(st: PipelineState, trained: TrainingResult): Promise<
  * A model of another family than GPT: its training evaluations are the run's result, and the
  * post-training stage (GPT's quantization, evaluation table and report) is skipped, saying so.
  */
-function skipPostTraining(st: PipelineState, trained: TrainingResult): PostTrainingResult {
+function skipPostTraining(st: PipelineState, trained: TrainingResult, reported = false): PostTrainingResult {
   const model = st.spec.training.model;
-  const why = `post-training (quantization, report) runs on GPT models so far; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix}`;
+  const why = reported
+    ? `no quantization asked for; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix} (the report follows)`
+    : `post-training (quantization, report) runs on GPT models so far; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix}`;
   st.end(st.begin('postTraining', null, why), 'skipped', why);
   st.running = null;
   st.setStage('done');
@@ -517,6 +613,7 @@ function resultOf(st: PipelineState, trained: TrainingResult, post: PostTraining
     ...(st.classifierVariants ? { classifierVariants: st.classifierVariants } : {}),
     ...(st.classifierLora ? { classifierLora: st.classifierLora } : {}),
     ...(st.t5Variants ? { t5Variants: st.t5Variants } : {}),
+    ...(st.t5Lora ? { t5Lora: st.t5Lora } : {}),
     ...(post.evaluation ? { evaluation: post.evaluation } : {}),
     reportKey: post.reportKey,
     stages: st.stages,

@@ -12,7 +12,7 @@ import { T5Generator } from '../../engine/eval/generate-t5';
 import type { Tokenizer } from '../../engine/data/tokenizer';
 import { t5DecodeInfo } from '../../engine/models/export-t5-cached';
 import { decoderInfo } from '../../engine/models/export';
-import { renderReportText, type RunReport } from '../../engine/report';
+import { renderFamilyReportText, renderReportText, type FamilyReport, type RunReport } from '../../engine/report';
 import { NotFoundError, type ArtifactStore } from '../../infra/store';
 import { withStore } from '../store';
 import { configFromFlags, withStackFlags, type StackFlags } from './stack-commands';
@@ -32,13 +32,13 @@ export function asUsage(err: unknown): unknown {
  * The stored report of a run: its HTML and its JSON.
  * @example const { report, html } = await fetchReport(store, 'brown-1')
  */
-export async function fetchReport(store: ArtifactStore, runId: string): Promise<{ report: RunReport; html: string; prefix: string }> {
+export async function fetchReport(store: ArtifactStore, runId: string): Promise<{ report: RunReport | FamilyReport; html: string; prefix: string }> {
   const prefix = postKeys.report(runId);
   if (!(await store.readManifest(prefix))) {
     throw new UsageError(`run ${runId} has no report: nothing committed under s3://${store.bucket}/${prefix} (has its postTraining stage finished?)`);
   }
   const [json, html] = await Promise.all([store.getVerified(prefix, REPORT_JSON), store.getVerified(prefix, REPORT_HTML)]);
-  return { report: JSON.parse(json.toString('utf8')) as RunReport, html: html.toString('utf8'), prefix };
+  return { report: JSON.parse(json.toString('utf8')) as RunReport | FamilyReport, html: html.toString('utf8'), prefix };
 }
 
 export interface GenerateOptions {
@@ -147,7 +147,8 @@ export function registerReportCommands(program: Command): void {
         console.error(`wrote ${flags.out} (${html.length} bytes) from s3://${config.s3.bucket}/${prefix}/${REPORT_HTML}`);
       }
       if (flags.json) console.log(JSON.stringify(report, null, 2));
-      else if (!flags.out) console.log(`${renderReportText(report)}\n\nHTML: s3://${config.s3.bucket}/${prefix}/${REPORT_HTML} (save it with --out report.html)`);
+      // A classifier's or a seq2seq run's report (engine/report/family.ts) says which task it tells.
+      else if (!flags.out) console.log(`${'task' in report ? renderFamilyReportText(report) : renderReportText(report)}\n\nHTML: s3://${config.s3.bucket}/${prefix}/${REPORT_HTML} (save it with --out report.html)`);
     });
 
   withStackFlags(program.command('generate'))

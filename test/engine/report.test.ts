@@ -2,7 +2,7 @@
 // one table row per variant with the refusal reason naming bound and figure, samples and config,
 // all escaped and self-contained (no scripts, no external files).
 
-import { coverageText, lineChartSvg, lossCurvesSvg, niceTicks, renderReportHtml, renderReportText, type RunReport } from '../../engine/report';
+import { coverageText, lineChartSvg, lossCurvesSvg, niceTicks, renderFamilyReportHtml, renderFamilyReportText, renderReportHtml, renderReportText, type FamilyReport, type RunReport } from '../../engine/report';
 
 const train = [1, 2, 3, 4].map((round) => ({ round, loss: 5 - round * 0.7 }));
 const val = [0, 1, 2, 3, 4].map((round) => ({ round, step: round * 40, loss: 5.6 - round * 0.75, perplexity: Math.exp(5.6 - round * 0.75) }));
@@ -256,5 +256,69 @@ describe('HTML run report', () => {
       expect(section).toMatch(/^steps\s+120$/m);
       expect(section).toContain(lora.adapterKey);
     });
+  });
+});
+
+describe('HTML report of a classifier or a seq2seq run', () => {
+  const seq2seq: FamilyReport = {
+    runId: 'pipeline-t5-<x>',
+    createdAt: '2026-12-03T11:00:00.000Z',
+    task: 'seq2seq',
+    model: { family: 't5', params: 83296, config: { d_model: 32, num_layers: 2 }, from: 'models/t5-tiny' },
+    dataset: { prefix: 'datasets/copies-1', trainTokens: 1200, valTokens: 400, documents: 200 },
+    checkpoint: 'finetunes/x-lora/merged',
+    trainHistory: train,
+    valHistory: val.map((v, i) => ({ ...v, score: i / 10, macroF1: null, examples: 43 })),
+    lora: { r: 16, alpha: 32, targetModules: ['q', 'v'], trainable: 36864, total: 83296, steps: 480, chunkLoss: [{ step: 240, first: 5.3375, last: 1.1056 }, { step: 480, first: 0.9822, last: 0.8688 }], before: { loss: 5.3293, score: 0, macroF1: null }, after: { loss: 1.2739, score: 33 / 43, macroF1: null }, adapterPrefix: 'finetunes/x-lora/adapter', mergedCheckpoint: 'finetunes/x-lora/merged' },
+    variants: [
+      { name: 'fp32', method: 'fp32', score: 33 / 43, macroF1: null, perplexity: 3.57, drop: 0, bound: null, flips: null, bytes: null, published: true, rejectedReason: null, prefix: 'finetunes/x-lora/merged' },
+      { name: 'int8', method: 'int8-dynamic', score: 30 / 43, macroF1: null, perplexity: null, drop: 3 / 43, bound: 0.02, flips: null, bytes: 40960, published: false, rejectedReason: 'exact match 69.77% vs fp32 76.74% <over the bound>', prefix: 'runs/x/rejected/int8' },
+    ],
+    config: { name: 't5-lora', lora: { lora: { r: 16 } } },
+  };
+
+  test('seq2seq: loss and exact-match curves with every point, the LoRA stage, the table with the refused row, escaped and self-contained', () => {
+    const html = renderFamilyReportHtml(seq2seq);
+    expect(renderFamilyReportHtml(seq2seq)).toBe(html); // pure
+    expect(points(html, 'validation loss').map((p) => p.y)).toEqual(val.map((v) => v.loss));
+    expect(points(html, 'validation exact match').map((p) => p.y)).toEqual([0, 0.1, 0.2, 0.3, 0.4]);
+    expect(points(html, 'train loss, last step of chunk').map((p) => [p.x, p.y])).toEqual([[240, 1.1056], [480, 0.8688]]);
+    expect(html).toContain('Exact match per round');
+    expect(html).toContain('<td>76.74%</td><td>3.57</td>'); // fp32: exact match, target perplexity
+    expect(html).toContain('<tr class="rejected"><td>int8</td><td>int8-dynamic</td><td>69.77%</td><td>-</td><td>6.98</td><td>2.00</td>');
+    expect(html).toContain('refused: exact match 69.77% vs fp32 76.74% &lt;over the bound&gt;');
+    expect(html).toContain('pipeline-t5-&lt;x&gt;');
+    expect(html).toContain('36,864 of 83,296 (44.26%)');
+    expect(html).not.toMatch(/<script|src=|href=/);
+  });
+
+  test('the terminal form (truthgpt report): headline, exact match per round, the refused variant with its reason', () => {
+    const text = renderFamilyReportText(seq2seq);
+    expect(text.split('\n').slice(0, 2)).toEqual([
+      'run pipeline-t5-<x> (t5 seq2seq), checkpoint finetunes/x-lora/merged',
+      'Validation exact match 0.00% → 40.00% over 43 examples, loss 5.6 → 2.6 (4 rounds). LoRA r=16: exact match 0.00% → 76.74%, loss 5.329 → 1.274. int8 refused: exact match 69.77% vs fp32 76.74% <over the bound>.',
+    ]);
+    expect(text).toContain('    4       2.6       40.00%');
+    expect(text).toContain('fp32: exact match 76.74%, target ppl 3.57\nint8: exact match 69.77%, target ppl -, refused: exact match 69.77% vs fp32 76.74% <over the bound>');
+  });
+
+  test('classification: accuracy and macro F1 curves and columns', () => {
+    const cls: FamilyReport = {
+      ...seq2seq,
+      task: 'classification',
+      model: { family: 'bert', params: 1000, config: {} },
+      valHistory: val.map((v, i) => ({ ...v, score: 0.5 + i / 10, macroF1: 0.4 + i / 10, examples: 580 })),
+      lora: null,
+      variants: [
+        { name: 'fp32', method: 'fp32', score: 0.9, macroF1: 0.8765, perplexity: null, drop: 0, bound: null, flips: null, bytes: 2048, published: true, rejectedReason: null, prefix: 'runs/x/global/r000001' },
+        { name: 'int8', method: 'int8-dynamic', score: 0.895, macroF1: 0.8712, perplexity: null, drop: 0.005, bound: 0.01, flips: 3, bytes: 1024, published: true, rejectedReason: null, prefix: 'runs/x/models/int8' },
+      ],
+    };
+    const html = renderFamilyReportHtml(cls);
+    expect(points(html, 'validation macro F1').map((p) => p.y)).toEqual(cls.valHistory.map((v) => v.macroF1));
+    expect(html).toContain('<th>macro F1</th>');
+    expect(html).toContain('<td>89.50%</td><td>0.8712</td><td>0.50</td><td>1.00</td><td>3</td><td>1.0 KiB</td><td>published</td>');
+    expect(html).toContain('every validation document (580)');
+    expect(html).not.toContain('LoRA fine-tune');
   });
 });

@@ -16,6 +16,7 @@ import { loadStoredTokenizer } from '../../artifacts/tokenizers';
 import type { BertModelConfig } from '../../engine/hf/bert';
 import { BertEvaluator, bertTokensOf, frameDocs, labelledDocs, labelMapOf } from '../../engine/train/bert';
 import { exportModel, importModel, InvalidSpecError, TruthGPT, type PipelineSpecInput } from '../../sdk';
+import { fmt } from '../../engine/report';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
 
 const FIXTURE = path.join(__dirname, '..', 'fixtures', 'hf-io', 'bert_spam');
@@ -149,6 +150,14 @@ test('LoRA on the imported classifier (PEFT SEQ_CLS: adapters on query/key/value
   // The fp32 export of the merged model scores what the merge's evaluation scored.
   expect(int8.fp32Accuracy).toBeCloseTo(l.accuracyAfter, 12);
   expect(int8.drop).toBeLessThanOrEqual(0.01);
+
+  // The run report, where a GPT run's goes: loss and accuracy/F1 curves, the LoRA stage, the fp32 and int8 rows.
+  expect(r.reportKey).toMatch(new RegExp(`^runs/${r.workflowId}/report/`));
+  const html = (await stack.s3.store.get(r.reportKey)).toString('utf8');
+  for (const part of ['<svg', 'Loss per round', 'Accuracy and macro F1 per round', 'LoRA train loss per chunk', 'maxAccuracyDrop']) expect(html).toContain(part);
+  for (const x of [before.accuracy!, l.accuracyAfter, int8.accuracy]) expect(html).toContain(`${(100 * x).toFixed(2)}%`);
+  expect(html).toContain(`<td>${fmt(int8.macroF1!)}</td>`);
+  expect(html).toContain(`→ ${fmt(l.macroF1After)}</td>`);
 
   // The merged model exports as BertForSequenceClassification; its re-import gives the same logits.
   const store = stack.s3.store;

@@ -62,7 +62,7 @@ test('a BERT pipeline: LoRA for classifiers only, on the training dataset; a cla
   const model = { family: 'bert', preset: 'tiny-bert', config: { head: { kind: 'classification', num_labels: 2 } } };
   const lora = { lora: { r: 4 }, train: { steps: 2, batchSize: 2, contextLength: 16 } };
   expect(issuesOf({ name: 'x', model: { family: 'bert', task: 'mlm', preset: 'tiny-bert' }, dataset: brown, training, lora })).toEqual([
-    "spec.lora: the pipeline's LoRA stage tunes GPT models and BERT classifiers so far, and this is a bert mlm model; leave lora out",
+    "spec.lora: the pipeline's LoRA stage tunes GPT models, BERT classifiers and T5 seq2seq models so far, and this is a bert mlm model; leave lora out",
   ]);
   expect(issuesOf({ name: 'x', model, dataset: spam, training, lora: { ...lora, dataset: brown } })).toEqual([
     "spec.lora.dataset: a classifier's LoRA stage trains on the training dataset (its labels); leave lora.dataset out",
@@ -115,9 +115,6 @@ test('T5 refusals name the field: an unpaired corpus, targetLength off seq2seq, 
     "spec.training.targetLength: sets a seq2seq run's decoder length; this run trains a t5 model for span-corruption",
   ]);
   expect(issuesOf({ name: 'x', model: { ...t5, config: { d_modle: 32 } }, dataset: pairs, training })).toEqual(['spec.model.config.d_modle: unknown key (did you mean d_model?)']);
-  expect(issuesOf({ name: 'x', model: t5, dataset: pairs, training, lora: { lora: { r: 4 }, train: { steps: 2, batchSize: 2, contextLength: 16 } } })).toEqual([
-    "spec.lora: the pipeline's LoRA stage tunes GPT models and BERT classifiers so far, and this is a t5 seq2seq model; leave lora out",
-  ]);
   expect(issuesOf({ name: 'x', model: t5, dataset: pairs, training, quantization: [{ method: 'int4' }] })).toEqual(['spec.quantization.0.method: a seq2seq model quantizes int8-dynamic so far, not int4']);
   expect(issuesOf({ name: 'x', model: t5, dataset: pairs, training, quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 0.01 }] })).toEqual([
     'spec.quantization.0.maxAccuracyDrop: gates a classifier; a seq2seq model is gated on maxExactMatchDrop',
@@ -133,4 +130,33 @@ test('T5 refusals name the field: an unpaired corpus, targetLength off seq2seq, 
   ]);
   const p = parsePipelineSpec({ name: 'x', model: t5, dataset: pairs, training, quantization: [{ method: 'int8-dynamic', maxExactMatchDrop: 0.05 }] });
   expect(p.quantization[0]).toMatchObject({ name: 'int8', method: 'int8-dynamic', maxExactMatchDrop: 0.05 });
+});
+
+test('a T5 seq2seq pipeline takes a LoRA stage on its pairs; bad rank, targets that are not T5 Linear layers, another dataset and span corruption are refused, naming the field', () => {
+  const t5 = { family: 't5', preset: 'tiny-t5' };
+  const lora = { lora: { r: 4, lora_alpha: 8 }, train: { steps: 2, batchSize: 2, contextLength: 16 } };
+  const parsed = parsePipelineSpec({ name: 'x', model: t5, dataset: pairs, training, lora });
+  expect(parsed.lora).toMatchObject({ name: 'x', dataset: null, lora: { r: 4, lora_alpha: 8 }, train: { steps: 2, stepsPerActivity: 100 } });
+  // HF T5 names: leaves (q, k, v, o, wi, wo), longer suffixes, all-linear, a regular expression over full names.
+  for (const target_modules of [['q', 'k', 'v', 'o', 'wi', 'wo'], ['EncDecAttention.k', 'SelfAttention.q'], 'all-linear', 'encoder\\.block\\.\\d+\\.layer\\.0\\.SelfAttention\\.q']) {
+    expect(parsePipelineSpec({ name: 'x', model: t5, dataset: pairs, training, lora: { ...lora, lora: { r: 4, target_modules } } }).lora!.lora.target_modules).toEqual(target_modules);
+  }
+  expect(issuesOf({ name: 'x', model: t5, dataset: pairs, training, lora: { ...lora, lora: { r: 0 } } })).toEqual(['spec.lora.lora.r: Too small: expected number to be >0']);
+  expect(issuesOf({ name: 'x', model: t5, dataset: pairs, training, lora: { ...lora, lora: { r: 2.5 } } })).toEqual(['spec.lora.lora.r: Invalid input: expected int, received number']);
+  // GPT-2 and Llama names, and the gated FF's wi_0 on a ReLU T5 (its FF is wi, wo): each entry named.
+  expect(issuesOf({ name: 'x', model: t5, dataset: pairs, training, lora: { ...lora, lora: { target_modules: ['q', 'c_attn', 'v', 'q_proj', 'wi_0'] } } })).toEqual([
+    'spec.lora.lora.target_modules.1: "c_attn" is not a Linear layer of this T5; HF T5ForConditionalGeneration names them q, k, v, o, wi, wo',
+    'spec.lora.lora.target_modules.3: "q_proj" is not a Linear layer of this T5; HF T5ForConditionalGeneration names them q, k, v, o, wi, wo',
+    'spec.lora.lora.target_modules.4: "wi_0" is not a Linear layer of this T5; HF T5ForConditionalGeneration names them q, k, v, o, wi, wo',
+  ]);
+  expect(parsePipelineSpec({ name: 'x', model: { ...t5, config: { feed_forward_proj: 'gated-gelu' } }, dataset: pairs, training, lora: { ...lora, lora: { target_modules: ['wi_0', 'wi_1'] } } }).lora!.lora.target_modules).toEqual(['wi_0', 'wi_1']);
+  expect(issuesOf({ name: 'x', model: t5, dataset: pairs, training, lora: { ...lora, lora: { target_modules: 'decoder\\.lm_head' } } })).toEqual([
+    'spec.lora.lora.target_modules: the regular expression /decoder\\.lm_head/ matches no Linear layer of this T5 (e.g. encoder.block.0.layer.0.SelfAttention.q); its layers are q, k, v, o, wi, wo',
+  ]);
+  expect(issuesOf({ name: 'x', model: t5, dataset: pairs, training, lora: { ...lora, dataset: pairs } })).toEqual([
+    "spec.lora.dataset: a T5 seq2seq model's LoRA stage trains on the training dataset (its source/target pairs); leave lora.dataset out",
+  ]);
+  expect(issuesOf({ name: 'x', model: { ...t5, task: 'span-corruption' }, dataset: brown, training, lora })).toEqual([
+    "spec.lora: the pipeline's LoRA stage tunes GPT models, BERT classifiers and T5 seq2seq models so far, and this is a t5 span-corruption model; leave lora out",
+  ]);
 });
