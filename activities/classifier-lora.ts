@@ -26,6 +26,7 @@ import { ftKeys } from '../artifacts/keys';
 import { loadStoredTokenizer } from '../artifacts/tokenizers';
 import { cachedPromise } from './cache';
 import { familyTraining } from './model-family';
+import { whileBeating } from './heartbeat';
 import { fromPreviousChunk, runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
 
 /** The LoRA stage's settings, as the pipeline spec gives them (its `lora` section). */
@@ -149,7 +150,13 @@ async function trainClassifierLora(store: ArtifactStore, shards: ShardCache, com
   });
 }
 
-async function mergeClassifierLora(store: ArtifactStore, shards: ShardCache, input: MergeClassifierLoraInput): Promise<ClassifierLoraOutcome> {
+// Reads, a merge, an evaluation over every validation document and commits: no units to beat
+// between, so the whole attempt heartbeats every second (its proxy has a 60 s heartbeat timeout).
+function mergeClassifierLora(store: ArtifactStore, shards: ShardCache, input: MergeClassifierLoraInput): Promise<ClassifierLoraOutcome> {
+  return whileBeating(`mergeClassifierLora ${input.runId}`, () => mergeAndEvaluate(store, shards, input));
+}
+
+async function mergeAndEvaluate(store: ArtifactStore, shards: ShardCache, input: MergeClassifierLoraInput): Promise<ClassifierLoraOutcome> {
   const mergedPrefix = ftKeys.merged(input.runId);
   const done = await store.readManifest(mergedPrefix);
   if (done?.meta.outcome) return done.meta.outcome as ClassifierLoraOutcome;
