@@ -27,7 +27,7 @@ import { loadStoredTokenizer } from '../artifacts/tokenizers';
 import { cachedPromise } from './cache';
 import { familyTraining } from './model-family';
 import { whileBeating } from './heartbeat';
-import { fromPreviousChunk, runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
+import { adapterChunk, fromPreviousChunk, runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
 
 /** The LoRA stage's settings, as the pipeline spec gives them (its `lora` section). */
 export interface ClassifierLoraSettings {
@@ -104,11 +104,10 @@ export function createClassifierLoraActivities(deps: { store: ArtifactStore; ep:
 async function trainClassifierLora(store: ArtifactStore, shards: ShardCache, compiled: (i: TrainClassifierLoraInput) => Promise<CompiledTrainStep>, input: TrainClassifierLoraInput): Promise<TrainClassifierLoraResult> {
   const { runId, chunk, settings, spec } = input;
   const who = `trainClassifierLora chunk ${chunk}`;
-  const finalPrefix = ftKeys.chunkFinal(runId, chunk);
-  const done = await store.readManifest(finalPrefix);
+  const at = adapterChunk(runId, chunk, settings.train);
+  const done = await store.readManifest(at.finalPrefix);
   if (done?.meta.result) return done.meta.result as TrainClassifierLoraResult;
-  const per = settings.train.stepsPerActivity;
-  const [startStep, endStep] = [chunk * per, Math.min((chunk + 1) * per, settings.train.steps)];
+  const { startStep, endStep } = at;
   Context.current().heartbeat({ step: startStep, checkpointKey: null } satisfies HeartbeatDetails);
   const c = await failingAs(who, () => compiled(input));
   const setup = setupOf(spec, settings);
@@ -116,13 +115,8 @@ async function trainClassifierLora(store: ArtifactStore, shards: ShardCache, com
   const dataset = input.dataset;
   if (!dataset.labelNames) throw failure('InvalidInput', `${who}: dataset ${dataset.prefix} has no document labels`);
   return runHeartbeatingShard<TrainClassifierLoraResult>(store, {
+    ...at,
     who,
-    span: 'chunk',
-    startStep,
-    endStep,
-    snapshots: ftKeys.chunk(runId, chunk),
-    snapshotKey: (step) => ftKeys.chunkProgress(runId, chunk, step),
-    finalPrefix,
     compiled: c,
     fresh: async () => {
       if (input.previous) return fromPreviousChunk(store, input.previous, startStep);
