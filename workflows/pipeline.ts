@@ -132,7 +132,7 @@ const RETRY = { initialInterval: '1 second', maximumInterval: '30 seconds', maxi
  * The CPU-queue activities of the non-GPT stages (classifier LoRA merge, classifier and T5
  * post-training). They heartbeat every second while their event loop turns (activities/heartbeat.ts
  * whileBeating), so a worker lost where no supervisor reports it costs the heartbeat timeout, not
- * the 60-minute start-to-close one; 60 s like post-training's (docs/reliability.md).
+ * the 60-minute start-to-close one; 60 s like post-training's (README, "Heartbeat timeouts").
  */
 const CPU_STAGE = { taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '60 minutes', heartbeatTimeout: '60 seconds', retry: RETRY } as const;
 
