@@ -165,11 +165,6 @@ export async function runHeartbeatingShard<R extends { checkpoint: CheckpointRef
 }
 
 /**
- * A chunked run's starting point from the chunk before it (its committed final checkpoint):
- * trainable params and optimizer state, at `step`. LoRA chunks of GPT and of BERT classifiers
- * resume this way.
- */
-/**
  * Where fine-tune chunk `chunk` of `runId` trains (trainAdapter and trainClassifierLora): steps
  * [chunk·S, min((chunk+1)·S, steps)) for S = stepsPerActivity, its snapshots under
  * finetunes/<runId>/chunks/cNNNNNN and its result at …/final, as runHeartbeatingShard takes them.
@@ -187,6 +182,11 @@ export function adapterChunk(runId: string, chunk: number, train: { steps: numbe
   };
 }
 
+/**
+ * A chunked run's starting point from the chunk before it (its committed final checkpoint):
+ * trainable params and optimizer state, at `step`. LoRA chunks of GPT and of BERT classifiers
+ * resume this way.
+ */
 export async function fromPreviousChunk(store: ArtifactStore, previous: CheckpointRef, step: number): Promise<ShardSnapshot> {
   const ck = await readCheckpoint(store, previous.prefix);
   return { step, params: Object.fromEntries(fromTensors(ck.weights, previous.prefix)), state: Object.fromEntries(fromTensors(ck.optimizer, previous.prefix)) };
