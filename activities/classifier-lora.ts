@@ -26,7 +26,8 @@ import { ftKeys } from '../artifacts/keys';
 import { loadStoredTokenizer } from '../artifacts/tokenizers';
 import { cachedPromise } from './cache';
 import { familyTraining } from './model-family';
-import { fromPreviousChunk, runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
+import { whileBeating } from './heartbeat';
+import { adapterChunk, fromPreviousChunk, runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
 
 /** The LoRA stage's settings, as the pipeline spec gives them (its `lora` section). */
 export interface ClassifierLoraSettings {
@@ -105,11 +106,10 @@ export function createClassifierLoraActivities(deps: { store: ArtifactStore; ep:
 async function trainClassifierLora(store: ArtifactStore, shards: ShardCache, compiled: (i: TrainClassifierLoraInput) => Promise<CompiledTrainStep>, input: TrainClassifierLoraInput): Promise<TrainClassifierLoraResult> {
   const { runId, chunk, settings, spec } = input;
   const who = `trainClassifierLora chunk ${chunk}`;
-  const finalPrefix = ftKeys.chunkFinal(runId, chunk);
-  const done = await store.readManifest(finalPrefix);
+  const at = adapterChunk(runId, chunk, settings.train);
+  const done = await store.readManifest(at.finalPrefix);
   if (done?.meta.result) return done.meta.result as TrainClassifierLoraResult;
-  const per = settings.train.stepsPerActivity;
-  const [startStep, endStep] = [chunk * per, Math.min((chunk + 1) * per, settings.train.steps)];
+  const { startStep, endStep } = at;
   Context.current().heartbeat({ step: startStep, checkpointKey: null } satisfies HeartbeatDetails);
   const c = await failingAs(who, () => compiled(input));
   const setup = setupOf(spec, settings);
@@ -117,13 +117,8 @@ async function trainClassifierLora(store: ArtifactStore, shards: ShardCache, com
   const dataset = input.dataset;
   if (!dataset.labelNames) throw failure('InvalidInput', `${who}: dataset ${dataset.prefix} has no document labels`);
   return runHeartbeatingShard<TrainClassifierLoraResult>(store, {
+    ...at,
     who,
-    span: 'chunk',
-    startStep,
-    endStep,
-    snapshots: ftKeys.chunk(runId, chunk),
-    snapshotKey: (step) => ftKeys.chunkProgress(runId, chunk, step),
-    finalPrefix,
     compiled: c,
     fresh: async () => {
       if (input.previous) return fromPreviousChunk(store, input.previous, startStep);
@@ -151,7 +146,13 @@ async function trainClassifierLora(store: ArtifactStore, shards: ShardCache, com
   });
 }
 
-async function mergeClassifierLora(store: ArtifactStore, shards: ShardCache, input: MergeClassifierLoraInput): Promise<ClassifierLoraOutcome> {
+// Reads, a merge, an evaluation over every validation document and commits: no units to beat
+// between, so the whole attempt heartbeats every second (its proxy has a 60 s heartbeat timeout).
+function mergeClassifierLora(store: ArtifactStore, shards: ShardCache, input: MergeClassifierLoraInput): Promise<ClassifierLoraOutcome> {
+  return whileBeating(`mergeClassifierLora ${input.runId}`, () => mergeAndEvaluate(store, shards, input));
+}
+
+async function mergeAndEvaluate(store: ArtifactStore, shards: ShardCache, input: MergeClassifierLoraInput): Promise<ClassifierLoraOutcome> {
   const mergedPrefix = ftKeys.merged(input.runId);
   const done = await store.readManifest(mergedPrefix);
   if (done?.meta.outcome) return done.meta.outcome as ClassifierLoraOutcome;

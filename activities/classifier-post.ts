@@ -24,6 +24,7 @@ import { failingAs } from '../artifacts/errors';
 import { postKeys } from '../artifacts/keys';
 import { MODEL_FILE } from '../artifacts/models';
 import { loadStoredTokenizer } from '../artifacts/tokenizers';
+import { whileBeating, yieldThenBeat } from './heartbeat';
 
 export interface QuantizeClassifierInput {
   runId: string;
@@ -66,7 +67,13 @@ export function createClassifierPostActivities(deps: { store: ArtifactStore }) {
   };
 }
 
-async function quantizeClassifier(store: ArtifactStore, shards: ShardCache, input: QuantizeClassifierInput): Promise<ClassifierVariant> {
+// The whole attempt heartbeats every second while its event loop turns (its proxy has a 60 s
+// heartbeat timeout), and beats between the synchronous stretches: export, serialize, each Linear.
+function quantizeClassifier(store: ArtifactStore, shards: ShardCache, input: QuantizeClassifierInput): Promise<ClassifierVariant> {
+  return whileBeating(`quantizeClassifier ${input.quant.name}`, () => quantizeAndGate(store, shards, input));
+}
+
+async function quantizeAndGate(store: ArtifactStore, shards: ShardCache, input: QuantizeClassifierInput): Promise<ClassifierVariant> {
   const { runId, quant, spec } = input;
   const who = `quantizeClassifier ${quant.name}`;
   for (const prefix of [postKeys.model(runId, quant.name), postKeys.rejected(runId, quant.name)]) {
@@ -93,9 +100,14 @@ async function quantizeClassifier(store: ArtifactStore, shards: ShardCache, inpu
         batches.push({ feeds: Object.fromEntries(Object.entries(f).map(([k, v]) => [k, new Tensor('int64', v.data as BigInt64Array, v.dims)])), labels: part.map((d) => d.label) });
       }
     }
+    await yieldThenBeat(`${who}: exporting fp32`);
     const graph = exportBert(bertEncoderConfig(cfg), ck.weights, { head: 'classifier', graphName: `bert_classifier_${quant.name}` });
+    await yieldThenBeat(`${who}: exported fp32`);
     const fp32 = serializeModel(graph).model;
-    const quantized = serializeModel((await quantizeGraph(graph, quantConfigOf(quant))).graph).model;
+    await yieldThenBeat(`${who}: serialized fp32`);
+    const onSite = (done: number, of: number) => yieldThenBeat(`${who}: quantized ${done} of ${of} Linears`);
+    const quantized = serializeModel((await quantizeGraph(graph, quantConfigOf(quant), { onSite })).graph).model;
+    await yieldThenBeat(`${who}: gating on accuracy`);
     const base = { name: quant.name, method: quant.method, maxAccuracyDrop: bound, bytes: quantized.byteLength, fp32Bytes: fp32.byteLength };
     let result: ClassifierVariant;
     try {

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { CorpusError, textCorpusFiles } from '../engine/data/corpus';
 import { DATASET_MANIFEST_FILE, DatasetSpecSchema, prepareDataset as prepareDatasetFiles, TOKENIZER_FILE, type DatasetManifest, type DatasetSpec } from '../engine/data/dataset';
 import { EngineError } from '../engine/errors';
 import type { ArtifactStore } from '../infra/store';
@@ -39,13 +40,36 @@ const specJson = (spec: DatasetSpec) => JSON.stringify(Object.fromEntries(Object
 async function sourceOf(spec: DatasetSpec): Promise<string | null> {
   const { corpus } = spec;
   if (corpus.kind !== 'text' && corpus.kind !== 'jsonl') return null;
-  const size = await stat(corpus.path).then(
-    (st) => st.size,
+  const refuse = (what: string) => new EngineError('input', `dataset.corpus.path: ${what}`);
+  // Each file's size and sha256; a read error (EACCES, EISDIR, EIO) names the file, not retried.
+  const identity = async (file: string) => {
+    const st = await stat(file).catch((err: NodeJS.ErrnoException) => {
+      throw refuse(`cannot read ${file} (${err.code ?? err.message})`);
+    });
+    // A FIFO or a device would block the hash forever or never end.
+    if (!st.isFile()) throw refuse(`${file} is ${st.isDirectory() ? 'a folder' : 'not a regular file'}${corpus.kind === 'jsonl' ? '; a jsonl corpus is one file' : ''}`);
+    const hash = await sha256OfFile(file).catch((err: NodeJS.ErrnoException) => {
+      throw refuse(`cannot read ${file} (${err.code ?? err.message})`);
+    });
+    return `${st.size}\n${hash}`;
+  };
+  const isFolder = await stat(corpus.path).then(
+    (st) => st.isDirectory(),
     (err: NodeJS.ErrnoException) => {
-      throw new EngineError('input', `dataset.corpus.path: cannot read ${corpus.path} (${err.code ?? err.message})`);
+      throw refuse(`cannot read ${corpus.path} (${err.code ?? err.message})`);
     },
   );
-  return `${corpus.path}\n${size}\n${await sha256OfFile(corpus.path)}`;
+  if (!isFolder || corpus.kind === 'jsonl') return `${corpus.path}\n${await identity(corpus.path)}`;
+  // A text folder: every file it is read from, by its path under the folder.
+  let files: string[];
+  try {
+    files = textCorpusFiles(corpus.path);
+  } catch (err) {
+    throw refuse(err instanceof CorpusError ? err.message : `cannot read ${corpus.path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  const parts: string[] = [];
+  for (const f of files) parts.push(`${path.relative(corpus.path, f)}\n${await identity(f)}`);
+  return `${corpus.path}\n${parts.join('\n')}`;
 }
 
 /**

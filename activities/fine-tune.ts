@@ -30,7 +30,7 @@ import { ftKeys } from '../artifacts/keys';
 import { lastSuccessful, type LineageRecord, recordSuccess } from '../artifacts/lineages';
 import { type BaseRef, loadBase, readAdapter } from '../artifacts/models';
 import { peftBaseName } from '../artifacts/hf-models';
-import { fromPreviousChunk, runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
+import { adapterChunk, fromPreviousChunk, runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
 
 
 export interface FineTuneDeps {
@@ -184,24 +184,18 @@ async function evaluateFineTune(f: FineTuneContext, input: EvaluateFineTuneInput
 /** Steps [chunk·S, min((chunk+1)·S, steps)) on the adapters, resumable from the last snapshot. */
 async function trainAdapter(f: FineTuneContext, input: TrainAdapterInput): Promise<TrainAdapterResult> {
   const { spec, runId, chunk } = input;
-  const finalPrefix = ftKeys.chunkFinal(runId, chunk);
-  const done = await f.store.readManifest(finalPrefix);
+  const at = adapterChunk(runId, chunk, spec.train);
+  const done = await f.store.readManifest(at.finalPrefix);
   if (done?.meta.result) return done.meta.result as TrainAdapterResult;
 
-  const S = spec.train.stepsPerActivity;
-  const [startStep, endStep] = [chunk * S, Math.min((chunk + 1) * S, spec.train.steps)];
+  const { startStep, endStep } = at;
   const started = { step: startStep, checkpointKey: null } satisfies HeartbeatDetails;
   Context.current().heartbeat(started);
   const { lb, ref } = await whileBeating(started, () => f.loraBase(spec, input.dataset));
   const c = await failingAs(`spec.lora / spec.base (${ref.location})`, () => f.compiled(spec, lb));
   return runHeartbeatingShard<TrainAdapterResult>(f.store, {
+    ...at,
     who: `trainAdapter ${runId} chunk ${chunk}`,
-    span: 'chunk',
-    startStep,
-    endStep,
-    snapshots: ftKeys.chunk(runId, chunk),
-    snapshotKey: (step) => ftKeys.chunkProgress(runId, chunk, step),
-    finalPrefix,
     compiled: c,
     fresh: async () => {
       if (input.previous) return fromPreviousChunk(f.store, input.previous, startStep);

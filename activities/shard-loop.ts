@@ -16,6 +16,7 @@ import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import { commitCheckpoint, fromTensors, latestSnapshot, readCheckpoint, toTensors, type CheckpointRef, type WriteCheckpoint } from '../artifacts/checkpoints';
 import { asFailure } from '../artifacts/errors';
+import { ftKeys } from '../artifacts/keys';
 import type { TensorCache } from '../artifacts/tensor-cache';
 
 /** What a shard-loop activity heartbeats: the next step, and the newest snapshot it committed. */
@@ -161,6 +162,24 @@ export async function runHeartbeatingShard<R extends { checkpoint: CheckpointRef
   if (!o.io) return result;
   const io: ShardIo = { readMs: Math.round(o.io.readMs + readMs), bytesRead: o.io.bytesRead, packMs: Math.round(timing.packMs), uploadMs: Math.round(timing.uploadMs), bytesWritten: timing.bytes };
   return { ...result, io };
+}
+
+/**
+ * Where fine-tune chunk `chunk` of `runId` trains (trainAdapter and trainClassifierLora): steps
+ * [chunk·S, min((chunk+1)·S, steps)) for S = stepsPerActivity, its snapshots under
+ * finetunes/<runId>/chunks/cNNNNNN and its result at …/final, as runHeartbeatingShard takes them.
+ * @example const at = adapterChunk(runId, chunk, spec.train); return runHeartbeatingShard(store, { ...at, who, compiled, ... })
+ */
+export function adapterChunk(runId: string, chunk: number, train: { steps: number; stepsPerActivity: number }): Pick<ShardLoop<never>, 'span' | 'startStep' | 'endStep' | 'snapshots' | 'snapshotKey' | 'finalPrefix'> {
+  const S = train.stepsPerActivity;
+  return {
+    span: 'chunk',
+    startStep: chunk * S,
+    endStep: Math.min((chunk + 1) * S, train.steps),
+    snapshots: ftKeys.chunk(runId, chunk),
+    snapshotKey: (step) => ftKeys.chunkProgress(runId, chunk, step),
+    finalPrefix: ftKeys.chunkFinal(runId, chunk),
+  };
 }
 
 /**

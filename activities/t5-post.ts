@@ -20,6 +20,7 @@ import { checkpointWeightsAnyFamily, type CheckpointRef } from '../artifacts/che
 import { ShardCache, type DatasetRef } from '../artifacts/datasets';
 import { failingAs } from '../artifacts/errors';
 import { postKeys } from '../artifacts/keys';
+import { whileBeating } from './heartbeat';
 import { t5Geometry } from './t5-training';
 
 export interface QuantizeT5Input {
@@ -66,7 +67,13 @@ export function createT5PostActivities(deps: { store: ArtifactStore }) {
   };
 }
 
-async function quantizeT5Variant(store: ArtifactStore, shards: ShardCache, input: QuantizeT5Input): Promise<T5Variant> {
+// The whole attempt heartbeats every second while its event loop turns (its proxy has a 60 s
+// heartbeat timeout): export, quantization and the greedy decoding have no units to beat between here.
+function quantizeT5Variant(store: ArtifactStore, shards: ShardCache, input: QuantizeT5Input): Promise<T5Variant> {
+  return whileBeating(`quantizeT5 ${input.quant.name}`, () => quantizeAndGate(store, shards, input));
+}
+
+async function quantizeAndGate(store: ArtifactStore, shards: ShardCache, input: QuantizeT5Input): Promise<T5Variant> {
   const { runId, quant, spec, dataset } = input;
   const who = `quantizeT5 ${quant.name}`;
   for (const prefix of [postKeys.model(runId, quant.name), postKeys.rejected(runId, quant.name)]) {

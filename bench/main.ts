@@ -22,6 +22,7 @@ const SCRIPTS: Record<string, string> = {
   generate: 'generation past block_size (window restarts) with and without the KV cache; T5 encoder once + cached decoder',
   'hf-import': 'importing a Hugging Face folder: peak RSS against the model\'s float32 bytes',
   's3-servers': 's3rver vs versitygw as the local S3 server: start time, memory, store throughput',
+  'ort-stall': 'how long onnxruntime-node session create and run keep the event loop (and so heartbeats) from turning, ~100M-parameter GPT',
   'worker-lost': 'a SIGKILLed GPU worker: kill to retry start with and without the supervisor failing its attempts; cancel to CANCELED',
 };
 const script = process.argv[2];

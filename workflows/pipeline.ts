@@ -136,8 +136,13 @@ export const loraChildId = (pipelineId: string) => `${pipelineId}-lora`;
 
 /** Deterministic errors fail at once; anything else is retried, ten times at most. */
 const RETRY = { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES } as const;
-/** The CPU-queue activities of the non-GPT stages (classifier LoRA merge, classifier and T5 post-training). */
-const CPU_STAGE = { taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '60 minutes', retry: RETRY } as const;
+/**
+ * The CPU-queue activities of the non-GPT stages (classifier LoRA merge, classifier and T5
+ * post-training). They heartbeat every second while their event loop turns (activities/heartbeat.ts
+ * whileBeating), so a worker lost where no supervisor reports it costs the heartbeat timeout, not
+ * the 60-minute start-to-close one; 60 s like post-training's (README, "Heartbeat timeouts").
+ */
+const CPU_STAGE = { taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '60 minutes', heartbeatTimeout: '60 seconds', retry: RETRY } as const;
 
 /** The GPU-queue chunks of the non-GPT LoRA stages: heartbeating, resumed from their last snapshot on retry. */
 const LORA_CHUNK = { taskQueue: TASK_QUEUES.gpu, startToCloseTimeout: '120 minutes', heartbeatTimeout: '5 minutes', retry: { ...RETRY, maximumAttempts: 20 } } as const;

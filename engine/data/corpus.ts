@@ -133,11 +133,20 @@ export function* readSpamAssassin(): Iterable<Document> {
   }
 }
 
-/** A plain-text file, or every `.txt`/`.md` file under a folder (sorted, so order is stable). */
-export function* readTextPath(path: string): Iterable<Document> {
+/**
+ * The files of a `text` corpus: the file itself, or every `.txt`/`.md` file under a folder, sorted
+ * (so order is stable). A missing path or a folder without text files is a CorpusError.
+ */
+export function textCorpusFiles(path: string): string[] {
   if (!existsSync(path)) throw new CorpusError(path, 'does not exist');
   const files = statSync(path).isDirectory() ? listTextFiles(path) : [path];
   if (files.length === 0) throw new CorpusError(path, 'holds no .txt or .md files');
+  return files;
+}
+
+/** A plain-text file, or every `.txt`/`.md` file under a folder (sorted, so order is stable). */
+export function* readTextPath(path: string): Iterable<Document> {
+  const files = textCorpusFiles(path);
   const isDir = statSync(path).isDirectory();
   for (const file of files) {
     const name = isDir ? relative(path, file) : file;
@@ -208,9 +217,10 @@ function listTextFiles(dir: string): string[] {
  */
 export async function* jsonlRows(path: string): AsyncIterable<{ at: string; row: unknown }> {
   if (!existsSync(path)) throw new CorpusError(path, 'does not exist');
+  if (!statSync(path).isFile()) throw new CorpusError(path, `is ${statSync(path).isDirectory() ? 'a folder' : 'not a regular file'}; a JSONL corpus is one file`);
   const lines = createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity });
   let n = 0;
-  for await (const line of lines) {
+  for await (const line of readErrorsNamed(path, lines)) {
     n++;
     if (!line.trim()) continue;
     const at = `${path}:${n}`;
@@ -225,10 +235,20 @@ export async function* jsonlRows(path: string): AsyncIterable<{ at: string; row:
   }
 }
 
+/** `lines` of `path`, a read error (EACCES, EIO: a bare ErrnoException out of the stream) as a CorpusError naming the file. */
+async function* readErrorsNamed(path: string, lines: AsyncIterable<string>): AsyncIterable<string> {
+  try {
+    yield* lines;
+  } catch (e) {
+    throw new CorpusError(path, `cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
 /** JSONL with a text field (and optional label or target field); a bad line is named by file:line. */
 export async function* readJsonl(path: string, textField = 'text', labelField?: string, targetField?: string): AsyncIterable<Document> {
   let yielded = 0;
   for await (const { at, row: parsed } of jsonlRows(path)) {
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new CorpusError(at, `is ${parsed === null ? 'null' : Array.isArray(parsed) ? 'an array' : `a ${typeof parsed}`}, not a JSON object with a "${textField}" field`);
     const row = parsed as Record<string, unknown>;
     const text = row[textField];
     if (typeof text !== 'string') throw new CorpusError(at, `field "${textField}" is missing or not a string`);

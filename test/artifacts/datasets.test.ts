@@ -4,6 +4,7 @@
 // reference. Real S3 server, the real prepareDataset in an activity context.
 
 import { MockActivityEnvironment } from '@temporalio/testing';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -65,6 +66,49 @@ test('a corpus file that cannot be read is a non-retryable InvalidInput naming t
   expect(err).toMatchObject({ type: 'InvalidInput', nonRetryable: true });
   expect((err as Error).message).toMatch(/^dataset missing: dataset\.corpus\.path: cannot read .*nope\.txt \(ENOENT\)$/);
 });
+
+test('a text corpus that is a folder: prepared from its files, a changed file inside is a new dataset, a folder without text files is refused at once', async () => {
+  const folder = path.join(dir, 'notes-folder');
+  fs.mkdirSync(path.join(folder, 'sub'), { recursive: true });
+  fs.writeFileSync(path.join(folder, 'a.txt'), text(20));
+  fs.writeFileSync(path.join(folder, 'sub', 'b.md'), text(10));
+  const first = await prepare('folder', folder);
+  expect(first.reused).toBe(false);
+  expect(await prepare('folder', folder)).toMatchObject({ prefix: first.prefix, reused: true });
+  fs.writeFileSync(path.join(folder, 'sub', 'b.md'), text(11));
+  const changed = await prepare('folder', folder);
+  expect(changed.reused).toBe(false);
+  expect(changed.prefix).not.toBe(first.prefix);
+
+  const empty = path.join(dir, 'no-text');
+  fs.mkdirSync(empty);
+  fs.writeFileSync(path.join(empty, 'data.csv'), 'a,b\n');
+  const err = await prepare('no-text', empty).catch((e: unknown) => e);
+  expect(err).toMatchObject({ type: 'InvalidInput', nonRetryable: true, message: `dataset no-text: dataset.corpus.path: ${empty}: holds no .txt or .md files` });
+}, 60_000);
+
+const prepareJsonl = (name: string, file: string): Promise<DatasetRef> =>
+  new MockActivityEnvironment().run(prepareDataset, s3.store, DatasetSpecSchema.parse({ name, corpus: { kind: 'jsonl', path: file }, tokenizer: { kind: 'byte' }, valFraction: 0, shards: 1 })) as Promise<DatasetRef>;
+
+test('a jsonl corpus that is a folder, a FIFO, or has a null line: a non-retryable InvalidInput naming the field and the path (or file:line)', async () => {
+  const folder = path.join(dir, 'rows.jsonl');
+  fs.mkdirSync(folder);
+  const fifo = path.join(dir, 'pipe.jsonl');
+  execFileSync('mkfifo', [fifo]);
+  const nullLine = path.join(dir, 'null.jsonl');
+  fs.writeFileSync(nullLine, '{"text":"one"}\nnull\n');
+  const cases: [string, string, string][] = [
+    ['jsonl-folder', folder, `dataset jsonl-folder: dataset.corpus.path: ${folder} is a folder; a jsonl corpus is one file`],
+    ['fifo', fifo, `dataset fifo: dataset.corpus.path: ${fifo} is not a regular file; a jsonl corpus is one file`],
+    ['null-line', nullLine, `dataset null-line: ${nullLine}:2: is null, not a JSON object with a "text" field`],
+  ];
+  for (const [name, file, message] of cases) {
+    const err = await prepareJsonl(name, file).catch((e: unknown) => e);
+    expect(err).toMatchObject({ type: 'InvalidInput', nonRetryable: true, message });
+  }
+  // Nothing was committed for any of them.
+  expect((await s3.store.list('datasets/')).map((o) => o.key).filter((k) => /datasets\/(jsonl-folder|fifo|null-line)-/.test(k))).toEqual([]);
+}, 60_000);
 
 test('isDatasetVersionOf: the name, then exactly the 16-hex spec hash', () => {
   const v = keys.dataset('fiction', 'ab'.repeat(32));

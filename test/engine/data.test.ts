@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { ByteTokenizer, Gpt2Tokenizer, loadTokenizer } from '../../engine/data/tokenizer';
-import { readBrown, readJsonl, readTextPath, readSpamAssassin, stripBrownTags, LARGE_FILE_BYTES } from '../../engine/data/corpus';
+import { CorpusError, readBrown, readJsonl, readTextPath, readSpamAssassin, stripBrownTags, LARGE_FILE_BYTES } from '../../engine/data/corpus';
 import { prepareDataset, shardTokens, DATASET_MANIFEST_FILE, TOKENIZER_FILE } from '../../engine/data/dataset';
 import { sampleLmBatch, evalLmBatches } from '../../engine/data/sampler';
 
@@ -75,6 +75,25 @@ describe('corpus readers', () => {
       })(),
     ).rejects.toThrow(`${jl}:2: field "text" is missing or not a string`);
     expect(got).toEqual(['one1']);
+  });
+
+  test('a JSONL line that is not an object, a JSONL path that is a folder: errors naming file:line or the file', async () => {
+    const dir = tmp();
+    const read = async (file: string) => {
+      for await (const d of readJsonl(file)) void d;
+    };
+    const cases: [string, string][] = [
+      ['{"text":"one"}\nnull\n', 'is null, not a JSON object with a "text" field'],
+      ['{"text":"one"}\n[1, 2]\n', 'is an array, not a JSON object with a "text" field'],
+      ['{"text":"one"}\n"two"\n', 'is a string, not a JSON object with a "text" field'],
+      ['{"text":"one"}\n3\n', 'is a number, not a JSON object with a "text" field'],
+    ];
+    for (const [i, [content, message]] of cases.entries()) {
+      const file = join(dir, `${i}.jsonl`);
+      writeFileSync(file, content);
+      await expect(read(file)).rejects.toThrow(new CorpusError(`${file}:2`, message));
+    }
+    await expect(read(dir)).rejects.toThrow(new CorpusError(dir, 'is a folder; a JSONL corpus is one file'));
   });
 });
 
