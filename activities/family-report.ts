@@ -18,6 +18,7 @@ import { postKeys } from '../artifacts/keys';
 import type { ClassifierVariant } from './classifier-post';
 import { familyTraining } from './model-family';
 import type { T5Variant } from './t5-post';
+import { whileBeating } from './heartbeat';
 
 export interface FamilyReportInput {
   runId: string;
@@ -41,7 +42,8 @@ export interface FamilyReportResult {
 }
 
 export function createFamilyReportActivities(deps: { store: ArtifactStore }) {
-  return { writeFamilyReport: (input: FamilyReportInput) => writeFamilyReport(deps.store, input) };
+  // Beats every second for the whole attempt (the CPU stage's 60 s heartbeat timeout).
+  return { writeFamilyReport: (input: FamilyReportInput) => whileBeating(`writeFamilyReport ${input.runId}`, () => writeFamilyReport(deps.store, input)) };
 }
 
 /** The table's rows: fp32 (from the variants' reference scores, else the last evaluation) and each variant. */

@@ -28,6 +28,7 @@ import { failingAs } from '../artifacts/errors';
 import { ftKeys } from '../artifacts/keys';
 import { cachedPromise } from './cache';
 import { familyTraining } from './model-family';
+import { whileBeating } from './heartbeat';
 import { fromPreviousChunk, runHeartbeatingShard, type HeartbeatDetails } from './shard-loop';
 import { fittingPairs, t5Geometry } from './t5-training';
 
@@ -109,7 +110,8 @@ export function createT5LoraActivities(deps: { store: ArtifactStore; ep: 'cpu' |
     });
   return {
     trainT5Lora: (input: TrainT5LoraInput) => trainT5Lora(deps.store, shards, compiled, input),
-    mergeT5Lora: (input: MergeT5LoraInput) => mergeT5Lora(deps.store, shards, input),
+    // Beats every second for the whole attempt (the CPU stage's 60 s heartbeat timeout).
+    mergeT5Lora: (input: MergeT5LoraInput) => whileBeating(`mergeT5Lora ${input.runId}`, () => mergeT5Lora(deps.store, shards, input)),
   };
 }
 
