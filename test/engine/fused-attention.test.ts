@@ -13,6 +13,7 @@ import { serializeModel } from '../../engine/graph/onnx';
 import { initParams, mulberry32 } from '../../engine/models/blocks';
 import { GptConfigSchema, gptParams, gptTrainLoss, type GptConfig } from '../../engine/models/gpt';
 import { OptimConfigSchema } from '../../engine/optim';
+import { checkpointRanges, type ActivationCheckpointing } from '../../engine/train/checkpointing';
 import { buildTrainStep } from '../../engine/train/step';
 import { Trainer, type Batch } from '../../engine/train/trainer';
 import { profiledPeak } from '../helpers/live-activations';
@@ -84,14 +85,14 @@ const batch = (cfg: GptConfig, seed: number, b = B, t = T): Batch => {
 const feed = (t: TensorData) => new ort.Tensor('int64', t.data as BigInt64Array, t.dims);
 
 /** Loss and d loss / d every weight of `cfg`, from one ORT run. */
-async function lossAndGrads(cfg: GptConfig, b: Batch): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
+async function lossAndGrads(cfg: GptConfig, b: Batch, checkpointing: ActivationCheckpointing = 'off'): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
   const specs = gptParams(cfg);
   const weights = initParams(specs, 1);
   const g = new Graph('grads');
   const params = new Map(specs.map((s) => [s.name, g.input(s.name, 'float32', s.shape)]));
   g.input('step', 'float32', []);
   const loss = gptTrainLoss(cfg, B, T)(g, (name) => params.get(name)!);
-  const dw = gradients(g, loss, [...params.values()]);
+  const dw = gradients(g, loss, [...params.values()], { recompute: checkpointRanges(g, checkpointing) });
   g.output(loss, 'loss');
   for (const s of specs) g.output(dw.get(s.name)!, `grad.${s.name}`);
   g.prune();
@@ -126,6 +127,14 @@ describe("GPT attention: 'fused'", () => {
     // Observed: the losses are equal in float32; gradients differ by ≤ 2.6e-7 relative to each tensor's largest element.
     expect(Math.abs(fused.loss - explicit.loss)).toBeLessThan(1e-6);
     expect(worst).toBeLessThan(2e-6);
+  });
+
+  it('recomputes under activation checkpointing: the same gradients, bit for bit', async () => {
+    flashAttention.queryBlock = 6;
+    const cfg = GptConfigSchema.parse({ ...GPT2ISH, attention: 'fused' });
+    const [plain, recomputed] = [await lossAndGrads(cfg, batch(cfg, 6)), await lossAndGrads(cfg, batch(cfg, 6), 'block')];
+    expect(recomputed.loss).toBe(plain.loss);
+    for (const [k, y] of plain.grads) expect(Buffer.from(recomputed.grads.get(k)!.buffer).equals(Buffer.from(y.buffer))).toBe(true);
   });
 
   it('refuses what the fused kernel cannot do, naming the field', () => {
