@@ -44,9 +44,9 @@ test("a run with attention 'fused' trains through Temporal and S3 and follows th
   expect(fused.steps).toBe(explicit.steps);
   const gap = (a: { loss: number }[], b: { loss: number }[]) => Math.max(...a.map((h, i) => Math.abs(h.loss - b[i].loss)));
   expect(fused.trainHistory.map((h) => h.round)).toEqual(explicit.trainHistory.map((h) => h.round));
-  console.log(JSON.stringify({ train: [explicit.trainHistory, fused.trainHistory], val: [explicit.valHistory, fused.valHistory] }));
-  // Observed: train losses differ by at most X, val losses by at most Y.
-  expect(gap(fused.trainHistory, explicit.trainHistory)).toBeLessThan(1e-4);
-  expect(gap(fused.valHistory, explicit.valHistory)).toBeLessThan(1e-4);
+  // Observed: round train losses (5.332, 4.688) differ by at most 6.0e-8, val losses (5.555 →
+  // 4.028) by at most 2.4e-7: close, and not bit for bit, so the fused step did run.
+  expect(gap(fused.trainHistory, explicit.trainHistory)).toBeLessThan(2e-6);
+  expect(gap(fused.valHistory, explicit.valHistory)).toBeLessThan(2e-6);
   expect((await checkpointWeights(stack.s3.store, fused.checkpoint.prefix)).config.attention).toBe('fused');
 }, 300_000);
