@@ -46,7 +46,7 @@ program
   .option('--repeat <n>', 'rounds of (ours, MatMul peak, PyTorch); the best of each is reported', '1')
   .option('--layouts <list>', 'optimizer layouts timed side by side, comma-separated (per-tensor, flat, flat:<max elements>, flat:all)', 'per-tensor,flat')
   .option('--attention <list>', 'attention implementations timed side by side, comma-separated (explicit, fused); with two, each one\'s peak RSS in a process of its own', 'explicit')
-  .option('--query-block <n>', 'query rows per block of fused attention\'s backward')
+  .option('--query-block <list>', 'query rows per block of fused attention\'s backward; several (comma-separated) are timed side by side, the first one\'s peak RSS measured')
   .option('--rss-child <attention>', 'internal: measure one attention implementation\'s peak RSS in this process')
   .action(async (o: { size: string; threads: string; steps?: string; batch?: string; torch: boolean; profile?: boolean; repeat: string; layouts: string; attention: string; queryBlock?: string; rssChild?: string }) => {
     const impl = (a: string, flag: string) => {
@@ -54,7 +54,7 @@ program
       return a;
     };
     const attentions = o.attention.split(',').map((a) => impl(a, '--attention'));
-    const common = { size: o.size, threads: Number(o.threads), steps: o.steps ? Number(o.steps) : undefined, batch: o.batch ? Number(o.batch) : undefined, queryBlock: o.queryBlock ? Number(o.queryBlock) : undefined };
+    const common = { size: o.size, threads: Number(o.threads), steps: o.steps ? Number(o.steps) : undefined, batch: o.batch ? Number(o.batch) : undefined, queryBlock: o.queryBlock ? Number(o.queryBlock.split(',')[0]) : undefined };
     if (o.rssChild) return rssChild({ ...common, torch: false, profile: false, repeat: 1 }, impl(o.rssChild, '--rss-child'));
     await benchStep({
       size: o.size,
@@ -67,6 +67,7 @@ program
       layouts: parseLayouts(o.layouts),
       attentions,
       queryBlock: common.queryBlock,
+      queryBlocks: o.queryBlock ? o.queryBlock.split(',').map(Number) : undefined,
     });
   });
 

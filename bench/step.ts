@@ -73,6 +73,8 @@ export interface StepBenchArgs {
   attentions?: AttentionImpl[];
   /** Query rows per block of fused attention's backward (default flashAttention.queryBlock). */
   queryBlock?: number;
+  /** Fused attention timed at each of these query blocks side by side (default: queryBlock alone). */
+  queryBlocks?: number[];
 }
 
 interface Contender {
@@ -101,9 +103,13 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
   const contenders: Contender[] = [];
   const attentions = args.attentions ?? ['explicit'];
   if (args.queryBlock) flashAttention.queryBlock = args.queryBlock;
-  const variants = attentions.flatMap((attention) => (args.layouts ?? parseLayouts('per-tensor,flat')).map((l) => ({ ...l, attention })));
-  for (const { name, opts, attention } of variants) {
-    const layout = attentions.length > 1 ? `${name}, ${attention} attention` : name;
+  const blocks = args.queryBlocks ?? [flashAttention.queryBlock];
+  const variants = attentions.flatMap((attention) =>
+    (attention === 'fused' ? blocks : [0]).flatMap((queryBlock) => (args.layouts ?? parseLayouts('per-tensor,flat')).map((l) => ({ ...l, attention, queryBlock }))),
+  );
+  for (const { name, opts, attention, queryBlock } of variants) {
+    const layout = variants.length > (args.layouts?.length ?? 2) ? `${name}, ${attention} attention${blocks.length > 1 && queryBlock ? ` q${queryBlock}` : ''}` : name;
+    if (queryBlock) flashAttention.queryBlock = queryBlock; // read when the backward is built, just below
     const tBuild = Date.now();
     const step = buildTrainStep({ params: specs, loss: gptTrainLoss({ ...cfg, attention }, B, T) }, optim, { optimizer: opts });
     const buildS = (Date.now() - tBuild) / 1000;
@@ -186,6 +192,7 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
   // Peak RSS per attention implementation, each alone in a process, after the timed rounds.
   const rss = attentions.length > 1 ? attentions.map((attention) => ({ attention, ...runRssChild(args, attention), loadavg: os.loadavg() })) : [];
   const attentionDiff = attentions.includes('fused') ? await fusedForwardDiff(cfg, B) : undefined;
+  flashAttention.queryBlock = blocks[0];
 
   const result = {
     date: new Date().toISOString(),
@@ -206,7 +213,7 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
     torchSdpa,
     rounds,
     profiles,
-    queryBlock: flashAttention.queryBlock,
+    queryBlock: blocks.join(', '),
     rss,
     attentionDiff,
   };
@@ -360,7 +367,7 @@ function printRows(r: {
   torchSdpa: TorchResult;
   profiles: Record<string, ReturnType<typeof summarizeProfile>>;
   pairedVs: { baseline: string; ratios: Record<string, { p25: number; median: number; p75: number }> };
-  queryBlock: number;
+  queryBlock: string;
   rss: ({ attention: string; loadavg: number[] } & RssResult)[];
   attentionDiff?: { maxAbs: number; maxRef: number };
 }) {

@@ -1,0 +1,20 @@
+import '../../engine/runtime/host-realm';
+import { flashAttention } from '../../engine/autodiff/rules/attention';
+import { tensor } from '../../engine/graph/ir';
+import { mulberry32 } from '../../engine/models/blocks';
+import { GptConfigSchema, gptParams, gptTrainLoss } from '../../engine/models/gpt';
+import { OptimConfigSchema } from '../../engine/optim';
+import { buildTrainStep } from '../../engine/train/step';
+import { profiledPeak } from '../helpers/live-activations';
+const OPTIM = OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-2, weight_decay: 0.1 }, grad_clip: 0.5 });
+it('x', async () => {
+  const M = { vocab_size: 256, block_size: 256, n_layer: 6, n_head: 6, n_embd: 384 };
+  const stepOf = (cfg: object) => buildTrainStep({ params: gptParams(GptConfigSchema.parse(cfg)), loss: gptTrainLoss(GptConfigSchema.parse(cfg), 8, 256) }, OPTIM);
+  const r = mulberry32(1);
+  const ids = () => tensor('int64', [8, 256], Array.from({ length: 8 * 256 }, () => Math.floor(r() * 256)));
+  const b = { tokens: ids(), targets: ids() };
+  const e = await profiledPeak(stepOf(M), b);
+  flashAttention.queryBlock = 128;
+  const f = await profiledPeak(stepOf({ ...M, attention: 'fused' }), b);
+  console.log(`medium live activations: explicit ${(e.bytes / 2 ** 20).toFixed(1)} MiB, fused q128 ${(f.bytes / 2 ** 20).toFixed(1)} MiB`);
+}, 600000);
