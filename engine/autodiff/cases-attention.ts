@@ -1,5 +1,7 @@
 // Gradcheck cases for fused attention: com.microsoft MultiHeadAttention with its blockwise
-// backward (rules/attention.ts). ORT's CPU kernel is float32 only, so these are float32 cases
+// backward (rules/attention.ts). ORT's CPU kernel is float32 only (a float64 graph is refused:
+// "Type 'tensor(double)' of input parameter (q) of operator (MultiHeadAttention) ... is
+// invalid", onnxruntime-node 1.30), so these are float32 cases
 // with a reference (forward and element-wise gradient against float64 differences of
 // R.multiHeadAttention), like Erf's; the float64 check of the same backward against the explicit
 // attention's autodiff is in test/engine/fused-attention.test.ts.

@@ -54,7 +54,7 @@ export const gptOptionFields = {
    * How attention runs (as HF's attn_implementation, no effect on the weights): MatMul/Softmax ops
    * ('explicit', the default) or one com.microsoft MultiHeadAttention per layer ('fused'), whose
    * gradient recomputes the probabilities per query block instead of saving (B, nh, T, T) of them
-   * (engine/autodiff/rules/attention.ts). A graph with a KV cache (exported decoding) stays explicit.
+   * (engine/autodiff/rules/attention.ts). Exported graphs (run-time dims, KV cache) stay explicit.
    */
   attention: z.enum(['explicit', 'fused']).optional(),
 };
@@ -262,7 +262,9 @@ export function causalSelfAttention(x: Value, p: ParamLookup, prefix: string, cf
     k = concat([past.key, k], 2); // (B, nkv, Tk, hs), Tk = past + T
     v = concat([past.value, v], 2); // (B, nkv, Tk, hs)
   }
-  if (cfg.attention === 'fused' && !past) {
+  // Fused only in graphs built for one (B, T) (training and evaluation): exported graphs, with
+  // run-time dims or a KV cache, stay explicit standard ONNX that any runtime takes.
+  if (cfg.attention === 'fused' && !past && ctx.bt.every((d) => typeof d === 'number')) {
     // One fused kernel, causal (unidirectional); it reads (B, T, C) and scales by 1/√hs itself.
     // Without RoPE the per-head transposes above are dead and pruned: MHA splits heads itself.
     const flat = (t: Value, raw: Value) => reshapeTo(ctx.rope ? transpose(t, [0, 2, 1, 3]) : raw, [...ctx.bt, C]); // (B, nh, T, hs) → (B, T, nh, hs), or (B·T, C) → (B, T, C)

@@ -11,6 +11,7 @@ import { blockwiseAttentionBackward, flashAttention } from '../../engine/autodif
 import { Graph, tensor, type TensorData, type Value } from '../../engine/graph/ir';
 import { serializeModel } from '../../engine/graph/onnx';
 import { initParams, mulberry32 } from '../../engine/models/blocks';
+import { exportGpt } from '../../engine/models/export';
 import { GptConfigSchema, gptParams, gptTrainLoss, type GptConfig } from '../../engine/models/gpt';
 import { OptimConfigSchema } from '../../engine/optim';
 import { checkpointRanges, type ActivationCheckpointing } from '../../engine/train/checkpointing';
@@ -135,6 +136,15 @@ describe("GPT attention: 'fused'", () => {
     const [plain, recomputed] = [await lossAndGrads(cfg, batch(cfg, 6)), await lossAndGrads(cfg, batch(cfg, 6), 'block')];
     expect(recomputed.loss).toBe(plain.loss);
     for (const [k, y] of plain.grads) expect(Buffer.from(recomputed.grads.get(k)!.buffer).equals(Buffer.from(y.buffer))).toBe(true);
+  });
+
+  it('keeps exported graphs (run-time dims, KV cache) on the explicit, standard-ONNX path', () => {
+    const cfg = GptConfigSchema.parse({ ...GPT2ISH, attention: 'fused' });
+    for (const kvCache of [false, true]) {
+      const g = exportGpt(cfg, initParams(gptParams(cfg), 1), { kvCache });
+      expect(g.nodes.filter((n) => n.domain === 'com.microsoft')).toEqual([]);
+      expect(g.nodes.filter((n) => n.opType === 'Softmax')).toHaveLength(cfg.n_layer);
+    }
   });
 
   it('refuses what the fused kernel cannot do, naming the field', () => {
