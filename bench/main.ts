@@ -8,7 +8,7 @@ import { parseLayouts } from './layouts';
 import { measureMatmulPeak } from './matmul_peak';
 import { benchKSteps } from './ksteps';
 import { benchOptim } from './optim';
-import { benchStep } from './step';
+import { benchStep, rssChild } from './step';
 
 // Benchmarks that are standalone scripts with their own options: `npm run bench -- quant all`.
 const SCRIPTS: Record<string, string> = {
@@ -46,7 +46,17 @@ program
   .option('--profile', 'ORT profiling: time per op type')
   .option('--repeat <n>', 'rounds of (ours, MatMul peak, PyTorch); the best of each is reported', '1')
   .option('--layouts <list>', 'optimizer layouts timed side by side, comma-separated (per-tensor, flat, flat:<max elements>, flat:all)', 'per-tensor,flat')
-  .action(async (o: { size: string; threads: string; steps?: string; batch?: string; torch: boolean; profile?: boolean; repeat: string; layouts: string }) => {
+  .option('--attention <list>', 'attention implementations timed side by side, comma-separated (explicit, fused); with two, each one\'s peak RSS in a process of its own', 'explicit')
+  .option('--query-block <list>', 'query rows per block of fused attention\'s backward; several (comma-separated) are timed side by side, the first one\'s peak RSS measured')
+  .option('--rss-child <attention>', 'internal: measure one attention implementation\'s peak RSS in this process')
+  .action(async (o: { size: string; threads: string; steps?: string; batch?: string; torch: boolean; profile?: boolean; repeat: string; layouts: string; attention: string; queryBlock?: string; rssChild?: string }) => {
+    const impl = (a: string, flag: string) => {
+      if (a !== 'explicit' && a !== 'fused') throw new Error(`${flag}: unknown attention implementation "${a}" (explicit, fused)`);
+      return a;
+    };
+    const attentions = o.attention.split(',').map((a) => impl(a, '--attention'));
+    const common = { size: o.size, threads: Number(o.threads), steps: o.steps ? Number(o.steps) : undefined, batch: o.batch ? Number(o.batch) : undefined, queryBlock: o.queryBlock ? Number(o.queryBlock.split(',')[0]) : undefined };
+    if (o.rssChild) return rssChild({ ...common, torch: false, profile: false, repeat: 1 }, impl(o.rssChild, '--rss-child'));
     await benchStep({
       size: o.size,
       threads: Number(o.threads),
@@ -56,6 +66,9 @@ program
       profile: !!o.profile,
       repeat: Math.max(1, Number(o.repeat)),
       layouts: parseLayouts(o.layouts),
+      attentions,
+      queryBlock: common.queryBlock,
+      queryBlocks: o.queryBlock ? o.queryBlock.split(',').map(Number) : undefined,
     });
   });
 

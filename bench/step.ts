@@ -2,7 +2,9 @@
 // GPT training graph (forward + backward + AdamW + clipping in one ORT run), the machine's ORT
 // MatMul peak on the same threads, and PyTorch eager on the same model, batch and threads.
 // Both optimizer layouts (per-tensor, flat: engine/optim/flat.ts) run side by side in one process,
-// in alternating blocks per round on the same batches, so machine load hits both alike.
+// in alternating blocks per round on the same batches, so machine load hits both alike; so do the
+// attention implementations of `--attention explicit,fused` (GPT `attention`), whose peak RSS is
+// then measured too, each in a process of its own (`--rss-child`), which reports its VmHWM.
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -12,6 +14,9 @@ import * as ort from 'onnxruntime-node';
 import { tensor } from '../engine/graph/ir';
 import { serializeModel } from '../engine/graph/onnx';
 import { countParams, initParams, mulberry32 } from '../engine/models/blocks';
+import { flashAttention } from '../engine/autodiff/rules/attention';
+import { Graph } from '../engine/graph/ir';
+import { causalMask } from '../engine/models/blocks';
 import { GptConfigSchema, gptParams, gptTrainFlopsPerToken, gptTrainLoss, type GptConfig } from '../engine/models/gpt';
 import { DEFAULT_LAYOUT, OptimConfigSchema, type OptimConfigInput } from '../engine/optim';
 import { buildTrainStep, type TrainStep } from '../engine/train/step';
@@ -33,7 +38,12 @@ interface Size {
 export const SIZES: Record<string, Size> = {
   small: { model: GptConfigSchema.parse({ vocab_size: 256, block_size: 64, n_layer: 4, n_head: 4, n_embd: 128 }), batch: 12, steps: 20, warmup: 3 },
   medium: { model: GptConfigSchema.parse({ vocab_size: 256, block_size: 256, n_layer: 6, n_head: 6, n_embd: 384 }), batch: 8, steps: 6, warmup: 2 },
+  // Context 1024 with gpt2-small's 12 heads on medium's width: the (B, nh, T, T) probabilities
+  // (96 MiB a layer) outweigh every other activation.
+  ctx1024: { model: GptConfigSchema.parse({ vocab_size: 256, block_size: 1024, n_layer: 6, n_head: 12, n_embd: 384 }), batch: 2, steps: 3, warmup: 1 },
 };
+
+export type AttentionImpl = 'explicit' | 'fused';
 
 const WARMUP_STEPS = 10;
 
@@ -59,6 +69,12 @@ export interface StepBenchArgs {
   repeat: number;
   /** Optimizer layouts to time side by side (default: per-tensor and flat). */
   layouts?: LayoutVariant[];
+  /** Attention implementations to time side by side (default: explicit); with more than one, each one's peak RSS too. */
+  attentions?: AttentionImpl[];
+  /** Query rows per block of fused attention's backward (default flashAttention.queryBlock). */
+  queryBlock?: number;
+  /** Fused attention timed at each of these query blocks side by side (default: queryBlock alone). */
+  queryBlocks?: number[];
 }
 
 interface Contender {
@@ -85,9 +101,17 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
   const specs = gptParams(cfg);
   const weights = initParams(specs, 0);
   const contenders: Contender[] = [];
-  for (const { name: layout, opts } of args.layouts ?? parseLayouts('per-tensor,flat')) {
+  const attentions = args.attentions ?? ['explicit'];
+  if (args.queryBlock) flashAttention.queryBlock = args.queryBlock;
+  const blocks = args.queryBlocks ?? [flashAttention.queryBlock];
+  const variants = attentions.flatMap((attention) =>
+    (attention === 'fused' ? blocks : [0]).flatMap((queryBlock) => (args.layouts ?? parseLayouts('per-tensor,flat')).map((l) => ({ ...l, attention, queryBlock }))),
+  );
+  for (const { name, opts, attention, queryBlock } of variants) {
+    const layout = variants.length > (args.layouts?.length ?? 2) ? `${name}, ${attention} attention${blocks.length > 1 && queryBlock ? ` q${queryBlock}` : ''}` : name;
+    if (queryBlock) flashAttention.queryBlock = queryBlock; // read when the backward is built, just below
     const tBuild = Date.now();
-    const step = buildTrainStep({ params: specs, loss: gptTrainLoss(cfg, B, T) }, optim, { optimizer: opts });
+    const step = buildTrainStep({ params: specs, loss: gptTrainLoss({ ...cfg, attention }, B, T) }, optim, { optimizer: opts });
     const buildS = (Date.now() - tBuild) / 1000;
     const profileDir = args.profile ? fs.mkdtempSync(path.join(os.tmpdir(), 'truthgpt-prof-')) : '';
     const session = await ort.InferenceSession.create(
@@ -165,6 +189,10 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
   };
   const torch = bestTorch((r) => r.torch);
   const torchSdpa = bestTorch((r) => r.torchSdpa);
+  // Peak RSS per attention implementation, each alone in a process, after the timed rounds.
+  const rss = attentions.length > 1 ? attentions.map((attention) => ({ attention, ...runRssChild(args, attention), loadavg: os.loadavg() })) : [];
+  const attentionDiff = attentions.includes('fused') ? await fusedForwardDiff(cfg, B) : undefined;
+  flashAttention.queryBlock = blocks[0];
 
   const result = {
     date: new Date().toISOString(),
@@ -185,6 +213,9 @@ export async function benchStep(args: StepBenchArgs): Promise<void> {
     torchSdpa,
     rounds,
     profiles,
+    queryBlock: blocks.join(', '),
+    rss,
+    attentionDiff,
   };
   printTable(result);
   const outDir = path.join(__dirname, 'out');
@@ -223,6 +254,75 @@ function runTorch(cfg: GptConfig, B: number, threads: number, steps: number, war
     return { skipped: why };
   }
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
+/** What an `--rss-child` process reports: its peak RSS (VmHWM) and its step times. */
+interface RssResult {
+  hwmBytes: number;
+  baseBytes: number;
+  stepS: number[];
+  losses: number[];
+}
+
+const procKib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1] ?? NaN) * 1024;
+
+/** Child process: one step graph of `attention` (default layout), warmup + timed steps, then VmHWM. */
+export async function rssChild(args: StepBenchArgs, attention: AttentionImpl): Promise<void> {
+  const size = SIZES[args.size];
+  const cfg = { ...size.model, attention };
+  const B = args.batch ?? size.batch;
+  if (args.queryBlock) flashAttention.queryBlock = args.queryBlock;
+  const baseBytes = procKib('VmRSS');
+  const specs = gptParams(cfg);
+  const step = buildTrainStep({ params: specs, loss: gptTrainLoss(cfg, B, cfg.block_size) }, OptimConfigSchema.parse(BENCH_OPTIM));
+  const trainer = await Trainer.create(step, { weights: initParams(specs, 0), session: await ort.InferenceSession.create(serializeModel(step.graph).model, sessionOptions(args.threads)) });
+  const batches = sampleBatches(fs.readFileSync(DATA_FILE), B, cfg.block_size, 1);
+  const stepS: number[] = [];
+  const losses: number[] = [];
+  for (let i = 0; i < size.warmup + (args.steps ?? size.steps); i++) {
+    const t0 = process.hrtime.bigint();
+    losses.push((await trainer.run(batches.next().value)).loss);
+    stepS.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  await trainer.release();
+  console.log(JSON.stringify({ hwmBytes: procKib('VmHWM'), baseBytes, stepS, losses } satisfies RssResult));
+}
+
+function runRssChild(args: StepBenchArgs, attention: AttentionImpl): RssResult {
+  const argv = [...process.execArgv, path.join(__dirname, 'main.ts'), 'step', '--size', args.size, '--threads', String(args.threads), '--rss-child', attention];
+  if (args.steps) argv.push('--steps', String(args.steps));
+  if (args.batch) argv.push('--batch', String(args.batch));
+  if (args.queryBlock) argv.push('--query-block', String(args.queryBlock));
+  const r = spawnSync(process.execPath, argv, { encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`bench step --rss-child ${attention}: ${r.stderr || `exit ${r.status} ${r.signal ?? ''}`}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as RssResult;
+}
+
+/**
+ * Largest |fused − explicit| of one attention forward at this size's (B, T, C, nh), on q, k, v
+ * uniform in [-2, 2): com.microsoft MultiHeadAttention (unidirectional) against the explicit
+ * MatMul/Softmax graph that `attention: 'explicit'` builds.
+ */
+async function fusedForwardDiff(cfg: GptConfig, B: number): Promise<{ maxAbs: number; maxRef: number }> {
+  const [T, C, nh] = [cfg.block_size, cfg.n_embd, cfg.n_head];
+  const hs = C / nh;
+  const g = new Graph('attn-diff');
+  const [q, k, v] = ['q', 'k', 'v'].map((n) => g.input(n, 'float32', [B, T, C]));
+  const heads = (t: typeof q, perm: number[]) => g.op('Transpose', [g.op('Reshape', [t, g.vector([B, T, nh, hs])])[0]], { perm })[0];
+  const s = g.op('MatMul', [g.op('Mul', [heads(q, [0, 2, 1, 3]), g.scalar(1 / Math.sqrt(hs))])[0], heads(k, [0, 2, 3, 1])])[0]; // (B, nh, T, T)
+  const p = g.op('Softmax', [g.op('Add', [s, causalMask(g, T)])[0]], { axis: -1 })[0];
+  const y = g.op('MatMul', [p, heads(v, [0, 2, 1, 3])])[0]; // (B, nh, T, hs)
+  g.output(g.op('Reshape', [g.op('Transpose', [y], { perm: [0, 2, 1, 3] })[0], g.vector([B, T, C])])[0], 'explicit');
+  g.output(g.op('MultiHeadAttention', [q, k, v], { num_heads: nh, unidirectional: 1 }, { domain: 'com.microsoft' })[0], 'fused');
+  const r = mulberry32(9);
+  const feed = () => new ort.Tensor('float32', Float32Array.from({ length: B * T * C }, () => 4 * r() - 2), [B, T, C]);
+  const session = await ort.InferenceSession.create(serializeModel(g).model, sessionOptions(2, { graphOptimizationLevel: 'disabled' })); // no fusion: the explicit graph runs op by op
+  const out = await session.run({ q: feed(), k: feed(), v: feed() });
+  await session.release();
+  const [e, f] = [out.explicit.data as Float32Array, out.fused.data as Float32Array];
+  let [maxAbs, maxRef] = [0, 0];
+  for (let i = 0; i < e.length; i++) [maxAbs, maxRef] = [Math.max(maxAbs, Math.abs(e[i] - f[i])), Math.max(maxRef, Math.abs(e[i]))];
+  return { maxAbs, maxRef };
 }
 
 function machine() {
@@ -267,6 +367,9 @@ function printRows(r: {
   torchSdpa: TorchResult;
   profiles: Record<string, ReturnType<typeof summarizeProfile>>;
   pairedVs: { baseline: string; ratios: Record<string, { p25: number; median: number; p75: number }> };
+  queryBlock: string;
+  rss: ({ attention: string; loadavg: number[] } & RssResult)[];
+  attentionDiff?: { maxAbs: number; maxRef: number };
 }) {
   const f = (x: number, d = 1) => x.toFixed(d);
   console.log(`\nstep bench: ${r.size}, batch ${r.batch}, ${r.threads} threads, ${(r.params / 1e6).toFixed(2)} M params, best of ${r.rounds} round(s), load avg ${r.loadavg.map((x) => x.toFixed(2)).join(' ')}`);
@@ -290,6 +393,11 @@ function printRows(r: {
     console.log(`${layout} / ${r.pairedVs.baseline} step time, paired round by round: median ${f(q.median, 3)} (quartiles ${f(q.p25, 3)}–${f(q.p75, 3)})`);
   }
   for (const [layout, o] of Object.entries(r.layouts)) console.log(`${layout}: loss ${f(o.firstLoss, 3)} → ${f(o.lastLoss, 3)} (sanity: it trains)`);
+  for (const m of r.rss) {
+    const timed = m.stepS.slice(1);
+    console.log(`${m.attention} attention alone in a process: peak RSS (VmHWM) ${f(m.hwmBytes / 2 ** 20, 0)} MiB (${f(m.baseBytes / 2 ** 20, 0)} MiB before building the step), median step ${f(median(timed) * 1000)} ms over ${timed.length} steps after the first, load avg ${m.loadavg.map((x) => x.toFixed(2)).join(' ')}`);
+  }
+  if (r.attentionDiff) console.log(`fused attention forward vs explicit (q, k, v uniform in [-2, 2)): max |Δ| ${r.attentionDiff.maxAbs.toExponential(2)} (max |explicit| ${f(r.attentionDiff.maxRef, 2)}); backward query block ${r.queryBlock}`);
   for (const [layout, p] of Object.entries(r.profiles)) {
     const ph = Object.entries(p.byPhase).map(([k, v]) => `${k} ${f(v.ms / p.runs)} ms (${f(v.share * 100)} %, fastest run per node ${f(v.minMs)} ms)`).join(', ');
     console.log(`\n${layout}: where the time goes (ORT profile, kernel time ${f(p.totalMs / p.runs)} ms/run): ${ph}`);

@@ -43,7 +43,7 @@ const GptFields = z.strictObject({
  * settings that change no weight and no shape. A BERT run may also set `head` (a classifier head on
  * an imported encoder or masked-LM model: the head is new, the encoder keeps its weights).
  */
-export const FROM_OVERRIDABLE = ['dropout', 'dropout_seed'] as const;
+export const FROM_OVERRIDABLE = ['dropout', 'dropout_seed', 'attention'] as const;
 export const FROM_OVERRIDABLE_BY_FAMILY: Record<ModelFamily, readonly string[]> = { gpt: FROM_OVERRIDABLE, bert: ['head'], t5: [] };
 
 /** BERT's encoder fields and its head (`{ kind: classification, num_labels }` or `{ kind: mlm }`). */

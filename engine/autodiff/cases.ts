@@ -1,5 +1,6 @@
 // Every gradcheck case, in one list: the CLI (`npm run gradcheck`) and the jest suite run it.
 
+import { attentionCases } from './cases-attention';
 import { activationCases, elementwiseCases, linalgCases, type OpCase } from './cases-core';
 import { indexingCases, lossCases, miscCases, normCases, reduceCases, shapeCases } from './cases-more';
 import { checkOp, type CheckResult } from './gradcheck';
@@ -16,6 +17,7 @@ export const allCases: OpCase[] = [
   ...normCases,
   ...lossCases,
   ...miscCases,
+  ...attentionCases,
 ];
 
 export function runCase(c: OpCase): Promise<CheckResult> {

@@ -232,3 +232,29 @@ export function trilu(x: ND, k: number, upper: boolean): ND {
   });
   return { dims: [...x.dims], data };
 }
+
+/**
+ * Multi-head attention on (B, T, nh·hs) queries, keys and values, as com.microsoft
+ * MultiHeadAttention: softmax(q·kᵀ/√hs [causal: keys j ≤ i only])·v per head, out (B, T, nh·hs).
+ */
+export function multiHeadAttention(q: ND, k: ND, v: ND, nh: number, causal: boolean): ND {
+  const [B, T, C] = q.dims;
+  const hs = C / nh;
+  const out = new Array<number>(B * T * C).fill(0);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < nh; h++) {
+      for (let i = 0; i < T; i++) {
+        const seen = causal ? i + 1 : T;
+        const s: number[] = [];
+        for (let j = 0; j < seen; j++) {
+          let dot = 0;
+          for (let e = 0; e < hs; e++) dot += q.data[(b * T + i) * C + h * hs + e] * k.data[(b * T + j) * C + h * hs + e];
+          s.push(dot / Math.sqrt(hs));
+        }
+        const p = softmax({ dims: [seen], data: s }, 0).data;
+        for (let j = 0; j < seen; j++) for (let e = 0; e < hs; e++) out[(b * T + i) * C + h * hs + e] += p[j] * v.data[(b * T + j) * C + h * hs + e];
+      }
+    }
+  }
+  return { dims: [B, T, C], data: out };
+}

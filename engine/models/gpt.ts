@@ -50,6 +50,13 @@ export const gptOptionFields = {
   dropout_seed: z.number().int().nonnegative().optional(),
   /** LM head tied to wte (GPT-2) or its own lm_head.weight (V, C). */
   tie_embeddings: z.boolean().optional(),
+  /**
+   * How attention runs (as HF's attn_implementation, no effect on the weights): MatMul/Softmax ops
+   * ('explicit', the default) or one com.microsoft MultiHeadAttention per layer ('fused'), whose
+   * gradient recomputes the probabilities per query block instead of saving (B, nh, T, T) of them
+   * (engine/autodiff/rules/attention.ts). Exported graphs (run-time dims, KV cache) stay explicit.
+   */
+  attention: z.enum(['explicit', 'fused']).optional(),
 };
 
 /**
@@ -76,6 +83,12 @@ export const GptConfigSchema = z
     }
     if (c.n_kv_head !== undefined && c.n_head % c.n_kv_head !== 0) {
       ctx.addIssue({ code: 'custom', path: ['n_kv_head'], message: `must divide n_head (${c.n_head} % ${c.n_kv_head} != 0)` });
+    }
+    if (c.attention === 'fused' && c.n_kv_head !== undefined && c.n_kv_head !== c.n_head) {
+      ctx.addIssue({ code: 'custom', path: ['attention'], message: `'fused' needs n_kv_head = n_head (MultiHeadAttention has no key/value groups), got n_kv_head ${c.n_kv_head}` });
+    }
+    if (c.attention === 'fused' && (c.dropout ?? 0) > 0) {
+      ctx.addIssue({ code: 'custom', path: ['attention'], message: `'fused' has no dropout on attention probabilities; set dropout to 0 or attention to 'explicit' (dropout ${c.dropout})` });
     }
     if (c.pos === 'rope' && c.n_embd % c.n_head === 0 && (c.n_embd / c.n_head) % 2 !== 0) {
       ctx.addIssue({ code: 'custom', path: ['pos'], message: `rope needs an even head size (n_embd / n_head = ${c.n_embd / c.n_head})` });
@@ -248,6 +261,16 @@ export function causalSelfAttention(x: Value, p: ParamLookup, prefix: string, cf
   if (past) {
     k = concat([past.key, k], 2); // (B, nkv, Tk, hs), Tk = past + T
     v = concat([past.value, v], 2); // (B, nkv, Tk, hs)
+  }
+  // Fused only in graphs built for one (B, T) (training and evaluation): exported graphs, with
+  // run-time dims or a KV cache, stay explicit standard ONNX that any runtime takes.
+  if (cfg.attention === 'fused' && !past && ctx.bt.every((d) => typeof d === 'number')) {
+    // One fused kernel, causal (unidirectional); it reads (B, T, C) and scales by 1/√hs itself.
+    // Without RoPE the per-head transposes above are dead and pruned: MHA splits heads itself.
+    const flat = (t: Value, raw: Value) => reshapeTo(ctx.rope ? transpose(t, [0, 2, 1, 3]) : raw, [...ctx.bt, C]); // (B, nh, T, hs) → (B, T, nh, hs), or (B·T, C) → (B, T, C)
+    const [q3, k3, v3] = [flat(q, q0), flat(k, k0), reshapeTo(v0, [...ctx.bt, C])];
+    const y3 = x.graph.op('MultiHeadAttention', [q3, k3, v3], { num_heads: nh, unidirectional: 1 }, { domain: 'com.microsoft' })[0]; // (B, T, C)
+    return { y: linear(reshape(y3, [-1, C]), p, `${prefix}.c_proj`, cfg.bias), kv: { key: k, value: v } }; // (B·T, C) @ (C, C) → (B·T, C)
   }
   const qs = mul(q, scalar(q, 1 / Math.sqrt(hs))); // scale q: B·T·C multiplies instead of B·nh·T·Tk
   const scores = matmul(toGroups(qs, hs), transpose(k, [0, 1, 3, 2])); // (B, nkv, rep·T, hs) @ (B, nkv, hs, Tk) → (B, nkv, rep·T, Tk)

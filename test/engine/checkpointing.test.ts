@@ -5,12 +5,9 @@
 // its profiler) over the graph and adds up the bytes of the live activations.
 
 import '../../engine/runtime/host-realm';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { gradients } from '../../engine/autodiff/gradients';
-import { bytesPerElement, Graph, numel, tensor, type TensorData } from '../../engine/graph/ir';
+import { Graph, tensor, type TensorData } from '../../engine/graph/ir';
 import { serializeModel } from '../../engine/graph/onnx';
 import { loraModel, planLora, isAdapterParam } from '../../engine/lora';
 import { initParams, mulberry32, type ParamSpec } from '../../engine/models/blocks';
@@ -19,6 +16,7 @@ import { OptimConfigSchema } from '../../engine/optim';
 import { ActivationCheckpointingSchema, checkpointRanges, type ActivationCheckpointing } from '../../engine/train/checkpointing';
 import { buildTrainStep, type TrainStep } from '../../engine/train/step';
 import { Trainer, type Batch } from '../../engine/train/trainer';
+import { bytesOf, profiledPeak } from '../helpers/live-activations';
 
 const GPT2ISH = GptConfigSchema.parse({ vocab_size: 64, block_size: 16, n_layer: 3, n_head: 2, n_embd: 32, dropout: 0.1 });
 const LLAMAISH = GptConfigSchema.parse({ vocab_size: 64, block_size: 16, n_layer: 3, n_head: 4, n_embd: 32, pos: 'rope', norm: 'rmsnorm', mlp: 'swiglu', n_kv_head: 2, bias: false, tie_embeddings: false });
@@ -148,21 +146,7 @@ describe('activation checkpointing', () => {
   });
 
   it('makes ONNX Runtime run the recomputation late: the live activations in its own execution order', async () => {
-    const peak = async (setting: ActivationCheckpointing) => {
-      const step = stepOf(setting);
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-profile-'));
-      // Optimizations off so that ORT's node names are ours; the order is ORT's.
-      const session = await ort.InferenceSession.create(serializeModel(step.graph).model, { graphOptimizationLevel: 'disabled', intraOpNumThreads: 1, enableProfiling: true, profileFilePrefix: path.join(dir, 'p') });
-      const t = await Trainer.create(step, { session, seed: 1 });
-      await t.run(batchesOf(DEEP, 4, 128));
-      session.endProfiling();
-      const file = fs.readdirSync(dir).map((f) => path.join(dir, f))[0];
-      const events = JSON.parse(fs.readFileSync(file, 'utf8')) as { cat: string; name: string; ts: number }[];
-      fs.rmSync(dir, { recursive: true, force: true });
-      await t.release();
-      const order = events.filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time')).sort((a, b) => a.ts - b.ts).map((e) => e.name.slice(0, -'_kernel_time'.length));
-      return liveActivationPeak(step, order);
-    };
+    const peak = (setting: ActivationCheckpointing) => profiledPeak(stepOf(setting), batchesOf(DEEP, 4, 128));
     const [off, block] = [await peak('off'), await peak('block')];
     // Every node but SoftmaxCrossEntropyLoss, a function op that ORT profiles under other names.
     expect([off.executed, block.executed]).toEqual([off.nodes - 1, block.nodes - 1]);
@@ -179,29 +163,3 @@ const batchesOf = (cfg: GptConfig, b: number, t: number): Batch => {
   const ids = () => tensor('int64', [b, t], Array.from({ length: b * t }, () => Math.floor(r() * cfg.vocab_size)));
   return { tokens: ids(), targets: ids() };
 };
-
-function bytesOf(g: Graph, name: string): number {
-  const v = g.value(name);
-  return (numel(v.shape) ?? 0) * bytesPerElement(v.dtype);
-}
-
-/** Peak bytes of values made by nodes and not yet read for the last time, walking `order` (node names). */
-function liveActivationPeak(step: TrainStep, order: string[]): { bytes: number; executed: number; nodes: number } {
-  const g = step.graph;
-  const byName = new Map(g.nodes.map((n) => [n.name, n]));
-  const seq = order.map((n) => byName.get(n)!).filter(Boolean);
-  const last = new Map<string, number>();
-  seq.forEach((n, i) => n.inputs.forEach((x) => x && last.set(x, i)));
-  for (const o of g.outputs) last.set(o.name, seq.length);
-  const freeAt = new Map<number, string[]>();
-  for (const [name, i] of last) if (g.producer(name)) freeAt.set(i, [...(freeAt.get(i) ?? []), name]);
-  let live = 0;
-  let peak = 0;
-  seq.forEach((n, i) => {
-    for (const o of n.outputs) if (o) live += bytesOf(g, o);
-    peak = Math.max(peak, live);
-    for (const name of freeAt.get(i) ?? []) live -= bytesOf(g, name);
-  });
-  return { bytes: peak, executed: seq.length, nodes: g.nodes.length };
-}
-

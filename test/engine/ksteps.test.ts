@@ -108,6 +108,10 @@ describe('K steps per session.run', () => {
     await compare(gptCase(small, 'flat', 'block'), 3, 6);
   });
 
+  it('equal K single steps bit for bit with fused attention (MultiHeadAttention and its blockwise backward in the body)', async () => {
+    await compare(gptCase(GptConfigSchema.parse({ ...small, dropout: 0, attention: 'fused' }), 'flat'), 3, 4);
+  });
+
   it('equal K single steps bit for bit for a LoRA step (frozen base from the outer scope, adapters carried)', async () => {
     const base = { params: gptParams(small), loss: gptTrainLoss(small, B, T) };
     const plan = planLora(base, { family: 'gpt', target_modules: 'all-linear', r: 4, lora_dropout: 0.1 });

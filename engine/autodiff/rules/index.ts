@@ -11,3 +11,4 @@ import './norm';
 import './loss';
 import './misc';
 import './control';
+import './attention';
