@@ -44,7 +44,7 @@ export class GptBase implements LoraBase {
     const step = buildTrainStep(loraModel(base, this.plan, this.weights), optim, { trainable: isAdapterParam, activationCheckpointing: geo.activationCheckpointing });
     const stepsPerRun = geo.stepsPerRun ?? 1;
     const s = await sessionOf(stepGraph(step, stepsPerRun), session);
-    const frozen = Object.fromEntries(step.frozen.map((p) => [p.name, this.weights.get(p.name)!]));
+    const frozen = { ...Object.fromEntries(step.frozen.map((p) => [p.name, this.weights.get(p.name)!])), ...Object.fromEntries(step.fixed ?? []) };
     return { step, runner: (init) => new StepRunner(s, { params: init.params, state: init.state, frozen, step: init.step, stepsPerRun }) };
   }
 
