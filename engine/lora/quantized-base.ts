@@ -54,9 +54,9 @@ export interface QuantizedBase {
 }
 
 /**
- * Quantizes the (in, out) weights `names` of `weights`. The float arrays are only read, so the
- * caller may drop them afterwards.
- * @example const q = quantizeBase(weights, linearWeightNames(base), { kind: 'int4', blockSize: 32 })
+ * Quantizes the (in, out) weights of `weights` that `shapes` names. The float arrays are only
+ * read, so the caller may drop them afterwards.
+ * @example const q = quantizeBase(weights, quantizableWeights(base), { kind: 'int4', blockSize: 32 })
  */
 export function quantizeBase(weights: Map<string, Float32Array>, shapes: Map<string, number[]>, opts: BaseQuantOptions): QuantizedBase {
   const bs = opts.blockSize ?? 32;
@@ -132,7 +132,7 @@ export function quantizeLinearsAsInputs(g: Graph, q: QuantizedBase, paramOf: (va
       node.inputs = [node.inputs[0], ...fwd.map((v) => v.name)]; // (..., in) @ (in, out) → (..., out)
     } else {
       node.opType = 'MatMulNBits';
-      node.inputs = [node.inputs[0], ...fwd.map((v) => v.name)]; // (..., in) @ deq(P)ᵀ... = (..., out)
+      node.inputs = [node.inputs[0], ...fwd.map((v) => v.name)]; // (..., in) @ deq(P) (in, out) → (..., out)
       node.attrs = { K: { type: 'int', value: lin.K }, N: { type: 'int', value: lin.N }, bits: { type: 'int', value: 4 }, block_size: { type: 'int', value: q.blockSize }, accuracy_level: { type: 'int', value: 0 } };
     }
     transposedCopy(g, fwd[0].name, () => lin.transposed.map(input));
