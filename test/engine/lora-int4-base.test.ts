@@ -16,6 +16,8 @@ import { dequantizeInt4Blocks, quantizeInt4Tiles } from '../../engine/quant/weig
 import '../../engine/quant/rules';
 import { buildTrainStep } from '../../engine/train/step';
 import { Trainer, type Batch } from '../../engine/train/trainer';
+import { GptBase } from '../../engine/finetune';
+import { mergeWeights } from '../../engine/lora';
 
 const cfg = GptConfigSchema.parse({ vocab_size: 64, block_size: 16, n_layer: 2, n_head: 2, n_embd: 64 });
 const [B, T] = [4, 16];
@@ -169,7 +171,7 @@ describe("baseQuantization: 'int4'", () => {
     expect(bigInit).toEqual([]);
     // Fed: forward and transposed codes + scales per linear, less layer 0 c_attn's unused transposed copy.
     expect(step.fixed!.size).toBe(4 * quantizableWeights(base).size - 2);
-    expect(step.graph.inputs.filter((v) => v.name.startsWith('frozen:') && v.dtype === 'uint8').length).toBe(2 * cfg.n_layer * 4 * 2 - 1); // symmetric: codes only, no zero points
+    expect(step.graph.inputs.filter((v) => v.name.startsWith('frozen:') && v.dtype === 'uint8').length).toBe(2 * (cfg.n_layer * 4) - 1); // codes forward + transposed per linear (symmetric: no zero points)
   });
 
   it('30 steps fitting one batch on the int4 base reach the loss of the float base', async () => {
@@ -192,5 +194,32 @@ describe("baseQuantization: 'int4'", () => {
     expect(q[0]).not.toBe(f[0]);
     expect(Math.abs(q[0] - f[0])).toBeLessThan(1e-2);
     expect(Math.abs(tail(q) - tail(f))).toBeLessThan(0.4);
+  });
+});
+
+describe('GptBase on a quantized base', () => {
+  it('holds no float linear weight while a step runner exists, reads the base again to merge, and merges into the float weights', async () => {
+    const lora = parseLoraConfig({ family: 'gpt', target_modules: 'all-linear', r: 4, lora_alpha: 8, baseQuantization: 'int4' });
+    const weights = new Map([...baseWeights].map(([k, v]) => [k, v.slice()]));
+    let reloads = 0;
+    const gb = new GptBase(cfg, weights, lora, { batchSize: B, contextLength: T }, async () => {
+      reloads++;
+      return new Map([...baseWeights].map(([k, v]) => [k, v.slice()]));
+    });
+    const linears = [...quantizableWeights(base).keys()];
+    const c = await gb.compile(optim, { batchSize: B, contextLength: T }, {});
+    expect(linears.every((k) => weights.has(k))).toBe(true); // compiled, not training yet
+    const runner = c.runner({ step: 0, params: Object.fromEntries(initAdapters(gb.plan)), state: {} });
+    expect(linears.filter((k) => weights.has(k))).toEqual([]); // training: no float copy
+    const loss = (await runner.run(batch(3))).loss;
+    expect(Number.isFinite(loss)).toBe(true);
+    const adapters = new Map(Object.entries(runner.getParams()));
+    const merged = await gb.merge(adapters);
+    expect(reloads).toBe(1);
+    expect(linears.every((k) => weights.has(k))).toBe(true);
+    const expected = mergeWeights(baseWeights, gb.plan, adapters); // the float base, not the dequantized one
+    for (const [k, v] of expected) expect(merged.get(k)).toEqual(v);
+    await runner.release();
+    await gb.release();
   });
 });
