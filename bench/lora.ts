@@ -94,6 +94,7 @@ async function prepare(mode: Mode, a: Args): Promise<Prepared> {
   // A quantized base is quantized once; its float linear weights are dropped before the session exists.
   const quantized = plan ? quantizeLoraBase(base, plan, weights) : null;
   if (quantized) for (const k of quantized.linears.keys()) weights.delete(k);
+  (globalThis as { gc?: () => void }).gc?.(); // children run with --expose-gc: the dropped arrays are freed now, not at V8's leisure
   const opts = { activationCheckpointing: a.checkpointing };
   const step = plan ? buildTrainStep(loraModel(base, plan, quantized ?? undefined), optim, { trainable: isAdapterParam, ...opts }) : buildTrainStep(base, optim, opts);
   if (plan) for (const [k, v] of initAdapters(plan)) weights.set(k, v);
@@ -208,7 +209,7 @@ export function benchLora(argv: string[]): void {
   const a = parseArgs(argv);
   const results: ModeResult[] = [];
   for (const mode of a.modes) {
-    const r = spawnSync(process.execPath, [...process.execArgv, __filename, ...argv, '--child', mode], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    const r = spawnSync(process.execPath, [...process.execArgv, '--expose-gc', __filename, ...argv, '--child', mode], { encoding: 'utf8', maxBuffer: 1 << 26 });
     if (r.status !== 0) throw new Error(`bench lora: ${mode} run failed:\n${r.stderr}`);
     results.push(JSON.parse(r.stdout.trim().split('\n').pop()!) as ModeResult);
   }
