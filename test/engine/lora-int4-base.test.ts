@@ -5,10 +5,11 @@
 
 import '../../engine/runtime/host-realm';
 import * as ort from 'onnxruntime-node';
+import path from 'node:path';
 import { gradients } from '../../engine/autodiff/gradients';
 import { Graph, type Value } from '../../engine/graph/ir';
 import { serializeModel } from '../../engine/graph/onnx';
-import { buildWithLora, initAdapters, isAdapterParam, loraModel, parseLoraConfig, planLora, quantizableWeights, quantizedInputs, quantizeLoraBase, type LoraPlan, type QuantizedBase } from '../../engine/lora';
+import { buildImportedLoraStep, buildWithLora, initAdapters, isAdapterParam, loraModel, parseLoraConfig, planLora, quantizableWeights, quantizedInputs, quantizeLoraBase, type LoraPlan, type QuantizedBase } from '../../engine/lora';
 import { initParams, mulberry32, type ParamLookup } from '../../engine/models/blocks';
 import { GptConfigSchema, gptParams, gptTrainLoss } from '../../engine/models/gpt';
 import { OptimConfigSchema } from '../../engine/optim';
@@ -158,6 +159,13 @@ describe("baseQuantization: 'int4'", () => {
     expect(worst).toBeLessThan(1e-5);
     expect(vsFloat).toBeGreaterThan(100 * worst); // really a different (quantized) base
     console.log(`int4 sym=${symmetric}: adapter grads vs dequantized float base ${worst.toExponential(2)}, vs the float base ${vsFloat.toExponential(2)}`);
+  });
+
+  it('an imported .onnx base refuses int4, naming the field', async () => {
+    const hfBert = path.join(__dirname, '..', 'fixtures', 'lora', 'hf-bert-mlm.onnx');
+    await expect(buildImportedLoraStep(hfBert, { target_modules: ['query', 'value'], r: 4, baseQuantization: 'int4' }, optim, { inputShapes: { input_ids: [2, 8], attention_mask: [2, 8] } })).rejects.toThrow(
+      /^lora\.baseQuantization: int4 is supported on GPT checkpoints only/,
+    );
   });
 
   it('the step reads no float linear weight: MatMulNBits over fed inputs, no initializer holds a weight', () => {
