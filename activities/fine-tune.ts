@@ -145,11 +145,18 @@ async function planBase(store: ArtifactStore, spec: FineTuneSpec): Promise<{ lb:
   const loaded = await loadBase(store, spec.base);
   const geo = { batchSize: spec.train.batchSize, contextLength: spec.train.contextLength };
   const lb = await failingAs(`spec.lora / spec.base (${loaded.ref.location})`, (): LoraBase => {
-    if (loaded.kind === 'checkpoint') return new GptBase(loaded.config, loaded.weights, spec.lora, geo);
+    // A quantized base drops its float linear weights while training and reads them again after.
+    if (loaded.kind === 'checkpoint') return new GptBase(loaded.config, loaded.weights, spec.lora, geo, () => reloadFloat(store, spec));
     const b = spec.base as Extract<FineTuneSpec['base'], { kind: 'onnx' }>;
     return new OnnxBase(loaded.bytes, { name: b.key, objective: b.objective, inputName: b.inputName }, spec.lora, spec.train.seed);
   });
   return { lb, ref: loaded.ref };
+}
+
+async function reloadFloat(store: ArtifactStore, spec: FineTuneSpec): Promise<Map<string, Float32Array>> {
+  const again = await loadBase(store, spec.base);
+  if (again.kind !== 'checkpoint') throw new Error(`spec.base: ${again.ref.location} is no longer a checkpoint`);
+  return again.weights;
 }
 
 /** The dataset's token ids must exist in the base's vocabulary, and each split must fill one window. */
@@ -241,7 +248,7 @@ async function exportFineTune(f: FineTuneContext, input: FineTuneRunRef & { trai
   }
   const gpt = lb as GptBase;
   const merged = await commitCheckpoint(f.store, mergedPrefix, {
-    weights: toTensors(gpt.merge(adapters), gpt.shapes),
+    weights: toTensors(await gpt.merge(adapters), gpt.shapes),
     optimizer: new Map(),
     state: { family: 'gpt', modelConfig: explicitGptConfig(gpt.cfg), runConfig: { name: spec.name, runId, mergedFrom: { base: ref.location, adapter: adapterPrefix } }, step: 0, round: 0, bestValLoss: null, dataCursor: null, rng: [] },
   });

@@ -1,13 +1,15 @@
 // Our GPT checkpoint as a LoRA base: the base weights are `frozen:` inputs of
 // buildTrainStep(loraModel(...)), and the merged model is a checkpoint again (the same files
-// trainingWorkflow writes).
+// trainingWorkflow writes). With `lora.baseQuantization` int8/int4 the linear weights are
+// quantized once and fed as such; given a `reload`, the float linear weights are dropped while a
+// step runner exists and read again for evaluation and merging, so training holds no float copy.
 
 import type * as ort from 'onnxruntime-node';
 import { Tensor } from 'onnxruntime-node';
 import { evalLmBatches } from '../data/sampler';
 import { Graph, type Value } from '../graph/ir';
 import { reshape } from '../graph/ops';
-import { buildWithLora, isAdapterParam, loraModel, mergeWeights, planLora, type LoraConfig, type LoraPlan } from '../lora';
+import { buildWithLora, isAdapterParam, loraModel, mergeWeights, planLora, quantizeLoraBase, type LoraConfig, type LoraPlan, type QuantizedBase } from '../lora';
 import { countParams } from '../models/blocks';
 import { gptLogits, gptParams, gptTrainLoss, type GptConfig } from '../models/gpt';
 import type { OptimConfig } from '../optim';
@@ -25,12 +27,17 @@ export class GptBase implements LoraBase {
   /** Base parameter shapes by name (for checkpoint tensors). */
   readonly shapes: Map<string, number[]>;
   private readonly evalSessions = new Map<string, Promise<ort.InferenceSession>>();
+  private quantized: QuantizedBase | null = null;
+  /** The quantized linear weights' float arrays are out of `weights` (reload brings them back). */
+  private floatDropped = false;
 
   constructor(
     readonly cfg: GptConfig,
     readonly weights: Map<string, Float32Array>,
     lora: LoraConfig,
     geo: Geometry,
+    /** Reads the float base again (its checkpoint); without it the float weights stay in memory. */
+    private readonly reload?: () => Promise<Map<string, Float32Array>>,
   ) {
     this.plan = planLora({ params: gptParams(cfg), loss: gptTrainLoss(cfg, geo.batchSize, geo.contextLength) }, { ...lora, family: lora.family ?? 'gpt' });
     this.baseParamCount = countParams(gptParams(cfg));
@@ -40,12 +47,40 @@ export class GptBase implements LoraBase {
 
   async compile(optim: OptimConfig, geo: Geometry, session: SessionConfig): Promise<CompiledLoraStep> {
     const base = { params: gptParams(this.cfg), loss: gptTrainLoss(this.cfg, geo.batchSize, geo.contextLength) };
-    // With an int8 base the linear weights are quantized into the graph: only the rest is fed.
-    const step = buildTrainStep(loraModel(base, this.plan, this.weights), optim, { trainable: isAdapterParam, activationCheckpointing: geo.activationCheckpointing });
+    // With a quantized base the linear weights are fed quantized (step.fixed): only the rest is fed as float.
+    if (this.plan.config.baseQuantization && this.plan.config.baseQuantization !== 'none') this.quantized ??= quantizeLoraBase(base, this.plan, await this.floatWeights());
+    const step = buildTrainStep(loraModel(base, this.plan, this.quantized ?? this.weights), optim, { trainable: isAdapterParam, activationCheckpointing: geo.activationCheckpointing });
     const stepsPerRun = geo.stepsPerRun ?? 1;
     const s = await sessionOf(stepGraph(step, stepsPerRun), session);
-    const frozen = Object.fromEntries(step.frozen.map((p) => [p.name, this.weights.get(p.name)!]));
-    return { step, runner: (init) => new StepRunner(s, { params: init.params, state: init.state, frozen, step: init.step, stepsPerRun }) };
+    const frozen = { ...Object.fromEntries(step.frozen.map((p) => [p.name, this.weights.get(p.name)!])), ...Object.fromEntries(step.fixed ?? []) };
+    return {
+      step,
+      runner: (init) => {
+        this.dropFloatLinears();
+        return new StepRunner(s, { params: init.params, state: init.state, frozen, step: init.step, stepsPerRun });
+      },
+    };
+  }
+
+  /** Training on a quantized base: the float linear weights leave memory until evaluation or merging needs them. */
+  private dropFloatLinears(): void {
+    if (!this.quantized || !this.reload || this.floatDropped) return;
+    for (const name of this.quantized.linears.keys()) this.weights.delete(name);
+    this.floatDropped = true;
+  }
+
+  /** The whole float base, read again if training dropped its linear weights. */
+  private async floatWeights(): Promise<Map<string, Float32Array>> {
+    if (this.floatDropped) {
+      const again = await this.reload!();
+      for (const name of this.quantized!.linears.keys()) {
+        const w = again.get(name);
+        if (!w) throw new Error(`lora base: the reloaded base has no weight ${name}`);
+        this.weights.set(name, w);
+      }
+      this.floatDropped = false;
+    }
+    return this.weights;
   }
 
   /** Base weights and adapters as inputs, so one session scores every adapter. Output: summed loss. */
@@ -70,9 +105,10 @@ export class GptBase implements LoraBase {
   }
 
   async evaluate(adapters: Map<string, Float32Array> | null, ids: Uint16Array | Uint32Array, o: EvalOpts): Promise<EvalOut> {
-    if (!adapters) return this.evaluateWeights(this.weights, ids, o);
+    const weights = await this.floatWeights();
+    if (!adapters) return this.evaluateWeights(weights, ids, o);
     const feeds: Record<string, ort.Tensor> = {};
-    for (const p of gptParams(this.cfg)) feeds[p.name] = new Tensor('float32', this.weights.get(p.name)!, p.shape);
+    for (const p of gptParams(this.cfg)) feeds[p.name] = new Tensor('float32', weights.get(p.name)!, p.shape);
     for (const p of this.plan.adapterParams) {
       const a = adapters.get(p.name);
       if (!a) throw new Error(`evaluate: adapter tensor ${p.name} is missing`);
@@ -86,8 +122,8 @@ export class GptBase implements LoraBase {
     }, o.onBatch);
   }
 
-  evaluateMerged(adapters: Map<string, Float32Array>, ids: Uint16Array | Uint32Array, o: EvalOpts): Promise<EvalOut> {
-    return this.evaluateWeights(this.merge(adapters), ids, o);
+  async evaluateMerged(adapters: Map<string, Float32Array>, ids: Uint16Array | Uint32Array, o: EvalOpts): Promise<EvalOut> {
+    return this.evaluateWeights(await this.merge(adapters), ids, o);
   }
 
   private async evaluateWeights(weights: Map<string, Float32Array>, ids: Uint16Array | Uint32Array, o: EvalOpts): Promise<EvalOut> {
@@ -95,8 +131,8 @@ export class GptBase implements LoraBase {
     return { loss: r.loss, perplexity: r.perplexity, tokens: r.tokens };
   }
 
-  merge(adapters: Map<string, Float32Array>): Map<string, Float32Array> {
-    return mergeWeights(this.weights, this.plan, adapters);
+  async merge(adapters: Map<string, Float32Array>): Promise<Map<string, Float32Array>> {
+    return mergeWeights(await this.floatWeights(), this.plan, adapters);
   }
 
   async release(): Promise<void> {

@@ -16,7 +16,7 @@ export const DEFAULT_TARGETS: Record<ModelFamily, string[]> = {
 };
 
 /** How a LoRA step stores the frozen base's linear weights (see `baseQuantization`). */
-export const BASE_QUANTIZATIONS = ['none', 'int8'] as const;
+export const BASE_QUANTIZATIONS = ['none', 'int8', 'int4'] as const;
 export type BaseQuantization = (typeof BASE_QUANTIZATIONS)[number];
 
 export const LoraConfigSchema = z
@@ -38,13 +38,21 @@ export const LoraConfigSchema = z
     /** Seeds A's Kaiming-uniform init and the dropout masks. */
     seed: z.number().int().nonnegative().default(0),
     /**
-     * Keep the frozen base's linear layers in int8 while training (QLoRA-style, quantized-base.ts):
-     * int8 matmuls forward and for the input gradient. Absent: 'none' (float32). Evaluation and
-     * merging use the float base.
+     * Keep the frozen base's linear layers in int8 or int4 while training (QLoRA-style,
+     * quantized-base.ts): quantized matmuls forward and for the input gradient, the quantized
+     * weights fed as inputs and no float copy of them in the step. Absent: 'none' (float32).
+     * Evaluation and merging use the float base.
      */
     baseQuantization: z.enum(BASE_QUANTIZATIONS).optional(),
+    /** int4 base: edge of the square tiles that share one scale (32 or 128). Absent: 32. */
+    baseBlockSize: z.union([z.literal(32), z.literal(128)]).optional(),
+    /** int4 base: symmetric codes (true, absent) or a zero point per tile (false). */
+    baseSymmetric: z.boolean().optional(),
   })
   .superRefine((c, ctx) => {
+    for (const k of ['baseBlockSize', 'baseSymmetric'] as const) {
+      if (c[k] !== undefined && c.baseQuantization !== 'int4') ctx.addIssue({ code: 'custom', path: [k], message: `only applies to baseQuantization: int4 (got ${c.baseQuantization ?? 'none'})` });
+    }
     if (typeof c.target_modules === 'string' && c.target_modules !== 'all-linear') {
       try {
         new RegExp(c.target_modules);

@@ -7,6 +7,7 @@
 
 import { gradients } from '../autodiff/gradients';
 import '../autodiff/rules';
+import { EngineError } from '../errors';
 import { loadModel } from '../graph/onnx';
 import { Graph, type Value } from '../graph/ir';
 import { appendOptimizer, paramIn, type OptimConfig } from '../optim';
@@ -124,7 +125,9 @@ export async function buildImportedLoraStep(src: OnnxSource, lora: LoraConfigInp
     scale: plan.scale,
     dropout: ratio > 0 ? { ratio, seed, step } : undefined,
   });
-  if ((plan.config.baseQuantization ?? 'none') !== 'none') quantizeBaseInitializers(g);
+  const bq = plan.config.baseQuantization ?? 'none';
+  if (bq === 'int4') throw new EngineError('config', `lora.baseQuantization: int4 is supported on GPT checkpoints only; an imported .onnx base takes int8 or none`);
+  if (bq !== 'none') quantizeBaseInitializers(g);
   g.outputs.length = 0; // the step's outputs are the optimizer's, plus the loss
   const outputs = Object.fromEntries(outputNames.map((n) => [n, g.value(n)]));
   const nModelInputs = g.inputs.length;

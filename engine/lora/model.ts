@@ -11,7 +11,7 @@ import { countParams, mulberry32, type ParamLookup, type ParamSpec } from '../mo
 import type { TrainableModel } from '../train/step';
 import { attachAdapters } from './attach';
 import { isAdapterParam, loraAName, loraBName, loraScale, parseLoraConfig, type LoraConfig, type LoraConfigInput } from './config';
-import { quantizeFrozenLinears } from './quantized-base';
+import { quantizeBase, quantizeLinearsAsInputs, quantizedInputs, type QuantizedBase } from './quantized-base';
 import { findLinearSites, selectTargets, type LinearSite, type ModuleNamer } from './targets';
 
 /** One adapted linear layer. */
@@ -68,6 +68,15 @@ const paramNamer =
  */
 export function planLora(base: TrainableModel, input: LoraConfigInput | LoraConfig): LoraPlan {
   const config = parseLoraConfig(input);
+  const { sites } = probeSites(base);
+  const picked = selectTargets(sites, config);
+  const adapters = new Set(picked.map((s) => loraAName(s.module)));
+  for (const s of base.params) if (adapters.has(s.name)) throw new Error(`lora: the base model already has a parameter named ${s.name}`);
+  return planFromSites(config, picked, (s) => s.weight);
+}
+
+/** The base forward built once on a scratch graph: its linear sites, named by parameter. */
+function probeSites(base: TrainableModel): { sites: LinearSite[]; specs: Map<string, ParamSpec> } {
   const g = new Graph('lora_probe');
   // The training step's `step` input (buildTrainStep declares it), which a base with dropout reads for its masks.
   g.input('step', 'float32', []);
@@ -80,22 +89,38 @@ export function planLora(base: TrainableModel, input: LoraConfigInput | LoraConf
   };
   const out = base.loss(g, lookup);
   g.output(out);
-  const sites = findLinearSites(g, paramNamer((v) => (specs.has(v) ? v : undefined)));
-  const picked = selectTargets(sites, config);
-  const adapters = new Set(picked.map((s) => loraAName(s.module)));
-  for (const s of base.params) if (adapters.has(s.name)) throw new Error(`lora: the base model already has a parameter named ${s.name}`);
-  return planFromSites(config, picked, (s) => s.weight);
+  return { sites: findLinearSites(g, paramNamer((v) => (specs.has(v) ? v : undefined))), specs };
+}
+
+/**
+ * The base weights a quantized LoRA base stores quantized: every MatMul weight, (in, out), by
+ * parameter name (Gemm sites, embeddings and a tied head stay float).
+ */
+export function quantizableWeights(base: TrainableModel): Map<string, number[]> {
+  const { sites, specs } = probeSites(base);
+  return new Map(sites.filter((s) => s.node.opType === 'MatMul' && !isAdapterParam(s.weight)).map((s) => [s.weight, specs.get(s.weight)!.shape]));
+}
+
+/**
+ * Quantizes a base's linear weights as `plan.config.baseQuantization` asks (null for 'none').
+ * The caller may drop the float arrays of `quantizableWeights(base)` afterwards.
+ */
+export function quantizeLoraBase(base: TrainableModel, plan: LoraPlan, weights: Map<string, Float32Array>): QuantizedBase | null {
+  const c = plan.config;
+  const kind = c.baseQuantization ?? 'none';
+  if (kind === 'none') return null;
+  return quantizeBase(weights, quantizableWeights(base), { kind, blockSize: c.baseBlockSize, symmetric: c.baseSymmetric });
 }
 
 export interface BuildWithLoraOptions {
   adapters?: ParamLookup;
   step?: Value;
   /**
-   * The base's weights by parameter name. With `baseQuantization: 'int8'` its linear layers become
-   * int8 initializers of `g` (quantized-base.ts) and stop reading their float parameters; without
+   * The base's quantized linear layers (quantizeLoraBase): they become int8/int4 ops over
+   * `frozen:` inputs of `g` (quantized-base.ts) and stop reading their float parameters; without
    * them the graph keeps the float base (evaluation and merging do).
    */
-  baseWeights?: Map<string, Float32Array>;
+  quantized?: QuantizedBase | null;
 }
 
 /**
@@ -118,31 +143,29 @@ export function buildWithLora(g: Graph, p: ParamLookup, plan: LoraPlan, build: (
   const ratio = plan.config.lora_dropout;
   const dropout = ratio > 0 && opts.step ? { ratio, step: opts.step, seed: g.const({ dtype: 'int64', dims: [], data: BigInt64Array.of(BigInt(plan.config.seed)) }, 'lora_seed') } : undefined;
   attachAdapters(g, sites, (s) => ({ A: adapters(loraAName(s.module)), B: adapters(loraBName(s.module)) }), { scale: plan.scale, dropout });
-  const weights = opts.baseWeights;
-  if ((plan.config.baseQuantization ?? 'none') !== 'none' && weights) {
-    quantizeFrozenLinears(g, (v) => {
-      const name = paramOfValue.get(v);
-      return name === undefined || isAdapterParam(name) ? undefined : weights.get(name);
-    });
-  }
+  if (opts.quantized) quantizeLinearsAsInputs(g, opts.quantized, (v) => paramOfValue.get(v));
   return out;
 }
 
 /**
  * The base model with adapters: parameters = base + adapters, loss built with the adapters
- * attached (dropout on, driven by the training step's `step` input). With
- * `baseQuantization: 'int8'`, `baseWeights` are quantized into the graph and buildTrainStep drops
- * the float inputs nothing reads any more (its `frozen` list says which remain).
+ * attached (dropout on, driven by the training step's `step` input). With `baseQuantization`
+ * int8/int4 the base's linear layers are quantized (from `base` float weights, or already, by
+ * quantizeLoraBase) and fed as `fixed` inputs; buildTrainStep drops the float inputs nothing
+ * reads any more (its `frozen` list says which remain).
  * @example buildTrainStep(loraModel(base, plan), optim, { trainable: isAdapterParam })
  */
-export function loraModel(base: TrainableModel, plan: LoraPlan, baseWeights?: Map<string, Float32Array>): TrainableModel {
+export function loraModel(base: TrainableModel, plan: LoraPlan, baseWeights?: Map<string, Float32Array> | QuantizedBase): TrainableModel {
   const q = plan.config.baseQuantization ?? 'none';
   if (q !== 'none' && !baseWeights) {
     throw new EngineError('config', `lora.baseQuantization: ${q} needs the base weights when the step is built; this base (or model family) does not support it yet — use 'none'`);
   }
+  const quantized = q === 'none' || !baseWeights ? null : baseWeights instanceof Map ? quantizeLoraBase(base, plan, baseWeights) : baseWeights;
+  if (quantized && quantized.kind !== q) throw new Error(`lora.baseQuantization: ${q}, but the base was quantized to ${quantized.kind}`);
   return {
     params: [...base.params, ...plan.adapterParams],
-    loss: (g, p) => buildWithLora(g, p, plan, (pp) => base.loss(g, pp), { step: g.values.get('step'), baseWeights }),
+    loss: (g, p) => buildWithLora(g, p, plan, (pp) => base.loss(g, pp), { step: g.values.get('step'), quantized }),
+    fixed: quantized ? quantizedInputs(quantized) : undefined,
   };
 }
 

@@ -1,14 +1,33 @@
 // Shape rules for the quantization ops the quantizer emits. Registered in the shared op table so
 // the IR can build and re-load them: ai.onnx DynamicQuantizeLinear, MatMulInteger, QuantizeLinear,
 // DequantizeLinear and the com.microsoft contrib ops DynamicQuantizeMatMul and MatMulNBits.
-// DynamicQuantizeMatMul also has a gradient rule for its float input A, which is what a LoRA step
-// over an int8 frozen base needs (engine/lora/quantized-base.ts); the int8 weight has none.
+// DynamicQuantizeMatMul and MatMulNBits also have a gradient rule for their float input A, which
+// is what a LoRA step over an int8 or int4 frozen base needs (engine/lora/quantized-base.ts); the
+// quantized weights have none. Their input gradient runs on a transposed quantized copy of the
+// weight: an initializer built here, or a graph input registered with `transposedCopy`.
 
 import type { Attr, DType, Graph, Value } from '../graph/ir';
 import { lookupOp, registerOp, type GradContext, type ValueInfo } from '../graph/registry';
 import '../autodiff/rules';
 
 const MS = 'com.microsoft';
+
+/** Per graph: quantized weight value name → a thunk that declares its transposed copy's inputs. */
+const transposed = new WeakMap<Graph, Map<string, () => Value[]>>();
+
+/**
+ * Registers how to get the transposed copy of quantized weight `b` (a graph input): `make` is
+ * called by the gradient rule, only when an input gradient is really built, and returns
+ * DynamicQuantizeMatMul's [Bᵀ] or MatMulNBits' [Bᵀ, scales, zero points?].
+ */
+export function transposedCopy(g: Graph, b: string, make: () => Value[]): void {
+  let m = transposed.get(g);
+  if (!m) transposed.set(g, (m = new Map()));
+  let made: Value[] | null = null;
+  m.set(b, () => (made ??= make()));
+}
+
+const registeredCopy = (g: Graph, b: string): Value[] | undefined => transposed.get(g)?.get(b)?.();
 
 function need(x: Value | null | undefined, op: string, what: string): Value {
   if (!x) throw new Error(`${op}: missing required input ${what}`);
@@ -99,8 +118,10 @@ function dynamicQuantizeMatMulGrad(ctx: GradContext): (Value | null)[] {
   if (!B.shape || B.shape.length !== 2 || B.shape.some((d) => typeof d !== 'number')) throw new Error(`${op}: the gradient needs a 2-D B of static shape, got [${B.shape}]`);
   const [K, N] = B.shape as number[];
   const init = g.initializers.get(B.name);
+  const registered = registeredCopy(g, B.name);
   let bt: Value;
-  if (init) {
+  if (registered) bt = registered[0]; // (N, K), fed
+  else if (init) {
     const src = init.data as Int8Array | Uint8Array;
     const data = src instanceof Int8Array ? new Int8Array(K * N) : new Uint8Array(K * N);
     for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) data[n * K + k] = src[k * N + n];
@@ -121,6 +142,7 @@ function isZeroInitializer(g: Graph, name: string): boolean {
 registerOp(
   'MatMulNBits',
   {
+    grad: matMulNBitsGrad,
     infer: (inputs, attrs) => {
       const a = need(inputs[0], 'MatMulNBits', 'A');
       const K = intAttr(attrs, 'K', 'MatMulNBits');
@@ -133,3 +155,25 @@ registerOp(
   },
   MS,
 );
+
+/**
+ * Y = A·W with W (K, N) the dequantized B, so dA = dY·Wᵀ: one more MatMulNBits with K and N
+ * swapped on Wᵀ's own packing (N, K), which must be registered with `transposedCopy` (the packed
+ * layout blocks along K, so Wᵀ is a second quantization, engine/quant/weights.ts
+ * quantizeInt4Tiles). With B a graph input ORT's CPU kernel dequantizes it and runs a float GEMM.
+ */
+function matMulNBitsGrad(ctx: GradContext): (Value | null)[] {
+  const g = ctx.graph;
+  const op = `MatMulNBits ${ctx.node.name}`;
+  if (ctx.needsGrad.slice(1).some(Boolean)) throw new Error(`${op}: gradients for B, scales, zero points or bias are not supported (only A's)`);
+  if (!ctx.needsGrad[0]) return ctx.inputs.map(() => null);
+  if (ctx.inputs[4] || ctx.inputs[5]) throw new Error(`${op}: the gradient does not support g_idx or bias inputs`);
+  const copy = registeredCopy(g, need(ctx.inputs[1], 'MatMulNBits', 'B').name);
+  if (!copy) throw new Error(`${op}: the input gradient needs a transposed 4-bit copy of ${ctx.inputs[1]!.name} (register one with transposedCopy)`);
+  const dy = need(ctx.gradOutputs[0], 'MatMulNBits', 'output gradient');
+  const K = intAttr(ctx.attrs, 'K', 'MatMulNBits');
+  const N = intAttr(ctx.attrs, 'N', 'MatMulNBits');
+  const attrs = { K: N, N: K, bits: intAttr(ctx.attrs, 'bits', 'MatMulNBits', 4), block_size: intAttr(ctx.attrs, 'block_size', 'MatMulNBits'), accuracy_level: intAttr(ctx.attrs, 'accuracy_level', 'MatMulNBits', 0) };
+  const da = g.op('MatMulNBits', [dy, ...copy], attrs, { domain: MS })[0]; // (..., N) @ (N, K) → (..., K)
+  return [da, ...ctx.inputs.slice(1).map(() => null)];
+}

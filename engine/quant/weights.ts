@@ -101,3 +101,82 @@ export function dequantizeInt4Blocks(w: Int4Weights, K: number, N: number, block
   }
   return out;
 }
+
+/**
+ * A frozen LoRA base in 4 bits, stored twice for MatMulNBits (engine/lora/quantized-base.ts): W
+ * (K, N) for the forward, blocks along K, and Wᵀ (N, K) for the input gradient, blocks along N.
+ * Square tiles of `blockSize × blockSize` share one scale (and zero point), so both copies hold
+ * the same codes and dequantize to exactly the same matrix: the backward is the exact gradient of
+ * the quantized forward. A tile's scale is coarser than a per-column block's (one per blockSize²
+ * weights instead of blockSize), which is the price of an exact transpose.
+ */
+export interface Int4Tiles {
+  /** W (K, N) as MatMulNBits B: (N, ceil(K/bs), bs/2). */
+  forward: Int4Weights;
+  /** Wᵀ (N, K) as MatMulNBits B: (K, ceil(N/bs), bs/2). */
+  transposed: Int4Weights;
+}
+
+export function quantizeInt4Tiles(W: Float32Array, K: number, N: number, blockSize: number, symmetric: boolean): Int4Tiles {
+  if (blockSize < 16 || (blockSize & (blockSize - 1)) !== 0) throw new Error(`int4: blockSize must be a power of two ≥ 16, got ${blockSize}`);
+  if (W.length !== K * N) throw new Error(`int4: ${W.length} weights for a ${K}×${N} matrix`);
+  const [kT, nT] = [Math.ceil(K / blockSize), Math.ceil(N / blockSize)];
+  const tileScale = new Float32Array(kT * nT);
+  const tileZp = new Uint8Array(kT * nT);
+  for (let tk = 0; tk < kT; tk++) {
+    for (let tn = 0; tn < nT; tn++) {
+      let lo = 0;
+      let hi = 0;
+      for (let k = tk * blockSize; k < Math.min(K, (tk + 1) * blockSize); k++) {
+        for (let n = tn * blockSize; n < Math.min(N, (tn + 1) * blockSize); n++) {
+          lo = Math.min(lo, W[k * N + n]);
+          hi = Math.max(hi, W[k * N + n]);
+        }
+      }
+      // The same rule as quantizeInt4Blocks: symmetric puts the extreme weight on code 0 (−8);
+      // asymmetric spans [lo, hi] with 16 codes and a rounded zero point.
+      let scale: number;
+      let zp = 8;
+      if (symmetric) {
+        const extreme = -lo >= hi ? lo : hi;
+        scale = extreme !== 0 ? extreme / -8 : 1;
+      } else {
+        scale = hi > lo ? (hi - lo) / 15 : 1;
+        zp = Math.max(0, Math.min(15, Math.round(-lo / scale)));
+      }
+      tileScale[tk * nT + tn] = Math.fround(scale);
+      tileZp[tk * nT + tn] = zp;
+    }
+  }
+  const code = (k: number, n: number) => {
+    const t = Math.floor(k / blockSize) * nT + Math.floor(n / blockSize);
+    return Math.max(0, Math.min(15, Math.round(W[k * N + n] / tileScale[t]) + tileZp[t]));
+  };
+  // rows × cols of the stored matrix (cols = the MatMulNBits K, blocked); at(r, c) reads W or Wᵀ.
+  const pack = (rows: number, cols: number, at: (r: number, c: number) => number, tile: (r: number, b: number) => number): Int4Weights => {
+    const kBlocks = Math.ceil(cols / blockSize);
+    const blob = blockSize / 2;
+    const packed = new Uint8Array(rows * kBlocks * blob);
+    const scales = new Float32Array(rows * kBlocks);
+    const zpRow = Math.ceil(kBlocks / 2);
+    const zeroPoints = symmetric ? null : new Uint8Array(rows * zpRow);
+    for (let r = 0; r < rows; r++) {
+      for (let b = 0; b < kBlocks; b++) {
+        const t = tile(r, b);
+        scales[r * kBlocks + b] = tileScale[t];
+        if (zeroPoints) zeroPoints[r * zpRow + (b >> 1)] |= (b & 1) === 0 ? tileZp[t] : tileZp[t] << 4;
+        const base = (r * kBlocks + b) * blob;
+        for (let i = 0; i < blockSize; i++) {
+          const c = b * blockSize + i;
+          const v = c < cols ? at(r, c) : tileZp[t]; // padding past the end decodes to exactly 0
+          packed[base + (i >> 1)] |= (i & 1) === 0 ? v : v << 4;
+        }
+      }
+    }
+    return { packed, scales, zeroPoints, kBlocks, blob };
+  };
+  return {
+    forward: pack(N, K, (n, k) => code(k, n), (n, b) => b * nT + Math.floor(n / blockSize)),
+    transposed: pack(K, N, (k, n) => code(k, n), (k, b) => Math.floor(k / blockSize) * nT + b),
+  };
+}

@@ -25,8 +25,9 @@ export interface StepRunnerInit {
   params: Record<string, Float32Array>;
   /** Initial optimizer state by name (without `state:`); missing entries start at zero. */
   state?: Record<string, Float32Array>;
-  /** Weights that do not train, by name (without `frozen:`); fed unchanged every step. */
-  frozen?: Record<string, Float32Array>;
+  /** Weights that do not train, by name (without `frozen:`); fed unchanged every step. A
+   * non-float32 input (a quantized LoRA base) takes a TensorData of its dtype. */
+  frozen?: Record<string, Float32Array | TensorData>;
   /** Value fed as `step` on the first run (default 0); it increases by one per step. */
   step?: number;
   /**
@@ -117,9 +118,9 @@ function stackFeeds(name: string, parts: (ort.Tensor | TensorData)[]): ort.Tenso
   return new Tensor(type, data, [ts.length, ...dims]);
 }
 
-function staticDims(meta: ort.InferenceSession.ValueMetadata, who: string): number[] {
+function staticDims(meta: ort.InferenceSession.ValueMetadata, who: string, anyType = false): number[] {
   if (!meta.isTensor) throw new Error(`${who} is not a tensor`);
-  if (meta.type !== 'float32') throw new Error(`${who} is ${meta.type}; params and optimizer state must be float32`);
+  if (meta.type !== 'float32' && !anyType) throw new Error(`${who} is ${meta.type}; params and optimizer state must be float32`);
   return meta.shape.map((d, i) => {
     if (typeof d !== 'number') throw new Error(`${who} has symbolic dim ${i} ("${d}"); params and optimizer state need static shapes`);
     return d;
@@ -129,7 +130,7 @@ function staticDims(meta: ort.InferenceSession.ValueMetadata, who: string): numb
 export class StepRunner {
   private readonly params: Slot[] = [];
   private readonly state: Slot[] = [];
-  private readonly frozen = new Map<string, number[]>();
+  private readonly frozen = new Map<string, { dims: number[]; type: string }>();
   private readonly batchNames: string[] = [];
   /** Feeds/fetches for the two parities, built once; only batch inputs change per step. */
   private readonly feeds: [Record<string, ort.Tensor>, Record<string, ort.Tensor>] = [{}, {}];
@@ -171,7 +172,7 @@ export class StepRunner {
         if (dims.join() !== odims.join()) throw new Error(`training-step session: "${name}" is [${dims}] but "${output}" is [${odims}]`);
         (isParam ? this.params : this.state).push(this.slot(short, name, output, dims));
       } else if (name.startsWith(FROZEN)) {
-        this.frozen.set(name.slice(FROZEN.length), staticDims(meta, `input "${name}"`));
+        this.frozen.set(name.slice(FROZEN.length), { dims: staticDims(meta, `input "${name}"`, true), type: meta.isTensor ? meta.type : '' });
       } else if (name === 'step') {
         const t = meta.isTensor ? meta.type : 'non-tensor';
         if (t === 'float32') this.stepTensor = new Tensor('float32', new Float32Array(1), []);
@@ -333,16 +334,18 @@ export class StepRunner {
   }
 
   /** Replaces the frozen weights (every `frozen:` input must be given); they are not copied. */
-  setFrozen(values: Record<string, Float32Array>): void {
+  setFrozen(values: Record<string, Float32Array | TensorData>): void {
     for (const name of Object.keys(values)) {
       if (!this.frozen.has(name)) throw new Error(`set frozen "${name}": the session has no input "${FROZEN}${name}"`);
     }
-    for (const [name, dims] of this.frozen) {
+    for (const [name, { dims, type }] of this.frozen) {
       const v = values[name];
       const n = dims.reduce((a, b) => a * b, 1);
       if (!v) throw new Error(`set frozen weights: "${name}" is missing`);
-      if (v.length !== n) throw new Error(`set frozen "${name}": ${v.length} values for shape [${dims}] (${n})`);
-      this.feeds[0][FROZEN + name] = this.feeds[1][FROZEN + name] = new Tensor('float32', v, dims);
+      const t: TensorData = v instanceof Float32Array ? { dtype: 'float32', dims, data: v } : v;
+      if (t.dtype !== type) throw new Error(`set frozen "${name}": ${t.dtype} given, the session's input is ${type}`);
+      if (t.data.length !== n) throw new Error(`set frozen "${name}": ${t.data.length} values for shape [${dims}] (${n})`);
+      this.feeds[0][FROZEN + name] = this.feeds[1][FROZEN + name] = new Tensor(t.dtype as 'float32', t.data as Float32Array, dims);
     }
   }
 

@@ -4,7 +4,7 @@
 
 import '../autodiff/rules';
 import { gradients } from '../autodiff/gradients';
-import { Graph, type Value } from '../graph/ir';
+import { Graph, type TensorData, type Value } from '../graph/ir';
 import type { ParamLookup, ParamSpec } from '../models/blocks';
 import { appendOptimizer, paramIn, type AppendOptimizerOptions, type OptimConfig, type StateSpec } from '../optim';
 import { checkpointRanges, type ActivationCheckpointing } from './checkpointing';
@@ -14,6 +14,11 @@ export interface TrainableModel {
   params: ParamSpec[];
   /** Declares the batch inputs on `g` and returns the scalar loss, reading weights through `p`. */
   loss(g: Graph, p: ParamLookup): Value;
+  /**
+   * Fixed tensors the loss may declare as `frozen:<name>` inputs of any dtype (a LoRA base's
+   * quantized weights, engine/lora/quantized-base.ts). Those the step reads are in TrainStep.fixed.
+   */
+  fixed?: Map<string, TensorData>;
 }
 
 export interface TrainStepOptions {
@@ -32,6 +37,8 @@ export interface TrainStep {
   trainable: ParamSpec[];
   /** Parameters fed as `frozen:<name>` and never updated. */
   frozen: ParamSpec[];
+  /** Fixed non-parameter tensors fed as `frozen:<name>` (TrainableModel.fixed the step reads). */
+  fixed?: Map<string, TensorData>;
   /**
    * Optimizer state per tensor (zeros at step 0), as the StepRunner and checkpoints name it:
    * `state:<key>` → `state_out:<key>`, or views into `state:@flat.<slot>` in the flat layout.
@@ -95,9 +102,23 @@ export function buildTrainStep(model: TrainableModel, optim: OptimConfig, opts: 
   const backwardNodes = new Set(g.nodes.slice(forwardEnd, backwardEnd));
   g.prune();
   dropUnreadFrozen(g, frozen);
+  const fixed = model.fixed ? keepReadFixed(g, model.fixed) : undefined;
   const phases = { forward: g.nodes.filter((n) => forwardNodes.has(n)).length, backward: 0 };
   phases.backward = phases.forward + g.nodes.filter((n) => backwardNodes.has(n)).length;
-  return { graph: g, trainable, frozen, state, batchInputs, phases };
+  return { graph: g, trainable, frozen, fixed, state, batchInputs, phases };
+}
+
+/** The fixed tensors whose `frozen:` input a node reads; declared inputs nothing reads are dropped. */
+function keepReadFixed(g: Graph, fixed: Map<string, TensorData>): Map<string, TensorData> {
+  const read = new Set(g.nodes.flatMap((n) => n.inputs));
+  const hasSubgraph = g.nodes.some((n) => Object.values(n.attrs).some((a) => a.type === 'graph'));
+  const declared = new Set(g.inputs.map((v) => v.name));
+  const unread = new Set([...fixed.keys()].map(frozenIn).filter((n) => declared.has(n) && !read.has(n) && !hasSubgraph));
+  if (unread.size) {
+    g.inputs.splice(0, g.inputs.length, ...g.inputs.filter((v) => !unread.has(v.name)));
+    for (const name of unread) g.values.delete(name);
+  }
+  return new Map([...fixed].filter(([name]) => declared.has(frozenIn(name)) && !unread.has(frozenIn(name))));
 }
 
 /**

@@ -44,7 +44,7 @@ export class Trainer {
     const weight = (name: string) => opts.weights?.get(name) ?? init.get(name)!;
     const runner = new StepRunner(session, {
       params: Object.fromEntries(step.trainable.map((s) => [s.name, weight(s.name)])),
-      frozen: Object.fromEntries(step.frozen.map((s) => [s.name, weight(s.name)])),
+      frozen: { ...Object.fromEntries(step.frozen.map((s) => [s.name, weight(s.name)])), ...Object.fromEntries(step.fixed ?? []) },
       state: opts.state ? Object.fromEntries(opts.state) : undefined,
       step: opts.startStep ?? 0,
     });

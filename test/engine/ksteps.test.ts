@@ -59,7 +59,7 @@ function bitDiff(a: Record<string, Float32Array>, b: Record<string, Float32Array
 interface Case {
   step: TrainStep;
   params: Record<string, Float32Array>;
-  frozen?: Record<string, Float32Array>;
+  frozen?: Record<string, Float32Array | TensorData>;
 }
 
 function gptCase(cfg: GptConfig, layout: OptimLayout, ac: ActivationCheckpointing = 'off'): Case {
@@ -130,14 +130,14 @@ describe('K steps per session.run', () => {
     await compare({ step, params: Object.fromEntries(initParams(bertTrainParams(model), 5)) }, 4, 5, 0, feeds);
   });
 
-  it('equal K single steps bit for bit for a LoRA step on an int8 base (quantized weights inside the Loop body)', async () => {
+  it('equal K single steps bit for bit for a LoRA step on an int8 base (quantized weights fed, read from the outer scope)', async () => {
     const base = { params: gptParams(small), loss: gptTrainLoss(small, B, T) };
     const weights = initParams(gptParams(small), 3);
     const plan = planLora(base, { family: 'gpt', target_modules: 'all-linear', r: 4, lora_alpha: 8, baseQuantization: 'int8' });
     const step = buildTrainStep(loraModel(base, plan, weights), optim, { trainable: isAdapterParam });
     const adapters = initAdapters(plan);
     for (const [name, t] of adapters) if (name.endsWith('lora_B.weight')) t.forEach((_, i) => (t[i] = ((i % 7) - 3) * 1e-3));
-    await compare({ step, params: Object.fromEntries(adapters), frozen: Object.fromEntries(step.frozen.map((p) => [p.name, weights.get(p.name)!])) }, 3, 4);
+    await compare({ step, params: Object.fromEntries(adapters), frozen: { ...Object.fromEntries(step.frozen.map((p) => [p.name, weights.get(p.name)!])), ...Object.fromEntries(step.fixed ?? []) } }, 3, 4);
   });
 
   it('equal K single steps bit for bit for a T5 seq2seq step (encoder and decoder batches)', async () => {

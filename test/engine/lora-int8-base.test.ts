@@ -8,7 +8,7 @@ import * as ort from 'onnxruntime-node';
 import { gradients } from '../../engine/autodiff/gradients';
 import { Graph, type Value } from '../../engine/graph/ir';
 import { serializeModel } from '../../engine/graph/onnx';
-import { buildWithLora, initAdapters, isAdapterParam, loraModel, parseLoraConfig, planLora, type LoraPlan } from '../../engine/lora';
+import { buildWithLora, initAdapters, isAdapterParam, loraModel, parseLoraConfig, planLora, quantizedInputs, quantizeLoraBase, type LoraPlan } from '../../engine/lora';
 import { initParams, mulberry32, type ParamLookup } from '../../engine/models/blocks';
 import { GptConfigSchema, gptParams, gptTrainLoss } from '../../engine/models/gpt';
 import { OptimConfigSchema } from '../../engine/optim';
@@ -63,7 +63,8 @@ async function adapterGrads(plan: LoraPlan, quantized: boolean): Promise<Map<str
     return v;
   };
   g.input('step', 'float32', []);
-  const loss = buildWithLora(g, p, plan, (pp) => base.loss(g, pp), { baseWeights: quantized ? baseWeights : undefined });
+  const q = quantized ? quantizeLoraBase(base, plan, baseWeights) : null;
+  const loss = buildWithLora(g, p, plan, (pp) => base.loss(g, pp), { quantized: q });
   const wrt = plan.adapterParams.map((s) => p(s.name));
   const grads = gradients(g, loss, wrt);
   for (const s of plan.adapterParams) g.output(grads.get(s.name)!, `grad:${s.name}`);
@@ -75,6 +76,11 @@ async function adapterGrads(plan: LoraPlan, quantized: boolean): Promise<Map<str
   const b = batch(1);
   const feeds: Record<string, ort.Tensor> = { tokens: new ort.Tensor('int64', b.tokens.data as BigInt64Array, [B, T]), targets: new ort.Tensor('int64', b.targets.data as BigInt64Array, [B, T]), step: new ort.Tensor('float32', Float32Array.of(0), []) };
   for (const s of plan.adapterParams) feeds[s.name] = new ort.Tensor('float32', adapters.get(s.name)!, s.shape);
+  const fixed = q ? quantizedInputs(q) : new Map();
+  for (const v of g.inputs) {
+    const t = fixed.get(v.name.slice('frozen:'.length));
+    if (t) feeds[v.name] = new ort.Tensor(t.dtype, t.data, t.dims);
+  }
   const out = await session.run(feeds);
   await session.release();
   return new Map(plan.adapterParams.map((s) => [s.name, out[`grad:${s.name}`].data as Float32Array]));
