@@ -99,39 +99,44 @@ async function parent() {
   const load0 = os.loadavg();
   const rows: Record<string, unknown>[] = [];
   try {
-    const store = new ArtifactStore(settings);
-    const specs = gptParams(cfg);
-    const shapes = new Map(specs.map((s) => [s.name, s.shape]));
-    const global = initParams(specs, spec.seed);
-    const values0 = [...global.values()].reduce((n, a) => n + a.length, 0);
-    const state = (round: number) => ({ family: 'gpt' as const, modelConfig: explicitGptConfig(cfg), runConfig: { name: spec.name, seed: spec.seed, outer: spec.outer }, step: round * spec.innerSteps, round, bestValLoss: null, dataCursor: null, rng: [] });
-    const scaled = (s: number, k: number) => new Map([...global].map(([n, a]) => [n, a.map((x, i) => x * s + (((i * 2654435761 + k * 97) >>> 0) % 1000) * 1e-7)]));
-    // The global checkpoint r1 (weights + outer momentum), as round 0's aggregation commits it.
-    const tG = { packMs: 0, uploadMs: 0, bytes: 0 };
-    const g = await commitCheckpoint(store, keys.global(RUN, 1), { weights: toTensors(global, shapes), optimizer: toTensors(scaled(1e-3, 0), shapes), state: state(1) }, () => ({}), undefined, { timing: tG });
-    // What a shard reads at the start of a round when its process does not hold the global weights.
-    const tR = performance.now();
-    await readCheckpoint(store, g.prefix, { weightsOnly: true });
-    const shardReadMs = performance.now() - tR;
-    // Each shard's result: weights and AdamW moments (m, v), committed as trainShard commits it.
-    const shards: CheckpointRef[] = [];
-    const tS = { packMs: 0, uploadMs: 0, bytes: 0 };
-    for (let k = 0; k < W; k++) {
-      const m = scaled(1e-4, k + 10);
-      const v = scaled(1e-6, k + 20);
-      const optimizer = new Map<string, Float32Array>();
-      for (const n of global.keys()) optimizer.set(`${n}.m`, m.get(n)!).set(`${n}.v`, v.get(n)!);
-      const oShapes = new Map([...optimizer.keys()].map((n) => [n, shapes.get(n.slice(0, -2))!]));
-      const ref = await commitCheckpoint(store, keys.shardFinal(RUN, k, 1), { weights: toTensors(scaled(1, k + 1), shapes), optimizer: toTensors(optimizer, oShapes), state: state(1) }, () => ({}), undefined, { timing: tS });
-      shards.push(ref);
-    }
-    store.close();
-    const setup = { params: values0, globalCommit: tG, shardCommits: { packMs: tS.packMs / W, uploadMs: tS.uploadMs / W, bytes: tS.bytes / W }, shardReadGlobalMs: shardReadMs };
-    console.log(`setup: ${(values0 / 1e6).toFixed(1)} M parameters; a shard commits ${(setup.shardCommits.bytes / 1e6).toFixed(0)} MB in ${((setup.shardCommits.packMs + setup.shardCommits.uploadMs) / 1000).toFixed(2)} s (pack+hash ${(setup.shardCommits.packMs / 1000).toFixed(2)} s); reading the global weights takes ${(shardReadMs / 1000).toFixed(2)} s; the global commit ${(tG.bytes / 1e6).toFixed(0)} MB in ${((tG.packMs + tG.uploadMs) / 1000).toFixed(2)} s; load ${os.loadavg()[0].toFixed(1)}`);
+    // Built in a function of its own, so the weights it generates are garbage before the children run.
+    const { g, shards, setup } = await (async () => {
+      const store = new ArtifactStore(settings);
+      const specs = gptParams(cfg);
+      const shapes = new Map(specs.map((s) => [s.name, s.shape]));
+      const global = initParams(specs, spec.seed);
+      const values0 = [...global.values()].reduce((n, a) => n + a.length, 0);
+      const state = (round: number) => ({ family: 'gpt' as const, modelConfig: explicitGptConfig(cfg), runConfig: { name: spec.name, seed: spec.seed, outer: spec.outer }, step: round * spec.innerSteps, round, bestValLoss: null, dataCursor: null, rng: [] });
+      const scaled = (s: number, k: number) => new Map([...global].map(([n, a]) => [n, a.map((x, i) => x * s + (((i * 2654435761 + k * 97) >>> 0) % 1000) * 1e-7)]));
+      // The global checkpoint r1 (weights + outer momentum), as round 0's aggregation commits it.
+      const tG = { packMs: 0, uploadMs: 0, bytes: 0 };
+      const g = await commitCheckpoint(store, keys.global(RUN, 1), { weights: toTensors(global, shapes), optimizer: toTensors(scaled(1e-3, 0), shapes), state: state(1) }, () => ({}), undefined, { timing: tG });
+      // What a shard reads at the start of a round when its process does not hold the global weights.
+      const tR = performance.now();
+      await readCheckpoint(store, g.prefix, { weightsOnly: true });
+      const shardReadMs = performance.now() - tR;
+      // Each shard's result: weights and AdamW moments (m, v), committed as trainShard commits it.
+      const shards: CheckpointRef[] = [];
+      const tS = { packMs: 0, uploadMs: 0, bytes: 0 };
+      for (let k = 0; k < W; k++) {
+        const m = scaled(1e-4, k + 10);
+        const v = scaled(1e-6, k + 20);
+        const optimizer = new Map<string, Float32Array>();
+        for (const n of global.keys()) optimizer.set(`${n}.m`, m.get(n)!).set(`${n}.v`, v.get(n)!);
+        const oShapes = new Map([...optimizer.keys()].map((n) => [n, shapes.get(n.slice(0, -2))!]));
+        const ref = await commitCheckpoint(store, keys.shardFinal(RUN, k, 1), { weights: toTensors(scaled(1, k + 1), shapes), optimizer: toTensors(optimizer, oShapes), state: state(1) }, () => ({}), undefined, { timing: tS });
+        shards.push(ref);
+      }
+      store.close();
+      const setup = { params: values0, globalCommit: tG, shardCommits: { packMs: tS.packMs / W, uploadMs: tS.uploadMs / W, bytes: tS.bytes / W }, shardReadGlobalMs: shardReadMs };
+      console.log(`setup: ${(values0 / 1e6).toFixed(1)} M parameters; a shard commits ${(setup.shardCommits.bytes / 1e6).toFixed(0)} MB in ${((setup.shardCommits.packMs + setup.shardCommits.uploadMs) / 1000).toFixed(2)} s (pack+hash ${(setup.shardCommits.packMs / 1000).toFixed(2)} s); reading the global weights takes ${(shardReadMs / 1000).toFixed(2)} s; the global commit ${(tG.bytes / 1e6).toFixed(0)} MB in ${((tG.packMs + tG.uploadMs) / 1000).toFixed(2)} s; load ${os.loadavg()[0].toFixed(1)}`);
+      return { g, shards, setup };
+    })();
     const input = { runId: RUN, spec, round: 1, global: g, shards, bestValLoss: null };
     const inputFile = path.join(dir, 'input.json');
     fs.writeFileSync(inputFile, JSON.stringify({ settings, input }));
     for (const tree of values.trees.split(',')) {
+      await new Promise((r) => setTimeout(r, 1000));
       const cleanup = new ArtifactStore(settings);
       await cleanup.deletePrefix(`${keys.global(RUN, 2)}/`);
       cleanup.close();
@@ -172,7 +177,7 @@ async function child(tree: string, inputFile: string) {
   const wallMs = performance.now() - t0;
   const peak = vm('VmHWM');
   store.close();
-  console.log(JSON.stringify({ wallS: +(wallMs / 1000).toFixed(2), ...Object.fromEntries(Object.entries(r.io ?? {}).map(([k, v]) => [k, k.startsWith('bytes') ? `${(v / 1e6).toFixed(0)} MB` : +(v / 1000).toFixed(2)])), rssBeforeMiB: Math.round(rssBefore), peakRssMiB: Math.round(peak), peakAboveBeforeMiB: Math.round(peak - rssBefore), sha256: r.checkpoint.files['model.safetensors']?.sha256.slice(0, 16) }));
+  console.log(JSON.stringify({ wallS: +(wallMs / 1000).toFixed(2), ...Object.fromEntries(Object.entries(r.io ?? {}).map(([k, v]) => [k.replace(/Ms$/, 'S'), k.startsWith('bytes') ? `${(v / 1e6).toFixed(0)} MB` : +(v / 1000).toFixed(2)])), rssBeforeMiB: Math.round(rssBefore), peakRssMiB: Math.round(peak), peakAboveBeforeMiB: Math.round(peak - rssBefore), sha256: r.checkpoint.files['model.safetensors']?.sha256.slice(0, 16) }));
 }
 
 const argv = process.argv.slice(2);
