@@ -483,8 +483,10 @@ export class ArtifactStore {
    */
   async getListedStream(manifest: Manifest | null, prefix: string, name: string): Promise<Readable> {
     const entry = this.manifestEntry(manifest, prefix, name);
-    const source = await this.getStream(entry.key);
-    const hash = createHash('sha256');
+    const res = await this.open(entry.key);
+    const source = res.Body as Readable;
+    const meta = res.Metadata?.[SHA256_META];
+    const hash = createHash('sha256'); // one hash for both checks: the object's metadata and the manifest
     let size = 0;
     const where = `manifest ${manifestKeyOf(prefix)}`;
     const check = new Transform({
@@ -495,7 +497,8 @@ export class ArtifactStore {
       },
       flush: (cb) => {
         const actual = hash.digest('hex');
-        if (size !== entry.size) cb(new IntegrityError(this.bucket, entry.key, String(entry.size), String(size), where, 'size'));
+        if (meta !== undefined && actual !== meta) cb(new IntegrityError(this.bucket, entry.key, meta, actual, 'object metadata'));
+        else if (size !== entry.size) cb(new IntegrityError(this.bucket, entry.key, String(entry.size), String(size), where, 'size'));
         else cb(actual === entry.sha256 ? null : new IntegrityError(this.bucket, entry.key, entry.sha256, actual, where));
       },
     });
