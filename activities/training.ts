@@ -272,6 +272,9 @@ async function trainShard(t: TrainingContext, input: TrainShardInput): Promise<T
         readCheckpoint(t.store, input.global.prefix, { cache: tensorCache, weightsOnly: true }),
         input.previous ? readCheckpoint(t.store, input.previous.prefix, { cache: tensorCache, optimizerOnly: true }) : null,
       ]);
+      // The previous optimizer state is read once (the step copies it): kept, it would push this
+      // round's states out of the cache (bench/RESULTS.md, "A round's I/O at gpt2-small size").
+      if (input.previous?.files[OPTIMIZER_FILE]) tensorCache.drop(input.previous.files[OPTIMIZER_FILE].sha256);
       return {
         step: startStep,
         params: Object.fromEntries(fromTensors(g.weights, input.global.prefix)),

@@ -148,6 +148,8 @@ export interface WriteCheckpoint {
 export interface CommitCheckpointOptions {
   /** Keep the committed tensors here under their files' sha256 (the caller will not mutate them). */
   cache?: TensorCache;
+  /** false: keep only the optimizer state (what this process reads back); the weights go to another process. */
+  cacheWeights?: boolean;
   /** Adds the time spent packing + hashing and uploading + committing, and the bytes written. */
   timing?: { packMs: number; uploadMs: number; bytes: number };
 }
@@ -185,7 +187,9 @@ export async function commitCheckpoint(
   }
   // This process holds these bytes now: a later read of the same sha256 needs no transfer.
   if (o.cache) {
-    for (const [name, tensors] of [[WEIGHTS_FILE, ckpt.weights], [OPTIMIZER_FILE, ckpt.optimizer]] as const) o.cache.put(expected.files[name].sha256, tensors, expected.files[name].size);
+    for (const [name, tensors] of [[WEIGHTS_FILE, ckpt.weights], [OPTIMIZER_FILE, ckpt.optimizer]] as const) {
+      if (name === OPTIMIZER_FILE || o.cacheWeights !== false) o.cache.put(expected.files[name].sha256, tensors, expected.files[name].size);
+    }
   }
   return ref;
 }
