@@ -27,7 +27,7 @@ import { familyTraining, type EvaluateResult } from './model-family';
 import { runHeartbeatingShard, type HeartbeatDetails, type ShardIo } from './shard-loop';
 import { cachedPromise } from './cache';
 import { prepareDataset } from './datasets';
-import { type CheckpointRef, commitCheckpoint, DELTA_FILE, fromTensors, readCheckpoint, readTensorFile, refOf, toTensors } from '../artifacts/checkpoints';
+import { type CheckpointRef, commitCheckpoint, DELTA_FILE, fromTensors, readCheckpoint, readTensorFile, refOf, streamTensorFile, toTensors } from '../artifacts/checkpoints';
 import { type DatasetRef, ShardCache } from '../artifacts/datasets';
 import { tensorCache } from '../artifacts/tensor-cache';
 import { failingAs } from '../artifacts/errors';
@@ -272,6 +272,9 @@ async function trainShard(t: TrainingContext, input: TrainShardInput): Promise<T
         readCheckpoint(t.store, input.global.prefix, { cache: tensorCache, weightsOnly: true }),
         input.previous ? readCheckpoint(t.store, input.previous.prefix, { cache: tensorCache, optimizerOnly: true }) : null,
       ]);
+      // The previous optimizer state is read once (the step copies it): kept, it would push this
+      // round's states out of the cache (bench/RESULTS.md, "A round's I/O at gpt2-small size").
+      if (input.previous?.files[OPTIMIZER_FILE]) tensorCache.drop(input.previous.files[OPTIMIZER_FILE].sha256);
       return {
         step: startStep,
         params: Object.fromEntries(fromTensors(g.weights, input.global.prefix)),
@@ -316,22 +319,39 @@ async function aggregateRound({ store }: TrainingContext, input: AggregateInput)
   const momentum = fromTensors(g.optimizer, input.global.prefix);
   const agg = new OuterAggregator(fromTensors(g.weights, input.global.prefix));
   readMs += performance.now() - tRead;
-  // Every shard's file is fetched at once; each is added as soon as it and those before it are
-  // in, so the sum (float64, fixed order) is the same whatever order the transfers finish in.
-  // Workers that uploaded deltas (outer.compression fp16/int8) are decoded from them.
+  // One shard at a time, in shard order, so the float64 sum is the same whatever the transfers do.
+  // A shard's weights are streamed and folded tensor by tensor as they arrive (this process never
+  // holds a whole shard, and does not keep what it read: no one reads it again); a shard whose
+  // weights this process already holds by sha256 is added from memory. Workers that uploaded
+  // deltas (outer.compression fp16/int8) are decoded from them, one file at a time.
   const compressed = spec.outer.compression && spec.outer.compression !== 'none';
-  const reads = input.shards.map((ref) => {
-    bytesRead += compressed ? (ref.files[DELTA_FILE]?.size ?? 0) : unheld(ref, [WEIGHTS_FILE, STATE_FILE]);
-    return compressed ? readTensorFile(store, ref.prefix, DELTA_FILE) : readCheckpoint(store, ref.prefix, { cache: tensorCache, weightsOnly: true }).then((ck) => ck.weights);
-  });
-  for (let i = 0; i < reads.length; i++) {
-    const ref = input.shards[i];
+  for (const ref of input.shards) {
     const tWait = performance.now();
-    const tensors = await whileBeating(`${who}: reading ${ref.prefix}`, () => reads[i]);
-    const t1 = performance.now();
-    readMs += t1 - tWait;
-    await failingAs(who, () => (compressed ? agg.addDelta(decodeDelta(tensors, `${ref.prefix}/${DELTA_FILE}`), ref.prefix) : agg.add(fromTensors(tensors, ref.prefix), ref.prefix)));
-    outerMs += performance.now() - t1;
+    const weights = ref.files[WEIGHTS_FILE];
+    if (compressed || (weights && tensorCache.has(weights.sha256))) {
+      bytesRead += compressed ? (ref.files[DELTA_FILE]?.size ?? 0) : unheld(ref, [WEIGHTS_FILE, STATE_FILE]);
+      const tensors = await whileBeating(`${who}: reading ${ref.prefix}`, () => (compressed ? readTensorFile(store, ref.prefix, DELTA_FILE) : readCheckpoint(store, ref.prefix, { cache: tensorCache, weightsOnly: true }).then((ck) => ck.weights)));
+      const t1 = performance.now();
+      readMs += t1 - tWait;
+      await failingAs(who, () => (compressed ? agg.addDelta(decodeDelta(tensors, `${ref.prefix}/${DELTA_FILE}`), ref.prefix) : agg.add(fromTensors(tensors, ref.prefix), ref.prefix)));
+      outerMs += performance.now() - t1;
+    } else {
+      bytesRead += weights?.size ?? 0;
+      const worker = agg.worker(ref.prefix);
+      let foldMs = 0;
+      await whileBeating(`${who}: reading ${ref.prefix}`, () =>
+        failingAs(who, async () => {
+          await streamTensorFile(store, ref, WEIGHTS_FILE, (name, t) => {
+            const t1 = performance.now();
+            worker.add(name, fromTensors(new Map([[name, t]]), ref.prefix).get(name)!);
+            foldMs += performance.now() - t1;
+          });
+          worker.end();
+        }),
+      );
+      outerMs += foldMs;
+      readMs += performance.now() - tWait - foldMs;
+    }
     beat(ref.prefix);
   }
   const t2 = performance.now();

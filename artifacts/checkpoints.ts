@@ -5,7 +5,7 @@
 
 import type { TensorData } from '../engine/graph/ir';
 import { packCheckpointHashed, parseCheckpointState, sha256, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, type Checkpoint, type CheckpointState } from '../engine/checkpoint/checkpoint';
-import { readSafetensors } from '../engine/checkpoint/safetensors';
+import { forEachSafetensor, readSafetensors } from '../engine/checkpoint/safetensors';
 import { EngineError } from '../engine/errors';
 import { StoredGptConfigSchema, type GptConfig } from '../engine/models/gpt';
 import type { ArtifactStore, Manifest } from '../infra/store';
@@ -28,6 +28,32 @@ export async function readTensorFile(store: ArtifactStore, prefix: string, name:
     return readSafetensors(await store.getVerified(prefix, name), `${prefix}/${name}`).tensors;
   } catch (err) {
     throw asFailure(err, `checkpoint ${prefix}`);
+  }
+}
+
+/**
+ * One tensor file of a committed checkpoint streamed tensor by tensor into `each` (forEachSafetensor)
+ * instead of read whole: for files read once and folded, such as a shard's weights in the aggregator.
+ * The manifest must list the sha256 `ref` recorded, and the bytes must match it; that is known only
+ * at the end of the stream, so a caller folds into state it throws away when this rejects. Errors of
+ * the store or the file become failures naming the checkpoint; those `each` throws pass unchanged.
+ */
+export async function streamTensorFile(store: ArtifactStore, ref: CheckpointRef, name: string, each: (name: string, tensor: TensorData) => void): Promise<void> {
+  let inEach = false;
+  try {
+    const manifest = await store.readManifest(ref.prefix);
+    const entry = manifest?.files.find((f) => f.name === name);
+    const want = ref.files[name];
+    if (entry && want && (entry.sha256 !== want.sha256 || entry.size !== want.size)) throw new EngineError('corrupt', `${ref.prefix}/${name}: the manifest lists sha256 ${entry.sha256}, the round recorded ${want.sha256} (replaced file)`);
+    const stream = await store.getListedStream(manifest, ref.prefix, name);
+    await forEachSafetensor(stream, entry!.size, `${ref.prefix}/${name}`, (n, t) => {
+      inEach = true;
+      each(n, t);
+      inEach = false;
+    });
+  } catch (err) {
+    if (inEach) throw err;
+    throw asFailure(err, `checkpoint ${ref.prefix}`);
   }
 }
 
@@ -122,6 +148,8 @@ export interface WriteCheckpoint {
 export interface CommitCheckpointOptions {
   /** Keep the committed tensors here under their files' sha256 (the caller will not mutate them). */
   cache?: TensorCache;
+  /** false: keep only the optimizer state (what this process reads back); the weights go to another process. */
+  cacheWeights?: boolean;
   /** Adds the time spent packing + hashing and uploading + committing, and the bytes written. */
   timing?: { packMs: number; uploadMs: number; bytes: number };
 }
@@ -159,7 +187,9 @@ export async function commitCheckpoint(
   }
   // This process holds these bytes now: a later read of the same sha256 needs no transfer.
   if (o.cache) {
-    for (const [name, tensors] of [[WEIGHTS_FILE, ckpt.weights], [OPTIMIZER_FILE, ckpt.optimizer]] as const) o.cache.put(expected.files[name].sha256, tensors, expected.files[name].size);
+    for (const [name, tensors] of [[WEIGHTS_FILE, ckpt.weights], [OPTIMIZER_FILE, ckpt.optimizer]] as const) {
+      if (name === OPTIMIZER_FILE || o.cacheWeights !== false) o.cache.put(expected.files[name].sha256, tensors, expected.files[name].size);
+    }
   }
   return ref;
 }

@@ -61,6 +61,11 @@ export class TensorCache {
     this.insert(sha256, Promise.resolve(tensors), bytes);
   }
 
+  /** Lets go of an entry its reader used for the last time (a shard's previous optimizer state), so it does not push out live ones. */
+  drop(sha256: string): void {
+    this.forget(sha256);
+  }
+
   has(sha256: string): boolean {
     return this.entries.has(sha256);
   }

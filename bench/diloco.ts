@@ -7,7 +7,7 @@
 // over the steady rounds (round 1 also compiles the step and fills the worker's caches), and the
 // same against the engine-only rounds timed after the run (--no-baseline skips them).
 //
-//   npm run bench -- diloco [--size medium|gpt2-small] [--workers 2] [--rounds 4] [--H 20]
+//   npm run bench -- diloco [--size medium|gpt2-small|gpt2] [--workers 2] [--rounds 4] [--H 20]
 //        [--batch 4] [--context 256] [--compression none|fp16|int8] [--s3 versitygw|s3rver]
 //   → tables on stdout, bench/out/diloco-<size>.json
 
@@ -24,6 +24,7 @@ import { compileLmTrainStep, runShard, zeroState } from '../engine/train/shard';
 import { loadConfig } from '../infra/config';
 import { freePort } from '../infra/ports';
 import { stackDown, stackUp } from '../infra/stack';
+import { readState } from '../infra/stack-state';
 import { ArtifactStore } from '../infra/store';
 import { startTraining, waitTraining } from '../sdk/cli/run-commands';
 import { connectTemporal } from '../sdk/client';
@@ -32,7 +33,18 @@ import { parseTrainingSpec, type TrainingSpecInput } from '../spec/training';
 const SIZES = {
   medium: { preset: 'gpt2-small', config: { vocab_size: 259, block_size: 256, n_layer: 6, n_head: 6, n_embd: 384 } },
   'gpt2-small': { preset: 'gpt2-small', config: {} },
+  gpt2: { preset: 'gpt2-small', config: {} },
 } as const;
+
+/** Peak resident memory (VmHWM, MiB) of each worker process of the stack, read before it stops. */
+function workerPeaks(stateDir: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [role, w] of Object.entries(readState(stateDir)?.workers ?? {})) {
+    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${w.pid}/status`, 'utf8'));
+    if (m) out[role] = Math.round(Number(m[1]) / 1024);
+  }
+  return out;
+}
 
 interface ActivityTimes {
   type: string;
@@ -95,6 +107,7 @@ async function main() {
   let r;
   let acts: ActivityTimes[] = [];
   let shardIds: (Uint16Array | Uint32Array)[] = [];
+  let peakRssMiB: Record<string, number> = {};
   const load0 = os.loadavg();
   try {
     await stackUp(config, { timeoutMs: 240_000 });
@@ -122,6 +135,7 @@ async function main() {
       const cache = new ShardCache();
       shardIds = await Promise.all(r.dataset.train.map((t) => cache.get(store, r!.dataset, t.file)));
       store.close();
+      peakRssMiB = workerPeaks(dir);
     } finally {
       await client.connection.close();
     }
@@ -183,12 +197,13 @@ async function main() {
   console.table([{ s3: values.s3, size, W, H, batchPerWorker: B, context: T, compression: values.compression, steadyRounds: steady.length, roundsWallS: wall / 1000, computeOnlyS: compute / 1000, trainLoopsInWorkersS: steady.reduce((n, x) => n + x.trainMs, 0) / 1000, loadavg1: os.loadavg()[0] }]);
   const perRound = (f: (x: (typeof rows)[number]) => number) => (steady.reduce((n, x) => n + f(x), 0) / steady.length / 1000).toFixed(2);
   console.log(`fixed cost per steady round, s: dispatch ${perRound((x) => x.dispatchMs)}, reads ${perRound((x) => x.readMs)}, pack+hash ${perRound((x) => x.packMs)}, uploads ${perRound((x) => x.uploadMs)}, outer step ${perRound((x) => x.outerMs)}, other in activities ${perRound((x) => x.otherInActivitiesMs)}; MB read ${perRound((x) => x.MBread * 1000)}, written ${perRound((x) => x.MBwritten * 1000)}`);
+  console.log(`peak RSS of the worker processes, MiB: ${JSON.stringify(peakRssMiB)}`);
   if (baselineRounds.length) console.log(`orchestration share against the engine-only rounds timed after the run: ${(shareVsBaseline * 100).toFixed(1)}%`);
   console.log(`orchestration share: ${(share * 100).toFixed(1)}%`);
   fs.mkdirSync(path.join(__dirname, 'out'), { recursive: true });
   fs.writeFileSync(
     path.join(__dirname, 'out', `diloco-${size}.json`),
-    JSON.stringify({ s3: values.s3, size, W, rounds, H, B, T, compression: values.compression, rows, baselineRounds, share, shareVsBaseline, cpu: os.cpus()[0]?.model, loadavgBefore: load0, loadavgAfter: os.loadavg(), at: new Date().toISOString() }, null, 2),
+    JSON.stringify({ s3: values.s3, size, W, rounds, H, B, T, compression: values.compression, rows, baselineRounds, peakRssMiB, share, shareVsBaseline, cpu: os.cpus()[0]?.model, loadavgBefore: load0, loadavgAfter: os.loadavg(), at: new Date().toISOString() }, null, 2),
   );
 }
 

@@ -13,6 +13,8 @@ import { benchStep, rssChild } from './step';
 // Benchmarks that are standalone scripts with their own options: `npm run bench -- quant all`.
 const SCRIPTS: Record<string, string> = {
   diloco: 'W-worker DiLoCo rounds on the real stack: where the time outside training goes, bytes per round, orchestration share',
+  'diloco-io': 'a DiLoCo round\'s I/O at gpt2-small size without the compute: shard reads/writes, aggregateRound time, bytes and peak RSS (before/after checkouts)',
+  'diloco-cache': 'a GPU worker\'s tensor cache over DiLoCo rounds at gpt2-small size, W shards on one worker: bytes read a round (a replay with the real cache class)',
   'diloco-quality': 'DiLoCo W=1/2/4 at equal tokens in the engine: val loss per outer step (outer lr, H, compression)',
   lora: 'LoRA vs full fine-tuning: step time, peak RSS, trainable fraction, loss',
   quant: 'int8 / int4 vs fp32: kernels, end to end, decode with KV cache (kernels|e2e|decode|all)',

@@ -18,7 +18,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { z } from 'zod';
 import { joinKey, validateBucketName, validateKey, validatePrefix } from './keys';
 import { IntegrityError, isConditionalConflict, isPreconditionFailed, NotFoundError, translateS3Error } from './store-errors';
@@ -474,6 +474,36 @@ export class ArtifactStore {
     const actual = sha256 ?? createHash('sha256').update(body).digest('hex');
     if (actual !== entry.sha256) throw new IntegrityError(this.bucket, entry.key, entry.sha256, actual, source);
     return body;
+  }
+
+  /**
+   * getListed as a stream, for files read once and folded as they arrive (the aggregator's shard
+   * weights): the bytes are hashed as they pass, and the stream fails with an IntegrityError at
+   * its end instead of ending when the size or sha256 differs from the manifest's.
+   */
+  async getListedStream(manifest: Manifest | null, prefix: string, name: string): Promise<Readable> {
+    const entry = this.manifestEntry(manifest, prefix, name);
+    const res = await this.open(entry.key);
+    const source = res.Body as Readable;
+    const meta = res.Metadata?.[SHA256_META];
+    const hash = createHash('sha256'); // one hash for both checks: the object's metadata and the manifest
+    let size = 0;
+    const where = `manifest ${manifestKeyOf(prefix)}`;
+    const check = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        size += chunk.length;
+        cb(null, chunk);
+      },
+      flush: (cb) => {
+        const actual = hash.digest('hex');
+        if (meta !== undefined && actual !== meta) cb(new IntegrityError(this.bucket, entry.key, meta, actual, 'object metadata'));
+        else if (size !== entry.size) cb(new IntegrityError(this.bucket, entry.key, String(entry.size), String(size), where, 'size'));
+        else cb(actual === entry.sha256 ? null : new IntegrityError(this.bucket, entry.key, entry.sha256, actual, where));
+      },
+    });
+    source.on('error', (err) => check.destroy(err));
+    return source.pipe(check);
   }
 
   /** Like getVerified, into a local file (for checkpoints too large to hold twice in memory). */

@@ -109,6 +109,53 @@ export function readSafetensors(buf: Uint8Array, file = '<buffer>'): Safetensors
   return { tensors, metadata };
 }
 
+/**
+ * readSafetensors over a stream of `fileBytes` bytes, one tensor at a time: the header is checked
+ * as readSafetensors checks it, then `each(name, tensor)` gets every tensor, in file order, as soon
+ * as its bytes are in; only the tensor being filled is held. A stream shorter or longer than
+ * `fileBytes` is a truncated or corrupt file.
+ * @example await forEachSafetensor(stream, size, 'shard-0/model.safetensors', (name, t) => agg.addTensor(name, t.data))
+ */
+export async function forEachSafetensor(chunks: AsyncIterable<Uint8Array>, fileBytes: number, file: string, each: (name: string, tensor: TensorData) => void | Promise<void>): Promise<void> {
+  const it = chunks[Symbol.asyncIterator]();
+  let chunk: Uint8Array = new Uint8Array(0);
+  let at = 0; // next unread byte of `chunk`
+  let read = 0;
+  /** Fills `out` from the stream; false when the stream ended first. */
+  const fill = async (out: Uint8Array): Promise<boolean> => {
+    let filled = 0;
+    while (filled < out.length) {
+      if (at === chunk.length) {
+        const next = await it.next();
+        if (next.done) return false;
+        chunk = next.value;
+        at = 0;
+        read += chunk.length;
+        if (read > fileBytes) throw new SafetensorsError(file, null, `more than the ${fileBytes} bytes expected`);
+      }
+      const n = Math.min(out.length - filled, chunk.length - at);
+      out.set(chunk.subarray(at, at + n), filled);
+      filled += n;
+      at += n;
+    }
+    return true;
+  };
+  const truncated = () => new SafetensorsError(file, null, `truncated: the stream ended after ${read} of ${fileBytes} bytes`);
+  const first8 = new Uint8Array(8);
+  if (fileBytes >= 8 && !(await fill(first8))) throw truncated();
+  const n = headerLength(first8, fileBytes, file);
+  const json = new Uint8Array(n);
+  if (!(await fill(json))) throw truncated();
+  const { entries } = parseSafetensorsHeader(json, fileBytes - 8 - n, file);
+  // The tiling check guarantees that, sorted by offset, the tensors follow one another exactly.
+  for (const [name, { dtype, shape, data_offsets: [begin, end] }] of [...entries].sort(([, a], [, b]) => a.data_offsets[0] - b.data_offsets[0])) {
+    const bytes = new Uint8Array(end - begin); // owns its buffer: the tensor is a view of it, no copy
+    if (!(await fill(bytes))) throw truncated();
+    await each(name, { dtype: ST_TO_DTYPE[dtype], dims: shape, data: typedFromBytes(ST_TO_DTYPE[dtype], bytes, false) });
+  }
+  if (at < chunk.length || !(await it.next()).done) throw new SafetensorsError(file, null, `more than the ${fileBytes} bytes expected`);
+}
+
 /** One tensor as a header describes it: its dtype (ours), shape and byte range in the data buffer. */
 export interface SafetensorsEntry {
   dtype: DType;

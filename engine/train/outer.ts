@@ -6,8 +6,9 @@
 // mean directly, not as global − Δ, because g − (g − l) is not l in float32: with one worker the
 // new global is then bit-for-bit the worker's weights, so W=1 training is ordinary AdamW training.
 //
-// Workers are added one at a time, so aggregation holds the global weights, one worker's weights
-// and a float64 accumulator, however many workers there are.
+// Workers are added one at a time, and a streamed worker one tensor at a time (`worker(who)`), so
+// aggregation holds the global weights, a float64 accumulator and one tensor of one worker, however
+// many workers there are; apply() frees the accumulator tensor by tensor as it fills the new weights.
 
 import { z } from 'zod';
 import { EngineError } from '../errors';
@@ -59,16 +60,38 @@ export class OuterAggregator {
     for (const name of this.global.keys()) {
       if (!local.has(name)) throw new Error(`${who}: parameter "${name}" is missing`);
     }
-    for (const [name, w] of local) {
-      const sum = this.sums.get(name);
-      if (!sum) throw new Error(`${who}: parameter "${name}" is not in the global model`);
-      if (w.length !== sum.length) throw new Error(`${who}: parameter "${name}" has ${w.length} values, the global model ${sum.length}`);
-      for (let i = 0; i < w.length; i++) {
-        if (!Number.isFinite(w[i])) throw new NonFiniteWeightError(who, name, i, w[i]);
-        sum[i] += w[i];
-      }
-    }
-    this.count++;
+    const worker = this.worker(who);
+    for (const [name, w] of local) worker.add(name, w);
+    worker.end();
+  }
+
+  /**
+   * One worker's weights added tensor by tensor as they arrive (a streamed file), so that only the
+   * tensor in hand is held: `add(name, w)` for each, then `end()`, which checks that none was
+   * missing and counts the worker. The sums are the same as add()'s: every value is added in the
+   * order the workers are.
+   */
+  worker(who: string): { add(name: string, w: Float32Array): void; end(): void } {
+    const seen = new Set<string>();
+    return {
+      add: (name, w) => {
+        const sum = this.sums.get(name);
+        if (!sum) throw new Error(`${who}: parameter "${name}" is not in the global model`);
+        if (w.length !== sum.length) throw new Error(`${who}: parameter "${name}" has ${w.length} values, the global model ${sum.length}`);
+        if (seen.has(name)) throw new Error(`${who}: parameter "${name}" comes twice`);
+        for (let i = 0; i < w.length; i++) {
+          if (!Number.isFinite(w[i])) throw new NonFiniteWeightError(who, name, i, w[i]);
+          sum[i] += w[i];
+        }
+        seen.add(name);
+      },
+      end: () => {
+        for (const name of this.global.keys()) {
+          if (!seen.has(name)) throw new Error(`${who}: parameter "${name}" is missing`);
+        }
+        this.count++;
+      },
+    };
   }
 
   /**
@@ -95,12 +118,14 @@ export class OuterAggregator {
   /** The outer step; `momentum` is the previous round's buffers (absent in round 0). */
   apply(cfg: OuterOptimConfig, momentum?: Weights): OuterResult {
     if (this.count === 0) throw new Error('outer step: no worker results were added');
+    if (this.sums.size < this.global.size) throw new Error('outer step: apply() runs once per aggregator');
     const W = this.count;
     const weights: Weights = new Map();
     const nextMomentum: Weights = new Map();
     let sq = 0;
     for (const [name, g] of this.global) {
       const sum = this.sums.get(name)!;
+      this.sums.delete(name); // the float64 sums go as the new weights come: the peak is one of them, not both
       const out = new Float32Array(g.length);
       if (cfg.kind === 'average') {
         for (let i = 0; i < g.length; i++) {

@@ -40,3 +40,16 @@ test('a failed load is forgotten, so the next reader tries again', async () => {
   expect(cache.has('x')).toBe(false);
   expect((await cache.get('x', 10, async () => tensors(5))).get('w')!.data[0]).toBe(5);
 });
+
+test('a dropped entry is gone and its bytes no longer count', async () => {
+  const cache = new TensorCache(1000);
+  cache.put('a', tensors(1), 100);
+  cache.put('b', tensors(2), 300);
+  cache.drop('a');
+  cache.drop('never-held');
+  expect([cache.has('a'), cache.has('b')]).toEqual([false, true]);
+  expect(cache.stats()).toMatchObject({ entries: 1, bytes: 300 });
+  let loaded = 0;
+  await cache.get('a', 100, async () => (loaded++, tensors(9)));
+  expect(loaded).toBe(1);
+});

@@ -17,7 +17,9 @@ import { startTraining, waitTraining } from '../../sdk/cli/run-commands';
 import { parseTrainingSpec, type TrainingSpecInput } from '../../spec/training';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
 import { defaultPayloadConverter } from '@temporalio/common';
-import type { AggregateResult, TrainShardResult } from '../../activities/training';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createTrainingActivities, type AggregateResult, type TrainShardResult } from '../../activities/training';
+import { tensorCache } from '../../artifacts/tensor-cache';
 
 let stack: InProcessStack;
 
@@ -127,10 +129,11 @@ test('the inner lr schedule runs on the global step: W = 1 rounds with warmup-co
 test('a worker that holds a checkpoint file by sha256 does not read it again', async () => {
   const r = await plain();
   if (r.status !== 'completed') throw new Error(`run failed: ${JSON.stringify(r.error)}`);
-  // Both pools run in this process, so every tensor file a round needs after round 0 (the global
-  // weights, a shard's own optimizer state, the shards' weights for the aggregator) was written or
-  // read here already: only checkpoint.json documents (a few KB) are read. The activities report
-  // it in their results (io).
+  // Both pools run in this process, so every tensor file a shard needs after round 0 (the global
+  // weights, its own optimizer state) was written or read here already: only checkpoint.json
+  // documents (a few KB) are read. The aggregator reads the shards' weights and nothing else: a
+  // shard does not keep its weights (in a stack they go to another process). The activities
+  // report it in their results (io).
   const history = await stack.temporal.client.workflow.getHandle(r.workflowId).fetchHistory();
   const results = (history.events ?? []).flatMap((e) => {
     const p = e.activityTaskCompletedEventAttributes?.result?.payloads?.[0];
@@ -142,9 +145,40 @@ test('a worker that holds a checkpoint file by sha256 does not read it again', a
   expect(aggs).toHaveLength(3);
   const weightsBytes = r.checkpoint.files['model.safetensors'].size;
   for (const x of shards.filter((x) => x.round > 0)) expect(x.io!.bytesRead).toBeLessThan(10_000);
-  for (const x of aggs) expect(x.io!.bytesRead).toBeLessThan(10_000);
+  for (const x of aggs) {
+    const weights = shards.filter((s) => s.round === x.round - 1).reduce((n, s) => n + s.checkpoint.files['model.safetensors'].size, 0);
+    // The weights, and the global's checkpoint.json (the cache holds tensor files only): 842 bytes here.
+    expect(x.io!.bytesRead - weights).toBeGreaterThan(0);
+    expect(x.io!.bytesRead - weights).toBeLessThan(10_000);
+  }
   // Every shard still commits its weights and optimizer state (3 × the weights with AdamW).
   for (const x of shards) expect(x.io!.bytesWritten).toBeGreaterThan(3 * weightsBytes);
+});
+
+test('an aggregator that holds none of the shards streams their weights and commits the same bits', async () => {
+  const r = await plain();
+  if (r.status !== 'completed') throw new Error(`run failed: ${JSON.stringify(r.error)}`);
+  // Both pools run in this process, so the run's aggregations found every shard's weights in
+  // memory. Redo the last one as a CPU worker on another host would: nothing held, every shard's
+  // weights streamed from the store and folded tensor by tensor. It commits under another run id
+  // (the run's own r3 stays as committed) and must give the run's final bits.
+  const history = await stack.temporal.client.workflow.getHandle(r.workflowId).fetchHistory();
+  const results = (history.events ?? []).flatMap((e) => {
+    const p = e.activityTaskCompletedEventAttributes?.result?.payloads?.[0];
+    return p ? [defaultPayloadConverter.fromPayload(p) as Record<string, unknown>] : [];
+  });
+  const shards = (results.filter((x) => 'trainMs' in x) as unknown as TrainShardResult[]).filter((x) => x.round === 2).sort((a, b) => a.shard - b.shard);
+  const global = (results.filter((x) => 'pseudoGradNorm' in x) as unknown as AggregateResult[]).find((x) => x.round === 2)!.checkpoint;
+  expect(shards.map((x) => x.shard)).toEqual([0, 1]);
+  tensorCache.clear();
+  const acts = createTrainingActivities({ store: stack.s3.store, ep: 'cpu', deviceId: 0 });
+  const again = (await new MockActivityEnvironment().run(acts.aggregateRound, { runId: 'diloco-bits-streamed', spec: parseTrainingSpec(spec()), round: 2, global, shards: shards.map((x) => x.checkpoint), bestValLoss: null })) as AggregateResult;
+  expect(again.checkpoint.prefix).toBe('runs/diloco-bits-streamed/global/r000003');
+  for (const name of ['model.safetensors', 'optimizer.safetensors']) expect(again.checkpoint.files[name].sha256).toBe(r.checkpoint.files[name].sha256);
+  // It read the global checkpoint and both shards' weights (and no optimizer state of theirs).
+  const size = (ref: { files: Record<string, { size: number }> }, name: string) => ref.files[name].size;
+  const want = size(global, 'model.safetensors') + size(global, 'optimizer.safetensors') + size(global, 'checkpoint.json') + shards.reduce((n, x) => n + size(x.checkpoint, 'model.safetensors'), 0);
+  expect(again.io!.bytesRead).toBe(want);
 });
 
 test.each(['fp16', 'int8'] as const)('outer.compression %s: workers upload their pseudo-gradient, not their weights, and the run still learns', async (compression) => {
