@@ -49,9 +49,9 @@ test('a memory-augmented GPT trains through the pipeline; its checkpoint holds t
   expect(first.training.rounds).toBe(3);
   expect(first.training.tokensSeen).toBe(3 * 2 * 15 * 8 * 32);
   const losses = first.training.valHistory.map((v) => v.loss);
-  // Untrained: ln(259) ≈ 5.56 (seen 5.5x); the same fall as the plain GPT in pipeline.test.ts.
+  // Untrained: ln(259) ≈ 5.56. Seen: 5.5556 → 3.4578 → 3.1932 → 3.1033 (a fall of 2.45).
   expect(losses[0]).toBeGreaterThan(5.3);
-  expect(losses[losses.length - 1]).toBeLessThan(losses[0] - 0.5);
+  expect(losses[losses.length - 1]).toBeLessThan(losses[0] - 1.5);
   expect(first.stages.map((s: StageOutcome) => [s.stage, s.status])).toEqual([
     ['train', 'done'],
     ['lora', 'skipped'],
@@ -74,8 +74,9 @@ test('a memory-augmented GPT trains through the pipeline; its checkpoint holds t
     const b = init.weights.get(name)!.data as Float32Array;
     return a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
   };
-  expect(moved('memory.slots')).toBeGreaterThan(1e-3);
-  expect(moved('h.1.crossattention.q_attn.weight')).toBeGreaterThan(1e-3);
+  // Seen: largest change 0.084 (slots), 0.037 (q_attn); their init std is 0.02.
+  expect(moved('memory.slots')).toBeGreaterThan(0.01);
+  expect(moved('h.1.crossattention.q_attn.weight')).toBeGreaterThan(0.01);
 
   // A reader of plain GPTs (the inference exporter, a LoRA base) refuses it instead of dropping the slots.
   await expect(checkpointWeights(stack.s3.store, prefix)).rejects.toThrow(`checkpoint ${prefix}: a memory variant of GPT (modelConfig.variant); only its training and evaluation are wired, not export, LoRA or starting from it`);
@@ -88,12 +89,19 @@ test('cancelled mid-training, a memory-augmented GPT is retried from its checkpo
     await sleep(100);
     p = await run.progress();
   }
+  // Paused first, so the run is held at a round boundary whatever the machine's load.
+  await run.pause();
+  for (let i = 0; i < 600 && p.training?.stage !== 'paused'; i++) {
+    await sleep(100);
+    p = await run.progress();
+  }
+  const pausedAt = p.training!.round;
   await run.cancel();
   const err = await run.result().catch((e: unknown) => e);
   expect(err).toBeInstanceOf(RunFailedError);
   const again = await tg.retryFromCheckpoint(run.workflowId);
   const r = await again.result();
-  expect(r.training.resumedFrom?.runId).toBe(run.workflowId);
+  expect(r.training.resumedFrom).toEqual({ runId: run.workflowId, round: pausedAt });
   expect(r.training.rounds).toBe(3);
   expect(r.training.checkpoint.files['model.safetensors'].sha256).toBe(first.training.checkpoint.files['model.safetensors'].sha256);
 }, 300_000);
