@@ -2,10 +2,11 @@
 // through pipelineWorkflow on a real Temporal dev server and S3 server: two DiLoCo workers train
 // it on Brown humor, the val loss falls, the committed checkpoint holds the memory slots and the
 // cross-attention weights (and the variant in checkpoint.json), the post-training stage is skipped
-// with its reason, and a plain-GPT reader (the exporter, a LoRA base) refuses the checkpoint. A
+// with its reason, and a plain-GPT reader (the exporter, generate, a LoRA base) refuses the checkpoint. A
 // cancelled run retried from its checkpoint ends with the same weights, bit for bit.
 
 import { checkpointWeights, readCheckpoint } from '../../artifacts/checkpoints';
+import { resolveModel } from '../../artifacts/models';
 import { RunFailedError, TruthGPT, type PipelineResult, type PipelineSpecInput } from '../../sdk';
 import type { StageOutcome } from '../../workflows/pipeline';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
@@ -79,7 +80,10 @@ test('a memory-augmented GPT trains through the pipeline; its checkpoint holds t
   expect(moved('h.1.crossattention.q_attn.weight')).toBeGreaterThan(0.01);
 
   // A reader of plain GPTs (the inference exporter, a LoRA base) refuses it instead of dropping the slots.
-  await expect(checkpointWeights(stack.s3.store, prefix)).rejects.toThrow(`checkpoint ${prefix}: a memory variant of GPT (modelConfig.variant); only its training and evaluation are wired, not export, LoRA or starting from it`);
+  const refusal = `checkpoint ${prefix}: a memory variant of GPT (modelConfig.variant); only its training and evaluation are wired, not export, LoRA or starting from it`;
+  await expect(checkpointWeights(stack.s3.store, prefix)).rejects.toThrow(refusal);
+  // `truthgpt generate --model <checkpoint>` exports the checkpoint first: refused the same way.
+  await expect(resolveModel(stack.s3.store, prefix)).rejects.toThrow(refusal);
 }, 300_000);
 
 test('cancelled mid-training, a memory-augmented GPT is retried from its checkpoint and ends with the same weights', async () => {
