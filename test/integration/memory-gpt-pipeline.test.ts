@@ -2,11 +2,17 @@
 // through pipelineWorkflow on a real Temporal dev server and S3 server: two DiLoCo workers train
 // it on Brown humor, the val loss falls, the committed checkpoint holds the memory slots and the
 // cross-attention weights (and the variant in checkpoint.json), the post-training stage is skipped
-// with its reason, and a plain-GPT reader (the exporter, generate, a LoRA base) refuses the checkpoint. A
-// cancelled run retried from its checkpoint ends with the same weights, bit for bit.
+// with its reason, and every plain-GPT reader (the exporters, generate, a LoRA base, model.from)
+// refuses the checkpoint. A cancelled run retried from its checkpoint ends with the same weights,
+// bit for bit.
 
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { checkpointWeights, readCheckpoint } from '../../artifacts/checkpoints';
-import { resolveModel } from '../../artifacts/models';
+import { exportHfModel } from '../../artifacts/hf-models';
+import { loadBase, resolveModel } from '../../artifacts/models';
+import { resolveModelFrom } from '../../sdk/model-from';
 import { RunFailedError, TruthGPT, type PipelineResult, type PipelineSpecInput } from '../../sdk';
 import type { StageOutcome } from '../../workflows/pipeline';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
@@ -84,6 +90,9 @@ test('a memory-augmented GPT trains through the pipeline; its checkpoint holds t
   await expect(checkpointWeights(stack.s3.store, prefix)).rejects.toThrow(refusal);
   // `truthgpt generate --model <checkpoint>` exports the checkpoint first: refused the same way.
   await expect(resolveModel(stack.s3.store, prefix)).rejects.toThrow(refusal);
+  await expect(exportHfModel(stack.s3.store, prefix, fs.mkdtempSync(path.join(os.tmpdir(), 'memory-export-')))).rejects.toThrow(`export ${prefix}: ${prefix}: a memory variant of GPT`);
+  await expect(loadBase(stack.s3.store, { kind: 'checkpoint', prefix })).rejects.toThrow(`spec.base.prefix: checkpoint ${prefix}: a memory variant of GPT`);
+  await expect(resolveModelFrom(stack.s3.store, { model: { from: prefix } })).rejects.toThrow(`spec.model.from: ${prefix} holds a memory-augmented GPT (modelConfig.variant); starting a run from it is not wired yet`);
 }, 300_000);
 
 test('cancelled mid-training, a memory-augmented GPT is retried from its checkpoint and ends with the same weights', async () => {
