@@ -2,7 +2,8 @@
 // checkpoint holds, the checkpoint's family and config, the compiled step, the feeds of each step
 // and the evaluation. trainShard, createModel, aggregateRound and evaluate stay family-blind.
 //
-//   gpt  lm              LM windows of the token stream (engine/train/shard.ts), LmEvaluator
+//   gpt  lm              LM windows of the token stream (engine/train/shard.ts), LmEvaluator; with
+//                        model.variant memory, the memory-augmented GPT (engine/models/memory-slots.ts)
 //   bert classification  labelled documents framed [CLS] … [SEP] (engine/train/bert.ts); accuracy, macro F1
 //   bert mlm             masked windows of the token stream; MLM loss and perplexity
 //   t5   seq2seq, span-corruption   activities/t5-training.ts: loss, perplexity, exact match
@@ -14,6 +15,7 @@ import type { TensorData } from '../engine/graph/ir';
 import type { BertModelConfig } from '../engine/hf/bert';
 import type { ParamSpec } from '../engine/models/blocks';
 import { explicitGptConfig, gptParams } from '../engine/models/gpt';
+import { memoryConfigOf, memoryGptParams } from '../engine/models/memory-slots';
 import type { SessionConfig } from '../engine/runtime';
 import { LmEvaluator } from '../engine/train/evaluate';
 import { compileLmTrainStep, type CompiledTrainStep } from '../engine/train/shard';
@@ -92,16 +94,20 @@ export function familyTraining(spec: TrainingSpec): FamilyTraining {
   const stepKey = JSON.stringify([m.family, m.task, m.config, spec.optimizer, spec.batchSize, spec.contextLength, spec.threads, ...kKey]);
   if (m.family === 'gpt') {
     const cfg = m.config;
+    // A memory-augmented GPT (model.variant) records its variant beside the GPT config; readers that
+    // export or fine-tune a plain GPT refuse such a checkpoint (artifacts/checkpoints.ts refuseVariant).
+    const memory = m.variant;
+    const vKey = memory ? [memory] : [];
     return {
-      state: { family: 'gpt', modelConfig: explicitGptConfig(cfg) },
-      params: gptParams(cfg),
+      state: { family: 'gpt', modelConfig: { ...explicitGptConfig(cfg), ...(memory ? { variant: memory } : {}) } },
+      params: memory ? memoryGptParams(memoryConfigOf(cfg, memory)) : gptParams(cfg),
       // The key GPT steps always had, so a worker's cache behaves as before.
-      stepKey: JSON.stringify([cfg, spec.optimizer, spec.batchSize, spec.contextLength, spec.threads, spec.activationCheckpointing ?? 'off', ...kKey]),
+      stepKey: JSON.stringify([cfg, spec.optimizer, spec.batchSize, spec.contextLength, spec.threads, spec.activationCheckpointing ?? 'off', ...kKey, ...vKey]),
       // activationCheckpointing is absent from specs of runs started before it existed: off.
-      compile: (session, memoryLimitBytes) => compileLmTrainStep({ model: cfg, ...geometry, activationCheckpointing: spec.activationCheckpointing }, session, { memoryLimitBytes }),
+      compile: (session, memoryLimitBytes) => compileLmTrainStep({ model: cfg, ...geometry, activationCheckpointing: spec.activationCheckpointing, memory }, session, { memoryLimitBytes }),
       evaluate: async (store, shards, dataset, weights, session, onBatch) => {
-        const key = JSON.stringify(cfg);
-        if (!lmEvaluators.has(key)) lmEvaluators.set(key, new LmEvaluator(cfg, session));
+        const key = JSON.stringify([cfg, ...vKey]);
+        if (!lmEvaluators.has(key)) lmEvaluators.set(key, new LmEvaluator(cfg, session, memory));
         const ids = await shards.split(store, dataset, 'val');
         const r = await failingAs('evaluate', () => lmEvaluators.get(key)!.evaluate(weights, ids, { batchSize: spec.batchSize, contextLength: spec.contextLength, maxBatches: spec.evalBatches, onBatch }));
         return { loss: r.loss, perplexity: r.perplexity, tokens: r.tokens };

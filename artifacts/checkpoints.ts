@@ -214,10 +214,20 @@ export async function committedRounds(store: ArtifactStore, runId: string): Prom
   return rounds.sort((a, b) => b - a);
 }
 
+/**
+ * Refuses a checkpoint of a GPT variant (modelConfig.variant, e.g. the memory-augmented GPT) where
+ * a plain GPT is read: StoredGptConfigSchema would drop the variant and its extra weights silently.
+ */
+export function refuseGptVariant(modelConfig: Record<string, unknown>, what: string): void {
+  const v = modelConfig.variant as { kind?: unknown } | undefined;
+  if (v != null) throw failure('InvalidInput', `${what}: a ${String(v.kind)} variant of GPT (modelConfig.variant); only its training and evaluation are wired, not export, LoRA or starting from it`);
+}
+
 /** The GPT config and float weights of a committed training checkpoint. */
 export async function checkpointWeights(store: ArtifactStore, prefix: string): Promise<{ config: GptConfig; weights: Map<string, Float32Array> }> {
   const ck = await readCheckpoint(store, prefix);
   if (ck.state.family && ck.state.family !== 'gpt') throw failure('InvalidInput', `checkpoint ${prefix}: a ${ck.state.family} model, not a GPT (only GPT has an inference exporter and a LoRA base here)`);
+  refuseGptVariant(ck.state.modelConfig, `checkpoint ${prefix}`);
   const parsed = StoredGptConfigSchema.safeParse(ck.state.modelConfig);
   if (!parsed.success) {
     throw failure('InvalidInput', `checkpoint ${prefix}: modelConfig is not a GPT config (only GPT has an inference exporter): ${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`);

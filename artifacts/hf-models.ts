@@ -15,7 +15,7 @@ import type { ArtifactStore, Manifest } from '../infra/store';
 import { failure } from '../spec/errors';
 import { hfAdapterFiles } from '../engine/hf/peft';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../engine/lora/peft';
-import { checkpointWeights, commitCheckpoint, fromTensors, readCheckpoint, readCheckpointState, toTensors, type CheckpointRef } from './checkpoints';
+import { checkpointWeights, commitCheckpoint, fromTensors, readCheckpoint, readCheckpointState, refuseGptVariant, toTensors, type CheckpointRef } from './checkpoints';
 import { asFailure } from './errors';
 import { keySafe, modelKeys, modelNameProblem } from './keys';
 
@@ -136,6 +136,7 @@ export async function exportHfModel(store: ArtifactStore, ref: string, outDir: s
   }
   const ck = await readCheckpoint(store, prefix);
   const family = ck.state.family ?? 'gpt';
+  if (family === 'gpt') refuseGptVariant(ck.state.modelConfig, `export ${ref}: ${prefix}`);
   const cfg = (family === 'gpt' ? StoredGptConfigSchema : family === 'bert' ? BertModelConfigSchema : T5ConfigSchema.strip()).safeParse(ck.state.modelConfig);
   if (!cfg.success) {
     const issue = cfg.error.issues[0]!;

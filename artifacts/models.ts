@@ -13,7 +13,7 @@ import { T5ConfigSchema, type T5Config } from '../engine/models/t5';
 import { parseContentKey, type ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import type { BaseModel } from '../spec/lora';
-import { checkpointWeights, fromTensors, readCheckpoint, readCheckpointState, refOf } from './checkpoints';
+import { checkpointWeights, fromTensors, readCheckpoint, readCheckpointState, refOf, refuseGptVariant } from './checkpoints';
 import { asFailure } from './errors';
 import { importBehind, type ImportRecord } from './hf-models';
 import { loadStoredTokenizer } from './tokenizers';
@@ -166,6 +166,7 @@ export async function loadBase(store: ArtifactStore, base: BaseModel): Promise<L
     if (!m) throw failure('MissingArtifact', `spec.base.prefix: no committed checkpoint at ${base.prefix}`, { key: base.prefix });
     const ck = await readCheckpoint(store, base.prefix);
     if (ck.state.family && ck.state.family !== 'gpt') throw failure('InvalidInput', `spec.base.prefix: checkpoint ${base.prefix} holds a ${ck.state.family} model; LoRA fine-tunes of checkpoints take GPT models`);
+    refuseGptVariant(ck.state.modelConfig, `spec.base.prefix: checkpoint ${base.prefix}`);
     const cfg = StoredGptConfigSchema.safeParse(ck.state.modelConfig);
     if (!cfg.success) throw failure('InvalidInput', `spec.base.prefix: checkpoint ${base.prefix} does not hold a GPT model config (${cfg.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`);
     return { kind: 'checkpoint', ref: { kind: 'checkpoint', location: base.prefix, files: refOf(m).files }, config: cfg.data, weights: fromTensors(ck.weights, base.prefix) };

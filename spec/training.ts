@@ -12,6 +12,7 @@ import { DatasetSpecSchema } from '../engine/data/dataset';
 import { BertConfigSchema, bertMemoryEquivalent } from '../engine/models/bert';
 import { GptConfigSchema, gptOptionFields, type GptConfig } from '../engine/models/gpt';
 import { BertHeadSchema, type BertModelConfig } from '../engine/hf/bert';
+import { MemoryGptConfigSchema, MemoryVariantSchema, type MemoryVariant } from '../engine/models/memory-slots';
 import { getPreset } from '../engine/models/presets';
 import { T5ConfigSchema, t5MemoryEquivalent, type T5Config } from '../engine/models/t5';
 import { OptimConfigSchema } from '../engine/optim';
@@ -49,9 +50,28 @@ export const FROM_OVERRIDABLE_BY_FAMILY: Record<ModelFamily, readonly string[]> 
 /** BERT's encoder fields and its head (`{ kind: classification, num_labels }` or `{ kind: mlm }`). */
 const BertFields = z.strictObject({ ...BertConfigSchema.shape, head: BertHeadSchema });
 
+/**
+ * A GPT's variant (`model.variant`): the seed's advanced models. `memory` (learned memory slots read
+ * by cross-attention in chosen layers, engine/models/memory-slots.ts) trains; the others are
+ * refused with the reason (VARIANT_REFUSALS), their other fields unchecked.
+ */
+const GptVariantSchema = z.discriminatedUnion('kind', [
+  MemoryVariantSchema,
+  z.looseObject({ kind: z.literal('domain-head') }),
+  z.looseObject({ kind: z.literal('image-prefix') }),
+]);
+
+/** Why a GPT variant does not train in pipelines yet: one line for `spec.model.variant.kind`. */
+export const VARIANT_REFUSALS: Record<'domain-head' | 'image-prefix', string> = {
+  'domain-head':
+    'a GPT with a classification head (joint LM + class loss, engine/models/classification-head.ts) is not wired into pipelines yet: its step needs LM windows and the label of one document in each row, and the pipeline has no batcher or accuracy evaluation for it; train a classifier with family bert, task classification',
+  'image-prefix':
+    'a GPT reading image features (engine/models/image-prefix.ts) cannot train in pipelines: no dataset kind carries image feature vectors (dataset.corpus is text: brown, spam-assassin, jsonl, ...)',
+};
+
 /** A model spec's parsed form: the family, the task it trains for, and its complete config. */
 export type ModelSpec = { preset: string | null; from: string | null; fromFiles: Record<string, string> | null } & (
-  | { family: 'gpt'; task: 'lm'; config: GptConfig }
+  | { family: 'gpt'; task: 'lm'; config: GptConfig; variant?: MemoryVariant }
   | { family: 'bert'; task: 'classification' | 'mlm'; config: BertModelConfig }
   | { family: 't5'; task: 'seq2seq' | 'span-corruption'; config: T5Config }
 );
@@ -78,6 +98,8 @@ const ModelSpecSchema = z
     fromFiles: z.record(z.string(), z.string().regex(/^[0-9a-f]{64}$/, 'a sha256 (64 hex digits)')).nullish(),
     /** Fields of the family's config (GPT: n_layer, n_embd, ...; BERT: hidden_size, ..., head). */
     config: z.record(z.string(), z.unknown()).default({}),
+    /** GPT only: `{ kind: memory, n_memory, memory_layers }` adds learned memory slots (GptVariantSchema). */
+    variant: GptVariantSchema.nullish(),
   })
   .transform((m, ctx): ModelSpec => {
     const from = m.from ?? null;
@@ -99,6 +121,21 @@ const ModelSpecSchema = z
       return z.NEVER;
     }
     const source = { preset: m.preset ?? null, from, fromFiles: m.fromFiles ?? null };
+    const variant = m.variant ?? null;
+    if (variant !== null) {
+      const why =
+        m.family !== 'gpt'
+          ? { path: ['variant'], message: `variants are GPT models (memory); this is a ${m.family} model` }
+          : variant.kind !== 'memory'
+            ? { path: ['variant', 'kind'], message: VARIANT_REFUSALS[variant.kind] }
+            : from !== null
+              ? { path: ['variant'], message: `cannot be combined with from: a stored model keeps its own architecture (starting from a memory-augmented checkpoint is not wired yet)` }
+              : null;
+      if (why) {
+        ctx.addIssue({ code: 'custom', ...why });
+        return z.NEVER;
+      }
+    }
     let base: Record<string, unknown> = {};
     if (m.preset != null) {
       try {
@@ -158,6 +195,14 @@ const ModelSpecSchema = z
       const tooBig = parsed.error.issues.every((i) => i.code === 'too_big');
       relocateIssues(ctx, parsed.error, GptConfigSchema, merged, (path) => ['config', ...path], { continue: tooBig });
       return tooBig ? { family: 'gpt', task: 'lm', ...source, config: merged as GptConfig } : z.NEVER;
+    }
+    if (variant?.kind === 'memory') {
+      const mem = MemoryGptConfigSchema.safeParse({ gpt: parsed.data, n_memory: variant.n_memory, memory_layers: variant.memory_layers });
+      if (!mem.success) {
+        for (const i of mem.error.issues) ctx.addIssue({ code: 'custom', path: ['variant', ...i.path.map((k) => k as string | number)], message: i.message });
+        return z.NEVER;
+      }
+      return { family: 'gpt', task: 'lm', ...source, config: parsed.data, variant };
     }
     return { family: 'gpt', task: 'lm', ...source, config: parsed.data };
   });
@@ -242,6 +287,9 @@ export function trainingSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
     }
     if (TASK_DATASET[s.model.task] === 'labelled' && !corpusIsLabelled(s.dataset.corpus)) {
       ctx.addIssue({ code: 'custom', path: ['dataset', 'corpus'], message: `a ${s.model.task} run needs a labelled corpus (spam-assassin, brown (its genres), or jsonl with labelField), not ${s.dataset.corpus.kind}${s.dataset.corpus.kind === 'jsonl' ? ' without labelField' : ''}` });
+    }
+    if (s.model.family === 'gpt' && s.model.variant && s.activationCheckpointing !== 'off') {
+      ctx.addIssue({ code: 'custom', path: ['activationCheckpointing'], message: `recomputing blocks of a memory-augmented GPT (model.variant) is not wired yet; leave activationCheckpointing off` });
     }
     if (s.rounds === 0 && s.model.from === null) {
       ctx.addIssue({ code: 'custom', path: ['rounds'], message: 'must be at least 1 for a new model (0 rounds trains nothing; start from a stored model with model.from to evaluate or fine-tune it without pretraining)' });

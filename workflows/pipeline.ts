@@ -271,7 +271,9 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     // Classifiers and seq2seq models get a report; runs recorded before it existed replay without one.
     const model = spec.training.model;
     const report = !gpt && (model.task === 'classification' || model.task === 'seq2seq') && patched('family-report');
-    const post = gpt ? await postTrainingStage(st, trained, tuned) : spec.quantization.length ? await (t5 ? t5PostStage(st, classifier) : classifierPostStage(st, classifier)) : skipPostTraining(st, classifier, report);
+    // A memory-augmented GPT (model.variant) has no inference exporter yet: its post-training is skipped.
+    const variant = model.family === 'gpt' && model.variant != null;
+    const post = gpt && !variant ? await postTrainingStage(st, trained, tuned) : spec.quantization.length ? await (t5 ? t5PostStage(st, classifier) : classifierPostStage(st, classifier)) : skipPostTraining(st, classifier, report);
     const told = report ? await familyReportStage(st, trained, classifier, post) : post;
     return resultOf(st, trained, told, Date.now() - info.startTime.getTime());
   } catch (err) {
@@ -585,7 +587,9 @@ function skipPostTraining(st: PipelineState, trained: TrainingResult, reported =
   const model = st.spec.training.model;
   const why = reported
     ? `no quantization asked for; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix} (the report follows)`
-    : `post-training (quantization, report) runs on GPT models so far; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix}`;
+    : model.family === 'gpt' && model.variant
+      ? `post-training (export, quantization, evaluation table) of a memory-augmented GPT is not wired yet; the model is ${trained.checkpoint.prefix}`
+      : `post-training (quantization, report) runs on GPT models so far; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix}`;
   st.end(st.begin('postTraining', null, why), 'skipped', why);
   st.running = null;
   st.setStage('done');

@@ -1,4 +1,5 @@
-// GPT with a sequence-classification head trained jointly with the LM; used by tests today, wired into the product by issue 12.
+// GPT with a sequence-classification head trained jointly with the LM; used by tests; a pipeline spec naming it
+// (`model.variant: { kind: domain-head }`) is refused with the reason (spec/training.ts VARIANT_REFUSALS).
 //
 // An extra head on the last hidden state: loss = lm_weight · LM + cls_weight · CE(class). Its
 // weight is named after its Hugging Face analogue, GPT2ForSequenceClassification.score:

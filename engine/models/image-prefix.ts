@@ -1,4 +1,5 @@
-// GPT reading image feature vectors as a projected prefix of the tokens (LLaVA-style); used by tests today, wired into the product by issue 12.
+// GPT reading image feature vectors as a projected prefix of the tokens (LLaVA-style); used by tests; a pipeline spec naming it
+// (`model.variant: { kind: image-prefix }`) is refused: no dataset kind carries image features.
 //
 // The projector's weights are named as in Hugging Face LlavaForConditionalGeneration (torch
 // layout): multi_modal_projector.linear_{1,2}.{weight,bias}.

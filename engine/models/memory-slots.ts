@@ -1,4 +1,5 @@
-// GPT whose chosen layers read learned memory slots by cross-attention; used by tests today, wired into the product by issue 12.
+// GPT whose chosen layers read learned memory slots by cross-attention; reachable from a spec as `model.variant: { kind: memory, ... }`
+// (spec/training.ts), trained by the LM shard step (engine/train/shard.ts).
 //
 // The slots are shared by every sequence (memory.slots (n_memory, C), no HF analogue: our
 // encoder_hidden_states); the cross-attention weights are named as in HF GPT-2 with
@@ -25,6 +26,22 @@ export const MemoryGptConfigSchema = z
     if (new Set(c.memory_layers).size !== c.memory_layers.length) ctx.addIssue({ code: 'custom', path: ['memory_layers'], message: 'lists a layer twice' });
   });
 export type MemoryGptConfig = z.infer<typeof MemoryGptConfigSchema>;
+
+/**
+ * The memory variant as a pipeline spec names it (`model.variant`): the GPT config stays the
+ * model's own `config`, this adds the slots and the layers that read them.
+ */
+export const MemoryVariantSchema = z.strictObject({
+  kind: z.literal('memory'),
+  n_memory: z.number().int().positive().max(65536),
+  memory_layers: z.array(z.number().int().nonnegative()).min(1),
+});
+export type MemoryVariant = z.infer<typeof MemoryVariantSchema>;
+
+/** The MemoryGptConfig of a GPT config and its memory variant. */
+export function memoryConfigOf(gpt: GptConfig, v: MemoryVariant): MemoryGptConfig {
+  return MemoryGptConfigSchema.parse({ gpt, n_memory: v.n_memory, memory_layers: v.memory_layers });
+}
 
 export function memoryGptParams(cfg: MemoryGptConfig): ParamSpec[] {
   const g = cfg.gpt;

@@ -12,6 +12,7 @@ import { Graph, type Value } from '../graph/ir';
 import { reshape } from '../graph/ops';
 import { serializeModel } from '../graph/onnx';
 import { GptConfigSchema, gptLogits, gptParams, type GptConfig } from '../models/gpt';
+import { memoryConfigOf, memoryGptLogits, memoryGptParams, type MemoryVariant } from '../models/memory-slots';
 import { createSession, type SessionConfig } from '../runtime';
 
 export interface EvalResult {
@@ -33,12 +34,14 @@ export interface EvalOptions {
 }
 
 /** Inference graph: weights as inputs (one session serves every checkpoint), output the summed loss. */
-function evalGraph(cfg: GptConfig, B: number, T: number): Graph {
+function evalGraph(cfg: GptConfig, memory: MemoryVariant | undefined, B: number, T: number): Graph {
   const g = new Graph('eval_lm');
-  const weights = new Map<string, Value>(gptParams(cfg).map((s) => [s.name, g.input(s.name, 'float32', s.shape)]));
+  const m = memory ? memoryConfigOf(cfg, memory) : null;
+  const weights = new Map<string, Value>((m ? memoryGptParams(m) : gptParams(cfg)).map((s) => [s.name, g.input(s.name, 'float32', s.shape)]));
   const tokens = g.input('tokens', 'int64', [B, T]);
   const targets = g.input('targets', 'int64', [B, T]);
-  const logits = gptLogits(cfg, tokens, (n) => weights.get(n)!); // (B·T, V)
+  const p = (n: string) => weights.get(n)!;
+  const logits = m ? memoryGptLogits(m, tokens, p) : gptLogits(cfg, tokens, p); // (B·T, V)
   const [sum] = g.op('SoftmaxCrossEntropyLoss', [logits, reshape(targets, [-1])], { reduction: 'sum' }, { outputs: 1 });
   g.output(sum, 'loss_sum');
   return g;
@@ -52,6 +55,8 @@ export class LmEvaluator {
   constructor(
     model: GptConfig,
     private readonly sessionConfig: SessionConfig = {},
+    /** A memory-augmented GPT's slots (engine/models/memory-slots.ts); default a plain GPT. */
+    private readonly memory?: MemoryVariant,
   ) {
     this.cfg = GptConfigSchema.parse(model);
   }
@@ -60,7 +65,7 @@ export class LmEvaluator {
     const key = `${B}x${T}`;
     let s = this.sessions.get(key);
     if (!s) {
-      s = createSession(serializeModel(evalGraph(this.cfg, B, T)).model, { graphOptimizationLevel: 'all', ...this.sessionConfig });
+      s = createSession(serializeModel(evalGraph(this.cfg, this.memory, B, T)).model, { graphOptimizationLevel: 'all', ...this.sessionConfig });
       this.sessions.set(key, s);
     }
     return s;
@@ -74,7 +79,7 @@ export class LmEvaluator {
     const T = o.contextLength;
     if (ids.length < T + 1) throw new EngineError('config', `validation split has ${ids.length} tokens, need at least contextLength + 1 = ${T + 1}`);
     const feedsW: Record<string, ort.Tensor> = {};
-    for (const s of gptParams(this.cfg)) {
+    for (const s of this.memory ? memoryGptParams(memoryConfigOf(this.cfg, this.memory)) : gptParams(this.cfg)) {
       const w = weights.get(s.name);
       if (!w) throw new EngineError('config', `evaluate: parameter "${s.name}" is missing from the checkpoint`);
       const n = s.shape.reduce((a, b) => a * b, 1);

@@ -18,6 +18,7 @@ import type { TensorData } from '../graph/ir';
 import { serializeModel } from '../graph/onnx';
 import { GptConfigSchema, gptParams, gptTrainLoss, type GptConfig } from '../models/gpt';
 import { estimateTrainStepBytes, gib } from '../models/memory';
+import { memoryConfigOf, memoryGptParams, memoryGptTrainLoss, type MemoryVariant } from '../models/memory-slots';
 import type { OptimConfig } from '../optim';
 import { createSession, StepRunner, type SessionConfig } from '../runtime';
 import type { ActivationCheckpointing } from './checkpointing';
@@ -146,11 +147,17 @@ export interface LmTrainSetup {
   activationCheckpointing?: ActivationCheckpointing;
   /** Optimizer steps per session.run (engine/train/ksteps.ts); default 1. */
   stepsPerRun?: number;
+  /** Learned memory slots read by cross-attention in chosen layers (engine/models/memory-slots.ts); default none. */
+  memory?: MemoryVariant;
 }
 
 /** The one-graph training step of a GPT language model with (B, T) token batches. */
 export function buildLmTrainStep(s: LmTrainSetup): TrainStep {
   const cfg = GptConfigSchema.parse(s.model);
+  if (s.memory) {
+    const m = memoryConfigOf(cfg, s.memory);
+    return buildTrainStep({ params: memoryGptParams(m), loss: memoryGptTrainLoss(m, s.batchSize, s.contextLength) }, s.optim, { activationCheckpointing: s.activationCheckpointing });
+  }
   return buildTrainStep({ params: gptParams(cfg), loss: gptTrainLoss(cfg, s.batchSize, s.contextLength) }, s.optim, { activationCheckpointing: s.activationCheckpointing });
 }
 

@@ -1,0 +1,120 @@
+// A memory-augmented GPT (`model.variant: { kind: memory, ... }`, engine/models/memory-slots.ts)
+// through pipelineWorkflow on a real Temporal dev server and S3 server: two DiLoCo workers train
+// it on Brown humor, the val loss falls, the committed checkpoint holds the memory slots and the
+// cross-attention weights (and the variant in checkpoint.json), the post-training stage is skipped
+// with its reason, and every plain-GPT reader (the exporters, generate, a LoRA base, model.from)
+// refuses the checkpoint. A cancelled run retried from its checkpoint ends with the same weights,
+// bit for bit.
+
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { checkpointWeights, readCheckpoint } from '../../artifacts/checkpoints';
+import { exportHfModel } from '../../artifacts/hf-models';
+import { loadBase, resolveModel } from '../../artifacts/models';
+import { resolveModelFrom } from '../../sdk/model-from';
+import { RunFailedError, TruthGPT, type PipelineResult, type PipelineSpecInput } from '../../sdk';
+import type { StageOutcome } from '../../workflows/pipeline';
+import { withInProcessStack, type InProcessStack } from '../helpers/stack';
+
+let stack: InProcessStack;
+let tg: TruthGPT;
+let first: PipelineResult;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  stack = await withInProcessStack({ bucket: 'truthgpt-memory', logLevel: 'WARN' });
+  tg = await TruthGPT.connect({ config: stack.config });
+}, 180_000);
+
+afterAll(async () => {
+  await tg?.close();
+  await stack?.close();
+});
+
+// Byte vocabulary, 2 layers × 32 wide, 8 memory slots read by layer 1.
+const spec: PipelineSpecInput = {
+  name: 'memory-pipe',
+  model: { preset: 'tiny-gpt', config: { vocab_size: 259, n_embd: 32, n_head: 2, block_size: 32, n_layer: 2 }, variant: { kind: 'memory', n_memory: 8, memory_layers: [1] } },
+  dataset: { name: 'brown-humor', corpus: { kind: 'brown', categories: ['humor'] }, valFraction: 0.2 },
+  training: {
+    workers: 2,
+    rounds: 3,
+    innerSteps: 15,
+    batchSize: 8,
+    contextLength: 32,
+    optimizer: { optimizer: { kind: 'adamw', lr: 3e-3 }, grad_clip: 1 },
+    evalBatches: 2,
+    checkpoint: { everySteps: 5, everySeconds: 0 },
+  },
+};
+
+test('a memory-augmented GPT trains through the pipeline; its checkpoint holds the slots and cross-attention', async () => {
+  const run = await tg.startPipeline(spec);
+  first = await run.result();
+  expect(first.training.rounds).toBe(3);
+  expect(first.training.tokensSeen).toBe(3 * 2 * 15 * 8 * 32);
+  const losses = first.training.valHistory.map((v) => v.loss);
+  // Untrained: ln(259) ≈ 5.56. Seen: 5.5556 → 3.4578 → 3.1932 → 3.1033 (a fall of 2.45).
+  expect(losses[0]).toBeGreaterThan(5.3);
+  expect(losses[losses.length - 1]).toBeLessThan(losses[0] - 1.5);
+  expect(first.stages.map((s: StageOutcome) => [s.stage, s.status])).toEqual([
+    ['train', 'done'],
+    ['lora', 'skipped'],
+    ['postTraining', 'skipped'],
+  ]);
+  expect(first.stages[2].summary).toContain('post-training (export, quantization, evaluation table) of a memory-augmented GPT is not wired yet');
+
+  const prefix = first.training.checkpoint.prefix;
+  expect(prefix).toBe(`runs/${run.workflowId}/global/r000003`);
+  const ck = await readCheckpoint(stack.s3.store, prefix);
+  expect(ck.state.modelConfig.variant).toEqual({ kind: 'memory', n_memory: 8, memory_layers: [1] });
+  const names = [...ck.weights.keys()];
+  expect(names).toEqual(expect.arrayContaining(['memory.slots', 'h.1.ln_cross_attn.weight', 'h.1.crossattention.q_attn.weight', 'h.1.crossattention.c_attn.weight', 'h.1.crossattention.c_proj.weight']));
+  expect(names.some((n) => n.startsWith('h.0.crossattention'))).toBe(false);
+  expect(ck.weights.get('memory.slots')!.dims).toEqual([8, 32]);
+  // The slots and the cross-attention were trained: they moved from the seeded init of round 0.
+  const init = await readCheckpoint(stack.s3.store, `runs/${run.workflowId}/global/r000000`);
+  const moved = (name: string) => {
+    const a = ck.weights.get(name)!.data as Float32Array;
+    const b = init.weights.get(name)!.data as Float32Array;
+    return a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
+  };
+  // Seen: largest change 0.084 (slots), 0.037 (q_attn); their init std is 0.02.
+  expect(moved('memory.slots')).toBeGreaterThan(0.01);
+  expect(moved('h.1.crossattention.q_attn.weight')).toBeGreaterThan(0.01);
+
+  // A reader of plain GPTs (the inference exporter, a LoRA base) refuses it instead of dropping the slots.
+  const refusal = `checkpoint ${prefix}: a memory variant of GPT (modelConfig.variant); only its training and evaluation are wired, not export, LoRA or starting from it`;
+  await expect(checkpointWeights(stack.s3.store, prefix)).rejects.toThrow(refusal);
+  // `truthgpt generate --model <checkpoint>` exports the checkpoint first: refused the same way.
+  await expect(resolveModel(stack.s3.store, prefix)).rejects.toThrow(refusal);
+  await expect(exportHfModel(stack.s3.store, prefix, fs.mkdtempSync(path.join(os.tmpdir(), 'memory-export-')))).rejects.toThrow(`export ${prefix}: ${prefix}: a memory variant of GPT`);
+  await expect(loadBase(stack.s3.store, { kind: 'checkpoint', prefix })).rejects.toThrow(`spec.base.prefix: checkpoint ${prefix}: a memory variant of GPT`);
+  await expect(resolveModelFrom(stack.s3.store, { model: { from: prefix } })).rejects.toThrow(`spec.model.from: ${prefix} holds a memory-augmented GPT (modelConfig.variant); starting a run from it is not wired yet`);
+}, 300_000);
+
+test('cancelled mid-training, a memory-augmented GPT is retried from its checkpoint and ends with the same weights', async () => {
+  const run = await tg.startPipeline(spec);
+  let p = await run.progress();
+  for (let i = 0; i < 600 && !(p.training && p.training.round >= 1); i++) {
+    await sleep(100);
+    p = await run.progress();
+  }
+  // Paused first, so the run is held at a round boundary whatever the machine's load.
+  await run.pause();
+  for (let i = 0; i < 600 && p.training?.stage !== 'paused'; i++) {
+    await sleep(100);
+    p = await run.progress();
+  }
+  const pausedAt = p.training!.round;
+  await run.cancel();
+  const err = await run.result().catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(RunFailedError);
+  const again = await tg.retryFromCheckpoint(run.workflowId);
+  const r = await again.result();
+  expect(r.training.resumedFrom).toEqual({ runId: run.workflowId, round: pausedAt });
+  expect(r.training.rounds).toBe(3);
+  expect(r.training.checkpoint.files['model.safetensors'].sha256).toBe(first.training.checkpoint.files['model.safetensors'].sha256);
+}, 300_000);
