@@ -144,10 +144,9 @@ const RETRY = { initialInterval: '1 second', maximumInterval: '30 seconds', maxi
  */
 const CPU_STAGE = { taskQueue: TASK_QUEUES.cpu, startToCloseTimeout: '60 minutes', heartbeatTimeout: '60 seconds', retry: RETRY } as const;
 
-/** The GPU-queue chunks of the non-GPT LoRA stages: heartbeating, resumed from their last snapshot on retry. */
-const LORA_CHUNK = { taskQueue: TASK_QUEUES.gpu, startToCloseTimeout: '120 minutes', heartbeatTimeout: '5 minutes', retry: { ...RETRY, maximumAttempts: 20 } } as const;
+/** The GPU-queue chunks of the non-GPT LoRA stages: resumed from their last snapshot on retry (timeouts: loraChunkOptions). */
+const LORA_CHUNK = { taskQueue: TASK_QUEUES.gpu, retry: { ...RETRY, maximumAttempts: 20 } } as const;
 
-const classifierLoraGpu = proxyActivities<ClassifierLoraActivities>(LORA_CHUNK);
 const classifierLoraCpu = proxyActivities<ClassifierLoraActivities>(CPU_STAGE);
 const t5LoraCpu = proxyActivities<T5LoraActivities>(CPU_STAGE);
 const familyReport = proxyActivities<FamilyReportActivities>(CPU_STAGE);
@@ -420,21 +419,15 @@ async function classifierLoraStage(st: PipelineState, trained: TrainingResult): 
   const id = loraChildId(st.id);
   st.running = st.begin('lora', null, `r=${l.lora.r} on the classifier ${trained.checkpoint.prefix}, ${l.train.steps} steps`);
   const settings = { lora: l.lora, train: l.train };
-  let previous: CheckpointRef | null = null;
-  const chunks = Math.ceil(l.train.steps / l.train.stepsPerActivity);
-  let lastLoss = NaN;
-  const chunkLoss: FamilyReportLora['chunkLoss'] = [];
-  for (let chunk = 0; chunk < chunks; chunk++) {
-    await st.waitWhilePaused();
-    const r = await classifierLoraGpu.trainClassifierLora.executeWithOptions({ summary: `LoRA chunk ${chunk + 1}/${chunks} of the classifier` }, [
+  const gpu = proxyActivities<ClassifierLoraActivities>(loraChunkOptions(l));
+  const { final, chunkLoss } = await loraChunks(st, l, 'the classifier', (chunk, previous, summary) =>
+    gpu.trainClassifierLora.executeWithOptions({ summary }, [
       { runId: id, spec: st.spec.training, settings, base: trained.checkpoint, dataset: trained.dataset, chunk, previous },
-    ]);
-    previous = r.checkpoint;
-    lastLoss = r.lastLoss;
-    chunkLoss.push({ step: Math.min((chunk + 1) * l.train.stepsPerActivity, l.train.steps), first: r.firstLoss ?? NaN, last: r.lastLoss });
-  }
+    ]),
+  );
+  const lastLoss = chunkLoss[chunkLoss.length - 1].last;
   const o = await classifierLoraCpu.mergeClassifierLora.executeWithOptions({ summary: 'merge the adapters, write PEFT files, evaluate' }, [
-    { runId: id, spec: st.spec.training, settings, base: trained.checkpoint, dataset: trained.dataset, final: previous! },
+    { runId: id, spec: st.spec.training, settings, base: trained.checkpoint, dataset: trained.dataset, final },
   ]);
   st.classifierLora = o;
   const before = trained.valHistory[trained.valHistory.length - 1];
@@ -470,21 +463,14 @@ async function t5LoraStage(st: PipelineState, trained: TrainingResult): Promise<
   const id = loraChildId(st.id);
   st.running = st.begin('lora', null, `r=${l.lora.r} on the seq2seq model ${trained.checkpoint.prefix}, ${l.train.steps} steps`);
   const settings = { lora: l.lora, train: l.train };
-  let previous: CheckpointRef | null = null;
-  const chunks = Math.ceil(l.train.steps / l.train.stepsPerActivity);
-  const chunkLoss: FamilyReportLora['chunkLoss'] = [];
-  // The spec's heartbeat and activity timeouts, as a GPT fine-tune's chunks take them: a dead worker's chunk is retried that soon.
-  const t5LoraGpu = proxyActivities<T5LoraActivities>({ ...LORA_CHUNK, heartbeatTimeout: `${l.heartbeatTimeoutSeconds} seconds`, startToCloseTimeout: `${l.activityTimeoutMinutes} minutes` });
-  for (let chunk = 0; chunk < chunks; chunk++) {
-    await st.waitWhilePaused();
-    const r = await t5LoraGpu.trainT5Lora.executeWithOptions({ summary: `LoRA chunk ${chunk + 1}/${chunks} of the seq2seq model` }, [
+  const gpu = proxyActivities<T5LoraActivities>(loraChunkOptions(l));
+  const { final, chunkLoss } = await loraChunks(st, l, 'the seq2seq model', (chunk, previous, summary) =>
+    gpu.trainT5Lora.executeWithOptions({ summary }, [
       { runId: id, spec: st.spec.training, settings, base: trained.checkpoint, dataset: trained.dataset, chunk, previous },
-    ]);
-    previous = r.checkpoint;
-    chunkLoss.push({ step: Math.min((chunk + 1) * l.train.stepsPerActivity, l.train.steps), first: r.firstLoss, last: r.lastLoss });
-  }
+    ]),
+  );
   const o = await t5LoraCpu.mergeT5Lora.executeWithOptions({ summary: 'merge the adapters, write PEFT files, evaluate' }, [
-    { runId: id, spec: st.spec.training, settings, base: trained.checkpoint, dataset: trained.dataset, final: previous! },
+    { runId: id, spec: st.spec.training, settings, base: trained.checkpoint, dataset: trained.dataset, final },
   ]);
   st.t5Lora = { ...o, chunkLoss };
   const before = trained.valHistory[trained.valHistory.length - 1];
@@ -498,6 +484,37 @@ async function t5LoraStage(st: PipelineState, trained: TrainingResult): Promise<
   );
   st.running = null;
   return { ...trained, checkpoint: o.merged };
+}
+
+/**
+ * The GPU-queue chunk options of a non-GPT LoRA stage: the spec's heartbeat and activity timeouts,
+ * as a GPT fine-tune's chunks take them, so a dead worker's chunk is retried that soon.
+ */
+function loraChunkOptions(l: NonNullable<PipelineSpec['lora']>) {
+  return { ...LORA_CHUNK, heartbeatTimeout: `${l.heartbeatTimeoutSeconds} seconds`, startToCloseTimeout: `${l.activityTimeoutMinutes} minutes` } as const;
+}
+
+/**
+ * A non-GPT LoRA stage's chunks of `stepsPerActivity` steps, one after another (each resumes from
+ * the one before it), pausable between chunks; `what` names the model in each chunk's summary. Returns the last chunk's checkpoint and the train
+ * loss at each chunk's start and end.
+ */
+async function loraChunks(
+  st: PipelineState,
+  l: NonNullable<PipelineSpec['lora']>,
+  what: string,
+  runChunk: (chunk: number, previous: CheckpointRef | null, summary: string) => Promise<{ checkpoint: CheckpointRef; firstLoss?: number; lastLoss: number }>,
+): Promise<{ final: CheckpointRef; chunkLoss: FamilyReportLora['chunkLoss'] }> {
+  const chunks = Math.ceil(l.train.steps / l.train.stepsPerActivity);
+  let previous: CheckpointRef | null = null;
+  const chunkLoss: FamilyReportLora['chunkLoss'] = [];
+  for (let chunk = 0; chunk < chunks; chunk++) {
+    await st.waitWhilePaused();
+    const r = await runChunk(chunk, previous, `LoRA chunk ${chunk + 1}/${chunks} of ${what}`);
+    previous = r.checkpoint;
+    chunkLoss.push({ step: Math.min((chunk + 1) * l.train.stepsPerActivity, l.train.steps), first: r.firstLoss ?? NaN, last: r.lastLoss });
+  }
+  return { final: previous!, chunkLoss };
 }
 
 /** What a non-GPT LoRA stage's report says besides its before/after figures. */
