@@ -191,6 +191,9 @@ export async function importBehind(store: ArtifactStore, prefix: string, manifes
  * naming `baseNameOrPath` (the exported base folder) or what peftBaseName finds as the base.
  */
 async function exportAdapter(store: ArtifactStore, ref: string, prefix: string, manifest: Manifest, outDir: string, baseNameOrPath?: string): Promise<HfExportResult> {
+  // A BERT classifier's or a T5 seq2seq model's LoRA stage stores PEFT files already in HF names,
+  // its base as a plain prefix.
+  if (typeof manifest.meta.base === 'string') return exportStoredPeft(store, ref, prefix, manifest.meta.base, outDir, baseNameOrPath);
   const base = manifest.meta.base as { kind?: string; location?: string } | undefined;
   if (base?.kind !== 'checkpoint' || typeof base.location !== 'string') {
     throw failure('InvalidInput', `export ${ref}: the adapter's base is ${base?.location ?? 'not recorded'}; only adapters of GPT checkpoints export as Hugging Face PEFT files`);
@@ -206,6 +209,32 @@ async function exportAdapter(store: ArtifactStore, ref: string, prefix: string, 
     fs.mkdirSync(outDir, { recursive: true });
     for (const [name, bytes] of out) fs.writeFileSync(path.join(outDir, name), bytes);
     return { prefix, dir: outDir, architecture: `PEFT LoRA for ${exportArchitecture(config).architecture}`, files: [...out.keys()], importedFrom: null };
+  } catch (err) {
+    throw asFailure(err, `export ${ref}`);
+  }
+}
+
+/**
+ * The PEFT files a BERT or T5 LoRA stage stored (activities/classifier-lora.ts, t5-lora.ts), with
+ * `base_model_name_or_path` naming `baseNameOrPath` (the folder its base was exported to), else the
+ * HF id or folder recorded where the base was imported, else the base's store prefix. The weights
+ * are copied byte for byte.
+ */
+async function exportStoredPeft(store: ArtifactStore, ref: string, prefix: string, basePrefix: string, outDir: string, baseNameOrPath?: string): Promise<HfExportResult> {
+  if (fs.existsSync(outDir) && fs.readdirSync(outDir).length > 0) throw failure('InvalidInput', `export ${ref}: ${outDir}: the export folder is not empty`);
+  try {
+    const [configBytes, weights] = await Promise.all([store.getVerified(prefix, ADAPTER_CONFIG_FILE), store.getVerified(prefix, ADAPTER_WEIGHTS_FILE)]);
+    const config = JSON.parse(configBytes.toString('utf8')) as Record<string, unknown>;
+    let name = baseNameOrPath;
+    if (name === undefined) {
+      const base = await readCheckpointState(store, basePrefix).catch(() => null);
+      const source = base ? await importBehind(store, basePrefix, base.manifest, base.state.runConfig) : null;
+      name = source ? (source.record.source.nameOrPath ?? source.record.source.folder) : basePrefix;
+    }
+    fs.mkdirSync(outDir, { recursive: true });
+    fs.writeFileSync(path.join(outDir, ADAPTER_CONFIG_FILE), JSON.stringify({ ...config, base_model_name_or_path: name }, null, 2));
+    fs.writeFileSync(path.join(outDir, ADAPTER_WEIGHTS_FILE), weights);
+    return { prefix, dir: outDir, architecture: `PEFT LoRA (${String(config.task_type)})`, files: [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE], importedFrom: null };
   } catch (err) {
     throw asFailure(err, `export ${ref}`);
   }

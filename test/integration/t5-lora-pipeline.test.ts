@@ -102,6 +102,20 @@ test('T5 seq2seq LoRA in a pipeline: adapters train (loss falls), PEFT files, me
   expect(config).toMatchObject({ peft_type: 'LORA', task_type: 'SEQ_2_SEQ_LM', r: 16, lora_alpha: 32, fan_in_fan_out: false, target_modules: ['k', 'o', 'q', 'v', 'wi', 'wo'] });
   expect(adapterFiles.has(ADAPTER_WEIGHTS_FILE)).toBe(true);
 
+  // `truthgpt export <adapter> --format hf [--base DIR]`: the same PEFT files, naming a base PEFT can
+  // open: the folder the base was exported to, or by default the HF source recorded at import.
+  const exported = path.join(tmp, 'adapter-export');
+  fs.rmSync(exported, { recursive: true, force: true });
+  const e = await exportModel(l.adapterPrefix, exported, { config: stack.config, baseNameOrPath: 'exported-base' });
+  expect(e.files.sort()).toEqual([ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE].sort());
+  expect(JSON.parse(fs.readFileSync(path.join(exported, ADAPTER_CONFIG_FILE), 'utf8'))).toEqual({ ...config, base_model_name_or_path: 'exported-base' });
+  expect(Buffer.from(fs.readFileSync(path.join(exported, ADAPTER_WEIGHTS_FILE))).equals(Buffer.from(adapterFiles.get(ADAPTER_WEIGHTS_FILE)!))).toBe(true);
+  fs.rmSync(exported, { recursive: true, force: true });
+  await exportModel(l.adapterPrefix, exported, { config: stack.config });
+  const byDefault = JSON.parse(fs.readFileSync(path.join(exported, ADAPTER_CONFIG_FILE), 'utf8')) as { base_model_name_or_path: string };
+  expect(byDefault.base_model_name_or_path).toBe(imported.import.source.nameOrPath ?? imported.import.source.folder);
+  expect(byDefault.base_model_name_or_path).not.toMatch(/^models\//);
+
   // Post-training ran on the merged model: int8's fp32 reference is the merged model's exact match.
   const [v] = r.t5Variants!;
   console.log(`T5 LoRA int8: exact match ${(100 * v.exactMatch).toFixed(2)}% vs fp32 ${(100 * v.fp32ExactMatch).toFixed(2)}% (${v.flips} answers differ), ${v.published ? 'published' : `refused: ${v.rejectedReason}`}`);
