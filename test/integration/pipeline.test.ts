@@ -119,7 +119,7 @@ test('model.from: a pipeline starts from a stored checkpoint (continued pretrain
   const bad = (s: PipelineSpecInput) => tg.startPipeline(s).then(() => 'started', (e: unknown) => e);
   const arch = await bad(fromSpec({}, { model: { from, config: { n_layer: 4, dropout: 0.1 } } }));
   expect(arch).toBeInstanceOf(InvalidSpecError);
-  expect((arch as InvalidSpecError).issues).toEqual([`spec.model.config.n_layer: 4 differs from ${from}, which has 2; a stored model keeps its architecture (only dropout, dropout_seed may be set)`]);
+  expect((arch as InvalidSpecError).issues).toEqual([`spec.model.config.n_layer: 4 differs from ${from}, which has 2; a stored model keeps its architecture (only dropout, dropout_seed, attention may be set)`]);
   expect(((await bad(fromSpec({}, { model: { from, preset: 'tiny-gpt' } }))) as InvalidSpecError).issues).toEqual([`spec.model.preset: cannot be combined with from: the model's config is ${from}'s`]);
   expect(((await bad(fromSpec({}, { model: { from: 'models/nobody' } }))) as InvalidSpecError).issues[0]).toBe(
     'spec.model.from: nothing is committed under s3://truthgpt-pipeline/models/nobody (expected an imported model such as models/<name>, or a checkpoint such as runs/<id>/global/r000004)',
