@@ -1,12 +1,12 @@
-// The run report of a BERT classifier or a T5 seq2seq run (engine/report/family.ts), written where
-// a GPT run's report goes (runs/<id>/report: report.html, report.json, loss-curves.svg).
+// The run report of a BERT or T5 run (engine/report/family.ts: classification, mlm, seq2seq,
+// span-corruption), written where a GPT run's report goes (runs/<id>/report: report.html, report.json, loss-curves.svg).
 //
 //   writeFamilyReport  cpu  the run's histories, the LoRA stage and the quantized variants (all
 //                           measured by the stages before it) → the page; reads only the dataset's
 //                           manifest figures it was handed
 
 import type { FamilyReport, FamilyReportLora, FamilyReportVariant } from '../engine/report';
-import { lossCurvesSvg, renderFamilyReportHtml } from '../engine/report';
+import { isPretrainingTask, lossCurvesSvg, renderFamilyReportHtml } from '../engine/report';
 import { countParams } from '../engine/models/blocks';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
@@ -67,8 +67,9 @@ function variantRows(input: FamilyReportInput, task: FamilyReport['task']): Fami
 
 async function writeFamilyReport(store: ArtifactStore, input: FamilyReportInput): Promise<FamilyReportResult> {
   const m = input.spec.model;
-  const task = m.family === 'bert' && m.task === 'classification' ? 'classification' : m.family === 't5' && m.task === 'seq2seq' ? 'seq2seq' : null;
-  if (task === null) throw failure('InvalidConfig', `writeFamilyReport: reports a BERT classifier or a T5 seq2seq run, not a ${m.family} ${m.task} run`);
+  const task = m.family === 'bert' || m.family === 't5' ? m.task : null;
+  if (task === null) throw failure('InvalidConfig', `writeFamilyReport: reports a BERT or T5 run, not a ${m.family} ${m.task} run`);
+  const pretraining = isPretrainingTask(task);
   const report: FamilyReport = {
     runId: input.runId,
     createdAt: new Date().toISOString(),
@@ -77,9 +78,9 @@ async function writeFamilyReport(store: ArtifactStore, input: FamilyReportInput)
     dataset: { prefix: input.dataset.prefix, trainTokens: input.dataset.train.reduce((a, s) => a + s.tokens, 0), valTokens: input.dataset.val.reduce((a, s) => a + s.tokens, 0), documents: input.dataset.documents },
     checkpoint: input.checkpoint.prefix,
     trainHistory: input.trainHistory.map((p) => ({ round: p.round, loss: p.loss })),
-    valHistory: input.valHistory.map((v) => ({ round: v.round, loss: v.loss, perplexity: v.perplexity, score: (task === 'classification' ? v.accuracy : v.exactMatch) ?? NaN, macroF1: v.macroF1 ?? null, examples: v.examples ?? 0 })),
+    valHistory: input.valHistory.map((v) => ({ round: v.round, loss: v.loss, perplexity: v.perplexity, score: pretraining ? null : ((task === 'classification' ? v.accuracy : v.exactMatch) ?? NaN), macroF1: v.macroF1 ?? null, examples: v.examples ?? 0 })),
     lora: input.lora,
-    variants: variantRows(input, task),
+    variants: pretraining ? [] : variantRows(input, task),
     config: input.config,
   };
   const committed = await store.commit(postKeys.report(input.runId), {

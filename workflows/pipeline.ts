@@ -8,7 +8,8 @@
 //                        trainT5Lora (gpu queue), then the merge, the PEFT files and the evaluation
 //   postTraining         postTrainingWorkflow child: quantize → evaluate → report, on the merged
 //                        model and the LoRA dataset when there was a LoRA stage; a classifier's or a
-//                        seq2seq model's: its gated int8 variants, then writeFamilyReport
+//                        seq2seq model's: its gated int8 variants, then writeFamilyReport; a BERT mlm or
+//                        T5 span-corruption run's: skipped, then writeFamilyReport (loss, perplexity)
 //
 // Every stage's outcome lands in the memo (`stages`) and the search attributes (TruthgptStage,
 // TruthgptBestValLoss, ...), so the Temporal UI's list and detail pages tell the story without a
@@ -267,9 +268,11 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     const t5 = spec.training.model.family === 't5';
     // A classifier's (or a seq2seq model's) LoRA stage leaves a merged checkpoint that post-training quantizes instead of the trained one.
     const classifier = gpt ? trained : t5 ? await t5LoraStage(st, trained) : await classifierLoraStage(st, trained);
-    // Classifiers and seq2seq models get a report; runs recorded before it existed replay without one.
+    // Classifiers and seq2seq models get a report, and so do mlm / span-corruption runs (a later patch);
+    // runs recorded before either existed replay without one.
     const model = spec.training.model;
-    const report = !gpt && (model.task === 'classification' || model.task === 'seq2seq') && patched('family-report');
+    const pretraining = model.task === 'mlm' || model.task === 'span-corruption';
+    const report = !gpt && (pretraining ? patched('family-report-pretraining') : (model.task === 'classification' || model.task === 'seq2seq') && patched('family-report'));
     // A memory-augmented GPT (model.variant) has no inference exporter yet: its post-training is skipped.
     const variant = model.family === 'gpt' && model.variant != null;
     const post = gpt && !variant ? await postTrainingStage(st, trained, tuned) : spec.quantization.length ? await (t5 ? t5PostStage(st, classifier) : classifierPostStage(st, classifier)) : skipPostTraining(st, classifier, report);
@@ -522,7 +525,7 @@ function familyLoraOf(l: NonNullable<PipelineSpec['lora']>, o: { trainable: numb
   return { r: l.lora.r, alpha: l.lora.lora_alpha, targetModules: o.targetModules, trainable: o.trainable, total: o.total, steps: l.train.steps, chunkLoss, adapterPrefix: o.adapterPrefix, mergedCheckpoint: o.merged.prefix };
 }
 
-/** A classifier's or a seq2seq model's report (activities/family-report.ts), where a GPT run's goes. */
+/** A BERT or T5 run's report (activities/family-report.ts), where a GPT run's goes. */
 async function familyReportStage(st: PipelineState, trained: TrainingResult, evaluated: TrainingResult, post: PostTrainingResult): Promise<PostTrainingResult> {
   const { spec } = st;
   const r = await familyReport.writeFamilyReport.executeWithOptions({ summary: 'the run report: loss curves, metrics per round, LoRA, variants' }, [

@@ -1,14 +1,18 @@
-// The run report of a BERT classifier or a T5 seq2seq run: one self-contained HTML page (inline CSS
-// and SVG, no scripts) in the GPT report's style (html.ts). What a reader needs differs: a
-// classifier is told by its accuracy and macro F1 over every validation document, a seq2seq model
-// by its target loss and the exact match of its greedy answers. The page holds the loss curves, the
-// metric per round, the LoRA stage when one ran, and the evaluation table (fp32 and each quantized
-// variant, with its gate). The same FamilyReport is stored as JSON beside it.
+// The run report of a BERT or T5 run: one self-contained HTML page (inline CSS and SVG, no scripts)
+// in the GPT report's style (html.ts). What a reader needs differs: a classifier is told by its
+// accuracy and macro F1 over every validation document, a seq2seq model by its target loss and the
+// exact match of its greedy answers, a pretraining run (BERT mlm, T5 span-corruption) by its
+// validation perplexity (masked tokens; span-corruption targets). The page holds the loss curves,
+// the metric per round, the LoRA stage when one ran, and the evaluation table (fp32 and each
+// quantized variant, with its gate; none for pretraining). The same FamilyReport is stored as JSON beside it.
 
 import { flatten } from './html';
 import { escapeXml as esc, fmt, lineChartSvg, lossCurvesSvg } from './svg';
 
-export type FamilyReportTask = 'classification' | 'seq2seq';
+export type FamilyReportTask = 'classification' | 'seq2seq' | 'mlm' | 'span-corruption';
+
+/** BERT mlm and T5 span-corruption: told by validation perplexity, with no score, LoRA or variants. */
+export const isPretrainingTask = (t: FamilyReportTask): t is 'mlm' | 'span-corruption' => t === 'mlm' || t === 'span-corruption';
 
 /** A row of the evaluation table: fp32 or a quantized variant, scored on the same examples. */
 export interface FamilyReportVariant {
@@ -60,8 +64,8 @@ export interface FamilyReport {
   /** The checkpoint the evaluation table scores (the merged LoRA model when there was a LoRA stage). */
   checkpoint: string;
   trainHistory: { round: number; loss: number }[];
-  /** Per evaluated round: loss, and accuracy + macro F1 (classification) or exact match (seq2seq) over `examples`. */
-  valHistory: { round: number; loss: number; perplexity: number; score: number; macroF1: number | null; examples: number }[];
+  /** Per evaluated round: loss, perplexity, and accuracy + macro F1 (classification) or exact match (seq2seq) over `examples` (score null and examples 0 for mlm / span-corruption). */
+  valHistory: { round: number; loss: number; perplexity: number; score: number | null; macroF1: number | null; examples: number }[];
   lora: FamilyReportLora | null;
   variants: FamilyReportVariant[];
   config: Record<string, unknown>;
@@ -75,8 +79,12 @@ function kvTable(rows: [string, string][]): string {
   return `<table class="kv">${rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`).join('')}</table>`;
 }
 
+/** What a pretraining run's perplexity is over. */
+const pplName = (t: 'mlm' | 'span-corruption') => (t === 'mlm' ? 'masked-token perplexity' : 'span-corruption target perplexity');
+
 function headlineText(r: FamilyReport): string {
   const [first, last] = [r.valHistory[0], r.valHistory[r.valHistory.length - 1]];
+  if (isPretrainingTask(r.task)) return first && last ? `Validation ${pplName(r.task)} ${fmt(first.perplexity)} → ${fmt(last.perplexity)}, loss ${fmt(first.loss)} → ${fmt(last.loss)} (${r.valHistory.length - 1} rounds).` : '';
   const what = scoreName(r.task);
   const parts: string[] = [];
   if (first && last) parts.push(`Validation ${what} ${pctOf(first.score)} → ${pctOf(last.score)} over ${n(last.examples)} ${r.task === 'classification' ? 'documents' : 'examples'}, loss ${fmt(first.loss)} → ${fmt(last.loss)} (${r.valHistory.length - 1} rounds).`);
@@ -88,12 +96,18 @@ function headlineText(r: FamilyReport): string {
 const headline = (r: FamilyReport) => `<p class="headline">${esc(headlineText(r))}</p>`;
 
 function metricChart(r: FamilyReport): string {
-  const series = [{ name: `validation ${scoreName(r.task)}`, color: '#2ca02c', points: r.valHistory.map((v) => ({ x: v.round, y: v.score })) }];
+  if (isPretrainingTask(r.task)) return lineChartSvg([{ name: `validation ${pplName(r.task)}`, color: '#2ca02c', points: r.valHistory.map((v) => ({ x: v.round, y: v.perplexity })) }], { title: 'Validation perplexity per round', xLabel: 'round', yLabel: 'perplexity' });
+  const series = [{ name: `validation ${scoreName(r.task)}`, color: '#2ca02c', points: r.valHistory.map((v) => ({ x: v.round, y: v.score ?? NaN })) }];
   if (r.task === 'classification') series.push({ name: 'validation macro F1', color: '#9467bd', points: r.valHistory.filter((v) => v.macroF1 !== null).map((v) => ({ x: v.round, y: v.macroF1! })) });
   return lineChartSvg(series, { title: `${r.task === 'classification' ? 'Accuracy and macro F1' : 'Exact match'} per round`, xLabel: 'round', yLabel: 'fraction' });
 }
 
 function historyTable(r: FamilyReport): string {
+  if (isPretrainingTask(r.task)) {
+    const train = new Map(r.trainHistory.map((p) => [p.round, p.loss]));
+    const rows = r.valHistory.map((v) => `<tr><td>${v.round}</td><td>${train.has(v.round) ? fmt(train.get(v.round)!) : '-'}</td><td>${fmt(v.loss)}</td><td>${fmt(v.perplexity)}</td></tr>`);
+    return `<table class="grid"><tr><th>round</th><th>train loss</th><th>val loss</th><th>val ppl</th></tr>${rows.join('')}</table>`;
+  }
   const f1 = r.task === 'classification';
   const head = `<tr><th>round</th><th>val loss</th><th>val ppl</th><th>${scoreName(r.task)}</th>${f1 ? '<th>macro F1</th>' : ''}<th>examples</th></tr>`;
   const rows = r.valHistory.map((v) => `<tr><td>${v.round}</td><td>${fmt(v.loss)}</td><td>${fmt(v.perplexity)}</td><td>${pctOf(v.score)}</td>${f1 ? `<td>${v.macroF1 === null ? '-' : fmt(v.macroF1)}</td>` : ''}<td>${n(v.examples)}</td></tr>`);
@@ -143,11 +157,23 @@ tr.rejected td{background:#fdecee}table.kv th{text-align:left;padding:2px 12px 2
 table.kv td{font-family:Menlo,Consolas,monospace}code{font-size:12px}
 `;
 
+/** What a pretraining run's validation figures cover, from the run's training settings (config.training). */
+function pretrainingCoverage(r: FamilyReport): string {
+  const t = (r.config.training ?? {}) as { evalBatches?: number; batchSize?: number; contextLength?: number };
+  const rows = t.evalBatches !== undefined && t.batchSize !== undefined && t.contextLength !== undefined ? `the first ${t.evalBatches} val batches of ${t.batchSize} rows × ${t.contextLength} tokens` : 'the first evalBatches val batches';
+  return r.task === 'mlm'
+    ? `Masked-token perplexity: exp of the mean cross-entropy over the masked positions (15% of the tokens, seeded) of ${rows}.`
+    : `Span-corruption target perplexity: exp of the decoder's mean cross-entropy over the target tokens (sentinels, the dropped spans, EOS) of ${rows} (seeded spans). No quantization or LoRA stage runs on a ${r.model.family} ${r.task} model yet.`;
+}
+
 /** The whole page. Pure: same report in, same bytes out. */
 export function renderFamilyReportHtml(r: FamilyReport): string {
   const d = r.dataset;
   const examples = r.valHistory[r.valHistory.length - 1]?.examples ?? 0;
+  const pre = isPretrainingTask(r.task);
   const scope = r.task === 'classification' ? `every validation document (${n(examples)})` : `the first ${n(examples)} validation examples (greedy answers, encoder once, decoder with its KV cache); loss and perplexity cover every validation example`;
+  const coverage = pre ? pretrainingCoverage(r) : `${scoreName(r.task)} over ${scope}.`;
+  const metricTitle = pre ? 'Validation perplexity' : r.task === 'classification' ? 'Accuracy and macro F1' : 'Exact match';
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>TruthGPT run ${esc(r.runId)}</title><style>${CSS}</style></head>
 <body>
@@ -166,13 +192,11 @@ ${kvTable([
 ])}
 <h2>Loss curves</h2>
 ${lossCurvesSvg({ train: r.trainHistory, val: r.valHistory })}
-<h2>${r.task === 'classification' ? 'Accuracy and macro F1' : 'Exact match'}</h2>
-<p class="coverage">${esc(`${scoreName(r.task)} over ${scope}.`)}</p>
+<h2>${metricTitle}</h2>
+<p class="coverage">${esc(coverage)}</p>
 ${metricChart(r)}
 ${historyTable(r)}
-${r.lora ? `<h2>LoRA fine-tune</h2>\n${loraSection(r, r.lora)}\n` : ''}<h2>Evaluation: fp32 and quantized variants side by side</h2>
-${variantTable(r)}
-<h2>Configuration</h2>
+${r.lora ? `<h2>LoRA fine-tune</h2>\n${loraSection(r, r.lora)}\n` : ''}${pre ? '' : `<h2>Evaluation: fp32 and quantized variants side by side</h2>\n${variantTable(r)}\n`}<h2>Configuration</h2>
 ${kvTable(flatten(r.config))}
 </body></html>
 `;
@@ -182,7 +206,14 @@ ${kvTable(flatten(r.config))}
 export function renderFamilyReportText(r: FamilyReport): string {
   const what = scoreName(r.task);
   const f1 = r.task === 'classification';
-  const lines = [`run ${r.runId} (${r.model.family} ${r.task}), checkpoint ${r.checkpoint}`, headlineText(r), '', `round  val loss  ${what}${f1 ? '  macro F1' : ''}`];
+  const lines = [`run ${r.runId} (${r.model.family} ${r.task}), checkpoint ${r.checkpoint}`, headlineText(r), ''];
+  if (isPretrainingTask(r.task)) {
+    const train = new Map(r.trainHistory.map((p) => [p.round, p.loss]));
+    lines.push('round  train loss  val loss   val ppl');
+    for (const v of r.valHistory) lines.push(`${String(v.round).padStart(5)}  ${(train.has(v.round) ? fmt(train.get(v.round)!) : '-').padStart(10)}  ${fmt(v.loss).padStart(8)}  ${fmt(v.perplexity).padStart(8)}`);
+    return lines.join('\n');
+  }
+  lines.push(`round  val loss  ${what}${f1 ? '  macro F1' : ''}`);
   for (const v of r.valHistory) lines.push(`${String(v.round).padStart(5)}  ${fmt(v.loss).padStart(8)}  ${pctOf(v.score).padStart(what.length)}${f1 ? `  ${(v.macroF1 === null ? '-' : fmt(v.macroF1)).padStart(8)}` : ''}`);
   lines.push('');
   for (const v of r.variants) lines.push(`${v.name}: ${what} ${pctOf(v.score)}${f1 ? `, macro F1 ${v.macroF1 === null ? '-' : fmt(v.macroF1)}` : `, target ppl ${v.perplexity === null ? '-' : fmt(v.perplexity)}`}${v.method === 'fp32' ? '' : v.published ? `, drop ${(100 * v.drop).toFixed(2)} points (bound ${(100 * (v.bound ?? 0)).toFixed(2)}), published` : `, refused: ${v.rejectedReason}`}`);

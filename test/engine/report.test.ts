@@ -321,4 +321,33 @@ describe('HTML report of a classifier or a seq2seq run', () => {
     expect(html).toContain('every validation document (580)');
     expect(html).not.toContain('LoRA fine-tune');
   });
+
+  test('pretraining (BERT mlm, T5 span-corruption): loss curves, perplexity per round as a chart and a table, no variant table', () => {
+    const mlm: FamilyReport = {
+      ...seq2seq,
+      task: 'mlm',
+      model: { family: 'bert', params: 1000, config: {} },
+      checkpoint: 'runs/x/global/r000004',
+      valHistory: val.map((v) => ({ ...v, score: null, macroF1: null, examples: 0 })),
+      lora: null,
+      variants: [],
+      config: { name: 'bert-mlm', training: { evalBatches: 8, batchSize: 8, contextLength: 64 } },
+    };
+    const html = renderFamilyReportHtml(mlm);
+    expect(points(html, 'validation loss').map((p) => p.y)).toEqual(val.map((v) => v.loss));
+    expect(points(html, 'train loss (mean of round)').map((p) => p.y)).toEqual(train.map((p) => p.loss));
+    expect(points(html, 'validation masked-token perplexity').map((p) => p.y)).toEqual(val.map((v) => v.perplexity));
+    expect(html).toContain('Validation masked-token perplexity 270.4 → 13.46, loss 5.6 → 2.6 (4 rounds).');
+    expect(html).toContain('masked positions (15% of the tokens, seeded) of the first 8 val batches of 8 rows × 64 tokens');
+    expect(html).toContain('<tr><td>0</td><td>-</td><td>5.6</td><td>270.4</td></tr><tr><td>1</td><td>4.3</td><td>4.85</td><td>127.7</td></tr>');
+    expect(html).not.toContain('quantized variants');
+    expect(html).not.toContain('exact match');
+    const text = renderFamilyReportText(mlm).split('\n');
+    expect(text.slice(1, 6)).toEqual(['Validation masked-token perplexity 270.4 → 13.46, loss 5.6 → 2.6 (4 rounds).', '', 'round  train loss  val loss   val ppl', '    0           -       5.6     270.4', '    1         4.3      4.85     127.7']);
+
+    const span = renderFamilyReportHtml({ ...mlm, task: 'span-corruption', model: { family: 't5', params: 1000, config: {} } });
+    expect(points(span, 'validation span-corruption target perplexity').map((p) => p.y)).toEqual(val.map((v) => v.perplexity));
+    expect(span).toContain('Validation span-corruption target perplexity 270.4 → 13.46');
+    expect(span).toContain('No quantization or LoRA stage runs on a t5 span-corruption model yet.');
+  });
 });

@@ -1,5 +1,5 @@
 // Re-records the workflow histories that test/replay.test.ts replays:
-//   npx tsx test/histories/record.ts [train] [pipeline] [lora] [bert] [t5]     (no argument: all five)
+//   npx tsx test/histories/record.ts [train] [pipeline] [lora] [bert] [t5] [pretraining]     (no argument: all six)
 // Runs tiny real workflows (real Temporal dev server, S3 server and both pool workers, as the
 // integration tests do) and writes each execution's history as JSON next to this file:
 //   train      replay-train-run*.json: trainingWorkflow, 2 workers × 2 rounds with a continue-as-new, paused and resumed
@@ -11,6 +11,10 @@
 //   t5         replay-pipeline-t5*.json: pipelineWorkflow of the T5 imported from test/fixtures/t5-tiny,
 //              a round of seq2seq fine-tuning on opposites.jsonl (run from the repository root: the
 //              corpus path is relative), int8 gated on exact match, and its training child
+//   pretraining replay-pipeline-mlm.json, replay-pipeline-span.json: pipelineWorkflow of a BERT mlm
+//              run (tiny-bert, byte tokenizer, Brown humor) and of a T5 span-corruption run (the
+//              imported T5 on opposites.jsonl's inputs), one round each, recorded before their
+//              report existed (patched('family-report-pretraining'))
 // Only the named groups' files are rewritten. Re-record only on purpose: a history that no longer
 // replays means running workflows would break, so new groups are added beside the old ones.
 
@@ -81,12 +85,27 @@ const t5PipelineSpec: PipelineSpecInput = {
   quantization: [{ method: 'int8-dynamic', maxExactMatchDrop: 1 }],
 };
 
+/** Pretraining runs (no LoRA, no quantization): BERT mlm from scratch, T5 span corruption from the import. */
+const mlmPipelineSpec: PipelineSpecInput = {
+  name: 'replay-pipe-mlm',
+  model: { family: 'bert', task: 'mlm', preset: 'tiny-bert', config: { vocab_size: 259 } },
+  dataset: { name: 'brown-humor', corpus: { kind: 'brown', categories: ['humor'] }, valFraction: 0.2 },
+  training: { workers: 1, rounds: 1, innerSteps: 3, batchSize: 4, contextLength: 32, evalBatches: 1 },
+};
+const spanPipelineSpec: PipelineSpecInput = {
+  name: 'replay-pipe-span',
+  model: { from: 'models/replay-t5', task: 'span-corruption' },
+  dataset: { name: 'opposites-text', corpus: { kind: 'jsonl', path: 'test/fixtures/t5-tiny/opposites.jsonl', textField: 'input' }, valFraction: 0.25 },
+  training: { workers: 1, rounds: 1, innerSteps: 3, batchSize: 4, contextLength: 16, evalBatches: 1 },
+};
+
 const GROUPS = {
   train: ['replay-train'],
   pipeline: ['replay-pipeline', 'replay-pipeline-train', 'replay-pipeline-post'],
   lora: ['replay-pipeline-lora', 'replay-pipeline-lora-lora'],
   bert: ['replay-pipeline-bert', 'replay-pipeline-bert-train'],
   t5: ['replay-pipeline-t5', 'replay-pipeline-t5-train'],
+  pretraining: ['replay-pipeline-mlm', 'replay-pipeline-span'],
 };
 type Group = keyof typeof GROUPS;
 
@@ -124,6 +143,11 @@ async function main(): Promise<void> {
     if (groups.includes('t5')) {
       await importModel(path.join(__dirname, '..', 'fixtures', 't5-tiny', 'model'), { name: 'replay-t5', config });
       await (await tg.startPipeline(t5PipelineSpec, { workflowId: 'replay-pipeline-t5' })).result();
+    }
+    if (groups.includes('pretraining')) {
+      await (await tg.startPipeline(mlmPipelineSpec, { workflowId: 'replay-pipeline-mlm' })).result();
+      await importModel(path.join(__dirname, '..', 'fixtures', 't5-tiny', 'model'), { name: 'replay-t5', config });
+      await (await tg.startPipeline(spanPipelineSpec, { workflowId: 'replay-pipeline-span' })).result();
     }
 
     // Every run of every execution (continue-as-new makes several runs of one id).

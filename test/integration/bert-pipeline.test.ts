@@ -16,7 +16,7 @@ import { loadStoredTokenizer } from '../../artifacts/tokenizers';
 import type { BertModelConfig } from '../../engine/hf/bert';
 import { BertEvaluator, bertTokensOf, frameDocs, labelledDocs, labelMapOf } from '../../engine/train/bert';
 import { exportModel, importModel, InvalidSpecError, TruthGPT, type PipelineSpecInput } from '../../sdk';
-import { fmt } from '../../engine/report';
+import { fmt, type FamilyReport } from '../../engine/report';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
 
 const FIXTURE = path.join(__dirname, '..', 'fixtures', 'hf-io', 'bert_spam');
@@ -205,6 +205,24 @@ test('BERT masked-LM pretraining on Brown: from scratch (tiny-bert preset, byte 
     expect(last.loss).toBeLessThan(first.loss);
     expect(last.perplexity).toBeCloseTo(Math.exp(last.loss), 6);
     expect(last.accuracy).toBeUndefined();
+
+    // The run report: train and val loss per round (the curve's points are the run's figures) and the masked-token perplexity per round.
+    expect(r.reportKey).toMatch(new RegExp(`^runs/${r.workflowId}/report/.*report\\.html$`));
+    const prefix = `runs/${r.workflowId}/report`;
+    const [html, svg, json] = await Promise.all(['report.html', 'loss-curves.svg', 'report.json'].map(async (f) => (await stack.s3.store.getVerified(prefix, f)).toString('utf8')));
+    const report = JSON.parse(json) as FamilyReport;
+    expect(report).toMatchObject({ task: 'mlm', variants: [], lora: null, checkpoint: r.training.checkpoint.prefix });
+    expect(report.valHistory.map((v) => [v.round, v.loss, v.perplexity])).toEqual(r.training.valHistory.map((v) => [v.round, v.loss, v.perplexity]));
+    // The pipeline's result keeps no train history: the report's is one mean loss per round, each a figure.
+    expect(report.trainHistory.map((p) => p.round)).toEqual(Array.from({ length: training.rounds }, (_, i) => i + 1));
+    expect(report.trainHistory.every((p) => Number.isFinite(p.loss) && p.loss > 0)).toBe(true);
+    const ys = (series: string) => [...new RegExp(`data-series="${series.replace(/[()]/g, '\\$&')}">([\\s\\S]*?)</g>`).exec(svg)![1].matchAll(/data-y="([^"]+)"/g)].map((m) => Number(m[1]));
+    expect(ys('validation loss')).toEqual(r.training.valHistory.map((v) => v.loss));
+    expect(ys('train loss (mean of round)')).toEqual(report.trainHistory.map((p) => p.loss));
+    for (const part of ['Loss per round', 'Validation perplexity per round', 'validation masked-token perplexity', `Validation masked-token perplexity ${fmt(first.perplexity)} → ${fmt(last.perplexity)}`]) expect(html).toContain(part);
+    for (const v of r.training.valHistory) expect(html).toContain(`<td>${fmt(v.loss)}</td><td>${fmt(v.perplexity)}</td></tr>`);
+    expect(html).toContain(`the first ${training.evalBatches} val batches of ${training.batchSize} rows × ${training.contextLength} tokens`);
+    expect(html).not.toContain('quantized variants');
   }
   // A masked-LM checkpoint exports as BertForMaskedLM.
   const out = path.join(tmp, 'mlm');

@@ -18,7 +18,8 @@ import { checkpointWeightsAnyFamily } from '../../artifacts/checkpoints';
 import { newestDataset, readTokenizer, ShardCache } from '../../artifacts/datasets';
 import { loadStoredTokenizer } from '../../artifacts/tokenizers';
 import { T5Generator } from '../../engine/eval/generate-t5';
-import { generateText } from '../../sdk/cli/report-commands';
+import { fetchReport, generateText } from '../../sdk/cli/report-commands';
+import { fmt, renderFamilyReportText, type FamilyReport } from '../../engine/report';
 import { seq2seqBatch } from '../../engine/data/t5-span';
 import { serializeModel } from '../../engine/graph/onnx';
 import { exportT5 } from '../../engine/models/export-bert-t5';
@@ -215,6 +216,26 @@ test('span-corruption pretraining of a T5 from a seeded init on two DiLoCo worke
   expect(losses[3]).toBeLessThan(0.8 * losses[0]); // observed 6.554 → 1.773
   expect(r.training.valHistory.every((v) => v.exactMatch === undefined)).toBe(true);
   expect(r.stages.map((s) => [s.stage, s.status])).toEqual([['train', 'done'], ['lora', 'skipped'], ['postTraining', 'skipped']]);
+
+  // The run report: train and val loss per round (the curve's points are the run's figures) and the target perplexity per round; `truthgpt report` prints them.
+  expect(r.reportKey).toMatch(new RegExp(`^runs/${r.workflowId}/report/.*report\\.html$`));
+  const { report, html } = await fetchReport(stack.s3.store, r.workflowId);
+  const svg = (await stack.s3.store.getVerified(`runs/${r.workflowId}/report`, 'loss-curves.svg')).toString('utf8');
+  expect(report).toMatchObject({ task: 'span-corruption', variants: [], lora: null, checkpoint: r.training.checkpoint.prefix });
+  const fam = report as FamilyReport;
+  expect(fam.valHistory.map((v) => [v.round, v.loss, v.perplexity])).toEqual(r.training.valHistory.map((v) => [v.round, v.loss, v.perplexity]));
+  const ys = (series: string) => [...new RegExp(`data-series="${series.replace(/[()]/g, '\\$&')}">([\\s\\S]*?)</g>`).exec(svg)![1].matchAll(/data-y="([^"]+)"/g)].map((m) => Number(m[1]));
+  expect(ys('validation loss')).toEqual(losses);
+  // The pipeline's result keeps no train history: the report's is one mean loss per round, each a figure.
+  expect(fam.trainHistory.map((p) => p.round)).toEqual([1, 2, 3]);
+  expect(fam.trainHistory.every((p) => Number.isFinite(p.loss) && p.loss > 0)).toBe(true);
+  expect(ys('train loss (mean of round)')).toEqual(fam.trainHistory.map((p) => p.loss));
+  const [first, last] = [r.training.valHistory[0], r.training.valHistory[3]];
+  for (const part of ['Loss per round', 'Validation perplexity per round', 'validation span-corruption target perplexity', `Validation span-corruption target perplexity ${fmt(first.perplexity)} → ${fmt(last.perplexity)}`]) expect(html).toContain(part);
+  for (const v of r.training.valHistory) expect(html).toContain(`<td>${fmt(v.loss)}</td><td>${fmt(v.perplexity)}</td></tr>`);
+  const text = renderFamilyReportText(fam);
+  expect(text).toContain(`(t5 span-corruption), checkpoint ${r.training.checkpoint.prefix}`);
+  for (const v of r.training.valHistory) expect(text).toMatch(new RegExp(`^\\s+${v.round}\\s+\\S+\\s+${fmt(v.loss).replace('.', '\\.')}\\s+${fmt(v.perplexity).replace('.', '\\.')}$`, 'm'));
 
   const ck = await checkpointWeightsAnyFamily(stack.s3.store, r.training.checkpoint.prefix);
   expect(ck.family).toBe('t5');
