@@ -21,6 +21,7 @@ import { zeroState } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import type { FineTuneSpec } from '../spec/lora';
+import { ortMemoryKey, ortMemorySession } from '../spec/ort-memory';
 import { cachedPromise } from './cache';
 import { prepareDataset } from './datasets';
 import { type CheckpointRef, commitCheckpoint, fromTensors, readCheckpoint, refOf, toTensors } from '../artifacts/checkpoints';
@@ -122,7 +123,8 @@ export function createFineTuneActivities(deps: FineTuneDeps) {
       // stepsPerRun (absent from specs started before it existed: 1) is named only above 1, so cached keys stay as they were.
       const k = spec.train.stepsPerRun ?? 1;
       const key = JSON.stringify([spec.base, spec.lora, spec.train.optimizer, spec.train.batchSize, spec.train.contextLength, spec.train.threads, spec.train.activationCheckpointing ?? 'off', ...(k > 1 ? [k] : [])]);
-      return cachedPromise(steps, key, 4, () => lb.compile(spec.train.optimizer, spec.train, session(spec)));
+      // ortMemory is named in the key only when it is not ORT's defaults: existing keys stay.
+      return cachedPromise(steps, ortMemoryKey(key, spec.train.ortMemory), 4, () => lb.compile(spec.train.optimizer, spec.train, { ...session(spec), ...ortMemorySession(spec.train.ortMemory) }));
     },
   };
   return {

@@ -33,6 +33,7 @@ import { tensorCache } from '../artifacts/tensor-cache';
 import { failingAs } from '../artifacts/errors';
 import { keys } from '../artifacts/keys';
 import { failure } from '../spec/errors';
+import { ortMemoryKey, ortMemorySession } from '../spec/ort-memory';
 
 
 export interface TrainingDeps {
@@ -145,7 +146,8 @@ export function createTrainingActivities(deps: TrainingDeps) {
     shards: new ShardCache(),
     compiled: (spec) => {
       const f = familyTraining(spec);
-      return cachedPromise(steps, f.stepKey, Infinity, () => f.compile(session(spec), deps.memoryLimitBytes));
+      // ortMemory is named in the key only when it is not ORT's defaults: existing keys stay.
+      return cachedPromise(steps, ortMemoryKey(f.stepKey, spec.ortMemory), Infinity, () => f.compile({ ...session(spec), ...ortMemorySession(spec.ortMemory) }, deps.memoryLimitBytes));
     },
     session,
   };

@@ -40,6 +40,10 @@ const SIZES: Record<string, Size> = {
   deep: { model: { vocab_size: 259, block_size: 32, n_layer: 200, n_head: 2, n_embd: 32 }, batch: 8, context: 32, optimizer: 'adamw' },
   tiny: { model: { vocab_size: 256, block_size: 64, n_layer: 2, n_head: 4, n_embd: 64 }, batch: 8, context: 64, optimizer: 'adamw' },
   medium: { model: { vocab_size: 256, block_size: 256, n_layer: 6, n_head: 6, n_embd: 384 }, batch: 8, context: 256, optimizer: 'adamw' },
+  // bench step's ctx1024 size, explicit and fused attention (GPT `attention`): the (B, nh, T, T) terms dominate.
+  ctx1024: { model: { vocab_size: 256, block_size: 1024, n_layer: 6, n_head: 12, n_embd: 384 }, batch: 2, context: 1024, optimizer: 'adamw' },
+  'ctx1024-fused': { model: { vocab_size: 256, block_size: 1024, n_layer: 6, n_head: 12, n_embd: 384, attention: 'fused' }, batch: 2, context: 1024, optimizer: 'adamw' },
+  'medium-fused': { model: { vocab_size: 256, block_size: 256, n_layer: 6, n_head: 6, n_embd: 384, attention: 'fused' }, batch: 8, context: 256, optimizer: 'adamw' },
   gpt2: { model: { vocab_size: 50257, block_size: 1024, n_layer: 12, n_head: 12, n_embd: 768 }, batch: 1, context: 1024, optimizer: 'adamw' },
   llama: {
     model: { vocab_size: 2048, block_size: 128, n_layer: 4, n_head: 8, n_embd: 256, pos: 'rope', norm: 'rmsnorm', mlp: 'swiglu', n_kv_head: 2, tie_embeddings: false, bias: false },

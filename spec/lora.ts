@@ -19,6 +19,7 @@ import { ActivationCheckpointingSchema } from '../engine/train/checkpointing';
 import { CheckpointPolicySchema } from '../engine/train/shard';
 import { formatIssues } from './issues';
 import { checkStepsPerRun, StepsPerRunSchema } from './steps-per-run';
+import { OrtMemorySchema } from './ort-memory';
 import { checkTokensPerStep, LOOP_LIMITS } from './limits';
 import { StoreKeySchema } from './store-key';
 
@@ -70,6 +71,8 @@ export const FineTuneTrainSchema = z
     activationCheckpointing: ActivationCheckpointingSchema.default('off'),
     /** K: optimizer steps per session.run (as training's `stepsPerRun`). Must divide checkpoint.everySteps. */
     stepsPerRun: StepsPerRunSchema,
+    /** ORT's memory pattern and arena for the step session (as training's `ortMemory`, spec/ort-memory.ts). */
+    ortMemory: OrtMemorySchema,
   })
   .superRefine((t, ctx) => {
     checkTokensPerStep(t, ctx);

@@ -22,6 +22,7 @@ import { CheckpointPolicySchema } from '../engine/train/shard';
 import { corpusIsLabelled, corpusIsPaired, MODEL_FAMILIES, resolveTask, TASK_DATASET, TASKS, type ModelFamily } from './family';
 import { formatIssues, relocateIssues } from './issues';
 import { checkStepsPerRun, StepsPerRunSchema } from './steps-per-run';
+import { OrtMemorySchema } from './ort-memory';
 import { StoreKeySchema } from './store-key';
 import { checkTokensPerStep, DEFAULT_SPEC_LIMITS, LOOP_LIMITS, trainingMemoryIssue, type SpecLimits } from './limits';
 
@@ -266,6 +267,8 @@ const TrainingFields = z.strictObject({
    * between the K steps. Must divide checkpoint.everySteps.
    */
   stepsPerRun: StepsPerRunSchema,
+  /** ORT's memory pattern and arena for the step session (spec/ort-memory.ts); absent: both on, as ORT defaults. */
+  ortMemory: OrtMemorySchema,
 });
 
 /**

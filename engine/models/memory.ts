@@ -21,6 +21,11 @@
 //            the attention output and its merge, the projections: about A = 14 rows of C; the
 //            MLP's pre-activation and activation, M = 2 rows of H; the attention probabilities and
 //            the scores or their gradient, K = 2 (B, n_head, T, T) tensors.
+//            With `attention: 'fused'` (engine/autodiff/rules/attention.ts) no (T, T) tensor is
+//            kept for the backward, which recomputes one block of 128 query rows at a time; the
+//            measured peaks still hold about one (B, n_head, T, T) float tensor per layer more than
+//            the rest of the formula (measured, not derived: what holds it inside ORT was not
+//            identified), so K = 0.5 (counted twice like the rest: one tensor per layer).
 //   2·N·V    logits and their softmax (the loss keeps both for the backward).
 //   2 · …    from the second step on, ORT runs from a memory pattern (one block planned from the
 //            first run) while its arena keeps the first run's blocks: activations count twice.
@@ -43,14 +48,21 @@
 //   Llama-style 4L×256 (RoPE, RMSNorm, SwiGLU,
 //     GQA 8/2, untied), V 2048, B 8 × T 128      3.8 M    660 MiB    649 MiB   1.02
 //
+// Fused attention, the same way (2026-12-03, AVX-512 EPYC, load 4–6): K = 0.5 was fitted on the
+// first row (two runs); the second was predicted. Explicit at the same sizes: 3109 MiB (est / meas
+// 1.24: the explicit K = 2 over-counts at T 1024) and 1632 MiB (1.11).
+//
+//   6L×384, 12 heads, V 256, B 2 × T 1024, fused  11.1 M   2123 MiB   2068, 2081 MiB   1.03, 1.02
+//   6L×384, 6 heads, V 256, B 8 × T 256, fused    10.8 M   1604 MiB   1635 MiB         0.98
+//
 // The estimate is for one training session; a worker also holds what else it has cached (an
 // evaluation session, other specs' steps), which the limit's headroom has to cover.
 
 import type { GptConfig } from './gpt';
 import { gptOptions } from './gpt';
 
-/** Floats the forward keeps per row and per layer, in units of C, H and n_head·T (A, M, K above). */
-export const ACTIVATION_ROWS = { perEmbd: 14, perHidden: 2, perAttention: 2 } as const;
+/** Floats the forward keeps per row and per layer, in units of C, H and n_head·T (A, M, K above; K with fused attention). */
+export const ACTIVATION_ROWS = { perEmbd: 14, perHidden: 2, perAttention: 2, perAttentionFused: 0.5 } as const;
 /** Node, onnxruntime and a session's fixed cost. */
 export const BASE_BYTES = 160 * 2 ** 20;
 /** Graph, ONNX bytes and session bookkeeping per layer (about 200 nodes). */
@@ -100,7 +112,8 @@ export function estimateTrainStepBytes(cfg: GptConfig, batchSize: number, contex
   const paramCopies = 6.5 + 3.5 * k;
   const N = batchSize * contextLength;
   const hidden = o.mlp === 'swiglu' ? 2 * o.nInner : o.nInner;
-  const perLayer = N * (ACTIVATION_ROWS.perEmbd * cfg.n_embd + ACTIVATION_ROWS.perHidden * hidden + ACTIVATION_ROWS.perAttention * cfg.n_head * contextLength);
+  const K = cfg.attention === 'fused' ? ACTIVATION_ROWS.perAttentionFused : ACTIVATION_ROWS.perAttention;
+  const perLayer = N * (ACTIVATION_ROWS.perEmbd * cfg.n_embd + ACTIVATION_ROWS.perHidden * hidden + K * cfg.n_head * contextLength);
   const activationBytes = 2 * 4 * (cfg.n_layer * perLayer + 2 * N * cfg.vocab_size);
   const paramBytes = 4 * P * paramCopies;
   const baseBytes = BASE_BYTES + cfg.n_layer * PER_LAYER_BYTES;

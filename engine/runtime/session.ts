@@ -24,6 +24,10 @@ export interface SessionConfig {
   /** Minimum severity ORT logs (default 'error', so routine graph-cleanup warnings stay quiet). */
   logSeverity?: LogSeverity;
   executionMode?: 'sequential' | 'parallel';
+  /** ORT's memory pattern (enableMemPattern; ORT's default on). A spec's `ortMemory.pattern` sets it for step sessions. */
+  memPattern?: boolean;
+  /** ORT's CPU memory arena (enableCpuMemArena; ORT's default on). A spec's `ortMemory.arena` sets it for step sessions. */
+  cpuArena?: boolean;
 }
 
 /** The exact step that puts the CUDA provider libraries next to the ORT binding (README: GPU setup). */
@@ -67,7 +71,8 @@ export function checkCudaInstalled(): void {
   if (missing.length > 0) throw new CudaUnavailableError(`${missing.join(' and ')} not found in ${dir}`);
 }
 
-function toOrtOptions(cfg: SessionConfig): ort.InferenceSession.SessionOptions {
+/** The onnxruntime-node session options a SessionConfig stands for. */
+export function toOrtOptions(cfg: SessionConfig): ort.InferenceSession.SessionOptions {
   const ep = cfg.ep ?? 'cpu';
   const opts: ort.InferenceSession.SessionOptions = {
     executionProviders: ep === 'cuda' ? [{ name: 'cuda', deviceId: cfg.deviceId ?? 0 }, 'cpu'] : ['cpu'],
@@ -77,6 +82,8 @@ function toOrtOptions(cfg: SessionConfig): ort.InferenceSession.SessionOptions {
   if (cfg.interOpThreads !== undefined) opts.interOpNumThreads = cfg.interOpThreads;
   if (cfg.graphOptimizationLevel) opts.graphOptimizationLevel = cfg.graphOptimizationLevel;
   if (cfg.executionMode) opts.executionMode = cfg.executionMode;
+  if (cfg.memPattern !== undefined) opts.enableMemPattern = cfg.memPattern;
+  if (cfg.cpuArena !== undefined) opts.enableCpuMemArena = cfg.cpuArena;
   return opts;
 }
 

@@ -29,7 +29,7 @@ function pipelineLines(edit: (s: Spec) => void): string[] {
   throw new Error('the spec parsed');
 }
 
-const TRAINING_KEYS = 'workers, rounds, innerSteps, batchSize, contextLength, targetLength, optimizer, outer, evalEvery, evalBatches, checkpoint, seed, threads, heartbeatTimeoutSeconds, shardTimeoutMinutes, roundsPerRun, activationCheckpointing, stepsPerRun';
+const TRAINING_KEYS = 'workers, rounds, innerSteps, batchSize, contextLength, targetLength, optimizer, outer, evalEvery, evalBatches, checkpoint, seed, threads, heartbeatTimeoutSeconds, shardTimeoutMinutes, roundsPerRun, activationCheckpointing, stepsPerRun, ortMemory';
 
 describe('a typo in any object of a pipeline spec is one line naming its path and the nearest key', () => {
   const rows: [string, (s: Spec) => void, string][] = [
@@ -56,6 +56,8 @@ describe('a typo in any object of a pipeline spec is one line naming its path an
     ['outer optimizer (nesterov)', (s) => (s.training.outer = { kind: 'nesterov', momentun: 0.9 }), 'spec.training.outer.momentun: unknown key (did you mean momentum?)'],
     ['outer optimizer (average)', (s) => (s.training.outer = { kind: 'average', lr: 1 }), 'spec.training.outer.lr: unknown key (known keys: kind, compression)'],
     ['outer compression', (s) => (s.training.outer = { kind: 'nesterov', compresion: 'int8' }), 'spec.training.outer.compresion: unknown key (did you mean compression?)'],
+    ['ORT memory options', (s) => (s.training.ortMemory = { pattern: false, arenna: false }), 'spec.training.ortMemory.arenna: unknown key (did you mean arena?)'],
+    ['LoRA ORT memory options', (s) => (s.lora = { train: { steps: 2, batchSize: 2, contextLength: 8, ortMemory: { patern: false } } }), 'spec.lora.train.ortMemory.patern: unknown key (did you mean pattern?)'],
     ['checkpoint policy', (s) => (s.training.checkpoint = { everyStep: 5 }), 'spec.training.checkpoint.everyStep: unknown key (did you mean everySteps?)'],
     ['evaluation', (s) => (s.evaluation.batchs = 2), 'spec.evaluation.batchs: unknown key (did you mean batches?)'],
     ['samples', (s) => (s.evaluation.samples.max_new_tokens = 8), 'spec.evaluation.samples.max_new_tokens: unknown key (did you mean maxNewTokens?)'],
