@@ -15,6 +15,7 @@ import { quantizeGraph } from '../engine/quant';
 import { AccuracyRejectedError, gateClassifier, type ClassifierBatchFeeds } from '../engine/quant/classifier-gate';
 import { bertEncoderConfig, bertTokensOf, frameDocs, labelledDocs, labelMapOf, numLabelsOf } from '../engine/train/bert';
 import type { ArtifactStore } from '../infra/store';
+import { committedVariant } from './post-training-context';
 import { quantConfigOf, type QuantSpec } from '../spec/post-training';
 import type { TrainingSpec } from '../spec/training';
 import { failure } from '../spec/errors';
@@ -76,10 +77,8 @@ function quantizeClassifier(store: ArtifactStore, shards: ShardCache, input: Qua
 async function quantizeAndGate(store: ArtifactStore, shards: ShardCache, input: QuantizeClassifierInput): Promise<ClassifierVariant> {
   const { runId, quant, spec } = input;
   const who = `quantizeClassifier ${quant.name}`;
-  for (const prefix of [postKeys.model(runId, quant.name), postKeys.rejected(runId, quant.name)]) {
-    const done = await store.readManifest(prefix);
-    if (done?.meta.classifier) return done.meta.classifier as ClassifierVariant;
-  }
+  const done = await committedVariant<ClassifierVariant>(store, runId, quant.name, 'classifier');
+  if (done) return done;
   if (spec.model.family !== 'bert' || spec.model.task !== 'classification') throw failure('InvalidConfig', `${who}: the run trains a ${spec.model.family} ${spec.model.task} model, not a classifier`);
   const ck = await checkpointWeightsAnyFamily(store, input.checkpoint.prefix);
   const cfg = ck.config as BertModelConfig;

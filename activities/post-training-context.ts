@@ -1,4 +1,4 @@
-// What every post-training activity (post-training.ts, evaluate-models.ts) works with: the store,
+// What every post-training activity (post-training.ts, evaluate-models.ts, classifier-post.ts, t5-post.ts) works with: the store,
 // cached shards, this worker's device, and the validation batches they all score.
 
 import { lmEvalWindows, type EvalWindows } from '../engine/eval';
@@ -8,6 +8,7 @@ import type { ArtifactStore } from '../infra/store';
 import type { EvalSpec } from '../spec/post-training';
 import type { DatasetRef, ShardCache } from '../artifacts/datasets';
 import { failingAs } from '../artifacts/errors';
+import { postKeys } from '../artifacts/keys';
 
 export interface PostTrainingDeps {
   store: ArtifactStore;
@@ -37,4 +38,16 @@ export async function valBatches(p: PostTrainingContext, ds: DatasetRef, spec: E
   const ids = await p.shards.split(p.store, ds, 'val');
   const batches = await failingAs(`eval.contextLength (validation split of ${ds.prefix})`, () => lmEvalWindows(ids, cfg.block_size, spec));
   return { batches, tokens: batches.tokens, splitTokens: ids.length - 1 };
+}
+
+/**
+ * A gated variant an earlier attempt already committed, published or rejected (the record under
+ * `metaKey` in its manifest), so a retry returns it instead of quantizing again; null when none is.
+ */
+export async function committedVariant<T>(store: ArtifactStore, runId: string, name: string, metaKey: string): Promise<T | null> {
+  for (const prefix of [postKeys.model(runId, name), postKeys.rejected(runId, name)]) {
+    const done = await store.readManifest(prefix);
+    if (done?.meta[metaKey]) return done.meta[metaKey] as T;
+  }
+  return null;
 }

@@ -13,6 +13,7 @@ import type { Seq2seqPair } from '../engine/data/t5-span';
 import type { T5Config } from '../engine/models/t5';
 import { ExactMatchRejectedError, gateSeq2seq, quantizeT5 } from '../engine/quant/seq2seq-gate';
 import type { ArtifactStore } from '../infra/store';
+import { committedVariant } from './post-training-context';
 import { quantConfigOf, type QuantSpec } from '../spec/post-training';
 import type { TrainingSpec } from '../spec/training';
 import { failure } from '../spec/errors';
@@ -76,10 +77,8 @@ function quantizeT5Variant(store: ArtifactStore, shards: ShardCache, input: Quan
 async function quantizeAndGate(store: ArtifactStore, shards: ShardCache, input: QuantizeT5Input): Promise<T5Variant> {
   const { runId, quant, spec, dataset } = input;
   const who = `quantizeT5 ${quant.name}`;
-  for (const prefix of [postKeys.model(runId, quant.name), postKeys.rejected(runId, quant.name)]) {
-    const done = await store.readManifest(prefix);
-    if (done?.meta.t5) return done.meta.t5 as T5Variant;
-  }
+  const done = await committedVariant<T5Variant>(store, runId, quant.name, 't5');
+  if (done) return done;
   if (spec.model.family !== 't5' || spec.model.task !== 'seq2seq') throw failure('InvalidConfig', `${who}: the run trains a ${spec.model.family} ${spec.model.task} model, not a T5 seq2seq model`);
   const ck = await checkpointWeightsAnyFamily(store, input.checkpoint.prefix);
   const cfg = ck.config as T5Config;
