@@ -16,6 +16,7 @@ import { quantizeInt8PerChannel } from '../../engine/quant/weights';
 import '../../engine/quant/rules';
 import { buildTrainStep, frozenIn } from '../../engine/train/step';
 import { Trainer, type Batch } from '../../engine/train/trainer';
+import { affineStream, relErr } from '../helpers/lora-base';
 
 const cfg = GptConfigSchema.parse({ vocab_size: 64, block_size: 16, n_layer: 2, n_head: 2, n_embd: 32 });
 const [B, T] = [4, 16];
@@ -24,31 +25,7 @@ const baseWeights = initParams(base.params, 1);
 baseWeights.set('wte', baseWeights.get('wte')!.map((x) => x * 5)); // a head sharp enough for the adapters to move the loss
 const optim = OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-2, weight_decay: 0 }, grad_clip: 1 });
 
-/** A fixed, learnable stream: token t+1 = (3·t + 1) mod V with a little noise. */
-function batch(seed: number): Batch {
-  const r = mulberry32(seed);
-  const tokens = new BigInt64Array(B * T);
-  const targets = new BigInt64Array(B * T);
-  for (let b = 0; b < B; b++) {
-    let t = Math.floor(r() * cfg.vocab_size);
-    for (let i = 0; i < T; i++) {
-      tokens[b * T + i] = BigInt(t);
-      t = r() < 0.9 ? (3 * t + 1) % cfg.vocab_size : Math.floor(r() * cfg.vocab_size);
-      targets[b * T + i] = BigInt(t);
-    }
-  }
-  return { tokens: { dtype: 'int64', dims: [B, T], data: tokens }, targets: { dtype: 'int64', dims: [B, T], data: targets } };
-}
-
-const relErr = (a: Float32Array, b: Float32Array) => {
-  let d = 0;
-  let n = 0;
-  for (let i = 0; i < a.length; i++) {
-    d += (a[i] - b[i]) ** 2;
-    n += b[i] ** 2;
-  }
-  return Math.sqrt(d / n);
-};
+const batch = (seed: number): Batch => affineStream(cfg.vocab_size, B, T, seed);
 
 /** d loss / d adapters of one batch, on the float base or the int8 one (adapters with a non-zero B). */
 async function adapterGrads(plan: LoraPlan, quantized: boolean): Promise<Map<string, Float32Array>> {
