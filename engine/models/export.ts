@@ -17,11 +17,14 @@ import { Graph, type Value } from '../graph/ir';
 import { add, concat, unsqueeze } from '../graph/ops';
 import type { ParamLookup, ParamSpec } from './blocks';
 import { embed, gptOptions, gptParams, GptConfigSchema, ropeConsts, transformer, type ForwardContext, type GptConfig } from './gpt';
+import { memoryConfigOf, memoryExportHook, memoryGptParams, type MemoryVariant } from './memory-slots';
 
 export interface GptExportOptions {
   /** Adds past_key_values inputs and present outputs for incremental decoding (default false). */
   kvCache?: boolean;
   graphName?: string;
+  /** The memory-augmented GPT's slots and the layers that read them (`model.variant: { kind: memory }`). */
+  memory?: MemoryVariant | null;
 }
 
 /** Graph I/O names of an exported decoder, shared by the exporter and the generation loop. */
@@ -69,8 +72,8 @@ export function initializerParams(g: Graph, specs: ParamSpec[], weights: Map<str
 }
 
 /**
- * Builds the inference graph of a GPT (any options; dropout is left out) with the given weights
- * (as `Trainer.params()` returns them).
+ * Builds the inference graph of a GPT (any options, the memory variant too; dropout is left out)
+ * with the given weights (as `Trainer.params()` returns them).
  * @example const g = exportGpt(cfg, trainer.params(), { kvCache: true }); saveModel(g, 'gpt.onnx')
  */
 export function exportGpt(cfgIn: GptConfig, weights: Map<string, Float32Array>, opts: GptExportOptions = {}): Graph {
@@ -78,7 +81,8 @@ export function exportGpt(cfgIn: GptConfig, weights: Map<string, Float32Array>, 
   const o = gptOptions(cfg);
   const g = new Graph(opts.graphName ?? (opts.kvCache ? 'gpt_decoder_kv' : 'gpt_decoder'));
   const hs = cfg.n_embd / cfg.n_head;
-  const p = initializerParams(g, gptParams(cfg), weights, 'exportGpt');
+  const memory = opts.memory ? memoryConfigOf(cfg, opts.memory) : null;
+  const p = initializerParams(g, memory ? memoryGptParams(memory) : gptParams(cfg), weights, 'exportGpt');
 
   const ids = g.input('input_ids', 'int64', ['batch', 'seq']);
   const past = opts.kvCache
@@ -103,7 +107,9 @@ export function exportGpt(cfgIn: GptConfig, weights: Map<string, Float32Array>, 
     rope: o.pos === 'rope' ? ropeConsts(g, cfg.block_size, hs, o.ropeTheta, qPos) : null,
     dropout: null,
   };
-  const { hidden, kv } = transformer(cfg, embed(cfg, ids, p, qPos), p, ctx, undefined, past); // (batch·seq, C)
+  // A memory GPT's chosen blocks read the slots after self-attention; the slots need no cache.
+  const hook = memory ? memoryExportHook(memory, p) : undefined;
+  const { hidden, kv } = transformer(cfg, embed(cfg, ids, p, qPos), p, ctx, hook, past); // (batch·seq, C)
   // (batch·seq, C) @ (V, C)ᵀ → (batch·seq, V), the head matrix read in place.
   const flat = g.op('Gemm', [hidden, p(o.tie ? 'wte' : 'lm_head.weight')], { transB: 1 }, { name: 'lm_head' })[0];
   const logits = g.op('Reshape', [flat, concat([idsShape, g.vector([cfg.vocab_size])], 0)])[0]; // (batch, seq, V)

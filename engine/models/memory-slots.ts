@@ -9,7 +9,7 @@ import { z } from 'zod';
 import type { Graph, Value } from '../graph/ir';
 import { add, matmul, mul, reshape, scalar, softmax, split, transpose } from '../graph/ops';
 import { linear, type ParamLookup, type ParamSpec } from './blocks';
-import { dropout, GptConfigSchema, gptHidden, gptOptions, gptParams, knownBatchSeq, lmHead, lmLoss, norm, trainingDropout, type DropoutContext, type GptConfig } from './gpt';
+import { dropout, GptConfigSchema, gptHidden, gptOptions, gptParams, knownBatchSeq, lmHead, lmLoss, norm, trainingDropout, type BlockHook, type DropoutContext, type GptConfig } from './gpt';
 
 export const MemoryGptConfigSchema = z
   .object({
@@ -81,18 +81,45 @@ function memoryRead(x: Value, slots: Value, p: ParamLookup, prefix: string, cfg:
   return linear(merged, p, `${prefix}.c_proj`, cfg.bias);
 }
 
+/**
+ * The same read for rows of any count (the inference export's symbolic batch·seq): no row needs
+ * another, so the heads attend over (N, M) without splitting N into batch and sequence. Not used
+ * in training, whose graph keeps memoryRead's arithmetic (resumed runs stay bit-identical).
+ */
+function memoryReadRows(x: Value, slots: Value, p: ParamLookup, prefix: string, cfg: GptConfig, M: number): Value {
+  const [C, nh] = [cfg.n_embd, cfg.n_head];
+  const hs = C / nh;
+  const q = transpose(reshape(linear(x, p, `${prefix}.q_attn`, cfg.bias), [-1, nh, hs]), [1, 0, 2]); // (N, C) → (nh, N, hs)
+  const [k0, v0] = split(linear(slots, p, `${prefix}.c_attn`, cfg.bias), [C, C], 1); // (M, C) @ (C, 2C) → 2 × (M, C)
+  const kT = transpose(reshape(k0, [M, nh, hs]), [1, 2, 0]); // (nh, hs, M)
+  const val = transpose(reshape(v0, [M, nh, hs]), [1, 0, 2]); // (nh, M, hs)
+  const scores = matmul(mul(q, scalar(q, 1 / Math.sqrt(hs))), kT); // (nh, N, hs) @ (nh, hs, M) → (nh, N, M)
+  const y = matmul(softmax(scores, -1), val); // (nh, N, M) @ (nh, M, hs) → (nh, N, hs)
+  return linear(reshape(transpose(y, [1, 0, 2]), [-1, C]), p, `${prefix}.c_proj`, cfg.bias); // (N, nh, hs) → (N, C)
+}
+
+/** The block hook of the memory layers: x + read(ln_cross_attn(x), memory) after self-attention. */
+function memoryHook(cfg: MemoryGptConfig, p: ParamLookup, read: (x: Value, slots: Value, prefix: string) => Value, d: DropoutContext | null): BlockHook {
+  const layers = new Set(cfg.memory_layers);
+  const slots = p('memory.slots'); // (M, C)
+  return (h: Value, layer: number): Value => {
+    if (!layers.has(layer)) return h;
+    const r = read(norm(h, p, `h.${layer}.ln_cross_attn`, cfg.gpt), slots, `h.${layer}.crossattention`);
+    // Salt 4·layer + 4: the GPT's own sites are 0 and 4·i + 1..3, so masks never repeat across sites.
+    return add(h, dropout(r, d, 4 * layer + 4));
+  };
+}
+
 /** Logits (B·T, V); blocks in `memory_layers` add x + read(ln_cross_attn(x), memory) after their self-attention. */
 export function memoryGptLogits(cfg: MemoryGptConfig, idx: Value, p: ParamLookup, d: DropoutContext | null = null): Value {
   const [B, T] = knownBatchSeq(idx);
-  const layers = new Set(cfg.memory_layers);
-  const slots = p('memory.slots'); // (M, C)
-  const hook = (h: Value, layer: number): Value => {
-    if (!layers.has(layer)) return h;
-    const read = memoryRead(norm(h, p, `h.${layer}.ln_cross_attn`, cfg.gpt), slots, p, `h.${layer}.crossattention`, cfg.gpt, B, T, cfg.n_memory);
-    // Salt 4·layer + 4: the GPT's own sites are 0 and 4·i + 1..3, so masks never repeat across sites.
-    return add(h, dropout(read, d, 4 * layer + 4));
-  };
+  const hook = memoryHook(cfg, p, (x, slots, prefix) => memoryRead(x, slots, p, prefix, cfg.gpt, B, T, cfg.n_memory), d);
   return lmHead(cfg.gpt, gptHidden(cfg.gpt, idx, p, d, hook), p);
+}
+
+/** The memory layers' hook for the inference export (engine/models/export.ts): any number of rows, no dropout. */
+export function memoryExportHook(cfg: MemoryGptConfig, p: ParamLookup): BlockHook {
+  return memoryHook(cfg, p, (x, slots, prefix) => memoryReadRows(x, slots, p, prefix, cfg.gpt, cfg.n_memory), null);
 }
 
 /** Inputs tokens and targets int64 (B, T); next-token loss. */

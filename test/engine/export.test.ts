@@ -20,6 +20,7 @@ import { exportBert, exportT5 } from '../../engine/models/export-bert-t5';
 import { GptConfigSchema, gptLogits, gptParams, type GptConfig } from '../../engine/models/gpt';
 import { relativePositionBias } from '../../engine/models/layers';
 import { llamaToGpt, type NamedTensor } from '../../engine/models/llama-to-gpt';
+import { memoryConfigOf, memoryGptLogits, memoryGptParams } from '../../engine/models/memory-slots';
 import { configFromHf, importHfWeights, presetParams, type Preset } from '../../engine/models/presets';
 import { t5Logits, t5Params, type T5Config } from '../../engine/models/t5';
 
@@ -223,6 +224,48 @@ describe('GPT variant export', () => {
       expectClose(out.logits.data as Float32Array, ref, 1e-5, `${name} (${B}, ${T})`);
     }
     await s.release();
+  });
+
+  it('memory-augmented GPT (model.variant memory): logits equal memoryGptLogits at batch 1 and 3, length 4 and 11; cached greedy decoding past block_size equals uncached', async () => {
+    const variant = { kind: 'memory' as const, n_memory: 5, memory_layers: [0, 2] };
+    const cfg = GptConfigSchema.parse({ vocab_size: 40, block_size: 12, n_layer: 3, n_head: 4, n_embd: 16, dropout: 0.1 });
+    const mcfg = memoryConfigOf(cfg, variant);
+    const weights = initParams(memoryGptParams(mcfg), 3);
+    // Slots far from their init, so the read moves the logits (checked below against zeroed slots).
+    weights.set('memory.slots', weights.get('memory.slots')!.map((x) => 50 * x));
+    const s = await saveAndLoad(exportGpt(cfg, weights, { memory: variant }), 'gpt-memory');
+    const worst: number[] = [];
+    for (const [B, T] of [[1, 4], [3, 4], [1, 11], [3, 11]]) {
+      const rows = Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, t) => (b * 11 + t * 5 + 2) % 40));
+      const out = await s.run({ input_ids: int64(rows) });
+      expect(out.logits.dims).toEqual([B, T, 40]);
+      const ref = await builderOutput(memoryGptParams(mcfg), weights, { tokens: rows }, (p, i) => memoryGptLogits(mcfg, i.tokens, p));
+      // Observed: 0 (bit-identical at all four shapes).
+      worst.push(expectClose(out.logits.data as Float32Array, ref, 1e-5, `memory (${B}, ${T})`));
+      if (B === 3 && T === 11) {
+        const blank = await builderOutput(memoryGptParams(mcfg), new Map(weights).set('memory.slots', new Float32Array(5 * 16)), { tokens: rows }, (p, i) => memoryGptLogits(mcfg, i.tokens, p));
+        expect(Math.max(...ref.map((x, j) => Math.abs(x - blank[j])))).toBeGreaterThan(1e-2);
+      }
+    }
+    await s.release();
+    console.log(`memory GPT export: worst |Δlogit| vs the training forward ${worst.map((w) => w.toExponential(1)).join(', ')}`);
+    // Without the variant the export reads only the GPT's own weights: the slots' read is missing and
+    // the logits differ (why every caller passes the checkpoint's variant, artifacts/checkpoints.ts).
+    const plainExport = await saveAndLoad(exportGpt(cfg, weights), 'gpt-memory-dropped');
+    const rows = [[1, 2, 3, 4]];
+    const dropped = (await plainExport.run({ input_ids: int64(rows) })).logits.data as Float32Array;
+    await plainExport.release();
+    const ref = await builderOutput(memoryGptParams(mcfg), weights, { tokens: rows }, (p, i) => memoryGptLogits(mcfg, i.tokens, p));
+    expect(Math.max(...ref.map((x, j) => Math.abs(x - dropped[j])))).toBeGreaterThan(1e-2);
+
+    const plain = await Decoder.create(exportGpt(cfg, weights, { memory: variant }), decoderInfo(cfg, false), { intraOpThreads: 1 });
+    const cached = await Decoder.create(exportGpt(cfg, weights, { memory: variant, kvCache: true }), decoderInfo(cfg, true), { intraOpThreads: 1 });
+    const a = await plain.generate([3, 1, 4], { maxNewTokens: 20 }); // 3 + 20 > block_size 12: the window slides
+    const b = await cached.generate([3, 1, 4], { maxNewTokens: 20 });
+    expect(b).toEqual(a);
+    expect(new Set(a).size).toBeGreaterThan(1);
+    await plain.release();
+    await cached.release();
   });
 
   it('Llama fixture: llamaToGpt weights export and reproduce HF LlamaForCausalLM (batch 1 and 2, length 12 and 5); the GQA cache holds n_kv_head heads and cached greedy decoding equals uncached', async () => {
