@@ -18,11 +18,12 @@ import type { Graph } from '../engine/graph/ir';
 import { loadModel, serializeModel } from '../engine/graph/onnx';
 import { exportGpt } from '../engine/models/export';
 import { gptParams, type GptConfig } from '../engine/models/gpt';
+import { memoryConfigOf, memoryGptParams, type MemoryVariant } from '../engine/models/memory-slots';
 import { quantizeGraph, QuantRejectedError, validateQuantized, type QuantReport } from '../engine/quant';
 import { lossCurvesSvg, renderReportHtml, type ReportLora, type ReportSample, type ReportVariant, type RunReport } from '../engine/report';
 import type { ArtifactStore } from '../infra/store';
 import { quantConfigOf, type EvalSpec, type QuantSpec } from '../spec/post-training';
-import { type CheckpointRef, checkpointWeights } from '../artifacts/checkpoints';
+import { type CheckpointRef, checkpointModel, checkpointModelVariant } from '../artifacts/checkpoints';
 import { type DatasetRef, readTokenizer, ShardCache } from '../artifacts/datasets';
 import { failingAs } from '../artifacts/errors';
 import { postKeys } from '../artifacts/keys';
@@ -46,6 +47,8 @@ export interface ExportResult extends ModelRef {
   ppl: number;
   tokens: number;
   modelConfig: GptConfig;
+  /** The memory-augmented GPT's variant (`model.variant`), exported inside the model; absent for a plain GPT. */
+  memory?: MemoryVariant;
 }
 
 export interface QuantizeInput extends ExportInput {
@@ -117,11 +120,12 @@ async function committedResult<T>(store: ArtifactStore, prefix: string): Promise
   return (await store.exists(`${prefix}/result.json`)) ? store.getJson<T>(`${prefix}/result.json`) : null;
 }
 
-const modelMeta = async (p: PostTrainingContext, input: ExportInput, name: string, method: string, modelConfig: GptConfig, published: boolean): Promise<ModelMeta> => ({
+const modelMeta = async (p: PostTrainingContext, input: ExportInput, name: string, method: string, modelConfig: GptConfig, memory: MemoryVariant | null, published: boolean): Promise<ModelMeta> => ({
   format: MODEL_FORMAT,
   name,
   method,
   modelConfig,
+  ...(memory ? { memory } : {}),
   kvCache: true,
   tokenizer: await readTokenizer(p.store, input.dataset),
   checkpoint: input.checkpoint.prefix,
@@ -142,18 +146,18 @@ async function exportModel(p: PostTrainingContext, input: ExportInput): Promise<
   const prefix = postKeys.model(input.runId, 'fp32');
   const done = await committedResult<ExportResult>(p.store, prefix);
   if (done) return done;
-  const { config, weights } = await whileBeating(`fp32: reading ${input.checkpoint.prefix}`, () => checkpointWeights(p.store, input.checkpoint.prefix));
+  const { config, weights, memory } = await whileBeating(`fp32: reading ${input.checkpoint.prefix}`, () => checkpointModel(p.store, input.checkpoint.prefix));
   await yieldThenBeat('fp32: exporting');
-  const bytes = serializeModel(exportGpt(config, weights, { kvCache: true })).model;
+  const bytes = serializeModel(exportGpt(config, weights, { kvCache: true, memory })).model;
   await yieldThenBeat('fp32: exported');
   const val = await valBatches(p, input.dataset, spec, config);
   const { ppl, tokens } = await lmPerplexity(loadModel(bytes), val.batches, p.session(spec), heartbeatPpl('fp32'));
-  const meta = await modelMeta(p, input, 'fp32', 'fp32', config, true);
+  const meta = await modelMeta(p, input, 'fp32', 'fp32', config, memory, true);
   // Uploading the model was the longest silence of exportModel (14 s for 57M parameters, measured).
   // Both commits inside one whileBeating: its cancel check comes after the result is written too.
   return whileBeating('fp32: committing', async () => {
     const ref = await commitModel(p.store, prefix, bytes, meta, {});
-    return commitResult(p.store, prefix, { ...ref, ppl, tokens, modelConfig: config });
+    return commitResult(p.store, prefix, { ...ref, ppl, tokens, modelConfig: config, ...(memory ? { memory } : {}) });
   });
 }
 
@@ -164,9 +168,9 @@ async function quantizeModel(p: PostTrainingContext, input: QuantizeInput): Prom
     const done = await committedResult<QuantizeResult>(p.store, prefix);
     if (done) return done;
   }
-  const { config, weights } = await whileBeating(`${q.name}: reading ${input.checkpoint.prefix}`, () => checkpointWeights(p.store, input.checkpoint.prefix));
+  const { config, weights, memory } = await whileBeating(`${q.name}: reading ${input.checkpoint.prefix}`, () => checkpointModel(p.store, input.checkpoint.prefix));
   await yieldThenBeat(`${q.name}: exporting fp32`);
-  const fp32 = exportGpt(config, weights, { kvCache: true });
+  const fp32 = exportGpt(config, weights, { kvCache: true, memory });
   await yieldThenBeat(`${q.name}: exported fp32`);
   const quantized = await failingAs(`quant ${q.name}`, async () => quantizeGraph(fp32, quantConfigOf(q), { calibration: await calibration(p, input, fp32, config), sessionConfig: p.session(spec), onSite: quantHeartbeat(q.name) }));
   await yieldThenBeat(`${q.name}: quantized ${quantized.report.quantized.length} Linears`);
@@ -178,7 +182,7 @@ async function quantizeModel(p: PostTrainingContext, input: QuantizeInput): Prom
   const summary = { method: r.method, weightBytesBefore: r.weightBytesBefore, weightBytesAfter: r.weightBytesAfter, compression: r.compression, quantized: r.quantized.length, skipped: r.skipped.length };
   const prefix = published ? postKeys.model(input.runId, q.name) : postKeys.rejected(input.runId, q.name);
   const reportJson = new TextEncoder().encode(JSON.stringify({ ...r, validation: { ppl, fp32Ppl: input.fp32.ppl, increase, bound: q.maxPplIncrease, rejectedReason: rejectedReason ?? null } }, null, 2));
-  const meta = await modelMeta(p, input, q.name, q.method, config, published);
+  const meta = await modelMeta(p, input, q.name, q.method, config, memory, published);
   return whileBeating(`${q.name}: committing`, async () => {
     const ref = await commitModel(p.store, prefix, bytes, meta, { [QUANT_REPORT_FILE]: reportJson });
     return commitResult(p.store, prefix, { ...ref, ppl, increase, bound: q.maxPplIncrease, rejectedReason, report: summary });
@@ -215,12 +219,14 @@ function modelFromOf(config: Record<string, unknown>): string | null {
 /** The run report: HTML (with the SVG inline), the same data as JSON, and the SVG alone. */
 async function writeReport(store: ArtifactStore, input: ReportInput): Promise<ReportResult> {
   const prefix = postKeys.report(input.runId);
-  const params = gptParams(input.modelConfig).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+  // A memory GPT's slots and cross-attention count too; its checkpoint records the variant.
+  const memory = (await checkpointModelVariant(store, input.checkpoint.prefix)) ?? undefined;
+  const params = (memory ? memoryGptParams(memoryConfigOf(input.modelConfig, memory)) : gptParams(input.modelConfig)).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
   const tokenizer = await readTokenizer(store, input.dataset);
   const report: RunReport = {
     runId: input.runId,
     createdAt: new Date().toISOString(),
-    model: { family: 'gpt', params, config: input.modelConfig, from: modelFromOf(input.config) },
+    model: { family: 'gpt', params, config: memory ? { ...input.modelConfig, variant: memory } : input.modelConfig, from: modelFromOf(input.config) },
     dataset: {
       prefix: input.dataset.prefix,
       tokenizer: tokenizer.kind === 'bpe' ? tokenizer.id : tokenizer.kind === 'hf' ? (tokenizer.id ?? 'hf') : (tokenizer.kind ?? 'hf'),

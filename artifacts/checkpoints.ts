@@ -8,6 +8,7 @@ import { packCheckpointHashed, parseCheckpointState, sha256, OPTIMIZER_FILE, STA
 import { forEachSafetensor, readSafetensors } from '../engine/checkpoint/safetensors';
 import { EngineError } from '../engine/errors';
 import { StoredGptConfigSchema, type GptConfig } from '../engine/models/gpt';
+import { MemoryVariantSchema, type MemoryVariant } from '../engine/models/memory-slots';
 import type { ArtifactStore, Manifest } from '../infra/store';
 import { failure } from '../spec/errors';
 import { asFailure } from './errors';
@@ -220,19 +221,57 @@ export async function committedRounds(store: ArtifactStore, runId: string): Prom
  */
 export function refuseGptVariant(modelConfig: Record<string, unknown>, what: string): void {
   const v = modelConfig.variant as { kind?: unknown } | undefined;
-  if (v != null) throw failure('InvalidInput', `${what}: a ${String(v.kind)} variant of GPT (modelConfig.variant); only its training and evaluation are wired, not export, LoRA or starting from it`);
+  if (v != null) throw failure('InvalidInput', `${what}: a ${String(v.kind)} variant of GPT (modelConfig.variant); its training, post-training (ONNX export, quantization, evaluation) and generation are wired, not HF export, LoRA or starting from it`);
 }
 
-/** The GPT config and float weights of a committed training checkpoint. */
+/** The GPT config and float weights of a committed training checkpoint of a plain GPT (a variant is refused). */
 export async function checkpointWeights(store: ArtifactStore, prefix: string): Promise<{ config: GptConfig; weights: Map<string, Float32Array> }> {
   const ck = await readCheckpoint(store, prefix);
-  if (ck.state.family && ck.state.family !== 'gpt') throw failure('InvalidInput', `checkpoint ${prefix}: a ${ck.state.family} model, not a GPT (only GPT has an inference exporter and a LoRA base here)`);
-  refuseGptVariant(ck.state.modelConfig, `checkpoint ${prefix}`);
-  const parsed = StoredGptConfigSchema.safeParse(ck.state.modelConfig);
+  refuseGptVariant(gptModelConfig(ck.state, prefix), `checkpoint ${prefix}`);
+  return { config: parseGptConfig(ck.state.modelConfig, prefix), weights: fromTensors(ck.weights, prefix) };
+}
+
+/**
+ * The GPT config, float weights and memory variant (null for a plain GPT) of a committed training
+ * checkpoint: what the inference exporter needs (exportGpt's `memory`), for post-training and
+ * `truthgpt generate`. Other variants are refused as by checkpointWeights.
+ */
+export async function checkpointModel(store: ArtifactStore, prefix: string): Promise<{ config: GptConfig; weights: Map<string, Float32Array>; memory: MemoryVariant | null }> {
+  const ck = await readCheckpoint(store, prefix);
+  const raw = gptModelConfig(ck.state, prefix);
+  const memory = memoryVariantOf(raw, prefix);
+  return { config: parseGptConfig(raw, prefix), weights: fromTensors(ck.weights, prefix), memory };
+}
+
+/** The memory variant a GPT checkpoint records (null for a plain GPT), from its small state file alone. */
+export async function checkpointModelVariant(store: ArtifactStore, prefix: string): Promise<MemoryVariant | null> {
+  const found = await readCheckpointState(store, prefix);
+  if (!found) throw failure('MissingArtifact', `checkpoint ${prefix}: nothing is committed there`);
+  return memoryVariantOf(gptModelConfig(found.state, prefix), prefix);
+}
+
+function memoryVariantOf(raw: Record<string, unknown>, prefix: string): MemoryVariant | null {
+  const variant = raw.variant as { kind?: unknown } | undefined;
+  if (variant?.kind !== 'memory') {
+    refuseGptVariant(raw, `checkpoint ${prefix}`);
+    return null;
+  }
+  const parsed = MemoryVariantSchema.safeParse(variant);
+  if (!parsed.success) throw failure('CorruptCheckpoint', `checkpoint ${prefix}: modelConfig.variant.${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`);
+  return parsed.data;
+}
+
+function gptModelConfig(state: { family?: CheckpointState['family']; modelConfig: Record<string, unknown> }, prefix: string): Record<string, unknown> {
+  if (state.family && state.family !== 'gpt') throw failure('InvalidInput', `checkpoint ${prefix}: a ${state.family} model, not a GPT (only GPT has an inference exporter and a LoRA base here)`);
+  return state.modelConfig;
+}
+
+function parseGptConfig(modelConfig: Record<string, unknown>, prefix: string): GptConfig {
+  const parsed = StoredGptConfigSchema.safeParse(modelConfig);
   if (!parsed.success) {
     throw failure('InvalidInput', `checkpoint ${prefix}: modelConfig is not a GPT config (only GPT has an inference exporter): ${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`);
   }
-  return { config: parsed.data, weights: fromTensors(ck.weights, prefix) };
+  return parsed.data;
 }
 
 

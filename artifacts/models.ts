@@ -9,11 +9,12 @@ import { serializeModel } from '../engine/graph/onnx';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, checkAdapterAgainstPlan, loadAdapter, type LoraPlan } from '../engine/lora';
 import { exportGpt } from '../engine/models/export';
 import { StoredGptConfigSchema, type GptConfig } from '../engine/models/gpt';
+import type { MemoryVariant } from '../engine/models/memory-slots';
 import { T5ConfigSchema, type T5Config } from '../engine/models/t5';
 import { parseContentKey, type ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import type { BaseModel } from '../spec/lora';
-import { checkpointWeights, fromTensors, readCheckpoint, readCheckpointState, refOf, refuseGptVariant } from './checkpoints';
+import { checkpointModel, fromTensors, readCheckpoint, readCheckpointState, refOf, refuseGptVariant } from './checkpoints';
 import { asFailure } from './errors';
 import { importBehind, type ImportRecord } from './hf-models';
 import { loadStoredTokenizer } from './tokenizers';
@@ -31,6 +32,8 @@ export interface ModelMeta {
   name: string;
   method: string;
   modelConfig: GptConfig;
+  /** A memory-augmented GPT's variant (its slots are inside the ONNX model); absent for a plain GPT. */
+  memory?: MemoryVariant;
   /** Exported with past_key_values inputs (engine/models/export.ts layout). */
   kvCache: boolean;
   tokenizer: SavedTokenizer;
@@ -88,12 +91,12 @@ export async function resolveModel(store: ArtifactStore, refIn: string): Promise
     return { source: `${prefix}/${MODEL_FILE}`, bytes, config: StoredGptConfigSchema.parse(meta.modelConfig), kvCache: meta.kvCache, tokenizer: meta.tokenizer, method: meta.method };
   }
   if (names.includes('model.safetensors') && names.includes('checkpoint.json')) {
-    const { config, weights } = await checkpointWeights(store, prefix);
+    const { config, weights, memory } = await checkpointModel(store, prefix);
     // An imported model decodes with the tokenizer.json stored beside it.
     const imported = (manifest.meta.import as ImportRecord | undefined)?.tokenizer;
     const eos = (manifest.meta.import as ImportRecord | undefined)?.specialTokens.eos;
     const tokenizer: SavedTokenizer | null = imported ? { kind: 'hf', ...imported, ...(eos != null ? { eot: eos } : {}) } : null;
-    return { source: prefix, bytes: serializeModel(exportGpt(config, weights, { kvCache: true })).model, config, kvCache: true, tokenizer, method: 'fp32' };
+    return { source: prefix, bytes: serializeModel(exportGpt(config, weights, { kvCache: true, memory })).model, config, kvCache: true, tokenizer, method: 'fp32' };
   }
   throw failure('InvalidInput', `model ${refIn}: ${prefix} holds ${names.join(', ')}; expected ${MODEL_FILE} or a checkpoint (model.safetensors + checkpoint.json)`);
 }

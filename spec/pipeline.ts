@@ -95,14 +95,11 @@ export function pipelineSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
         refused = true;
       });
       if (refused) return z.NEVER;
-    } else if (model?.variant) {
-      // A memory-augmented GPT trains and is evaluated by the training workflow (perplexity on the
-      // val split); the stages after it read a plain GPT (artifacts/checkpoints.ts refuseGptVariant).
-      const why = (stage: string) => `${stage} of a memory-augmented GPT (model.variant) is not wired yet; leave ${stage === 'LoRA' ? 'lora' : stage} out`;
-      if (p.lora != null) ctx.addIssue({ code: 'custom', path: ['lora'], message: why('LoRA') });
-      if (p.quantization.length) ctx.addIssue({ code: 'custom', path: ['quantization'], message: why('quantization') });
-      if (p.evaluation !== undefined) ctx.addIssue({ code: 'custom', path: ['evaluation'], message: `${why('evaluation')} (the training workflow reports its val perplexity)` });
-      if (p.lora != null || p.quantization.length || p.evaluation !== undefined) return z.NEVER;
+    } else if (model?.variant && p.lora != null) {
+      // A memory-augmented GPT trains, and GPT's post-training exports, quantizes and evaluates it
+      // (engine/models/export.ts reads its slots); a LoRA base reads a plain GPT (artifacts/checkpoints.ts refuseGptVariant).
+      ctx.addIssue({ code: 'custom', path: ['lora'], message: 'LoRA of a memory-augmented GPT (model.variant) is not wired yet; leave lora out' });
+      return z.NEVER;
     } else if (model) {
       post.data?.quant.forEach((q, i) => {
         if (q.maxAccuracyDrop !== undefined) ctx.addIssue({ code: 'custom', path: ['quantization', i, 'maxAccuracyDrop'], message: 'gates a classifier; a language model variant is gated on maxPplIncrease' });

@@ -16,7 +16,7 @@ beforeAll(() => Runtime.install({ logger: new DefaultLogger('WARN') }));
 test('the recorded histories cover training (with a continue-as-new and signals), the pipeline with and without LoRA, and its children', () => {
   const types = files.map((f) => JSON.parse(fs.readFileSync(path.join(DIR, f), 'utf8')).events[0].workflowExecutionStartedEventAttributes.workflowType.name);
   expect(new Set(types)).toEqual(new Set(['trainingWorkflow', 'pipelineWorkflow', 'postTrainingWorkflow', 'fineTuneWorkflow']));
-  expect(files).toEqual(expect.arrayContaining(['replay-train-run1.json', 'replay-train-run2.json', 'replay-pipeline.json', 'replay-pipeline-lora.json', 'replay-pipeline-lora-lora.json', 'replay-pipeline-t5.json', 'replay-pipeline-t5-train.json', 'replay-pipeline-mlm.json', 'replay-pipeline-span.json']));
+  expect(files).toEqual(expect.arrayContaining(['replay-train-run1.json', 'replay-train-run2.json', 'replay-pipeline.json', 'replay-pipeline-lora.json', 'replay-pipeline-lora-lora.json', 'replay-pipeline-t5.json', 'replay-pipeline-t5-train.json', 'replay-pipeline-mlm.json', 'replay-pipeline-span.json', 'replay-pipeline-memory.json']));
   // The LoRA pipeline's history starts its fine-tune child between training and post-training.
   const children = JSON.parse(fs.readFileSync(path.join(DIR, 'replay-pipeline-lora.json'), 'utf8'))
     .events.filter((e: { startChildWorkflowExecutionInitiatedEventAttributes?: unknown }) => e.startChildWorkflowExecutionInitiatedEventAttributes)

@@ -273,8 +273,9 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     const model = spec.training.model;
     const pretraining = model.task === 'mlm' || model.task === 'span-corruption';
     const report = !gpt && (pretraining ? patched('family-report-pretraining') : (model.task === 'classification' || model.task === 'seq2seq') && patched('family-report'));
-    // A memory-augmented GPT (model.variant) has no inference exporter yet: its post-training is skipped.
-    const variant = model.family === 'gpt' && model.variant != null;
+    // A memory-augmented GPT (model.variant) runs GPT's post-training since the exporter reads its
+    // slots (engine/models/export.ts); runs recorded before that replay with the stage skipped.
+    const variant = model.family === 'gpt' && model.variant != null && !patched('memory-post-training');
     const post = gpt && !variant ? await postTrainingStage(st, trained, tuned) : spec.quantization.length ? await (t5 ? t5PostStage(st, classifier) : classifierPostStage(st, classifier)) : skipPostTraining(st, classifier, report);
     const told = report ? await familyReportStage(st, trained, classifier, post) : post;
     return resultOf(st, trained, told, Date.now() - info.startTime.getTime());

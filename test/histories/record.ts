@@ -1,5 +1,5 @@
 // Re-records the workflow histories that test/replay.test.ts replays:
-//   npx tsx test/histories/record.ts [train] [pipeline] [lora] [bert] [t5] [pretraining]     (no argument: all six)
+//   npx tsx test/histories/record.ts [train] [pipeline] [lora] [bert] [t5] [pretraining] [memory]     (no argument: all seven)
 // Runs tiny real workflows (real Temporal dev server, S3 server and both pool workers, as the
 // integration tests do) and writes each execution's history as JSON next to this file:
 //   train      replay-train-run*.json: trainingWorkflow, 2 workers × 2 rounds with a continue-as-new, paused and resumed
@@ -15,6 +15,8 @@
 //              run (tiny-bert, byte tokenizer, Brown humor) and of a T5 span-corruption run (the
 //              imported T5 on opposites.jsonl's inputs), one round each, recorded before their
 //              report existed (patched('family-report-pretraining'))
+//   memory     replay-pipeline-memory.json: pipelineWorkflow of a memory-augmented GPT (model.variant),
+//              one round, recorded while its post-training was skipped (patched('memory-post-training'))
 // Only the named groups' files are rewritten. Re-record only on purpose: a history that no longer
 // replays means running workflows would break, so new groups are added beside the old ones.
 
@@ -99,6 +101,14 @@ const spanPipelineSpec: PipelineSpecInput = {
   training: { workers: 1, rounds: 1, innerSteps: 3, batchSize: 4, contextLength: 16, evalBatches: 1 },
 };
 
+/** A memory-augmented GPT (8 slots read by layer 1): one round, no stage after training. */
+const memoryPipelineSpec: PipelineSpecInput = {
+  name: 'replay-pipe-memory',
+  model: { ...model, config: { ...model.config, n_layer: 2 }, variant: { kind: 'memory', n_memory: 8, memory_layers: [1] } },
+  dataset,
+  training: { ...training, workers: 1, rounds: 1 },
+};
+
 const GROUPS = {
   train: ['replay-train'],
   pipeline: ['replay-pipeline', 'replay-pipeline-train', 'replay-pipeline-post'],
@@ -106,6 +116,7 @@ const GROUPS = {
   bert: ['replay-pipeline-bert', 'replay-pipeline-bert-train'],
   t5: ['replay-pipeline-t5', 'replay-pipeline-t5-train'],
   pretraining: ['replay-pipeline-mlm', 'replay-pipeline-span'],
+  memory: ['replay-pipeline-memory'],
 };
 type Group = keyof typeof GROUPS;
 
@@ -149,6 +160,7 @@ async function main(): Promise<void> {
       await importModel(path.join(__dirname, '..', 'fixtures', 't5-tiny', 'model'), { name: 'replay-t5', config });
       await (await tg.startPipeline(spanPipelineSpec, { workflowId: 'replay-pipeline-span' })).result();
     }
+    if (groups.includes('memory')) await (await tg.startPipeline(memoryPipelineSpec, { workflowId: 'replay-pipeline-memory' })).result();
 
     // Every run of every execution (continue-as-new makes several runs of one id).
     const ids = groups.flatMap((g) => GROUPS[g]);

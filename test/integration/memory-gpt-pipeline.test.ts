@@ -1,15 +1,19 @@
 // A memory-augmented GPT (`model.variant: { kind: memory, ... }`, engine/models/memory-slots.ts)
 // through pipelineWorkflow on a real Temporal dev server and S3 server: two DiLoCo workers train
 // it on Brown humor, the val loss falls, the committed checkpoint holds the memory slots and the
-// cross-attention weights (and the variant in checkpoint.json), the post-training stage is skipped
-// with its reason, and every plain-GPT reader (the exporters, generate, a LoRA base, model.from)
-// refuses the checkpoint. A cancelled run retried from its checkpoint ends with the same weights,
-// bit for bit.
+// cross-attention weights (and the variant in checkpoint.json); GPT's post-training exports it with
+// its slots (engine/models/export.ts), quantizes it int8 behind the perplexity gate, evaluates both
+// and writes the report; `generate` decodes from the checkpoint; the plain-GPT readers (HF export,
+// a LoRA base, model.from) refuse it. A cancelled run retried from its checkpoint ends with the
+// same weights, bit for bit.
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { checkpointWeights, readCheckpoint } from '../../artifacts/checkpoints';
+import { Decoder } from '../../engine/eval';
+import { loadModel } from '../../engine/graph/onnx';
+import { decoderInfo } from '../../engine/models/export';
 import { exportHfModel } from '../../artifacts/hf-models';
 import { loadBase, resolveModel } from '../../artifacts/models';
 import { resolveModelFrom } from '../../sdk/model-from';
@@ -48,9 +52,11 @@ const spec: PipelineSpecInput = {
     evalBatches: 2,
     checkpoint: { everySteps: 5, everySeconds: 0 },
   },
+  quantization: [{ method: 'int8-dynamic', maxPplIncrease: 0.05 }],
+  evaluation: { batches: 2, speedRuns: 2, warmup: 1, calibrationBatches: 2, samples: { prompts: ['The '], maxNewTokens: 8 } },
 };
 
-test('a memory-augmented GPT trains through the pipeline; its checkpoint holds the slots and cross-attention', async () => {
+test('a memory-augmented GPT trains through the pipeline, its checkpoint holds the slots and cross-attention, and post-training exports, quantizes and evaluates it', async () => {
   const run = await tg.startPipeline(spec);
   first = await run.result();
   expect(first.training.rounds).toBe(3);
@@ -62,9 +68,20 @@ test('a memory-augmented GPT trains through the pipeline; its checkpoint holds t
   expect(first.stages.map((s: StageOutcome) => [s.stage, s.status])).toEqual([
     ['train', 'done'],
     ['lora', 'skipped'],
-    ['postTraining', 'skipped'],
+    ['postTraining', 'done'],
   ]);
-  expect(first.stages[2].summary).toContain('post-training (export, quantization, evaluation table) of a memory-augmented GPT is not wired yet');
+  // The fp32 export's val perplexity is the training's last evaluation of the same weights on the
+  // whole val split; the int8 variant is held to +5%.
+  const fp32 = first.variants.find((v) => v.name === 'fp32')!;
+  const int8 = first.variants.find((v) => v.name === 'int8')!;
+  expect(first.variants.map((v) => v.name).sort()).toEqual(['fp32', 'int8']);
+  console.log(`memory GPT post-training: fp32 ppl ${fp32.ppl.toFixed(4)} (val loss ${Math.log(fp32.ppl).toFixed(4)}, training's last ${losses[losses.length - 1].toFixed(4)}), int8 ppl ${int8.ppl.toFixed(4)} published ${int8.published}`);
+  // Seen: ln 22.2720 = 3.1033, the training's last val loss to 4 digits; int8 22.2729.
+  expect(Math.abs(Math.log(fp32.ppl) - losses[losses.length - 1])).toBeLessThan(1e-3);
+  expect(int8.published).toBe(true);
+  expect((await stack.s3.store.list(first.reportKey)).length).toBeGreaterThan(0);
+  const page = (await stack.s3.store.get(first.reportKey)).toString('utf8');
+  expect(page).toContain('memory');
 
   const prefix = first.training.checkpoint.prefix;
   expect(prefix).toBe(`runs/${run.workflowId}/global/r000003`);
@@ -85,11 +102,22 @@ test('a memory-augmented GPT trains through the pipeline; its checkpoint holds t
   expect(moved('memory.slots')).toBeGreaterThan(0.01);
   expect(moved('h.1.crossattention.q_attn.weight')).toBeGreaterThan(0.01);
 
-  // A reader of plain GPTs (the inference exporter, a LoRA base) refuses it instead of dropping the slots.
-  const refusal = `checkpoint ${prefix}: a memory variant of GPT (modelConfig.variant); only its training and evaluation are wired, not export, LoRA or starting from it`;
+  // `truthgpt generate --model <checkpoint>` exports the checkpoint with its slots: greedy decoding
+  // from it equals decoding with the published fp32 model, past block_size (32).
+  const fromCheckpoint = await resolveModel(stack.s3.store, prefix);
+  const published = await resolveModel(stack.s3.store, fp32.key);
+  const decode = async (bytes: Uint8Array) => {
+    const d = await Decoder.create(loadModel(bytes), decoderInfo(fromCheckpoint.config, true), { intraOpThreads: 1 });
+    const out = await d.generate([84, 104, 101, 32], { maxNewTokens: 40 });
+    await d.release();
+    return out;
+  };
+  const tokens = await decode(fromCheckpoint.bytes);
+  expect(tokens).toHaveLength(40);
+  expect(await decode(published.bytes)).toEqual(tokens);
+  // A reader of plain GPTs (a LoRA base, HF export) refuses it instead of dropping the slots.
+  const refusal = `checkpoint ${prefix}: a memory variant of GPT (modelConfig.variant); its training, post-training (ONNX export, quantization, evaluation) and generation are wired, not HF export, LoRA or starting from it`;
   await expect(checkpointWeights(stack.s3.store, prefix)).rejects.toThrow(refusal);
-  // `truthgpt generate --model <checkpoint>` exports the checkpoint first: refused the same way.
-  await expect(resolveModel(stack.s3.store, prefix)).rejects.toThrow(refusal);
   await expect(exportHfModel(stack.s3.store, prefix, fs.mkdtempSync(path.join(os.tmpdir(), 'memory-export-')))).rejects.toThrow(`export ${prefix}: ${prefix}: a memory variant of GPT`);
   await expect(loadBase(stack.s3.store, { kind: 'checkpoint', prefix })).rejects.toThrow(`spec.base.prefix: checkpoint ${prefix}: a memory variant of GPT`);
   await expect(resolveModelFrom(stack.s3.store, { model: { from: prefix } })).rejects.toThrow(`spec.model.from: ${prefix} holds a memory-augmented GPT (modelConfig.variant); starting a run from it is not wired yet`);

@@ -1,6 +1,6 @@
 // GPT variants in specs (spec/training.ts `model.variant`, spec/pipeline.ts): the memory-augmented
-// GPT parses with its slots and layers checked against the config; the stages it cannot run yet,
-// the other variants and bad fields are refused in one line naming the field.
+// GPT parses with its slots and layers checked against the config, and takes GPT's post-training;
+// LoRA of it, the other variants and bad fields are refused in one line naming the field.
 
 import { InvalidSpecError, parsePipelineSpec } from '../../spec/pipeline';
 import { parseTrainingSpec } from '../../spec/training';
@@ -55,8 +55,11 @@ test('the other variants, other families, from and activation checkpointing are 
   expect(trainingIssues(gpt(memory), { activationCheckpointing: 'block' })).toContain('spec.activationCheckpointing: recomputing blocks of a memory-augmented GPT (model.variant) is not wired yet; leave activationCheckpointing off');
 });
 
-test('a memory-augmented GPT pipeline refuses the stages after training: LoRA, quantization, post-training evaluation', () => {
+test('a memory-augmented GPT pipeline refuses LoRA, and takes GPT post-training: quantization gated on perplexity, evaluation', () => {
   expect(issuesOf(pipeline({ lora: { lora: { r: 4 }, train: { steps: 2, batchSize: 2, contextLength: 16 } } }))).toEqual(['spec.lora: LoRA of a memory-augmented GPT (model.variant) is not wired yet; leave lora out']);
-  expect(issuesOf(pipeline({ quantization: [{ method: 'int8-dynamic' }] }))).toEqual(['spec.quantization: quantization of a memory-augmented GPT (model.variant) is not wired yet; leave quantization out']);
-  expect(issuesOf(pipeline({ evaluation: { batches: 2 } }))).toEqual(['spec.evaluation: evaluation of a memory-augmented GPT (model.variant) is not wired yet; leave evaluation out (the training workflow reports its val perplexity)']);
+  const post = parsePipelineSpec(pipeline({ quantization: [{ method: 'int8-dynamic', maxPplIncrease: 0.05 }], evaluation: { batches: 2 } }));
+  expect(post.quantization.map((q) => [q.method, q.maxPplIncrease])).toEqual([['int8-dynamic', 0.05]]);
+  expect(post.evaluation?.batches).toBe(2);
+  // A language model's gate, as for a plain GPT.
+  expect(issuesOf(pipeline({ quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 1 }] }))).toEqual(['spec.quantization.0.maxAccuracyDrop: gates a classifier; a language model variant is gated on maxPplIncrease']);
 });
