@@ -606,8 +606,11 @@ async function t5PostStage(st: PipelineState, trained: TrainingResult): Promise<
  */
 function skipPostTraining(st: PipelineState, trained: TrainingResult, reported = false): PostTrainingResult {
   const model = st.spec.training.model;
+  const pretraining = model.task === 'mlm' || model.task === 'span-corruption';
   const why = reported
-    ? `no quantization asked for; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix} (the report follows)`
+    ? pretraining
+      ? `post-training quantization is offered for classifiers and seq2seq models, not for ${model.family} ${model.task} pretraining; the model is ${trained.checkpoint.prefix} (the report follows)`
+      : `no quantization asked for; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix} (the report follows)`
     : model.family === 'gpt' && model.variant
       ? `post-training (export, quantization, evaluation table) of a memory-augmented GPT is not wired yet; the model is ${trained.checkpoint.prefix}`
       : `post-training (quantization, report) runs on GPT models so far; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix}`;

@@ -216,6 +216,7 @@ test('span-corruption pretraining of a T5 from a seeded init on two DiLoCo worke
   expect(losses[3]).toBeLessThan(0.8 * losses[0]); // observed 6.554 → 1.773
   expect(r.training.valHistory.every((v) => v.exactMatch === undefined)).toBe(true);
   expect(r.stages.map((s) => [s.stage, s.status])).toEqual([['train', 'done'], ['lora', 'skipped'], ['postTraining', 'skipped']]);
+  expect(r.stages[2].summary).toContain('post-training quantization is offered for classifiers and seq2seq models, not for t5 span-corruption pretraining');
 
   // The run report: train and val loss per round (the curve's points are the run's figures) and the target perplexity per round; `truthgpt report` prints them.
   expect(r.reportKey).toMatch(new RegExp(`^runs/${r.workflowId}/report/.*report\\.html$`));
