@@ -58,12 +58,16 @@ const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(
 
 const ESTIMATE_SIZES = Object.keys(SIZES).filter((n) => n !== 'gpt2');
 
+/** ORT's memory pattern and CPU arena for the step session: both on (ORT's default) or both off (a spec's `ortMemory: { pattern: false, arena: false }`). */
+let ortMemory: 'default' | 'off' = 'default';
+const ortSession = () => ({ intraOpThreads: 2, ...(ortMemory === 'off' ? { memPattern: false, cpuArena: false } : {}) });
+
 async function child(name: string, ac: ActivationCheckpointing): Promise<void> {
   const s = SIZES[name];
   const cfg = GptConfigSchema.parse(s.model);
   const optim = OptimConfigSchema.parse({ optimizer: s.optimizer === 'adamw' ? { kind: 'adamw', lr: 1e-3 } : { kind: 'sgd', lr: 1e-2 } });
   const base = kib('VmRSS');
-  const compiled = await compileLmTrainStep({ model: cfg, optim, batchSize: s.batch, contextLength: s.context, activationCheckpointing: ac }, { intraOpThreads: 2 }, { memoryLimitBytes: Infinity });
+  const compiled = await compileLmTrainStep({ model: cfg, optim, batchSize: s.batch, contextLength: s.context, activationCheckpointing: ac }, ortSession(), { memoryLimitBytes: Infinity });
   const afterCompile = kib('VmRSS');
   const weights = Object.fromEntries(initParams(gptParams(cfg), 1));
   const runner = compiled.runner({ step: 0, params: weights, state: zeroState(compiled.step) });
@@ -83,7 +87,7 @@ async function child(name: string, ac: ActivationCheckpointing): Promise<void> {
     afterRuns.push(kib('VmRSS'));
     peakSampled = Math.max(peakSampled, process.memoryUsage().rss);
   }
-  const est = estimateTrainStepBytes(cfg, s.batch, s.context, optim.optimizer);
+  const est = estimateTrainStepBytes(cfg, s.batch, s.context, optim.optimizer, { activationCheckpointing: ac, ortMemory: { pattern: ortMemory === 'default', arena: ortMemory === 'default' } });
   console.log(JSON.stringify({ name, ac, base, afterCompile, afterLoad, afterRuns, hwm: kib('VmHWM'), peakSampled, stepS, losses, estimate: est }));
 }
 
@@ -131,7 +135,7 @@ interface ChildResult {
 }
 
 function runChild(name: string, ac: ActivationCheckpointing): ChildResult {
-  const r = spawnSync(process.execPath, [...process.execArgv, __filename, '--child', name, '--ac', String(ac)], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const r = spawnSync(process.execPath, [...process.execArgv, __filename, '--child', name, '--ac', String(ac), '--ort-memory', ortMemory], { encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`bench memory ${name} (activationCheckpointing ${ac}): ${r.stderr || `exit ${r.status} ${r.signal ?? ''}`}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as ChildResult;
 }
@@ -184,13 +188,13 @@ function checkpointingComparison(sizes: string[], rounds: number, pairsAt: Set<s
   console.log(JSON.stringify(all));
 }
 
-function parent(sizes: string[]): void {
+function parent(sizes: string[], ac: ActivationCheckpointing): void {
   const rows = [];
   for (const name of sizes) {
-    const m = runChild(name, 'off');
+    const m = runChild(name, ac);
     const s = SIZES[name];
     rows.push({
-      size: `${name}: ${s.model.n_layer}L×${s.model.n_embd}, V ${s.model.vocab_size}, B ${s.batch} × T ${s.context}, ${s.optimizer}`,
+      size: `${name}: ${s.model.n_layer}L×${s.model.n_embd}, V ${s.model.vocab_size}, B ${s.batch} × T ${s.context}, ${s.optimizer}${ac === 'off' ? '' : `, checkpointing ${ac}`}${ortMemory === 'off' ? ', ORT pattern + arena off' : ''}`,
       params: `${(m.estimate.params / 1e6).toFixed(2)} M`,
       'estimate (params + activations + base)': `${gib(m.estimate.bytes)} (${gib(m.estimate.paramBytes)} + ${gib(m.estimate.activationBytes)} + ${gib(m.estimate.baseBytes)})`,
       'measured peak RSS (VmHWM)': gib(m.hwm),
@@ -214,11 +218,15 @@ const program = new Command('memory')
   .option('--pairs <n>', 'alternating pairs of steps in the paired timing', '8')
   .option('--child <size>', 'internal: measure one size in this process')
   .option('--paired-child <size>', 'internal: time off and block in this process')
-  .option('--ac <setting>', 'internal: the child\'s activationCheckpointing', 'off')
-  .action(async (o: { sizes: string; checkpointing: string; rounds: string; paired: string; pairs: string; pairedChild?: string; child?: string; ac: string }) => {
+  .option('--ac <setting>', 'activationCheckpointing of the estimate-vs-measured table (off, block or a number of blocks)', 'off')
+  .option('--ort-memory <mode>', "ORT's memory pattern and CPU arena on the step session: default (both on) or off (both off, `ortMemory: { pattern: false, arena: false }`)", 'default')
+  .action(async (o: { sizes: string; checkpointing: string; rounds: string; paired: string; pairs: string; pairedChild?: string; child?: string; ac: string; ortMemory: string }) => {
+    if (o.ortMemory !== 'default' && o.ortMemory !== 'off') throw new Error(`--ort-memory: default or off, got ${o.ortMemory}`);
+    ortMemory = o.ortMemory;
+    const ac = ActivationCheckpointingSchema.parse(/^\d+$/.test(o.ac) ? Number(o.ac) : o.ac);
     if (o.pairedChild) return pairedChild(o.pairedChild, Number(o.pairs));
-    if (o.child) return child(o.child, ActivationCheckpointingSchema.parse(/^\d+$/.test(o.ac) ? Number(o.ac) : o.ac));
-    if (list(o.sizes).length) parent(list(o.sizes));
+    if (o.child) return child(o.child, ac);
+    if (list(o.sizes).length) parent(list(o.sizes), ac);
     if (list(o.checkpointing).length) checkpointingComparison(list(o.checkpointing), Number(o.rounds), new Set(list(o.paired)), Number(o.pairs));
   });
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -9,7 +9,7 @@
 
 import type { z } from 'zod';
 import { GPT_SIZE_LIMITS, type GptConfig } from '../engine/models/gpt';
-import { estimateTrainStepBytes, gib, type OptimizerMemoryKind } from '../engine/models/memory';
+import { estimateTrainStepBytes, gib, type OptimizerMemoryKind, type TrainStepMemoryOptions } from '../engine/models/memory';
 
 /** Upper bounds of the loops and of a batch (lower bounds are on the fields themselves). */
 export const LOOP_LIMITS = {
@@ -55,8 +55,8 @@ const limitText = (bytes: number) => (Number.isInteger(bytes / 2 ** 30) ? `${byt
  * worker memory limit (engine/models/memory.ts), else null.
  * @example trainingMemoryIssue(cfg, 8, 64, { kind: 'adamw' }, DEFAULT_SPEC_LIMITS)
  */
-export function trainingMemoryIssue(cfg: GptConfig, batchSize: number, contextLength: number, optimizer: OptimizerMemoryKind, limits: SpecLimits): string | null {
-  const est = estimateTrainStepBytes(cfg, batchSize, contextLength, optimizer);
+export function trainingMemoryIssue(cfg: GptConfig, batchSize: number, contextLength: number, optimizer: OptimizerMemoryKind, limits: SpecLimits, opts: TrainStepMemoryOptions = {}): string | null {
+  const est = estimateTrainStepBytes(cfg, batchSize, contextLength, optimizer, opts);
   if (est.bytes <= limits.workerMemoryBytes) return null;
   return (
     `this model needs about ${gib(est.bytes)} per training step (n_layer ${cfg.n_layer} × n_embd ${cfg.n_embd}, batch ${batchSize} × context ${contextLength}), ` +

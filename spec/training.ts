@@ -299,7 +299,7 @@ export function trainingSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
     }
     checkTokensPerStep(s, ctx);
     checkStepsPerRun(s, { field: 'innerSteps', value: s.innerSteps }, ctx);
-    const memory = trainingMemoryIssue(memoryConfigOf(s.model, s.contextLength), s.batchSize, s.contextLength, s.optimizer.optimizer, limits);
+    const memory = trainingMemoryIssue(memoryConfigOf(s.model, s.contextLength), s.batchSize, s.contextLength, s.optimizer.optimizer, limits, { activationCheckpointing: s.activationCheckpointing, ortMemory: s.ortMemory });
     if (memory) ctx.addIssue({ code: 'custom', path: ['model'], message: memory });
   });
 }

@@ -29,6 +29,10 @@
 //   2·N·V    logits and their softmax (the loss keeps both for the backward).
 //   2 · …    from the second step on, ORT runs from a memory pattern (one block planned from the
 //            first run) while its arena keeps the first run's blocks: activations count twice.
+//            With `ortMemory: { pattern: false, arena: false }` they count once (either alone: twice).
+//   Activation checkpointing, k blocks per recomputed segment (`block`: k = 1): L·N·(…) becomes
+//            ⌈L/k⌉·N·C (each segment's input) + min(L, 2k)·N·(…) (a segment's recomputed blocks and
+//            their gradients while its backward runs; fitted, not derived: 2k, not k, matched).
 //   BASE     Node, onnxruntime and a session's fixed cost (160 MiB), and LAYER = 2.2 MiB per
 //            layer: the graph in JS, its ONNX bytes and ORT's session hold about 200 nodes per
 //            layer (≈ 11 KiB each). A 10 000-layer model needs 21 GiB before its first step.
@@ -55,9 +59,18 @@
 //   6L×384, 12 heads, V 256, B 2 × T 1024, fused  11.1 M   2123 MiB   2068, 2081 MiB   1.03, 1.02
 //   6L×384, 6 heads, V 256, B 8 × T 256, fused    10.8 M   1604 MiB   1635 MiB         0.98
 //
+// Checkpointing and the ORT memory options, the same way (2026-12-03 14:41–14:48 UTC, load 9–11;
+// `npm run bench -- memory --ac <off|block> --ort-memory <default|off>`): est / meas over tiny,
+// medium, activations, params and llama, with the default rows of the same run at 1.04–1.13:
+//
+//   checkpointing off,   pattern + arena off    1.15 1.18 1.18 1.09 1.14
+//   checkpointing block, ORT default            1.14 1.06 1.14 0.97 1.07
+//   checkpointing block, pattern + arena off    1.19 1.20 1.19 1.09 1.04
+//
 // The estimate is for one training session; a worker also holds what else it has cached (an
 // evaluation session, other specs' steps), which the limit's headroom has to cover.
 
+import type { ActivationCheckpointing } from '../train/checkpointing';
 import type { GptConfig } from './gpt';
 import { gptOptions } from './gpt';
 
@@ -105,7 +118,18 @@ export function optimizerSlots(opt: OptimizerMemoryKind): number {
  * assumptions stated at the top of this file.
  * @example estimateTrainStepBytes(getPreset('tiny-gpt').config as GptConfig, 8, 64, { kind: 'adamw' }).bytes
  */
-export function estimateTrainStepBytes(cfg: GptConfig, batchSize: number, contextLength: number, optimizer: OptimizerMemoryKind): TrainStepMemory {
+export interface TrainStepMemoryOptions {
+  /** The step's activation checkpointing (training.activationCheckpointing); default off. */
+  activationCheckpointing?: ActivationCheckpointing;
+  /**
+   * ORT's memory pattern and CPU arena on the step session (a spec's `ortMemory`; both on by
+   * default, as ORT's). Only both off is credited: the one setting measured (bench memory
+   * --ort-memory off); either alone counts as the default.
+   */
+  ortMemory?: { pattern: boolean; arena: boolean };
+}
+
+export function estimateTrainStepBytes(cfg: GptConfig, batchSize: number, contextLength: number, optimizer: OptimizerMemoryKind, opts: TrainStepMemoryOptions = {}): TrainStepMemory {
   const o = gptOptions(cfg);
   const P = gptParamCount(cfg);
   const k = optimizerSlots(optimizer);
@@ -114,7 +138,14 @@ export function estimateTrainStepBytes(cfg: GptConfig, batchSize: number, contex
   const hidden = o.mlp === 'swiglu' ? 2 * o.nInner : o.nInner;
   const K = cfg.attention === 'fused' ? ACTIVATION_ROWS.perAttentionFused : ACTIVATION_ROWS.perAttention;
   const perLayer = N * (ACTIVATION_ROWS.perEmbd * cfg.n_embd + ACTIVATION_ROWS.perHidden * hidden + K * cfg.n_head * contextLength);
-  const activationBytes = 2 * 4 * (cfg.n_layer * perLayer + 2 * N * cfg.vocab_size);
+  // Checkpointing k blocks per segment keeps each segment's input (N, C) and, while a segment's
+  // backward runs, its k recomputed blocks and their gradients: about 2k layers' worth, at most L.
+  const ac = opts.activationCheckpointing ?? 'off';
+  const perSegment = ac === 'off' ? 0 : ac === 'block' ? 1 : ac;
+  const segments = perSegment ? Math.ceil(cfg.n_layer / perSegment) : 0;
+  const layersAlive = perSegment ? Math.min(cfg.n_layer, 2 * perSegment) : cfg.n_layer;
+  const copies = opts.ortMemory && !opts.ortMemory.pattern && !opts.ortMemory.arena ? 1 : 2;
+  const activationBytes = copies * 4 * (segments * N * cfg.n_embd + layersAlive * perLayer + 2 * N * cfg.vocab_size);
   const paramBytes = 4 * P * paramCopies;
   const baseBytes = BASE_BYTES + cfg.n_layer * PER_LAYER_BYTES;
   return { bytes: paramBytes + activationBytes + baseBytes, params: P, paramCopies, paramBytes, activationBytes, baseBytes };

@@ -175,12 +175,15 @@ export const machineMemoryLimit = () => Math.floor(os.totalmem() * 0.8);
  * too big for this worker fails at once and is not retried, instead of swapping the machine to a
  * halt.
  */
-export function checkTrainMemory(s: LmTrainSetup, limits: TrainMemoryLimits = {}): void {
+export function checkTrainMemory(s: LmTrainSetup, limits: TrainMemoryLimits = {}, session: Pick<SessionConfig, 'memPattern' | 'cpuArena'> = {}): void {
   const parsed = GptConfigSchema.safeParse(s.model);
   if (!parsed.success) throw new EngineError('config', `model config: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   const cfg = parsed.data;
   const limitBytes = Math.min(limits.memoryLimitBytes ?? Infinity, machineMemoryLimit());
-  const est = estimateTrainStepBytes(cfg, s.batchSize, s.contextLength, s.optim.optimizer);
+  const est = estimateTrainStepBytes(cfg, s.batchSize, s.contextLength, s.optim.optimizer, {
+    activationCheckpointing: s.activationCheckpointing,
+    ortMemory: { pattern: session.memPattern ?? true, arena: session.cpuArena ?? true },
+  });
   if (est.bytes > limitBytes) {
     throw new EngineError(
       'config',
@@ -199,7 +202,7 @@ export interface CompiledTrainStep {
 }
 
 export async function compileLmTrainStep(s: LmTrainSetup, sessionConfig: SessionConfig = {}, limits: TrainMemoryLimits = {}): Promise<CompiledTrainStep> {
-  checkTrainMemory(s, limits);
+  checkTrainMemory(s, limits, sessionConfig);
   const step = buildLmTrainStep(s);
   const stepsPerRun = s.stepsPerRun ?? 1;
   const session = await createSession(serializeModel(stepGraph(step, stepsPerRun)).model, { graphOptimizationLevel: 'all', ...sessionConfig });
