@@ -1,0 +1,1 @@
+export interface CudaKernel { op: string; domain: string; since: number; until: number | null; inputs: string[][]; types: Record<string, string[]> }
