@@ -38,6 +38,8 @@
 //                    (t = step − skipped + 1), as torch's AdamW whose step() a skipped step never calls.
 
 import { gradients } from '../autodiff/gradients';
+import { cudaFallbacks, cudaKernelSource, summarizeFallbacks } from '../doctor/cuda-opset';
+import { EngineError } from '../errors';
 import type { DType, Graph, Node, TensorData, Value } from '../graph/ir';
 
 export type Precision = 'fp32' | 'fp16' | 'bf16';
@@ -322,3 +324,29 @@ export function float32Loss(ac: Autocast, loss: Value): Value {
 }
 
 export const halfOf = (p: MixedPrecision['precision']): DType => HALF_DTYPE[p];
+
+/**
+ * The MixedPrecision a worker builds for a spec's `precision` (undefined for fp32 / absent): the
+ * real half graph on a CUDA worker; on a CPU worker the emulation when `emulation` is on (the
+ * worker's TRUTHGPT_HALF_EMULATION), else a config error naming the field: the CPU EP has no bf16
+ * kernels and computes fp16 through Casts it inserts (docs/mixed-precision.md), so it is no place
+ * to train in half precision.
+ */
+export function mixedPrecisionFor(precision: Precision | undefined, lossScale: { growthInterval: number } | undefined, ep: 'cpu' | 'cuda', emulation: boolean, field = 'precision'): MixedPrecision | undefined {
+  if (precision === undefined || precision === 'fp32') return undefined;
+  if (ep !== 'cuda' && !emulation) {
+    throw new EngineError('config', `${field}: ${precision} training needs a CUDA worker (TRUTHGPT_EP=cuda); this worker runs the CPU execution provider (TRUTHGPT_HALF_EMULATION=1 emulates the rounding on CPU to verify numerics, not for speed)`);
+  }
+  return { precision, mode: ep === 'cuda' ? 'half' : 'emulate', growthInterval: lossScale?.growthInterval ?? DEFAULT_GROWTH_INTERVAL };
+}
+
+/**
+ * Checks a half-precision step against the CUDA EP's kernel table (engine/doctor/cuda-opset.ts)
+ * and prints, one stderr line each, the ops that would run on the CPU instead; returns the lines.
+ */
+export function reportCudaFallbacks(step: { graph: Graph }, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): string[] {
+  const lines = summarizeFallbacks(cudaFallbacks(step.graph));
+  log(lines.length ? `mixed precision: ${lines.length} op kind(s) of the step have no CUDA kernel and fall back to the CPU EP (${cudaKernelSource()}):` : `mixed precision: every op of the step has a CUDA kernel (${cudaKernelSource()})`);
+  for (const l of lines) log(`  ${l}`);
+  return lines;
+}
