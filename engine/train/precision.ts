@@ -13,8 +13,10 @@
 //            and its statistics (ReduceMean/ReduceSum/Sqrt/Reciprocal: variances of small
 //            differences lose all digits in half), ScatterND (the embedding gradient sums many
 //            rows into one), constants made by ConstantOfShape / Cast-to-float (masks, counts),
-//            and every op not listed (a new op stays fp32 until someone decides otherwise). The
-//            nodes a gradient rule appends for an fp32 op are fp32 too. Half inputs are Cast up.
+//            arithmetic on values made from integers (dropout's hashed uniforms, masks, counts:
+//            exact only in fp32), and every op not listed (a new op stays fp32 until someone
+//            decides otherwise). The nodes a gradient rule appends for an fp32 op are fp32 too.
+//            Half inputs are Cast up.
 //   neutral  data movement (Reshape, Transpose, Gather, Slice, Concat, Where, ...): half when a
 //            float input is half, else left in fp32.
 // Two ways to materialize the result, one analysis:
@@ -161,9 +163,22 @@ export function autocast(g: Graph, mp: MixedPrecision, opts: AutocastOptions = {
       for (const o of n.outputs) if (o) lossValues.add(o);
     }
   }
+  // Arithmetic on values made from integers (a Cast from int/bool, then only such values and
+  // constants): dropout's uniform draws (a 24-bit hash × 2^-24: up to 2^24 before the scaling, far
+  // past fp16's 65504), masks, token counts. Exact in fp32 only, so fp32.
+  const fromInts = new Set<string>();
+  const bookkeeping = new Set<Node>();
+  for (const n of g.nodes) {
+    const floats = n.inputs.filter((x) => x && isFloat(g.value(x).dtype));
+    const intCast = n.opType === 'Cast' && n.inputs[0] && !isFloat(g.value(n.inputs[0]).dtype);
+    if (intCast || (floats.length > 0 && floats.every((x) => fromInts.has(x) || g.initializers.has(x)) && floats.some((x) => fromInts.has(x)))) {
+      bookkeeping.add(n);
+      for (const o of n.outputs) if (o && isFloat(g.value(o).dtype)) fromInts.add(o);
+    }
+  }
   const kindOf = (n: Node): Kind => {
     const fwd = ruleOf.get(n);
-    if (lossNodes.has(n) || (fwd && (lossNodes.has(fwd) || kindOf(fwd) === 'fp32'))) return 'fp32';
+    if (bookkeeping.has(n) || lossNodes.has(n) || (fwd && (lossNodes.has(fwd) || kindOf(fwd) === 'fp32'))) return 'fp32';
     if (n.opType === 'Cast' || n.opType === 'ConstantOfShape') return 'fp32';
     if (HALF_OPS.has(n.opType)) return 'half';
     if (NEUTRAL_OPS.has(n.opType)) return 'neutral';
