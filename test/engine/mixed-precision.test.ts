@@ -226,7 +226,7 @@ describe('dropout', () => {
     ['bf16', bf16, 5e-4],
   ] as const)('%s: the masks are the fp32 ones', async (_name, mp, tol) => {
     const withDropout = GptConfigSchema.parse({ ...cfg, dropout: 0.1, dropout_seed: 5 });
-    const losses = [];
+    const losses: number[][] = [];
     for (const precision of [undefined, mp]) {
       const c = await compileLmTrainStep({ model: withDropout, optim, batchSize: B, contextLength: T, precision }, session);
       try {
