@@ -65,7 +65,7 @@ const ONNX_TYPE: Partial<Record<DType, number>> = { float32: 1, float16: 10, bfl
 
 const HALF_OPS = new Set(['MatMul', 'Gemm', 'Add', 'Sub', 'Mul', 'Div', 'Sum', 'Neg', 'Abs', 'Max', 'Min', 'Gelu', 'FastGelu', 'Tanh', 'Erf', 'Relu', 'Sigmoid', 'MultiHeadAttention']);
 const NEUTRAL_OPS = new Set(['Reshape', 'Transpose', 'Identity', 'Squeeze', 'Unsqueeze', 'Flatten', 'Slice', 'Gather', 'GatherElements', 'Split', 'Expand', 'Tile', 'Concat', 'Where', 'Pad', 'Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'Shape', 'Size']);
-/** Listed for the record; anything in neither list above is fp32 as well. */
+/** What AMP keeps in fp32 by name; any op in none of the three lists is fp32 as well. */
 export const FP32_OPS = new Set(['Softmax', 'LogSoftmax', 'SoftmaxCrossEntropyLoss', 'LayerNormalization', 'SimplifiedLayerNormalization', 'ReduceMean', 'ReduceSum', 'ReduceSumSquare', 'Sqrt', 'Reciprocal', 'Pow', 'Exp', 'Log', 'ScatterND', 'ScatterElements', 'ConstantOfShape', 'Cast']);
 /** Ops whose outputs, and everything computed from them in the forward, are the loss: fp32. */
 const LOSS_OPS = new Set(['SoftmaxCrossEntropyLoss', 'LogSoftmax']);
@@ -179,7 +179,7 @@ export function autocast(g: Graph, mp: MixedPrecision, opts: AutocastOptions = {
   const kindOf = (n: Node): Kind => {
     const fwd = ruleOf.get(n);
     if (bookkeeping.has(n) || lossNodes.has(n) || (fwd && (lossNodes.has(fwd) || kindOf(fwd) === 'fp32'))) return 'fp32';
-    if (n.opType === 'Cast' || n.opType === 'ConstantOfShape') return 'fp32';
+    if (FP32_OPS.has(n.opType)) return 'fp32';
     if (HALF_OPS.has(n.opType)) return 'half';
     if (NEUTRAL_OPS.has(n.opType)) return 'neutral';
     return 'fp32';
@@ -332,13 +332,6 @@ export function mixedGradients(g: Graph, loss: Value, wrt: Value[], step: Value,
   }
   return { grads, scaling, autocast: ac };
 }
-
-/** The loss read after autocast: float32 (the loss tail is fp32; a Cast when it was not). */
-export function float32Loss(ac: Autocast, loss: Value): Value {
-  return ac.float32(loss);
-}
-
-export const halfOf = (p: MixedPrecision['precision']): DType => HALF_DTYPE[p];
 
 /**
  * The MixedPrecision a worker builds for a spec's `precision` (undefined for fp32 / absent): the
