@@ -22,6 +22,8 @@ import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import type { FineTuneSpec } from '../spec/lora';
 import { ortMemoryKey, ortMemorySession } from '../spec/ort-memory';
+import { precisionKey } from '../spec/precision';
+import { mixedPrecisionFor } from '../engine/train/precision';
 import { cachedPromise } from './cache';
 import { prepareDataset } from './datasets';
 import { type CheckpointRef, commitCheckpoint, fromTensors, readCheckpoint, refOf, toTensors } from '../artifacts/checkpoints';
@@ -38,6 +40,8 @@ export interface FineTuneDeps {
   store: ArtifactStore;
   ep: 'cpu' | 'cuda';
   deviceId: number;
+  /** Run fp16/bf16 steps emulated on a CPU worker (TRUTHGPT_HALF_EMULATION) instead of refusing them. */
+  halfEmulation?: boolean;
 }
 
 /** A run and its spec, parsed once where the run was started (the SDK, a schedule, a test). */
@@ -123,8 +127,11 @@ export function createFineTuneActivities(deps: FineTuneDeps) {
       // stepsPerRun (absent from specs started before it existed: 1) is named only above 1, so cached keys stay as they were.
       const k = spec.train.stepsPerRun ?? 1;
       const key = JSON.stringify([spec.base, spec.lora, spec.train.optimizer, spec.train.batchSize, spec.train.contextLength, spec.train.threads, spec.train.activationCheckpointing ?? 'off', ...(k > 1 ? [k] : [])]);
-      // ortMemory is named in the key only when it is not ORT's defaults: existing keys stay.
-      return cachedPromise(steps, ortMemoryKey(key, spec.train.ortMemory), 4, () => lb.compile(spec.train.optimizer, spec.train, { ...session(spec), ...ortMemorySession(spec.train.ortMemory) }));
+      // ortMemory and precision are named in the key only when they are not the defaults: existing keys stay.
+      return cachedPromise(steps, precisionKey(ortMemoryKey(key, spec.train.ortMemory), spec.train), 4, () => {
+        const mixed = mixedPrecisionFor(spec.train.precision, spec.train.lossScale, deps.ep, deps.halfEmulation ?? false, 'train.precision');
+        return lb.compile(spec.train.optimizer, { ...spec.train, mixed }, { ...session(spec), ...ortMemorySession(spec.train.ortMemory) });
+      });
     },
   };
   return {

@@ -23,6 +23,8 @@ export interface ActivityDeps {
   pool: Pool;
   /** What one training step may use on this worker, in bytes (TRUTHGPT_WORKER_MEMORY_GB). */
   memoryLimitBytes?: number;
+  /** A CPU worker runs fp16/bf16 steps emulated (TRUTHGPT_HALF_EMULATION; engine/train/precision.ts) instead of refusing them. */
+  halfEmulation?: boolean;
 }
 
 export function createActivities(deps: ActivityDeps) {

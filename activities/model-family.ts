@@ -18,6 +18,7 @@ import { explicitGptConfig, gptParams } from '../engine/models/gpt';
 import { memoryConfigOf, memoryGptParams } from '../engine/models/memory-slots';
 import type { SessionConfig } from '../engine/runtime';
 import { LmEvaluator } from '../engine/train/evaluate';
+import { mixedPrecisionFor } from '../engine/train/precision';
 import { compileLmTrainStep, type CompiledTrainStep } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
 import type { TrainingSpec } from '../spec/training';
@@ -50,7 +51,8 @@ export interface FamilyTraining {
   params: ParamSpec[];
   /** Cache key of the compiled step (model, optimizer, geometry, threads). */
   stepKey: string;
-  compile(session: SessionConfig, memoryLimitBytes?: number): Promise<CompiledTrainStep>;
+  /** `halfEmulation`: a CPU worker emulates a fp16/bf16 spec instead of refusing it (engine/train/precision.ts). */
+  compile(session: SessionConfig, memoryLimitBytes?: number, halfEmulation?: boolean): Promise<CompiledTrainStep>;
   /** Feeds per step, when not GPT's LM windows of `ids`. */
   batch?(store: ArtifactStore, shards: ShardCache, dataset: DatasetRef, shard: number, ids: Uint16Array | Uint32Array): Promise<(step: number) => Record<string, TensorData>>;
   /** `onBatch` is called after each evaluation batch (a heartbeat that throws when the activity is cancelled). */
@@ -104,7 +106,10 @@ export function familyTraining(spec: TrainingSpec): FamilyTraining {
       // The key GPT steps always had, so a worker's cache behaves as before.
       stepKey: JSON.stringify([cfg, spec.optimizer, spec.batchSize, spec.contextLength, spec.threads, spec.activationCheckpointing ?? 'off', ...kKey, ...vKey]),
       // activationCheckpointing is absent from specs of runs started before it existed: off.
-      compile: (session, memoryLimitBytes) => compileLmTrainStep({ model: cfg, ...geometry, activationCheckpointing: spec.activationCheckpointing, memory }, session, { memoryLimitBytes }),
+      compile: (session, memoryLimitBytes, halfEmulation = false) => {
+        const precision = mixedPrecisionFor(spec.precision, spec.lossScale, session.ep ?? 'cpu', halfEmulation);
+        return compileLmTrainStep({ model: cfg, ...geometry, activationCheckpointing: spec.activationCheckpointing, memory, precision }, session, { memoryLimitBytes });
+      },
       evaluate: async (store, shards, dataset, weights, session, onBatch) => {
         const key = JSON.stringify([cfg, ...vKey]);
         if (!lmEvaluators.has(key)) lmEvaluators.set(key, new LmEvaluator(cfg, session, memory));

@@ -34,6 +34,7 @@ import { failingAs } from '../artifacts/errors';
 import { keys } from '../artifacts/keys';
 import { failure } from '../spec/errors';
 import { ortMemoryKey, ortMemorySession } from '../spec/ort-memory';
+import { precisionKey } from '../spec/precision';
 
 
 export interface TrainingDeps {
@@ -42,6 +43,8 @@ export interface TrainingDeps {
   deviceId: number;
   /** What one training step may use (TRUTHGPT_WORKER_MEMORY_GB); the engine also holds it to 80 % of the machine's memory. */
   memoryLimitBytes?: number;
+  /** Run fp16/bf16 steps emulated on a CPU worker (TRUTHGPT_HALF_EMULATION) instead of refusing them. */
+  halfEmulation?: boolean;
 }
 
 /** A run and its spec, parsed once where the run was started (the SDK or the CLI). */
@@ -147,7 +150,9 @@ export function createTrainingActivities(deps: TrainingDeps) {
     compiled: (spec) => {
       const f = familyTraining(spec);
       // ortMemory is named in the key only when it is not ORT's defaults: existing keys stay.
-      return cachedPromise(steps, ortMemoryKey(f.stepKey, spec.ortMemory), Infinity, () => f.compile({ ...session(spec), ...ortMemorySession(spec.ortMemory) }, deps.memoryLimitBytes));
+      // precision is named in the key only for fp16/bf16: fp32 keys stay.
+      const key = precisionKey(ortMemoryKey(f.stepKey, spec.ortMemory), spec);
+      return cachedPromise(steps, key, Infinity, () => f.compile({ ...session(spec), ...ortMemorySession(spec.ortMemory) }, deps.memoryLimitBytes, deps.halfEmulation ?? false));
     },
     session,
   };

@@ -25,6 +25,7 @@ const SCRIPTS: Record<string, string> = {
   'hf-import': 'importing a Hugging Face folder: peak RSS against the model\'s float32 bytes',
   's3-servers': 's3rver vs versitygw as the local S3 server: start time, memory, store throughput',
   'ort-stall': 'how long onnxruntime-node session create and run keep the event loop (and so heartbeats) from turning, ~100M-parameter GPT',
+  half: 'mixed precision on a CPU: which fp16/bf16 kernels the CPU EP has (probe), the emulated step\'s cost (not a speed figure), loss curves fp32 vs emulated fp16/bf16',
   'worker-lost': 'a SIGKILLed GPU worker: kill to retry start with and without the supervisor failing its attempts; cancel to CANCELED',
 };
 const script = process.argv[2];

@@ -59,6 +59,8 @@ const EnvSchema = z.object({
   TRUTHGPT_S3_FORCE_PATH_STYLE: bool.optional(),
   TRUTHGPT_EP: z.enum(['cpu', 'cuda'], { message: 'expected cpu or cuda' }).optional(),
   TRUTHGPT_DEVICE_ID: z.coerce.number({ message: 'expected a device index' }).int().min(0).optional(),
+  // A CPU worker runs precision fp16/bf16 steps as an emulation (engine/train/precision.ts): for verifying numerics, never for speed.
+  TRUTHGPT_HALF_EMULATION: bool.optional(),
   TRUTHGPT_WORKER_MEMORY_GB: optionalText.pipe(z.coerce.number<string | undefined>({ message: 'expected a size in GiB, e.g. 16' }).positive({ message: 'expected a size in GiB, e.g. 16' }).optional()),
   TRUTHGPT_STATE_DIR: optionalText,
   TRUTHGPT_TEMPORAL_PORT: port.optional(),
@@ -94,7 +96,7 @@ export interface Config {
   };
   s3: S3Settings;
   /** workerMemoryGb: what one training step may need (spec/limits.ts; default DEFAULT_WORKER_MEMORY_GB). */
-  runtime: { ep: 'cpu' | 'cuda'; deviceId: number; workerMemoryGb: number };
+  runtime: { ep: 'cpu' | 'cuda'; deviceId: number; workerMemoryGb: number; halfEmulation: boolean };
   stack: {
     /** Where this machine's clients (CLI, the stack's own workers) reach the local servers. */
     host: string;
@@ -197,7 +199,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       // MinIO, Ceph and s3rver need path-style; AWS prefers virtual-hosted style.
       forcePathStyle: e.TRUTHGPT_S3_FORCE_PATH_STYLE ?? endpoint !== undefined,
     },
-    runtime: { ep: e.TRUTHGPT_EP ?? 'cpu', deviceId: e.TRUTHGPT_DEVICE_ID ?? 0, workerMemoryGb: e.TRUTHGPT_WORKER_MEMORY_GB ?? DEFAULT_WORKER_MEMORY_GB },
+    runtime: { ep: e.TRUTHGPT_EP ?? 'cpu', deviceId: e.TRUTHGPT_DEVICE_ID ?? 0, workerMemoryGb: e.TRUTHGPT_WORKER_MEMORY_GB ?? DEFAULT_WORKER_MEMORY_GB, halfEmulation: e.TRUTHGPT_HALF_EMULATION ?? false },
     stack: {
       host,
       bindHost,
@@ -282,6 +284,7 @@ export function configEnv(config: Config): Record<string, string> {
     TRUTHGPT_DEVICE_ID: String(config.runtime.deviceId),
     TRUTHGPT_WORKER_MEMORY_GB: String(config.runtime.workerMemoryGb),
   };
+  if (config.runtime.halfEmulation) env.TRUTHGPT_HALF_EMULATION = 'true';
   // Local endpoints stay implicit so a child derives the same defaults (and local credentials).
   if (!config.stack.localS3) env.TRUTHGPT_S3_ENDPOINT = config.s3.endpoint ?? 'aws';
   if (config.stack.localTemporal) delete (env as Partial<typeof env>).TEMPORAL_ADDRESS;

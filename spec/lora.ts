@@ -20,6 +20,7 @@ import { CheckpointPolicySchema } from '../engine/train/shard';
 import { formatIssues } from './issues';
 import { checkStepsPerRun, StepsPerRunSchema } from './steps-per-run';
 import { OrtMemorySchema } from './ort-memory';
+import { checkLossScale, LossScaleSchema, PrecisionSchema } from './precision';
 import { checkTokensPerStep, LOOP_LIMITS } from './limits';
 import { StoreKeySchema } from './store-key';
 
@@ -73,8 +74,13 @@ export const FineTuneTrainSchema = z
     stepsPerRun: StepsPerRunSchema,
     /** ORT's memory pattern and arena for the step session (as training's `ortMemory`, spec/ort-memory.ts). */
     ortMemory: OrtMemorySchema,
+    /** fp32 (default), or fp16 / bf16 compute over fp32 weights (as training's `precision`, spec/precision.ts); GPT bases, CUDA workers. */
+    precision: PrecisionSchema,
+    /** fp16's dynamic loss scaling (as training's `lossScale`). */
+    lossScale: LossScaleSchema,
   })
   .superRefine((t, ctx) => {
+    checkLossScale(t, ctx);
     checkTokensPerStep(t, ctx);
     checkStepsPerRun(t, { field: 'stepsPerActivity', value: t.stepsPerActivity }, ctx);
   });

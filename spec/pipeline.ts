@@ -10,6 +10,7 @@ import { DatasetSpecSchema } from '../engine/data/dataset';
 import { t5LinearModules } from '../engine/hf/peft';
 import type { T5Config } from '../engine/models/t5';
 import { PipelineLoraSpecSchema } from './lora';
+import { isHalfPrecision } from './precision';
 import { PostTrainingSpecSchema, type EvalSpecInput, type QuantSpecInput } from './post-training';
 import { issueLines, relocateIssues } from './issues';
 import { DEFAULT_SPEC_LIMITS, type SpecLimits } from './limits';
@@ -126,6 +127,10 @@ function parseLora(raw: unknown, name: string, training: TrainingSpec | null, ct
   const lora: PipelineLora = { ...r.data, name: r.data.name ?? name, dataset: r.data.dataset ?? null };
   let ok = true;
   if (training?.model.family === 't5') ok = checkT5Targets(lora, training.model.config, ctx);
+  if (training && training.model.family !== 'gpt' && isHalfPrecision(lora.train.precision)) {
+    ctx.addIssue({ code: 'custom', path: ['lora', 'train', 'precision'], message: `${lora.train.precision} LoRA is wired for GPT bases so far, and this is a ${training.model.family} model; use fp32` });
+    ok = false;
+  }
   if (training) {
     const limit = contextLimitOf(training.model);
     if (lora.train.contextLength > limit.value) {

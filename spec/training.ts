@@ -23,6 +23,7 @@ import { corpusIsLabelled, corpusIsPaired, MODEL_FAMILIES, resolveTask, TASK_DAT
 import { formatIssues, relocateIssues } from './issues';
 import { checkStepsPerRun, StepsPerRunSchema } from './steps-per-run';
 import { OrtMemorySchema } from './ort-memory';
+import { checkLossScale, isHalfPrecision, LossScaleSchema, PrecisionSchema } from './precision';
 import { StoreKeySchema } from './store-key';
 import { checkTokensPerStep, DEFAULT_SPEC_LIMITS, LOOP_LIMITS, trainingMemoryIssue, type SpecLimits } from './limits';
 
@@ -269,6 +270,10 @@ const TrainingFields = z.strictObject({
   stepsPerRun: StepsPerRunSchema,
   /** ORT's memory pattern and arena for the step session (spec/ort-memory.ts); absent: both on, as ORT defaults. */
   ortMemory: OrtMemorySchema,
+  /** fp32 (default), or fp16 / bf16 compute over fp32 master weights (spec/precision.ts); needs a CUDA worker. */
+  precision: PrecisionSchema,
+  /** fp16's dynamic loss scaling (spec/precision.ts); absent: growthInterval 2000. */
+  lossScale: LossScaleSchema,
 });
 
 /**
@@ -294,6 +299,10 @@ export function trainingSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
     if (s.model.family === 'gpt' && s.model.variant && s.activationCheckpointing !== 'off') {
       ctx.addIssue({ code: 'custom', path: ['activationCheckpointing'], message: `recomputing blocks of a memory-augmented GPT (model.variant) is not wired yet; leave activationCheckpointing off` });
     }
+    if (isHalfPrecision(s.precision) && (s.model.family !== 'gpt' || s.model.variant)) {
+      ctx.addIssue({ code: 'custom', path: ['precision'], message: `${s.precision} training is wired for plain GPT models so far, and this is a ${s.model.family === 'gpt' ? 'memory-augmented GPT (model.variant)' : `${s.model.family} model`}; use fp32` });
+    }
+    checkLossScale(s, ctx);
     if (s.rounds === 0 && s.model.from === null) {
       ctx.addIssue({ code: 'custom', path: ['rounds'], message: 'must be at least 1 for a new model (0 rounds trains nothing; start from a stored model with model.from to evaluate or fine-tune it without pretraining)' });
     }

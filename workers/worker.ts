@@ -59,7 +59,7 @@ export async function createPoolWorker(config: Config, role: WorkerRole, overrid
       identity: workerIdentity(role, process.pid, os.hostname()),
       ...(runsActivities
         ? {
-            activities: createActivities({ store, ep: config.runtime.ep, deviceId: config.runtime.deviceId, pool, memoryLimitBytes: config.runtime.workerMemoryGb * 2 ** 30 }),
+            activities: createActivities({ store, ep: config.runtime.ep, deviceId: config.runtime.deviceId, pool, memoryLimitBytes: config.runtime.workerMemoryGb * 2 ** 30, halfEmulation: config.runtime.halfEmulation }),
             // Payloads above 256 KiB fail by name where they are made (workers/payload-guard.ts).
             interceptors: { activity: [activityPayloadGuard, ...(inflight ? [inflightRecorder(inflight)] : []), ...(gaps ? [heartbeatGapRecorder(gaps)] : [])] },
             maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,

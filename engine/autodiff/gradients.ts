@@ -19,6 +19,8 @@ export interface GradientOptions {
    * whose values the backward recomputes instead of reading the forward's (see `Recompute`).
    */
   recompute?: { start: number; end: number }[];
+  /** Called after each gradient rule with the forward node and the nodes its rule appended (mixed precision classes them by it). */
+  onRule?: (node: Node, added: Node[]) => void;
 }
 
 /**
@@ -77,6 +79,7 @@ export function gradients(graph: Graph, loss: Value, wrt: Value[], opts: Gradien
     const view = (n: string): Value => (seg ? seg.value(n) : graph.value(n));
     const inputs = node.inputs.map((n) => (n ? view(n) : null));
     const needsGrad = node.inputs.map((n) => !!n && reaches.has(n));
+    const before = graph.nodes.length;
     const grads = def.grad({
       graph,
       node,
@@ -87,6 +90,7 @@ export function gradients(graph: Graph, loss: Value, wrt: Value[], opts: Gradien
       attrs: node.attrs,
       needsGrad,
     });
+    opts.onRule?.(node, graph.nodes.slice(before));
     node.inputs.forEach((n, k) => {
       const gx = grads[k];
       if (!n || !needsGrad[k] || !gx) return;

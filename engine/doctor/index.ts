@@ -9,6 +9,11 @@ import * as path from 'node:path';
 import { EngineError } from '../errors';
 import { CUDA_INSTALL_STEP } from '../runtime/session';
 import { fixForLibrary, providerCudaLibs, type CudaLib } from '../runtime/cuda-libs';
+import { gptParams, gptTrainLoss, type GptConfig } from '../models/gpt';
+import { getPreset } from '../models/presets';
+import { OptimConfigSchema } from '../optim';
+import { buildTrainStep } from '../train/step';
+import { cudaFallbacks, cudaKernelSource, summarizeFallbacks } from './cuda-opset';
 import { probeDevices, type DeviceInfo } from './devices';
 import { findOffPath, lddNeeds, ldconfigCache, otherMajors, resolveByName, versionOfFile, type ResolvedLib } from './libs';
 import { CUDA_PROVIDER_LIB, readProviderInstall, SHARED_PROVIDER_LIB, type ProviderInstall } from './provider';
@@ -267,6 +272,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
   } else {
     checks.push(await stepCheck(ep, deviceId));
   }
+  if (opts.pool === 'gpu') checks.push(halfCheck());
   const problems = checks.filter((c) => c.status === 'fail').length;
   const ok = problems === 0;
   const target = opts.pool === 'gpu' ? `the gpu pool (TRUTHGPT_EP=cuda) on device ${deviceId}` : 'the cpu pool';
@@ -305,4 +311,19 @@ export async function assertGpuReady(deviceId: number, opts: Omit<DoctorOptions,
   const report = await runDoctor({ ...opts, pool: 'gpu', deviceId });
   if (!report.ok) throw new GpuSetupError(report);
   return report;
+}
+
+/**
+ * What a half-precision (`precision: fp16 | bf16`) tiny-gpt step would run where on this worker's
+ * CUDA EP, from the published kernel table (engine/doctor/cuda-opset.ts); nothing is run.
+ */
+function halfCheck(): DoctorCheck {
+  const cfg = getPreset(TINY_STEP.preset).config as GptConfig;
+  const optim = OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-3 } });
+  const parts = (['fp16', 'bf16'] as const).map((precision) => {
+    const step = buildTrainStep({ params: gptParams(cfg), loss: gptTrainLoss(cfg, TINY_STEP.batch, TINY_STEP.seq) }, optim, { precision: { precision, mode: 'half' } });
+    const lines = summarizeFallbacks(cudaFallbacks(step.graph));
+    return `${precision}: ${lines.length ? `falls back to the CPU EP: ${lines.join('; ')}` : 'every op has a CUDA kernel'}`;
+  });
+  return { id: 'half', status: 'info', line: `half-precision GPT step (not run; by ${cudaKernelSource().split(' (')[0]}'s kernel table): ${parts.join(' | ')}` };
 }

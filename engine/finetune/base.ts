@@ -13,6 +13,7 @@ import type { OptimConfig } from '../optim';
 import { createSession, type SessionConfig, type StepRunner } from '../runtime';
 import type { ShardSnapshot } from '../train/shard';
 import type { ActivationCheckpointing } from '../train/checkpointing';
+import type { MixedPrecision } from '../train/precision';
 import type { TrainStep } from '../train/step';
 
 export interface Geometry {
@@ -22,6 +23,8 @@ export interface Geometry {
   activationCheckpointing?: ActivationCheckpointing;
   /** How compile builds the step: optimizer steps per session.run (engine/train/ksteps.ts); default 1. */
   stepsPerRun?: number;
+  /** How compile builds the step: half-precision forward/backward (engine/train/precision.ts); default fp32. GPT bases only. */
+  mixed?: MixedPrecision;
 }
 
 export interface EvalOut {

@@ -16,6 +16,7 @@ import type { OptimConfig } from '../optim';
 import { StepRunner, type SessionConfig } from '../runtime';
 import { LmEvaluator } from '../train/evaluate';
 import { stepGraph } from '../train/ksteps';
+import { reportCudaFallbacks } from '../train/precision';
 import { buildTrainStep } from '../train/step';
 import { scoreBatches, sessionOf, type CompiledLoraStep, type EvalOpts, type EvalOut, type Geometry, type LoraBase } from './base';
 
@@ -49,7 +50,8 @@ export class GptBase implements LoraBase {
     const base = { params: gptParams(this.cfg), loss: gptTrainLoss(this.cfg, geo.batchSize, geo.contextLength) };
     // With a quantized base the linear weights are fed quantized (step.fixed): only the rest is fed as float.
     if (this.plan.config.baseQuantization && this.plan.config.baseQuantization !== 'none') this.quantized ??= quantizeLoraBase(base, this.plan, await this.floatWeights());
-    const step = buildTrainStep(loraModel(base, this.plan, this.quantized ?? this.weights), optim, { trainable: isAdapterParam, activationCheckpointing: geo.activationCheckpointing });
+    const step = buildTrainStep(loraModel(base, this.plan, this.quantized ?? this.weights), optim, { trainable: isAdapterParam, activationCheckpointing: geo.activationCheckpointing, precision: geo.mixed });
+    if (geo.mixed?.mode === 'half') reportCudaFallbacks(step);
     const stepsPerRun = geo.stepsPerRun ?? 1;
     const s = await sessionOf(stepGraph(step, stepsPerRun), session);
     const frozen = { ...Object.fromEntries(step.frozen.map((p) => [p.name, this.weights.get(p.name)!])), ...Object.fromEntries(step.fixed ?? []) };

@@ -94,6 +94,7 @@ export class OnnxBase implements LoraBase {
   }
 
   async compile(optim: OptimConfig, geo: Geometry, session: SessionConfig): Promise<CompiledLoraStep> {
+    if (geo.mixed) throw new EngineError('config', `train.precision: ${geo.mixed.precision} LoRA is wired for GPT checkpoints so far, not imported ONNX bases; use fp32`);
     if (blocksPerSegment(geo.activationCheckpointing) > 0) {
       throw new EngineError('config', `train.activationCheckpointing: an imported ONNX base marks no transformer blocks to recompute; use 'off' (got ${JSON.stringify(geo.activationCheckpointing)})`);
     }

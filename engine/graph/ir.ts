@@ -197,6 +197,24 @@ export class Graph {
     return v;
   }
 
+  /**
+   * Gives the node output `name` the name `to` (a fresh one) everywhere: its producer, every node
+   * reading it, the values. Graph outputs are not renamed: call before marking `name` an output.
+   */
+  renameValue(name: string, to: string): Value {
+    const v = this.value(name);
+    if (this.outputs.some((o) => o.name === name)) throw new Error(`graph ${this.name}: cannot rename graph output "${name}"`);
+    const node = this.producers.get(name);
+    if (!node) throw new Error(`graph ${this.name}: "${name}" is not a node output`);
+    const out = this.declare(to, v.dtype, v.shape);
+    this.values.delete(name);
+    this.producers.delete(name);
+    this.producers.set(to, node);
+    node.outputs = node.outputs.map((o) => (o === name ? to : o));
+    for (const n of this.nodes) if (n.inputs.includes(name)) n.inputs = n.inputs.map((x) => (x === name ? to : x));
+    return out;
+  }
+
   producer(name: string): Node | undefined {
     return this.producers.get(name);
   }

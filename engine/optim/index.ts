@@ -103,6 +103,14 @@ export interface AppendOptimizerOptions {
    * most of the optimizer's launch overhead on small models. Numerically identical (default true).
    */
   groupVectors?: boolean;
+  /**
+   * Mixed precision's overflow guard (engine/train/precision.ts): given the global gradient norm,
+   * a bool scalar that is true when the step must not update; then every `param_out:` and
+   * `state_out:` equals its input (a Where per output), bit for bit.
+   */
+  skipIf?: (gradNorm: Value) => Value;
+  /** The step Adam's bias correction counts (default `step`; mixed precision passes step − skipped steps). */
+  optimizerStep?: Value;
 }
 
 interface Member {
@@ -161,8 +169,20 @@ export function appendOptimizer(g: Graph, cfg: OptimConfig, entries: OptimizerEn
   const { norm: gradNorm, squares } = globalNorm(units.map((u) => u.grad));
   const gradScale = cfg.grad_clip === null ? null : clipFactor(gradNorm, cfg.grad_clip);
   const lr = scheduledLr(step, cfg.optimizer.lr, cfg.schedule);
-  const shared = impl.prepare({ lr, step, gradScale });
+  const shared = impl.prepare({ lr, step: opts.optimizerStep ?? step, gradScale });
   units.forEach((u, i) => u.run(shared, squares[i]));
+  if (opts.skipIf) {
+    const skip = opts.skipIf(gradNorm);
+    const guard = (out: string, prev: Value) => {
+      const updated = g.renameValue(out, g.uniqueName(`${out}.update`));
+      g.op('Where', [skip, prev, updated], {}, { outputNames: [out] });
+    };
+    for (const m of members) {
+      guard(paramOut(m.entry.name), m.entry.param);
+      for (const slot of impl.slots) if (!m.flat) guard(m.outs[slot], m.inputs[slot]);
+    }
+    for (const name of flatOuts) guard(name, g.value(stateIn(name.slice('state_out:'.length))));
+  }
   // Outputs in entry order, so the graph's output list reads like its input list.
   for (const m of members) {
     g.output(g.value(paramOut(m.entry.name)));

@@ -23,6 +23,7 @@ import type { OptimConfig } from '../optim';
 import { createSession, StepRunner, type SessionConfig } from '../runtime';
 import type { ActivationCheckpointing } from './checkpointing';
 import { stepGraph } from './ksteps';
+import { reportCudaFallbacks, type MixedPrecision } from './precision';
 import { buildTrainStep, type TrainStep } from './step';
 
 /** When the inner loop hands out a resumable snapshot; whichever comes first. */
@@ -149,6 +150,8 @@ export interface LmTrainSetup {
   stepsPerRun?: number;
   /** Learned memory slots read by cross-attention in chosen layers (engine/models/memory-slots.ts); default none. */
   memory?: MemoryVariant;
+  /** Half-precision forward/backward over fp32 master weights (engine/train/precision.ts); default fp32. */
+  precision?: MixedPrecision;
 }
 
 /** The one-graph training step of a GPT language model with (B, T) token batches. */
@@ -156,9 +159,9 @@ export function buildLmTrainStep(s: LmTrainSetup): TrainStep {
   const cfg = GptConfigSchema.parse(s.model);
   if (s.memory) {
     const m = memoryConfigOf(cfg, s.memory);
-    return buildTrainStep({ params: memoryGptParams(m), loss: memoryGptTrainLoss(m, s.batchSize, s.contextLength) }, s.optim, { activationCheckpointing: s.activationCheckpointing });
+    return buildTrainStep({ params: memoryGptParams(m), loss: memoryGptTrainLoss(m, s.batchSize, s.contextLength) }, s.optim, { activationCheckpointing: s.activationCheckpointing, precision: s.precision });
   }
-  return buildTrainStep({ params: gptParams(cfg), loss: gptTrainLoss(cfg, s.batchSize, s.contextLength) }, s.optim, { activationCheckpointing: s.activationCheckpointing });
+  return buildTrainStep({ params: gptParams(cfg), loss: gptTrainLoss(cfg, s.batchSize, s.contextLength) }, s.optim, { activationCheckpointing: s.activationCheckpointing, precision: s.precision });
 }
 
 export interface TrainMemoryLimits {
@@ -204,6 +207,7 @@ export interface CompiledTrainStep {
 export async function compileLmTrainStep(s: LmTrainSetup, sessionConfig: SessionConfig = {}, limits: TrainMemoryLimits = {}): Promise<CompiledTrainStep> {
   checkTrainMemory(s, limits, sessionConfig);
   const step = buildLmTrainStep(s);
+  if (s.precision?.mode === 'half') reportCudaFallbacks(step);
   const stepsPerRun = s.stepsPerRun ?? 1;
   const session = await createSession(serializeModel(stepGraph(step, stepsPerRun)).model, { graphOptimizationLevel: 'all', ...sessionConfig });
   return {

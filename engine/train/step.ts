@@ -8,6 +8,7 @@ import { Graph, type TensorData, type Value } from '../graph/ir';
 import type { ParamLookup, ParamSpec } from '../models/blocks';
 import { appendOptimizer, paramIn, type AppendOptimizerOptions, type OptimConfig, type StateSpec } from '../optim';
 import { checkpointRanges, type ActivationCheckpointing } from './checkpointing';
+import { mixedGradients, type MixedPrecision } from './precision';
 
 /** A model as the trainer sees it: its weights, and a function that builds the scalar loss. */
 export interface TrainableModel {
@@ -29,6 +30,8 @@ export interface TrainStepOptions {
   optimizer?: AppendOptimizerOptions;
   /** Recompute transformer blocks in the backward instead of keeping their activations (checkpointing.ts); default off. */
   activationCheckpointing?: ActivationCheckpointing;
+  /** Half-precision forward and backward over fp32 master weights, with loss scaling for fp16 (precision.ts); default fp32. */
+  precision?: MixedPrecision;
 }
 
 export interface TrainStep {
@@ -86,7 +89,9 @@ export function buildTrainStep(model: TrainableModel, optim: OptimConfig, opts: 
 
   const forwardEnd = g.nodes.length;
   const wrt = trainable.map((s) => values.get(s.name)!);
-  const grads = gradients(g, loss, wrt, { recompute: checkpointRanges(g, opts.activationCheckpointing) });
+  const recompute = checkpointRanges(g, opts.activationCheckpointing);
+  const mixed = opts.precision ? mixedGradients(g, loss, wrt, step, opts.precision, { recompute }) : null;
+  const grads = mixed ? mixed.grads : gradients(g, loss, wrt, { recompute });
   const backwardEnd = g.nodes.length;
   const entries = trainable.map((s) => {
     const param = values.get(s.name)!;
@@ -94,8 +99,14 @@ export function buildTrainStep(model: TrainableModel, optim: OptimConfig, opts: 
     if (!grad) throw new Error(`buildTrainStep: no gradient reached parameter "${s.name}"`);
     return { name: s.name, param, grad };
   });
-  const { state } = appendOptimizer(g, optim, entries, step, opts.optimizer);
-  g.output(loss, 'loss');
+  const scaling = mixed?.scaling;
+  const guard = scaling ? { skipIf: scaling.skipOn, optimizerStep: scaling.optimizerStep } : {};
+  const { state } = appendOptimizer(g, optim, entries, step, { ...opts.optimizer, ...guard });
+  if (scaling) {
+    scaling.finish();
+    state.push(...scaling.state);
+  }
+  g.output(mixed ? mixed.autocast.float32(loss) : loss, 'loss');
   // Drop what no output reads (gradient branches for inputs that need none): ORT would run it
   // last and keep the activations it reads alive until then.
   const forwardNodes = new Set(g.nodes.slice(0, forwardEnd));

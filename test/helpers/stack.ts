@@ -19,8 +19,11 @@ export interface InProcessStack {
 
 let runtimeInstalled = false;
 
-/** Starts servers and the workflows, cpu and gpu workers; `close()` stops workers first, then the servers. */
-export async function withInProcessStack(opts: { bucket: string; logLevel?: LogLevel }): Promise<InProcessStack> {
+/**
+ * Starts servers and the workflows, cpu and gpu workers; `close()` stops workers first, then the
+ * servers. `env`: more worker settings (e.g. TRUTHGPT_HALF_EMULATION), as the environment gives them.
+ */
+export async function withInProcessStack(opts: { bucket: string; logLevel?: LogLevel; env?: Record<string, string> }): Promise<InProcessStack> {
   if (!runtimeInstalled) {
     Runtime.install({ logger: new DefaultLogger(opts.logLevel ?? 'WARN') });
     runtimeInstalled = true;
@@ -32,6 +35,7 @@ export async function withInProcessStack(opts: { bucket: string; logLevel?: LogL
     TRUTHGPT_S3_PORT: String(s3.server.port),
     TRUTHGPT_S3_BUCKET: opts.bucket,
     TRUTHGPT_STATE_DIR: s3.dir,
+    ...opts.env,
   });
   const workers = await Promise.all([createPoolWorker(config, 'workflows'), createPoolWorker(config, 'cpu'), createPoolWorker(config, 'gpu')]);
   const running = workers.map((w) => w.run());

@@ -29,7 +29,7 @@ function pipelineLines(edit: (s: Spec) => void): string[] {
   throw new Error('the spec parsed');
 }
 
-const TRAINING_KEYS = 'workers, rounds, innerSteps, batchSize, contextLength, targetLength, optimizer, outer, evalEvery, evalBatches, checkpoint, seed, threads, heartbeatTimeoutSeconds, shardTimeoutMinutes, roundsPerRun, activationCheckpointing, stepsPerRun, ortMemory';
+const TRAINING_KEYS = 'workers, rounds, innerSteps, batchSize, contextLength, targetLength, optimizer, outer, evalEvery, evalBatches, checkpoint, seed, threads, heartbeatTimeoutSeconds, shardTimeoutMinutes, roundsPerRun, activationCheckpointing, stepsPerRun, ortMemory, precision, lossScale';
 
 describe('a typo in any object of a pipeline spec is one line naming its path and the nearest key', () => {
   const rows: [string, (s: Spec) => void, string][] = [
