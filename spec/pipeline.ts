@@ -98,10 +98,13 @@ export function pipelineSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
     } else if (model?.variant) {
       // A memory-augmented GPT trains and is evaluated by the training workflow (perplexity on the
       // val split); the stages after it read a plain GPT (artifacts/checkpoints.ts refuseGptVariant).
-      const why = (stage: string) => `${stage} of a memory-augmented GPT (model.variant) is not wired yet; leave ${stage === 'LoRA' ? 'lora' : stage} out`;
+      // A domain-head GPT (a classifier) is judged by its training evaluations and the classifier's report.
+      const what = model.variant.kind === 'memory' ? 'a memory-augmented GPT' : `a GPT ${model.variant.kind} classifier`;
+      const why = (stage: string) => `${stage} of ${what} (model.variant) is not wired yet; leave ${stage === 'LoRA' ? 'lora' : stage} out`;
       if (p.lora != null) ctx.addIssue({ code: 'custom', path: ['lora'], message: why('LoRA') });
       if (p.quantization.length) ctx.addIssue({ code: 'custom', path: ['quantization'], message: why('quantization') });
-      if (p.evaluation !== undefined) ctx.addIssue({ code: 'custom', path: ['evaluation'], message: `${why('evaluation')} (the training workflow reports its val perplexity)` });
+      const reports = model.variant.kind === 'memory' ? 'its val perplexity' : 'accuracy and macro F1 over every val document';
+      if (p.evaluation !== undefined) ctx.addIssue({ code: 'custom', path: ['evaluation'], message: `${why('evaluation')} (the training workflow reports ${reports})` });
       if (p.lora != null || p.quantization.length || p.evaluation !== undefined) return z.NEVER;
     } else if (model) {
       post.data?.quant.forEach((q, i) => {

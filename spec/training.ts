@@ -13,6 +13,7 @@ import { BertConfigSchema, bertMemoryEquivalent } from '../engine/models/bert';
 import { GptConfigSchema, gptOptionFields, type GptConfig } from '../engine/models/gpt';
 import { BertHeadSchema, type BertModelConfig } from '../engine/hf/bert';
 import { MemoryGptConfigSchema, MemoryVariantSchema, type MemoryVariant } from '../engine/models/memory-slots';
+import { DomainGptConfigSchema, DomainHeadVariantSchema, type DomainHeadVariant } from '../engine/models/classification-head';
 import { getPreset } from '../engine/models/presets';
 import { T5ConfigSchema, t5MemoryEquivalent, type T5Config } from '../engine/models/t5';
 import { OptimConfigSchema } from '../engine/optim';
@@ -53,19 +54,18 @@ const BertFields = z.strictObject({ ...BertConfigSchema.shape, head: BertHeadSch
 
 /**
  * A GPT's variant (`model.variant`): the seed's advanced models. `memory` (learned memory slots read
- * by cross-attention in chosen layers, engine/models/memory-slots.ts) trains; the others are
- * refused with the reason (VARIANT_REFUSALS), their other fields unchecked.
+ * by cross-attention in chosen layers, engine/models/memory-slots.ts) trains for lm; `domain-head`
+ * (a classification head on the last real token, joint LM + class loss,
+ * engine/models/classification-head.ts) trains for classification on a labelled corpus; the others
+ * are refused with the reason (VARIANT_REFUSALS), their other fields unchecked.
  */
-const GptVariantSchema = z.discriminatedUnion('kind', [
-  MemoryVariantSchema,
-  z.looseObject({ kind: z.literal('domain-head') }),
-  z.looseObject({ kind: z.literal('image-prefix') }),
-]);
+const GptVariantSchema = z.discriminatedUnion('kind', [MemoryVariantSchema, DomainHeadVariantSchema, z.looseObject({ kind: z.literal('image-prefix') })]);
+
+/** The task a GPT variant trains for. */
+const VARIANT_TASK = { memory: 'lm', 'domain-head': 'classification' } as const;
 
 /** Why a GPT variant does not train in pipelines yet: one line for `spec.model.variant.kind`. */
-export const VARIANT_REFUSALS: Record<'domain-head' | 'image-prefix', string> = {
-  'domain-head':
-    'a GPT with a classification head (joint LM + class loss, engine/models/classification-head.ts) is not wired into pipelines yet: its step needs LM windows and the label of one document in each row, and the pipeline has no batcher or accuracy evaluation for it; train a classifier with family bert, task classification',
+export const VARIANT_REFUSALS: Record<'image-prefix', string> = {
   'image-prefix':
     'a GPT reading image features (engine/models/image-prefix.ts) cannot train in pipelines: no dataset kind carries image feature vectors (dataset.corpus is text: brown, spam-assassin, jsonl, ...)',
 };
@@ -73,6 +73,7 @@ export const VARIANT_REFUSALS: Record<'domain-head' | 'image-prefix', string> = 
 /** A model spec's parsed form: the family, the task it trains for, and its complete config. */
 export type ModelSpec = { preset: string | null; from: string | null; fromFiles: Record<string, string> | null } & (
   | { family: 'gpt'; task: 'lm'; config: GptConfig; variant?: MemoryVariant }
+  | { family: 'gpt'; task: 'classification'; config: GptConfig; variant: DomainHeadVariant }
   | { family: 'bert'; task: 'classification' | 'mlm'; config: BertModelConfig }
   | { family: 't5'; task: 'seq2seq' | 'span-corruption'; config: T5Config }
 );
@@ -99,12 +100,25 @@ const ModelSpecSchema = z
     fromFiles: z.record(z.string(), z.string().regex(/^[0-9a-f]{64}$/, 'a sha256 (64 hex digits)')).nullish(),
     /** Fields of the family's config (GPT: n_layer, n_embd, ...; BERT: hidden_size, ..., head). */
     config: z.record(z.string(), z.unknown()).default({}),
-    /** GPT only: `{ kind: memory, n_memory, memory_layers }` adds learned memory slots (GptVariantSchema). */
+    /**
+     * GPT only: `{ kind: memory, n_memory, memory_layers }` adds learned memory slots;
+     * `{ kind: domain-head, n_classes }` a classification head (task classification) (GptVariantSchema).
+     */
     variant: GptVariantSchema.nullish(),
   })
   .transform((m, ctx): ModelSpec => {
     const from = m.from ?? null;
-    const t = resolveTask(m.family, m.task);
+    // A GPT variant names its task (domain-head: classification); a task given must agree.
+    const variantTask = m.family === 'gpt' && m.variant && m.variant.kind !== 'image-prefix' ? VARIANT_TASK[m.variant.kind] : null;
+    if (m.family === 'gpt' && m.task === 'classification' && m.variant?.kind !== 'domain-head') {
+      ctx.addIssue({ code: 'custom', path: ['task'], message: 'a GPT classifies with a domain head: add variant { kind: domain-head, n_classes: <labels> } (or train a classifier with family bert)' });
+      return z.NEVER;
+    }
+    if (variantTask !== null && m.task != null && m.task !== variantTask) {
+      ctx.addIssue({ code: 'custom', path: ['task'], message: `a ${m.variant!.kind} GPT trains for ${variantTask}, not ${m.task}` });
+      return z.NEVER;
+    }
+    const t = resolveTask(m.family, m.task ?? variantTask);
     if ('message' in t) {
       ctx.addIssue({ code: 'custom', path: [t.field], message: t.message });
       return z.NEVER;
@@ -126,11 +140,11 @@ const ModelSpecSchema = z
     if (variant !== null) {
       const why =
         m.family !== 'gpt'
-          ? { path: ['variant'], message: `variants are GPT models (memory); this is a ${m.family} model` }
-          : variant.kind !== 'memory'
+          ? { path: ['variant'], message: `variants are GPT models (memory, domain-head); this is a ${m.family} model` }
+          : variant.kind === 'image-prefix'
             ? { path: ['variant', 'kind'], message: VARIANT_REFUSALS[variant.kind] }
             : from !== null
-              ? { path: ['variant'], message: `cannot be combined with from: a stored model keeps its own architecture (starting from a memory-augmented checkpoint is not wired yet)` }
+              ? { path: ['variant'], message: `cannot be combined with from: a stored model keeps its own architecture (starting from a ${variant.kind} checkpoint is not wired yet)` }
               : null;
       if (why) {
         ctx.addIssue({ code: 'custom', ...why });
@@ -204,6 +218,14 @@ const ModelSpecSchema = z
         return z.NEVER;
       }
       return { family: 'gpt', task: 'lm', ...source, config: parsed.data, variant };
+    }
+    if (variant?.kind === 'domain-head') {
+      const dom = DomainGptConfigSchema.safeParse({ gpt: parsed.data, n_classes: variant.n_classes, lm_weight: variant.lm_weight, cls_weight: variant.cls_weight });
+      if (!dom.success) {
+        for (const i of dom.error.issues) ctx.addIssue({ code: 'custom', path: ['variant', ...i.path.map((k) => k as string | number)], message: i.message });
+        return z.NEVER;
+      }
+      return { family: 'gpt', task: 'classification', ...source, config: parsed.data, variant };
     }
     return { family: 'gpt', task: 'lm', ...source, config: parsed.data };
   });
@@ -292,7 +314,7 @@ export function trainingSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
       ctx.addIssue({ code: 'custom', path: ['dataset', 'corpus'], message: `a ${s.model.task} run needs a labelled corpus (spam-assassin, brown (its genres), or jsonl with labelField), not ${s.dataset.corpus.kind}${s.dataset.corpus.kind === 'jsonl' ? ' without labelField' : ''}` });
     }
     if (s.model.family === 'gpt' && s.model.variant && s.activationCheckpointing !== 'off') {
-      ctx.addIssue({ code: 'custom', path: ['activationCheckpointing'], message: `recomputing blocks of a memory-augmented GPT (model.variant) is not wired yet; leave activationCheckpointing off` });
+      ctx.addIssue({ code: 'custom', path: ['activationCheckpointing'], message: `recomputing blocks of a ${s.model.variant.kind === 'memory' ? 'memory-augmented' : s.model.variant.kind} GPT (model.variant) is not wired yet; leave activationCheckpointing off` });
     }
     if (s.rounds === 0 && s.model.from === null) {
       ctx.addIssue({ code: 'custom', path: ['rounds'], message: 'must be at least 1 for a new model (0 rounds trains nothing; start from a stored model with model.from to evaluate or fine-tune it without pretraining)' });

@@ -259,7 +259,8 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     { key: TruthgptPipeline, value: spec.name },
     { key: TruthgptModelFamily, value: spec.training.model.family },
   ]);
-  if (spec.training.model.family !== 'gpt') upsertSearchAttributes([{ key: TruthgptTask, value: spec.training.model.task }]);
+  // A GPT domain-head classifier (task classification) is told by its task too; GPT lm runs never were.
+  if (spec.training.model.family !== 'gpt' || spec.training.model.task !== 'lm') upsertSearchAttributes([{ key: TruthgptTask, value: spec.training.model.task }]);
   try {
     const resume = await locateStage(st);
     const trained = await trainStage(st, resume);
@@ -272,8 +273,10 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     // runs recorded before either existed replay without one.
     const model = spec.training.model;
     const pretraining = model.task === 'mlm' || model.task === 'span-corruption';
-    const report = !gpt && (pretraining ? patched('family-report-pretraining') : (model.task === 'classification' || model.task === 'seq2seq') && patched('family-report'));
-    // A memory-augmented GPT (model.variant) has no inference exporter yet: its post-training is skipped.
+    // A GPT domain-head classifier (model.variant, task classification) gets the classifier's report;
+    // GPT lm runs, the only GPT runs recorded before it, never reach the patch.
+    const report = gpt ? model.task === 'classification' && patched('family-report-domain-head') : pretraining ? patched('family-report-pretraining') : (model.task === 'classification' || model.task === 'seq2seq') && patched('family-report');
+    // A GPT variant (memory, domain-head) has no inference exporter yet: its post-training is skipped.
     const variant = model.family === 'gpt' && model.variant != null;
     const post = gpt && !variant ? await postTrainingStage(st, trained, tuned) : spec.quantization.length ? await (t5 ? t5PostStage(st, classifier) : classifierPostStage(st, classifier)) : skipPostTraining(st, classifier, report);
     const told = report ? await familyReportStage(st, trained, classifier, post) : post;
@@ -606,7 +609,9 @@ async function t5PostStage(st: PipelineState, trained: TrainingResult): Promise<
 function skipPostTraining(st: PipelineState, trained: TrainingResult, reported = false): PostTrainingResult {
   const model = st.spec.training.model;
   const why = reported
-    ? `no quantization asked for; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix} (the report follows)`
+    ? model.family === 'gpt' && model.variant
+      ? `post-training (export, quantization) of a GPT ${model.variant.kind} classifier is not wired yet; the model is ${trained.checkpoint.prefix} (the report follows)`
+      : `no quantization asked for; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix} (the report follows)`
     : model.family === 'gpt' && model.variant
       ? `post-training (export, quantization, evaluation table) of a memory-augmented GPT is not wired yet; the model is ${trained.checkpoint.prefix}`
       : `post-training (quantization, report) runs on GPT models so far; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix}`;

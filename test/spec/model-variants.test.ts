@@ -1,6 +1,7 @@
 // GPT variants in specs (spec/training.ts `model.variant`, spec/pipeline.ts): the memory-augmented
-// GPT parses with its slots and layers checked against the config; the stages it cannot run yet,
-// the other variants and bad fields are refused in one line naming the field.
+// GPT parses with its slots and layers checked against the config, the domain-head GPT as a
+// classifier (task classification) on a labelled corpus; the stages they cannot run yet, the other
+// variants and bad fields are refused in one line naming the field.
 
 import { InvalidSpecError, parsePipelineSpec } from '../../spec/pipeline';
 import { parseTrainingSpec } from '../../spec/training';
@@ -49,8 +50,7 @@ test('bad memory fields are refused naming the field: a layer past n_layer, a la
 
 test('the other variants, other families, from and activation checkpointing are refused with the reason', () => {
   expect(trainingIssues(gpt({ kind: 'image-prefix', image_dim: 8, n_image_tokens: 2 }))).toContain('spec.model.variant.kind: a GPT reading image features (engine/models/image-prefix.ts) cannot train in pipelines: no dataset kind carries image feature vectors');
-  expect(trainingIssues(gpt({ kind: 'domain-head', n_classes: 2 }))).toContain('spec.model.variant.kind: a GPT with a classification head (joint LM + class loss, engine/models/classification-head.ts) is not wired into pipelines yet');
-  expect(trainingIssues({ family: 'bert', preset: 'tiny-bert', task: 'mlm', variant: memory })).toContain('spec.model.variant: variants are GPT models (memory); this is a bert model');
+  expect(trainingIssues({ family: 'bert', preset: 'tiny-bert', task: 'mlm', variant: memory })).toContain('spec.model.variant: variants are GPT models (memory, domain-head); this is a bert model');
   expect(trainingIssues({ from: 'models/x', fromFiles: {}, variant: memory })).toContain('spec.model.variant: cannot be combined with from');
   expect(trainingIssues(gpt(memory), { activationCheckpointing: 'block' })).toContain('spec.activationCheckpointing: recomputing blocks of a memory-augmented GPT (model.variant) is not wired yet; leave activationCheckpointing off');
 });
@@ -59,4 +59,41 @@ test('a memory-augmented GPT pipeline refuses the stages after training: LoRA, q
   expect(issuesOf(pipeline({ lora: { lora: { r: 4 }, train: { steps: 2, batchSize: 2, contextLength: 16 } } }))).toEqual(['spec.lora: LoRA of a memory-augmented GPT (model.variant) is not wired yet; leave lora out']);
   expect(issuesOf(pipeline({ quantization: [{ method: 'int8-dynamic' }] }))).toEqual(['spec.quantization: quantization of a memory-augmented GPT (model.variant) is not wired yet; leave quantization out']);
   expect(issuesOf(pipeline({ evaluation: { batches: 2 } }))).toEqual(['spec.evaluation: evaluation of a memory-augmented GPT (model.variant) is not wired yet; leave evaluation out (the training workflow reports its val perplexity)']);
+});
+
+const spam = { name: 'spam', corpus: { kind: 'spam-assassin' } };
+const head = { kind: 'domain-head', n_classes: 2 };
+
+test('a domain-head GPT parses as a GPT classifier: task classification by default, the head beside the config', () => {
+  const s = parseTrainingSpec({ model: gpt(head), dataset: spam, ...training });
+  expect(s.model).toMatchObject({ family: 'gpt', task: 'classification', variant: { kind: 'domain-head', n_classes: 2, lm_weight: 1, cls_weight: 1 } });
+  expect(parseTrainingSpec({ model: { ...gpt({ ...head, lm_weight: 0.1 }), task: 'classification' }, dataset: spam, ...training }).model).toMatchObject({ variant: { lm_weight: 0.1, cls_weight: 1 } });
+  // The pipeline's classifier report needs no evaluation section; nothing else is asked for.
+  expect(parsePipelineSpec({ name: 'dom', model: gpt(head), dataset: spam, training }).training.model).toMatchObject({ task: 'classification' });
+});
+
+test('bad domain-head specs are refused naming the field', () => {
+  const issues = (model: unknown, dataset: unknown = spam, over: object = {}) => {
+    try {
+      parseTrainingSpec({ model, dataset, ...training, ...over });
+    } catch (e) {
+      return (e as Error).message;
+    }
+    throw new Error('parsed');
+  };
+  expect(issues(gpt({ ...head, n_classes: 1 }))).toMatch(/spec\.model\.variant\.n_classes/);
+  expect(issues(gpt({ ...head, classes: 2 }))).toMatch(/spec\.model\.variant.*classes/);
+  expect(issues(gpt({ ...head, lm_weight: 0, cls_weight: 0 }))).toContain('spec.model.variant.cls_weight: lm_weight and cls_weight are both 0: nothing to train');
+  expect(issues({ ...gpt(head), task: 'lm' })).toContain('spec.model.task: a domain-head GPT trains for classification, not lm');
+  expect(issues({ preset: 'tiny-gpt', task: 'classification' })).toContain('spec.model.task: a GPT classifies with a domain head: add variant { kind: domain-head, n_classes: <labels> }');
+  expect(issues(gpt(head), { name: 'x', corpus: { kind: 'jsonl', path: 'x.jsonl' } })).toContain('spec.dataset.corpus: a classification run needs a labelled corpus');
+  expect(issues(gpt(head), spam, { activationCheckpointing: 'block' })).toContain('spec.activationCheckpointing: recomputing blocks of a domain-head GPT (model.variant) is not wired yet');
+  expect(issues({ from: 'models/x', fromFiles: {}, variant: head })).toContain('spec.model.variant: cannot be combined with from');
+});
+
+test('a domain-head GPT pipeline refuses LoRA, quantization and the post-training evaluation with the reason', () => {
+  const p = (over: object) => issuesOf({ name: 'dom', model: gpt(head), dataset: spam, training, ...over });
+  expect(p({ lora: { lora: { r: 4 }, train: { steps: 2, batchSize: 2, contextLength: 16 } } })).toEqual(['spec.lora: LoRA of a GPT domain-head classifier (model.variant) is not wired yet; leave lora out']);
+  expect(p({ quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 0.01 }] })).toEqual(['spec.quantization: quantization of a GPT domain-head classifier (model.variant) is not wired yet; leave quantization out']);
+  expect(p({ evaluation: { batches: 2 } })).toEqual(['spec.evaluation: evaluation of a GPT domain-head classifier (model.variant) is not wired yet; leave evaluation out (the training workflow reports accuracy and macro F1 over every val document)']);
 });
