@@ -99,11 +99,11 @@ export function pipelineSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
       // A memory-augmented GPT trains and is evaluated by the training workflow (perplexity on the
       // val split); the stages after it read a plain GPT (artifacts/checkpoints.ts refuseGptVariant).
       // A domain-head GPT (a classifier) is judged by its training evaluations and the classifier's report.
-      const what = model.variant.kind === 'memory' ? 'a memory-augmented GPT' : `a GPT ${model.variant.kind} classifier`;
+      const what = model.variant.kind === 'memory' ? 'a memory-augmented GPT' : model.variant.kind === 'domain-head' ? 'a GPT domain-head classifier' : 'an image-prefix GPT';
       const why = (stage: string) => `${stage} of ${what} (model.variant) is not wired yet; leave ${stage === 'LoRA' ? 'lora' : stage} out`;
       if (p.lora != null) ctx.addIssue({ code: 'custom', path: ['lora'], message: why('LoRA') });
       if (p.quantization.length) ctx.addIssue({ code: 'custom', path: ['quantization'], message: why('quantization') });
-      const reports = model.variant.kind === 'memory' ? 'its val perplexity' : 'accuracy and macro F1 over every val document';
+      const reports = model.variant.kind === 'domain-head' ? 'accuracy and macro F1 over every val document' : model.variant.kind === 'image-prefix' ? 'its caption perplexity over every val caption' : 'its val perplexity';
       if (p.evaluation !== undefined) ctx.addIssue({ code: 'custom', path: ['evaluation'], message: `${why('evaluation')} (the training workflow reports ${reports})` });
       if (p.lora != null || p.quantization.length || p.evaluation !== undefined) return z.NEVER;
     } else if (model) {

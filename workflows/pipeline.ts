@@ -613,7 +613,7 @@ function skipPostTraining(st: PipelineState, trained: TrainingResult, reported =
       ? `post-training (export, quantization) of a GPT ${model.variant.kind} classifier is not wired yet; the model is ${trained.checkpoint.prefix} (the report follows)`
       : `no quantization asked for; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix} (the report follows)`
     : model.family === 'gpt' && model.variant
-      ? `post-training (export, quantization, evaluation table) of a memory-augmented GPT is not wired yet; the model is ${trained.checkpoint.prefix}`
+      ? `post-training (export, quantization, evaluation table) of ${model.variant.kind === 'memory' ? 'a memory-augmented' : `an ${model.variant.kind}`} GPT is not wired yet; the model is ${trained.checkpoint.prefix}`
       : `post-training (quantization, report) runs on GPT models so far; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix}`;
   st.end(st.begin('postTraining', null, why), 'skipped', why);
   st.running = null;

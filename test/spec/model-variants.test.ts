@@ -1,7 +1,8 @@
 // GPT variants in specs (spec/training.ts `model.variant`, spec/pipeline.ts): the memory-augmented
 // GPT parses with its slots and layers checked against the config, the domain-head GPT as a
-// classifier (task classification) on a labelled corpus; the stages they cannot run yet, the other
-// variants and bad fields are refused in one line naming the field.
+// classifier (task classification) on a labelled corpus, the image-prefix GPT on an image-captions
+// corpus of its dims; the stages they cannot run yet and bad fields are refused in one line naming
+// the field.
 
 import { InvalidSpecError, parsePipelineSpec } from '../../spec/pipeline';
 import { parseTrainingSpec } from '../../spec/training';
@@ -49,8 +50,8 @@ test('bad memory fields are refused naming the field: a layer past n_layer, a la
 });
 
 test('the other variants, other families, from and activation checkpointing are refused with the reason', () => {
-  expect(trainingIssues(gpt({ kind: 'image-prefix', image_dim: 8, n_image_tokens: 2 }))).toContain('spec.model.variant.kind: a GPT reading image features (engine/models/image-prefix.ts) cannot train in pipelines: no dataset kind carries image feature vectors');
-  expect(trainingIssues({ family: 'bert', preset: 'tiny-bert', task: 'mlm', variant: memory })).toContain('spec.model.variant: variants are GPT models (memory, domain-head); this is a bert model');
+  expect(trainingIssues(gpt({ kind: 'image-prefix', image_dim: 8, n_image_tokens: 2 }))).toContain('spec.dataset.corpus.kind: an image-prefix GPT trains on image features with their captions: corpus kind image-captions, not brown');
+  expect(trainingIssues({ family: 'bert', preset: 'tiny-bert', task: 'mlm', variant: memory })).toContain('spec.model.variant: variants are GPT models (memory, domain-head, image-prefix); this is a bert model');
   expect(trainingIssues({ from: 'models/x', fromFiles: {}, variant: memory })).toContain('spec.model.variant: cannot be combined with from');
   expect(trainingIssues(gpt(memory), { activationCheckpointing: 'block' })).toContain('spec.activationCheckpointing: recomputing blocks of a memory-augmented GPT (model.variant) is not wired yet; leave activationCheckpointing off');
 });
@@ -96,4 +97,21 @@ test('a domain-head GPT pipeline refuses LoRA, quantization and the post-trainin
   expect(p({ lora: { lora: { r: 4 }, train: { steps: 2, batchSize: 2, contextLength: 16 } } })).toEqual(['spec.lora: LoRA of a GPT domain-head classifier (model.variant) is not wired yet; leave lora out']);
   expect(p({ quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 0.01 }] })).toEqual(['spec.quantization: quantization of a GPT domain-head classifier (model.variant) is not wired yet; leave quantization out']);
   expect(p({ evaluation: { batches: 2 } })).toEqual(['spec.evaluation: evaluation of a GPT domain-head classifier (model.variant) is not wired yet; leave evaluation out (the training workflow reports accuracy and macro F1 over every val document)']);
+});
+
+const image = { kind: 'image-prefix', image_dim: 8, n_image_tokens: 2 };
+const captions = (over: object = {}) => ({ name: 'caps', corpus: { kind: 'image-captions', path: 'caps.jsonl', imageTokens: 2, imageDim: 8, ...over } });
+
+test('an image-prefix GPT parses with an image-captions corpus of its dims; mismatches are refused naming the field', () => {
+  const s = parseTrainingSpec({ model: gpt(image), dataset: captions(), ...training });
+  expect(s.model).toMatchObject({ family: 'gpt', task: 'lm', variant: image });
+  expect(s.dataset.corpus).toMatchObject({ kind: 'image-captions', featuresField: 'features', captionField: 'caption' });
+  expect(trainingIssues(gpt(image), { dataset: captions({ imageDim: 4 }) })).toContain('spec.dataset.corpus.imageDim: must equal model.variant.image_dim (4 != 8)');
+  expect(trainingIssues(gpt(image), { dataset: captions({ imageTokens: 3 }) })).toContain('spec.dataset.corpus.imageTokens: must equal model.variant.n_image_tokens (3 != 2)');
+  // tiny-gpt's block_size is 64: 63 text tokens and 2 image tokens do not fit.
+  expect(trainingIssues(gpt(image), { dataset: captions(), contextLength: 63 })).toContain('spec.contextLength: with the 2 image tokens must not exceed model block_size (63 + 2 > 64)');
+  expect(trainingIssues(gpt({ ...image, n_image_tokens: 64 }), { dataset: captions({ imageTokens: 64 }) })).toContain('spec.model.variant.n_image_tokens: must leave room for text in block_size (64 >= 64)');
+  expect(trainingIssues({ preset: 'tiny-gpt' }, { dataset: captions() })).toContain('spec.dataset.corpus.kind: image-captions carries image features, which a GPT reads with model.variant { kind: image-prefix, image_dim, n_image_tokens }; this is a gpt lm model without it');
+  expect(trainingIssues(gpt({ ...image, image_dim: 0 }), { dataset: captions() })).toMatch(/spec\.model\.variant\.image_dim/);
+  expect(issuesOf({ name: 'caps', model: gpt(image), dataset: captions(), training, quantization: [{ method: 'int8-dynamic' }] })).toEqual(['spec.quantization: quantization of an image-prefix GPT (model.variant) is not wired yet; leave quantization out']);
 });
