@@ -259,8 +259,9 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     { key: TruthgptPipeline, value: spec.name },
     { key: TruthgptModelFamily, value: spec.training.model.family },
   ]);
-  // A GPT domain-head classifier (task classification) is told by its task too; GPT lm runs never were.
-  if (spec.training.model.family !== 'gpt' || spec.training.model.task !== 'lm') upsertSearchAttributes([{ key: TruthgptTask, value: spec.training.model.task }]);
+  // A GPT domain-head classifier (task classification) is told by its task too; GPT lm runs never
+  // were (their recorded specs may have no task at all).
+  if (spec.training.model.family !== 'gpt' || spec.training.model.task === 'classification') upsertSearchAttributes([{ key: TruthgptTask, value: spec.training.model.task }]);
   try {
     const resume = await locateStage(st);
     const trained = await trainStage(st, resume);
