@@ -10,6 +10,7 @@
 import { checkpointWeights, readCheckpoint } from '../../artifacts/checkpoints';
 import { newestDataset, ShardCache } from '../../artifacts/datasets';
 import type { FamilyReport } from '../../engine/report';
+import { resolveModelFrom } from '../../sdk/model-from';
 import { RunFailedError, TruthGPT, type PipelineResult, type PipelineSpecInput } from '../../sdk';
 import type { StageOutcome } from '../../workflows/pipeline';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
@@ -92,12 +93,23 @@ test('a GPT domain-head classifier trains on SpamAssassin through the pipeline: 
   expect(report.valHistory.map((v) => [v.round, v.score, v.macroF1])).toEqual(vals.map((v) => [v.round, v.accuracy, v.macroF1]));
   expect(report.variants.map((v) => [v.name, v.score])).toEqual([['fp32', last.accuracy]]);
 
+  // The run list (Temporal visibility, search attributes) shows the family, the task and the accuracy.
+  let listed: Awaited<ReturnType<TruthGPT['listRuns']>> = [];
+  for (let i = 0; i < 50 && !listed.some((x) => x.workflowId === run.workflowId && x.valAccuracy != null); i++) {
+    listed = await tg.listRuns({ family: 'gpt' });
+    await sleep(200); // visibility is eventually consistent
+  }
+  const row = listed.find((x) => x.workflowId === run.workflowId)!;
+  expect(row).toMatchObject({ family: 'gpt', task: 'classification', pipeline: 'domain-pipe' });
+  expect(row.valAccuracy).toBeCloseTo(Math.max(...vals.map((v) => v.accuracy!)), 12);
+
   // The checkpoint holds the head and records the variant; plain-GPT readers refuse it.
   const prefix = first.training.checkpoint.prefix;
   const ck = await readCheckpoint(store, prefix);
   expect(ck.state.modelConfig.variant).toEqual({ kind: 'domain-head', n_classes: 2, lm_weight: 0.1, cls_weight: 1 });
   expect(ck.weights.get('score.weight')!.dims).toEqual([2, 32]);
   await expect(checkpointWeights(store, prefix)).rejects.toThrow(`checkpoint ${prefix}: a domain-head variant of GPT (modelConfig.variant)`);
+  await expect(resolveModelFrom(store, { model: { from: prefix } })).rejects.toThrow(`spec.model.from: ${prefix} holds a domain-head GPT (modelConfig.variant); starting a run from it is not wired yet`);
 }, 600_000);
 
 test('a head whose n_classes does not match the dataset labels fails naming the field', async () => {
