@@ -115,3 +115,24 @@ test('the label map sorts the dataset labels; a head with another number of clas
   expect(domainLabelMap(2, ['spam', 'ham'])).toEqual([1, 0]);
   expect(() => domainLabelMap(3, ['ham', 'spam'])).toThrow('spec.model.variant.n_classes: 3, but the dataset has 2 labels (ham, spam)');
 });
+
+test('K steps per session.run (stepsPerRun) equal K single steps bit for bit for the domain-head step (labels and pool inputs)', async () => {
+  const ids = Array.from({ length: 198 }, (_, i) => (i % 11 === 10 ? EOT : (i * 7) % 14)); // 18 documents of 10 tokens + eot
+  const docs: LabelledDoc[] = [];
+  for (let s = 0, d = 0; s < ids.length; s += 11, d++) docs.push({ start: s, length: 10, label: d % 2 });
+  const optim = OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-2, weight_decay: 0 } });
+  const setup = { model: gpt, head, optim, batchSize: 4, contextLength: 8 };
+  const [one, four] = await Promise.all([compileDomainTrainStep(setup, { intraOpThreads: 1 }), compileDomainTrainStep({ ...setup, stepsPerRun: 4 }, { intraOpThreads: 1 })]);
+  const init = { step: 0, params: Object.fromEntries(initParams(one.step.trainable, 3)), state: {} };
+  const a = one.runner(init);
+  const b = four.runner(init);
+  const feeds = (step: number) => domainBatch(ids, docs, { seed: 2, shard: 0, step, batchSize: 4, contextLength: 8 }, EOT);
+  const single = [];
+  for (let s = 0; s < 6; s++) single.push((await a.run(feeds(s))).loss);
+  const many = [...(await b.runSteps([0, 1, 2, 3].map(feeds))), ...(await b.runSteps([4, 5].map(feeds)))].map((r) => r.loss);
+  expect(many).toEqual(single);
+  const pa = a.getParams();
+  const pb = b.getParams();
+  for (const k of Object.keys(pa)) expect(Buffer.from(pb[k].buffer).equals(Buffer.from(pa[k].buffer))).toBe(true);
+  await Promise.all([one.session.release(), four.session.release()]);
+});

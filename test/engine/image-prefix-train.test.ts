@@ -109,3 +109,32 @@ test('the compiled step reads the image: the val caption loss falls below the te
   // Seen: 5.5330 → 0.0169 nats per caption token (561 tokens, 91 captions) against a floor of 0.3346.
   expect(after.loss).toBeLessThan(0.5 * floor);
 }, 180_000);
+
+test('K steps per session.run (stepsPerRun) equal K single steps bit for bit for the image-prefix step (image_features input)', async () => {
+  const ex = imageCaptionExamples(12, P, D, 9);
+  const tok = new ByteTokenizer();
+  const ids: number[] = [];
+  const docs = ex.map((e, i) => {
+    const start = ids.length;
+    ids.push(...tok.encode(e.caption), tok.eot);
+    return { start, length: ids.length - start - 1, image: i };
+  });
+  const features = Float32Array.from(ex.flatMap((e) => e.features));
+  const gpt = GptConfigSchema.parse({ vocab_size: 259, block_size: 16, n_layer: 1, n_head: 2, n_embd: 16 });
+  const image = ImagePrefixVariantSchema.parse({ kind: 'image-prefix', image_dim: D, n_image_tokens: P });
+  const optim = OptimConfigSchema.parse({ optimizer: { kind: 'adamw', lr: 1e-2, weight_decay: 0 } });
+  const setup = { model: gpt, image, optim, batchSize: 4, contextLength: 8 };
+  const [one, three] = await Promise.all([compileImagePrefixTrainStep(setup, { intraOpThreads: 1 }), compileImagePrefixTrainStep({ ...setup, stepsPerRun: 3 }, { intraOpThreads: 1 })]);
+  const init = { step: 0, params: Object.fromEntries(initParams(one.step.trainable, 3)), state: {} };
+  const a = one.runner(init);
+  const b = three.runner(init);
+  const feeds = (step: number) => imageCaptionBatch(ids, features, docs, { seed: 2, shard: 0, step, batchSize: 4, contextLength: 8 }, tok.eot, image);
+  const single = [];
+  for (let s = 0; s < 5; s++) single.push((await a.run(feeds(s))).loss);
+  const many = [...(await b.runSteps([0, 1, 2].map(feeds))), ...(await b.runSteps([3, 4].map(feeds)))].map((r) => r.loss);
+  expect(many).toEqual(single);
+  const pa = a.getParams();
+  const pb = b.getParams();
+  for (const k of Object.keys(pa)) expect(Buffer.from(pb[k].buffer).equals(Buffer.from(pa[k].buffer))).toBe(true);
+  await Promise.all([one.session.release(), three.session.release()]);
+});
