@@ -277,7 +277,8 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     // A GPT domain-head classifier (model.variant, task classification) gets the classifier's report;
     // GPT lm runs, the only GPT runs recorded before it, never reach the patch.
     const report = gpt ? model.task === 'classification' && patched('family-report-domain-head') : pretraining ? patched('family-report-pretraining') : (model.task === 'classification' || model.task === 'seq2seq') && patched('family-report');
-    // A GPT variant (memory, domain-head) has no inference exporter yet: its post-training is skipped.
+    // A GPT variant has no LM inference exporter yet: a memory or image-prefix GPT's post-training is
+    // skipped; a domain-head GPT's is the classifier's (exportDomainGpt, int8 gated on accuracy).
     const variant = model.family === 'gpt' && model.variant != null;
     const post = gpt && !variant ? await postTrainingStage(st, trained, tuned) : spec.quantization.length ? await (t5 ? t5PostStage(st, classifier) : classifierPostStage(st, classifier)) : skipPostTraining(st, classifier, report);
     const told = report ? await familyReportStage(st, trained, classifier, post) : post;
@@ -610,9 +611,7 @@ async function t5PostStage(st: PipelineState, trained: TrainingResult): Promise<
 function skipPostTraining(st: PipelineState, trained: TrainingResult, reported = false): PostTrainingResult {
   const model = st.spec.training.model;
   const why = reported
-    ? model.family === 'gpt' && model.variant
-      ? `post-training (export, quantization) of a GPT ${model.variant.kind} classifier is not wired yet; the model is ${trained.checkpoint.prefix} (the report follows)`
-      : `no quantization asked for; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix} (the report follows)`
+    ? `no quantization asked for; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix} (the report follows)`
     : model.family === 'gpt' && model.variant
       ? `post-training (export, quantization, evaluation table) of ${model.variant.kind === 'memory' ? 'a memory-augmented' : `an ${model.variant.kind}`} GPT is not wired yet; the model is ${trained.checkpoint.prefix}`
       : `post-training (quantization, report) runs on GPT models so far; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix}`;

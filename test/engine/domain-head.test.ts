@@ -15,6 +15,7 @@ import { OptimConfigSchema } from '../../engine/optim';
 import { createSession } from '../../engine/runtime';
 import type { LabelledDoc } from '../../engine/train/bert';
 import { compileDomainTrainStep, domainBatch, DomainEvaluator, domainLabelMap, frameGptDocs } from '../../engine/train/domain';
+import { exportDomainGpt } from '../../engine/models/export-domain';
 
 const EOT = 15;
 const gpt = GptConfigSchema.parse({ vocab_size: 16, block_size: 16, n_layer: 2, n_head: 2, n_embd: 32 });
@@ -135,4 +136,31 @@ test('K steps per session.run (stepsPerRun) equal K single steps bit for bit for
   const pb = b.getParams();
   for (const k of Object.keys(pa)) expect(Buffer.from(pb[k].buffer).equals(Buffer.from(pa[k].buffer))).toBe(true);
   await Promise.all([one.session.release(), four.session.release()]);
+});
+
+test('the exported domain-head classifier (symbolic batch and length, last_token input) gives the evaluator\'s logits', async () => {
+  const cfg = domainConfigOf(gpt, head);
+  const weights = initParams(domainGptParams(cfg), 13);
+  const ids = [3, 1, 4, 1, 5, EOT, 9, 2, 6, 5, 3, 5, 8, 9, 7, EOT, 2, 7, EOT];
+  const docs: LabelledDoc[] = [
+    { start: 0, length: 5, label: 0 },
+    { start: 6, length: 9, label: 1 },
+    { start: 16, length: 2, label: 0 },
+  ];
+  const ev = new DomainEvaluator(gpt, head, T, { intraOpThreads: 1 });
+  const want = await ev.logits(weights, ids, docs, 3, EOT);
+  await ev.release();
+  const s = await createSession(serializeModel(exportDomainGpt(gpt, head, weights)).model, { intraOpThreads: 1 });
+  const f = frameGptDocs(ids, docs, T, EOT);
+  const last = BigInt64Array.from(docs, (_, b) => (f.pool.data as BigInt64Array)[b] - BigInt(b * T));
+  const got = (await s.run({ input_ids: new Tensor('int64', f.tokens.data as BigInt64Array, [3, T]), last_token: new Tensor('int64', last, [3]) })).logits;
+  // A shorter length and one document: the same document's logits.
+  const one = (await s.run({ input_ids: new Tensor('int64', BigInt64Array.from(ids.slice(6, 15), BigInt), [1, 9]), last_token: new Tensor('int64', BigInt64Array.of(8n), [1]) })).logits.data as Float32Array;
+  await s.release();
+  expect(got.dims).toEqual([3, 2]);
+  const data = got.data as Float32Array;
+  const diff = Math.max(...want.flatMap((row, b) => [0, 1].map((c) => Math.abs(row[c] - data[b * 2 + c]))), ...[0, 1].map((c) => Math.abs(one[c] - want[1][c])));
+  // Seen: 0 (the same ops; 1e-6 leaves room for another fusion order).
+  expect(diff).toBeLessThan(1e-6);
+  console.log(`exportDomainGpt vs evaluator: max |logit difference| ${diff.toExponential(2)}`);
 });

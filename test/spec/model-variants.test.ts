@@ -92,10 +92,12 @@ test('bad domain-head specs are refused naming the field', () => {
   expect(issues({ from: 'models/x', fromFiles: {}, variant: head })).toContain('spec.model.variant: cannot be combined with from');
 });
 
-test('a domain-head GPT pipeline refuses LoRA, quantization and the post-training evaluation with the reason', () => {
+test('a domain-head GPT pipeline quantizes int8-dynamic gated on accuracy; LoRA and the post-training evaluation are refused with the reason', () => {
   const p = (over: object) => issuesOf({ name: 'dom', model: gpt(head), dataset: spam, training, ...over });
+  expect(parsePipelineSpec({ name: 'dom', model: gpt(head), dataset: spam, training, quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 0.02 }] }).quantization).toMatchObject([{ method: 'int8-dynamic', maxAccuracyDrop: 0.02 }]);
   expect(p({ lora: { lora: { r: 4 }, train: { steps: 2, batchSize: 2, contextLength: 16 } } })).toEqual(['spec.lora: LoRA of a GPT domain-head classifier (model.variant) is not wired yet; leave lora out']);
-  expect(p({ quantization: [{ method: 'int8-dynamic', maxAccuracyDrop: 0.01 }] })).toEqual(['spec.quantization: quantization of a GPT domain-head classifier (model.variant) is not wired yet; leave quantization out']);
+  expect(p({ quantization: [{ method: 'int4' }] })).toEqual(['spec.quantization.0.method: a classifier quantizes int8-dynamic so far, not int4']);
+  expect(p({ quantization: [{ method: 'int8-dynamic', maxExactMatchDrop: 0.01 }] })).toEqual(['spec.quantization.0.maxExactMatchDrop: gates a T5 seq2seq model; a classifier is gated on maxAccuracyDrop']);
   expect(p({ evaluation: { batches: 2 } })).toEqual(['spec.evaluation: evaluation of a GPT domain-head classifier (model.variant) is not wired yet; leave evaluation out (the training workflow reports accuracy and macro F1 over every val document)']);
 });
 
