@@ -5,9 +5,9 @@
 //   gpt  lm              LM windows of the token stream (engine/train/shard.ts), LmEvaluator; with
 //                        model.variant memory, the memory-augmented GPT (engine/models/memory-slots.ts)
 //   gpt  classification  model.variant domain-head: labelled documents padded on the right, the head on
-//                        the last real token (activities/domain-training.ts); accuracy, macro F1
+//                        the last real token (activities/variant-training.ts); accuracy, macro F1
 //   gpt  lm              model.variant image-prefix: captions with their image features
-//                        (activities/domain-training.ts); caption loss and perplexity
+//                        (activities/variant-training.ts); caption loss and perplexity
 //   bert classification  labelled documents framed [CLS] … [SEP] (engine/train/bert.ts); accuracy, macro F1
 //   bert mlm             masked windows of the token stream; MLM loss and perplexity
 //   t5   seq2seq, span-corruption   activities/t5-training.ts: loss, perplexity, exact match
@@ -30,7 +30,7 @@ import { readTokenizer, type DatasetRef, type ShardCache } from '../artifacts/da
 import { failingAs } from '../artifacts/errors';
 import { loadStoredTokenizer } from '../artifacts/tokenizers';
 import { t5Training } from './t5-training';
-import { domainTraining, imagePrefixTraining } from './domain-training';
+import { domainTraining, imagePrefixTraining } from './variant-training';
 
 export interface EvaluateResult {
   /** Validation loss: next-token (lm), masked-token (mlm) or label (classification) cross-entropy. */
