@@ -39,7 +39,7 @@ const specJson = (spec: DatasetSpec) => JSON.stringify(Object.fromEntries(Object
  */
 async function sourceOf(spec: DatasetSpec): Promise<string | null> {
   const { corpus } = spec;
-  if (corpus.kind !== 'text' && corpus.kind !== 'jsonl') return null;
+  if (corpus.kind !== 'text' && corpus.kind !== 'jsonl' && corpus.kind !== 'image-captions') return null;
   const refuse = (what: string) => new EngineError('input', `dataset.corpus.path: ${what}`);
   // Each file's size and sha256; a read error (EACCES, EISDIR, EIO) names the file, not retried.
   const identity = async (file: string) => {
@@ -47,7 +47,7 @@ async function sourceOf(spec: DatasetSpec): Promise<string | null> {
       throw refuse(`cannot read ${file} (${err.code ?? err.message})`);
     });
     // A FIFO or a device would block the hash forever or never end.
-    if (!st.isFile()) throw refuse(`${file} is ${st.isDirectory() ? 'a folder' : 'not a regular file'}${corpus.kind === 'jsonl' ? '; a jsonl corpus is one file' : ''}`);
+    if (!st.isFile()) throw refuse(`${file} is ${st.isDirectory() ? 'a folder' : 'not a regular file'}${corpus.kind !== 'text' ? `; a ${corpus.kind} corpus is one file` : ''}`);
     const hash = await sha256OfFile(file).catch((err: NodeJS.ErrnoException) => {
       throw refuse(`cannot read ${file} (${err.code ?? err.message})`);
     });
@@ -59,7 +59,7 @@ async function sourceOf(spec: DatasetSpec): Promise<string | null> {
       throw refuse(`cannot read ${corpus.path} (${err.code ?? err.message})`);
     },
   );
-  if (!isFolder || corpus.kind === 'jsonl') return `${corpus.path}\n${await identity(corpus.path)}`;
+  if (!isFolder || corpus.kind !== 'text') return `${corpus.path}\n${await identity(corpus.path)}`;
   // A text folder: every file it is read from, by its path under the folder.
   let files: string[];
   try {
@@ -92,7 +92,7 @@ async function committed(store: ArtifactStore, prefix: string, specHash: string)
 /** The ref of a dataset prepared in `dir`, with the content hash of its local files. */
 async function refOf(dir: string, names: string[], prefix: string, specHash: string, manifest: DatasetManifest): Promise<DatasetRef> {
   const local = await Promise.all(names.map(async (name) => ({ name, sha256: await sha256OfFile(path.join(dir, name)) })));
-  const split = (xs: typeof manifest.splits.train) => xs.map((x) => ({ file: x.file, tokens: x.tokens, ...(x.docs ? { docs: x.docs } : {}) }));
+  const split = (xs: typeof manifest.splits.train) => xs.map((x) => ({ file: x.file, tokens: x.tokens, ...(x.docs ? { docs: x.docs } : {}), ...(x.images ? { images: x.images } : {}) }));
   return {
     prefix,
     specHash,
@@ -120,7 +120,7 @@ export async function prepareDataset(store: ArtifactStore, spec: DatasetSpec): P
     // An imported model's tokenizer is referenced by key and sha256; its tokenizer.json comes from the store.
     const hfJson = spec.tokenizer.kind === 'hf' ? await fetchHfTokenizerJson(store, spec.tokenizer) : undefined;
     const manifest = await failingAs(`dataset ${spec.name}`, () => prepareDatasetFiles(spec, dir, (p) => beat(p), hfJson));
-    const names = [...manifest.splits.train, ...manifest.splits.val].flatMap((f) => (f.docs ? [f.file, f.docs] : [f.file])).concat(TOKENIZER_FILE, DATASET_MANIFEST_FILE);
+    const names = [...manifest.splits.train, ...manifest.splits.val].flatMap((f) => [f.file, ...(f.docs ? [f.docs] : []), ...(f.images ? [f.images] : [])]).concat(TOKENIZER_FILE, DATASET_MANIFEST_FILE);
     const ref = await refOf(dir, names, prefix, specHash, manifest);
     const stored = await store.commit(prefix, Object.fromEntries(names.map((n) => [n, { path: path.join(dir, n) }])), { specHash, ref });
     if (contentHashOf(stored.files) !== ref.contentHash) throw new Error(`dataset ${prefix}: stored files differ from the prepared ones`);

@@ -67,8 +67,9 @@ function variantRows(input: FamilyReportInput, task: FamilyReport['task']): Fami
 
 async function writeFamilyReport(store: ArtifactStore, input: FamilyReportInput): Promise<FamilyReportResult> {
   const m = input.spec.model;
-  const task = m.family === 'bert' || m.family === 't5' ? m.task : null;
-  if (task === null) throw failure('InvalidConfig', `writeFamilyReport: reports a BERT or T5 run, not a ${m.family} ${m.task} run`);
+  // A GPT domain-head classifier (task classification) is reported as a BERT classifier is.
+  const task = m.family === 'bert' || m.family === 't5' || m.task === 'classification' ? m.task : null;
+  if (task === null) throw failure('InvalidConfig', `writeFamilyReport: reports a BERT or T5 run or a GPT classifier, not a ${m.family} ${m.task} run`);
   const pretraining = isPretrainingTask(task);
   const report: FamilyReport = {
     runId: input.runId,

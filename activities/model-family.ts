@@ -4,6 +4,10 @@
 //
 //   gpt  lm              LM windows of the token stream (engine/train/shard.ts), LmEvaluator; with
 //                        model.variant memory, the memory-augmented GPT (engine/models/memory-slots.ts)
+//   gpt  classification  model.variant domain-head: labelled documents padded on the right, the head on
+//                        the last real token (activities/variant-training.ts); accuracy, macro F1
+//   gpt  lm              model.variant image-prefix: captions with their image features
+//                        (activities/variant-training.ts); caption loss and perplexity
 //   bert classification  labelled documents framed [CLS] … [SEP] (engine/train/bert.ts); accuracy, macro F1
 //   bert mlm             masked windows of the token stream; MLM loss and perplexity
 //   t5   seq2seq, span-corruption   activities/t5-training.ts: loss, perplexity, exact match
@@ -27,6 +31,7 @@ import { readTokenizer, type DatasetRef, type ShardCache } from '../artifacts/da
 import { failingAs } from '../artifacts/errors';
 import { loadStoredTokenizer } from '../artifacts/tokenizers';
 import { t5Training } from './t5-training';
+import { domainTraining, imagePrefixTraining } from './variant-training';
 
 export interface EvaluateResult {
   /** Validation loss: next-token (lm), masked-token (mlm) or label (classification) cross-entropy. */
@@ -94,11 +99,13 @@ export function familyTraining(spec: TrainingSpec): FamilyTraining {
   const geometry = { optim: spec.optimizer, batchSize: spec.batchSize, contextLength: spec.contextLength, stepsPerRun };
   const kKey = stepsPerRun > 1 ? [stepsPerRun] : [];
   const stepKey = JSON.stringify([m.family, m.task, m.config, spec.optimizer, spec.batchSize, spec.contextLength, spec.threads, ...kKey]);
+  if (m.family === 'gpt' && m.task === 'classification') return domainTraining(spec, m.config, m.variant, stepsPerRun);
+  if (m.family === 'gpt' && m.variant?.kind === 'image-prefix') return imagePrefixTraining(spec, m.config, m.variant, stepsPerRun);
   if (m.family === 'gpt') {
     const cfg = m.config;
     // A memory-augmented GPT (model.variant) records its variant beside the GPT config; readers that
     // export or fine-tune a plain GPT refuse such a checkpoint (artifacts/checkpoints.ts refuseVariant).
-    const memory = m.variant;
+    const memory = m.variant?.kind === 'memory' ? m.variant : undefined;
     const vKey = memory ? [memory] : [];
     return {
       state: { family: 'gpt', modelConfig: { ...explicitGptConfig(cfg), ...(memory ? { variant: memory } : {}) } },

@@ -221,7 +221,12 @@ export async function committedRounds(store: ArtifactStore, runId: string): Prom
  */
 export function refuseGptVariant(modelConfig: Record<string, unknown>, what: string): void {
   const v = modelConfig.variant as { kind?: unknown } | undefined;
-  if (v != null) throw failure('InvalidInput', `${what}: a ${String(v.kind)} variant of GPT (modelConfig.variant); its training, post-training (ONNX export, quantization, evaluation) and generation are wired, not HF export, LoRA or starting from it`);
+  if (v == null) return;
+  const wired: Record<string, string> = {
+    memory: 'its training, post-training (ONNX export, quantization, evaluation) and generation are wired, not HF export, LoRA or starting from it',
+    'domain-head': "its training and the classifier's post-training (int8 gated on accuracy) are wired, not generation, HF export, LoRA or starting from it",
+  };
+  throw failure('InvalidInput', `${what}: a ${String(v.kind)} variant of GPT (modelConfig.variant); ${wired[String(v.kind)] ?? 'only its training is wired, not export, generation, LoRA or starting from it'}`);
 }
 
 /** The GPT config and float weights of a committed training checkpoint of a plain GPT (a variant is refused). */

@@ -21,8 +21,9 @@ export interface DatasetRef {
   eot: number;
   dtype: DatasetManifest['dtype'];
   /** `docs`: the shard's (tokens, label index) pairs, in a dataset prepared with `labels`. */
-  train: { file: string; tokens: number; docs?: string }[];
-  val: { file: string; tokens: number; docs?: string }[];
+  /** `images`: an image-captions shard's feature vectors (float32, imageTokens × imageDim per document). */
+  train: { file: string; tokens: number; docs?: string; images?: string }[];
+  val: { file: string; tokens: number; docs?: string; images?: string }[];
   documents: number;
   /** Label names by index, in a dataset prepared with `labels`. */
   labelNames?: string[];
@@ -40,6 +41,7 @@ export interface LabelledShard {
 /** Token ids of shard files, cached by (prefix, file): every round reads the same shard. */
 export class ShardCache {
   private readonly cache = new Map<string, Uint16Array | Uint32Array>();
+  private readonly features = new Map<string, Float32Array>();
   constructor(private readonly limit = 8) {}
 
   async get(store: ArtifactStore, ds: DatasetRef, file: string): Promise<Uint16Array | Uint32Array> {
@@ -83,6 +85,25 @@ export class ShardCache {
     }
     if (at !== ids.length) throw failure('CorruptCheckpoint', `dataset ${ds.prefix}: ${shard.docs} describes ${at} tokens, ${shard.file} holds ${ids.length}`);
     return out;
+  }
+
+  /** An image-captions shard's feature vectors (float32, imageTokens × imageDim per caption, in shard order). */
+  async images(store: ArtifactStore, ds: DatasetRef, shard: { file: string; images?: string }): Promise<Float32Array> {
+    if (!shard.images) throw failure('InvalidInput', `dataset ${ds.prefix}: ${shard.file} has no image features (an image-prefix GPT trains on an image-captions corpus)`);
+    const key = `${ds.prefix}/${shard.images}@${ds.contentHash}`;
+    const hit = this.features.get(key);
+    if (hit) return hit;
+    let bytes: Buffer;
+    try {
+      bytes = await store.getVerified(ds.prefix, shard.images);
+    } catch (err) {
+      throw asFailure(err, `dataset ${ds.prefix}`);
+    }
+    if (bytes.byteLength % 4 !== 0) throw failure('CorruptCheckpoint', `dataset ${ds.prefix}: ${shard.images} holds ${bytes.byteLength} bytes, not a whole number of float32 values`);
+    const features = new Float32Array(new Uint8Array(bytes).buffer); // aligned, owned
+    if (this.features.size >= this.limit) this.features.delete(this.features.keys().next().value!);
+    this.features.set(key, features);
+    return features;
   }
 
   /** Every non-empty shard of a split as one id array (a single shard is returned as it is). */

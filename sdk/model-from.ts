@@ -57,7 +57,8 @@ export async function resolveModelFrom<T>(store: ArtifactStore, input: T): Promi
     throw new InvalidSpecError([`spec.model.family: ${JSON.stringify(model.family)}, but ${from} holds a ${family} model; leave family out or set it to ${family}`]);
   }
   if (family === 'gpt' && found.state.modelConfig.variant != null) {
-    throw new InvalidSpecError([`spec.model.from: ${from} holds a memory-augmented GPT (modelConfig.variant); starting a run from it is not wired yet`]);
+    const kind = (found.state.modelConfig.variant as { kind?: unknown }).kind;
+    throw new InvalidSpecError([`spec.model.from: ${from} holds a ${kind === 'memory' ? 'memory-augmented' : String(kind)} GPT (modelConfig.variant); starting a run from it is not wired yet`]);
   }
   const schema = family === 'gpt' ? StoredGptConfigSchema : family === 'bert' ? BertModelConfigSchema : T5ConfigSchema.strip();
   const stored = schema ? schema.safeParse(found.state.modelConfig) : null;

@@ -28,7 +28,8 @@ export interface FamilyTasks {
 }
 
 export const FAMILY_TASKS: Record<ModelFamily, FamilyTasks> = {
-  gpt: { trains: ['lm'], planned: [] },
+  // classification: with model.variant domain-head (spec/training.ts).
+  gpt: { trains: ['lm', 'classification'], planned: [] },
   bert: { trains: ['classification', 'mlm'], planned: [] },
   t5: { trains: ['seq2seq', 'span-corruption'], planned: [] },
 };

@@ -96,11 +96,32 @@ export function pipelineSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
         refused = true;
       });
       if (refused) return z.NEVER;
-    } else if (model?.variant && p.lora != null) {
+    } else if (model?.variant && (p.lora != null || model.variant.kind !== 'memory')) {
       // A memory-augmented GPT trains, and GPT's post-training exports, quantizes and evaluates it
-      // (engine/models/export.ts reads its slots); a LoRA base reads a plain GPT (artifacts/checkpoints.ts refuseGptVariant).
-      ctx.addIssue({ code: 'custom', path: ['lora'], message: 'LoRA of a memory-augmented GPT (model.variant) is not wired yet; leave lora out' });
-      return z.NEVER;
+      // (engine/models/export.ts reads its slots; its gates are a language model's, below); a LoRA
+      // base reads a plain GPT (artifacts/checkpoints.ts refuseGptVariant).
+      // A domain-head GPT (a classifier) is judged by its training evaluations and the classifier's report.
+      const what = model.variant.kind === 'memory' ? 'a memory-augmented GPT' : model.variant.kind === 'domain-head' ? 'a GPT domain-head classifier' : 'an image-prefix GPT';
+      const why = (stage: string) => `${stage} of ${what} (model.variant) is not wired yet; leave ${stage === 'LoRA' ? 'lora' : stage} out`;
+      if (p.lora != null) ctx.addIssue({ code: 'custom', path: ['lora'], message: why('LoRA') });
+      if (model.variant.kind === 'memory') return z.NEVER;
+      // A domain-head GPT is a classifier: int8-dynamic variants gated on accuracy, as BERT's (activities/classifier-post.ts).
+      const classifier = model.variant.kind === 'domain-head';
+      let badQuant = false;
+      if (p.quantization.length && !classifier) ctx.addIssue({ code: 'custom', path: ['quantization'], message: why('quantization') });
+      if (classifier) {
+        post.data?.quant.forEach((q, i) => {
+          const issue = (path: (string | number)[], message: string) => {
+            ctx.addIssue({ code: 'custom', path: ['quantization', i, ...path], message });
+            badQuant = true;
+          };
+          if (q.method !== 'int8-dynamic') issue(['method'], `a classifier quantizes int8-dynamic so far, not ${q.method}`);
+          else if (q.maxExactMatchDrop !== undefined) issue(['maxExactMatchDrop'], 'gates a T5 seq2seq model; a classifier is gated on maxAccuracyDrop');
+        });
+      }
+      const reports = model.variant.kind === 'domain-head' ? 'accuracy and macro F1 over every val document' : model.variant.kind === 'image-prefix' ? 'its caption perplexity over every val caption' : 'its val perplexity';
+      if (p.evaluation !== undefined) ctx.addIssue({ code: 'custom', path: ['evaluation'], message: `${why('evaluation')} (the training workflow reports ${reports})` });
+      if (p.lora != null || (p.quantization.length && !classifier) || badQuant || p.evaluation !== undefined) return z.NEVER;
     } else if (model) {
       post.data?.quant.forEach((q, i) => {
         if (q.maxAccuracyDrop !== undefined) ctx.addIssue({ code: 'custom', path: ['quantization', i, 'maxAccuracyDrop'], message: 'gates a classifier; a language model variant is gated on maxPplIncrease' });

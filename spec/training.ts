@@ -13,6 +13,8 @@ import { BertConfigSchema, bertMemoryEquivalent } from '../engine/models/bert';
 import { GptConfigSchema, gptOptionFields, type GptConfig } from '../engine/models/gpt';
 import { BertHeadSchema, type BertModelConfig } from '../engine/hf/bert';
 import { MemoryGptConfigSchema, MemoryVariantSchema, type MemoryVariant } from '../engine/models/memory-slots';
+import { DomainGptConfigSchema, DomainHeadVariantSchema, type DomainHeadVariant } from '../engine/models/classification-head';
+import { ImagePrefixVariantSchema, MultimodalGptConfigSchema, type ImagePrefixVariant } from '../engine/models/image-prefix';
 import { getPreset } from '../engine/models/presets';
 import { T5ConfigSchema, t5MemoryEquivalent, type T5Config } from '../engine/models/t5';
 import { OptimConfigSchema } from '../engine/optim';
@@ -54,26 +56,21 @@ const BertFields = z.strictObject({ ...BertConfigSchema.shape, head: BertHeadSch
 
 /**
  * A GPT's variant (`model.variant`): the seed's advanced models. `memory` (learned memory slots read
- * by cross-attention in chosen layers, engine/models/memory-slots.ts) trains; the others are
- * refused with the reason (VARIANT_REFUSALS), their other fields unchecked.
+ * by cross-attention in chosen layers, engine/models/memory-slots.ts) trains for lm; `domain-head`
+ * (a classification head on the last real token, joint LM + class loss,
+ * engine/models/classification-head.ts) trains for classification on a labelled corpus;
+ * `image-prefix` (image feature vectors projected into prefix tokens, engine/models/image-prefix.ts)
+ * trains for lm on the captions of an image-captions corpus.
  */
-const GptVariantSchema = z.discriminatedUnion('kind', [
-  MemoryVariantSchema,
-  z.looseObject({ kind: z.literal('domain-head') }),
-  z.looseObject({ kind: z.literal('image-prefix') }),
-]);
+const GptVariantSchema = z.discriminatedUnion('kind', [MemoryVariantSchema, DomainHeadVariantSchema, ImagePrefixVariantSchema]);
 
-/** Why a GPT variant does not train in pipelines yet: one line for `spec.model.variant.kind`. */
-export const VARIANT_REFUSALS: Record<'domain-head' | 'image-prefix', string> = {
-  'domain-head':
-    'a GPT with a classification head (joint LM + class loss, engine/models/classification-head.ts) is not wired into pipelines yet: its step needs LM windows and the label of one document in each row, and the pipeline has no batcher or accuracy evaluation for it; train a classifier with family bert, task classification',
-  'image-prefix':
-    'a GPT reading image features (engine/models/image-prefix.ts) cannot train in pipelines: no dataset kind carries image feature vectors (dataset.corpus is text: brown, spam-assassin, jsonl, ...)',
-};
+/** The task a GPT variant trains for. */
+const VARIANT_TASK = { memory: 'lm', 'domain-head': 'classification', 'image-prefix': 'lm' } as const;
 
 /** A model spec's parsed form: the family, the task it trains for, and its complete config. */
 export type ModelSpec = { preset: string | null; from: string | null; fromFiles: Record<string, string> | null } & (
-  | { family: 'gpt'; task: 'lm'; config: GptConfig; variant?: MemoryVariant }
+  | { family: 'gpt'; task: 'lm'; config: GptConfig; variant?: MemoryVariant | ImagePrefixVariant }
+  | { family: 'gpt'; task: 'classification'; config: GptConfig; variant: DomainHeadVariant }
   | { family: 'bert'; task: 'classification' | 'mlm'; config: BertModelConfig }
   | { family: 't5'; task: 'seq2seq' | 'span-corruption'; config: T5Config }
 );
@@ -100,12 +97,26 @@ const ModelSpecSchema = z
     fromFiles: z.record(z.string(), z.string().regex(/^[0-9a-f]{64}$/, 'a sha256 (64 hex digits)')).nullish(),
     /** Fields of the family's config (GPT: n_layer, n_embd, ...; BERT: hidden_size, ..., head). */
     config: z.record(z.string(), z.unknown()).default({}),
-    /** GPT only: `{ kind: memory, n_memory, memory_layers }` adds learned memory slots (GptVariantSchema). */
+    /**
+     * GPT only: `{ kind: memory, n_memory, memory_layers }` adds learned memory slots;
+     * `{ kind: domain-head, n_classes }` a classification head (task classification);
+     * `{ kind: image-prefix, image_dim, n_image_tokens }` image features as prefix tokens (GptVariantSchema).
+     */
     variant: GptVariantSchema.nullish(),
   })
   .transform((m, ctx): ModelSpec => {
     const from = m.from ?? null;
-    const t = resolveTask(m.family, m.task);
+    // A GPT variant names its task (domain-head: classification); a task given must agree.
+    const variantTask = m.family === 'gpt' && m.variant ? VARIANT_TASK[m.variant.kind] : null;
+    if (m.family === 'gpt' && m.task === 'classification' && m.variant?.kind !== 'domain-head') {
+      ctx.addIssue({ code: 'custom', path: ['task'], message: 'a GPT classifies with a domain head: add variant { kind: domain-head, n_classes: <labels> } (or train a classifier with family bert)' });
+      return z.NEVER;
+    }
+    if (variantTask !== null && m.task != null && m.task !== variantTask) {
+      ctx.addIssue({ code: 'custom', path: ['task'], message: `a ${m.variant!.kind} GPT trains for ${variantTask}, not ${m.task}` });
+      return z.NEVER;
+    }
+    const t = resolveTask(m.family, m.task ?? variantTask);
     if ('message' in t) {
       ctx.addIssue({ code: 'custom', path: [t.field], message: t.message });
       return z.NEVER;
@@ -127,11 +138,9 @@ const ModelSpecSchema = z
     if (variant !== null) {
       const why =
         m.family !== 'gpt'
-          ? { path: ['variant'], message: `variants are GPT models (memory); this is a ${m.family} model` }
-          : variant.kind !== 'memory'
-            ? { path: ['variant', 'kind'], message: VARIANT_REFUSALS[variant.kind] }
-            : from !== null
-              ? { path: ['variant'], message: `cannot be combined with from: a stored model keeps its own architecture (starting from a memory-augmented checkpoint is not wired yet)` }
+          ? { path: ['variant'], message: `variants are GPT models (memory, domain-head, image-prefix); this is a ${m.family} model` }
+          : from !== null
+              ? { path: ['variant'], message: `cannot be combined with from: a stored model keeps its own architecture (starting from a ${variant.kind} checkpoint is not wired yet)` }
               : null;
       if (why) {
         ctx.addIssue({ code: 'custom', ...why });
@@ -202,6 +211,22 @@ const ModelSpecSchema = z
       const mem = MemoryGptConfigSchema.safeParse({ gpt: parsed.data, n_memory: variant.n_memory, memory_layers: variant.memory_layers });
       if (!mem.success) {
         for (const i of mem.error.issues) ctx.addIssue({ code: 'custom', path: ['variant', ...i.path.map((k) => k as string | number)], message: i.message });
+        return z.NEVER;
+      }
+      return { family: 'gpt', task: 'lm', ...source, config: parsed.data, variant };
+    }
+    if (variant?.kind === 'domain-head') {
+      const dom = DomainGptConfigSchema.safeParse({ gpt: parsed.data, n_classes: variant.n_classes, lm_weight: variant.lm_weight, cls_weight: variant.cls_weight });
+      if (!dom.success) {
+        for (const i of dom.error.issues) ctx.addIssue({ code: 'custom', path: ['variant', ...i.path.map((k) => k as string | number)], message: i.message });
+        return z.NEVER;
+      }
+      return { family: 'gpt', task: 'classification', ...source, config: parsed.data, variant };
+    }
+    if (variant?.kind === 'image-prefix') {
+      const mm = MultimodalGptConfigSchema.safeParse({ gpt: parsed.data, image_dim: variant.image_dim, n_image_tokens: variant.n_image_tokens, projector_hidden: variant.projector_hidden });
+      if (!mm.success) {
+        for (const i of mm.error.issues) ctx.addIssue({ code: 'custom', path: ['variant', ...i.path.map((k) => k as string | number)], message: i.message });
         return z.NEVER;
       }
       return { family: 'gpt', task: 'lm', ...source, config: parsed.data, variant };
@@ -296,8 +321,23 @@ export function trainingSpecSchema(limits: SpecLimits = DEFAULT_SPEC_LIMITS) {
     if (TASK_DATASET[s.model.task] === 'labelled' && !corpusIsLabelled(s.dataset.corpus)) {
       ctx.addIssue({ code: 'custom', path: ['dataset', 'corpus'], message: `a ${s.model.task} run needs a labelled corpus (spam-assassin, brown (its genres), or jsonl with labelField), not ${s.dataset.corpus.kind}${s.dataset.corpus.kind === 'jsonl' ? ' without labelField' : ''}` });
     }
+    // An image-prefix GPT reads an image-captions corpus of its dims; no other model reads one.
+    const c = s.dataset.corpus;
+    const image = s.model.family === 'gpt' && s.model.variant?.kind === 'image-prefix' ? s.model.variant : null;
+    if (image && c.kind !== 'image-captions') {
+      ctx.addIssue({ code: 'custom', path: ['dataset', 'corpus', 'kind'], message: `an image-prefix GPT trains on image features with their captions: corpus kind image-captions, not ${c.kind}` });
+    } else if (image && c.kind === 'image-captions') {
+      if (c.imageTokens !== image.n_image_tokens) ctx.addIssue({ code: 'custom', path: ['dataset', 'corpus', 'imageTokens'], message: `must equal model.variant.n_image_tokens (${c.imageTokens} != ${image.n_image_tokens})` });
+      if (c.imageDim !== image.image_dim) ctx.addIssue({ code: 'custom', path: ['dataset', 'corpus', 'imageDim'], message: `must equal model.variant.image_dim (${c.imageDim} != ${image.image_dim})` });
+      const block = contextLimitOf(s.model).value;
+      if (s.contextLength + image.n_image_tokens > block) {
+        ctx.addIssue({ code: 'custom', path: ['contextLength'], message: `with the ${image.n_image_tokens} image tokens must not exceed model block_size (${s.contextLength} + ${image.n_image_tokens} > ${block})` });
+      }
+    } else if (c.kind === 'image-captions') {
+      ctx.addIssue({ code: 'custom', path: ['dataset', 'corpus', 'kind'], message: `image-captions carries image features, which a GPT reads with model.variant { kind: image-prefix, image_dim, n_image_tokens }; this is a ${s.model.family} ${s.model.task} model without it` });
+    }
     if (s.model.family === 'gpt' && s.model.variant && s.activationCheckpointing !== 'off') {
-      ctx.addIssue({ code: 'custom', path: ['activationCheckpointing'], message: `recomputing blocks of a memory-augmented GPT (model.variant) is not wired yet; leave activationCheckpointing off` });
+      ctx.addIssue({ code: 'custom', path: ['activationCheckpointing'], message: `recomputing blocks of a ${s.model.variant.kind === 'memory' ? 'memory-augmented' : s.model.variant.kind} GPT (model.variant) is not wired yet; leave activationCheckpointing off` });
     }
     if (isHalfPrecision(s.precision) && (s.model.family !== 'gpt' || s.model.variant)) {
       ctx.addIssue({ code: 'custom', path: ['precision'], message: `${s.precision} training is wired for plain GPT models so far, and this is a ${s.model.family === 'gpt' ? 'memory-augmented GPT (model.variant)' : `${s.model.family} model`}; use fp32` });

@@ -259,7 +259,9 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     { key: TruthgptPipeline, value: spec.name },
     { key: TruthgptModelFamily, value: spec.training.model.family },
   ]);
-  if (spec.training.model.family !== 'gpt') upsertSearchAttributes([{ key: TruthgptTask, value: spec.training.model.task }]);
+  // A GPT domain-head classifier (task classification) is told by its task too; GPT lm runs never
+  // were (their recorded specs may have no task at all).
+  if (spec.training.model.family !== 'gpt' || spec.training.model.task === 'classification') upsertSearchAttributes([{ key: TruthgptTask, value: spec.training.model.task }]);
   try {
     const resume = await locateStage(st);
     const trained = await trainStage(st, resume);
@@ -272,10 +274,15 @@ export async function pipelineWorkflow(input: PipelineInput): Promise<PipelineRe
     // runs recorded before either existed replay without one.
     const model = spec.training.model;
     const pretraining = model.task === 'mlm' || model.task === 'span-corruption';
-    const report = !gpt && (pretraining ? patched('family-report-pretraining') : (model.task === 'classification' || model.task === 'seq2seq') && patched('family-report'));
-    // A memory-augmented GPT (model.variant) runs GPT's post-training since the exporter reads its
-    // slots (engine/models/export.ts); runs recorded before that replay with the stage skipped.
-    const variant = model.family === 'gpt' && model.variant != null && !patched('memory-post-training');
+    // A GPT domain-head classifier (model.variant, task classification) gets the classifier's report;
+    // GPT lm runs, the only GPT runs recorded before it, never reach the patch.
+    const report = gpt ? model.task === 'classification' && patched('family-report-domain-head') : pretraining ? patched('family-report-pretraining') : (model.task === 'classification' || model.task === 'seq2seq') && patched('family-report');
+    // A memory-augmented GPT runs GPT's post-training since the exporter reads its slots
+    // (engine/models/export.ts; runs recorded before that replay with the stage skipped); an
+    // image-prefix GPT's is skipped (no exporter for the projector); a domain-head GPT's is the
+    // classifier's (exportDomainGpt, int8 gated on accuracy).
+    const variantKind = model.family === 'gpt' ? model.variant?.kind : undefined;
+    const variant = variantKind !== undefined && !(variantKind === 'memory' && patched('memory-post-training'));
     const post = gpt && !variant ? await postTrainingStage(st, trained, tuned) : spec.quantization.length ? await (t5 ? t5PostStage(st, classifier) : classifierPostStage(st, classifier)) : skipPostTraining(st, classifier, report);
     const told = report ? await familyReportStage(st, trained, classifier, post) : post;
     return resultOf(st, trained, told, Date.now() - info.startTime.getTime());
@@ -612,7 +619,7 @@ function skipPostTraining(st: PipelineState, trained: TrainingResult, reported =
       ? `post-training quantization is offered for classifiers and seq2seq models, not for ${model.family} ${model.task} pretraining; the model is ${trained.checkpoint.prefix} (the report follows)`
       : `no quantization asked for; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix} (the report follows)`
     : model.family === 'gpt' && model.variant
-      ? `post-training (export, quantization, evaluation table) of a memory-augmented GPT is not wired yet; the model is ${trained.checkpoint.prefix}`
+      ? `post-training (export, quantization, evaluation table) of ${model.variant.kind === 'memory' ? 'a memory-augmented' : `an ${model.variant.kind}`} GPT is not wired yet; the model is ${trained.checkpoint.prefix}`
       : `post-training (quantization, report) runs on GPT models so far; the ${model.family} ${model.task} model is ${trained.checkpoint.prefix}`;
   st.end(st.begin('postTraining', null, why), 'skipped', why);
   st.running = null;

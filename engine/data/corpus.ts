@@ -17,6 +17,8 @@ export interface Document {
   label?: string;
   /** A seq2seq example's target (the JSONL targetField); `text` is its input. */
   target?: string;
+  /** An image-captions example's feature vectors, imageTokens × imageDim floats row by row; `text` is its caption. */
+  features?: Float32Array;
 }
 
 export const CorpusSpecSchema = z.discriminatedUnion('kind', [
@@ -30,6 +32,20 @@ export const CorpusSpecSchema = z.discriminatedUnion('kind', [
     labelField: z.string().optional(),
     /** Seq2seq (T5) examples: `textField` is the source, this field the target of each line. */
     targetField: z.string().optional(),
+  }),
+  /**
+   * Image feature vectors with their captions (a GPT with model.variant image-prefix): one JSON
+   * object per line, `featuresField` an array of imageTokens × imageDim numbers (flat, or
+   * imageTokens arrays of imageDim) and `captionField` the text. The feature vectors come from the
+   * user's vision encoder; the dims must match the model's variant.
+   */
+  z.strictObject({
+    kind: z.literal('image-captions'),
+    path: z.string().min(1),
+    featuresField: z.string().default('features'),
+    captionField: z.string().default('caption'),
+    imageTokens: z.number().int().min(1).max(4096),
+    imageDim: z.number().int().min(1).max(65536),
   }),
 ]);
 export type CorpusSpec = z.infer<typeof CorpusSpecSchema>;
@@ -70,6 +86,8 @@ export function readCorpus(spec: CorpusSpec): AsyncIterable<Document> {
       return toAsync(readTextPath(spec.path));
     case 'jsonl':
       return readJsonl(spec.path, spec.textField, spec.labelField, spec.targetField);
+    case 'image-captions':
+      return readImageCaptions(spec);
   }
 }
 
@@ -262,6 +280,34 @@ export async function* readJsonl(path: string, textField = 'text', labelField?: 
     yield { source: at, text, label: labelField ? String(row[labelField]) : undefined, ...(target !== undefined ? { target } : {}) };
   }
   if (yielded === 0) throw new CorpusError(path, 'is empty');
+}
+
+/** Image features and captions, checked line by line: a wrong count or a non-finite value names the line and the field. */
+export async function* readImageCaptions(spec: Extract<CorpusSpec, { kind: 'image-captions' }>): AsyncIterable<Document> {
+  const [P, D] = [spec.imageTokens, spec.imageDim];
+  let yielded = 0;
+  for await (const { at, row: parsed } of jsonlRows(spec.path)) {
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new CorpusError(at, `is not a JSON object with "${spec.featuresField}" and "${spec.captionField}" fields`);
+    const row = parsed as Record<string, unknown>;
+    const caption = row[spec.captionField];
+    if (typeof caption !== 'string' || !/\S/.test(caption)) throw new CorpusError(at, `field "${spec.captionField}" (the captionField) is missing, empty or not a string`);
+    const raw = row[spec.featuresField];
+    const flat = Array.isArray(raw) && raw.every((r) => Array.isArray(r)) ? (raw as unknown[][]).flat() : raw;
+    if (!Array.isArray(flat)) throw new CorpusError(at, `field "${spec.featuresField}" (the featuresField) is missing or not an array of numbers`);
+    if (Array.isArray(raw) && raw.length && raw.every((r) => Array.isArray(r)) && ((raw as unknown[][]).length !== P || (raw as unknown[][]).some((r) => r.length !== D))) {
+      throw new CorpusError(at, `field "${spec.featuresField}" holds ${raw.length} vectors of ${(raw as unknown[][]).map((r) => r.length).join('/')} numbers; dataset.corpus asks for imageTokens ${P} × imageDim ${D}`);
+    }
+    if (flat.length !== P * D) throw new CorpusError(at, `field "${spec.featuresField}" holds ${flat.length} numbers; dataset.corpus asks for imageTokens ${P} × imageDim ${D} = ${P * D}`);
+    const features = new Float32Array(P * D);
+    for (let i = 0; i < flat.length; i++) {
+      const v = flat[i];
+      if (typeof v !== 'number' || !Number.isFinite(v) || !Number.isFinite(Math.fround(v))) throw new CorpusError(at, `field "${spec.featuresField}"[${i}] is ${JSON.stringify(v)}, not a finite float32 number`);
+      features[i] = v;
+    }
+    yielded++;
+    yield { source: at, text: caption, features };
+  }
+  if (yielded === 0) throw new CorpusError(spec.path, 'is empty');
 }
 
 function packageDir(name: string): string {

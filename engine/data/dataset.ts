@@ -42,6 +42,8 @@ export interface ShardInfo {
   file: string;
   /** With `labels`: the file of (tokens, label index) uint32 pairs, one per document, in shard order; with `pairs`: (input tokens, target tokens) per example. */
   docs?: string;
+  /** An image-captions corpus: each caption's feature vectors, imageTokens × imageDim float32 (little-endian) per document in shard order; `docs` holds (caption tokens, 0). */
+  images?: string;
   tokens: number;
   documents: number;
   bytes: number;
@@ -105,6 +107,7 @@ class SafeStream {
 class ShardWriter {
   private readonly out: SafeStream;
   private readonly docs: SafeStream | null;
+  private readonly images: SafeStream | null;
   private readonly hash: Hash = createHash('sha256');
   tokens = 0;
   documents = 0;
@@ -115,12 +118,15 @@ class ShardWriter {
     private readonly wide: boolean,
     /** The `.docs` file's name, when documents' lengths and labels are written. */
     readonly docsFile: string | null = null,
+    /** The `.img` file's name, when documents' image features are written. */
+    readonly imagesFile: string | null = null,
   ) {
     this.out = new SafeStream(path);
     this.docs = docsFile ? new SafeStream(join(dirname(path), docsFile)) : null;
+    this.images = imagesFile ? new SafeStream(join(dirname(path), imagesFile)) : null;
   }
   /** `entry`: the document's `.docs` pair, (tokens, label index) or (input tokens, target tokens). */
-  async write(ids: TokenIds, entry?: [number, number]): Promise<void> {
+  async write(ids: TokenIds, entry?: [number, number], features?: Float32Array): Promise<void> {
     if (ids instanceof Uint32Array !== this.wide) throw new Error(`shard ${this.file}: ${ids.constructor.name} ids for a ${this.wide ? 'uint32' : 'uint16'} shard`); // a bug, not bad input
     const buf = Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength);
     this.hash.update(buf);
@@ -129,16 +135,19 @@ class ShardWriter {
     this.documents++;
     await this.out.write(buf);
     if (this.docs) await this.docs.write(Buffer.from(Uint32Array.of(...(entry ?? [ids.length, 0])).buffer));
+    if (this.images) await this.images.write(Buffer.from(features!.buffer, features!.byteOffset, features!.byteLength));
   }
   async close(): Promise<ShardInfo> {
     await this.out.close();
     if (this.docs) await this.docs.close();
-    return { file: this.file, ...(this.docsFile ? { docs: this.docsFile } : {}), tokens: this.tokens, documents: this.documents, bytes: this.bytes, sha256: this.hash.digest('hex') };
+    if (this.images) await this.images.close();
+    return { file: this.file, ...(this.docsFile ? { docs: this.docsFile } : {}), ...(this.imagesFile ? { images: this.imagesFile } : {}), tokens: this.tokens, documents: this.documents, bytes: this.bytes, sha256: this.hash.digest('hex') };
   }
   /** Gives the file descriptors back after a failure. */
   destroy(): void {
     this.out.destroy();
     this.docs?.destroy();
+    this.images?.destroy();
   }
 }
 
@@ -182,7 +191,9 @@ export async function prepareDataset(
   mkdirSync(outDir, { recursive: true });
   const tokenizer = await buildTokenizer(spec, hfTokenizerJson);
   const wide = tokenizer.vocabSize > 65536;
-  const writer = (split: string, i: number) => new ShardWriter(`${split}-${i}.bin`, join(outDir, `${split}-${i}.bin`), wide, spec.labels || spec.pairs ? `${split}-${i}.docs` : null);
+  const images = spec.corpus.kind === 'image-captions';
+  const writer = (split: string, i: number) =>
+    new ShardWriter(`${split}-${i}.bin`, join(outDir, `${split}-${i}.bin`), wide, spec.labels || spec.pairs || images ? `${split}-${i}.docs` : null, images ? `${split}-${i}.img` : null);
   const writers = {
     train: Array.from({ length: spec.shards }, (_, i) => writer('train', i)),
     val: Array.from({ length: spec.shards }, (_, i) => writer('val', i)),
@@ -213,7 +224,7 @@ async function writeShards(
   // A paired example (dataset.pairs) is written as its source's ids then its target's, each ending
   // in EOT, with (source tokens, target tokens) in the `.docs` file; a labelled document's `.docs`
   // entry is (tokens, label index).
-  let batch: { text: string; target?: string; writer: ShardWriter; label?: number }[] = [];
+  let batch: { text: string; target?: string; writer: ShardWriter; label?: number; features?: Float32Array }[] = [];
   let batchChars = 0;
   let writing: Promise<void> = Promise.resolve();
   const flush = async () => {
@@ -239,7 +250,7 @@ async function writeShards(
         } else if (docs[i].label !== undefined) {
           entry = [ids.length, docs[i].label!];
         }
-        await docs[i].writer.write(ids, entry);
+        await docs[i].writer.write(ids, entry, docs[i].features);
         documents++;
         tokens += ids.length;
         onProgress?.({ documents, tokens });
@@ -261,7 +272,7 @@ async function writeShards(
       if (label < 0) label = labelNames.push(doc.label) - 1;
     }
     if (doc.label !== undefined) labels[doc.label] = (labels[doc.label] ?? 0) + 1;
-    batch.push({ text: doc.text, ...(spec.pairs ? { target: doc.target } : {}), writer: writers[split][shard], label });
+    batch.push({ text: doc.text, ...(spec.pairs ? { target: doc.target } : {}), ...(doc.features ? { features: doc.features } : {}), writer: writers[split][shard], label });
     batchChars += doc.text.length;
     if (batchChars >= BATCH_CHARS || batch.length >= BATCH_DOCS) await flush();
   }

@@ -1,14 +1,15 @@
-// GPT reading image feature vectors as a projected prefix of the tokens (LLaVA-style); used by tests; a pipeline spec naming it
-// (`model.variant: { kind: image-prefix }`) is refused: no dataset kind carries image features.
+// GPT reading image feature vectors as a projected prefix of the tokens (LLaVA-style); reachable from a spec as
+// `model.variant: { kind: image-prefix, image_dim, n_image_tokens }` with an image-captions corpus
+// (spec/training.ts), trained on captions by engine/train/image-prefix.ts.
 //
 // The projector's weights are named as in Hugging Face LlavaForConditionalGeneration (torch
 // layout): multi_modal_projector.linear_{1,2}.{weight,bias}.
 
 import { z } from 'zod';
 import type { Graph, Value } from '../graph/ir';
-import { add, concat, gather, gelu, reshape, slice } from '../graph/ops';
+import { add, concat, gather, gelu, reshape, slice, softmaxCrossEntropy } from '../graph/ops';
 import type { ParamLookup, ParamSpec } from './blocks';
-import { fixedContext, GptConfigSchema, gptOptions, gptParams, knownBatchSeq, lmHead, lmLoss, trainingDropout, transformer, type DropoutContext } from './gpt';
+import { fixedContext, GptConfigSchema, gptOptions, gptParams, knownBatchSeq, lmHead, lmLoss, trainingDropout, transformer, type DropoutContext, type GptConfig } from './gpt';
 import { hfLinear } from './layers';
 
 export const MultimodalGptConfigSchema = z
@@ -27,6 +28,20 @@ export const MultimodalGptConfigSchema = z
     }
   });
 export type MultimodalGptConfig = z.infer<typeof MultimodalGptConfigSchema>;
+
+/** The image prefix as a pipeline spec names it (`model.variant`); the GPT config stays the model's own `config`. */
+export const ImagePrefixVariantSchema = z.strictObject({
+  kind: z.literal('image-prefix'),
+  image_dim: z.number().int().min(1).max(65536),
+  n_image_tokens: z.number().int().min(1).max(4096),
+  projector_hidden: z.number().int().min(1).max(65536).optional(),
+});
+export type ImagePrefixVariant = z.infer<typeof ImagePrefixVariantSchema>;
+
+/** The MultimodalGptConfig of a GPT config and its image-prefix variant. */
+export function imagePrefixConfigOf(gpt: GptConfig, v: ImagePrefixVariant): MultimodalGptConfig {
+  return MultimodalGptConfigSchema.parse({ gpt, image_dim: v.image_dim, n_image_tokens: v.n_image_tokens, ...(v.projector_hidden !== undefined ? { projector_hidden: v.projector_hidden } : {}) });
+}
 
 export function multimodalGptParams(cfg: MultimodalGptConfig): ParamSpec[] {
   const C = cfg.gpt.n_embd;
@@ -69,5 +84,20 @@ export function multimodalGptTrainLoss(cfg: MultimodalGptConfig, batch: number, 
     const tokens = g.input('tokens', 'int64', [batch, seq]);
     const targets = g.input('targets', 'int64', [batch, seq]);
     return lmLoss(multimodalGptLogits(cfg, image, tokens, p, trainingDropout(cfg.gpt, g)), targets);
+  };
+}
+
+/**
+ * The pipeline's caption loss: inputs image_features float32 (B, P, D), tokens and targets int64
+ * (B, T), targets -100 on padding (no loss there); the mean (training) or the sum (evaluation)
+ * next-token loss over the caption tokens.
+ */
+export function multimodalGptCaptionLoss(cfg: MultimodalGptConfig, batch: number, seq: number, reduction: 'mean' | 'sum' = 'mean', train = true) {
+  return (g: Graph, p: ParamLookup): Value => {
+    const image = g.input('image_features', 'float32', [batch, cfg.n_image_tokens, cfg.image_dim]);
+    const tokens = g.input('tokens', 'int64', [batch, seq]);
+    const targets = g.input('targets', 'int64', [batch, seq]);
+    const logits = multimodalGptLogits(cfg, image, tokens, p, train ? trainingDropout(cfg.gpt, g) : null); // (B·T, V)
+    return softmaxCrossEntropy(logits, reshape(targets, [-1]), -100, reduction);
   };
 }

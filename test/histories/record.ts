@@ -1,5 +1,5 @@
 // Re-records the workflow histories that test/replay.test.ts replays:
-//   npx tsx test/histories/record.ts [train] [pipeline] [lora] [bert] [t5] [pretraining] [memory]     (no argument: all seven)
+//   npx tsx test/histories/record.ts [train] [pipeline] [lora] [bert] [t5] [pretraining] [memory] [variants]     (no argument: all eight)
 // Runs tiny real workflows (real Temporal dev server, S3 server and both pool workers, as the
 // integration tests do) and writes each execution's history as JSON next to this file:
 //   train      replay-train-run*.json: trainingWorkflow, 2 workers × 2 rounds with a continue-as-new, paused and resumed
@@ -17,6 +17,8 @@
 //              report existed (patched('family-report-pretraining'))
 //   memory     replay-pipeline-memory.json: pipelineWorkflow of a memory-augmented GPT (model.variant),
 //              one round, recorded while its post-training was skipped (patched('memory-post-training'))
+//   variants   replay-pipeline-domain*.json: pipelineWorkflow of a GPT domain-head classifier (tiny-gpt,
+//              byte tokenizer, SpamAssassin), one round, its classifier report (patched('family-report-domain-head'))
 // Only the named groups' files are rewritten. Re-record only on purpose: a history that no longer
 // replays means running workflows would break, so new groups are added beside the old ones.
 
@@ -109,6 +111,13 @@ const memoryPipelineSpec: PipelineSpecInput = {
   training: { ...training, workers: 1, rounds: 1 },
 };
 
+const domainPipelineSpec: PipelineSpecInput = {
+  name: 'replay-pipe-domain',
+  model: { ...model, variant: { kind: 'domain-head', n_classes: 2 } },
+  dataset: { name: 'spam', corpus: { kind: 'spam-assassin' }, valFraction: 0.05 },
+  training: { workers: 1, rounds: 1, innerSteps: 3, batchSize: 4, contextLength: 32 },
+};
+
 const GROUPS = {
   train: ['replay-train'],
   pipeline: ['replay-pipeline', 'replay-pipeline-train', 'replay-pipeline-post'],
@@ -117,6 +126,7 @@ const GROUPS = {
   t5: ['replay-pipeline-t5', 'replay-pipeline-t5-train'],
   pretraining: ['replay-pipeline-mlm', 'replay-pipeline-span'],
   memory: ['replay-pipeline-memory'],
+  variants: ['replay-pipeline-domain', 'replay-pipeline-domain-train'],
 };
 type Group = keyof typeof GROUPS;
 
@@ -161,6 +171,7 @@ async function main(): Promise<void> {
       await (await tg.startPipeline(spanPipelineSpec, { workflowId: 'replay-pipeline-span' })).result();
     }
     if (groups.includes('memory')) await (await tg.startPipeline(memoryPipelineSpec, { workflowId: 'replay-pipeline-memory' })).result();
+    if (groups.includes('variants')) await (await tg.startPipeline(domainPipelineSpec, { workflowId: 'replay-pipeline-domain' })).result();
 
     // Every run of every execution (continue-as-new makes several runs of one id).
     const ids = groups.flatMap((g) => GROUPS[g]);

@@ -39,7 +39,7 @@ test('BERT MLM from scratch gets the mlm head by default', () => {
 
 test('refusals name the field: a task the family lacks, a head that does not fit, an unlabelled corpus, context past the positions', () => {
   expect(issuesOf({ name: 'x', model: { family: 'gpt', task: 'classification', preset: 'tiny-gpt' }, dataset: spam, training })).toEqual([
-    'spec.model.task: a gpt model does not train for classification; it trains lm',
+    'spec.model.task: a GPT classifies with a domain head: add variant { kind: domain-head, n_classes: <labels> } (or train a classifier with family bert)',
   ]);
   expect(issuesOf({ name: 'x', model: { family: 'bert', task: 'seq2seq', preset: 'tiny-bert' }, dataset: spam, training })).toEqual([
     'spec.model.task: a bert model does not train for seq2seq; it trains classification, mlm',
