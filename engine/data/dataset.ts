@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { EngineError } from '../errors';
 import { CorpusError, CorpusSpecSchema, readCorpus, type Document } from './corpus';
+import { EncodePool } from './encode-pool';
 import { hashString, mix } from './random';
 import { trainBpeTokenizer } from './train-tokenizer';
 import { ByteTokenizer, Gpt2Tokenizer, HfTokenizer, TokenizerSpecSchema, type TokenIds, type Tokenizer } from './tokenizer';
@@ -213,19 +214,27 @@ async function writeShards(
   // A paired example (dataset.pairs) is written as its source's ids then its target's, each ending
   // in EOT, with (source tokens, target tokens) in the `.docs` file; a labelled document's `.docs`
   // entry is (tokens, label index).
+  // Where the tokenizer can run in worker threads (a trained BPE: encode-pool.ts), batches after the
+  // first go to them, one batch per worker in flight, so small corpora never start a worker.
   let batch: { text: string; target?: string; writer: ShardWriter; label?: number }[] = [];
   let batchChars = 0;
   let writing: Promise<void> = Promise.resolve();
+  const inFlight: Promise<void>[] = [];
+  const workerData = tokenizer instanceof HfTokenizer ? tokenizer.workerData() : null;
+  let pool: EncodePool | null = null;
+  let batches = 0;
   const flush = async () => {
     const docs = batch;
     batch = [];
     batchChars = 0;
     const texts = docs.map((d) => d.text);
     if (spec.pairs) texts.push(...docs.map((d) => d.target!));
-    const encoded = Promise.resolve(tokenizer.encodeDocs(texts));
-    await writing;
+    if (workerData && batches++ === 1) pool = new EncodePool(workerData);
+    const encoded = Promise.resolve(pool ? pool.encodeDocs(texts) : tokenizer.encodeDocs(texts));
+    const previous = writing;
     writing = (async () => {
       const all = await encoded;
+      await previous;
       for (let i = 0; i < docs.length; i++) {
         let ids = all[i];
         let entry: [number, number] | undefined;
@@ -245,28 +254,34 @@ async function writeShards(
         onProgress?.({ documents, tokens });
       }
     })();
-    writing.catch(() => {}); // awaited by the next flush; this only keeps Node from calling it unhandled meanwhile
+    writing.catch(() => {}); // awaited below or by the end; this only keeps Node from calling it unhandled meanwhile
+    inFlight.push(writing);
+    while (inFlight.length > (pool ? pool.size : 1)) await inFlight.shift();
   };
-  for await (const doc of readCorpus(spec.corpus) as AsyncIterable<Document>) {
-    if (!/\S/.test(doc.text)) throw new CorpusError(doc.source, 'is empty');
-    const h = mix(spec.seed, hashString(doc.source));
-    const split = (h % 10_000) / 10_000 < spec.valFraction ? 'val' : 'train';
-    const shard = Math.floor(h / 10_000) % spec.shards;
-    let label: number | undefined;
-    if (spec.pairs) {
-      if (doc.target === undefined) throw new CorpusError(doc.source, 'has no target, and dataset.pairs asks for one per example (a jsonl corpus names its targetField)');
-    } else if (spec.labels) {
-      if (doc.label === undefined) throw new CorpusError(doc.source, 'has no label, and dataset.labels asks for one per document (a jsonl corpus names its labelField)');
-      label = labelNames.indexOf(doc.label);
-      if (label < 0) label = labelNames.push(doc.label) - 1;
+  try {
+    for await (const doc of readCorpus(spec.corpus) as AsyncIterable<Document>) {
+      if (!/\S/.test(doc.text)) throw new CorpusError(doc.source, 'is empty');
+      const h = mix(spec.seed, hashString(doc.source));
+      const split = (h % 10_000) / 10_000 < spec.valFraction ? 'val' : 'train';
+      const shard = Math.floor(h / 10_000) % spec.shards;
+      let label: number | undefined;
+      if (spec.pairs) {
+        if (doc.target === undefined) throw new CorpusError(doc.source, 'has no target, and dataset.pairs asks for one per example (a jsonl corpus names its targetField)');
+      } else if (spec.labels) {
+        if (doc.label === undefined) throw new CorpusError(doc.source, 'has no label, and dataset.labels asks for one per document (a jsonl corpus names its labelField)');
+        label = labelNames.indexOf(doc.label);
+        if (label < 0) label = labelNames.push(doc.label) - 1;
+      }
+      if (doc.label !== undefined) labels[doc.label] = (labels[doc.label] ?? 0) + 1;
+      batch.push({ text: doc.text, ...(spec.pairs ? { target: doc.target } : {}), writer: writers[split][shard], label });
+      batchChars += doc.text.length;
+      if (batchChars >= BATCH_CHARS || batch.length >= BATCH_DOCS) await flush();
     }
-    if (doc.label !== undefined) labels[doc.label] = (labels[doc.label] ?? 0) + 1;
-    batch.push({ text: doc.text, ...(spec.pairs ? { target: doc.target } : {}), writer: writers[split][shard], label });
-    batchChars += doc.text.length;
-    if (batchChars >= BATCH_CHARS || batch.length >= BATCH_DOCS) await flush();
+    await flush();
+    await writing;
+  } finally {
+    await (pool as EncodePool | null)?.close();
   }
-  await flush();
-  await writing;
   if (documents === 0) throw new CorpusError(JSON.stringify(spec.corpus), 'yielded no documents');
   const splits = {
     train: await Promise.all(writers.train.map((w) => w.close())),

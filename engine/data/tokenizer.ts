@@ -20,6 +20,7 @@ import * as gpt2 from 'gpt-tokenizer/cjs/encoding/r50k_base';
 import { Tokenizer as HfFastTokenizer } from 'tokenizers';
 import { EngineError } from '../errors';
 import { BpeModel } from './bpe-legacy';
+import type { EncodeWorkerData } from './encode-pool';
 import { WordCachedBpe } from './word-cache';
 
 export const TokenizerSpecSchema = z.discriminatedUnion('kind', [
@@ -186,7 +187,7 @@ export class HfTokenizer implements Tokenizer {
   readonly vocabSize: number;
   readonly eot: number;
   readonly specials: Record<string, number>;
-  /** For our trained layout: ids of ASCII documents through a cache of the library's ids per pre-token (word-cache.ts). */
+  /** For our trained layout: documents through a cache of the library's ids per pre-token (word-cache.ts). */
   private readonly words: WordCachedBpe | null;
   private constructor(
     private readonly tok: HfFastTokenizer,
@@ -241,15 +242,19 @@ export class HfTokenizer implements Tokenizer {
   async encode(text: string): Promise<number[]> {
     return (await this.tok.encode(text, null, { addSpecialTokens: false })).getIds();
   }
-  /** One `encodeBatch` call (the library spreads the documents over its threads), after the word cache where it applies. */
+  /** Through the pre-token cache where the layout allows it (word-cache.ts), else one `encodeBatch` call (the library spreads the documents over its threads). */
   async encodeDocs(texts: readonly string[]): Promise<TokenIds[]> {
-    const ids = this.words ? await Promise.all(texts.map((t) => this.words!.encode(t))) : texts.map(() => null);
-    const rest = ids.flatMap((d, i) => (d === null ? [i] : []));
-    if (rest.length > 0) {
-      const encodings = await this.tok.encodeBatch(rest.map((i) => texts[i]), { addSpecialTokens: false });
-      rest.forEach((i, k) => (ids[i] = encodings[k].getIds()));
-    }
-    return docsOf(ids as number[][], this.vocabSize, this.eot);
+    if (this.words) return this.words.encodeDocs(texts.map((t) => Buffer.from(t, 'utf8')), this.eot, this.vocabSize > 65536);
+    return this.encodeDocsByLibrary(texts);
+  }
+  /** `encodeDocs` of UTF-8 texts, for the tokenizer workers of encode-pool.ts (which only run tokenizers that `workerData` gives). */
+  async encodeBuffers(texts: readonly Uint8Array[]): Promise<TokenIds[]> {
+    if (this.words) return this.words.encodeDocs(texts, this.eot, this.vocabSize > 65536);
+    return this.encodeDocsByLibrary(texts.map((t) => Buffer.from(t.buffer, t.byteOffset, t.length).toString('utf8')));
+  }
+  /** What a tokenizer worker needs to encode as this tokenizer does; null when the pre-token cache does not apply (one thread is then as fast: the library has its own). */
+  workerData(): EncodeWorkerData | null {
+    return this.words && this.file ? { json: JSON.stringify(this.file), wide: this.vocabSize > 65536 } : null;
   }
   /** `encodeDocs` through the library alone, never the word cache (what tests compare the cache with). */
   async encodeDocsByLibrary(texts: readonly string[]): Promise<TokenIds[]> {
