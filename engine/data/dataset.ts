@@ -13,7 +13,7 @@ import { EngineError } from '../errors';
 import { CorpusError, CorpusSpecSchema, readCorpus, type Document } from './corpus';
 import { EncodePool } from './encode-pool';
 import { hashString, mix } from './random';
-import { trainBpeTokenizer } from './train-tokenizer';
+import { trainBpeTokenizer, trainUnigramTokenizer, trainWordPieceTokenizer } from './train-tokenizer';
 import { ByteTokenizer, Gpt2Tokenizer, HfTokenizer, TokenizerSpecSchema, type TokenIds, type Tokenizer } from './tokenizer';
 
 export const DatasetSpecSchema = z.strictObject({
@@ -23,7 +23,7 @@ export const DatasetSpecSchema = z.strictObject({
   shards: z.number().int().min(1).max(1024).default(1),
   valFraction: z.number().min(0).max(0.5).default(0.1),
   seed: z.number().int().default(0),
-  /** BPE training reads at most this many characters of the corpus. */
+  /** Tokenizer training (bpe, wordpiece, unigram) reads at most this many characters of the corpus. */
   bpeTrainChars: z.number().int().positive().default(20_000_000),
   /**
    * Also write each document's length and label beside every shard (`<shard>.docs`, uint32 pairs),
@@ -155,6 +155,8 @@ async function buildTokenizer(spec: DatasetSpec, hfTokenizerJson?: string): Prom
     if (hfTokenizerJson === undefined) throw new EngineError('input', `tokenizer ${t.key}: prepareDataset needs the text of this tokenizer.json (the activity fetches it from the store)`);
     return HfTokenizer.fromJson(hfTokenizerJson, t);
   }
+  if (t.kind === 'wordpiece') return HfTokenizer.trained(await trainWordPieceTokenizer(trainingSample(spec), t.vocabSize));
+  if (t.kind === 'unigram') return HfTokenizer.trained(await trainUnigramTokenizer(trainingSample(spec), t.vocabSize));
   return HfTokenizer.trained(await trainBpeTokenizer(trainingSample(spec), t.vocabSize));
 }
 

@@ -5,6 +5,9 @@
 //              `tokenizers` library (train-tokenizer.ts) and saved as a standard tokenizer.json; it
 //              encodes through that library like any `hf` tokenizer. Datasets prepared before that
 //              saved `{ kind: 'bpe', id, merges }` from our own trainer: still loaded (bpe-legacy.ts).
+//   wordpiece — a BERT-style WordPiece (uncased, [PAD] [UNK] [CLS] [SEP] [MASK] first), and
+//   unigram   — a T5-style Unigram (<pad> </s> <unk> first, 100 sentinels last), both trained by the
+//              same library and saved and encoded like `bpe` (train-tokenizer.ts).
 //   hf       — an imported model's tokenizer.json (HF fast tokenizer) through Hugging Face's own
 //              `tokenizers` package. The JSON can be megabytes, so what is saved is a reference (the
 //              store key of the tokenizer.json beside the model, and its sha256); the artifacts layer
@@ -32,6 +35,16 @@ export const TokenizerSpecSchema = z.discriminatedUnion('kind', [
     vocabSize: z.number().int().min(259, 'bpe vocabSize must hold the 256 byte tokens and 3 specials').max(30003, 'bpe vocabSize: at most 30003 (the tokenizers library trains 30000 tokens, and its Node binding cannot ask for more)'),
   }),
   z.strictObject({
+    kind: z.literal('wordpiece'),
+    /** Ids in all, BERT's 5 specials ([PAD] [UNK] [CLS] [SEP] [MASK] = 0..4) included. */
+    vocabSize: z.number().int().min(6, 'wordpiece vocabSize must hold the 5 specials and the characters of the corpus').max(30005, 'wordpiece vocabSize: at most 30005 (the tokenizers library trains 30000 tokens, and its Node binding cannot ask for more)'),
+  }),
+  z.strictObject({
+    kind: z.literal('unigram'),
+    /** Ids in all: <pad> </s> <unk> = 0 1 2, the pieces, then T5's 100 sentinels (<extra_id_0> the last id). */
+    vocabSize: z.number().int().min(104, 'unigram vocabSize must hold the 3 specials, 100 sentinels and the characters of the corpus').max(8103, 'unigram vocabSize: at most 8103 (the tokenizers library trains 8000 pieces, and its Node binding cannot ask for more; plus 3 specials and 100 sentinels)'),
+  }),
+  z.strictObject({
     kind: z.literal('hf'),
     /** Store key of the tokenizer.json (an imported model's: models/<name>/tokenizer.json). */
     key: z.string().min(1),
@@ -43,7 +56,7 @@ export const TokenizerSpecSchema = z.discriminatedUnion('kind', [
 export type TokenizerSpec = z.infer<typeof TokenizerSpecSchema>;
 
 export interface Tokenizer {
-  /** Stable id saved in dataset manifests ("byte", "gpt2", "bpe-4096-<hash>"). */
+  /** Stable id saved in dataset manifests ("byte", "gpt2", "bpe-4096-<hash>", "wordpiece-8000-<hash>"). */
   readonly id: string;
   readonly vocabSize: number;
   /** End-of-text id, appended between documents. */
