@@ -1,6 +1,6 @@
-// Trains a byte-level BPE tokenizer with Hugging Face's `tokenizers` library and returns a standard
-// tokenizer.json (Python `tokenizers.Tokenizer.from_file` and `transformers`
-// `PreTrainedTokenizerFast(tokenizer_file=...)` load it).
+// Trains tokenizers with Hugging Face's `tokenizers` library and returns a standard tokenizer.json
+// (Python `tokenizers.Tokenizer.from_file` and `transformers` `PreTrainedTokenizerFast(tokenizer_file=...)`
+// load it): a byte-level BPE (below), a BERT-style WordPiece and a T5-style Unigram (at the end).
 //
 // What the Node binding (0.23) exposes, and how we live with it: `Tokenizer.train(files)` takes
 // file paths only and always runs the model's DEFAULT trainer (BpeTrainer: vocab_size 30000,
@@ -14,9 +14,10 @@
 //     no input byte is ever unknown), then each merge's new token in merge order;
 //   - the specials come last: <|endoftext|>, <|pad|>, <|mask|> = vocabSize-3 .. vocabSize-1,
 //     the same places our earlier BPE gave eot, pad and mask.
-// The trainer is deterministic (merge ties break on the smaller pair, the alphabet is sorted), and
-// the JSON is written by JSON.stringify in a fixed key order, so one spec gives one file, byte for
-// byte: datasets are content-addressed and DiLoCo workers must read the same ids.
+// The BPE trainer is deterministic (merge ties break on the smaller pair, the alphabet is sorted),
+// and the JSON is written by JSON.stringify in a fixed key order, so one spec gives one file, byte
+// for byte. The WordPiece and Unigram trainers are not (see each function): a dataset keeps the file
+// its shards were made with, and every reader takes the ids from that file.
 
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
