@@ -190,11 +190,13 @@ export async function prepareDataset(
     train: Array.from({ length: spec.shards }, (_, i) => writer('train', i)),
     val: Array.from({ length: spec.shards }, (_, i) => writer('val', i)),
   };
+  const workers: { pool: EncodePool | null } = { pool: null };
   try {
-    return await writeShards(spec, outDir, tokenizer, wide, writers, onProgress);
+    return await writeShards(spec, outDir, tokenizer, wide, writers, workers, onProgress);
   } finally {
     // Closed writers ignore this; after an error it releases the other shards' files.
     for (const w of [...writers.train, ...writers.val]) w.destroy();
+    await workers.pool?.close();
   }
 }
 
@@ -204,6 +206,8 @@ async function writeShards(
   tokenizer: Tokenizer,
   wide: boolean,
   writers: { train: ShardWriter[]; val: ShardWriter[] },
+  /** The tokenizer workers, once started; prepareDataset stops them whatever happens. */
+  workers: { pool: EncodePool | null },
   onProgress?: (p: { documents: number; tokens: number }) => void,
 ): Promise<DatasetManifest> {
   const labels: Record<string, number> = {};
@@ -223,7 +227,6 @@ async function writeShards(
   let writing: Promise<void> = Promise.resolve();
   const inFlight: Promise<void>[] = [];
   const workerData = tokenizer instanceof HfTokenizer ? tokenizer.workerData() : null;
-  let pool: EncodePool | null = null;
   let batches = 0;
   const flush = async () => {
     const docs = batch;
@@ -231,7 +234,8 @@ async function writeShards(
     batchChars = 0;
     const texts = docs.map((d) => d.text);
     if (spec.pairs) texts.push(...docs.map((d) => d.target!));
-    if (workerData && batches++ === 1) pool = new EncodePool(workerData);
+    if (workerData && batches++ === 1) workers.pool = new EncodePool(workerData);
+    const pool = workers.pool;
     const encoded = Promise.resolve(pool ? pool.encodeDocs(texts) : tokenizer.encodeDocs(texts));
     const previous = writing;
     writing = (async () => {
@@ -258,32 +262,28 @@ async function writeShards(
     })();
     writing.catch(() => {}); // awaited below or by the end; this only keeps Node from calling it unhandled meanwhile
     inFlight.push(writing);
-    while (inFlight.length > (pool ? pool.size : 1)) await inFlight.shift();
+    while (inFlight.length > (workers.pool?.size ?? 1)) await inFlight.shift();
   };
-  try {
-    for await (const doc of readCorpus(spec.corpus) as AsyncIterable<Document>) {
-      if (!/\S/.test(doc.text)) throw new CorpusError(doc.source, 'is empty');
-      const h = mix(spec.seed, hashString(doc.source));
-      const split = (h % 10_000) / 10_000 < spec.valFraction ? 'val' : 'train';
-      const shard = Math.floor(h / 10_000) % spec.shards;
-      let label: number | undefined;
-      if (spec.pairs) {
-        if (doc.target === undefined) throw new CorpusError(doc.source, 'has no target, and dataset.pairs asks for one per example (a jsonl corpus names its targetField)');
-      } else if (spec.labels) {
-        if (doc.label === undefined) throw new CorpusError(doc.source, 'has no label, and dataset.labels asks for one per document (a jsonl corpus names its labelField)');
-        label = labelNames.indexOf(doc.label);
-        if (label < 0) label = labelNames.push(doc.label) - 1;
-      }
-      if (doc.label !== undefined) labels[doc.label] = (labels[doc.label] ?? 0) + 1;
-      batch.push({ text: doc.text, ...(spec.pairs ? { target: doc.target } : {}), writer: writers[split][shard], label });
-      batchChars += doc.text.length;
-      if (batchChars >= BATCH_CHARS || batch.length >= BATCH_DOCS) await flush();
+  for await (const doc of readCorpus(spec.corpus) as AsyncIterable<Document>) {
+    if (!/\S/.test(doc.text)) throw new CorpusError(doc.source, 'is empty');
+    const h = mix(spec.seed, hashString(doc.source));
+    const split = (h % 10_000) / 10_000 < spec.valFraction ? 'val' : 'train';
+    const shard = Math.floor(h / 10_000) % spec.shards;
+    let label: number | undefined;
+    if (spec.pairs) {
+      if (doc.target === undefined) throw new CorpusError(doc.source, 'has no target, and dataset.pairs asks for one per example (a jsonl corpus names its targetField)');
+    } else if (spec.labels) {
+      if (doc.label === undefined) throw new CorpusError(doc.source, 'has no label, and dataset.labels asks for one per document (a jsonl corpus names its labelField)');
+      label = labelNames.indexOf(doc.label);
+      if (label < 0) label = labelNames.push(doc.label) - 1;
     }
-    await flush();
-    await writing;
-  } finally {
-    await (pool as EncodePool | null)?.close();
+    if (doc.label !== undefined) labels[doc.label] = (labels[doc.label] ?? 0) + 1;
+    batch.push({ text: doc.text, ...(spec.pairs ? { target: doc.target } : {}), writer: writers[split][shard], label });
+    batchChars += doc.text.length;
+    if (batchChars >= BATCH_CHARS || batch.length >= BATCH_DOCS) await flush();
   }
+  await flush();
+  await writing;
   if (documents === 0) throw new CorpusError(JSON.stringify(spec.corpus), 'yielded no documents');
   const splits = {
     train: await Promise.all(writers.train.map((w) => w.close())),
