@@ -108,6 +108,17 @@ describe('a BPE trained by the tokenizers library', () => {
     ]);
   });
 
+  test('bad input after the tokenizer workers started fails in one line naming the file', async () => {
+    const dir = tmp();
+    const unit = [...readBrown(['humor'])].map((d) => d.text).join('\n') + '\n';
+    let s = '';
+    while (Buffer.byteLength(s) < 13 << 20) s += unit; // 4 documents of 4 MiB: the workers take the second batch
+    writeFileSync(join(dir, 'a.txt'), s);
+    writeFileSync(join(dir, 'z.txt'), ' \n\t\n');
+    const spec = { name: 'y', corpus: { kind: 'text' as const, path: dir }, tokenizer: { kind: 'bpe' as const, vocabSize: 1000 }, bpeTrainChars: 500_000 };
+    await expect(prepareDataset(spec, tmp())).rejects.toThrow(`${join(dir, 'z.txt')}: is empty`);
+  });
+
   test('tokenizers trained in Python load here and encode identically', async () => {
     for (const [file, ids] of [
       ['python-wordpiece.json', golden.python_wordpiece_ids],
