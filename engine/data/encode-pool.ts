@@ -40,7 +40,8 @@ export class EncodePool {
   constructor(data: EncodeWorkerData, count = defaultEncodeWorkers()) {
     // Under tsx or ts-jest the worker is TypeScript: it registers tsx's loader before loading it.
     const file = join(__dirname, `encode-worker${extname(__filename)}`);
-    const code = extname(__filename) === '.ts' ? `require('tsx/cjs/api').register(); require(${JSON.stringify(file)});` : `require(${JSON.stringify(file)});`;
+    // Both paths are resolved here: an eval'd worker resolves modules from the process's working directory.
+    const code = extname(__filename) === '.ts' ? `require(${JSON.stringify(require.resolve('tsx/cjs/api'))}).register(); require(${JSON.stringify(file)});` : `require(${JSON.stringify(file)});`;
     this.workers = Array.from({ length: count }, () => {
       const w = new Worker(code, { eval: true, workerData: data });
       w.on('message', (m: EncodeReply) => this.reply(m));
