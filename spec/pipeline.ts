@@ -164,8 +164,8 @@ function parseLora(raw: unknown, name: string, training: TrainingSpec | null, ct
     if (mine && JSON.stringify(mine) !== JSON.stringify(theirs)) {
       ctx.addIssue({ code: 'custom', path: ['lora', 'dataset', 'tokenizer'], message: `must be the training dataset's tokenizer (${JSON.stringify(theirs)}), got ${JSON.stringify(mine)}` });
       ok = false;
-    } else if (mine && mine.kind === 'bpe') {
-      ctx.addIssue({ code: 'custom', path: ['lora', 'dataset', 'tokenizer'], message: 'a BPE tokenizer is learned from its own corpus, so a second dataset would get different token ids; use byte or gpt2, or leave lora.dataset out to fine-tune on the training dataset' });
+    } else if (mine && (mine.kind === 'bpe' || mine.kind === 'wordpiece' || mine.kind === 'unigram')) {
+      ctx.addIssue({ code: 'custom', path: ['lora', 'dataset', 'tokenizer'], message: `a ${mine.kind === 'bpe' ? 'BPE' : mine.kind} tokenizer is learned from its own corpus, so a second dataset would get different token ids; use byte or gpt2, or leave lora.dataset out to fine-tune on the training dataset` });
       ok = false;
     }
   }

@@ -11,8 +11,9 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { EngineError } from '../errors';
 import { CorpusError, CorpusSpecSchema, readCorpus, type Document } from './corpus';
+import { EncodePool } from './encode-pool';
 import { hashString, mix } from './random';
-import { trainBpeTokenizer } from './train-tokenizer';
+import { trainBpeTokenizer, trainUnigramTokenizer, trainWordPieceTokenizer } from './train-tokenizer';
 import { ByteTokenizer, Gpt2Tokenizer, HfTokenizer, TokenizerSpecSchema, type TokenIds, type Tokenizer } from './tokenizer';
 
 export const DatasetSpecSchema = z.strictObject({
@@ -22,7 +23,7 @@ export const DatasetSpecSchema = z.strictObject({
   shards: z.number().int().min(1).max(1024).default(1),
   valFraction: z.number().min(0).max(0.5).default(0.1),
   seed: z.number().int().default(0),
-  /** BPE training reads at most this many characters of the corpus. */
+  /** Tokenizer training (bpe, wordpiece, unigram) reads at most this many characters of the corpus. */
   bpeTrainChars: z.number().int().positive().default(20_000_000),
   /**
    * Also write each document's length and label beside every shard (`<shard>.docs`, uint32 pairs),
@@ -163,6 +164,8 @@ async function buildTokenizer(spec: DatasetSpec, hfTokenizerJson?: string): Prom
     if (hfTokenizerJson === undefined) throw new EngineError('input', `tokenizer ${t.key}: prepareDataset needs the text of this tokenizer.json (the activity fetches it from the store)`);
     return HfTokenizer.fromJson(hfTokenizerJson, t);
   }
+  if (t.kind === 'wordpiece') return HfTokenizer.trained(await trainWordPieceTokenizer(trainingSample(spec), t.vocabSize));
+  if (t.kind === 'unigram') return HfTokenizer.trained(await trainUnigramTokenizer(trainingSample(spec), t.vocabSize));
   return HfTokenizer.trained(await trainBpeTokenizer(trainingSample(spec), t.vocabSize));
 }
 
@@ -198,11 +201,13 @@ export async function prepareDataset(
     train: Array.from({ length: spec.shards }, (_, i) => writer('train', i)),
     val: Array.from({ length: spec.shards }, (_, i) => writer('val', i)),
   };
+  const workers: { pool: EncodePool | null } = { pool: null };
   try {
-    return await writeShards(spec, outDir, tokenizer, wide, writers, onProgress);
+    return await writeShards(spec, outDir, tokenizer, wide, writers, workers, onProgress);
   } finally {
     // Closed writers ignore this; after an error it releases the other shards' files.
     for (const w of [...writers.train, ...writers.val]) w.destroy();
+    await workers.pool?.close();
   }
 }
 
@@ -212,6 +217,8 @@ async function writeShards(
   tokenizer: Tokenizer,
   wide: boolean,
   writers: { train: ShardWriter[]; val: ShardWriter[] },
+  /** The tokenizer workers, once started; prepareDataset stops them whatever happens. */
+  workers: { pool: EncodePool | null },
   onProgress?: (p: { documents: number; tokens: number }) => void,
 ): Promise<DatasetManifest> {
   const labels: Record<string, number> = {};
@@ -224,19 +231,27 @@ async function writeShards(
   // A paired example (dataset.pairs) is written as its source's ids then its target's, each ending
   // in EOT, with (source tokens, target tokens) in the `.docs` file; a labelled document's `.docs`
   // entry is (tokens, label index).
+  // Where the tokenizer can run in worker threads (a trained BPE: encode-pool.ts), batches after the
+  // first go to them, one batch per worker in flight, so small corpora never start a worker.
   let batch: { text: string; target?: string; writer: ShardWriter; label?: number; features?: Float32Array }[] = [];
   let batchChars = 0;
   let writing: Promise<void> = Promise.resolve();
+  const inFlight: Promise<void>[] = [];
+  const workerData = tokenizer instanceof HfTokenizer ? tokenizer.workerData() : null;
+  let batches = 0;
   const flush = async () => {
     const docs = batch;
     batch = [];
     batchChars = 0;
     const texts = docs.map((d) => d.text);
     if (spec.pairs) texts.push(...docs.map((d) => d.target!));
-    const encoded = Promise.resolve(tokenizer.encodeDocs(texts));
-    await writing;
+    if (workerData && batches++ === 1) workers.pool = new EncodePool(workerData);
+    const pool = workers.pool;
+    const encoded = Promise.resolve(pool ? pool.encodeDocs(texts) : tokenizer.encodeDocs(texts));
+    const previous = writing;
     writing = (async () => {
       const all = await encoded;
+      await previous;
       for (let i = 0; i < docs.length; i++) {
         let ids = all[i];
         let entry: [number, number] | undefined;
@@ -256,7 +271,9 @@ async function writeShards(
         onProgress?.({ documents, tokens });
       }
     })();
-    writing.catch(() => {}); // awaited by the next flush; this only keeps Node from calling it unhandled meanwhile
+    writing.catch(() => {}); // awaited below or by the end; this only keeps Node from calling it unhandled meanwhile
+    inFlight.push(writing);
+    while (inFlight.length > (workers.pool?.size ?? 1)) await inFlight.shift();
   };
   for await (const doc of readCorpus(spec.corpus) as AsyncIterable<Document>) {
     if (!/\S/.test(doc.text)) throw new CorpusError(doc.source, 'is empty');

@@ -5,6 +5,9 @@
 //              `tokenizers` library (train-tokenizer.ts) and saved as a standard tokenizer.json; it
 //              encodes through that library like any `hf` tokenizer. Datasets prepared before that
 //              saved `{ kind: 'bpe', id, merges }` from our own trainer: still loaded (bpe-legacy.ts).
+//   wordpiece — a BERT-style WordPiece (uncased, [PAD] [UNK] [CLS] [SEP] [MASK] first), and
+//   unigram   — a T5-style Unigram (<pad> </s> <unk> first, 100 sentinels last), both trained by the
+//              same library and saved and encoded like `bpe` (train-tokenizer.ts).
 //   hf       — an imported model's tokenizer.json (HF fast tokenizer) through Hugging Face's own
 //              `tokenizers` package. The JSON can be megabytes, so what is saved is a reference (the
 //              store key of the tokenizer.json beside the model, and its sha256); the artifacts layer
@@ -20,6 +23,7 @@ import * as gpt2 from 'gpt-tokenizer/cjs/encoding/r50k_base';
 import { Tokenizer as HfFastTokenizer } from 'tokenizers';
 import { EngineError } from '../errors';
 import { BpeModel } from './bpe-legacy';
+import type { EncodeWorkerData } from './encode-pool';
 import { WordCachedBpe } from './word-cache';
 
 export const TokenizerSpecSchema = z.discriminatedUnion('kind', [
@@ -29,6 +33,16 @@ export const TokenizerSpecSchema = z.discriminatedUnion('kind', [
     kind: z.literal('bpe'),
     /** Ids in all, the 256 bytes and the 3 specials (eot, pad, mask) included. */
     vocabSize: z.number().int().min(259, 'bpe vocabSize must hold the 256 byte tokens and 3 specials').max(30003, 'bpe vocabSize: at most 30003 (the tokenizers library trains 30000 tokens, and its Node binding cannot ask for more)'),
+  }),
+  z.strictObject({
+    kind: z.literal('wordpiece'),
+    /** Ids in all, BERT's 5 specials ([PAD] [UNK] [CLS] [SEP] [MASK] = 0..4) included. */
+    vocabSize: z.number().int().min(6, 'wordpiece vocabSize must hold the 5 specials and the characters of the corpus').max(30005, 'wordpiece vocabSize: at most 30005 (the tokenizers library trains 30000 tokens, and its Node binding cannot ask for more)'),
+  }),
+  z.strictObject({
+    kind: z.literal('unigram'),
+    /** Ids in all: <pad> </s> <unk> = 0 1 2, the pieces, then T5's 100 sentinels (<extra_id_0> the last id). */
+    vocabSize: z.number().int().min(104, 'unigram vocabSize must hold the 3 specials, 100 sentinels and the characters of the corpus').max(8103, 'unigram vocabSize: at most 8103 (the tokenizers library trains 8000 pieces, and its Node binding cannot ask for more; plus 3 specials and 100 sentinels)'),
   }),
   z.strictObject({
     kind: z.literal('hf'),
@@ -42,7 +56,7 @@ export const TokenizerSpecSchema = z.discriminatedUnion('kind', [
 export type TokenizerSpec = z.infer<typeof TokenizerSpecSchema>;
 
 export interface Tokenizer {
-  /** Stable id saved in dataset manifests ("byte", "gpt2", "bpe-4096-<hash>"). */
+  /** Stable id saved in dataset manifests ("byte", "gpt2", "bpe-4096-<hash>", "wordpiece-8000-<hash>"). */
   readonly id: string;
   readonly vocabSize: number;
   /** End-of-text id, appended between documents. */
@@ -186,7 +200,7 @@ export class HfTokenizer implements Tokenizer {
   readonly vocabSize: number;
   readonly eot: number;
   readonly specials: Record<string, number>;
-  /** For our trained layout: ids of ASCII documents through a cache of the library's ids per pre-token (word-cache.ts). */
+  /** For our trained layout: documents through a cache of the library's ids per pre-token (word-cache.ts). */
   private readonly words: WordCachedBpe | null;
   private constructor(
     private readonly tok: HfFastTokenizer,
@@ -241,15 +255,19 @@ export class HfTokenizer implements Tokenizer {
   async encode(text: string): Promise<number[]> {
     return (await this.tok.encode(text, null, { addSpecialTokens: false })).getIds();
   }
-  /** One `encodeBatch` call (the library spreads the documents over its threads), after the word cache where it applies. */
+  /** Through the pre-token cache where the layout allows it (word-cache.ts), else one `encodeBatch` call (the library spreads the documents over its threads). */
   async encodeDocs(texts: readonly string[]): Promise<TokenIds[]> {
-    const ids = this.words ? await Promise.all(texts.map((t) => this.words!.encode(t))) : texts.map(() => null);
-    const rest = ids.flatMap((d, i) => (d === null ? [i] : []));
-    if (rest.length > 0) {
-      const encodings = await this.tok.encodeBatch(rest.map((i) => texts[i]), { addSpecialTokens: false });
-      rest.forEach((i, k) => (ids[i] = encodings[k].getIds()));
-    }
-    return docsOf(ids as number[][], this.vocabSize, this.eot);
+    if (this.words) return this.words.encodeDocs(texts.map((t) => Buffer.from(t, 'utf8')), this.eot, this.vocabSize > 65536);
+    return this.encodeDocsByLibrary(texts);
+  }
+  /** `encodeDocs` of UTF-8 texts, for the tokenizer workers of encode-pool.ts (which only run tokenizers that `workerData` gives). */
+  async encodeBuffers(texts: readonly Uint8Array[]): Promise<TokenIds[]> {
+    if (this.words) return this.words.encodeDocs(texts, this.eot, this.vocabSize > 65536);
+    return this.encodeDocsByLibrary(texts.map((t) => Buffer.from(t.buffer, t.byteOffset, t.length).toString('utf8')));
+  }
+  /** What a tokenizer worker needs to encode as this tokenizer does; null when the pre-token cache does not apply (one thread is then as fast: the library has its own). */
+  workerData(): EncodeWorkerData | null {
+    return this.words && this.file ? { json: JSON.stringify(this.file), wide: this.vocabSize > 65536 } : null;
   }
   /** `encodeDocs` through the library alone, never the word cache (what tests compare the cache with). */
   async encodeDocsByLibrary(texts: readonly string[]): Promise<TokenIds[]> {

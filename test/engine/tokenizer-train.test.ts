@@ -56,7 +56,7 @@ describe('a BPE trained by the tokenizers library', () => {
     for (let i = 0; i < texts.length; i++) expect(await tok.decode(one[i])).toBe(texts[i].replace(/<\|endoftext\|>|<\|pad\|>|<\|mask\|>/g, ''));
   });
 
-  test('the word cache gives the library\'s ids: the whole Brown corpus, a random ASCII stress text, specials, non-ASCII', async () => {
+  test('the pre-token cache gives the library\'s ids: the whole Brown corpus, random ASCII and Unicode stress texts, specials', async () => {
     const tok = HfTokenizer.trained(fixture('node-bpe-1000.json'));
     const brown = [...readBrown()].map((d) => d.text);
     // Characters where regex engines could disagree: every kind of ASCII space and control, quotes
@@ -65,13 +65,58 @@ describe('a BPE trained by the tokenizers library', () => {
     let seed = 7;
     const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
     const stress = Array.from({ length: 40 }, () => Array.from({ length: 400 }, () => alphabet[Math.floor(rand() * alphabet.length)]).join(''));
-    const docs = [...brown, ...stress, ...texts];
+    // Beyond ASCII the library's Unicode classes decide (the scanner cuts around such text): letters
+    // with and without marks, CJK, emoji, other scripts' digits and number signs, Unicode spaces and
+    // the characters JavaScript and Rust classify differently (U+0085, U+FEFF, U+180E), mixed with
+    // long whitespace runs, contractions and punctuation runs.
+    const unicode = ['é', 'café', 'naïve', 'e\u0301', '東京', '🚀', '👍🏽', 'Ωμέγα', 'Привет', '٣٤', '½', 'Ⅻ', '²', '\u00a0', '\u0085', '\u2028', '\u3000', '\u2009', '\ufeff', '\u180e', '\u200b', '—', '«', '»', '…', "'s", "'ll", '  ', '     \n\n', '\t\t', ' ', 'a', 'x1', '7', '.', '?!', ' é', ' 東', '\n'];
+    const pick = () => {
+      const from = rand() < 0.5 ? unicode : alphabet;
+      return from[Math.floor(rand() * from.length)];
+    };
+    const wide = Array.from({ length: 60 }, () => Array.from({ length: 300 }, pick).join(''));
+    const docs = [...brown, ...stress, ...wide, ...texts];
     const cached = await tok.encodeDocs(docs); // the first pass fills the cache, the second reads it
     const again = await tok.encodeDocs(docs);
     const library = await tok.encodeDocsByLibrary(docs);
     expect(cached.map((d) => sha(Buffer.from(d.buffer, d.byteOffset, d.byteLength)))).toEqual(library.map((d) => sha(Buffer.from(d.buffer, d.byteOffset, d.byteLength))));
     expect(again.map((d) => sha(Buffer.from(d.buffer, d.byteOffset, d.byteLength)))).toEqual(library.map((d) => sha(Buffer.from(d.buffer, d.byteOffset, d.byteLength))));
-    expect(brown.some((t) => /[\u0080-\uffff]/.test(t))).toBe(false); // so Brown goes through the cache
+    expect(brown.some((t) => /[\u0080-\uffff]/.test(t))).toBe(false); // so Brown is split by the ASCII scanner alone
+    expect(wide.filter((t) => /[\u0080-\uffff]/.test(t)).length).toBe(wide.length);
+    // Calls that overlap (prepareDataset encodes the next batch while it writes one) give the same ids.
+    const overlapping = await Promise.all([tok.encodeDocs(docs.slice(0, 300)), tok.encodeDocs(docs.slice(300))]);
+    expect(overlapping.flat().map((d) => sha(Buffer.from(d.buffer, d.byteOffset, d.byteLength)))).toEqual(library.map((d) => sha(Buffer.from(d.buffer, d.byteOffset, d.byteLength))));
+  });
+
+  test('a BPE dataset large enough for the tokenizer workers is byte-identical to the code before them', async () => {
+    // 9 MiB with a non-ASCII line in every 4 MiB document: the first batch is encoded in this thread,
+    // the second by the workers (encode-pool.ts), with the non-ASCII pieces cut out for the library.
+    // sha256s from prepareDataset at commit 4a6b812 (regex word cache; these documents went to the
+    // library whole) on the same corpus.
+    const dir = tmp();
+    const unit = [...readBrown(['humor'])].map((d) => d.text).join('\n') + 'naïve café — 東京 🚀\n';
+    let s = '';
+    for (let i = 0; Buffer.byteLength(s) < 9 << 20; i++) s += `== copy ${i} ==\n` + unit;
+    writeFileSync(join(dir, 'big.txt'), s);
+    const m = await prepareDataset({ name: 'y', corpus: { kind: 'text', path: dir }, tokenizer: { kind: 'bpe', vocabSize: 1000 }, shards: 2, valFraction: 0.2, bpeTrainChars: 1_000_000 }, tmp());
+    expect(m.tokenizer.id).toBe('bpe-1000-ebc8f8a4ffd1');
+    expect([...m.splits.train, ...m.splits.val].map((t) => [t.tokens, t.sha256])).toEqual([
+      [3217389, '0f8846fc5b3b9de7da2517a176cbe15c66b50f18d25b5d637ce85884539e6e29'],
+      [0, 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'],
+      [421844, 'e0954202b68e787b3a5d0724c3c9933f9eca9e9cdc319d05be58ace25f02328a'],
+      [0, 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'],
+    ]);
+  });
+
+  test('bad input after the tokenizer workers started fails in one line naming the file', async () => {
+    const dir = tmp();
+    const unit = [...readBrown(['humor'])].map((d) => d.text).join('\n') + '\n';
+    let s = '';
+    while (Buffer.byteLength(s) < 13 << 20) s += unit; // 4 documents of 4 MiB: the workers take the second batch
+    writeFileSync(join(dir, 'a.txt'), s);
+    writeFileSync(join(dir, 'z.txt'), ' \n\t\n');
+    const spec = { name: 'y', corpus: { kind: 'text' as const, path: dir }, tokenizer: { kind: 'bpe' as const, vocabSize: 1000 }, bpeTrainChars: 500_000 };
+    await expect(prepareDataset(spec, tmp())).rejects.toThrow(`${join(dir, 'z.txt')}: is empty`);
   });
 
   test('tokenizers trained in Python load here and encode identically', async () => {
