@@ -13,6 +13,8 @@ interface QualityRun {
   /** Inner lr schedule (absent in results written before it was recorded: constant). */
   schedule?: string;
   W: number;
+  /** Absent in results written before seeds were recorded: 0. */
+  seed?: number;
   H: number;
   compression: string;
   curve: { round: number; valLoss: number }[];
@@ -24,6 +26,7 @@ interface StepLine {
   outer: string;
   schedule?: string;
   W: number;
+  seed?: number;
   round: number;
   valLoss: number;
 }
@@ -33,8 +36,8 @@ function fromLog(text: string): QualityRun[] {
   for (const line of text.split('\n')) {
     if (!line.startsWith('{')) continue;
     const p = JSON.parse(line) as StepLine;
-    const key = `${p.outer} ${p.schedule ?? ''} ${p.W}`;
-    if (!runs.has(key)) runs.set(key, { outer: p.outer, schedule: p.schedule, W: p.W, H: NaN, compression: 'none', curve: [] });
+    const key = `${p.outer} ${p.schedule ?? ''} ${p.W} ${p.seed ?? 0}`;
+    if (!runs.has(key)) runs.set(key, { outer: p.outer, schedule: p.schedule, W: p.W, seed: p.seed, H: NaN, compression: 'none', curve: [] });
     runs.get(key)!.curve.push({ round: p.round, valLoss: p.valLoss });
   }
   return [...runs.values()];
@@ -42,7 +45,7 @@ function fromLog(text: string): QualityRun[] {
 
 const runs = positionals.flatMap((f) => (f.endsWith('.log') ? fromLog(fs.readFileSync(f, 'utf8')) : (JSON.parse(fs.readFileSync(f, 'utf8')) as { runs: QualityRun[] }).runs));
 const series: CurveSeries[] = runs.map((r, i) => ({
-  name: `W=${r.W} ${r.outer}${r.schedule && r.schedule !== 'constant' ? ` inner ${r.schedule}` : ''}${r.compression !== 'none' ? ` ${r.compression}` : ''}`,
+  name: `W=${r.W} ${r.outer}${r.schedule && r.schedule !== 'constant' ? ` inner ${r.schedule}` : ''}${r.compression !== 'none' ? ` ${r.compression}` : ''}${r.seed ? ` seed ${r.seed}` : ''}`,
   color: COLORS[i % COLORS.length]!,
   dashed: r.W === 1,
   points: r.curve.map((p) => ({ x: p.round, y: p.valLoss })),

@@ -30,6 +30,11 @@ export const OuterOptimSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('average'), compression }),
 ]);
 export type OuterOptimConfig = z.infer<typeof OuterOptimSchema>;
+/**
+ * The paper's step (tuned there at H = 500). It stays the default because a spec without `outer`
+ * parses to it. At small H prefer `{ kind: 'average' }`: its steady-state gain is 1 round delta,
+ * Nesterov 0.7 / 0.9's lr / (1 − μ) = 7, which at H = 10 ended 4–5 % behind (bench/RESULTS.md).
+ */
 export const DEFAULT_OUTER: OuterOptimConfig = { kind: 'nesterov', lr: 0.7, momentum: 0.9 };
 
 export type Weights = Map<string, Float32Array>;
