@@ -13,6 +13,7 @@ import type { FamilyReport } from '../../engine/report';
 import { resolveModelFrom } from '../../sdk/model-from';
 import { RunFailedError, TruthGPT, type PipelineResult, type PipelineSpecInput } from '../../sdk';
 import type { StageOutcome } from '../../workflows/pipeline';
+import { pauseCancelRetry } from '../helpers/pause-cancel-retry';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
 
 let stack: InProcessStack;
@@ -131,25 +132,8 @@ test('a head whose n_classes does not match the dataset labels fails naming the 
 }, 300_000);
 
 test('paused and cancelled mid-training, a GPT domain-head classifier is retried from its checkpoint and ends with the same weights', async () => {
-  const run = await tg.startPipeline(spec);
-  let p = await run.progress();
-  for (let i = 0; i < 1200 && !(p.training && p.training.round >= 1); i++) {
-    await sleep(100);
-    p = await run.progress();
-  }
-  // Paused first, so the run is held at a round boundary whatever the machine's load.
-  await run.pause();
-  for (let i = 0; i < 1200 && p.training?.stage !== 'paused'; i++) {
-    await sleep(100);
-    p = await run.progress();
-  }
-  const pausedAt = p.training!.round;
-  await run.cancel();
-  const err = await run.result().catch((e: unknown) => e);
-  expect(err).toBeInstanceOf(RunFailedError);
-  const again = await tg.retryFromCheckpoint(run.workflowId);
-  const r = await again.result();
-  expect(r.training.resumedFrom).toEqual({ runId: run.workflowId, round: pausedAt });
+  const { workflowId, pausedAt, retried: r } = await pauseCancelRetry(tg, spec);
+  expect(r.training.resumedFrom).toEqual({ runId: workflowId, round: pausedAt });
   expect(r.training.rounds).toBe(3);
   expect(r.training.checkpoint.files['model.safetensors'].sha256).toBe(first.training.checkpoint.files['model.safetensors'].sha256);
   // The retried run evaluates from the round it resumed at: the same accuracies as the first run's.

@@ -14,9 +14,10 @@ import { checkpointWeights, readCheckpoint } from '../../artifacts/checkpoints';
 import { newestDataset, ShardCache } from '../../artifacts/datasets';
 import { ByteTokenizer } from '../../engine/data/tokenizer';
 import { captionDocs } from '../../engine/train/image-prefix';
-import { RunFailedError, TruthGPT, type PipelineResult, type PipelineSpecInput } from '../../sdk';
+import { TruthGPT, type PipelineResult, type PipelineSpecInput } from '../../sdk';
 import type { StageOutcome } from '../../workflows/pipeline';
 import { imageCaptionExamples, textOnlyFloor, writeImageCaptions } from '../helpers/image-captions';
+import { pauseCancelRetry } from '../helpers/pause-cancel-retry';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
 
 let stack: InProcessStack;
@@ -26,7 +27,6 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'image-pipe-'));
 const file = path.join(dir, 'captions.jsonl');
 const [P, D] = [2, 8];
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   writeImageCaptions(file, imageCaptionExamples(600, P, D, 11), D);
@@ -101,23 +101,7 @@ test('an image-prefix GPT trains on image features and captions through the pipe
 }, 600_000);
 
 test('paused and cancelled mid-training, an image-prefix GPT is retried from its checkpoint and ends with the same weights', async () => {
-  const run = await tg.startPipeline(spec);
-  let p = await run.progress();
-  for (let i = 0; i < 1200 && !(p.training && p.training.round >= 1); i++) {
-    await sleep(100);
-    p = await run.progress();
-  }
-  await run.pause();
-  for (let i = 0; i < 1200 && p.training?.stage !== 'paused'; i++) {
-    await sleep(100);
-    p = await run.progress();
-  }
-  const pausedAt = p.training!.round;
-  await run.cancel();
-  const err = await run.result().catch((e: unknown) => e);
-  expect(err).toBeInstanceOf(RunFailedError);
-  const again = await tg.retryFromCheckpoint(run.workflowId);
-  const r = await again.result();
-  expect(r.training.resumedFrom).toEqual({ runId: run.workflowId, round: pausedAt });
+  const { workflowId, pausedAt, retried: r } = await pauseCancelRetry(tg, spec);
+  expect(r.training.resumedFrom).toEqual({ runId: workflowId, round: pausedAt });
   expect(r.training.checkpoint.files['model.safetensors'].sha256).toBe(first.training.checkpoint.files['model.safetensors'].sha256);
 }, 600_000);

@@ -17,15 +17,15 @@ import { decoderInfo } from '../../engine/models/export';
 import { exportHfModel } from '../../artifacts/hf-models';
 import { loadBase, resolveModel } from '../../artifacts/models';
 import { resolveModelFrom } from '../../sdk/model-from';
-import { RunFailedError, TruthGPT, type PipelineResult, type PipelineSpecInput } from '../../sdk';
+import { TruthGPT, type PipelineResult, type PipelineSpecInput } from '../../sdk';
 import type { StageOutcome } from '../../workflows/pipeline';
+import { pauseCancelRetry } from '../helpers/pause-cancel-retry';
 import { withInProcessStack, type InProcessStack } from '../helpers/stack';
 
 let stack: InProcessStack;
 let tg: TruthGPT;
 let first: PipelineResult;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   stack = await withInProcessStack({ bucket: 'truthgpt-memory', logLevel: 'WARN' });
@@ -124,25 +124,8 @@ test('a memory-augmented GPT trains through the pipeline, its checkpoint holds t
 }, 300_000);
 
 test('cancelled mid-training, a memory-augmented GPT is retried from its checkpoint and ends with the same weights', async () => {
-  const run = await tg.startPipeline(spec);
-  let p = await run.progress();
-  for (let i = 0; i < 600 && !(p.training && p.training.round >= 1); i++) {
-    await sleep(100);
-    p = await run.progress();
-  }
-  // Paused first, so the run is held at a round boundary whatever the machine's load.
-  await run.pause();
-  for (let i = 0; i < 600 && p.training?.stage !== 'paused'; i++) {
-    await sleep(100);
-    p = await run.progress();
-  }
-  const pausedAt = p.training!.round;
-  await run.cancel();
-  const err = await run.result().catch((e: unknown) => e);
-  expect(err).toBeInstanceOf(RunFailedError);
-  const again = await tg.retryFromCheckpoint(run.workflowId);
-  const r = await again.result();
-  expect(r.training.resumedFrom).toEqual({ runId: run.workflowId, round: pausedAt });
+  const { workflowId, pausedAt, retried: r } = await pauseCancelRetry(tg, spec);
+  expect(r.training.resumedFrom).toEqual({ runId: workflowId, round: pausedAt });
   expect(r.training.rounds).toBe(3);
   expect(r.training.checkpoint.files['model.safetensors'].sha256).toBe(first.training.checkpoint.files['model.safetensors'].sha256);
 }, 300_000);
