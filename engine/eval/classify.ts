@@ -16,6 +16,24 @@ export interface ClassificationMetrics {
   count: number;
 }
 
+/**
+ * Mean cross-entropy and the metrics of per-example logit rows (each of `numClasses` values, the
+ * argmax the prediction) against their true classes: what a classifier's evaluation reports.
+ */
+export function scoreLogitRows(rows: ArrayLike<number>[], labels: number[], numClasses: number): { loss: number } & ClassificationMetrics {
+  const predicted: number[] = [];
+  let lossSum = 0;
+  rows.forEach((row, i) => {
+    let best = 0;
+    for (let c = 1; c < numClasses; c++) if (row[c] > row[best]) best = c;
+    let z = 0;
+    for (let c = 0; c < numClasses; c++) z += Math.exp(row[c] - row[best]);
+    lossSum += Math.log(z) + row[best] - row[labels[i]];
+    predicted.push(best);
+  });
+  return { loss: lossSum / labels.length, ...classificationMetrics(predicted, labels, numClasses) };
+}
+
 export function classificationMetrics(predicted: ArrayLike<number>, labels: ArrayLike<number>, numClasses: number): ClassificationMetrics {
   if (predicted.length !== labels.length) throw new Error(`classificationMetrics: ${predicted.length} predictions for ${labels.length} labels`);
   if (labels.length === 0) throw new Error('classificationMetrics: no examples');

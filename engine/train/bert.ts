@@ -17,7 +17,7 @@ import { mlmMask } from '../data/masking';
 import { Counter } from '../data/random';
 import { evalLmBatches, sampleLmBatch } from '../data/sampler';
 import { EngineError } from '../errors';
-import { classificationMetrics, type ClassificationMetrics } from '../eval/classify';
+import { scoreLogitRows, type ClassificationMetrics } from '../eval/classify';
 import { Graph, type TensorData, type Value } from '../graph/ir';
 import { serializeModel } from '../graph/onnx';
 import { reshape } from '../graph/ops';
@@ -255,17 +255,7 @@ export class BertEvaluator {
     if (docs.length === 0) throw new EngineError('config', 'the validation split has no documents (raise dataset.valFraction)');
     const C = numLabelsOf(this.cfg);
     const rows = await this.logits(weights, ids, docs, o, tok);
-    const predicted: number[] = [];
-    let lossSum = 0;
-    rows.forEach((row, i) => {
-      let best = 0;
-      for (let c = 1; c < C; c++) if (row[c] > row[best]) best = c;
-      let z = 0;
-      for (let c = 0; c < C; c++) z += Math.exp(row[c] - row[best]);
-      lossSum += Math.log(z) + row[best] - row[docs[i].label];
-      predicted.push(best);
-    });
-    return { loss: lossSum / docs.length, ...classificationMetrics(predicted, docs.map((d) => d.label), C) };
+    return scoreLogitRows(rows, docs.map((d) => d.label), C);
   }
 
   /** The first `maxBatches` non-overlapping T-token windows, masked with the key (seed, 0xffff, batch index). */

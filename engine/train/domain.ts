@@ -13,7 +13,7 @@ import { Tensor } from 'onnxruntime-node';
 import '../autodiff/rules';
 import { Counter } from '../data/random';
 import { EngineError } from '../errors';
-import { classificationMetrics, type ClassificationMetrics } from '../eval/classify';
+import { scoreLogitRows, type ClassificationMetrics } from '../eval/classify';
 import { Graph, type TensorData, type Value } from '../graph/ir';
 import { serializeModel } from '../graph/onnx';
 import type { ParamSpec } from '../models/blocks';
@@ -173,17 +173,7 @@ export class DomainEvaluator {
       rows.push(...(await this.logits(weights, ids, docs.slice(i, i + 16 * batchSize), batchSize, eot)));
       onBatch?.(rows.length);
     }
-    const predicted: number[] = [];
-    let lossSum = 0;
-    rows.forEach((row, i) => {
-      let best = 0;
-      for (let c = 1; c < C; c++) if (row[c] > row[best]) best = c;
-      let z = 0;
-      for (let c = 0; c < C; c++) z += Math.exp(row[c] - row[best]);
-      lossSum += Math.log(z) + row[best] - row[docs[i].label];
-      predicted.push(best);
-    });
-    return { loss: lossSum / docs.length, ...classificationMetrics(predicted, docs.map((d) => d.label), C) };
+    return scoreLogitRows(rows, docs.map((d) => d.label), C);
   }
 
   async release(): Promise<void> {
