@@ -14,7 +14,7 @@
 //
 // A new family adds its branch to `familyTraining` (and its tasks to spec/family.ts).
 
-import { BertEvaluator, bertTokensOf, bertTrainParams, classificationBatch, compileBertTrainStep, labelledDocs, labelMapOf, mlmBatch, type BertTokens, type LabelledDoc } from '../engine/train/bert';
+import { BertEvaluator, bertTokensOf, bertTrainParams, classificationBatch, compileBertTrainStep, labelledDocs, labelMapOf, mlmBatch, type LabelledDoc } from '../engine/train/bert';
 import type { TensorData } from '../engine/graph/ir';
 import type { BertModelConfig } from '../engine/hf/bert';
 import type { ParamSpec } from '../engine/models/blocks';
@@ -27,9 +27,9 @@ import { compileLmTrainStep, type CompiledTrainStep } from '../engine/train/shar
 import type { ArtifactStore } from '../infra/store';
 import type { TrainingSpec } from '../spec/training';
 import { failure } from '../spec/errors';
-import { readTokenizer, type DatasetRef, type ShardCache } from '../artifacts/datasets';
+import { type DatasetRef, type ShardCache } from '../artifacts/datasets';
 import { failingAs } from '../artifacts/errors';
-import { loadStoredTokenizer } from '../artifacts/tokenizers';
+import { datasetTokenizerMemo } from '../artifacts/tokenizers';
 import { t5Training } from './t5-training';
 import { domainTraining, imagePrefixTraining } from './variant-training';
 
@@ -66,20 +66,8 @@ export interface FamilyTraining {
 
 const lmEvaluators = new Map<string, LmEvaluator>();
 const bertEvaluators = new Map<string, BertEvaluator>();
-const tokenizers = new Map<string, Promise<BertTokens>>();
-
 /** BERT's framing ids from the dataset's tokenizer (fetched once per dataset content). */
-function bertTokens(store: ArtifactStore, dataset: DatasetRef): Promise<BertTokens> {
-  let t = tokenizers.get(dataset.contentHash);
-  if (!t) {
-    t = readTokenizer(store, dataset)
-      .then((saved) => loadStoredTokenizer(store, saved))
-      .then(bertTokensOf);
-    t.catch(() => tokenizers.delete(dataset.contentHash));
-    tokenizers.set(dataset.contentHash, t);
-  }
-  return t;
-}
+const bertTokens = datasetTokenizerMemo(bertTokensOf);
 
 function labelMap(cfg: BertModelConfig, dataset: DatasetRef): number[] {
   if (!dataset.labelNames) throw failure('InvalidInput', `dataset ${dataset.prefix}: prepared without document labels; a classification run prepares its dataset with dataset.labels`);

@@ -21,27 +21,15 @@ import { captionDocs, compileImagePrefixTrainStep, imageCaptionBatch, ImagePrefi
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import type { TrainingSpec } from '../spec/training';
-import { readTokenizer, type DatasetRef, type ShardCache } from '../artifacts/datasets';
+import { type DatasetRef, type ShardCache } from '../artifacts/datasets';
 import { failingAs } from '../artifacts/errors';
-import { loadStoredTokenizer } from '../artifacts/tokenizers';
+import { datasetTokenizerMemo } from '../artifacts/tokenizers';
 import type { FamilyTraining } from './model-family';
 
 const evaluators = new Map<string, DomainEvaluator>();
 const imageEvaluators = new Map<string, ImagePrefixEvaluator>();
-const eots = new Map<string, Promise<number>>();
-
 /** The dataset tokenizer's end-of-text id, the padding of a row (fetched once per dataset content). */
-function eotOf(store: ArtifactStore, dataset: DatasetRef): Promise<number> {
-  let e = eots.get(dataset.contentHash);
-  if (!e) {
-    e = readTokenizer(store, dataset)
-      .then((saved) => loadStoredTokenizer(store, saved))
-      .then((t) => t.eot);
-    e.catch(() => eots.delete(dataset.contentHash));
-    eots.set(dataset.contentHash, e);
-  }
-  return e;
-}
+const eotOf = datasetTokenizerMemo((t) => t.eot);
 
 /** Dataset label index → class id, refused naming the spec field when n_classes does not match the labels. */
 function labelMap(head: DomainHeadVariant, dataset: DatasetRef): number[] {

@@ -7,6 +7,7 @@ import { loadTokenizer, type SavedTokenizer, type Tokenizer } from '../engine/da
 import type { ArtifactStore } from '../infra/store';
 import { failure } from '../spec/errors';
 import { asFailure } from './errors';
+import { readTokenizer, type DatasetRef } from './datasets';
 
 /**
  * The text of the tokenizer.json at `ref.key` (a file of a committed prefix), checked against the
@@ -37,4 +38,24 @@ export async function loadStoredTokenizer(store: ArtifactStore, saved: SavedToke
   } catch (err) {
     throw asFailure(err, 'tokenizer');
   }
+}
+
+/**
+ * `derive(tokenizer)` of a dataset's stored tokenizer, read and loaded once per dataset content
+ * (a failed read is forgotten, so the next call tries again).
+ * @example const eotOf = datasetTokenizerMemo((t) => t.eot); await eotOf(store, dataset)
+ */
+export function datasetTokenizerMemo<T>(derive: (t: Tokenizer) => T): (store: ArtifactStore, dataset: DatasetRef) => Promise<T> {
+  const memo = new Map<string, Promise<T>>();
+  return (store, dataset) => {
+    let v = memo.get(dataset.contentHash);
+    if (!v) {
+      v = readTokenizer(store, dataset)
+        .then((saved) => loadStoredTokenizer(store, saved))
+        .then(derive);
+      v.catch(() => memo.delete(dataset.contentHash));
+      memo.set(dataset.contentHash, v);
+    }
+    return v;
+  };
 }

@@ -6,16 +6,7 @@
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-
-interface Row {
-  op: string;
-  domain: string;
-  since: number;
-  until: number | null;
-  /** One list per "or" signature of the op: each input's constraint name (T, T1, ...) or a fixed type (tensor(int64)). */
-  inputs: string[][];
-  types: Record<string, string[]>;
-}
+import type { CudaKernel } from './cuda-opset';
 
 function parseSignatures(params: string): string[][] {
   return params.split('<br><br>or<br><br>').map((sig) =>
@@ -42,12 +33,12 @@ function parseRange(cell: string): { since: number; until: number | null } {
   throw new Error(`unreadable opset range "${cell}"`);
 }
 
-export function deriveCudaKernels(markdown: string): Row[] {
+export function deriveCudaKernels(markdown: string): CudaKernel[] {
   const lines = markdown.split('\n');
   const start = lines.findIndex((l) => l.startsWith('## Operators implemented by CUDAExecutionProvider'));
   if (start < 0) throw new Error('no CUDAExecutionProvider section in the file');
   const end = lines.findIndex((l, i) => i > start && l.startsWith('## Operators implemented by'));
-  const rows: Row[] = [];
+  const rows: CudaKernel[] = [];
   let domain = '';
   let op = '';
   let inputs: string[][] = [];
