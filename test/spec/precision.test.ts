@@ -3,29 +3,11 @@
 // and compiled-step cache keys of existing specs stay as they were; bad values, lossScale without
 // fp16, and half precision on a model it is not wired for are refused in one line naming the path.
 
-import fs from 'node:fs';
-import path from 'node:path';
 import { parseFineTuneSpec } from '../../spec/lora';
 import { InvalidSpecError, parsePipelineSpec } from '../../spec/pipeline';
 import { precisionKey } from '../../spec/precision';
 import { parseTrainingSpec } from '../../spec/training';
-
-const tiny = () => JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../examples/tiny.json'), 'utf8'));
-const training = (extra: Record<string, unknown>) => ({
-  model: { preset: 'tiny-gpt' },
-  dataset: { name: 'brown-humor', corpus: { kind: 'brown', categories: ['humor'] } },
-  rounds: 1,
-  innerSteps: 2,
-  batchSize: 2,
-  contextLength: 16,
-  ...extra,
-});
-const fineTune = (train: Record<string, unknown>) => ({
-  base: { kind: 'checkpoint', prefix: 'runs/pre/global/r000002' },
-  dataset: { kind: 'newest', prefix: 'datasets/fiction-' },
-  lineage: 'fiction',
-  train: { steps: 20, batchSize: 8, contextLength: 32, ...train },
-});
+import { fineTuneInput as fineTune, tinyPipeline as tiny, trainingInput as training } from '../helpers/spec-inputs';
 
 function pipelineIssues(edit: (s: ReturnType<typeof tiny>) => void): string[] {
   const s = tiny();
