@@ -8,6 +8,7 @@
 
 import { Context } from '@temporalio/activity';
 import { beat, whileBeating } from './heartbeat';
+import { releaseDevice } from './device';
 
 import type { TensorData } from '../engine/graph/ir';
 import { NonFiniteLossError } from '../engine/runtime';
@@ -45,7 +46,7 @@ export interface ShardLoop<R extends { checkpoint: CheckpointRef }> {
   snapshots: string;
   snapshotKey(step: number): string;
   finalPrefix: string;
-  compiled: Pick<CompiledTrainStep, 'step' | 'runner'>;
+  compiled: Pick<CompiledTrainStep, 'step' | 'runner' | 'recycle'>;
   /** The starting point when no snapshot of this span exists. */
   fresh(): Promise<ShardSnapshot>;
   ids(): Promise<Uint16Array | Uint32Array>;
@@ -158,9 +159,14 @@ export async function runHeartbeatingShard<R extends { checkpoint: CheckpointRef
   // state) under load, past a 60 s heartbeat timeout: heartbeat meanwhile.
   const details: HeartbeatDetails = { step: endStep, checkpointKey: lastKey };
   const t1 = performance.now();
-  const files = o.finalFiles ? await whileBeating(details, () => o.finalFiles!(runner.getParams())) : { weights: toTensors(runner.getParams(), pShapes), extra: new Map<string, Uint8Array>() };
+  // Copies out of the runner: from here on this attempt needs no device, and the GPU worker may
+  // start its next shard's steps while this one packs and uploads (activities/device.ts).
+  const [params, optimizer] = [runner.getParams(), runner.getState()];
+  o.compiled.recycle?.(runner);
+  releaseDevice();
+  const files = o.finalFiles ? await whileBeating(details, () => o.finalFiles!(params)) : { weights: toTensors(params, pShapes), extra: new Map<string, Uint8Array>() };
   timing.packMs += performance.now() - t1;
-  const final = { weights: files.weights, optimizer: toTensors(runner.getState(), sShapes), state: o.ckptState(endStep) };
+  const final = { weights: files.weights, optimizer: toTensors(optimizer, sShapes), state: o.ckptState(endStep) };
   result.checkpoint = await whileBeating(details, () => commitCheckpoint(store, o.finalPrefix, final, (ref) => ({ result: { ...result, checkpoint: ref } }), files.extra, { cache: o.cache, cacheWeights: false, timing }));
   // In-span snapshots are superseded by the committed result.
   await store.deletePrefix(`${o.snapshots}/step-`).catch(() => 0);

@@ -4,12 +4,12 @@
 // once, naming the file, instead of retrying forever.
 
 import type { TensorData } from '../engine/graph/ir';
-import { packCheckpointHashed, parseCheckpointState, sha256, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, type Checkpoint, type CheckpointState } from '../engine/checkpoint/checkpoint';
+import { checkpointDocument, packCheckpointHashed, parseCheckpointState, sha256, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, WEIGHTS_METADATA, type Checkpoint, type CheckpointState } from '../engine/checkpoint/checkpoint';
 import { forEachSafetensor, readSafetensors } from '../engine/checkpoint/safetensors';
 import { EngineError } from '../engine/errors';
 import { StoredGptConfigSchema, type GptConfig } from '../engine/models/gpt';
 import { MemoryVariantSchema, type MemoryVariant } from '../engine/models/memory-slots';
-import type { ArtifactStore, Manifest } from '../infra/store';
+import { CommitConflictError, type ArtifactStore, type CommitFile, type Manifest } from '../infra/store';
 import { failure } from '../spec/errors';
 import { asFailure } from './errors';
 import { keys, parseGlobalManifestKey, parseSnapshotManifestKey, snapshotsUnder } from './keys';
@@ -169,6 +169,8 @@ export async function commitCheckpoint(
   o: CommitCheckpointOptions = {},
 ): Promise<CheckpointRef> {
   const t0 = performance.now();
+  const tensorBytes = [...ckpt.weights.values(), ...ckpt.optimizer.values()].reduce((n, t) => n + t.data.byteLength, 0);
+  if (store.largerThanPart(tensorBytes)) return commitOffThread(store, prefix, ckpt, meta, extra, o);
   const files = packCheckpointHashed(ckpt);
   for (const [name, bytes] of extra) {
     if (files.has(name)) throw new Error(`commit ${prefix}: extra file ${name} would replace the checkpoint's own`);
@@ -186,12 +188,61 @@ export async function commitCheckpoint(
   for (const [n, f] of Object.entries(expected.files)) {
     if (ref.files[n]?.sha256 !== f.sha256) throw new Error(`commit ${prefix}: ${n} was stored with sha256 ${ref.files[n]?.sha256}, packed as ${f.sha256}`);
   }
-  // This process holds these bytes now: a later read of the same sha256 needs no transfer.
-  if (o.cache) {
-    for (const [name, tensors] of [[WEIGHTS_FILE, ckpt.weights], [OPTIMIZER_FILE, ckpt.optimizer]] as const) {
-      if (name === OPTIMIZER_FILE || o.cacheWeights !== false) o.cache.put(expected.files[name].sha256, tensors, expected.files[name].size);
-    }
+  keepCommitted(ckpt, expected, o);
+  return ref;
+}
+
+/** This process holds these bytes now: a later read of the same sha256 needs no transfer. */
+function keepCommitted(ckpt: WriteCheckpoint, ref: CheckpointRef, o: CommitCheckpointOptions): void {
+  if (!o.cache) return;
+  for (const [name, tensors] of [[WEIGHTS_FILE, ckpt.weights], [OPTIMIZER_FILE, ckpt.optimizer]] as const) {
+    if (name === OPTIMIZER_FILE || o.cacheWeights !== false) o.cache.put(ref.files[name].sha256, tensors, ref.files[name].size);
   }
+}
+
+/**
+ * commitCheckpoint for tensor files larger than a part: they are serialized, hashed and uploaded
+ * on the store's upload thread (infra/upload-thread.ts), so this thread is free at once (a GPU
+ * worker starts its next shard meanwhile, and a training step that holds this thread does not
+ * stop the upload); checkpoint.json, pinning the hashes the thread computed, and the manifest
+ * follow from here. The same bytes as the one-thread path: the same writer, the same document.
+ */
+async function commitOffThread(store: ArtifactStore, prefix: string, ckpt: WriteCheckpoint, meta: (ref: CheckpointRef) => Record<string, unknown>, extra: Map<string, Uint8Array>, o: CommitCheckpointOptions): Promise<CheckpointRef> {
+  const folder = prefix;
+  const t0 = performance.now();
+  const [weights, optimizer] = await Promise.all([store.putTensorFile(folder, WEIGHTS_FILE, ckpt.weights, WEIGHTS_METADATA), store.putTensorFile(folder, OPTIMIZER_FILE, ckpt.optimizer)]);
+  const doc = checkpointDocument(ckpt.state, { [WEIGHTS_FILE]: { sha256: weights.sha256, bytes: weights.size }, [OPTIMIZER_FILE]: { sha256: optimizer.sha256, bytes: optimizer.size } });
+  const files: Record<string, CommitFile> = { [WEIGHTS_FILE]: weights, [OPTIMIZER_FILE]: optimizer, [STATE_FILE]: { bytes: doc, sha256: sha256(doc) } };
+  for (const [name, bytes] of extra) {
+    if (name in files) throw new Error(`commit ${prefix}: extra file ${name} would replace the checkpoint's own`);
+    files[name] = { bytes, sha256: sha256(bytes) };
+  }
+  const expected: CheckpointRef = {
+    prefix,
+    files: Object.fromEntries(Object.entries(files).map(([n, f]) => ('key' in f ? [n, { sha256: f.sha256, size: f.size }] : [n, { sha256: (f as { sha256: string }).sha256, size: (f as { bytes: Uint8Array }).bytes.byteLength }]))),
+  };
+  let ref: CheckpointRef;
+  try {
+    ref = refOf(await store.commit(prefix, files, meta(expected)));
+  } catch (err) {
+    // Another attempt committed other files first: the two we wrote ahead are ours alone unless its manifest lists them.
+    if (err instanceof CommitConflictError) {
+      const theirs = new Set((await store.readManifest(prefix))?.files.map((f) => f.key) ?? []);
+      for (const f of [weights, optimizer]) if (!theirs.has(f.key)) await store.delete(f.key).catch(() => undefined);
+    }
+    throw err;
+  }
+  if (o.timing) {
+    // The thread's serializing and hashing counts as packing; the rest of the wait as the upload.
+    const packMs = Math.max(weights.packMs, optimizer.packMs);
+    o.timing.packMs += packMs;
+    o.timing.uploadMs += performance.now() - t0 - packMs;
+    o.timing.bytes += Object.values(expected.files).reduce((n, f) => n + f.size, 0);
+  }
+  for (const [n, f] of Object.entries(expected.files)) {
+    if (ref.files[n]?.sha256 !== f.sha256) throw new Error(`commit ${prefix}: ${n} was stored with sha256 ${ref.files[n]?.sha256}, packed as ${f.sha256}`);
+  }
+  keepCommitted(ckpt, expected, o);
   return ref;
 }
 

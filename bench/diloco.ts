@@ -54,6 +54,18 @@ interface ActivityTimes {
   result: unknown;
 }
 
+/** Length of the union of [start, end] intervals, ms. */
+function unionMs(spans: number[][]): number {
+  let total = 0;
+  let end = -Infinity;
+  for (const [a, b] of [...spans].sort((x, y) => x[0]! - y[0]!)) {
+    if (b! <= end) continue;
+    total += b! - Math.max(a!, end);
+    end = b!;
+  }
+  return total;
+}
+
 const ms = (t: unknown) => {
   const ts = t as { seconds?: { toNumber(): number } | number; nanos?: number } | null | undefined;
   const s = typeof ts?.seconds === 'number' ? ts.seconds : (ts?.seconds?.toNumber() ?? 0);
@@ -155,13 +167,17 @@ async function main() {
     const sum = (f: (x: TrainShardResult) => number) => sr.reduce((n, x) => n + f(x), 0);
     const shardActivityMs = sh.reduce((n, a) => n + (a.completed - a.started), 0);
     const aggActivityMs = ag.completed - ag.started;
+    // A shard that uploads its result while the next one trains (activities/device.ts) overlaps
+    // it: "dispatch" is the time no activity of the round ran, "overlapped" what ran beside another.
+    const busyMs = unionMs([...sh, ag].map((a) => [a.started, a.completed]));
     const trainMs = sum((x) => x.trainMs);
     const io = { read: sum((x) => x.io!.readMs) + ar.io!.readMs, pack: sum((x) => x.io!.packMs) + ar.io!.packMs, upload: sum((x) => x.io!.uploadMs) + ar.io!.uploadMs };
     return {
       round: p.round,
       roundMs: p.roundMs,
       trainMs,
-      dispatchMs: p.roundMs - shardActivityMs - aggActivityMs,
+      dispatchMs: p.roundMs - busyMs,
+      overlappedMs: shardActivityMs + aggActivityMs - busyMs,
       readMs: io.read,
       packMs: io.pack,
       uploadMs: io.upload,
@@ -196,14 +212,15 @@ async function main() {
   console.table(rows);
   console.table([{ s3: values.s3, size, W, H, batchPerWorker: B, context: T, compression: values.compression, steadyRounds: steady.length, roundsWallS: wall / 1000, computeOnlyS: compute / 1000, trainLoopsInWorkersS: steady.reduce((n, x) => n + x.trainMs, 0) / 1000, loadavg1: os.loadavg()[0] }]);
   const perRound = (f: (x: (typeof rows)[number]) => number) => (steady.reduce((n, x) => n + f(x), 0) / steady.length / 1000).toFixed(2);
-  console.log(`fixed cost per steady round, s: dispatch ${perRound((x) => x.dispatchMs)}, reads ${perRound((x) => x.readMs)}, pack+hash ${perRound((x) => x.packMs)}, uploads ${perRound((x) => x.uploadMs)}, outer step ${perRound((x) => x.outerMs)}, other in activities ${perRound((x) => x.otherInActivitiesMs)}; MB read ${perRound((x) => x.MBread * 1000)}, written ${perRound((x) => x.MBwritten * 1000)}`);
+  console.log(`fixed cost per steady round, s: ${perRound((x) => x.roundMs - x.trainMs)} = dispatch ${perRound((x) => x.dispatchMs)} + in activities ${perRound((x) => x.roundMs - x.trainMs - x.dispatchMs)} (of their ${perRound((x) => x.readMs + x.packMs + x.uploadMs + x.outerMs + x.otherInActivitiesMs)} s outside the loops, ${perRound((x) => x.overlappedMs)} s ran beside another shard)`);
+  console.log(`outside the loops per steady round, s: dispatch ${perRound((x) => x.dispatchMs)}, reads ${perRound((x) => x.readMs)}, pack+hash ${perRound((x) => x.packMs)}, uploads ${perRound((x) => x.uploadMs)}, outer step ${perRound((x) => x.outerMs)}, other in activities ${perRound((x) => x.otherInActivitiesMs)}; MB read ${perRound((x) => x.MBread * 1000)}, written ${perRound((x) => x.MBwritten * 1000)}`);
   console.log(`peak RSS of the worker processes, MiB: ${JSON.stringify(peakRssMiB)}`);
   if (baselineRounds.length) console.log(`orchestration share against the engine-only rounds timed after the run: ${(shareVsBaseline * 100).toFixed(1)}%`);
   console.log(`orchestration share: ${(share * 100).toFixed(1)}%`);
   fs.mkdirSync(path.join(__dirname, 'out'), { recursive: true });
   fs.writeFileSync(
     path.join(__dirname, 'out', `diloco-${size}.json`),
-    JSON.stringify({ s3: values.s3, size, W, rounds, H, B, T, compression: values.compression, rows, baselineRounds, peakRssMiB, share, shareVsBaseline, cpu: os.cpus()[0]?.model, loadavgBefore: load0, loadavgAfter: os.loadavg(), at: new Date().toISOString() }, null, 2),
+    JSON.stringify({ s3: values.s3, size, W, rounds, H, B, T, compression: values.compression, rows, activities: acts.map((a) => ({ type: a.type, scheduledMs: a.scheduled - acts[0]!.scheduled, startedMs: a.started - acts[0]!.scheduled, completedMs: a.completed - acts[0]!.scheduled, io: (a.result as { io?: unknown } | null)?.io, trainMs: (a.result as { trainMs?: number } | null)?.trainMs })), baselineRounds, peakRssMiB, share, shareVsBaseline, cpu: os.cpus()[0]?.model, loadavgBefore: load0, loadavgAfter: os.loadavg(), at: new Date().toISOString() }, null, 2),
   );
 }
 

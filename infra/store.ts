@@ -23,7 +23,8 @@ import { z } from 'zod';
 import { joinKey, validateBucketName, validateKey, validatePrefix } from './keys';
 import { IntegrityError, isConditionalConflict, isPreconditionFailed, NotFoundError, translateS3Error } from './store-errors';
 import { downloadToFile, verifyingStream } from './store-read';
-import { commitManifest, manifestKeyOf, readManifest, type CommitFile, type HashedBytes, type Manifest } from './store-manifest';
+import { commitManifest, contentKeyOf, manifestKeyOf, readManifest, type CommitFile, type HashedBytes, type Manifest } from './store-manifest';
+import type { TensorData } from '../engine/graph/ir';
 import {
   defaultTmpDir,
   MIN_PART_SIZE,
@@ -39,6 +40,7 @@ import {
   type PutResult,
   type UploadTarget,
 } from './store-upload';
+import { UploadThread } from './upload-thread';
 
 export { CommitConflictError, IntegrityError, NotFoundError, RangeNotSatisfiableError, type CommitDifference } from './store-errors';
 export { InvalidKeyError, joinKey, validateKey, validatePrefix } from './keys';
@@ -104,6 +106,23 @@ function parseSettings(settings: S3Settings): S3Settings {
   return s;
 }
 
+/** The S3 client of `settings` (parsed), as every store and its upload thread use it. */
+export function s3Client(s: S3Settings): S3Client {
+  return new S3Client({
+    endpoint: s.endpoint,
+    region: s.region,
+    forcePathStyle: s.forcePathStyle,
+    credentials: s.accessKeyId
+      ? { accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey!, sessionToken: s.sessionToken }
+      : undefined,
+    // The SDK's default since early 2025 sends CRC32 trailers in aws-chunked bodies, which
+    // s3rver stores verbatim (the object grows by the framing) and several S3-compatible
+    // servers reject. We hash every object with sha256 ourselves, so ask only when required.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+}
+
 export class ArtifactStore {
   readonly bucket: string;
   readonly client: S3Client;
@@ -111,6 +130,8 @@ export class ArtifactStore {
   private readonly concurrency: number;
   private readonly tmpDir: string;
   private conditional?: Promise<boolean>;
+  /** Where bodies larger than one part are uploaded (infra/upload-thread.ts). */
+  private readonly uploads: UploadThread;
 
   constructor(settings: S3Settings, options: StoreOptions = {}) {
     const s = parseSettings(settings);
@@ -124,19 +145,8 @@ export class ArtifactStore {
       throw new Error(`store option concurrency: must be a positive integer, got ${options.concurrency}`);
     }
     this.tmpDir = options.tmpDir ?? defaultTmpDir();
-    this.client = new S3Client({
-      endpoint: s.endpoint,
-      region: s.region,
-      forcePathStyle: s.forcePathStyle,
-      credentials: s.accessKeyId
-        ? { accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey!, sessionToken: s.sessionToken }
-        : undefined,
-      // The SDK's default since early 2025 sends CRC32 trailers in aws-chunked bodies, which
-      // s3rver stores verbatim (the object grows by the framing) and several S3-compatible
-      // servers reject. We hash every object with sha256 ourselves, so ask only when required.
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-    });
+    this.client = s3Client(s);
+    this.uploads = new UploadThread(s);
   }
 
   /** Creates the bucket if it does not exist yet. */
@@ -209,10 +219,10 @@ export class ArtifactStore {
       }
       if (body instanceof Uint8Array) {
         const sha256 = sha256OfBuffer(body);
-        return await putBuffer(this.target(keyOf(sha256), options), body, sha256);
+        return await this.putBytes(this.target(keyOf(sha256), options), body, sha256);
       }
       if (typeof body === 'object' && body !== null && 'bytes' in body) {
-        return await putBuffer(this.target(keyOf(body.sha256), options), body.bytes, body.sha256);
+        return await this.putBytes(this.target(keyOf(body.sha256), options), body.bytes, body.sha256);
       }
       if (typeof body === 'object' && body !== null && typeof body.path === 'string') {
         const sha256 = await sha256OfFile(body.path);
@@ -222,6 +232,33 @@ export class ArtifactStore {
       throw translateS3Error(err, this.bucket);
     }
     throw new Error('putHashed: body must be a Buffer, Uint8Array, Readable or { path }');
+  }
+
+  /** Whether `bytes` would go up in more than one part (and so on the upload thread). */
+  largerThanPart(bytes: number): boolean {
+    return bytes > this.partSize;
+  }
+
+  /**
+   * Writes `tensors` as a safetensors file to its content key under `folder` (as commit() would),
+   * serialized, hashed and uploaded on the upload thread; commit() then takes the result as a
+   * file already written. `packMs`: the thread's time serializing and hashing.
+   */
+  async putTensorFile(folder: string, name: string, tensors: Map<string, TensorData>, metadata: Record<string, string> = {}): Promise<PutResult & { packMs: number }> {
+    const { client: _client, ...target } = this.target(contentKeyOf(folder, name, '0'.repeat(64)), {});
+    try {
+      const r = await this.uploads.putTensors(target, folder, name, tensors, metadata);
+      return { key: r.key, size: r.size, sha256: r.sha256, parts: r.parts, packMs: r.packMs ?? 0 };
+    } catch (err) {
+      throw translateS3Error(err, this.bucket);
+    }
+  }
+
+  /** Bytes of a known sha256: more than one part goes out on the upload thread (a training step may hold this one). */
+  private putBytes(t: UploadTarget, body: Uint8Array, sha256: string): Promise<PutResult> {
+    if (body.byteLength <= t.partSize) return putBuffer(t, body, sha256);
+    const { client: _client, ...target } = t;
+    return this.uploads.put(target, body, sha256);
   }
 
   /**
@@ -527,6 +564,7 @@ export class ArtifactStore {
 
   /** Releases the HTTP connections; the store cannot be used afterwards. */
   close(): void {
+    this.uploads.close();
     this.client.destroy();
   }
 }

@@ -1,12 +1,14 @@
 // One Temporal worker for one role (spec/temporal-names.ts): `workflows` polls truthgpt-cpu for
 // workflow tasks only (no activities, no engine), `cpu` polls it for activity tasks only, and `gpu`
-// polls truthgpt-gpu for activity tasks only, one at a time, because a training step owns its whole
-// device. Workflow tasks thus never share an event loop with engine work: an evaluate that holds a
-// CPU worker's loop for minutes delays no workflow.
+// polls truthgpt-gpu for activity tasks only, one at a time on the device, because a training step
+// owns its whole device (a shard that only uploads its result no longer holds it). Workflow tasks
+// thus never share an event loop with engine work: an evaluate that holds a CPU worker's loop for
+// minutes delays no workflow.
 
 import os from 'node:os';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
+import { DeviceGate } from '../activities/device';
 import { assertGpuReady, type DoctorReport } from '../engine/doctor';
 import { s3Settings, temporalConnectionOptions, type Config } from '../infra/config';
 import { workerIdentity } from '../infra/stack-state';
@@ -15,6 +17,7 @@ import { ROLE_POOL, TASK_QUEUES, type WorkerRole } from '../spec/temporal-names'
 import { inflightRecorder } from './inflight';
 import { activityPayloadGuard } from './payload-guard';
 import { heartbeatGapRecorder } from './heartbeat-gaps';
+import { deviceBinder, deviceTuner } from './device-slots';
 
 export interface PoolWorker {
   worker: Worker;
@@ -51,6 +54,7 @@ export async function createPoolWorker(config: Config, role: WorkerRole, overrid
   const inflight = opts.inflightFile ?? process.env.TRUTHGPT_INFLIGHT_FILE;
   // Off unless set: each attempt's longest silence between heartbeats (workers/heartbeat-gaps.ts).
   const gaps = process.env.TRUTHGPT_HEARTBEAT_GAPS;
+  const device = new DeviceGate();
   try {
     const worker = await Worker.create({
       connection,
@@ -61,10 +65,12 @@ export async function createPoolWorker(config: Config, role: WorkerRole, overrid
         ? {
             activities: createActivities({ store, ep: config.runtime.ep, deviceId: config.runtime.deviceId, pool, memoryLimitBytes: config.runtime.workerMemoryGb * 2 ** 30, halfEmulation: config.runtime.halfEmulation }),
             // Payloads above 256 KiB fail by name where they are made (workers/payload-guard.ts).
-            interceptors: { activity: [activityPayloadGuard, ...(inflight ? [inflightRecorder(inflight)] : []), ...(gaps ? [heartbeatGapRecorder(gaps)] : [])] },
+            interceptors: { activity: [...(pool === 'gpu' ? [deviceBinder(device)] : []), activityPayloadGuard, ...(inflight ? [inflightRecorder(inflight)] : []), ...(gaps ? [heartbeatGapRecorder(gaps)] : [])] },
             maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
             defaultHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
-            ...(pool === 'gpu' ? { maxConcurrentActivityTaskExecutions: 1 } : {}),
+            // One activity at a time holds the device; one that released it (a shard uploading its
+            // result) may finish beside the next (activities/device.ts).
+            ...(pool === 'gpu' ? { tuner: deviceTuner(device) } : {}),
           }
         : {
             workflowsPath: require.resolve('../workflows'),

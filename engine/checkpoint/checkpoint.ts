@@ -62,22 +62,26 @@ export function packCheckpoint(ckpt: Checkpoint): Map<string, Buffer> {
 /** packCheckpoint with each file's sha256, each file hashed once (the document pins the tensor files by it). */
 export function packCheckpointHashed(ckpt: Checkpoint): Map<string, { bytes: Buffer; sha256: string }> {
   const hashed = (bytes: Buffer) => ({ bytes, sha256: sha256(bytes) });
-  const weights = hashed(writeSafetensors(ckpt.weights, { format: 'pt' }));
+  const weights = hashed(writeSafetensors(ckpt.weights, WEIGHTS_METADATA));
   const optimizer = hashed(writeSafetensors(ckpt.optimizer));
-  const state: CheckpointState = {
-    format: CHECKPOINT_FORMAT,
-    family: 'gpt',
-    ...ckpt.state,
-    files: {
-      [WEIGHTS_FILE]: { sha256: weights.sha256, bytes: weights.bytes.length },
-      [OPTIMIZER_FILE]: { sha256: optimizer.sha256, bytes: optimizer.bytes.length },
-    },
-  };
+  const doc = checkpointDocument(ckpt.state, { [WEIGHTS_FILE]: { sha256: weights.sha256, bytes: weights.bytes.length }, [OPTIMIZER_FILE]: { sha256: optimizer.sha256, bytes: optimizer.bytes.length } });
   return new Map([
     [WEIGHTS_FILE, weights],
     [OPTIMIZER_FILE, optimizer],
-    [STATE_FILE, hashed(Buffer.from(JSON.stringify(state, null, 2)))],
+    [STATE_FILE, hashed(doc)],
   ]);
+}
+
+/** The safetensors metadata of a checkpoint's weights file (what the reference writer of PyTorch weights records). */
+export const WEIGHTS_METADATA = { format: 'pt' };
+
+/**
+ * checkpoint.json's bytes for `state` pinning the two tensor files: what packCheckpointHashed
+ * writes, for a writer that serialized and hashed the tensor files elsewhere (infra/upload-thread.ts).
+ */
+export function checkpointDocument(state: Checkpoint['state'], files: { [WEIGHTS_FILE]: { sha256: string; bytes: number }; [OPTIMIZER_FILE]: { sha256: string; bytes: number } }): Buffer {
+  const doc: CheckpointState = { format: CHECKPOINT_FORMAT, family: 'gpt', ...state, files: { [WEIGHTS_FILE]: files[WEIGHTS_FILE], [OPTIMIZER_FILE]: files[OPTIMIZER_FILE] } };
+  return Buffer.from(JSON.stringify(doc, null, 2));
 }
 
 /** The checkpoint document (checkpoint.json) alone: config, step, cursors and the files' pins. */

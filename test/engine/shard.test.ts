@@ -74,6 +74,27 @@ test('a shard run stopped mid-way and resumed on a fresh session ends bit-identi
   await fresh.session.release();
 });
 
+test('a recycled runner (shards one after another on one GPU worker) runs the same steps bit for bit as a new one', async () => {
+  const run = { ids, seed: 3, batchSize: 4, contextLength: 16 };
+  // Shard 0 trains 5 steps and hands its runner back; shard 1 starts from other weights on it.
+  const used = compiled.runner({ ...init(), state: zeroState(compiled.step) });
+  await runShard({ ...run, shard: 0, runner: used, endStep: 5 });
+  compiled.recycle!(used);
+  const other = { step: 5, params: Object.fromEntries(initParams(gptParams(model), 11)), state: {} };
+  const again = compiled.runner(other);
+  expect(again).toBe(used);
+  const reused = await runShard({ ...run, shard: 1, runner: again, endStep: 9 });
+  const fresh = await compileLmTrainStep(setup, session);
+  const b = fresh.runner(other);
+  const direct = await runShard({ ...run, shard: 1, runner: b, endStep: 9 });
+  expect(reused.history.map((m) => m.loss)).toEqual(direct.history.map((m) => m.loss));
+  expect(sameBits(again.getParams(), b.getParams())).toEqual([]);
+  expect(sameBits(again.getState(), b.getState())).toEqual([]);
+  // Only a runner handed back is reused: two asked for at once are two.
+  expect(compiled.runner(other)).not.toBe(compiled.runner(other));
+  await fresh.session.release();
+});
+
 test('snapshots also come every T seconds of training, and never for the final step', async () => {
   let clock = 0;
   const saved: number[] = [];

@@ -171,6 +171,24 @@ describe.each(S3_SERVER_KINDS)('the store on %s', (kind: S3ServerKind) => {
       expectSameBytes(await readFile(dst), data);
     });
 
+    test('bytes larger than a part go up on the upload thread (infra/upload-thread.ts): committed intact; a missing bucket is still a NotFoundError', async () => {
+      const [w, o] = [randomBytes(11 * MiB + 3), randomBytes(6 * MiB)];
+      const m = await s3.store.commit('thread/c1', { 'model.safetensors': { bytes: w, sha256: sha256(w) }, 'optimizer.safetensors': o });
+      expect(m.files.map((f) => [f.name, f.size, f.sha256])).toEqual([['model.safetensors', w.length, sha256(w)], ['optimizer.safetensors', o.length, sha256(o)]]);
+      expectSameBytes(await s3.store.getVerified('thread/c1', 'model.safetensors'), w);
+      expectSameBytes(await s3.store.getVerified('thread/c1', 'optimizer.safetensors'), o);
+      // The caller's buffer is copied to the thread, not taken from it.
+      expect(w.length).toBe(11 * MiB + 3);
+      const other = new ArtifactStore({ ...s3.settings, bucket: `no-such-${kind}` }, { partSize: 5 * MiB });
+      try {
+        const err = await other.putHashed((h) => `x/${h}`, o).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(NotFoundError);
+        expect(err).toMatchObject({ bucket: `no-such-${kind}` });
+      } finally {
+        other.close();
+      }
+    });
+
     test('a stream of unknown length is hashed on the way and uploaded in parts; a small one is one PutObject', async () => {
       const data = randomBytes(11 * MiB + 5);
       expect(await s3.store.put('big/stream.bin', chunked(data))).toMatchObject({ size: data.length, sha256: sha256(data), parts: 3 });
