@@ -19,7 +19,7 @@ import { checkFrontend, checkQueue, checkS3, checkUi, connectForStatus, stackSta
 import { logTail, spawnLogged, tsCommand } from './stack-spawn';
 import { logDir, processRunning, readState, stopProcess, updateState, writeState, type ProcessEntry, type StackState } from './stack-state';
 import { ArtifactStore } from './store';
-import { ensureTemporalCli, type CliBuildProgress } from './temporal';
+import { DEV_SERVER_DYNAMIC_CONFIG, ensureTemporalCli, type CliBuildProgress } from './temporal';
 import { ensureVersitygw, versitygwCommand, versitygwEndpoint, versitygwHealthy } from './versitygw';
 import { WORKER_ROLES, type WorkerRole } from '../spec/temporal-names';
 
@@ -147,7 +147,7 @@ export async function stackUp(config: Config, opts: UpOptions = {}): Promise<Sta
     await assertPortFree(bindHost, host, uiPort, 'Temporal Web UI', 'TRUTHGPT_UI_PORT', '--ui-port');
     const cli = await ensureTemporalCli(baseEnv, log, { onProgress: opts.onCliBuildProgress });
     const db = path.join(stateDir, 'temporal.db');
-    const args = ['server', 'start-dev', '--db-filename', db, '--ip', bindHost, '--port', String(temporalPort), '--ui-port', String(uiPort), '--log-level', 'warn', ...devServerSearchAttributeFlags()];
+    const args = ['server', 'start-dev', '--db-filename', db, '--ip', bindHost, '--port', String(temporalPort), '--ui-port', String(uiPort), '--log-level', 'warn', ...DEV_SERVER_DYNAMIC_CONFIG, ...devServerSearchAttributeFlags()];
     if (config.temporal.namespace !== 'default') args.push('--namespace', config.temporal.namespace);
     startTemporal = () => {
       log(`starting the Temporal dev server on ${bindHost}:${temporalPort} (UI ${uiPort}, data ${db})`);

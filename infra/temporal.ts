@@ -66,3 +66,12 @@ export function temporalCliVersion(cli: string): string {
 }
 
 if (require.main === module) ensureMain(TEMPORAL_CLI, 'infra/temporal.ts');
+
+/**
+ * One partition per task queue on the local dev server. With the server's default of four, a task
+ * that waited in a queue's backlog (the second shard of a round on a GPU worker that runs one at a
+ * time) reached the worker 0.6–1.9 s after it asked for work, against 0.1–0.17 s with one: 1.4–1.7 s
+ * of a DiLoCo round's 4.7 s fixed cost at medium (bench/RESULTS.md, "Orchestration share at rounds
+ * of tens of seconds"). A cluster of our own sets the same for the truthgpt queues (docs/deploy.md).
+ */
+export const DEV_SERVER_DYNAMIC_CONFIG = ['--dynamic-config-value', 'matching.numTaskqueueReadPartitions=1', '--dynamic-config-value', 'matching.numTaskqueueWritePartitions=1'];

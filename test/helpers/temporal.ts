@@ -6,7 +6,7 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { freePort } from '../../infra/ports';
 import { devServerSearchAttributeFlags } from '../../infra/search-attributes';
-import { ensureTemporalCli } from '../../infra/temporal';
+import { DEV_SERVER_DYNAMIC_CONFIG, ensureTemporalCli } from '../../infra/temporal';
 
 export interface TemporalFixture {
   address: string;
@@ -30,7 +30,7 @@ export async function withTemporal(options: { headless?: boolean } = {}): Promis
   const cli = await ensureTemporalCli();
   const port = await freePort();
   const uiPort = await freePort();
-  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--ui-port', String(uiPort), '--log-level', 'error', ...devServerSearchAttributeFlags()];
+  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--ui-port', String(uiPort), '--log-level', 'error', ...DEV_SERVER_DYNAMIC_CONFIG, ...devServerSearchAttributeFlags()];
   if (options.headless ?? true) args.push('--headless');
   const child: ChildProcess = spawn(cli, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
