@@ -72,6 +72,11 @@ export interface ShardLoop<R extends { checkpoint: CheckpointRef }> {
    * 4 × 1.49 GB of results a round against a 6 GiB cache on a 24 GiB machine).
    */
   cache?: TensorCache;
+  /**
+   * Keep the final weights in `cache` too: this process may run the round's aggregation itself
+   * (trainShard's `aggregate`), which then folds them from memory.
+   */
+  keepWeights?: boolean;
   /** Measure the transfers: the returned result (not the one recorded in the manifest) gets `io`. */
   io?: { readMs: number; bytesRead: number };
 }
@@ -167,7 +172,7 @@ export async function runHeartbeatingShard<R extends { checkpoint: CheckpointRef
   const files = o.finalFiles ? await whileBeating(details, () => o.finalFiles!(params)) : { weights: toTensors(params, pShapes), extra: new Map<string, Uint8Array>() };
   timing.packMs += performance.now() - t1;
   const final = { weights: files.weights, optimizer: toTensors(optimizer, sShapes), state: o.ckptState(endStep) };
-  result.checkpoint = await whileBeating(details, () => commitCheckpoint(store, o.finalPrefix, final, (ref) => ({ result: { ...result, checkpoint: ref } }), files.extra, { cache: o.cache, cacheWeights: false, timing }));
+  result.checkpoint = await whileBeating(details, () => commitCheckpoint(store, o.finalPrefix, final, (ref) => ({ result: { ...result, checkpoint: ref } }), files.extra, { cache: o.cache, cacheWeights: o.keepWeights ?? false, timing }));
   // In-span snapshots are superseded by the committed result.
   await store.deletePrefix(`${o.snapshots}/step-`).catch(() => 0);
   if (!o.io) return result;

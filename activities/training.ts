@@ -11,7 +11,7 @@
 // its manifest last, so a retry either finds the committed result and returns it, or redoes the
 // work into the same keys.
 
-import { Context } from '@temporalio/activity';
+import { CancelledFailure, Context, log } from '@temporalio/activity';
 import { beat, whileBeating, yieldThenBeat } from './heartbeat';
 import { DatasetSpecSchema, type DatasetSpec } from '../engine/data/dataset';
 import { OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE } from '../engine/checkpoint/checkpoint';
@@ -20,7 +20,7 @@ import type { SessionConfig } from '../engine/runtime';
 import { OuterAggregator } from '../engine/train/outer';
 import { compressDelta, decodeDelta } from '../engine/train/compress';
 import { writeSafetensors } from '../engine/checkpoint/safetensors';
-import { zeroState, type CompiledTrainStep } from '../engine/train/shard';
+import { paramShapes, zeroState, type CompiledTrainStep } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
 import { datasetSpecOf, type TrainingSpec } from '../spec/training';
 import { familyTraining, type EvaluateResult } from './model-family';
@@ -78,6 +78,14 @@ export interface TrainShardInput extends RunRef {
   global: CheckpointRef;
   /** This shard's result of the previous round: its inner optimizer state carries over. */
   previous: CheckpointRef | null;
+  /**
+   * Sent by workflows that let the last shard aggregate (`patched('aggregate-in-last-shard')`):
+   * a shard that finds every other shard of its round committed runs the round's aggregation
+   * (aggregateRound, the same code and bytes) in its own process, where its weights, the global
+   * checkpoint and, on a worker that ran every shard, all the shards' weights already are, and
+   * returns it as `aggregate`; the next round's first shard there then reads nothing either.
+   */
+  aggregate?: { bestValLoss: number | null };
 }
 
 export interface TrainShardResult {
@@ -95,6 +103,8 @@ export interface TrainShardResult {
   trainMs: number;
   /** Where this attempt's time outside the loop went (absent when a committed result was returned). */
   io?: ShardIo;
+  /** The round's aggregation, when this shard ran it (TrainShardInput.aggregate). */
+  aggregate?: AggregateResult;
 }
 
 export interface AggregateInput extends RunRef {
@@ -240,8 +250,60 @@ async function weightsFrom(store: ArtifactStore, from: string, pins: Record<stri
   return out;
 }
 
-/** H inner steps of shard `shard` in round `round`, resumable from its last snapshot. */
+/** H inner steps of shard `shard` in round `round`, resumable from its last snapshot; then the round's aggregation if it is the last shard and was asked to. */
 async function trainShard(t: TrainingContext, input: TrainShardInput): Promise<TrainShardResult> {
+  const c = input.aggregate ? await failingAs(`trainShard shard ${input.shard} round ${input.round}`, () => t.compiled(input.spec)) : null;
+  // Only where the round's results fit the cache beside the states it keeps (below); otherwise the
+  // CPU pool aggregates, as without `aggregate`.
+  const local = c !== null && aggregationFits(input.spec, c);
+  const result = await trainShardSteps(t, input, local);
+  return local ? aggregateIfLast(t, input, result) : result;
+}
+
+/**
+ * Whether W shards' results (weights + AdamW moments, 3 × the weights each) and the global
+ * checkpoint (weights + outer momentum) fit this process's tensor cache: if they did not, keeping
+ * the shards' weights would push the moments the next round reads out of it (bench/RESULTS.md,
+ * "A round's I/O at gpt2-small size"): 2 gpt2-small shards fit a 6 GiB cache, 4 do not.
+ */
+function aggregationFits(spec: TrainingSpec, c: CompiledTrainStep): boolean {
+  const weightBytes = [...paramShapes(c.step).values()].reduce((n, shape) => n + 4 * shape.reduce((a, b) => a * b, 1), 0);
+  return (3 * spec.workers + 2) * weightBytes <= tensorCache.maxBytes;
+}
+
+/**
+ * The round's aggregation in this process, if every other shard of the round is committed (this
+ * one finished last); `result` unchanged otherwise, and also when the aggregation fails here: the
+ * workflow then runs aggregateRound on the CPU pool, which retries it and reports its error.
+ */
+async function aggregateIfLast(t: TrainingContext, input: TrainShardInput, result: TrainShardResult): Promise<TrainShardResult> {
+  const { spec, runId, round } = input;
+  const refs = await Promise.all(
+    Array.from({ length: spec.workers }, async (_, k) => {
+      if (k === input.shard) return result.checkpoint;
+      const m = await t.store.readManifest(keys.shardFinal(runId, k, round));
+      return m?.meta.result ? (m.meta.result as TrainShardResult).checkpoint : null;
+    }),
+  );
+  if (refs.some((r) => r === null)) return result;
+  let aggregate: AggregateResult;
+  try {
+    aggregate = await aggregateRound(t, { runId, spec, round, global: input.global, shards: refs as CheckpointRef[], bestValLoss: input.aggregate!.bestValLoss });
+  } catch (err) {
+    if (err instanceof CancelledFailure || Context.current().cancellationSignal.aborted) throw err;
+    log.warn(`trainShard shard ${input.shard} round ${round}: aggregating here failed, the CPU pool will: ${err instanceof Error ? err.message : String(err)}`);
+    return result;
+  }
+  // The shards' weights are folded into the new global: no one reads them here again.
+  const kept = aggregate.checkpoint.files[WEIGHTS_FILE]?.sha256;
+  for (const r of refs) {
+    const w = r!.files[WEIGHTS_FILE];
+    if (w && w.sha256 !== kept) tensorCache.drop(w.sha256);
+  }
+  return { ...result, aggregate };
+}
+
+async function trainShardSteps(t: TrainingContext, input: TrainShardInput, keepWeights: boolean): Promise<TrainShardResult> {
   const { spec, runId, round, shard } = input;
   const who = `trainShard shard ${shard} round ${round}`;
   const finalPrefix = keys.shardFinal(runId, shard, round);
@@ -257,6 +319,7 @@ async function trainShard(t: TrainingContext, input: TrainShardInput): Promise<T
   const family = familyTraining(spec);
   return runHeartbeatingShard<TrainShardResult>(t.store, {
     cache: tensorCache,
+    keepWeights,
     io,
     ...(compression ? { finalFiles: async (params: Record<string, Float32Array>) => {
       const g = await readCheckpoint(t.store, input.global.prefix, { cache: tensorCache, weightsOnly: true });

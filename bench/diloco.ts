@@ -161,15 +161,18 @@ async function main() {
   const aggs = acts.filter((a) => a.type === 'aggregateRound');
   const rows = r.trainHistory.map((p, i) => {
     const sh = shards.slice(i * W, (i + 1) * W);
-    const ag = aggs[i]!;
     const sr = sh.map((a) => a.result as TrainShardResult);
-    const ar = ag.result as AggregateResult;
+    // The round's last shard may have aggregated in its own process (trainShard's `aggregate`):
+    // then no aggregateRound activity ran, and its time is inside that shard's activity.
+    const inShard = sr.find((x) => x.aggregate)?.aggregate;
+    const ag = inShard ? null : aggs.shift()!;
+    const ar = inShard ?? (ag!.result as AggregateResult);
     const sum = (f: (x: TrainShardResult) => number) => sr.reduce((n, x) => n + f(x), 0);
     const shardActivityMs = sh.reduce((n, a) => n + (a.completed - a.started), 0);
-    const aggActivityMs = ag.completed - ag.started;
+    const aggActivityMs = ag ? ag.completed - ag.started : 0;
     // A shard that uploads its result while the next one trains (activities/device.ts) overlaps
     // it: "dispatch" is the time no activity of the round ran, "overlapped" what ran beside another.
-    const busyMs = unionMs([...sh, ag].map((a) => [a.started, a.completed]));
+    const busyMs = unionMs([...sh, ...(ag ? [ag] : [])].map((a) => [a.started, a.completed]));
     const trainMs = sum((x) => x.trainMs);
     const io = { read: sum((x) => x.io!.readMs) + ar.io!.readMs, pack: sum((x) => x.io!.packMs) + ar.io!.packMs, upload: sum((x) => x.io!.uploadMs) + ar.io!.uploadMs };
     return {

@@ -10,6 +10,7 @@
 import {
   ActivityCancellationType,
   continueAsNew,
+  patched,
   proxyActivities,
   upsertSearchAttributes,
   workflowInfo,
@@ -231,18 +232,24 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
     controls.setStage('train');
     const t0 = Date.now();
     const round = c.round;
+    // The shard that ends last may run the round's aggregation in its own process (it holds the
+    // weights; activities/training.ts trainShard), which saves a round the aggregation's transfers
+    // and dispatch; runs recorded before this did not ask for it.
+    const inShard = patched('aggregate-in-last-shard');
     const shards: TrainShardResult[] = await Promise.all(
       Array.from({ length: spec.workers }, (_, shard) =>
         gpu.trainShard.executeWithOptions({ summary: `round ${round} shard ${shard}: ${H} steps from ${c.global.prefix}` }, [
-          { ...ref, round, shard, dataset: c.dataset, global: c.global, previous: c.previous[shard] },
+          { ...ref, round, shard, dataset: c.dataset, global: c.global, previous: c.previous[shard], ...(inShard ? { aggregate: { bestValLoss: c.bestValLoss } } : {}) },
         ]),
       ),
     );
     stepInRound = H;
     controls.setStage('aggregate');
-    const agg = await cpu.aggregateRound.executeWithOptions({ summary: `round ${round}: outer optimizer over ${shards.length} shard(s) → global checkpoint r${round + 1}` }, [
-      { ...ref, round, global: c.global, shards: shards.map((s) => s.checkpoint), bestValLoss: c.bestValLoss },
-    ]);
+    const agg =
+      shards.find((s) => s.aggregate)?.aggregate ??
+      (await cpu.aggregateRound.executeWithOptions({ summary: `round ${round}: outer optimizer over ${shards.length} shard(s) → global checkpoint r${round + 1}` }, [
+        { ...ref, round, global: c.global, shards: shards.map((s) => s.checkpoint), bestValLoss: c.bestValLoss },
+      ]));
     c.global = agg.checkpoint;
     c.previous = shards.map((s) => s.checkpoint);
     c.round = round + 1;
