@@ -20,7 +20,7 @@ import type { SessionConfig } from '../engine/runtime';
 import { OuterAggregator } from '../engine/train/outer';
 import { compressDelta, decodeDelta } from '../engine/train/compress';
 import { writeSafetensors } from '../engine/checkpoint/safetensors';
-import { paramShapes, zeroState, type CompiledTrainStep } from '../engine/train/shard';
+import { zeroState, type CompiledTrainStep } from '../engine/train/shard';
 import type { ArtifactStore } from '../infra/store';
 import { datasetSpecOf, type TrainingSpec } from '../spec/training';
 import { familyTraining, type EvaluateResult } from './model-family';
@@ -79,9 +79,9 @@ export interface TrainShardInput extends RunRef {
   /** This shard's result of the previous round: its inner optimizer state carries over. */
   previous: CheckpointRef | null;
   /**
-   * Sent by workflows that let the last shard aggregate (`patched('aggregate-in-last-shard')`):
-   * a shard that finds every other shard of its round committed runs the round's aggregation
-   * (aggregateRound, the same code and bytes) in its own process, where its weights, the global
+   * Sent by trainingWorkflow (absent in activities scheduled before it was): a shard that finds
+   * every other shard of its round committed runs the round's aggregation (aggregateRound, the
+   * same code and bytes) in its own process, where its weights, the global
    * checkpoint and, on a worker that ran every shard, all the shards' weights already are, and
    * returns it as `aggregate`; the next round's first shard there then reads nothing either.
    */
@@ -252,10 +252,9 @@ async function weightsFrom(store: ArtifactStore, from: string, pins: Record<stri
 
 /** H inner steps of shard `shard` in round `round`, resumable from its last snapshot; then the round's aggregation if it is the last shard and was asked to. */
 async function trainShard(t: TrainingContext, input: TrainShardInput): Promise<TrainShardResult> {
-  const c = input.aggregate ? await failingAs(`trainShard shard ${input.shard} round ${input.round}`, () => t.compiled(input.spec)) : null;
   // Only where the round's results fit the cache beside the states it keeps (below); otherwise the
   // CPU pool aggregates, as without `aggregate`.
-  const local = c !== null && aggregationFits(input.spec, c);
+  const local = input.aggregate !== undefined && aggregationFits(input.spec);
   const result = await trainShardSteps(t, input, local);
   return local ? aggregateIfLast(t, input, result) : result;
 }
@@ -266,8 +265,8 @@ async function trainShard(t: TrainingContext, input: TrainShardInput): Promise<T
  * the shards' weights would push the moments the next round reads out of it (bench/RESULTS.md,
  * "A round's I/O at gpt2-small size"): 2 gpt2-small shards fit a 6 GiB cache, 4 do not.
  */
-function aggregationFits(spec: TrainingSpec, c: CompiledTrainStep): boolean {
-  const weightBytes = [...paramShapes(c.step).values()].reduce((n, shape) => n + 4 * shape.reduce((a, b) => a * b, 1), 0);
+function aggregationFits(spec: TrainingSpec): boolean {
+  const weightBytes = familyTraining(spec).params.reduce((n, p) => n + 4 * p.shape.reduce((a, b) => a * b, 1), 0);
   return (3 * spec.workers + 2) * weightBytes <= tensorCache.maxBytes;
 }
 
@@ -278,17 +277,17 @@ function aggregationFits(spec: TrainingSpec, c: CompiledTrainStep): boolean {
  */
 async function aggregateIfLast(t: TrainingContext, input: TrainShardInput, result: TrainShardResult): Promise<TrainShardResult> {
   const { spec, runId, round } = input;
-  const refs = await Promise.all(
-    Array.from({ length: spec.workers }, async (_, k) => {
-      if (k === input.shard) return result.checkpoint;
-      const m = await t.store.readManifest(keys.shardFinal(runId, k, round));
-      return m?.meta.result ? (m.meta.result as TrainShardResult).checkpoint : null;
-    }),
-  );
-  if (refs.some((r) => r === null)) return result;
+  const manifests = await Promise.all(Array.from({ length: spec.workers }, (_, k) => t.store.readManifest(keys.shardFinal(runId, k, round))));
+  if (manifests.some((m) => !m?.meta.result)) return result;
+  // Of shards that end together and each find the other committed, the last to commit aggregates
+  // (equal times: the higher shard), so the work is not done twice. Clocks of different hosts may
+  // make neither take it; the CPU pool then does, as it always could.
+  const mine = manifests[input.shard]!.committedAt;
+  if (manifests.some((m, k) => k !== input.shard && (m!.committedAt > mine || (m!.committedAt === mine && k > input.shard)))) return result;
+  const refs = manifests.map((m) => (m!.meta.result as TrainShardResult).checkpoint);
   let aggregate: AggregateResult;
   try {
-    aggregate = await aggregateRound(t, { runId, spec, round, global: input.global, shards: refs as CheckpointRef[], bestValLoss: input.aggregate!.bestValLoss });
+    aggregate = await aggregateRound(t, { runId, spec, round, global: input.global, shards: refs, bestValLoss: input.aggregate!.bestValLoss });
   } catch (err) {
     if (err instanceof CancelledFailure || Context.current().cancellationSignal.aborted) throw err;
     log.warn(`trainShard shard ${input.shard} round ${round}: aggregating here failed, the CPU pool will: ${err instanceof Error ? err.message : String(err)}`);
@@ -297,7 +296,7 @@ async function aggregateIfLast(t: TrainingContext, input: TrainShardInput, resul
   // The shards' weights are folded into the new global: no one reads them here again.
   const kept = aggregate.checkpoint.files[WEIGHTS_FILE]?.sha256;
   for (const r of refs) {
-    const w = r!.files[WEIGHTS_FILE];
+    const w = r.files[WEIGHTS_FILE];
     if (w && w.sha256 !== kept) tensorCache.drop(w.sha256);
   }
   return { ...result, aggregate };

@@ -10,7 +10,6 @@
 import {
   ActivityCancellationType,
   continueAsNew,
-  patched,
   proxyActivities,
   upsertSearchAttributes,
   workflowInfo,
@@ -233,13 +232,14 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
     const t0 = Date.now();
     const round = c.round;
     // The shard that ends last may run the round's aggregation in its own process (it holds the
-    // weights; activities/training.ts trainShard), which saves a round the aggregation's transfers
-    // and dispatch; runs recorded before this did not ask for it.
-    const inShard = patched('aggregate-in-last-shard');
+    // weights; activities/training.ts trainShard), which saves the round the aggregation's transfers
+    // and dispatch. No patch is needed: the commands differ only by what the shards returned, so a
+    // history whose shards returned no aggregation (recorded before this) replays into the same
+    // aggregateRound command it recorded.
     const shards: TrainShardResult[] = await Promise.all(
       Array.from({ length: spec.workers }, (_, shard) =>
         gpu.trainShard.executeWithOptions({ summary: `round ${round} shard ${shard}: ${H} steps from ${c.global.prefix}` }, [
-          { ...ref, round, shard, dataset: c.dataset, global: c.global, previous: c.previous[shard], ...(inShard ? { aggregate: { bestValLoss: c.bestValLoss } } : {}) },
+          { ...ref, round, shard, dataset: c.dataset, global: c.global, previous: c.previous[shard], aggregate: { bestValLoss: c.bestValLoss } },
         ]),
       ),
     );

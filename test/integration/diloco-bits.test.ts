@@ -139,12 +139,16 @@ test('a worker that holds a checkpoint file by sha256 does not read it again', a
   });
   const shards = results.filter((x) => 'trainMs' in x && x.io !== undefined) as unknown as TrainShardResult[];
   expect(shards.map((x) => x.round)).toEqual([0, 0, 1, 1, 2, 2]);
-  // Every round was aggregated by its last shard, in the process that holds the weights: no
-  // aggregateRound activity ran, and the aggregation read only the global's checkpoint.json (the
-  // cache holds tensor files only; 842 bytes here).
-  expect(results.filter((x) => 'pseudoGradNorm' in x)).toHaveLength(0);
-  const aggs = shards.flatMap((x) => (x.aggregate ? [x.aggregate] : []));
-  expect(aggs.map((x) => x.round)).toEqual([1, 2, 3]);
+  // Each round was aggregated once: by the shard that committed last, in the process that holds
+  // the weights (an aggregateRound activity only if both shards committed in the same millisecond
+  // in an order that left it to neither, activities/training.ts aggregateIfLast). A shard's
+  // aggregation read only the global's checkpoint.json (the cache holds tensor files only; 842
+  // bytes here).
+  const inShard = shards.flatMap((x) => (x.aggregate ? [x.aggregate] : []));
+  const activities = results.filter((x) => 'pseudoGradNorm' in x) as unknown as AggregateResult[];
+  expect([...inShard, ...activities].map((x) => x.round).sort()).toEqual([1, 2, 3]);
+  expect(inShard.length).toBeGreaterThan(0);
+  const aggs = inShard;
   const weightsBytes = r.checkpoint.files['model.safetensors'].size;
   for (const x of shards.filter((x) => x.round > 0)) expect(x.io!.bytesRead).toBeLessThan(10_000);
   for (const x of aggs) {
@@ -168,8 +172,9 @@ test('an aggregator that holds none of the shards streams their weights and comm
     return p ? [defaultPayloadConverter.fromPayload(p) as Record<string, unknown>] : [];
   });
   const shards = (results.filter((x) => 'trainMs' in x) as unknown as TrainShardResult[]).filter((x) => x.round === 2).sort((a, b) => a.shard - b.shard);
-  // The global checkpoint r2, as round 1's last shard aggregated it.
-  const global = (results.filter((x) => 'trainMs' in x) as unknown as TrainShardResult[]).find((x) => x.aggregate?.round === 2)!.aggregate!.checkpoint;
+  // The global checkpoint r2, as round 1's last shard (or, rarely, aggregateRound) aggregated it.
+  const aggregations = [...(results.filter((x) => 'trainMs' in x) as unknown as TrainShardResult[]).flatMap((x) => (x.aggregate ? [x.aggregate] : [])), ...(results.filter((x) => 'pseudoGradNorm' in x) as unknown as AggregateResult[])];
+  const global = aggregations.find((x) => x.round === 2)!.checkpoint;
   expect(shards.map((x) => x.shard)).toEqual([0, 1]);
   tensorCache.clear();
   const acts = createTrainingActivities({ store: stack.s3.store, ep: 'cpu', deviceId: 0 });
