@@ -79,11 +79,12 @@ export interface TrainShardInput extends RunRef {
   /** This shard's result of the previous round: its inner optimizer state carries over. */
   previous: CheckpointRef | null;
   /**
-   * Sent by trainingWorkflow (absent in activities scheduled before it was): a shard that finds
-   * every other shard of its round committed runs the round's aggregation (aggregateRound, the
-   * same code and bytes) in its own process, where its weights, the global
+   * Sent by trainingWorkflow (absent in activities scheduled before it was): the shard that finds
+   * every other shard of its round committed, and committed last, runs the round's aggregation
+   * (aggregateRound, the same code and bytes) in its own process, where its weights, the global
    * checkpoint and, on a worker that ran every shard, all the shards' weights already are, and
-   * returns it as `aggregate`; the next round's first shard there then reads nothing either.
+   * returns it as `aggregate`; the next round's first shard there then reads nothing either. Not
+   * where the round would not fit the tensor cache (aggregationFits).
    */
   aggregate?: { bestValLoss: number | null };
 }

@@ -238,7 +238,7 @@ export async function trainingWorkflow(input: TrainingInput): Promise<TrainingRe
     // aggregateRound command it recorded.
     const shards: TrainShardResult[] = await Promise.all(
       Array.from({ length: spec.workers }, (_, shard) =>
-        gpu.trainShard.executeWithOptions({ summary: `round ${round} shard ${shard}: ${H} steps from ${c.global.prefix}; the last shard aggregates r${round + 1}` }, [
+        gpu.trainShard.executeWithOptions({ summary: `round ${round} shard ${shard}: ${H} steps from ${c.global.prefix}; the last shard aggregates r${round + 1} if the round fits its cache` }, [
           { ...ref, round, shard, dataset: c.dataset, global: c.global, previous: c.previous[shard], aggregate: { bestValLoss: c.bestValLoss } },
         ]),
       ),

@@ -245,7 +245,7 @@ test('LoRA stage: non-fiction pretraining, adapters on fiction lower its val los
       .filter((e) => e.activityTaskScheduledEventAttributes)
       .map((e) => [e.activityTaskScheduledEventAttributes!.activityType!.name, e.userMetadata?.summary ? defaultPayloadConverter.fromPayload<string>(e.userMetadata.summary) : null]);
   const train = await summaries(`${run.workflowId}-train`);
-  expect(train).toContainEqual(['trainShard', `round 0 shard 1: 15 steps from runs/${run.workflowId}/global/r000000; the last shard aggregates r1`]);
+  expect(train).toContainEqual(['trainShard', `round 0 shard 1: 15 steps from runs/${run.workflowId}/global/r000000; the last shard aggregates r1 if the round fits its cache`]);
   // The round's last shard aggregates in its own process; an aggregateRound activity runs only where
   // it could not (activities/training.ts aggregateIfLast), and then says what it does.
   for (const [, s] of train.filter(([type]) => type === 'aggregateRound')) expect(s).toMatch(/^round \d+: outer optimizer over 2 shard\(s\) → global checkpoint r\d+$/);
