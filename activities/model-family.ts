@@ -14,7 +14,7 @@
 //
 // A new family adds its branch to `familyTraining` (and its tasks to spec/family.ts).
 
-import { BertEvaluator, bertTokensOf, bertTrainParams, classificationBatch, compileBertTrainStep, labelledDocs, labelMapOf, mlmBatch, type LabelledDoc } from '../engine/train/bert';
+import { BertEvaluator, bertTokensOf, bertTrainParams, classificationBatch, compileBertTrainStep, concatLabelled, labelledDocs, labelMapOf, mlmBatch, type LabelledDoc } from '../engine/train/bert';
 import type { TensorData } from '../engine/graph/ir';
 import type { BertModelConfig } from '../engine/hf/bert';
 import type { ParamSpec } from '../engine/models/blocks';
@@ -149,16 +149,8 @@ export function familyTraining(spec: TrainingSpec): FamilyTraining {
         const { ids, docs } = await shards.labelled(store, dataset, s);
         parts.push({ ids, docs: labelledDocs(ids, docs, map, `${dataset.prefix}/${s.file}`) });
       }
-      // One pass over every val document: shards concatenated, document starts shifted.
-      const total = parts.reduce((n, p) => n + p.ids.length, 0);
-      const ids = new Uint32Array(total);
-      const docs: LabelledDoc[] = [];
-      let off = 0;
-      for (const p of parts) {
-        ids.set(p.ids, off);
-        for (const d of p.docs) docs.push({ ...d, start: d.start + off });
-        off += p.ids.length;
-      }
+      // One pass over every val document.
+      const { ids, docs } = concatLabelled(parts);
       const r = await failingAs('evaluate', () => ev.classify(weights, ids, docs, { batchSize: spec.batchSize, contextLength: spec.contextLength }, tok));
       return { loss: r.loss, perplexity: Math.exp(r.loss), tokens: r.count * spec.contextLength, accuracy: r.accuracy, macroF1: r.macroF1, examples: r.count, majorityBaseline: r.majorityBaseline, confusion: r.confusion };
     },

@@ -11,7 +11,7 @@
 //     batch       captions with their images drawn by (seed, shard, step) (engine/train/image-prefix.ts)
 //     evaluate    every val caption once: caption-token loss and perplexity
 
-import type { LabelledDoc } from '../engine/train/bert';
+import { concatLabelled, type LabelledDoc } from '../engine/train/bert';
 import { labelledDocs } from '../engine/train/bert';
 import { compileDomainTrainStep, domainBatch, DomainEvaluator, domainLabelMap, domainTrainParams } from '../engine/train/domain';
 import type { DomainHeadVariant } from '../engine/models/classification-head';
@@ -65,17 +65,10 @@ export function domainTraining(spec: TrainingSpec, cfg: GptConfig, head: DomainH
     evaluate: async (store, shards, dataset, weights, session, onBatch) => {
       const eot = await eotOf(store, dataset);
       const map = labelMap(head, dataset);
-      // One pass over every val document: shards concatenated, document starts shifted.
+      // One pass over every val document.
       const parts: { ids: Uint16Array | Uint32Array; docs: LabelledDoc[] }[] = [];
       for (const s of dataset.val.filter((v) => v.tokens > 0)) parts.push(await shardDocs(store, shards, dataset, s, map));
-      const ids = new Uint32Array(parts.reduce((n, p) => n + p.ids.length, 0));
-      const docs: LabelledDoc[] = [];
-      let off = 0;
-      for (const p of parts) {
-        ids.set(p.ids, off);
-        for (const d of p.docs) docs.push({ ...d, start: d.start + off });
-        off += p.ids.length;
-      }
+      const { ids, docs } = concatLabelled(parts);
       const key = JSON.stringify([cfg, head, spec.contextLength, spec.threads]);
       if (!evaluators.has(key)) evaluators.set(key, new DomainEvaluator(cfg, head, spec.contextLength, session));
       const r = await failingAs('evaluate', () => evaluators.get(key)!.classify(weights, ids, docs, spec.batchSize, eot, onBatch));

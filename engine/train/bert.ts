@@ -29,8 +29,7 @@ import { isAdapterParam, loraModel, planLora, type LoraConfigInput, type LoraPla
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, peftAdapterConfig } from '../lora/peft';
 import type { OptimConfig } from '../optim';
 import { createSession, StepRunner, type SessionConfig } from '../runtime';
-import { stepGraph } from './ksteps';
-import { checkTrainMemory, type CompiledTrainStep, type TrainMemoryLimits } from './shard';
+import { checkTrainMemory, compileBuiltStep, type CompiledTrainStep, type TrainMemoryLimits } from './shard';
 import { buildTrainStep, type TrainStep } from './step';
 
 export type BertTask = 'classification' | 'mlm';
@@ -71,17 +70,7 @@ export function buildBertTrainStep(s: BertTrainSetup): TrainStep {
 /** The step compiled once per worker (a too-big step fails before anything is allocated). */
 export async function compileBertTrainStep(s: BertTrainSetup, sessionConfig: SessionConfig = {}, limits: TrainMemoryLimits = {}): Promise<CompiledTrainStep> {
   checkTrainMemory({ model: bertMemoryEquivalent(bertEncoderConfig(s.model)), optim: s.optim, batchSize: s.batchSize, contextLength: s.contextLength }, limits);
-  let step: TrainStep;
-  try {
-    step = buildBertTrainStep(s);
-  } catch (err) {
-    // Building the graph is deterministic: a failure here fails the same way on every retry.
-    if (err instanceof EngineError) throw err;
-    throw new EngineError('config', `bert ${s.task} training step: ${(err as Error).message}`);
-  }
-  const stepsPerRun = s.stepsPerRun ?? 1;
-  const session = await createSession(serializeModel(stepGraph(step, stepsPerRun)).model, { graphOptimizationLevel: 'all', ...sessionConfig });
-  return { step, session, runner: (init) => new StepRunner(session, { params: init.params, state: init.state, step: init.step, stepsPerRun }) };
+  return compileBuiltStep(`bert ${s.task} training step`, () => buildBertTrainStep(s), s.stepsPerRun ?? 1, sessionConfig);
 }
 
 // ---------------------------------------------------------------- batches
@@ -103,6 +92,19 @@ export interface LabelledDoc {
   start: number;
   length: number;
   label: number;
+}
+
+/** Labelled shards as one id stream, each shard's document starts shifted past the shards before it (one evaluation pass over every document). */
+export function concatLabelled(parts: { ids: Uint16Array | Uint32Array; docs: LabelledDoc[] }[]): { ids: Uint32Array; docs: LabelledDoc[] } {
+  const ids = new Uint32Array(parts.reduce((n, p) => n + p.ids.length, 0));
+  const docs: LabelledDoc[] = [];
+  let off = 0;
+  for (const p of parts) {
+    ids.set(p.ids, off);
+    for (const d of p.docs) docs.push({ ...d, start: d.start + off });
+    off += p.ids.length;
+  }
+  return { ids, docs };
 }
 
 /**

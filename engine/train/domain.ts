@@ -20,10 +20,9 @@ import type { ParamSpec } from '../models/blocks';
 import { domainConfigOf, domainGptLogits, domainGptParams, domainGptPooledTrainLoss, type DomainGptConfig, type DomainHeadVariant } from '../models/classification-head';
 import type { GptConfig } from '../models/gpt';
 import type { OptimConfig } from '../optim';
-import { createSession, StepRunner, type SessionConfig } from '../runtime';
+import { createSession, type SessionConfig } from '../runtime';
 import type { LabelledDoc } from './bert';
-import { stepGraph } from './ksteps';
-import { checkTrainMemory, type CompiledTrainStep, type TrainMemoryLimits } from './shard';
+import { checkTrainMemory, compileBuiltStep, type CompiledTrainStep, type TrainMemoryLimits } from './shard';
 import { buildTrainStep, type TrainStep } from './step';
 
 export interface DomainTrainSetup {
@@ -47,17 +46,7 @@ export function buildDomainTrainStep(s: DomainTrainSetup): TrainStep {
 /** The step compiled once per worker (a too-big step fails before anything is allocated). */
 export async function compileDomainTrainStep(s: DomainTrainSetup, sessionConfig: SessionConfig = {}, limits: TrainMemoryLimits = {}): Promise<CompiledTrainStep> {
   checkTrainMemory({ model: s.model, optim: s.optim, batchSize: s.batchSize, contextLength: s.contextLength }, limits);
-  let step: TrainStep;
-  try {
-    step = buildDomainTrainStep(s);
-  } catch (err) {
-    // Building the graph is deterministic: a failure here fails the same way on every retry.
-    if (err instanceof EngineError) throw err;
-    throw new EngineError('config', `domain-head training step: ${(err as Error).message}`);
-  }
-  const stepsPerRun = s.stepsPerRun ?? 1;
-  const session = await createSession(serializeModel(stepGraph(step, stepsPerRun)).model, { graphOptimizationLevel: 'all', ...sessionConfig });
-  return { step, session, runner: (init) => new StepRunner(session, { params: init.params, state: init.state, step: init.step, stepsPerRun }) };
+  return compileBuiltStep('domain-head training step', () => buildDomainTrainStep(s), s.stepsPerRun ?? 1, sessionConfig);
 }
 
 /**

@@ -19,9 +19,8 @@ import { serializeModel } from '../graph/onnx';
 import type { GptConfig } from '../models/gpt';
 import { imagePrefixConfigOf, multimodalGptCaptionLoss, multimodalGptParams, type ImagePrefixVariant, type MultimodalGptConfig } from '../models/image-prefix';
 import type { OptimConfig } from '../optim';
-import { createSession, StepRunner, type SessionConfig } from '../runtime';
-import { stepGraph } from './ksteps';
-import { checkTrainMemory, type CompiledTrainStep, type TrainMemoryLimits } from './shard';
+import { createSession, type SessionConfig } from '../runtime';
+import { checkTrainMemory, compileBuiltStep, type CompiledTrainStep, type TrainMemoryLimits } from './shard';
 import { buildTrainStep, type TrainStep } from './step';
 
 /** One caption of an image-captions shard: where its ids start, how many (end-of-text excluded), its image's index in the shard. */
@@ -50,16 +49,7 @@ export function buildImagePrefixTrainStep(s: ImagePrefixTrainSetup): TrainStep {
 export async function compileImagePrefixTrainStep(s: ImagePrefixTrainSetup, sessionConfig: SessionConfig = {}, limits: TrainMemoryLimits = {}): Promise<CompiledTrainStep> {
   // The memory estimate of the GPT at the whole sequence it runs (image prefix + text).
   checkTrainMemory({ model: s.model, optim: s.optim, batchSize: s.batchSize, contextLength: s.contextLength + s.image.n_image_tokens }, limits);
-  let step: TrainStep;
-  try {
-    step = buildImagePrefixTrainStep(s);
-  } catch (err) {
-    if (err instanceof EngineError) throw err;
-    throw new EngineError('config', `image-prefix training step: ${(err as Error).message}`);
-  }
-  const stepsPerRun = s.stepsPerRun ?? 1;
-  const session = await createSession(serializeModel(stepGraph(step, stepsPerRun)).model, { graphOptimizationLevel: 'all', ...sessionConfig });
-  return { step, session, runner: (init) => new StepRunner(session, { params: init.params, state: init.state, step: init.step, stepsPerRun }) };
+  return compileBuiltStep('image-prefix training step', () => buildImagePrefixTrainStep(s), s.stepsPerRun ?? 1, sessionConfig);
 }
 
 /**

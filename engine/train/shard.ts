@@ -236,6 +236,23 @@ export async function compileLmTrainStep(s: LmTrainSetup, sessionConfig: Session
   };
 }
 
+/**
+ * The step `build` makes, compiled with `stepsPerRun` steps a call, and plain runners over it (the
+ * other families' compile functions). Building the graph is deterministic, so a failure to build
+ * fails the same way on every retry: a config error naming `what`.
+ */
+export async function compileBuiltStep(what: string, build: () => TrainStep, stepsPerRun: number, sessionConfig: SessionConfig): Promise<CompiledTrainStep> {
+  let step: TrainStep;
+  try {
+    step = build();
+  } catch (err) {
+    if (err instanceof EngineError) throw err;
+    throw new EngineError('config', `${what}: ${(err as Error).message}`);
+  }
+  const session = await createSession(serializeModel(stepGraph(step, stepsPerRun)).model, { graphOptimizationLevel: 'all', ...sessionConfig });
+  return { step, session, runner: (init) => new StepRunner(session, { params: init.params, state: init.state, step: init.step, stepsPerRun }) };
+}
+
 /** Zero optimizer state for every slot of the step (what a worker starts its first round with). */
 export function zeroState(step: TrainStep): Record<string, Float32Array> {
   const out: Record<string, Float32Array> = {};
